@@ -1,0 +1,1 @@
+"""shoal: stateful stream processing on asyncio."""
