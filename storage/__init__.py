@@ -1,1 +1,86 @@
-"""shoal.storage"""
+"""shoal.storage: keyed state on disk, one LMDB environment per (operator, key group).
+
+Declare states with specs, open a store per key group from a backend, set ``store.key``,
+use the handles in ``store.states``, and ``flush()`` at each checkpoint barrier::
+
+    backend = LmdbBackend("/var/lib/shoal")
+    with backend.open_store("clicks", 7, [ValueStateSpec("count", default=0)]) as store:
+        store.key = "alice"
+        store.states.count.update(store.states.count.value() + 1)
+        store.flush(meta={"epoch": 1})
+
+This layer knows nothing of actors or the runtime. Everything on disk is CBOR, never pickle.
+"""
+
+from __future__ import annotations
+
+from ._backend import LmdbBackend as LmdbBackend
+from ._backend import MemoryBackend as MemoryBackend
+from ._backend import StateBackend as StateBackend
+from ._codec import check_key as check_key
+from ._codec import decode_key as decode_key
+from ._codec import decode_value as decode_value
+from ._codec import encode_key as encode_key
+from ._codec import encode_value as encode_value
+from ._exceptions import DecodeError as DecodeError
+from ._exceptions import DuplicateStateError as DuplicateStateError
+from ._exceptions import EncodeError as EncodeError
+from ._exceptions import InvalidKeyError as InvalidKeyError
+from ._exceptions import InvalidNameError as InvalidNameError
+from ._exceptions import StorageError as StorageError
+from ._exceptions import StoreBusyError as StoreBusyError
+from ._exceptions import StoreClosedError as StoreClosedError
+from ._exceptions import StoreDirtyError as StoreDirtyError
+from ._exceptions import UnknownStateError as UnknownStateError
+from ._handles import AggregatingState as AggregatingState
+from ._handles import ListState as ListState
+from ._handles import MapState as MapState
+from ._handles import ReducingState as ReducingState
+from ._handles import ValueState as ValueState
+from ._specs import AggregatingStateSpec as AggregatingStateSpec
+from ._specs import ListStateSpec as ListStateSpec
+from ._specs import MapStateSpec as MapStateSpec
+from ._specs import ReducingStateSpec as ReducingStateSpec
+from ._specs import StateSpec as StateSpec
+from ._specs import ValueStateSpec as ValueStateSpec
+from ._store import KeyGroupStatistics as KeyGroupStatistics
+from ._store import KeyGroupStore as KeyGroupStore
+
+__all__ = (
+    # declaring state
+    "ValueStateSpec",
+    "ListStateSpec",
+    "MapStateSpec",
+    "ReducingStateSpec",
+    "AggregatingStateSpec",
+    "StateSpec",
+    # backends and stores
+    "StateBackend",
+    "LmdbBackend",
+    "MemoryBackend",
+    "KeyGroupStore",
+    "KeyGroupStatistics",
+    # handles
+    "ValueState",
+    "ListState",
+    "MapState",
+    "ReducingState",
+    "AggregatingState",
+    # codec (the key encoding is part of the savepoint format)
+    "encode_key",
+    "decode_key",
+    "check_key",
+    "encode_value",
+    "decode_value",
+    # errors
+    "StorageError",
+    "InvalidKeyError",
+    "InvalidNameError",
+    "DuplicateStateError",
+    "UnknownStateError",
+    "StoreClosedError",
+    "StoreBusyError",
+    "StoreDirtyError",
+    "EncodeError",
+    "DecodeError",
+)

@@ -1,0 +1,47 @@
+"""Exceptions raised by shoal.storage."""
+
+from __future__ import annotations
+
+
+class StorageError(Exception):
+    """Base class of every error that shoal.storage raises on purpose."""
+
+
+class InvalidKeyError(StorageError, TypeError):
+    """A key or map key is not a str, bytes, int or (nested) tuple of those."""
+
+
+class InvalidNameError(StorageError, ValueError):
+    """A state, operator or meta name breaks the naming rules."""
+
+
+class DuplicateStateError(InvalidNameError):
+    """Two state specs given to one store share a name."""
+
+
+class UnknownStateError(StorageError, KeyError):
+    """A state name was asked for that the store does not declare."""
+
+    def __str__(self) -> str:
+        # KeyError.__str__ would print the message quoted, as if it were a key.
+        return str(self.args[0]) if self.args else ""
+
+
+class StoreClosedError(StorageError):
+    """The store (or one of its state handles) was used after close()."""
+
+
+class StoreBusyError(StorageError):
+    """The store for this (operator, key group) is already open in this backend."""
+
+
+class StoreDirtyError(StorageError):
+    """The operation needs a store without unflushed changes."""
+
+
+class EncodeError(StorageError, TypeError):
+    """A value cannot be encoded as CBOR."""
+
+
+class DecodeError(StorageError, ValueError):
+    """Bytes are not a valid encoding of a key or value."""

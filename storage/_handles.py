@@ -1,0 +1,660 @@
+"""State handles: the per-state objects user code calls once or twice per record.
+
+Every handle works on the store's *current* key (``store.key``, set by the runtime before it
+calls user code). Hot state lives in a per-handle dict keyed by the Python key object, with a
+set of dirty keys; nothing is encoded or written until ``KeyGroupStore.flush()``. A cache hit
+costs a dict lookup: no LMDB transaction and no CBOR encoding.
+
+Keys are checked (``check_key``) the first time a handle meets them. Python treats ``1``,
+``1.0`` and ``True`` as the same dict key, so once ``1`` is cached, ``True`` would reach its
+entry without a check: the runtime validates keys when it routes them, so the store does not pay
+for a second check per record.
+
+Values are kept by reference: ``ValueState.value()`` returns the object given to ``update()``.
+Mutating a value in place is not a write; call ``update()`` again after mutating. Values
+round-trip through CBOR when they are evicted or reloaded, so a tuple comes back as a list.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from itertools import islice
+from typing import Any, NoReturn, Protocol
+
+from ._codec import (
+    check_key,
+    decode_key,
+    decode_value,
+    encode_key,
+    encode_value,
+    split_composite,
+)
+from ._engine import DELETE, DELETE_PREFIX, PUT, Engine, Op
+from ._exceptions import EncodeError, StoreClosedError
+from ._specs import (
+    AggregatingStateSpec,
+    ListStateSpec,
+    MapStateSpec,
+    ReducingStateSpec,
+    StateSpec,
+    ValueStateSpec,
+)
+
+__all__ = (
+    "AggregatingState",
+    "ListState",
+    "MapState",
+    "ReducingState",
+    "StateHandle",
+    "ValueState",
+    "make_handle",
+)
+
+
+class _Absent:
+    """The cached marker for "no value": a key that was loaded and is absent, or cleared."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "<absent>"
+
+
+ABSENT: Any = _Absent()
+
+
+class _KeyHolder(Protocol):
+    key: Any
+
+
+def _closed(*_args: object, **_kwargs: object) -> NoReturn:
+    raise StoreClosedError("the store is closed; open it again to use its state")
+
+
+class _ClosedDict(dict[Any, Any]):
+    """Stands in for a closed handle's cache so the hot path needs no "is closed" check."""
+
+    __getitem__ = __setitem__ = __contains__ = get = _closed
+
+
+class _ClosedSet(set[Any]):
+    """Stands in for a closed handle's dirty set."""
+
+    add = __contains__ = _closed
+
+
+def _merge(
+    committed: Iterator[tuple[bytes, bytes]],
+    skip: int,
+    overlay: list[tuple[bytes, Any, Any]],
+) -> Iterator[tuple[bytes, Any, Any]]:
+    """Merge committed ``(key_bytes, value_bytes)`` with a sorted ``(bytes, key, value)`` overlay.
+
+    ``skip`` leading bytes of each committed key are a prefix to strip before comparing. The
+    overlay wins on equal keys and its ABSENT values hide committed entries. Yields
+    ``(encoded, key, value)`` in byte order, without ABSENT values.
+    """
+    position = 0
+    count = len(overlay)
+    for raw_key, raw_value in committed:
+        encoded = raw_key[skip:]
+        while position < count and overlay[position][0] < encoded:
+            if overlay[position][2] is not ABSENT:
+                yield overlay[position]
+            position += 1
+        if position < count and overlay[position][0] == encoded:
+            if overlay[position][2] is not ABSENT:
+                yield overlay[position]
+            position += 1
+            continue
+        yield encoded, decode_key(encoded), decode_value(raw_value)
+    for item in islice(overlay, position, None):
+        if item[2] is not ABSENT:
+            yield item
+
+
+class _Handle:
+    """What every handle shares: the store's key, the engine, the state's database name."""
+
+    __slots__ = ("_engine", "_maybe_filled", "_store", "name")
+
+    def __init__(self, store: _KeyHolder, engine: Engine, name: str) -> None:
+        self._store = store
+        self._engine = engine
+        self.name = name
+        # False while the database is known to be empty: misses then skip the read txn.
+        self._maybe_filled = engine.count(name) > 0
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.name!r}>"
+
+    def _encode_error(self, key: Any, exc: EncodeError) -> EncodeError:
+        return EncodeError(f"state {self.name!r}, key {key!r}: {exc}")
+
+    # The store drives these; subclasses implement them.
+    def _collect(self, ops: list[Op]) -> None:
+        raise NotImplementedError
+
+    def _flushed(self) -> None:
+        raise NotImplementedError
+
+    def _dirty_count(self) -> int:
+        raise NotImplementedError
+
+    def _cached_count(self) -> int:
+        raise NotImplementedError
+
+    def _evict(self, count: int) -> None:
+        raise NotImplementedError
+
+    def _reset(self) -> None:
+        raise NotImplementedError
+
+    def _close(self) -> None:
+        raise NotImplementedError
+
+    def _read(self, key: Any) -> Any:
+        """Return the user-visible value of ``key`` (ABSENT if none) without caching it."""
+        raise NotImplementedError
+
+    def _iter_items(self) -> Iterator[tuple[Any, Any]]:
+        raise NotImplementedError
+
+
+class _CachedHandle(_Handle):
+    """A handle holding one value per key in ``_cache`` (ABSENT when there is none)."""
+
+    __slots__ = ("_cache", "_dirty")
+
+    def __init__(self, store: _KeyHolder, engine: Engine, name: str) -> None:
+        super().__init__(store, engine, name)
+        self._cache: dict[Any, Any] = {}
+        self._dirty: set[Any] = set()
+
+    def _current(self) -> Any:
+        """Return the cached entry of the current key, loading it on a miss."""
+        key = self._store.key
+        try:
+            return self._cache[key]
+        except KeyError:
+            return self._load(key)
+        except TypeError:
+            check_key(key)  # an unhashable key: say which type and why
+            raise
+
+    def _load(self, key: Any) -> Any:
+        encoded = encode_key(key)  # also checks the key
+        raw = self._engine.get(self.name, encoded) if self._maybe_filled else None
+        value = ABSENT if raw is None else decode_value(raw)
+        self._cache[key] = value
+        return value
+
+    def _set(self, value: Any) -> None:
+        key = self._store.key
+        cache = self._cache
+        try:
+            if key not in cache:
+                check_key(key)
+        except TypeError:
+            check_key(key)
+            raise
+        cache[key] = value
+        self._dirty.add(key)
+
+    def clear(self) -> None:
+        """Remove the current key's value; the removal is persisted by the next flush."""
+        self._set(ABSENT)
+
+    def _present(self, stored: Any) -> Any:
+        """Turn a stored value into what readers see."""
+        return stored
+
+    def _collect(self, ops: list[Op]) -> None:
+        name = self.name
+        cache = self._cache
+        for key in self._dirty:
+            value = cache[key]
+            if value is ABSENT:
+                ops.append((DELETE, name, encode_key(key), None))
+            else:
+                try:
+                    ops.append((PUT, name, encode_key(key), encode_value(value)))
+                except EncodeError as exc:
+                    raise self._encode_error(key, exc) from exc
+
+    def _flushed(self) -> None:
+        if self._dirty:
+            self._maybe_filled = True
+            self._dirty.clear()
+
+    def _dirty_count(self) -> int:
+        return len(self._dirty)
+
+    def _cached_count(self) -> int:
+        return len(self._cache)
+
+    def _evict(self, count: int) -> None:
+        cache = self._cache
+        for key in list(islice(cache, count)):
+            del cache[key]
+
+    def _reset(self) -> None:
+        self._cache.clear()
+        self._dirty.clear()
+        self._maybe_filled = self._engine.count(self.name) > 0
+
+    def _close(self) -> None:
+        self._cache = _ClosedDict()
+        self._dirty = _ClosedSet()
+
+    def _read(self, key: Any) -> Any:
+        try:
+            stored = self._cache[key]
+        except KeyError:
+            raw = self._engine.get(self.name, encode_key(key))
+            stored = ABSENT if raw is None else decode_value(raw)
+        return ABSENT if stored is ABSENT else self._present(stored)
+
+    def _iter_items(self) -> Iterator[tuple[Any, Any]]:
+        cache = self._cache
+        overlay = sorted((encode_key(key), key, cache[key]) for key in self._dirty)
+        committed = self._engine.scan(self.name, b"", None, b"")
+        for _encoded, key, stored in _merge(committed, 0, overlay):
+            yield key, self._present(stored)
+
+
+class ValueState(_CachedHandle):
+    """One value per key. ``value()`` of a key never written (or cleared) is the spec default.
+
+    ``value()`` returns the stored object itself (no copy): treat it as immutable, or call
+    ``update()`` after mutating it so the change is flushed.
+    """
+
+    __slots__ = ("_default",)
+
+    def __init__(self, store: _KeyHolder, engine: Engine, spec: ValueStateSpec) -> None:
+        super().__init__(store, engine, spec.name)
+        self._default = spec.default
+
+    def value(self) -> Any:
+        """Return the current key's value, or the spec's default if it has none."""
+        key = self._store.key
+        try:
+            value = self._cache[key]
+        except KeyError:
+            value = self._load(key)
+        except TypeError:
+            check_key(key)
+            raise
+        return self._default if value is ABSENT else value
+
+    def update(self, value: Any) -> None:
+        """Set the current key's value (persisted by the next flush; checked for CBOR then)."""
+        key = self._store.key
+        cache = self._cache
+        try:
+            if key not in cache:
+                check_key(key)
+        except TypeError:
+            check_key(key)
+            raise
+        cache[key] = value
+        self._dirty.add(key)
+
+
+class ListState(_CachedHandle):
+    """A list per key. An absent key reads as ``[]``; an empty list is stored as absent.
+
+    ``get()`` returns a fresh list each call: mutating it never changes the state (use
+    ``update()``). The items themselves are shared, not copied.
+    """
+
+    __slots__ = ()
+
+    def __init__(self, store: _KeyHolder, engine: Engine, spec: ListStateSpec) -> None:
+        super().__init__(store, engine, spec.name)
+
+    def get(self) -> list[Any]:
+        """Return a copy of the current key's list (``[]`` if it has none)."""
+        stored = self._current()
+        return [] if stored is ABSENT else list(stored)
+
+    def add(self, value: Any) -> None:
+        """Append ``value`` to the current key's list."""
+        stored = self._current()
+        if stored is ABSENT:
+            self._set([value])
+        else:
+            stored.append(value)  # the cached list is never handed out, so this is private
+            self._dirty.add(self._store.key)
+
+    def add_all(self, values: Iterable[Any]) -> None:
+        """Append every item of ``values`` to the current key's list."""
+        new = list(values)
+        if not new:
+            return
+        stored = self._current()
+        if stored is ABSENT:
+            self._set(new)
+        else:
+            stored.extend(new)
+            self._dirty.add(self._store.key)
+
+    def update(self, values: Iterable[Any]) -> None:
+        """Replace the current key's list with a copy of ``values`` (empty clears it)."""
+        new = list(values)
+        self._set(new if new else ABSENT)
+
+    def _present(self, stored: Any) -> Any:
+        return list(stored)
+
+
+class ReducingState(_CachedHandle):
+    """One value per key folded with the spec's ``reduce``; ``get()`` is None when empty."""
+
+    __slots__ = ("_reduce",)
+
+    def __init__(self, store: _KeyHolder, engine: Engine, spec: ReducingStateSpec) -> None:
+        super().__init__(store, engine, spec.name)
+        self._reduce = spec.reduce
+
+    def get(self) -> Any:
+        """Return the accumulated value, or None if nothing was added since the last clear."""
+        stored = self._current()
+        return None if stored is ABSENT else stored
+
+    def add(self, value: Any) -> None:
+        """Fold ``value`` in: the first value is stored as is, then ``reduce(acc, value)``."""
+        stored = self._current()
+        self._set(value if stored is ABSENT else self._reduce(stored, value))
+
+
+class AggregatingState(_CachedHandle):
+    """An accumulator per key built with the spec's ``create``/``add``, read via ``result``."""
+
+    __slots__ = ("_add", "_create", "_result")
+
+    def __init__(self, store: _KeyHolder, engine: Engine, spec: AggregatingStateSpec) -> None:
+        super().__init__(store, engine, spec.name)
+        self._create: Callable[[], Any] = spec.create
+        self._add: Callable[[Any, Any], Any] = spec.add
+        self._result: Callable[[Any], Any] = spec.result
+
+    def get(self) -> Any:
+        """Return ``result(acc)``, or None if nothing was added since the last clear."""
+        stored = self._current()
+        return None if stored is ABSENT else self._result(stored)
+
+    def add(self, value: Any) -> None:
+        """Set ``acc = add(acc, value)``, starting from ``create()`` for an empty key."""
+        stored = self._current()
+        self._set(self._add(self._create() if stored is ABSENT else stored, value))
+
+    def _present(self, stored: Any) -> Any:
+        return self._result(stored)
+
+
+class _MapEntry:
+    """The cached part of one key's map."""
+
+    __slots__ = ("cleared", "complete", "dirty", "known")
+
+    def __init__(self, complete: bool) -> None:
+        self.known: dict[Any, Any] = {}  # map key -> value or ABSENT (loaded or written)
+        self.dirty: set[Any] = set()  # map keys whose known value differs from committed
+        self.cleared = False  # committed entries of this key are to be deleted at flush
+        self.complete = complete  # known holds every entry: no need to read committed ones
+
+
+class MapState(_Handle):
+    """A map per key from map keys to values, stored one entry per (key, map key).
+
+    Map keys follow the key rules (``check_key``). Entries are ordered by their encoded map key
+    (see ``shoal.storage._codec``): numerically for non-negative ints, shorter-first then
+    bytewise for str and bytes. ``keys()``, ``values()`` and ``items()`` return list snapshots
+    that merge unflushed writes with committed entries, so the map may be changed while looping
+    over them.
+    """
+
+    __slots__ = ("_dirty_keys", "_known_total", "_maps")
+
+    def __init__(self, store: _KeyHolder, engine: Engine, spec: MapStateSpec) -> None:
+        super().__init__(store, engine, spec.name)
+        self._maps: dict[Any, _MapEntry] = {}
+        self._dirty_keys: set[Any] = set()
+        self._known_total = 0
+
+    def _entry(self) -> _MapEntry:
+        key = self._store.key
+        try:
+            return self._maps[key]
+        except KeyError:
+            check_key(key)
+            entry = self._maps[key] = _MapEntry(complete=not self._maybe_filled)
+            return entry
+        except TypeError:
+            check_key(key)
+            raise
+
+    def _lookup(self, entry: _MapEntry, user_key: Any) -> Any:
+        try:
+            return entry.known[user_key]
+        except KeyError:
+            pass
+        except TypeError:
+            check_key(user_key, what="map key")
+            raise
+        check_key(user_key, what="map key")
+        if entry.complete:
+            value = ABSENT
+        else:
+            composite = encode_key(self._store.key) + encode_key(user_key)
+            raw = self._engine.get(self.name, composite)
+            value = ABSENT if raw is None else decode_value(raw)
+        entry.known[user_key] = value
+        self._known_total += 1
+        return value
+
+    def _write(self, user_key: Any, value: Any) -> None:
+        entry = self._entry()
+        known = entry.known
+        try:
+            if user_key not in known:
+                check_key(user_key, what="map key")
+                self._known_total += 1
+        except TypeError:
+            check_key(user_key, what="map key")
+            raise
+        known[user_key] = value
+        entry.dirty.add(user_key)
+        self._dirty_keys.add(self._store.key)
+
+    def get(self, user_key: Any, default: Any = None) -> Any:
+        """Return the value under ``user_key`` in the current key's map, else ``default``."""
+        value = self._lookup(self._entry(), user_key)
+        return default if value is ABSENT else value
+
+    def contains(self, user_key: Any) -> bool:
+        """Return whether the current key's map has an entry for ``user_key``."""
+        return self._lookup(self._entry(), user_key) is not ABSENT
+
+    def put(self, user_key: Any, value: Any) -> None:
+        """Set ``user_key`` to ``value`` in the current key's map."""
+        self._write(user_key, value)
+
+    def put_all(self, entries: Mapping[Any, Any]) -> None:
+        """Set every ``user_key -> value`` of ``entries`` in the current key's map."""
+        for user_key, value in entries.items():
+            self._write(user_key, value)
+
+    def remove(self, user_key: Any) -> None:
+        """Delete ``user_key`` from the current key's map (no error if it is absent)."""
+        self._write(user_key, ABSENT)
+
+    def clear(self) -> None:
+        """Delete every entry of the current key's map."""
+        entry = self._entry()
+        self._known_total -= len(entry.known)
+        entry.known = {}
+        entry.dirty = set()
+        entry.cleared = True
+        entry.complete = True
+        self._dirty_keys.add(self._store.key)
+
+    def is_empty(self) -> bool:
+        """Return whether the current key's map has no entries."""
+        entry = self._entry()
+        if any(value is not ABSENT for value in entry.known.values()):
+            return False
+        if entry.complete:
+            return True
+        prefix = encode_key(self._store.key)
+        known = entry.known
+        for raw_key, _raw in self._engine.scan(self.name, prefix, None, prefix):
+            if known.get(decode_key(raw_key[len(prefix) :]), None) is not ABSENT:
+                return False
+        return True
+
+    def keys(self) -> list[Any]:
+        """Return the map keys of the current key's map, in encoded-map-key order."""
+        return [user_key for user_key, _ in self.items()]
+
+    def values(self) -> list[Any]:
+        """Return the values of the current key's map, in encoded-map-key order."""
+        return [value for _, value in self.items()]
+
+    def items(self, start: Any = None, stop: Any = None) -> list[tuple[Any, Any]]:
+        """Return ``(map key, value)`` pairs with ``start <= map key < stop`` in encoded order.
+
+        Args:
+            start: First map key included (None: from the beginning).
+            stop: First map key excluded (None: to the end). Bounds compare as encoded map
+                keys, so for non-negative ints this is the usual numeric half-open range.
+        """
+        return self._sorted(self._store.key, self._entry(), start, stop, populate=True)
+
+    def _sorted(
+        self, key: Any, entry: _MapEntry | None, start: Any, stop: Any, *, populate: bool
+    ) -> list[tuple[Any, Any]]:
+        low = b"" if start is None else encode_key(start)
+        high = None if stop is None else encode_key(stop)
+        if start is not None:
+            check_key(start, what="map key")
+        if stop is not None:
+            check_key(stop, what="map key")
+        known = {} if entry is None else entry.known
+        overlay = sorted(
+            (encoded, user_key, value)
+            for user_key, value in known.items()
+            if (encoded := encode_key(user_key)) >= low and (high is None or encoded < high)
+        )
+        if entry is not None and entry.complete:
+            return [(user_key, value) for _, user_key, value in overlay if value is not ABSENT]
+        prefix = encode_key(key)
+        committed = self._engine.scan(
+            self.name, prefix + low, None if high is None else prefix + high, prefix
+        )
+        merged = [
+            (user_key, value) for _, user_key, value in _merge(committed, len(prefix), overlay)
+        ]
+        if populate and entry is not None and start is None and stop is None:
+            for user_key, value in merged:
+                if user_key not in known:
+                    known[user_key] = value
+                    self._known_total += 1
+            entry.complete = True
+        return merged
+
+    def _collect(self, ops: list[Op]) -> None:
+        name = self.name
+        maps = self._maps
+        for key in self._dirty_keys:
+            entry = maps[key]
+            prefix = encode_key(key)
+            if entry.cleared:
+                ops.append((DELETE_PREFIX, name, prefix, None))
+            known = entry.known
+            for user_key in entry.dirty:
+                value = known[user_key]
+                composite = prefix + encode_key(user_key)
+                if value is ABSENT:
+                    if not entry.cleared:
+                        ops.append((DELETE, name, composite, None))
+                else:
+                    try:
+                        ops.append((PUT, name, composite, encode_value(value)))
+                    except EncodeError as exc:
+                        raise self._encode_error((key, user_key), exc) from exc
+
+    def _flushed(self) -> None:
+        if not self._dirty_keys:
+            return
+        maps = self._maps
+        for key in self._dirty_keys:
+            entry = maps[key]
+            entry.dirty.clear()
+            entry.cleared = False
+        self._dirty_keys.clear()
+        self._maybe_filled = True
+
+    def _dirty_count(self) -> int:
+        maps = self._maps
+        return sum(len(maps[key].dirty) + maps[key].cleared for key in self._dirty_keys)
+
+    def _cached_count(self) -> int:
+        return len(self._maps) + self._known_total
+
+    def _evict(self, count: int) -> None:
+        maps = self._maps
+        evicted = 0
+        for key in list(maps):
+            if evicted >= count:
+                break
+            entry = maps.pop(key)
+            self._known_total -= len(entry.known)
+            evicted += 1 + len(entry.known)
+
+    def _reset(self) -> None:
+        self._maps.clear()
+        self._dirty_keys.clear()
+        self._known_total = 0
+        self._maybe_filled = self._engine.count(self.name) > 0
+
+    def _close(self) -> None:
+        self._maps = _ClosedDict()
+        self._dirty_keys = _ClosedSet()
+
+    def _read(self, key: Any) -> Any:
+        entry = self._maps.get(key)
+        merged = self._sorted(key, entry, None, None, populate=False)
+        return dict(merged) if merged else ABSENT
+
+    def _iter_items(self) -> Iterator[tuple[Any, Any]]:
+        # Every key that has committed entries or cached ones, in encoded-key order.
+        keys: dict[bytes, Any] = {}
+        for raw_key, _raw in self._engine.scan(self.name, b"", None, b""):
+            encoded = split_composite(raw_key)[0]
+            if encoded not in keys:
+                keys[encoded] = decode_key(encoded)
+        for key in self._maps:
+            keys.setdefault(encode_key(key), key)
+        for encoded in sorted(keys):
+            value = self._read(keys[encoded])
+            if value is not ABSENT:
+                yield keys[encoded], value
+
+
+StateHandle = ValueState | ListState | MapState | ReducingState | AggregatingState
+
+
+def make_handle(store: _KeyHolder, engine: Engine, spec: StateSpec) -> StateHandle:
+    """Build the handle for ``spec`` over ``engine``, reading ``store.key`` as current key."""
+    if isinstance(spec, ValueStateSpec):
+        return ValueState(store, engine, spec)
+    if isinstance(spec, ListStateSpec):
+        return ListState(store, engine, spec)
+    if isinstance(spec, MapStateSpec):
+        return MapState(store, engine, spec)
+    if isinstance(spec, ReducingStateSpec):
+        return ReducingState(store, engine, spec)
+    return AggregatingState(store, engine, spec)
