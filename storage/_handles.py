@@ -536,12 +536,12 @@ class MapState(_Handle):
     def _sorted(
         self, key: Any, entry: _MapEntry | None, start: Any, stop: Any, *, populate: bool
     ) -> list[tuple[Any, Any]]:
-        low = b"" if start is None else encode_key(start)
-        high = None if stop is None else encode_key(stop)
         if start is not None:
             check_key(start, what="map key")
         if stop is not None:
             check_key(stop, what="map key")
+        low = b"" if start is None else encode_key(start)
+        high = None if stop is None else encode_key(stop)
         known = {} if entry is None else entry.known
         overlay = sorted(
             (encoded, user_key, value)
