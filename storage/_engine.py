@@ -15,6 +15,8 @@ from typing import Final, Protocol
 
 import lmdb
 
+from ._exceptions import EncodeError
+
 __all__ = ("DELETE", "DELETE_PREFIX", "PUT", "Engine", "LmdbEngine", "MemoryEngine", "Op")
 
 PUT: Final = 0
@@ -130,6 +132,15 @@ class LmdbEngine:
             except lmdb.MapFullError:
                 # The aborted transaction left nothing behind; grow and replay it whole.
                 self._env.set_mapsize(self._env.info()["map_size"] * 2)
+            except lmdb.BadValsizeError as exc:
+                limit = self._env.max_key_size()
+                too_long = next((op for op in ops if len(op[2]) > limit), None)
+                if too_long is None:
+                    raise
+                raise EncodeError(
+                    f"state {too_long[1]!r}: encoded key of {len(too_long[2])} bytes exceeds "
+                    f"LMDB's limit of {limit} bytes ({too_long[2][:16].hex()}...)"
+                ) from exc
 
     def _write_once(self, ops: Sequence[Op]) -> int:
         written = 0
