@@ -6,7 +6,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
 from _storage_helpers import SPECS, Opener
 from shoal.storage import KeyGroupStore, LmdbBackend, MemoryBackend, StateBackend, StateSpec
 

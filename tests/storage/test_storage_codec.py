@@ -8,7 +8,6 @@ from typing import Any
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-
 from shoal.storage import (
     DecodeError,
     EncodeError,
@@ -53,7 +52,9 @@ def test_encode_key_fixed_vectors(key: Any, expected: str) -> None:
 
 
 def _message(got: str, hint: str = "") -> str:
-    return "^" + re.escape(f"key must be str, bytes, int or a tuple of those; got {got}{hint}") + "$"
+    return (
+        "^" + re.escape(f"key must be str, bytes, int or a tuple of those; got {got}{hint}") + "$"
+    )
 
 
 @pytest.mark.parametrize(
@@ -109,7 +110,11 @@ def test_decode_value_refuses_garbage() -> None:
 
 
 scalars = st.one_of(st.text(max_size=8), st.binary(max_size=8), st.integers())
-keys = st.recursive(scalars, lambda inner: st.tuples(inner, inner) | st.lists(inner, max_size=3).map(tuple), max_leaves=8)
+keys = st.recursive(
+    scalars,
+    lambda inner: st.tuples(inner, inner) | st.lists(inner, max_size=3).map(tuple),
+    max_leaves=8,
+)
 
 
 @given(keys)
@@ -139,7 +144,9 @@ values = st.recursive(
     | st.floats(allow_nan=False)
     | st.text(max_size=8)
     | st.binary(max_size=8),
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=4), inner, max_size=4),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=4), inner, max_size=4)
+    ),
     max_leaves=12,
 )
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-
+from _storage_helpers import Opener, reopen
 from shoal.storage import (
     AggregatingState,
     KeyGroupStore,
@@ -12,8 +12,6 @@ from shoal.storage import (
     ReducingState,
     ValueState,
 )
-
-from _storage_helpers import Opener, reopen
 
 
 def test_handles_have_the_declared_types(store: KeyGroupStore) -> None:
@@ -226,7 +224,9 @@ def test_items_merge_committed_and_unflushed(store: KeyGroupStore) -> None:
     assert list(store.items("by_page")) == [("w", {2: "b"})]
 
 
-def test_values_are_kept_by_reference_until_reloaded(store: KeyGroupStore, open_store: Opener) -> None:
+def test_values_are_kept_by_reference_until_reloaded(
+    store: KeyGroupStore, open_store: Opener
+) -> None:
     store.key = "k"
     value = {"n": (1, 2)}
     store.states.count.update(value)
@@ -255,7 +255,10 @@ def test_map_state_refuses_bad_map_keys(store: KeyGroupStore) -> None:
     store.key = "k"
     with pytest.raises(
         TypeError,
-        match=r"^map key must be str, bytes, int or a tuple of those; got list — did you mean a tuple\?$",
+        match=(
+            r"^map key must be str, bytes, int or a tuple of those; "
+            r"got list — did you mean a tuple\?$"
+        ),
     ):
         store.states.by_page.put([1], 1)
     with pytest.raises(TypeError, match=r"^map key must be .*; got float$"):

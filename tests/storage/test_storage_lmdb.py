@@ -7,9 +7,8 @@ import re
 from pathlib import Path
 
 import pytest
-
 from _storage_helpers import SPECS
-from shoal.storage import LmdbBackend, MemoryBackend, ValueStateSpec
+from shoal.storage import LmdbBackend, MemoryBackend, StoreBusyError, ValueStateSpec
 
 
 def _open_fds() -> int:
@@ -64,15 +63,22 @@ def test_map_grows_when_a_flush_fills_it(tmp_path: Path) -> None:
 def test_bad_operator_and_key_group_are_refused(tmp_path: Path) -> None:
     for backend in (LmdbBackend(tmp_path), MemoryBackend()):
         for operator in ["", "a/b", "..", "a b"]:
-            message = "^" + re.escape(
-                f"operator name must match [A-Za-z0-9_.-]+ (it names a directory); got {operator!r}"
-            ) + "$"
+            message = (
+                "^"
+                + re.escape(
+                    "operator name must match [A-Za-z0-9_.-]+ (it names a directory); "
+                    f"got {operator!r}"
+                )
+                + "$"
+            )
             if operator == "..":
                 message = r"^operator name must not be '\.\.' \(it names a directory\)$"
             with pytest.raises(ValueError, match=message):
                 backend.open_store(operator, 0, SPECS)
         for key_group in [-1, True, 1.0]:
-            with pytest.raises(ValueError, match=rf"^key_group must be an int >= 0; got {key_group!r}$"):
+            with pytest.raises(
+                ValueError, match=rf"^key_group must be an int >= 0; got {key_group!r}$"
+            ):
                 backend.open_store("op", key_group, SPECS)  # type: ignore[arg-type]
 
 
@@ -85,9 +91,9 @@ def test_backend_arguments_are_checked(tmp_path: Path) -> None:
 
 def test_two_backends_on_one_root_cannot_open_the_same_store(tmp_path: Path) -> None:
     first, second = LmdbBackend(tmp_path), LmdbBackend(tmp_path)
-    with first.open_store("op", 0, SPECS):
-        with pytest.raises(Exception, match=r"^store op/kg-00000 is already open in this process$"):
-            second.open_store("op", 0, SPECS)
+    busy = r"^store op/kg-00000 is already open in this process$"
+    with first.open_store("op", 0, SPECS), pytest.raises(StoreBusyError, match=busy):
+        second.open_store("op", 0, SPECS)
 
 
 def test_sync_backend_commits(tmp_path: Path) -> None:

@@ -58,7 +58,9 @@ def test_unflushed_entries_merge_with_committed(store: KeyGroupStore, open_store
     assert store.states.by_page.items() == [(1, "a"), (2, "b"), (3, "C"), (6, "f")]
 
 
-def test_removes_shadow_committed_entries_until_flushed(store: KeyGroupStore, open_store: object) -> None:
+def test_removes_shadow_committed_entries_until_flushed(
+    store: KeyGroupStore, open_store: object
+) -> None:
     pages = store.states.by_page
     store.key = "k"
     pages.put_all({1: "a", 2: "b"})
@@ -113,6 +115,7 @@ def test_map_can_be_changed_while_looping_over_a_snapshot(store: KeyGroupStore) 
     pages = store.states.by_page
     store.key = "k"
     pages.put_all({i: i for i in range(5)})
-    for user_key in pages.keys():
+    snapshot = pages.keys()
+    for user_key in snapshot:
         pages.remove(user_key)
     assert pages.is_empty()

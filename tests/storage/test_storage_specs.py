@@ -5,7 +5,6 @@ from __future__ import annotations
 import re
 
 import pytest
-
 from shoal.storage import (
     AggregatingStateSpec,
     DuplicateStateError,
@@ -60,5 +59,7 @@ def test_duplicate_names_in_one_store_are_refused() -> None:
 
 
 def test_non_specs_are_refused() -> None:
-    with pytest.raises(TypeError, match=r"^expected a state spec \(ValueStateSpec, \.\.\.\); got 'v'$"):
+    with pytest.raises(
+        TypeError, match=r"^expected a state spec \(ValueStateSpec, \.\.\.\); got 'v'$"
+    ):
         MemoryBackend().open_store("op", 0, ["v"])  # type: ignore[list-item]

@@ -5,7 +5,6 @@ from __future__ import annotations
 import re
 
 import pytest
-
 from _storage_helpers import SPECS, Opener, reopen
 from shoal.storage import (
     EncodeError,
@@ -106,12 +105,21 @@ def test_statistics_grow_after_flush(store: KeyGroupStore) -> None:
 
 
 def test_unknown_state_names_the_declared_ones(store: KeyGroupStore) -> None:
-    message = "^" + re.escape("unknown state 'clicks'; this store declares: count, seen, by_page, total, mean") + "$"
+    message = (
+        "^"
+        + re.escape(
+            "unknown state 'clicks'; this store declares: count, seen, by_page, total, mean"
+        )
+        + "$"
+    )
     with pytest.raises(UnknownStateError, match=message):
         store.state("clicks")
     with pytest.raises(KeyError, match=message):
         store.get("clicks", "k")
-    with pytest.raises(AttributeError, match=r"^unknown state 'clicks'; declared: by_page, count, mean, seen, total$"):
+    with pytest.raises(
+        AttributeError,
+        match=r"^unknown state 'clicks'; declared: by_page, count, mean, seen, total$",
+    ):
         _ = store.states.clicks
 
 
@@ -153,9 +161,9 @@ def test_every_method_and_handle_raises_after_close(store: KeyGroupStore) -> Non
 
 
 def test_a_store_cannot_be_opened_twice(backend: StateBackend) -> None:
-    with backend.open_store("op", 3, SPECS):
-        with pytest.raises(StoreBusyError, match=r"^store op/kg-00003 is already open"):
-            backend.open_store("op", 3, SPECS)
+    busy = r"^store op/kg-00003 is already open"
+    with backend.open_store("op", 3, SPECS), pytest.raises(StoreBusyError, match=busy):
+        backend.open_store("op", 3, SPECS)
     backend.open_store("op", 3, SPECS).close()  # free again after close
 
 
@@ -187,7 +195,9 @@ def test_export_then_import_across_backends(tmp_path: object) -> None:
     with LmdbBackend(str(tmp_path)).open_store("op", 0, SPECS) as target:
         target.key = ("user", 3)
         target.states.count.update(-1)
-        with pytest.raises(StoreDirtyError, match=r"^import_entries needs a store without unflushed changes$"):
+        with pytest.raises(
+            StoreDirtyError, match=r"^import_entries needs a store without unflushed changes$"
+        ):
             target.import_entries(entries)
         target.flush()
         assert target.import_entries(entries) == 200
@@ -207,7 +217,9 @@ def test_import_refuses_unknown_states_and_bad_bytes(store: KeyGroupStore) -> No
     assert store.statistics().entries == 0
 
 
-def test_clear_all_drops_committed_and_unflushed_state(store: KeyGroupStore, open_store: Opener) -> None:
+def test_clear_all_drops_committed_and_unflushed_state(
+    store: KeyGroupStore, open_store: Opener
+) -> None:
     store.key = "k"
     store.states.count.update(1)
     store.states.by_page.put(1, 1)
