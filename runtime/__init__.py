@@ -1,1 +1,91 @@
-"""shoal.runtime"""
+"""shoal.runtime: the streaming engine built from the actor kernel and the state store.
+
+The dataflow API (:class:`Flow`), sources and sinks, key groups, key-group actors, the job
+driver (:func:`run_job`), scenarios and the command line.
+"""
+
+from __future__ import annotations
+
+from ._clickstream import ClickstreamSource as ClickstreamSource
+from ._clickstream import clickstream_oracle as clickstream_oracle
+from ._dataflow import Flow as Flow
+from ._dataflow import KeyedStream as KeyedStream
+from ._dataflow import Stream as Stream
+from ._exceptions import JobError as JobError
+from ._exceptions import ScenarioError as ScenarioError
+from ._exceptions import WorkerLostError as WorkerLostError
+from ._job import JobResult as JobResult
+from ._job import Progress as Progress
+from ._job import run_job as run_job
+from ._keys import DEFAULT_KEY_GROUPS as DEFAULT_KEY_GROUPS
+from ._keys import key_group_of as key_group_of
+from ._keys import key_hash as key_hash
+from ._logging import configure_logging as configure_logging
+from ._metrics import JobCollector as JobCollector
+from ._metrics import serve_metrics as serve_metrics
+from ._operators import ProcessContext as ProcessContext
+from ._run import run as run
+from ._scenario import Check as Check
+from ._scenario import Scenario as Scenario
+from ._sinks import CallbackSink as CallbackSink
+from ._sinks import CollectingSink as CollectingSink
+from ._sinks import CountingSink as CountingSink
+from ._sinks import DeadLetter as DeadLetter
+from ._sinks import DeadLetterSink as DeadLetterSink
+from ._sinks import JsonlSink as JsonlSink
+from ._sinks import Sink as Sink
+from ._sinks import SinkPartition as SinkPartition
+from ._sources import AsyncIterableSource as AsyncIterableSource
+from ._sources import IterableSource as IterableSource
+from ._sources import JsonlSource as JsonlSource
+from ._sources import Source as Source
+from ._sources import SourceBatch as SourceBatch
+from ._sources import SourceError as SourceError
+from ._sources import SplitReader as SplitReader
+
+__all__ = (
+    # dataflow
+    "Flow",
+    "Stream",
+    "KeyedStream",
+    "ProcessContext",
+    # running
+    "run",
+    "run_job",
+    "JobResult",
+    "Progress",
+    # scenarios
+    "Scenario",
+    "Check",
+    # sources
+    "Source",
+    "SplitReader",
+    "SourceBatch",
+    "SourceError",
+    "IterableSource",
+    "AsyncIterableSource",
+    "JsonlSource",
+    "ClickstreamSource",
+    "clickstream_oracle",
+    # sinks
+    "Sink",
+    "SinkPartition",
+    "CollectingSink",
+    "CallbackSink",
+    "JsonlSink",
+    "CountingSink",
+    "DeadLetter",
+    "DeadLetterSink",
+    # key groups
+    "DEFAULT_KEY_GROUPS",
+    "key_hash",
+    "key_group_of",
+    # operations
+    "configure_logging",
+    "JobCollector",
+    "serve_metrics",
+    # errors
+    "JobError",
+    "WorkerLostError",
+    "ScenarioError",
+)

@@ -1,0 +1,58 @@
+"""The bootstrap a worker process runs: rebuild the flow, open state, spawn the worker's actors."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from shoal.actors import Worker, register_message
+from shoal.storage import LmdbBackend
+
+from ._loader import load_flow
+from ._logging import configure_logging
+from ._messages import Data, EndOfStream, Finish, Gathered, KeyGroupDone, Pull, StartSources
+from ._plan import compile_plan, place_key_groups, place_splits
+from ._worker import WorkerEnv, place_directory, start_worker
+
+__all__ = ("bootstrap", "register_runtime_messages")
+
+_MESSAGES = (
+    (Data, "shoal.Data"),
+    (EndOfStream, "shoal.EndOfStream"),
+    (Gathered, "shoal.Gathered"),
+    (KeyGroupDone, "shoal.KeyGroupDone"),
+    (Pull, "shoal.Pull"),
+    (StartSources, "shoal.StartSources"),
+    (Finish, "shoal.Finish"),
+)
+
+
+def register_runtime_messages() -> None:
+    """Teach the kernel's codec the runtime's messages (idempotent)."""
+    for cls, tag in _MESSAGES:
+        register_message(cls, tag)
+
+
+async def bootstrap(worker: Worker, args: dict[str, Any]) -> None:
+    """Entry point of a worker process (see ``shoal.actors.open_worker_process``)."""
+    configure_logging(args.get("log_format", "console"), args.get("log_level", "warning"))
+    register_runtime_messages()
+    flow = load_flow(args["flow"], args.get("params"))
+    plan = compile_plan(flow)
+    index, workers = int(args["index"]), int(args["workers"])
+    group_owner = place_key_groups(plan.num_key_groups, workers)
+    env = WorkerEnv(
+        plan=plan,
+        index=index,
+        workers=workers,
+        driver=int(args["driver"]),
+        kernel=worker,
+        backend=LmdbBackend(args["state_dir"]),
+        group_owner=group_owner,
+        split_owner=place_splits(plan.splits, workers),
+        batch_size=int(args["batch_size"]),
+        mailbox_size=int(args["mailbox_size"]),
+        sink=None if plan.sink.gather else plan.sink.open_partition(index, workers),
+        dead_sink=None,
+    )
+    place_directory(worker, plan, group_owner, env.driver, workers)
+    await start_worker(env)

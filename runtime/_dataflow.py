@@ -1,0 +1,328 @@
+"""The dataflow API: sources -> map / filter / flat_map -> key_by -> keyed operator -> sinks.
+
+A :class:`Flow` is a description, not a running thing: the engine compiles it into stages and
+runs the same description in one event loop or across worker processes. Flows are linear
+pipelines; a stream is extended once (branching arrives with a later release).
+"""
+
+from __future__ import annotations
+
+import inspect
+import re
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from shoal.storage import StateSpec, ValueStateSpec
+
+from ._keys import DEFAULT_KEY_GROUPS, check_num_key_groups
+from ._sinks import Sink
+from ._sources import Source
+
+__all__ = (
+    "AggregateOp",
+    "CountOp",
+    "FilterOp",
+    "FlatMapOp",
+    "Flow",
+    "KeyedStream",
+    "MapOp",
+    "ProcessOp",
+    "ReduceOp",
+    "SinkOp",
+    "Stream",
+)
+
+_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
+
+
+@dataclass(frozen=True, slots=True)
+class MapOp:
+    fn: Callable[[Any], Any]
+    name: str = "map"
+
+
+@dataclass(frozen=True, slots=True)
+class FilterOp:
+    fn: Callable[[Any], Any]
+    name: str = "filter"
+
+
+@dataclass(frozen=True, slots=True)
+class FlatMapOp:
+    fn: Callable[[Any], Iterable[Any]]
+    name: str = "flat_map"
+
+
+StatelessOp = MapOp | FilterOp | FlatMapOp
+
+
+@dataclass(frozen=True, slots=True)
+class ProcessOp:
+    """A keyed process function ``fn(key, value, ctx)`` with declared states."""
+
+    name: str
+    key_fn: Callable[[Any], Any]
+    fn: Callable[[Any, Any, Any], Any]
+    states: tuple[StateSpec, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ReduceOp:
+    """Keyed running reduce: emits ``(key, accumulator)`` for every record.
+
+    The accumulator is kept in the ValueState ``value``.
+    """
+
+    name: str
+    key_fn: Callable[[Any], Any]
+    fn: Callable[[Any, Any], Any]
+    states: tuple[StateSpec, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class AggregateOp:
+    """Keyed running aggregate: emits ``(key, result(accumulator))`` for every record.
+
+    The accumulator (not its result) is kept in the ValueState ``value``.
+    """
+
+    name: str
+    key_fn: Callable[[Any], Any]
+    create: Callable[[], Any]
+    add: Callable[[Any, Any], Any]
+    result: Callable[[Any], Any]
+    states: tuple[StateSpec, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class CountOp:
+    """Keyed running count: emits ``(key, n)`` for every record; ``n`` is kept in ``value``."""
+
+    name: str
+    key_fn: Callable[[Any], Any]
+    states: tuple[StateSpec, ...]
+
+
+KeyedOp = ProcessOp | ReduceOp | AggregateOp | CountOp
+
+
+@dataclass(frozen=True, slots=True)
+class SinkOp:
+    sink: Sink
+    name: str = "sink"
+
+
+@dataclass(slots=True)
+class _Graph:
+    source: Source | None = None
+    ops: list[StatelessOp | KeyedOp | SinkOp] = field(default_factory=list)
+    tail: object | None = None  # the stream that may still be extended
+
+
+def _check_callable(fn: object, what: str) -> None:
+    if not callable(fn):
+        raise TypeError(f"{what} must be callable; got {type(fn).__name__}")
+    if inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(
+        getattr(fn, "__call__", None)  # noqa: B004 - a callable object's __call__ may be async
+    ):
+        raise TypeError(
+            f"{what} must be a plain function; async user functions run only in an embedded "
+            "runtime, which this release does not provide yet"
+        )
+
+
+def _check_name(name: object, what: str) -> str:
+    if not isinstance(name, str) or not _NAME.match(name):
+        raise ValueError(
+            f"{what} must be a non-empty name of letters, digits, '_', '.' or '-'; got {name!r}"
+        )
+    return name
+
+
+class Flow:
+    """A dataflow description.
+
+    Args:
+        name: the job's name (used for logs, metrics and the state directory).
+        num_key_groups: how many key groups keyed state is split into (Flink's max
+            parallelism). Fixed for the life of the job's state: it is part of the key-group
+            contract. Default 128.
+
+    Example::
+
+        flow = Flow("clicks")
+        (flow.source(ClickstreamSource(events=10_000))
+             .key_by(lambda click: click[0])
+             .reduce(lambda a, b: a + b, name="clicks")  # doctest: +SKIP
+             .sink(CollectingSink()))
+    """
+
+    def __init__(self, name: str = "flow", *, num_key_groups: int = DEFAULT_KEY_GROUPS) -> None:
+        self.name = _check_name(name, "Flow name")
+        self.num_key_groups = check_num_key_groups(num_key_groups)
+        self._graph = _Graph()
+
+    def source(self, source: Source) -> Stream:
+        """Start the flow at ``source``; a flow has exactly one source."""
+        if self._graph.source is not None:
+            raise ValueError(f"Flow {self.name!r} already has a source; a flow has exactly one")
+        for attribute in ("splits", "open_split"):
+            if not callable(getattr(source, attribute, None)):
+                raise TypeError(
+                    f"source must provide splits() and open_split(); got {type(source).__name__}"
+                )
+        self._graph.source = source
+        return Stream(self._graph)
+
+    @property
+    def source_(self) -> Source:
+        """The flow's source (ValueError if none was set)."""
+        if self._graph.source is None:
+            raise ValueError(f"Flow {self.name!r} has no source: call flow.source(...) first")
+        return self._graph.source
+
+    @property
+    def operations(self) -> tuple[StatelessOp | KeyedOp | SinkOp, ...]:
+        """The operations in pipeline order."""
+        return tuple(self._graph.ops)
+
+    def keyed_operators(self) -> tuple[KeyedOp, ...]:
+        """The keyed operators, in pipeline order."""
+        return tuple(op for op in self._graph.ops if isinstance(op, ProcessOp | ReduceOp | AggregateOp | CountOp))
+
+    def validate(self) -> None:
+        """Raise ValueError unless the flow has a source and ends in a sink."""
+        _ = self.source_
+        if not self._graph.ops or not isinstance(self._graph.ops[-1], SinkOp):
+            raise ValueError(f"Flow {self.name!r} does not end in a sink: add .sink(...)")
+
+
+class _Extendable:
+    __slots__ = ("_graph",)
+
+    def __init__(self, graph: _Graph) -> None:
+        self._graph = graph
+        graph.tail = self
+
+    def _append(self, op: StatelessOp | KeyedOp | SinkOp) -> None:
+        if self._graph.tail is not self:
+            raise ValueError(
+                "this stream was already extended; flows are linear pipelines "
+                "(extend the stream returned by the last call)"
+            )
+        if self._graph.ops and isinstance(self._graph.ops[-1], SinkOp):
+            raise ValueError("a flow ends at its sink; nothing can follow .sink(...)")
+        self._graph.ops.append(op)
+
+    def _unique(self, name: str) -> str:
+        _check_name(name, "operator name")
+        taken = {op.name for op in self._graph.ops}
+        if name in taken:
+            raise ValueError(f"operator name {name!r} is already used in this flow; pick another")
+        return name
+
+
+class Stream(_Extendable):
+    """An unkeyed stream of records."""
+
+    __slots__ = ()
+
+    def map(self, fn: Callable[[Any], Any]) -> Stream:
+        """Transform every record with ``fn``."""
+        _check_callable(fn, "map function")
+        self._append(MapOp(fn))
+        return Stream(self._graph)
+
+    def filter(self, fn: Callable[[Any], Any]) -> Stream:
+        """Keep the records for which ``fn`` returns a true value."""
+        _check_callable(fn, "filter predicate")
+        self._append(FilterOp(fn))
+        return Stream(self._graph)
+
+    def flat_map(self, fn: Callable[[Any], Iterable[Any]]) -> Stream:
+        """Replace every record with the records of the iterable ``fn`` returns."""
+        _check_callable(fn, "flat_map function")
+        self._append(FlatMapOp(fn))
+        return Stream(self._graph)
+
+    def key_by(self, fn: Callable[[Any], Any]) -> KeyedStream:
+        """Partition the stream by ``fn(record)``: a str, bytes, int or tuple of those."""
+        _check_callable(fn, "key function")
+        if self._graph.tail is not self:
+            raise ValueError("this stream was already extended; flows are linear pipelines")
+        return KeyedStream(self._graph, fn)
+
+    def sink(self, sink: Sink) -> None:
+        """End the flow in ``sink``."""
+        if not callable(getattr(sink, "open_partition", None)):
+            raise TypeError(f"sink must provide open_partition(); got {type(sink).__name__}")
+        self._append(SinkOp(sink))
+
+
+class KeyedStream(_Extendable):
+    """A stream partitioned by key: every record of a key reaches the same key-group actor."""
+
+    __slots__ = ("_key_fn",)
+
+    def __init__(self, graph: _Graph, key_fn: Callable[[Any], Any]) -> None:
+        super().__init__(graph)
+        self._key_fn = key_fn
+
+    def process(
+        self,
+        fn: Callable[[Any, Any, Any], Any],
+        *,
+        states: Sequence[StateSpec] = (),
+        name: str = "process",
+    ) -> Stream:
+        """Run ``fn(key, value, ctx)`` for every record, with the declared keyed states.
+
+        ``ctx.state.<name>`` is the state handle scoped to the current key, ``ctx.emit(x)``
+        sends ``x`` downstream, ``ctx.key`` and ``ctx.key_group`` say where you are. ``fn`` may
+        be an object with a ``process`` method and a ``states`` attribute instead.
+        """
+        if not callable(fn) and callable(getattr(fn, "process", None)):
+            states = tuple(states) or tuple(getattr(fn, "states", ()))
+            fn = fn.process  # type: ignore[attr-defined]
+        _check_callable(fn, "process function")
+        specs = tuple(states)
+        for spec in specs:
+            if not hasattr(spec, "name"):
+                raise TypeError(f"states must be state specs (ValueStateSpec, ...); got {spec!r}")
+        self._append(ProcessOp(self._unique(name), self._key_fn, fn, specs))
+        return Stream(self._graph)
+
+    def reduce(self, fn: Callable[[Any, Any], Any], *, name: str = "reduce") -> Stream:
+        """Keep ``acc = fn(acc, value)`` per key and emit ``(key, acc)`` for every record."""
+        _check_callable(fn, "reduce function")
+        spec = ValueStateSpec("value")
+        self._append(ReduceOp(self._unique(name), self._key_fn, fn, (spec,)))
+        return Stream(self._graph)
+
+    def aggregate(
+        self,
+        create: Callable[[], Any],
+        add: Callable[[Any, Any], Any],
+        result: Callable[[Any], Any] | None = None,
+        *,
+        name: str = "aggregate",
+    ) -> Stream:
+        """Keep ``acc = add(acc, value)`` per key (starting at ``create()``); emit ``(key, result(acc))``."""
+        _check_callable(create, "aggregate create")
+        _check_callable(add, "aggregate add")
+        finish = result if result is not None else _identity
+        _check_callable(finish, "aggregate result")
+        spec = ValueStateSpec("value")
+        self._append(AggregateOp(self._unique(name), self._key_fn, create, add, finish, (spec,)))
+        return Stream(self._graph)
+
+    def count(self, *, name: str = "count") -> Stream:
+        """Running count per key: emits ``(key, n)`` for every record."""
+        spec = ValueStateSpec("value", default=0)
+        self._append(CountOp(self._unique(name), self._key_fn, (spec,)))
+        return Stream(self._graph)
+
+
+def _identity(value: Any) -> Any:
+    return value

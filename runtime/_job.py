@@ -1,0 +1,400 @@
+"""Run a flow to completion: in one event loop, or across worker processes.
+
+``await run_job(flow)`` runs everything in the current event loop (one worker): that is how
+tests, embedding and small jobs run. ``await run_job("file.py:build", workers=4)`` starts four
+worker processes that each rebuild the flow from its reference, connected to each other and to
+this driver over Unix sockets; the splits and key groups are spread over them.
+"""
+
+from __future__ import annotations
+
+import math
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import AsyncExitStack
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import anyio
+import structlog
+
+from shoal.actors import PeerLostError, open_worker, open_worker_process
+from shoal.storage import LmdbBackend, MemoryBackend, StateBackend
+
+from ._boot import register_runtime_messages
+from ._dataflow import Flow
+from ._exceptions import JobError, WorkerLostError
+from ._loader import load_flow, normalize_ref
+from ._messages import Finish, StartSources
+from ._plan import Plan, actor_name, compile_plan, place_key_groups, place_splits
+from ._sinks import DeadLetter, DeadLetterSink, Sink
+from ._supervisor import JobSupervisor
+from ._worker import JOB_ACTOR, WorkerEnv, controller_name, place_directory, start_worker
+
+__all__ = ("JobResult", "Progress", "run_job")
+
+log = structlog.get_logger("shoal.job")
+
+# Source batch size: large enough that one Data message per key group carries tens of records
+# (a message hop costs a few µs), small enough that a batch is a few ms of work.
+DEFAULT_BATCH_SIZE = 8192
+# Mailboxes hold this many batches: enough to keep an actor busy while its senders run, small
+# enough that a slow key group pushes back on its sources within a few batches.
+DEFAULT_MAILBOX_SIZE = 16
+_PROGRESS_INTERVAL_S = 0.5
+
+
+@dataclass(frozen=True, slots=True)
+class Progress:
+    """A running job's progress, passed to ``on_progress`` about twice a second."""
+
+    elapsed_s: float
+    records_in: int
+    records_out: int
+    dead_letters: int
+    per_worker_in: tuple[int, ...]
+    mailbox_depth: tuple[int, ...]
+    reports: tuple[dict[str, Any], ...]
+
+    @property
+    def events_per_s(self) -> float:
+        return self.records_in / self.elapsed_s if self.elapsed_s > 0 else 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class JobResult:
+    """What a finished job did, and a way to read its final state."""
+
+    name: str
+    workers: int
+    processes: bool
+    records_in: int
+    records_out: int
+    dead_letters: int
+    elapsed_s: float
+    state_dir: Path | None
+    plan: Plan
+    reports: tuple[dict[str, Any], ...]
+    dead_letter_sink: DeadLetterSink
+    backend: StateBackend
+
+    @property
+    def events_per_s(self) -> float:
+        """Source records per second of processing (start of reading to last key group done)."""
+        return self.records_in / self.elapsed_s if self.elapsed_s > 0 else 0.0
+
+    @property
+    def flow(self) -> Flow:
+        return self.plan.flow
+
+    @property
+    def sink(self) -> Sink:
+        """The sink of the driver's copy of the flow (a gathering sink holds the output here)."""
+        return self.plan.sink
+
+    @property
+    def dead_letter_records(self) -> list[DeadLetter]:
+        return list(self.dead_letter_sink.letters)
+
+    def read_state(self, operator: str, state: str) -> dict[Any, Any]:
+        """Every key's committed value of ``state`` of keyed ``operator``, over all key groups."""
+        ops = {op.name: op for op in self.plan.flow.keyed_operators()}
+        if operator not in ops:
+            raise KeyError(f"no keyed operator {operator!r}; the flow has {sorted(ops)}")
+        op = ops[operator]
+        out: dict[Any, Any] = {}
+        for group in range(self.plan.num_key_groups):
+            with self.backend.open_store(op.name, group, op.states) as store:
+                out.update(store.items(state))
+        return out
+
+
+def _check_positive(name: str, value: object) -> int:
+    if type(value) is not int or value < 1:
+        raise ValueError(f"{name} must be a positive int; got {value!r}")
+    return value
+
+
+async def run_job(
+    flow: Flow | str,
+    *,
+    params: Mapping[str, Any] | None = None,
+    workers: int = 1,
+    processes: bool | None = None,
+    state_dir: str | Path | None = None,
+    backend: str = "lmdb",
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    mailbox_size: int = DEFAULT_MAILBOX_SIZE,
+    dead_letters: DeadLetterSink | None = None,
+    on_progress: Callable[[Progress], None] | None = None,
+    log_format: str = "console",
+    log_level: str = "warning",
+) -> JobResult:
+    """Run ``flow`` until its bounded source is exhausted and every record is processed.
+
+    Args:
+        flow: a :class:`Flow` (one worker, this event loop), or a reference
+            ``"path/to/file.py:name"`` / ``"package.module:name"`` to a Flow, a scenario, or a
+            function building one from ``params`` (required for worker processes, which each
+            rebuild the flow: nothing is pickled).
+        workers: number of workers. More than one means worker processes.
+        processes: force worker processes (True) even for one worker; False with
+            ``workers > 1`` is an error. Default: processes when ``workers > 1``.
+        state_dir: where LMDB state lives; a temporary directory if omitted (kept so the result
+            can read it; delete it when done).
+        backend: ``"lmdb"`` (default) or ``"memory"`` (one worker in this loop only).
+        dead_letters: where records that failed go; by default an in-memory sink that also
+            writes ``dead-letters.jsonl`` in the state directory.
+
+    Raises:
+        ValueError / TypeError: bad arguments, named in the message.
+        WorkerLostError: a worker process died while the job ran.
+    """
+    _check_positive("workers", workers)
+    _check_positive("batch_size", batch_size)
+    _check_positive("mailbox_size", mailbox_size)
+    use_processes = workers > 1 if processes is None else processes
+    if workers > 1 and not use_processes:
+        raise ValueError("workers > 1 runs worker processes; processes=False allows only workers=1")
+    if backend not in ("lmdb", "memory"):
+        raise ValueError(f"backend must be 'lmdb' or 'memory'; got {backend!r}")
+    if use_processes and backend != "lmdb":
+        raise ValueError("worker processes keep state in LMDB; backend='memory' needs workers=1")
+    if isinstance(flow, Flow):
+        if use_processes:
+            raise TypeError(
+                "worker processes rebuild the flow from its definition: pass a reference "
+                "'path/to/file.py:name' or 'package.module:name' instead of a Flow object"
+            )
+        if params:
+            raise TypeError("params go with a flow reference, not with a Flow object")
+        built, ref = flow, None
+    elif isinstance(flow, str):
+        ref = normalize_ref(flow)
+        built = load_flow(ref, params)
+    else:
+        raise TypeError(f"flow must be a Flow or a reference string; got {type(flow).__name__}")
+    plan = compile_plan(built)
+    directory = Path(state_dir) if state_dir is not None else Path(tempfile.mkdtemp(prefix="shoal-state-"))
+    directory.mkdir(parents=True, exist_ok=True)
+    dlq = dead_letters if dead_letters is not None else DeadLetterSink(str(directory / "dead-letters.jsonl"))
+    register_runtime_messages()
+    if use_processes:
+        assert ref is not None
+        return await _run_processes(
+            plan, ref, params or {}, workers, directory, dlq, batch_size, mailbox_size,
+            on_progress, log_format, log_level,
+        )
+    state: StateBackend = LmdbBackend(directory) if backend == "lmdb" else MemoryBackend()
+    return await _run_in_loop(plan, state, directory, dlq, batch_size, mailbox_size, on_progress)
+
+
+def _last_stage_actors(plan: Plan) -> set[str]:
+    name = plan.stages[-1].name
+    if plan.stages[-1].operator is None:
+        return set()
+    return {actor_name(name, group) for group in range(plan.num_key_groups)}
+
+
+async def _watch_progress(
+    reports: Callable[[], Any], started: float, on_progress: Callable[[Progress], None]
+) -> None:
+    while True:
+        await anyio.sleep(_PROGRESS_INTERVAL_S)
+        snaps = await reports()
+        on_progress(_progress(snaps, time.perf_counter() - started))
+
+
+def _progress(snaps: Sequence[dict[str, Any]], elapsed: float) -> Progress:
+    return Progress(
+        elapsed_s=elapsed,
+        records_in=sum(s["records_in"] for s in snaps),
+        records_out=sum(s["records_out"] for s in snaps),
+        dead_letters=sum(s["dead_letters"] for s in snaps),
+        per_worker_in=tuple(s["records_in"] for s in snaps),
+        mailbox_depth=tuple(s["mailbox_depth"] for s in snaps),
+        reports=tuple(snaps),
+    )
+
+
+def _result(
+    plan: Plan,
+    workers: int,
+    processes: bool,
+    elapsed: float,
+    state_dir: Path,
+    reports: Sequence[dict[str, Any]],
+    dlq: DeadLetterSink,
+    backend: StateBackend,
+    gathered_out: int,
+) -> JobResult:
+    records_out = sum(r["records_out"] for r in reports)
+    return JobResult(
+        name=plan.flow.name,
+        workers=workers,
+        processes=processes,
+        records_in=sum(r["records_in"] for r in reports),
+        records_out=records_out,
+        dead_letters=sum(r["dead_letters"] for r in reports),
+        elapsed_s=elapsed,
+        state_dir=state_dir,
+        plan=plan,
+        reports=tuple(reports),
+        dead_letter_sink=dlq,
+        backend=backend,
+    )
+
+
+async def _run_in_loop(
+    plan: Plan,
+    backend: StateBackend,
+    state_dir: Path,
+    dlq: DeadLetterSink,
+    batch_size: int,
+    mailbox_size: int,
+    on_progress: Callable[[Progress], None] | None,
+) -> JobResult:
+    groups = place_key_groups(plan.num_key_groups, 1)
+    sink = plan.sink.open_partition(0, 1)
+    dead_sink = dlq.open_partition(0, 1)
+    async with open_worker(worker_id=0) as kernel:
+        env = WorkerEnv(
+            plan=plan,
+            index=0,
+            workers=1,
+            driver=0,
+            kernel=kernel,
+            backend=backend,
+            group_owner=groups,
+            split_owner=place_splits(plan.splits, 1),
+            batch_size=batch_size,
+            mailbox_size=mailbox_size,
+            sink=sink,
+            dead_sink=dead_sink,
+        )
+        place_directory(kernel, plan, groups, 0, 1)
+        supervisor = JobSupervisor(
+            expected=_last_stage_actors(plan), group_owner=groups, sink=None, dead_sink=dead_sink
+        )
+        await kernel.spawn(lambda: supervisor, name=JOB_ACTOR)
+        await start_worker(env)
+        controller = kernel.ref(controller_name(0))
+        started = time.perf_counter()
+        await controller.ask(StartSources())
+        async with anyio.create_task_group() as tg:
+            if on_progress is not None:
+
+                async def one_report() -> list[dict[str, Any]]:
+                    return [env.report()]
+
+                tg.start_soon(_watch_progress, one_report, started, on_progress)
+            await supervisor.finished.wait()
+            tg.cancel_scope.cancel()
+        elapsed = time.perf_counter() - started
+        report = await controller.ask(Finish())
+    await dead_sink.aclose()
+    return _result(plan, 1, False, elapsed, state_dir, [report], dlq, backend, 0)
+
+
+async def _run_processes(
+    plan: Plan,
+    ref: str,
+    params: Mapping[str, Any],
+    workers: int,
+    state_dir: Path,
+    dlq: DeadLetterSink,
+    batch_size: int,
+    mailbox_size: int,
+    on_progress: Callable[[Progress], None] | None,
+    log_format: str,
+    log_level: str,
+) -> JobResult:
+    driver = workers
+    peers = list(range(workers + 1))
+    groups = place_key_groups(plan.num_key_groups, workers)
+    sink = plan.sink.open_partition(0, 1) if plan.sink.gather else None
+    dead_sink = dlq.open_partition(0, 1)
+    mesh_dir = Path(tempfile.mkdtemp(prefix="shoal-mesh-", dir="/tmp"))
+    lost: list[WorkerLostError] = []
+    reports: list[dict[str, Any]] = []
+    try:
+        async with open_worker(worker_id=driver, mesh_dir=mesh_dir, peers=peers) as kernel:
+            place_directory(kernel, plan, groups, driver, workers)
+            supervisor = JobSupervisor(
+                expected=_last_stage_actors(plan), group_owner=groups, sink=sink, dead_sink=dead_sink
+            )
+            await kernel.spawn(lambda: supervisor, name=JOB_ACTOR)
+            async with AsyncExitStack() as stack:
+                procs = []
+                for index in range(workers):
+                    args = {
+                        "flow": ref,
+                        "params": dict(params),
+                        "index": index,
+                        "workers": workers,
+                        "driver": driver,
+                        "state_dir": str(state_dir),
+                        "batch_size": batch_size,
+                        "mailbox_size": mailbox_size,
+                        "log_format": log_format,
+                        "log_level": log_level,
+                    }
+                    procs.append(
+                        await stack.enter_async_context(
+                            open_worker_process(
+                                index, mesh_dir, peers, bootstrap="shoal.runtime._boot:bootstrap", args=args
+                            )
+                        )
+                    )
+                controllers = [kernel.ref(controller_name(i)) for i in range(workers)]
+                started = time.perf_counter()
+                for controller in controllers:
+                    await controller.ask(StartSources())
+
+                async def all_reports() -> list[dict[str, Any]]:
+                    return [await c.ask("report") for c in controllers]
+
+                async def watch(index: int, scope: anyio.CancelScope) -> None:
+                    code = await procs[index].wait()
+                    if not supervisor.finished.is_set():
+                        lost.append(
+                            WorkerLostError(
+                                f"worker {index} (pid {procs[index].pid}) exited with status {code} "
+                                "while the job was running"
+                            )
+                        )
+                        scope.cancel()
+
+                async with anyio.create_task_group() as tg:
+                    for index in range(workers):
+                        tg.start_soon(watch, index, tg.cancel_scope)
+                    if on_progress is not None:
+                        tg.start_soon(_watch_progress, all_reports, started, on_progress)
+                    await supervisor.finished.wait()
+                    tg.cancel_scope.cancel()
+                elapsed = time.perf_counter() - started
+                if lost:
+                    for proc in procs:  # the others cannot finish without the lost one
+                        proc.kill()
+                else:
+                    reports = [await c.ask(Finish()) for c in controllers]
+            if sink is not None:
+                await sink.aclose()
+    except* PeerLostError:
+        # Workers still talking to a killed peer fail too; the first loss is what to report.
+        if not lost:
+            raise
+    finally:
+        shutil.rmtree(mesh_dir, ignore_errors=True)
+    await dead_sink.aclose()
+    if lost:
+        raise lost[0]
+    log.info("job finished", job=plan.flow.name, workers=workers, seconds=round(elapsed, 3))
+    return _result(plan, workers, True, elapsed, state_dir, reports, dlq, LmdbBackend(state_dir), 0)
+
+
+def ceil_div(a: int, b: int) -> int:
+    return math.ceil(a / b)

@@ -1,0 +1,92 @@
+"""The runtime's actor messages: small immutable records, one module for all of them.
+
+Data travels in batches (one :class:`Data` per source batch and key group, never one message per
+record). Control records (:class:`EndOfStream`; checkpoint barriers and handoff markers later)
+travel in-band through the same mailboxes, so their order relative to data is preserved.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from ._columns import decode_keys, decode_records, encode_records
+
+__all__ = (
+    "Data",
+    "EndOfStream",
+    "Finish",
+    "Gathered",
+    "KeyGroupDone",
+    "Pull",
+    "StartSources",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Data:
+    """A batch of keyed records for one key-group actor.
+
+    ``keys``, ``values`` and ``offsets`` are parallel columns; ``offsets`` are the records'
+    source positions in ``split`` (what a dead letter names). ``channel`` names the upstream
+    sender (a split, or an upstream key-group actor): barriers are aligned per channel.
+    """
+
+    channel: str
+    split: str
+    keys: list[Any]
+    values: list[Any]
+    offsets: list[int]
+
+    def to_wire(self) -> list[Any]:
+        return [self.channel, self.split, self.keys, encode_records(self.values), self.offsets]
+
+    @classmethod
+    def from_wire(cls, data: list[Any]) -> Data:
+        channel, split, keys, values, offsets = data
+        return cls(channel, split, decode_keys(keys), decode_records(values), offsets)
+
+
+@dataclass(frozen=True, slots=True)
+class EndOfStream:
+    """No more records will arrive on ``channel``."""
+
+    channel: str
+
+
+@dataclass(frozen=True, slots=True)
+class Pull:
+    """A source actor's idle continuation: read and route the next batch."""
+
+
+@dataclass(frozen=True, slots=True)
+class Gathered:
+    """Sink items (column-encoded) or dead letters shipped to the driver's gathering actor."""
+
+    kind: str
+    items: list[Any]
+
+    def to_wire(self) -> list[Any]:
+        return [self.kind, encode_records(self.items)]
+
+    @classmethod
+    def from_wire(cls, data: list[Any]) -> Gathered:
+        return cls(data[0], decode_records(data[1]))
+
+
+@dataclass(frozen=True, slots=True)
+class KeyGroupDone:
+    """A key-group actor of the last operator has drained every input channel."""
+
+    actor: str
+    worker: int
+
+
+@dataclass(frozen=True, slots=True)
+class StartSources:
+    """Driver -> worker controller: open the worker's splits and start pulling."""
+
+
+@dataclass(frozen=True, slots=True)
+class Finish:
+    """Driver -> worker controller: every key group is done; close sinks and report."""

@@ -1,0 +1,101 @@
+"""Compile a :class:`Flow` into stages, and place key groups and splits on workers.
+
+Stage 0 is the source stage (its splits run inside the workers); stage ``i >= 1`` is the
+``i``-th keyed operator, one actor per key group. Each stage ends either in the next keyed
+operator's exchange (``next_key_fn``) or in the sink. Every worker process compiles the same
+flow description into the same plan, so actor names and placement agree without a message.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from ._dataflow import FilterOp, FlatMapOp, Flow, KeyedOp, MapOp, SinkOp
+from ._sinks import Sink
+
+__all__ = ("Plan", "Stage", "actor_name", "compile_plan", "place_key_groups", "place_splits")
+
+StatelessOp = MapOp | FilterOp | FlatMapOp
+
+
+@dataclass(frozen=True, slots=True)
+class Stage:
+    """One stage: an optional keyed operator, then stateless operators, then an exit."""
+
+    index: int
+    operator: KeyedOp | None
+    chain: tuple[StatelessOp, ...]
+    next_key_fn: Callable[[Any], Any] | None
+    next_operator: str | None
+
+    @property
+    def name(self) -> str:
+        return self.operator.name if self.operator is not None else "source"
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """A flow compiled for execution."""
+
+    flow: Flow
+    stages: tuple[Stage, ...]
+    sink: Sink
+    splits: tuple[str, ...]
+
+    @property
+    def num_key_groups(self) -> int:
+        return self.flow.num_key_groups
+
+    @property
+    def keyed_stages(self) -> tuple[Stage, ...]:
+        return self.stages[1:]
+
+    def channels_into(self, stage: int) -> tuple[str, ...]:
+        """The upstream channel names feeding every key-group actor of ``stage`` (>= 1)."""
+        if stage == 1:
+            return self.splits
+        upstream = self.stages[stage - 1].name
+        return tuple(actor_name(upstream, group) for group in range(self.num_key_groups))
+
+
+def actor_name(operator: str, key_group: int) -> str:
+    """The actor name of ``operator``'s key group ``key_group``."""
+    return f"{operator}#{key_group}"
+
+
+def compile_plan(flow: Flow) -> Plan:
+    """Compile ``flow`` (which must have a source and end in a sink)."""
+    flow.validate()
+    ops = flow.operations
+    stages: list[Stage] = []
+    current: KeyedOp | None = None
+    chain: list[StatelessOp] = []
+    sink: Sink | None = None
+    for op in ops:
+        if isinstance(op, MapOp | FilterOp | FlatMapOp):
+            chain.append(op)
+        elif isinstance(op, SinkOp):
+            sink = op.sink
+        else:
+            stages.append(Stage(len(stages), current, tuple(chain), op.key_fn, op.name))
+            current, chain = op, []
+    stages.append(Stage(len(stages), current, tuple(chain), None, None))
+    assert sink is not None
+    splits = tuple(flow.source_.splits())
+    if not splits:
+        raise ValueError(f"the source of flow {flow.name!r} has no splits")
+    if len(set(splits)) != len(splits):
+        raise ValueError(f"the source of flow {flow.name!r} returned duplicate split ids")
+    return Plan(flow, tuple(stages), sink, splits)
+
+
+def place_key_groups(num_key_groups: int, workers: int) -> list[int]:
+    """Contiguous, balanced ranges: no worker owns more than ceil(groups / workers)."""
+    return [group * workers // num_key_groups for group in range(num_key_groups)]
+
+
+def place_splits(splits: Sequence[str], workers: int) -> list[int]:
+    """Round-robin: split ``i`` runs on worker ``i % workers``."""
+    return [index % workers for index in range(len(splits))]

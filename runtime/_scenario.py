@@ -1,0 +1,121 @@
+"""Scenarios: a dataflow, its workload parameters and its checks, in one Python file.
+
+A scenario file defines ``scenario = Scenario(...)`` at module level. ``shoal run FILE`` loads
+it, runs its flow (in this process or in worker processes, which load the same file), and then
+runs its checks against the result: an oracle computed independently from the same input.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ._dataflow import Flow
+from ._exceptions import ScenarioError
+from ._job import JobResult
+from ._loader import load_module
+
+__all__ = ("Check", "Scenario", "load_scenario")
+
+
+@dataclass(frozen=True, slots=True)
+class Check:
+    """The outcome of one check: its name, whether it passed, and what it saw."""
+
+    name: str
+    passed: bool
+    detail: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "passed": self.passed, "detail": self.detail}
+
+
+@dataclass(frozen=True, slots=True)
+class Scenario:
+    """A runnable scenario.
+
+    Args:
+        name: the scenario's name (reports and the state directory use it).
+        build: a function returning the :class:`Flow`, called with the parameters.
+        checks: a function ``checks(result, params)`` returning :class:`Check` records.
+        params: default parameters; ``shoal run --param key=value`` overrides them.
+        description: one line for ``shoal run --help`` and the summary.
+    """
+
+    name: str
+    build: Callable[..., Flow]
+    checks: Callable[[JobResult, Mapping[str, Any]], Iterable[Check]]
+    params: Mapping[str, Any] = field(default_factory=dict)
+    description: str = ""
+
+    def resolve_params(self, overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """Defaults merged with ``overrides``; unknown names are a ScenarioError naming them."""
+        merged = dict(self.params)
+        for key, value in (overrides or {}).items():
+            if key not in merged:
+                known = ", ".join(sorted(merged)) or "none"
+                raise ScenarioError(
+                    f"scenario {self.name!r} has no parameter {key!r}; its parameters are: {known}"
+                )
+            default = merged[key]
+            if isinstance(value, str) and not isinstance(default, str) and default is not None:
+                value = _coerce(key, value, default)
+            merged[key] = value
+        return merged
+
+    def build_flow(self, **params: Any) -> Flow:
+        """Build the flow with the given (already resolved) parameters."""
+        flow = self.build(**params)
+        if not isinstance(flow, Flow):
+            raise ScenarioError(f"scenario {self.name!r}: build returned {type(flow).__name__}, not a Flow")
+        return flow
+
+    def run_checks(self, result: JobResult, params: Mapping[str, Any]) -> list[Check]:
+        """Run the checks; a check function that raises becomes one failed check."""
+        try:
+            checks = list(self.checks(result, params))
+        except Exception as exc:
+            return [Check("checks raised", False, f"{type(exc).__name__}: {exc}")]
+        for check in checks:
+            if not isinstance(check, Check):
+                raise ScenarioError(f"scenario {self.name!r}: checks must yield Check records; got {check!r}")
+        if not checks:
+            return [Check("has checks", False, "the scenario's checks returned nothing")]
+        return checks
+
+
+def _coerce(key: str, text: str, default: Any) -> Any:
+    kind = type(default)
+    try:
+        if kind is bool:
+            if text.lower() in ("1", "true", "yes", "on"):
+                return True
+            if text.lower() in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(text)
+        return kind(text)
+    except ValueError:
+        raise ScenarioError(
+            f"parameter {key!r} must be {kind.__name__} (like its default {default!r}); got {text!r}"
+        ) from None
+
+
+def load_scenario(path: str | Path) -> tuple[Scenario, str]:
+    """Load a scenario file; return the scenario and the reference worker processes use."""
+    file = Path(path)
+    if not file.is_file():
+        raise ScenarioError(f"scenario file not found: {path}")
+    if file.suffix != ".py":
+        raise ScenarioError(f"a scenario is a Python file ending in .py; got {path}")
+    module = load_module(str(file.resolve()))
+    found = [(name, obj) for name, obj in inspect.getmembers(module) if isinstance(obj, Scenario)]
+    if not found:
+        raise ScenarioError(f"{path} defines no Scenario: add `scenario = Scenario(...)` at module level")
+    named = [item for item in found if item[0] == "scenario"]
+    if len(found) > 1 and not named:
+        raise ScenarioError(f"{path} defines several Scenarios; name the one to run `scenario`")
+    attr, scenario = (named or found)[0]
+    return scenario, f"{file.resolve()}:{attr}"

@@ -1,0 +1,330 @@
+"""What runs inside one worker: source actors, key-group actors and the worker controller.
+
+A worker hosts the splits assigned to it and the key groups it owns. A source actor reads its
+split batch by batch (an idle continuation, so control messages interleave with reading), runs
+the stateless chain, keys and routes the batch, and tells each key group's actor one
+:class:`Data` message. A key-group actor owns its store (one LMDB environment), runs the keyed
+operator and passes its output on: to the next keyed operator's exchange, or to the sink.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+
+from shoal.actors import Actor, Ref, Worker
+from shoal.storage import KeyGroupStore, StateBackend
+
+from ._keys import KeyGroupRouter
+from ._messages import (
+    Data,
+    EndOfStream,
+    Finish,
+    Gathered,
+    KeyGroupDone,
+    Pull,
+    StartSources,
+)
+from ._metrics import WorkerMetrics
+from ._operators import DeadLetters, KeyedRunner, apply_chain, key_and_route
+from ._plan import Plan, Stage, actor_name
+from ._sinks import DeadLetter, SinkPartition
+from ._sources import SplitReader
+
+__all__ = (
+    "JOB_ACTOR",
+    "KeyGroupActor",
+    "SourceActor",
+    "WorkerController",
+    "WorkerEnv",
+    "controller_name",
+    "place_directory",
+)
+
+JOB_ACTOR = "job"
+
+# A key-group actor flushes its dirty state to its store at least this often (in records) and at
+# end of stream. Checkpoint barriers will make the flush barrier-aligned; until then this bounds
+# the memory a long unbounded run holds in dirty entries.
+FLUSH_EVERY_RECORDS = 250_000
+
+
+def controller_name(worker: int) -> str:
+    return f"ctl:{worker}"
+
+
+def source_actor_name(split: str) -> str:
+    return f"src:{split}"
+
+
+@dataclass(slots=True)
+class WorkerEnv:
+    """Everything the actors of one worker share. Built once per worker by the bootstrap."""
+
+    plan: Plan
+    index: int
+    workers: int
+    driver: int
+    kernel: Worker
+    backend: StateBackend
+    group_owner: list[int]
+    split_owner: list[int]
+    batch_size: int
+    mailbox_size: int
+    sink: SinkPartition | None = None  # None: sink items are gathered by the driver
+    dead_sink: SinkPartition | None = None  # None: dead letters are gathered by the driver
+    dead: DeadLetters = field(init=False)
+    metrics: WorkerMetrics = field(init=False)
+    router: KeyGroupRouter = field(init=False)
+    _targets: dict[int, list[Ref]] = field(init=False, default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.dead = DeadLetters(self.index)
+        self.metrics = WorkerMetrics(self.index)
+        self.router = KeyGroupRouter(self.plan.num_key_groups)
+
+    def targets(self, stage: int) -> list[Ref]:
+        """Refs of every key-group actor of ``stage``, indexed by key group (cached)."""
+        refs = self._targets.get(stage)
+        if refs is None:
+            name = self.plan.stages[stage].name
+            refs = [
+                self.kernel.ref(actor_name(name, group))
+                for group in range(self.plan.num_key_groups)
+            ]
+            self._targets[stage] = refs
+        return refs
+
+    def owned_groups(self) -> list[int]:
+        return [g for g, owner in enumerate(self.group_owner) if owner == self.index]
+
+    def owned_splits(self) -> list[str]:
+        return [s for s, owner in zip(self.plan.splits, self.split_owner, strict=True) if owner == self.index]
+
+    async def emit(
+        self, stage: Stage, channel: str, split: str, values: list[Any], offsets: list[int]
+    ) -> None:
+        """Pass one batch that left ``stage``'s operator through its chain and exit."""
+        if stage.chain:
+            values, offsets = apply_chain(stage.chain, values, offsets, split, self.dead)
+        if values:
+            if stage.next_key_fn is not None:
+                assert stage.next_operator is not None
+                routed = key_and_route(
+                    stage.next_operator,
+                    stage.next_key_fn,
+                    self.router,
+                    values,
+                    offsets,
+                    split,
+                    self.dead,
+                )
+                targets = self.targets(stage.index + 1)
+                for group, (keys, group_values, group_offsets) in routed.items():
+                    await targets[group].tell(Data(channel, split, keys, group_values, group_offsets))
+            else:
+                self.metrics.records_out += len(values)
+                if self.sink is not None:
+                    await self.sink.write_batch(values)
+                else:
+                    await self.kernel.ref(JOB_ACTOR).tell(Gathered("sink", values))
+        if self.dead.pending:
+            await self.ship_dead_letters()
+
+    async def ship_dead_letters(self) -> None:
+        letters = self.dead.take()
+        if not letters:
+            return
+        self.metrics.dead_letters = self.dead.count
+        if self.dead_sink is not None:
+            await self.dead_sink.write_batch(list(letters))
+        else:
+            await self.kernel.ref(JOB_ACTOR).tell(
+                Gathered("dead", [letter.to_json() for letter in letters])
+            )
+
+    async def end_stage(self, stage: Stage, channel: str) -> None:
+        """Tell everything downstream of ``stage`` that ``channel`` has ended."""
+        if self.dead.pending:
+            await self.ship_dead_letters()
+        if stage.next_key_fn is not None:
+            for ref in self.targets(stage.index + 1):
+                await ref.tell(EndOfStream(channel))
+
+    def report(self) -> dict[str, Any]:
+        """This worker's counters as a CBOR-able dict (see :meth:`WorkerMetrics.snapshot`)."""
+        self.metrics.dead_letters = self.dead.count
+        report = self.metrics.snapshot()
+        report["mailbox_depth"] = sum(depth for _name, depth in self.kernel.statistics().mailbox_depths)
+        report["key_groups"] = len(self.owned_groups())
+        return report
+
+
+class SourceActor(Actor):
+    """Reads one split and feeds the first exchange."""
+
+    def __init__(self, env: WorkerEnv, split: str) -> None:
+        self.env = env
+        self.split = split
+        self.reader: SplitReader | None = None
+        self.stage = env.plan.stages[0]
+
+    async def on_start(self) -> None:
+        self.reader = self.env.plan.flow.source_.open_split(self.split, None)
+        self.continue_with(Pull())
+
+    async def on_stop(self) -> None:
+        if self.reader is not None:
+            reader, self.reader = self.reader, None
+            await reader.aclose()
+
+    async def receive(self, message: Any) -> Any:
+        if type(message) is not Pull:
+            raise TypeError(f"source actor got an unexpected message {message!r}")
+        env = self.env
+        assert self.reader is not None
+        batch = await self.reader.read_batch(env.batch_size)
+        if batch is None:
+            await env.end_stage(self.stage, self.split)
+            reader, self.reader = self.reader, None
+            await reader.aclose()
+            return None
+        env.metrics.records_in += len(batch.values)
+        for error in batch.errors:
+            env.dead.add_source_error(error, self.split)
+        await env.emit(self.stage, self.split, self.split, batch.values, batch.offsets)
+        self.continue_with(Pull())
+        return None
+
+
+class KeyGroupActor(Actor):
+    """The only owner of one (keyed operator, key group) state: its store and its runner."""
+
+    def __init__(self, env: WorkerEnv, stage: int, key_group: int) -> None:
+        self.env = env
+        self.stage = env.plan.stages[stage]
+        self.key_group = key_group
+        self.open_channels = set(env.plan.channels_into(stage))
+        self.store: KeyGroupStore | None = None
+        self.runner: KeyedRunner | None = None
+        self.unflushed = 0
+        self.log = structlog.get_logger("shoal.keygroup").bind(
+            worker=env.index, operator=self.stage.name, key_group=key_group
+        )
+
+    async def on_start(self) -> None:
+        op = self.stage.operator
+        assert op is not None
+        self.store = self.env.backend.open_store(op.name, self.key_group, op.states)
+        self.runner = KeyedRunner(op, self.store, self.key_group)
+
+    async def on_stop(self) -> None:
+        if self.store is not None:
+            store, self.store = self.store, None
+            try:
+                store.flush()
+            finally:
+                store.close()
+
+    async def receive(self, message: Any) -> Any:
+        kind = type(message)
+        if kind is Data:
+            await self._data(message)
+        elif kind is EndOfStream:
+            self.open_channels.discard(message.channel)
+            if not self.open_channels:
+                await self._end()
+        else:
+            raise TypeError(f"key-group actor got an unexpected message {message!r}")
+        return None
+
+    async def _data(self, data: Data) -> None:
+        runner = self.runner
+        assert runner is not None
+        env = self.env
+        count = len(data.keys)
+        started = time.perf_counter()
+        values, offsets = runner.run(data.keys, data.values, data.offsets, data.split, env.dead)
+        env.metrics.observe_operator(runner.operator, count, len(values), time.perf_counter() - started)
+        self.unflushed += count
+        if self.unflushed >= FLUSH_EVERY_RECORDS:
+            self._flush()
+        await env.emit(self.stage, self.name, data.split, values, offsets)
+
+    def _flush(self) -> None:
+        assert self.store is not None
+        started = time.perf_counter()
+        written = self.store.flush()
+        self.env.metrics.observe_flush(written, time.perf_counter() - started)
+        self.unflushed = 0
+
+    async def _end(self) -> None:
+        self._flush()
+        assert self.store is not None
+        stats = self.store.statistics()
+        self.env.metrics.state_size[(self.stage.name, self.key_group)] = (stats.entries, stats.bytes)
+        self.log.debug("key group drained", entries=stats.entries, bytes=stats.bytes)
+        await self.env.end_stage(self.stage, self.name)
+        if self.stage.next_key_fn is None:
+            await self.env.kernel.ref(JOB_ACTOR).tell(KeyGroupDone(self.name, self.env.index))
+
+
+class WorkerController(Actor):
+    """The driver's handle on one worker: start its sources, report counters, finish."""
+
+    def __init__(self, env: WorkerEnv) -> None:
+        self.env = env
+
+    async def receive(self, message: Any) -> Any:
+        env = self.env
+        if type(message) is StartSources:
+            for split in env.owned_splits():
+                await env.kernel.spawn(
+                    lambda split=split: SourceActor(env, split),
+                    name=source_actor_name(split),
+                    mailbox_size=env.mailbox_size,
+                )
+            return None
+        if type(message) is Finish:
+            await env.ship_dead_letters()
+            for partition in (env.sink, env.dead_sink):
+                if partition is not None:
+                    await partition.aclose()
+            return env.report()
+        if message == "report":
+            return env.report()
+        raise TypeError(f"worker controller got an unexpected message {message!r}")
+
+
+def place_directory(
+    kernel: Worker, plan: Plan, group_owner: Sequence[int], driver: int, workers: int
+) -> None:
+    """Fill a worker's directory: key-group actors, controllers, and the driver's job actor."""
+    directory = kernel.directory
+    for stage in plan.keyed_stages:
+        for group, owner in enumerate(group_owner):
+            directory.place(actor_name(stage.name, group), owner)
+    for worker in range(workers):
+        directory.place(controller_name(worker), worker)
+    directory.place(JOB_ACTOR, driver)
+
+
+async def start_worker(env: WorkerEnv) -> None:
+    """Spawn this worker's key-group actors and its controller (sources start on request)."""
+    kernel = env.kernel
+    for stage in env.plan.keyed_stages:
+        for group in env.owned_groups():
+            await kernel.spawn(
+                lambda stage=stage, group=group: KeyGroupActor(env, stage.index, group),
+                name=actor_name(stage.name, group),
+                mailbox_size=env.mailbox_size,
+            )
+    await kernel.spawn(lambda: WorkerController(env), name=controller_name(env.index))
+
+
+def letters_from_json(items: list[Any]) -> list[DeadLetter]:
+    return [DeadLetter.from_json(item) for item in items]

@@ -1,0 +1,166 @@
+"""End to end: whole jobs, checked against oracles recomputed from the input."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from shoal import (
+    CollectingSink,
+    Flow,
+    IterableSource,
+    JsonlSource,
+    ProcessContext,
+    ValueStateSpec,
+    WorkerLostError,
+    run_job,
+)
+
+import e2e_flows as flows
+
+FLOWS = str(Path(flows.__file__).resolve())
+
+
+def final_counts(items: list[Any]) -> dict[Any, Any]:
+    """The last running value emitted per key."""
+    last: dict[Any, Any] = {}
+    for key, value in items:
+        last[key] = value
+    return last
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("backend", ["lmdb", "memory"])
+async def test_keyed_state_equals_the_oracle_in_one_loop(tmp_path: Path, backend: str) -> None:
+    flow = flows.clicks()
+    result = await run_job(flow, state_dir=tmp_path, backend=backend, batch_size=1000)
+    n, total = flows.clicks_oracle()
+    assert result.records_in == 20_000
+    assert result.records_out == 20_000
+    assert result.read_state("per_user", "n") == dict(n)
+    assert result.read_state("per_user", "total") == dict(total)
+    items = result.sink.items  # type: ignore[attr-defined]
+    assert final_counts(items) == dict(n)
+    # per-key order: every key's running counts arrive as 1, 2, 3, ...
+    seen: Counter[int] = Counter()
+    for user, count in items:
+        seen[user] += 1
+        assert count == seen[user]
+
+
+@pytest.mark.asyncio
+async def test_two_keyed_stages(tmp_path: Path) -> None:
+    result = await run_job(flows.two_stage(), state_dir=tmp_path, batch_size=100)
+    words = Counter(f"w{i % 97}" for i in range(3000))
+    assert result.read_state("words", "value") == dict(words)
+    # stage two counts, for every count c, how many times some word's running count was c
+    expected: Counter[int] = Counter()
+    for n in words.values():
+        for c in range(1, n + 1):
+            expected[c] += 1
+    assert result.read_state("by_count", "value") == dict(expected)
+    assert result.records_out == 3000
+
+
+@pytest.mark.asyncio
+async def test_failing_user_function_goes_to_dead_letters_with_position(tmp_path: Path) -> None:
+    def strict(key: str, value: int, ctx: ProcessContext) -> None:
+        if value % 50 == 7:
+            raise ValueError(f"bad value {value}")
+        ctx.state.seen.update(ctx.state.seen.value() + 1)
+        ctx.emit(value)
+
+    flow = Flow("strict", num_key_groups=4)
+    sink = CollectingSink()
+    (
+        flow.source(IterableSource(list(range(500)), splits=2))
+        .map(lambda v: v if v != 123 else None)
+        .key_by(lambda v: "odd" if v % 2 else "even")
+        .process(strict, states=[ValueStateSpec("seen", default=0)], name="strict")
+        .sink(sink)
+    )
+    result = await run_job(flow, state_dir=tmp_path, batch_size=64)
+    letters = result.dead_letter_records
+    assert result.dead_letters == len(letters) == 11
+    by_operator = Counter(letter.operator for letter in letters)
+    assert by_operator == {"strict": 10, "strict.key_by": 1}  # None % 2 fails in the key function
+    for letter in letters:
+        assert letter.split is not None
+        assert letter.offset is not None
+        if letter.operator == "strict":
+            assert letter.error_type == "ValueError"
+            assert letter.record % 50 == 7
+            assert letter.offset == letter.record  # the item's index in its source
+    assert sorted(sink.items) == [v for v in range(500) if v % 50 != 7 and v != 123]
+    # written to the state directory as JSON lines too
+    assert len((tmp_path / "dead-letters.jsonl").read_text().splitlines()) == 11
+
+
+@pytest.mark.asyncio
+async def test_bad_json_lines_become_dead_letters(tmp_path: Path) -> None:
+    path = tmp_path / "in.jsonl"
+    lines = [b'{"word": "a"}', b"{not json", b'{"word": "b"}', b'{"word": "a"}']
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    flow = Flow("words", num_key_groups=4)
+    sink = CollectingSink()
+    flow.source(JsonlSource(path)).key_by(flows.word_of).count(name="n").sink(sink)
+    result = await run_job(flow, state_dir=tmp_path / "state")
+    assert final_counts(sink.items) == {"a": 2, "b": 1}
+    (letter,) = result.dead_letter_records
+    assert letter.operator == "source"
+    assert letter.offset == len(lines[0]) + 1  # byte offset of the bad line
+    assert "{not json" in str(letter.record)
+
+
+@pytest.mark.asyncio
+async def test_bad_arguments_fail_at_the_boundary(tmp_path: Path) -> None:
+    flow = flows.clicks(events=10)
+    with pytest.raises(ValueError, match=r"^workers must be a positive int; got 0$"):
+        await run_job(flow, workers=0)
+    with pytest.raises(TypeError, match=r"^worker processes rebuild the flow from its definition"):
+        await run_job(flow, workers=2)
+    with pytest.raises(ValueError, match=r"^backend must be 'lmdb' or 'memory'; got 'redis'$"):
+        await run_job(flow, backend="redis")
+    with pytest.raises(ValueError, match=r"^flow reference must look like 'path/to/file.py:name'"):
+        await run_job("nonsense", workers=2)
+    with pytest.raises(FileNotFoundError, match=r"^flow file not found: missing.py$"):
+        await run_job("missing.py:flow", workers=2)
+
+
+@pytest.mark.processes
+@pytest.mark.asyncio
+@pytest.mark.parametrize("workers", [1, 2, 3])
+async def test_worker_processes_agree_with_the_oracle(tmp_path: Path, workers: int) -> None:
+    result = await run_job(
+        f"{FLOWS}:clicks", workers=workers, processes=True, state_dir=tmp_path, batch_size=512
+    )
+    n, total = flows.clicks_oracle()
+    assert result.workers == workers
+    assert result.records_in == 20_000
+    assert result.read_state("per_user", "n") == dict(n)
+    assert result.read_state("per_user", "total") == dict(total)
+    items = result.sink.items  # type: ignore[attr-defined]
+    assert len(items) == 20_000
+    assert final_counts(items) == dict(n)
+    assert sum(r["records_in"] for r in result.reports) == 20_000
+    if workers > 1:
+        assert all(r["records_in"] > 0 for r in result.reports)  # splits really ran everywhere
+
+
+@pytest.mark.processes
+@pytest.mark.asyncio
+async def test_two_stages_across_processes(tmp_path: Path) -> None:
+    result = await run_job(f"{FLOWS}:two_stage", workers=2, state_dir=tmp_path, batch_size=100)
+    words = Counter(f"w{i % 97}" for i in range(3000))
+    assert result.read_state("words", "value") == dict(words)
+    assert result.records_out == 3000
+
+
+@pytest.mark.processes
+@pytest.mark.asyncio
+async def test_a_killed_worker_fails_the_job_loudly(tmp_path: Path) -> None:
+    with pytest.raises(WorkerLostError, match=r"^worker \d \(pid \d+\) exited with status -9 while the job was running"):
+        await run_job(f"{FLOWS}:doomed", workers=2, state_dir=tmp_path, batch_size=100)

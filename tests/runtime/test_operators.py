@@ -1,0 +1,55 @@
+"""Stateless chains: fast paths, and bad records go to dead letters with their positions."""
+
+from __future__ import annotations
+
+from shoal.runtime._dataflow import FilterOp, FlatMapOp, MapOp
+from shoal.runtime._keys import KeyGroupRouter
+from shoal.runtime._operators import DeadLetters, apply_chain, key_and_route
+
+
+def test_chain_applies_in_order_and_keeps_positions() -> None:
+    dead = DeadLetters(worker=0)
+    chain = [MapOp(lambda x: x * 10), FilterOp(lambda x: x != 20), FlatMapOp(lambda x: [x, x + 1])]
+    values, offsets = apply_chain(chain, [1, 2, 3], [100, 101, 102], "s", dead)
+    assert values == [10, 11, 30, 31]
+    assert offsets == [100, 100, 102, 102]
+    assert dead.count == 0
+
+
+def test_a_failing_record_becomes_a_dead_letter_and_the_rest_goes_on() -> None:
+    dead = DeadLetters(worker=3)
+    values, offsets = apply_chain([MapOp(lambda x: 10 // x, name="invert")], [5, 0, 2], [7, 8, 9], "split-a", dead)
+    assert values == [2, 5]
+    assert offsets == [7, 9]
+    (letter,) = dead.take()
+    assert (letter.operator, letter.error_type, letter.split, letter.offset, letter.record, letter.worker) == (
+        "invert",
+        "ZeroDivisionError",
+        "split-a",
+        8,
+        0,
+        3,
+    )
+
+
+def test_failing_filter_and_flat_map_records_are_dead_lettered() -> None:
+    dead = DeadLetters(worker=0)
+    chain = [FilterOp(lambda x: 1 / x > 0), FlatMapOp(lambda x: range(x) if x < 3 else None)]
+    values, offsets = apply_chain(chain, [1, 0, 2, 3], [0, 1, 2, 3], "s", dead)
+    assert values == [0, 0, 1]
+    assert offsets == [0, 2, 2]
+    assert [letter.offset for letter in dead.take()] == [1, 3]
+
+
+def test_bad_keys_are_dead_lettered_not_fatal() -> None:
+    dead = DeadLetters(worker=0)
+    router = KeyGroupRouter(4)
+    records = [{"u": "a"}, {"u": ["list"]}, {"v": 1}, {"u": "b"}]
+    routed = key_and_route("count", lambda r: r["u"], router, records, [0, 1, 2, 3], "s", dead)
+    kept = sorted(o for _keys, _values, offsets in routed.values() for o in offsets)
+    assert kept == [0, 3]
+    letters = dead.take()
+    assert [(letter.operator, letter.offset, letter.error_type) for letter in letters] == [
+        ("count.key_by", 1, "InvalidKeyError"),  # a TypeError subclass
+        ("count.key_by", 2, "KeyError"),
+    ]
