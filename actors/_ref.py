@@ -1,0 +1,143 @@
+"""Refs: the only way to send an actor a message."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import anyio
+from anyio import BrokenResourceError, ClosedResourceError, WouldBlock
+from anyio.streams.memory import MemoryObjectSendStream
+
+from ._exceptions import ActorStoppedError, MailboxFullError
+from ._messages import Ask
+from ._reply import LocalReply
+
+if TYPE_CHECKING:
+    from ._worker import Worker
+
+__all__ = ("Ref",)
+
+
+class Ref:
+    """A handle to a named actor, local or remote, obtained from :meth:`Worker.ref`.
+
+    A worker hands out one Ref object per name and retargets it when the actor is spawned,
+    migrated or stopped, so holding on to a Ref is always safe. A local ref puts the message
+    straight into the actor's bounded mailbox; a remote ref looks the name up in the worker's
+    directory and hands an envelope to the transport for that worker.
+
+    Ordering: messages from one task through refs of one worker to one actor are handled in the
+    order they were sent (see docs/architecture for migration).
+    """
+
+    __slots__ = ("_send", "_worker", "name")
+
+    def __init__(self, worker: Worker, name: str, send: MemoryObjectSendStream[Any] | None) -> None:
+        self.name = name
+        self._worker = worker
+        self._send = send
+
+    def __repr__(self) -> str:
+        where = "local" if self._send is not None else "remote"
+        return f"<Ref {self.name!r} ({where}) on worker {self._worker.worker_id}>"
+
+    @property
+    def is_local(self) -> bool:
+        """Whether the actor is hosted on this ref's worker right now."""
+        return self._send is not None
+
+    async def tell(self, message: Any) -> None:
+        """Send ``message``; wait while the mailbox (or the link to its worker) is full.
+
+        Never drops. When the mailbox has room this returns without yielding to the event loop
+        (one memory-stream send): it is a checkpoint only when it has to wait.
+
+        Raises:
+            ActorStoppedError: the actor has stopped.
+            UnknownActorError: no actor of this name is known here or in the directory.
+            PeerLostError: the actor's worker is gone.
+            MessageEncodeError: the message cannot cross to the actor's process.
+        """
+        send = self._send
+        if send is not None:
+            try:
+                send.send_nowait(message)
+            except WouldBlock:
+                await self._send_waiting(send, message)
+            except (ClosedResourceError, BrokenResourceError):
+                await self._retarget(send, message)
+            return
+        await self._worker._send_remote(self.name, message, wait=True)
+
+    def tell_nowait(self, message: Any) -> None:
+        """Send ``message`` if that needs no waiting.
+
+        Raises:
+            MailboxFullError: the mailbox (or the link to a remote worker) is full; it is an
+                ``anyio.WouldBlock`` too.
+            ActorStoppedError, UnknownActorError, PeerLostError, MessageEncodeError: as tell().
+        """
+        send = self._send
+        if send is not None:
+            try:
+                send.send_nowait(message)
+            except WouldBlock:
+                raise MailboxFullError(f"mailbox of actor {self.name!r} is full") from None
+            except (ClosedResourceError, BrokenResourceError):
+                if self._send is None or self._send is send:
+                    raise self._stopped() from None
+                self.tell_nowait(message)
+            return
+        self._worker._send_remote_nowait(self.name, message)
+
+    async def ask(self, message: Any, *, timeout: float | None = None) -> Any:  # noqa: ASYNC109
+        """Send ``message`` and wait for the actor's return value.
+
+        Args:
+            message: the request.
+            timeout: seconds to wait in total (mailbox space included); None waits forever.
+
+        Returns:
+            What the actor's ``receive`` returned.
+
+        Raises:
+            TimeoutError: no answer within ``timeout``.
+            ActorStoppedError: the actor stopped before answering.
+            RemoteActorError: a remote actor raised an error (type name and text); a local actor's
+                error (or a kernel error from any worker) is raised as itself.
+            UnknownActorError, PeerLostError, MessageEncodeError: as tell().
+        """
+        reply = LocalReply()
+        with anyio.fail_after(timeout):
+            await self._ask(Ask(message, reply))
+            return await reply.wait()
+
+    async def _ask(self, ask: Ask) -> None:
+        send = self._send
+        if send is not None:
+            try:
+                send.send_nowait(ask)
+            except WouldBlock:
+                await self._send_waiting(send, ask)
+            except (ClosedResourceError, BrokenResourceError):
+                await self._retarget(send, ask)
+            return
+        await self._worker._ask_remote(self.name, ask)
+
+    async def _send_waiting(self, send: MemoryObjectSendStream[Any], item: Any) -> None:
+        try:
+            await send.send(item)
+        except (ClosedResourceError, BrokenResourceError):
+            await self._retarget(send, item)
+
+    async def _retarget(self, old: MemoryObjectSendStream[Any], item: Any) -> None:
+        # The mailbox we used is closed: the actor stopped, or moved, or was spawned again.
+        if self._send is old:
+            raise self._stopped() from None
+        if isinstance(item, Ask):
+            await self._ask(item)
+        else:
+            await self.tell(item)
+
+    def _stopped(self) -> ActorStoppedError:
+        return ActorStoppedError(f"actor {self.name!r} has stopped")

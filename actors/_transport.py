@@ -1,0 +1,484 @@
+"""Links between workers: direct hand-over in one process, framed CBOR over Unix sockets.
+
+Wire format: a frame is a 4-byte big-endian length and a CBOR indefinite-length array of
+envelopes. Each envelope is encoded when it is sent (so an encoding error reaches the sender)
+and appended to the destination's buffer; a flusher task per destination joins the buffer into
+frames of about :data:`FRAME_BYTES` each. The flusher runs when the event loop gets to it, so
+everything sent in the meantime coalesces into one frame and one ``send`` syscall.
+
+Envelopes (CBOR arrays):
+
+* ``[0, name, message]``: tell
+* ``[1, name, message, reply_worker, ask_id]``: ask
+* ``[2, ask_id, ok, value_or_[type_name, text]]``: reply to an ask or a migration
+* ``[3, ask_id, name, factory_ref, [strategy, max_restarts, within_s], mailbox_size, state,
+  continuation]``: migrate an actor in (continuation is None or ``[message]``)
+* ``[5, worker_id]``: hello, the first envelope on every connection
+"""
+
+from __future__ import annotations
+
+import itertools
+import struct
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+import anyio
+import structlog
+from anyio import BrokenResourceError, ClosedResourceError, EndOfStream
+from anyio.abc import SocketStream, TaskGroup
+from anyio.lowlevel import checkpoint
+
+from ._actor import SupervisionPolicy
+from ._exceptions import (
+    ActorStoppedError,
+    MailboxFullError,
+    MessageDecodeError,
+    MessageEncodeError,
+    MigrationError,
+    PeerLostError,
+    RemoteActorError,
+    UnknownActorError,
+)
+from ._messages import Ask
+from ._reply import LocalReply, Reply
+
+if TYPE_CHECKING:
+    from ._worker import Worker
+
+__all__ = ("Link", "LocalLink", "Mesh", "RemoteReply", "SocketLink")
+
+log = structlog.get_logger("shoal.actors")
+
+TELL, ASK, REPLY, MIGRATE, HELLO = 0, 1, 2, 3, 5
+
+#: Target frame size: big enough to amortise the syscall and the CBOR call, small enough that a
+#: frame is decoded and delivered before the next one is needed.
+FRAME_BYTES = 64 * 1024
+#: Above this many buffered bytes for one destination, tell() waits (backpressure) ...
+HIGH_WATER = 1024 * 1024
+#: ... until the flusher has written the buffer down to this.
+LOW_WATER = 256 * 1024
+#: One socket read: a few frames at a time.
+RECEIVE_BYTES = 256 * 1024
+#: A frame larger than this is taken for a corrupt stream.
+MAX_FRAME = 256 * 1024 * 1024
+
+_HEADER = struct.Struct(">I")
+
+#: Kernel errors that keep their type when they come back from another worker.
+_KERNEL_ERRORS: dict[str, type[Exception]] = {
+    cls.__name__: cls
+    for cls in (ActorStoppedError, UnknownActorError, PeerLostError, MigrationError)
+}
+
+
+def rebuild_error(actor: str, type_name: str, text: str) -> Exception:
+    """The exception an asker sees for an error that happened in another worker."""
+    cls = _KERNEL_ERRORS.get(type_name)
+    if cls is not None:
+        return cls(text)
+    return RemoteActorError(actor, type_name, text)
+
+
+def _error_payload(exc: BaseException) -> list[str]:
+    if isinstance(exc, RemoteActorError):
+        return [exc.type_name, exc.remote_message]
+    return [type(exc).__name__, str(exc)]
+
+
+class Link(Protocol):
+    """The way from one worker to one peer."""
+
+    @property
+    def lost(self) -> str | None: ...
+    @property
+    def frames_out(self) -> int: ...
+    @property
+    def bytes_out(self) -> int: ...
+
+    async def tell(self, name: str, message: Any) -> None: ...
+    def tell_nowait(self, name: str, message: Any) -> None: ...
+    async def ask(self, name: str, ask: Ask) -> None: ...
+    def send_reply(self, ask_id: int, ok: bool, payload: Any) -> None: ...
+    def lose(self, reason: str) -> None: ...
+    async def aclose(self) -> None: ...
+
+
+class LocalLink:
+    """A peer open in this process: messages are handed over by reference, not encoded."""
+
+    frames_out = 0
+    bytes_out = 0
+
+    def __init__(self, worker: Worker, peer: Worker) -> None:
+        self.worker = worker
+        self.peer = peer
+
+    @property
+    def lost(self) -> str | None:
+        if self.peer._closed:
+            return f"worker {self.peer.worker_id} is closed"
+        return None
+
+    def _check(self) -> None:
+        reason = self.lost
+        if reason is not None:
+            raise PeerLostError(reason)
+
+    async def tell(self, name: str, message: Any) -> None:
+        self._check()
+        await self.peer._deliver(name, message)
+
+    def tell_nowait(self, name: str, message: Any) -> None:
+        self._check()
+        self.peer.ref(name).tell_nowait(message)
+
+    async def ask(self, name: str, ask: Ask) -> None:
+        self._check()
+        await self.peer._deliver(name, ask)
+
+    def send_reply(self, ask_id: int, ok: bool, payload: Any) -> None:
+        self.peer._on_reply(self.worker.worker_id, ask_id, ok, payload)
+
+    def lose(self, reason: str) -> None:
+        pass
+
+    async def aclose(self) -> None:
+        pass
+
+
+class RemoteReply:
+    """Sends the outcome of an ask back to the worker that asked."""
+
+    __slots__ = ("ask_id", "done", "to_worker", "worker")
+
+    def __init__(self, worker: Worker, to_worker: int, ask_id: int) -> None:
+        self.worker = worker
+        self.to_worker = to_worker
+        self.ask_id = ask_id
+        self.done = False
+
+    def ok(self, value: Any) -> None:
+        if not self.done:
+            self.done = True
+            self._send(True, value)
+
+    def fail(self, exc: BaseException) -> None:
+        if not self.done:
+            self.done = True
+            self._send(False, _error_payload(exc))
+
+    def _send(self, ok: bool, payload: Any) -> None:
+        try:
+            self.worker._link(self.to_worker).send_reply(self.ask_id, ok, payload)
+        except MessageEncodeError as exc:
+            self._send(False, _error_payload(exc))
+        except PeerLostError:
+            log.info("reply dropped: asker's worker is gone", peer=self.to_worker)
+
+
+class SocketLink:
+    """Outgoing traffic to one peer process: a buffer, a flusher task, one Unix socket."""
+
+    def __init__(self, worker: Worker, peer_id: int, path: Path, connect_timeout: float) -> None:
+        self.worker = worker
+        self.peer_id = peer_id
+        self.path = path
+        self.connect_timeout = connect_timeout
+        self.codec = worker.codec
+        hello = self.codec.encode([HELLO, worker.worker_id])
+        self._buf: list[bytes] = [hello]
+        self._buffered = len(hello)
+        self._idle = False
+        self._wake = anyio.Event()
+        self._room: anyio.Event | None = None
+        self._pending: dict[int, tuple[Reply, str]] = {}
+        self._ids = itertools.count(1)
+        self._scope = anyio.CancelScope()
+        self._stream: SocketStream | None = None
+        self.lost: str | None = None
+        self.frames_out = 0
+        self.bytes_out = 0
+
+    # -- sending -----------------------------------------------------------------------------
+
+    def _enqueue(self, data: bytes) -> None:
+        if self.lost is not None:
+            raise PeerLostError(self.lost)
+        self._buf.append(data)
+        self._buffered += len(data)
+        if self._idle:
+            self._idle = False
+            self._wake.set()
+
+    async def _wait_room(self) -> None:
+        while self._buffered > HIGH_WATER and self.lost is None:
+            if self._room is None:
+                self._room = anyio.Event()
+            await self._room.wait()
+        if self.lost is not None:
+            raise PeerLostError(self.lost)
+
+    async def tell(self, name: str, message: Any) -> None:
+        self._enqueue(self.codec.encode([TELL, name, message]))
+        if self._buffered > HIGH_WATER:
+            await self._wait_room()
+
+    def tell_nowait(self, name: str, message: Any) -> None:
+        if self._buffered > HIGH_WATER:
+            raise MailboxFullError(f"the link to worker {self.peer_id} is full")
+        self._enqueue(self.codec.encode([TELL, name, message]))
+
+    async def ask(self, name: str, ask: Ask) -> None:
+        ask_id = next(self._ids)
+        data = self.codec.encode([ASK, name, ask.message, self.worker.worker_id, ask_id])
+        self._enqueue(data)
+        self._pending[ask_id] = (ask.reply, name)
+        if self._buffered > HIGH_WATER:
+            await self._wait_room()
+
+    def send_reply(self, ask_id: int, ok: bool, payload: Any) -> None:
+        # Replies skip the high-water wait: they are bounded by the asks that caused them.
+        self._enqueue(self.codec.encode([REPLY, ask_id, ok, payload]))
+
+    async def migrate(
+        self,
+        name: str,
+        factory_ref: str,
+        policy: SupervisionPolicy,
+        mailbox_size: int,
+        state: Any,
+        continuation: tuple[Any] | None,
+    ) -> None:
+        """Have the peer construct and start ``name``; return once it has, or raise."""
+        ask_id = next(self._ids)
+        reply = LocalReply()
+        data = self.codec.encode(
+            [
+                MIGRATE,
+                ask_id,
+                name,
+                factory_ref,
+                [policy.strategy, policy.max_restarts, policy.within_s],
+                mailbox_size,
+                state,
+                None if continuation is None else [continuation[0]],
+            ]
+        )
+        self._enqueue(data)
+        self._pending[ask_id] = (reply, name)
+        await reply.wait()
+
+    def on_reply(self, ask_id: int, ok: bool, payload: Any) -> None:
+        entry = self._pending.pop(ask_id, None)
+        if entry is None:
+            return
+        reply, name = entry
+        if ok:
+            reply.ok(payload)
+        else:
+            type_name, text = payload
+            reply.fail(rebuild_error(name, type_name, text))
+
+    # -- the flusher -------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Connect, then write frames until closed or lost. Never raises."""
+        with self._scope:
+            try:
+                stream = await self._connect()
+            except OSError as exc:
+                self.worker._peer_lost(self.peer_id, str(exc))
+                return
+            self._stream = stream
+            try:
+                await self._flush_forever(stream)
+            except (BrokenResourceError, ClosedResourceError, OSError) as exc:
+                self.worker._peer_lost(
+                    self.peer_id, f"connection to worker {self.peer_id} broke: {exc!r}"
+                )
+            finally:
+                with anyio.CancelScope(shield=True):
+                    await stream.aclose()
+
+    async def _connect(self) -> SocketStream:
+        deadline = anyio.current_time() + self.connect_timeout
+        delay = 0.002
+        while True:
+            try:
+                return await anyio.connect_unix(self.path)
+            except (FileNotFoundError, ConnectionRefusedError) as exc:
+                if anyio.current_time() >= deadline:
+                    raise OSError(
+                        f"could not connect to worker {self.peer_id} at {str(self.path)!r}"
+                        f" within {self.connect_timeout} s"
+                    ) from exc
+            # Polling for a socket file that does not exist yet: no event to wait on.
+            await anyio.sleep(delay)
+            delay = min(delay * 2, 0.1)
+
+    async def _flush_forever(self, stream: SocketStream) -> None:
+        header = _HEADER.pack
+        while True:
+            if not self._buf:
+                self._wake = anyio.Event()
+                self._idle = True
+                await self._wake.wait()
+                if self._buffered < FRAME_BYTES:
+                    # One more turn of the loop: whatever else is ready joins this frame.
+                    await checkpoint()
+                continue
+            items, self._buf = self._buf, []
+            start = 0
+            size = 0
+            for index, item in enumerate(items):
+                size += len(item)
+                if size >= FRAME_BYTES or index == len(items) - 1:
+                    chunk = items[start : index + 1]
+                    frame = b"".join([header(size + 2), b"\x9f", *chunk, b"\xff"])
+                    await stream.send(frame)
+                    self._buffered -= size
+                    self.frames_out += 1
+                    self.bytes_out += len(frame)
+                    start, size = index + 1, 0
+                    room = self._room
+                    if room is not None and self._buffered <= LOW_WATER:
+                        self._room = None
+                        room.set()
+
+    # -- losing and closing ------------------------------------------------------------------
+
+    def lose(self, reason: str) -> None:
+        if self.lost is not None:
+            return
+        self.lost = reason
+        self._buf.clear()
+        self._buffered = 0
+        pending, self._pending = self._pending, {}
+        for reply, _name in pending.values():
+            reply.fail(PeerLostError(reason))
+        if self._room is not None:
+            self._room.set()
+        self._scope.cancel()
+
+    async def aclose(self) -> None:
+        """Flush what is buffered (briefly), then close."""
+        with anyio.move_on_after(2.0):
+            while self._buf and self.lost is None and self._stream is not None:
+                self._room = self._room or anyio.Event()
+                await self._room.wait()
+        self.lost = self.lost or f"worker {self.worker.worker_id} closed its link"
+        self._scope.cancel()
+
+
+class Mesh:
+    """This worker's socket side: the listener and the links to peer processes."""
+
+    def __init__(self, worker: Worker, mesh_dir: Path, *, connect_timeout: float) -> None:
+        self.worker = worker
+        self.mesh_dir = mesh_dir
+        self.connect_timeout = connect_timeout
+        self.path = mesh_dir / f"w{worker.worker_id}.sock"
+        self.frames_in = 0
+        self.bytes_in = 0
+        self._listener: anyio.abc.SocketListener | None = None
+
+    def socket_path(self, worker_id: int) -> Path:
+        return self.mesh_dir / f"w{worker_id}.sock"
+
+    async def listen(self, tg: TaskGroup) -> None:
+        path = str(self.path)
+        if len(path.encode()) > 100:
+            raise ValueError(
+                f"socket path {path!r} is too long for a Unix socket (max ~100 bytes):"
+                " use a shorter mesh_dir"
+            )
+        self.path.unlink(missing_ok=True)  # a stale socket from a crashed run
+        self._listener = await anyio.create_unix_listener(self.path)
+        tg.start_soon(self._accept_loop, self._listener, tg)
+
+    async def _accept_loop(self, listener: anyio.abc.SocketListener, tg: TaskGroup) -> None:
+        while True:
+            try:
+                stream = await listener.accept()
+            except (ClosedResourceError, BrokenResourceError, OSError):
+                return
+            tg.start_soon(self._serve, stream)
+
+    def connect(self, peer_id: int, tg: TaskGroup) -> SocketLink:
+        link = SocketLink(self.worker, peer_id, self.socket_path(peer_id), self.connect_timeout)
+        tg.start_soon(link.run)
+        return link
+
+    async def _serve(self, stream: SocketStream) -> None:
+        """Read frames from one peer and deliver them; a full mailbox pauses reading."""
+        peer_id: int | None = None
+        buf = bytearray()
+        decode = self.worker.codec.decode
+        try:
+            while True:
+                try:
+                    data = await stream.receive(RECEIVE_BYTES)
+                except (EndOfStream, BrokenResourceError, ClosedResourceError):
+                    break
+                self.bytes_in += len(data)
+                buf += data
+                offset = 0
+                end = len(buf)
+                while end - offset >= 4:
+                    (size,) = _HEADER.unpack_from(buf, offset)
+                    if size > MAX_FRAME:
+                        raise MessageDecodeError(f"frame of {size} bytes exceeds the limit")  # noqa: TRY301
+                    if end - offset - 4 < size:
+                        break
+                    frame = bytes(buf[offset + 4 : offset + 4 + size])
+                    offset += 4 + size
+                    self.frames_in += 1
+                    for envelope in decode(frame):
+                        if peer_id is None:
+                            if envelope[0] != HELLO:
+                                raise MessageDecodeError("no hello first")  # noqa: TRY301
+                            peer_id = int(envelope[1])
+                            self.worker._peer_hello(peer_id)
+                            continue
+                        await self._dispatch(peer_id, envelope)
+                if offset:
+                    del buf[:offset]
+        except MessageDecodeError as exc:
+            log.error("bad frame; dropping connection", peer=peer_id, error=str(exc))  # noqa: TRY400
+        finally:
+            with anyio.CancelScope(shield=True):
+                await stream.aclose()
+            if peer_id is not None and not self.worker._closed:
+                self.worker._peer_lost(peer_id, f"connection from worker {peer_id} closed")
+
+    async def _dispatch(self, peer_id: int, envelope: list[Any]) -> None:
+        kind = envelope[0]
+        worker = self.worker
+        if kind == TELL:
+            await worker._deliver(envelope[1], envelope[2])
+        elif kind == ASK:
+            reply = RemoteReply(worker, envelope[3], envelope[4])
+            await worker._deliver(envelope[1], Ask(envelope[2], reply))
+        elif kind == REPLY:
+            worker._on_reply(peer_id, envelope[1], envelope[2], envelope[3])
+        elif kind == MIGRATE:
+            _, ask_id, name, factory_ref, policy, mailbox_size, state, cont = envelope
+            worker._tg.start_soon(
+                worker._accept_remote_migration,
+                name,
+                factory_ref,
+                SupervisionPolicy(policy[0], int(policy[1]), float(policy[2])),
+                int(mailbox_size),
+                state,
+                None if cont is None else (cont[0],),
+                RemoteReply(worker, peer_id, ask_id),
+            )
+        else:
+            log.error("unknown envelope kind", kind=kind, peer=peer_id)
+
+    async def aclose(self) -> None:
+        if self._listener is not None:
+            await self._listener.aclose()
+        self.path.unlink(missing_ok=True)

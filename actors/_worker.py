@@ -1,0 +1,633 @@
+"""Workers: one event loop's worth of actors, and how they reach each other."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator, Callable, Iterable
+from contextlib import asynccontextmanager, suppress
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import anyio
+import structlog
+from anyio import BrokenResourceError, ClosedResourceError, WouldBlock
+from anyio.abc import TaskGroup
+
+from ._actor import Actor, SupervisionPolicy
+from ._bootstrap import factory_reference, resolve_object
+from ._cell import Cell, Migration
+from ._codec import Codec, default_codec
+from ._directory import Directory
+from ._exceptions import (
+    ActorFailedError,
+    ActorStoppedError,
+    MigrationError,
+    PeerLostError,
+    UnknownActorError,
+)
+from ._messages import Ask, MigrateMarker, StopMarker
+from ._ref import Ref
+from ._transport import Link, LocalLink, Mesh, SocketLink
+
+if TYPE_CHECKING:
+    from ._reply import Reply
+
+__all__ = ("Worker", "WorkerStatistics", "open_worker")
+
+log = structlog.get_logger("shoal.actors")
+
+#: Workers open in this process, by mesh address, so co-resident peers skip the socket.
+_open_workers: dict[str, Worker] = {}
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerStatistics:
+    """A snapshot of one worker's counters (see :meth:`Worker.statistics`)."""
+
+    worker_id: int
+    actors: int
+    messages_in: int
+    messages_out: int
+    remote_frames_out: int
+    remote_frames_in: int
+    bytes_out: int
+    bytes_in: int
+    dead_letters: int
+    mailbox_depths: tuple[tuple[str, int], ...]
+    lost_peers: tuple[int, ...]
+
+
+def _mesh_key(mesh_dir: Path | None, worker_id: int) -> str:
+    if mesh_dir is None:
+        return f"<in-process>/w{worker_id}"
+    return str(mesh_dir / f"w{worker_id}.sock")
+
+
+class Worker:
+    """One event loop hosting many actors. Made by :func:`open_worker`, never directly."""
+
+    def __init__(
+        self,
+        worker_id: int,
+        task_group: TaskGroup,
+        *,
+        mesh_dir: Path | None,
+        peers: frozenset[int],
+        codec: Codec,
+        connect_timeout: float,
+        stop_timeout: float = 10.0,
+    ) -> None:
+        self.worker_id = worker_id
+        self.stop_timeout = stop_timeout
+        self.peers = peers
+        self.mesh_dir = mesh_dir
+        self.codec = codec
+        self.directory = Directory()
+        self._tg = task_group
+        self._cells: dict[str, Cell] = {}
+        self._refs: dict[str, Ref] = {}
+        self._links: dict[int, Link] = {}
+        self._lost: dict[int, anyio.Event] = {}
+        self._failure: ActorFailedError | None = None
+        self._closed = False
+        self._key = _mesh_key(mesh_dir, worker_id)
+        self.mesh: Mesh | None = None
+        if mesh_dir is not None:
+            self.mesh = Mesh(self, mesh_dir, connect_timeout=connect_timeout)
+        self._finished_in = 0
+        self._finished_dead = 0
+        self.messages_out = 0
+        self.dead_letters = 0
+
+    def __repr__(self) -> str:
+        return f"<Worker {self.worker_id} with {len(self._cells)} actors>"
+
+    # -- actors ------------------------------------------------------------------------------
+
+    async def spawn(
+        self,
+        factory: Callable[[], Actor],
+        *,
+        name: str,
+        mailbox_size: int = 64,
+        policy: SupervisionPolicy = SupervisionPolicy(),  # noqa: B008 - frozen, shared safely
+    ) -> Ref:
+        """Start an actor on this worker and return its ref once ``on_start`` has returned.
+
+        Args:
+            factory: makes the instance (an Actor subclass, or a function returning one). Only a
+                class or a module-level function can migrate to another process (it is recorded
+                as ``module:qualname``).
+            name: unique among the actors this worker hosts.
+            mailbox_size: how many messages may wait; a full mailbox makes senders wait.
+            policy: what happens when ``receive`` raises.
+
+        Raises:
+            ValueError: the name is taken or the arguments are invalid.
+            ActorStartError: the factory or ``on_start`` raised (chained); ``on_stop`` has run.
+        """
+        return await self._spawn(factory, name, mailbox_size, policy, None, None)
+
+    async def _spawn(
+        self,
+        factory: Callable[[], Actor],
+        name: str,
+        mailbox_size: int,
+        policy: SupervisionPolicy,
+        rehydrate: tuple[Any] | None,
+        continuation: tuple[Any] | None,
+    ) -> Ref:
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"actor name must be a non-empty str; got {name!r}")
+        if mailbox_size < 1:
+            raise ValueError(f"mailbox_size must be >= 1; got {mailbox_size}")
+        if self._closed:
+            raise RuntimeError(f"worker {self.worker_id} is closed")
+        if name in self._cells:
+            raise ValueError(
+                f"an actor named {name!r} is already running on worker {self.worker_id}"
+            )
+        ref = self.ref(name)
+        cell = Cell(self, name, factory, policy=policy, mailbox_size=mailbox_size)
+        self._cells[name] = cell
+        previous = ref._send
+        ref._send = cell.send
+        try:
+            await self._tg.start(cell.run, rehydrate, continuation)
+        except BaseException:
+            if ref._send is cell.send:
+                ref._send = previous
+            raise
+        self.directory.place(name, self.worker_id)
+        return ref
+
+    def ref(self, name: str) -> Ref:
+        """The ref for ``name``: local if hosted here, else routed via :attr:`directory`.
+
+        Cheap and cached: one Ref per name. An unknown name is not an error here; sending
+        through the ref raises :class:`UnknownActorError` if the name is still unknown then.
+        """
+        ref = self._refs.get(name)
+        if ref is None:
+            cell = self._cells.get(name)
+            ref = Ref(self, name, cell.send if cell is not None else None)
+            self._refs[name] = ref
+        return ref
+
+    async def stop_actor(self, name: str) -> None:
+        """Stop ``name`` after it has handled everything already in its mailbox.
+
+        ``on_stop`` runs; asks that arrive after the stop request get ActorStoppedError.
+
+        Raises:
+            UnknownActorError: no actor of that name runs on this worker.
+        """
+        cell = self._cells.get(name)
+        if cell is None:
+            raise UnknownActorError(f"no actor named {name!r} runs on worker {self.worker_id}")
+        with suppress(ClosedResourceError, BrokenResourceError):
+            await cell.send.send(StopMarker())
+        await cell.done.wait()
+
+    def _cell_finished(self, cell: Cell) -> None:
+        self._finished_in += cell.messages_in
+        self._finished_dead += cell.dead_letters
+        if cell.migrated:
+            return  # migrate() retires the cell once its held messages are forwarded
+        if self._cells.get(cell.name) is cell:
+            del self._cells[cell.name]
+            if self.directory.lookup(cell.name) == self.worker_id:
+                self.directory.remove(cell.name)
+
+    def _escalate(self, error: ActorFailedError) -> None:
+        if self._failure is None:
+            self._failure = error
+            self._tg.cancel_scope.cancel()
+
+    # -- statistics --------------------------------------------------------------------------
+
+    def statistics(self) -> WorkerStatistics:
+        """Counters since the worker opened, and the mailbox depth of every hosted actor."""
+        cells = list(self._cells.values())
+        frames_out = frames_in = bytes_out = bytes_in = 0
+        for link in self._links.values():
+            frames_out += link.frames_out
+            bytes_out += link.bytes_out
+        if self.mesh is not None:
+            frames_in, bytes_in = self.mesh.frames_in, self.mesh.bytes_in
+        return WorkerStatistics(
+            worker_id=self.worker_id,
+            actors=len(cells),
+            messages_in=self._finished_in + sum(c.messages_in for c in cells),
+            messages_out=self.messages_out,
+            remote_frames_out=frames_out,
+            remote_frames_in=frames_in,
+            bytes_out=bytes_out,
+            bytes_in=bytes_in,
+            dead_letters=self.dead_letters
+            + self._finished_dead
+            + sum(c.dead_letters for c in cells),
+            mailbox_depths=tuple((c.name, c.recv.statistics().current_buffer_used) for c in cells),
+            lost_peers=tuple(sorted(w for w, ev in self._lost.items() if ev.is_set())),
+        )
+
+    # -- peers -------------------------------------------------------------------------------
+
+    def _link(self, worker_id: int) -> Link:
+        known = self._links.get(worker_id)
+        if known is not None:
+            return known
+        if worker_id not in self.peers:
+            raise PeerLostError(
+                f"worker {worker_id} is not a peer of worker {self.worker_id}"
+                f" (peers: {sorted(self.peers)})"
+            )
+        peer = _open_workers.get(_mesh_key(self.mesh_dir, worker_id))
+        link: Link
+        if peer is not None and not peer._closed:
+            link = LocalLink(self, peer)
+        elif self.mesh is not None:
+            link = self.mesh.connect(worker_id, self._tg)
+        else:
+            raise PeerLostError(
+                f"worker {worker_id} is not open in this process and worker {self.worker_id}"
+                " has no mesh_dir to reach it by socket"
+            )
+        self._links[worker_id] = link
+        return link
+
+    def _peer_lost(self, worker_id: int, reason: str) -> None:
+        link = self._links.get(worker_id)
+        if link is not None:
+            link.lose(reason)
+        event = self._lost.get(worker_id)
+        if event is None:
+            event = self._lost[worker_id] = anyio.Event()
+        if not event.is_set():
+            log.warning("peer lost", worker=self.worker_id, peer=worker_id, reason=reason)
+            event.set()
+
+    def _peer_hello(self, worker_id: int) -> None:
+        """A peer connected: if it had been lost, it is back (restarted); reconnect lazily."""
+        event = self._lost.get(worker_id)
+        if event is not None and event.is_set():
+            del self._lost[worker_id]
+            link = self._links.get(worker_id)
+            if link is not None and link.lost is not None:
+                del self._links[worker_id]
+
+    def _on_reply(self, peer_id: int, ask_id: int, ok: bool, payload: Any) -> None:
+        link = self._links.get(peer_id)
+        if isinstance(link, SocketLink):
+            link.on_reply(ask_id, ok, payload)
+
+    async def wait_peer_lost(self, worker_id: int) -> None:
+        """Wait until the connection to ``worker_id`` is lost (returns at once if it is)."""
+        event = self._lost.get(worker_id)
+        if event is None:
+            event = self._lost[worker_id] = anyio.Event()
+        await event.wait()
+
+    def is_peer_lost(self, worker_id: int) -> bool:
+        """Whether ``worker_id`` is currently known to be gone."""
+        event = self._lost.get(worker_id)
+        return event is not None and event.is_set()
+
+    # -- routing -----------------------------------------------------------------------------
+
+    def _route(self, name: str) -> Cell | Link:
+        cell = self._cells.get(name)
+        if cell is not None:
+            return cell
+        worker_id = self.directory.lookup(name)
+        if worker_id is None or worker_id == self.worker_id:
+            raise UnknownActorError(
+                f"no actor named {name!r} on worker {self.worker_id}, and the directory"
+                " does not place it on another worker"
+            )
+        return self._link(worker_id)
+
+    async def _send_remote(self, name: str, message: Any, *, wait: bool) -> None:
+        target = self._route(name)
+        if isinstance(target, Cell):
+            ref = self.ref(name)
+            ref._send = target.send
+            await ref.tell(message)
+            return
+        self.messages_out += 1
+        await target.tell(name, message)
+
+    def _send_remote_nowait(self, name: str, message: Any) -> None:
+        target = self._route(name)
+        if isinstance(target, Cell):
+            ref = self.ref(name)
+            ref._send = target.send
+            ref.tell_nowait(message)
+            return
+        self.messages_out += 1
+        target.tell_nowait(name, message)
+
+    async def _ask_remote(self, name: str, ask: Ask) -> None:
+        target = self._route(name)
+        if isinstance(target, Cell):
+            ref = self.ref(name)
+            ref._send = target.send
+            await ref._ask(ask)
+            return
+        self.messages_out += 1
+        await target.ask(name, ask)
+
+    async def _deliver(self, name: str, item: Any) -> None:
+        """Deliver a message (or Ask) that came from another worker, or forward it onwards.
+
+        Waits while the mailbox is full: that is what stops the socket reader (backpressure).
+        A tell for an unknown or stopped actor is a dead letter (logged and counted); an ask
+        gets the error.
+        """
+        while True:
+            cell = self._cells.get(name)
+            if cell is None:
+                break
+            try:
+                try:
+                    cell.send.send_nowait(item)
+                except WouldBlock:
+                    await cell.send.send(item)
+            except (ClosedResourceError, BrokenResourceError):
+                if self._cells.get(name) is cell:
+                    self._reject(name, item, ActorStoppedError(f"actor {name!r} has stopped"))
+                    return
+                continue  # migrated or spawned again meanwhile: look again
+            return
+        worker_id = self.directory.lookup(name)
+        if worker_id is None or worker_id == self.worker_id:
+            self._reject(
+                name,
+                item,
+                UnknownActorError(f"no actor named {name!r} on worker {self.worker_id}"),
+            )
+            return
+        try:
+            link = self._link(worker_id)
+            if type(item) is Ask:
+                await link.ask(name, item)
+            else:
+                await link.tell(name, item)
+        except Exception as exc:
+            self._reject(name, item, exc)
+
+    def _reject(self, name: str, item: Any, error: Exception) -> None:
+        if type(item) is Ask:
+            item.reply.fail(error)
+        else:
+            self.dead_letters += 1
+            log.warning("dead letter", worker=self.worker_id, actor=name, error=f"{error}")
+
+    # -- migration ---------------------------------------------------------------------------
+
+    async def migrate(self, name: str, to_worker: int) -> None:
+        """Move actor ``name`` from this worker to ``to_worker``, state and queue included.
+
+        The actor finishes the message in hand and everything already queued; messages that
+        arrive meanwhile are held (the mailbox stays bounded, so senders wait). Then
+        ``dehydrate()`` and ``on_stop()`` run here, the target makes a new instance,
+        ``rehydrate(state)`` and ``on_start()`` run there, the held messages are forwarded in
+        order, and this worker's directory and refs point at the target. Messages that reach
+        this worker later are forwarded. Within one process any factory works; across
+        processes the factory must be importable as ``module:qualname`` there.
+
+        Raises:
+            UnknownActorError: no actor of that name runs here.
+            MigrationError: dehydrate or the target failed; the actor keeps running here (from
+                its dehydrated state if it had already stopped).
+            PeerLostError: the target worker is gone; the actor keeps running here.
+        """
+        cell = self._cells.get(name)
+        if cell is None or cell.migrated:
+            raise UnknownActorError(f"no actor named {name!r} runs on worker {self.worker_id}")
+        if to_worker == self.worker_id:
+            raise ValueError(f"actor {name!r} already runs on worker {to_worker}")
+        if cell.migration is not None:
+            raise MigrationError(f"actor {name!r} is already migrating")
+        link = self._link(to_worker)
+        if link.lost is not None:
+            raise PeerLostError(link.lost)
+        factory_ref: str | None = None
+        if not isinstance(link, LocalLink):
+            factory_ref = factory_reference(cell.factory)
+            if factory_ref is None or _resolves_to(factory_ref, cell.factory) is False:
+                raise MigrationError(
+                    f"actor {name!r} cannot migrate to another process: its factory"
+                    f" {cell.factory!r} is not importable as module:qualname; spawn it with an"
+                    " Actor subclass or a module-level function"
+                )
+        migration = cell.migration = Migration()
+        await cell.send.send(MigrateMarker())
+        await migration.handed.wait()
+        if migration.error is not None:
+            raise MigrationError(
+                f"actor {name!r} could not migrate: dehydrate() raised"
+                f" {type(migration.error).__name__}: {migration.error}"
+            ) from migration.error
+        try:
+            with anyio.CancelScope(shield=True):
+                if isinstance(link, LocalLink):
+                    await link.peer._accept_migration(
+                        name,
+                        cell.factory,
+                        cell.policy,
+                        cell.mailbox_size,
+                        migration.state,
+                        migration.continuation,
+                    )
+                else:
+                    assert factory_ref is not None
+                    assert isinstance(link, SocketLink)
+                    await link.migrate(
+                        name,
+                        factory_ref,
+                        cell.policy,
+                        cell.mailbox_size,
+                        migration.state,
+                        migration.continuation,
+                    )
+        except (MigrationError, PeerLostError):
+            migration.verdict.set()  # rolled back: the cell restarts from the state
+            raise
+        except Exception as exc:
+            migration.verdict.set()
+            raise MigrationError(
+                f"actor {name!r} could not migrate to worker {to_worker}:"
+                f" {type(exc).__name__}: {exc}"
+            ) from exc
+        except BaseException:
+            migration.verdict.set()
+            raise
+        migration.committed = True
+        migration.verdict.set()
+        await self._forward_held(cell, to_worker, link)
+
+    async def _forward_held(self, cell: Cell, to_worker: int, link: Link) -> None:
+        name = cell.name
+        while True:
+            try:
+                item = cell.recv.receive_nowait()
+            except WouldBlock:
+                break
+            try:
+                if type(item) is Ask:
+                    await link.ask(name, item)
+                elif type(item) is StopMarker:
+                    continue  # a stop that raced the migration: the actor stopped here
+                else:
+                    await link.tell(name, item)
+            except Exception as exc:
+                self._reject(name, item, exc)
+        # Nothing awaited since the mailbox was seen empty: no message can slip in between.
+        self.directory.place(name, to_worker)
+        ref = self._refs.get(name)
+        if ref is not None and ref._send is cell.send:
+            ref._send = None
+        cell.send.close()
+        cell.recv.close()
+        if self._cells.get(name) is cell:
+            del self._cells[name]
+        log.info("actor migrated", actor=name, worker=self.worker_id, to_worker=to_worker)
+
+    async def _accept_migration(
+        self,
+        name: str,
+        factory: Callable[[], Actor],
+        policy: SupervisionPolicy,
+        mailbox_size: int,
+        state: Any,
+        continuation: tuple[Any] | None,
+    ) -> None:
+        try:
+            await self._spawn(factory, name, mailbox_size, policy, (state,), continuation)
+        except Exception as exc:
+            raise MigrationError(
+                f"worker {self.worker_id} could not take over actor {name!r}:"
+                f" {type(exc).__name__}: {exc}"
+            ) from exc
+
+    async def _accept_remote_migration(
+        self,
+        name: str,
+        factory_ref: str,
+        policy: SupervisionPolicy,
+        mailbox_size: int,
+        state: Any,
+        continuation: tuple[Any] | None,
+        reply: Reply,
+    ) -> None:
+        try:
+            factory = resolve_object(factory_ref)
+            await self._accept_migration(name, factory, policy, mailbox_size, state, continuation)
+        except Exception as exc:
+            reply.fail(exc)
+        else:
+            reply.ok(None)
+
+    # -- closing -----------------------------------------------------------------------------
+
+    async def _close(self) -> None:
+        self._closed = True
+        for cell in reversed(list(self._cells.values())):
+            if cell.migrated:
+                continue
+            cell.halt()
+            with anyio.move_on_after(self.stop_timeout) as scope:
+                await cell.done.wait()
+            if scope.cancelled_caught:
+                log.warning("actor did not stop in time; cancelling it", actor=cell.name)
+                cell.scope.cancel()
+                await cell.done.wait()
+        for link in list(self._links.values()):
+            await link.aclose()
+
+
+def _resolves_to(reference: str, factory: object) -> bool:
+    try:
+        return resolve_object(reference) is factory
+    except Exception:
+        return False
+
+
+def _absolute(path: str | os.PathLike[str]) -> Path:
+    return Path(path).absolute()
+
+
+@asynccontextmanager
+async def open_worker(
+    worker_id: int = 0,
+    *,
+    mesh_dir: str | os.PathLike[str] | None = None,
+    peers: Iterable[int] | None = None,
+    connect_timeout: float = 30.0,
+    stop_timeout: float = 10.0,
+    codec: Codec | None = None,
+) -> AsyncIterator[Worker]:
+    """Open a worker in the running event loop; leaving the block stops all its actors.
+
+    Several workers can share one loop (tests, embedding): workers of the same mesh that are
+    open in this process hand messages to each other directly, by reference, without encoding.
+    With ``mesh_dir``, the worker also listens on ``<mesh_dir>/w<worker_id>.sock`` and reaches
+    peers in other processes over Unix sockets (connecting on first use, retrying for up to
+    ``connect_timeout`` seconds while the peer's socket does not exist yet).
+
+    Args:
+        worker_id: this worker's id, unique in the mesh.
+        mesh_dir: directory holding the mesh's sockets (None: this process only).
+        peers: every worker id in the mesh, this one included (None: just this one).
+        connect_timeout: how long to wait for a peer's socket before it counts as lost.
+        stop_timeout: on leaving, how long each actor may take to finish the message in hand
+            before it is cancelled (its on_stop still runs).
+        codec: the message codec (default: the kernel's, see register_message).
+
+    Raises:
+        ActorFailedError: an actor with the "escalate" policy failed (or exceeded its restart
+            limit); the body is cancelled and every other actor stopped first.
+        ValueError: a worker with this id is already open in this mesh in this process.
+    """
+    # No filesystem access here: only the socket path is derived (absolute, not resolved).
+    path = _absolute(mesh_dir) if mesh_dir is not None else None
+    peer_set = frozenset(peers) if peers is not None else frozenset()
+    peer_set |= {worker_id}
+    key = _mesh_key(path, worker_id)
+    body_error: Exception | None = None
+    if key in _open_workers:
+        raise ValueError(f"worker {worker_id} is already open in this process ({key})")
+    async with anyio.create_task_group() as tg:
+        worker = Worker(
+            worker_id,
+            tg,
+            mesh_dir=path,
+            peers=peer_set,
+            codec=codec or default_codec,
+            connect_timeout=connect_timeout,
+            stop_timeout=stop_timeout,
+        )
+        _open_workers[key] = worker
+        try:
+            if worker.mesh is not None:
+                await worker.mesh.listen(tg)
+            try:
+                yield worker
+            except Exception as exc:
+                # Raised again below, after the task group: not wrapped in an ExceptionGroup.
+                body_error = exc
+        finally:
+            with anyio.CancelScope(shield=True):
+                try:
+                    await worker._close()
+                finally:
+                    if worker.mesh is not None:
+                        await worker.mesh.aclose()
+                    _open_workers.pop(key, None)
+            tg.cancel_scope.cancel()
+    if worker._failure is not None:
+        raise worker._failure
+    if body_error is not None:
+        raise body_error
