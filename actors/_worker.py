@@ -599,35 +599,39 @@ async def open_worker(
     body_error: Exception | None = None
     if key in _open_workers:
         raise ValueError(f"worker {worker_id} is already open in this process ({key})")
-    async with anyio.create_task_group() as tg:
-        worker = Worker(
-            worker_id,
-            tg,
-            mesh_dir=path,
-            peers=peer_set,
-            codec=codec or default_codec,
-            connect_timeout=connect_timeout,
-            stop_timeout=stop_timeout,
-        )
-        _open_workers[key] = worker
-        try:
-            if worker.mesh is not None:
-                await worker.mesh.listen(tg)
+    worker: Worker | None = None
+    try:
+        async with anyio.create_task_group() as tg:
+            worker = Worker(
+                worker_id,
+                tg,
+                mesh_dir=path,
+                peers=peer_set,
+                codec=codec or default_codec,
+                connect_timeout=connect_timeout,
+                stop_timeout=stop_timeout,
+            )
+            _open_workers[key] = worker
             try:
-                yield worker
-            except Exception as exc:
-                # Raised again below, after the task group: not wrapped in an ExceptionGroup.
-                body_error = exc
-        finally:
-            with anyio.CancelScope(shield=True):
+                if worker.mesh is not None:
+                    await worker.mesh.listen(tg)
                 try:
+                    yield worker
+                except Exception as exc:
+                    # Raised again below, after the task group: not wrapped in a group.
+                    body_error = exc
+            finally:
+                with anyio.CancelScope(shield=True):
                     await worker._close()
-                finally:
-                    if worker.mesh is not None:
-                        await worker.mesh.aclose()
-                    _open_workers.pop(key, None)
-            tg.cancel_scope.cancel()
-    if worker._failure is not None:
+                tg.cancel_scope.cancel()
+    finally:
+        # The listener closes only once no task waits on it any more.
+        if worker is not None:
+            _open_workers.pop(key, None)
+            if worker.mesh is not None:
+                with anyio.CancelScope(shield=True):
+                    await worker.mesh.aclose()
+    if worker is not None and worker._failure is not None:
         raise worker._failure
     if body_error is not None:
         raise body_error
