@@ -4,6 +4,31 @@ Actors with bounded mailboxes and supervision, hosted by event-loop workers that
 other directly in one process or over Unix sockets (cbor2 frames, never pickle) across
 processes, plus the generic primitive that migrates an actor between workers. The kernel knows
 nothing of streams or storage.
+
+Guarantees (see also the docstrings of Ref, Worker.migrate and open_worker):
+
+* One instance handles one message at a time. Messages from one task, through one worker's
+  refs, to one actor are handled in the order they were sent: locally (a memory stream),
+  remotely (one buffer and one connection per destination worker, read in order), and when
+  forwarded by a worker the actor has left (forwarding uses that same ordered path).
+* Nothing is dropped silently: a full mailbox or link makes tell() wait; a tell that can no
+  longer be delivered (actor stopped, unknown name on the receiving worker) is logged and
+  counted in ``statistics().dead_letters``; an ask always gets an answer or an error
+  (ActorStoppedError, PeerLostError, TimeoutError, the actor's own error).
+* Remote errors: an ask whose remote handler raised gets RemoteActorError (type name and text);
+  the kernel's own errors (ActorStoppedError, UnknownActorError, PeerLostError, MigrationError)
+  keep their type across processes.
+* Peer loss: when a peer's connection closes or breaks (kill -9, exit), its pending asks fail
+  with PeerLostError and later sends to actors the directory places there raise PeerLostError;
+  ``Worker.wait_peer_lost(id)`` and ``statistics().lost_peers`` report it. After restarting
+  the peer, ``Worker.reconnect(id)`` (or the peer connecting first) makes it reachable again.
+* Migration: messages queued before the move are handled on the old worker, those arriving
+  during it are held and forwarded in order, then refs on the old worker follow the actor.
+  A *remote* sender whose directory is updated mid-stream may see its messages sent through
+  the old host (forwarded) overtaken by those sent directly to the new one: the streaming layer
+  orders that with in-band handoff markers.
+* Co-resident workers (same process, same mesh) hand messages over by reference, without
+  encoding: only workers in other processes check that messages are CBOR-encodable.
 """
 
 from __future__ import annotations

@@ -269,13 +269,22 @@ class Worker:
             event.set()
 
     def _peer_hello(self, worker_id: int) -> None:
-        """A peer connected: if it had been lost, it is back (restarted); reconnect lazily."""
+        """A peer connected: if it had been lost, it is back (restarted)."""
+        if self.is_peer_lost(worker_id):
+            self.reconnect(worker_id)
+
+    def reconnect(self, worker_id: int) -> None:
+        """Forget that ``worker_id`` was lost: the next message to it connects afresh.
+
+        Call it after restarting that worker (a peer that connects to this worker first is
+        taken back automatically).
+        """
         event = self._lost.get(worker_id)
         if event is not None and event.is_set():
             del self._lost[worker_id]
-            link = self._links.get(worker_id)
-            if link is not None and link.lost is not None:
-                del self._links[worker_id]
+        link = self._links.get(worker_id)
+        if link is not None and link.lost is not None:
+            del self._links[worker_id]
 
     def _on_reply(self, peer_id: int, ask_id: int, ok: bool, payload: Any) -> None:
         link = self._links.get(peer_id)

@@ -139,6 +139,13 @@ async def test_a_killed_process_is_detected(mesh_dir: Path) -> None:
             assert [str(e) for e in outcome] == ["connection from worker 0 closed"]
             with pytest.raises(PeerLostError, match=r"^connection from worker 0 closed$"):
                 await slow.tell("count")
+        # a restarted worker 0 is reachable again once the driver reconnects
+        async with open_worker_process(
+            0, mesh_dir, peers, bootstrap=BOOT, args=_args(["slow", "slow", 4])
+        ):
+            driver.reconnect(0)
+            assert not driver.is_peer_lost(0)
+            assert await slow.ask("count") == [0, True]
 
 
 async def test_migrate_across_processes(mesh_dir: Path) -> None:
