@@ -38,6 +38,13 @@ class WorkerProcess:
     def __init__(self, worker_id: int, process: Process) -> None:
         self.worker_id = worker_id
         self._process = process
+        self._exited = anyio.Event()
+
+    async def _reap(self) -> None:
+        # The only waiter on the OS process, never cancelled before the process exits: a
+        # cancelled wait() leaves uvloop completing an abandoned future ("invalid state").
+        await self._process.wait()
+        self._exited.set()
 
     def __repr__(self) -> str:
         return f"<WorkerProcess {self.worker_id} pid={self.pid} returncode={self.returncode}>"
@@ -63,15 +70,21 @@ class WorkerProcess:
             self._process.terminate()
 
     async def wait(self) -> int:
-        """Wait for the process to exit; return its exit code (-9 after kill())."""
-        return await self._process.wait()
+        """Wait for the process to exit; return its exit code (-9 after kill()).
+
+        Safe to cancel: the process is reaped by its own task either way.
+        """
+        await self._exited.wait()
+        code = self._process.returncode
+        assert code is not None
+        return code
 
 
 def _absolute(path: str | os.PathLike[str]) -> Path:
     return Path(path).absolute()
 
 
-async def _read_ready(fd: int, process: Process, worker_id: int) -> None:
+async def _read_ready(fd: int, process: WorkerProcess, worker_id: int) -> None:
     data = b""
     with anyio.fail_after(READY_TIMEOUT_S):
         while not data.endswith(b"\n"):
@@ -154,20 +167,32 @@ async def open_worker_process(
     finally:
         os.close(write_fd)
     proc = WorkerProcess(worker_id, process)
-    try:
+    # Errors are re-raised after the reaper's task group, so callers see them unwrapped.
+    error: Exception | None = None
+    async with anyio.create_task_group() as reaper:
+        reaper.start_soon(proc._reap)
         try:
-            await _read_ready(read_fd, process, worker_id)
+            try:
+                await _read_ready(read_fd, proc, worker_id)
+            finally:
+                os.close(read_fd)
+        except Exception as exc:
+            error = exc
+        else:
+            try:
+                yield proc
+            except Exception as exc:
+                error = exc
         finally:
-            os.close(read_fd)
-        yield proc
-    finally:
-        with anyio.CancelScope(shield=True):
-            if process.returncode is None:
-                if process.stdin is not None:
-                    await process.stdin.aclose()  # the child's signal to stop
-                with anyio.move_on_after(stop_timeout):
-                    await process.wait()
+            with anyio.CancelScope(shield=True):
                 if process.returncode is None:
-                    process.send_signal(signal.SIGKILL)
-                    await process.wait()
-            await process.aclose()
+                    if process.stdin is not None:
+                        await process.stdin.aclose()  # the child's signal to stop
+                    with anyio.move_on_after(stop_timeout):
+                        await proc.wait()
+                    if process.returncode is None:
+                        process.send_signal(signal.SIGKILL)
+                await proc.wait()
+                await process.aclose()
+    if error is not None:
+        raise error

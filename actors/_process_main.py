@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
 import signal
 import sys
@@ -36,9 +37,30 @@ async def _wait_signal() -> None:
             return
 
 
+def _ignore_cancelled_read_race(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+    """Drop one known, harmless teardown race; hand everything else to the default handler.
+
+    anyio's Unix socket streams wait for readability with ``loop.add_reader(sock,
+    future.set_result, None)``. When the reading task is cancelled at teardown, uvloop may
+    still run the already-scheduled callback on the cancelled future and log
+    ``InvalidStateError`` (the same race as agronholm/anyio#1267). Nothing is lost: the reader
+    was being cancelled anyway.
+    """
+    exc = context.get("exception")
+    handle = context.get("handle")
+    if (
+        isinstance(exc, asyncio.InvalidStateError)
+        and handle is not None
+        and "set_result" in repr(handle)
+    ):
+        return
+    loop.default_exception_handler(context)
+
+
 async def _serve(
     worker_id: int, mesh_dir: str, peers: list[int], bootstrap: str, args: Any, ready_fd: int
 ) -> None:
+    asyncio.get_running_loop().set_exception_handler(_ignore_cancelled_read_race)
     async with open_worker(worker_id, mesh_dir=mesh_dir, peers=peers) as worker:
         try:
             function = resolve_object(bootstrap)

@@ -14,6 +14,8 @@ Envelopes (CBOR arrays):
 * ``[3, ask_id, name, factory_ref, [strategy, max_restarts, within_s], mailbox_size, state,
   continuation]``: migrate an actor in (continuation is None or ``[message]``)
 * ``[5, worker_id]``: hello, the first envelope on every connection
+* ``[6, worker_id]``: goodbye, the last envelope of a worker that closes in order (its peers
+  then treat the closed connection as a departure, not a loss)
 """
 
 from __future__ import annotations
@@ -50,7 +52,7 @@ __all__ = ("Link", "LocalLink", "Mesh", "RemoteReply", "SocketLink")
 
 log = structlog.get_logger("shoal.actors")
 
-TELL, ASK, REPLY, MIGRATE, HELLO = 0, 1, 2, 3, 5
+TELL, ASK, REPLY, MIGRATE, HELLO, BYE = 0, 1, 2, 3, 5, 6
 
 #: Target frame size: big enough to amortise the syscall and the CBOR call, small enough that a
 #: frame is decoded and delivered before the next one is needed.
@@ -363,7 +365,9 @@ class SocketLink:
         self._scope.cancel()
 
     async def aclose(self) -> None:
-        """Flush what is buffered (briefly), then close."""
+        """Say goodbye, flush what is buffered (briefly), then close."""
+        if self.lost is None and self._stream is not None:
+            self._enqueue(self.codec.encode([BYE, self.worker.worker_id]))
         with anyio.move_on_after(2.0):
             while self._buf and self.lost is None and self._stream is not None:
                 self._room = self._room or anyio.Event()
@@ -463,6 +467,8 @@ class Mesh:
             await worker._deliver(envelope[1], Ask(envelope[2], reply))
         elif kind == REPLY:
             worker._on_reply(peer_id, envelope[1], envelope[2], envelope[3])
+        elif kind == BYE:
+            worker._peer_leaving(peer_id)
         elif kind == MIGRATE:
             _, ask_id, name, factory_ref, policy, mailbox_size, state, cont = envelope
             worker._tg.start_soon(

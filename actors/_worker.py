@@ -89,6 +89,7 @@ class Worker:
         self._refs: dict[str, Ref] = {}
         self._links: dict[int, Link] = {}
         self._lost: dict[int, anyio.Event] = {}
+        self._leaving: set[int] = set()  # peers that said goodbye (closing in order)
         self._failure: ActorFailedError | None = None
         self._closed = False
         self._key = _mesh_key(mesh_dir, worker_id)
@@ -265,11 +266,19 @@ class Worker:
         if event is None:
             event = self._lost[worker_id] = anyio.Event()
         if not event.is_set():
-            log.warning("peer lost", worker=self.worker_id, peer=worker_id, reason=reason)
+            if worker_id in self._leaving:
+                log.debug("peer left", worker=self.worker_id, peer=worker_id)
+            else:
+                log.warning("peer lost", worker=self.worker_id, peer=worker_id, reason=reason)
             event.set()
+
+    def _peer_leaving(self, worker_id: int) -> None:
+        """A peer said goodbye: its connection closing next is an orderly departure."""
+        self._leaving.add(worker_id)
 
     def _peer_hello(self, worker_id: int) -> None:
         """A peer connected: if it had been lost, it is back (restarted)."""
+        self._leaving.discard(worker_id)
         if self.is_peer_lost(worker_id):
             self.reconnect(worker_id)
 
