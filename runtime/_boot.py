@@ -10,7 +10,18 @@ from shoal.storage import LmdbBackend
 
 from ._loader import load_flow
 from ._logging import configure_logging
-from ._messages import Data, EndOfStream, Finish, Gathered, KeyGroupDone, Pull, StartSources
+from ._messages import (
+    Broadcast,
+    Data,
+    EndOfStream,
+    Finish,
+    Gathered,
+    KeyGroupDone,
+    Pull,
+    Shipment,
+    StartSources,
+    StopSources,
+)
 from ._plan import compile_plan, place_key_groups, place_splits
 from ._worker import WorkerEnv, place_directory, start_worker
 
@@ -21,11 +32,14 @@ _GC_THRESHOLD = 50_000
 
 _MESSAGES = (
     (Data, "shoal.Data"),
+    (Shipment, "shoal.Shipment"),
+    (Broadcast, "shoal.Broadcast"),
     (EndOfStream, "shoal.EndOfStream"),
     (Gathered, "shoal.Gathered"),
     (KeyGroupDone, "shoal.KeyGroupDone"),
     (Pull, "shoal.Pull"),
     (StartSources, "shoal.StartSources"),
+    (StopSources, "shoal.StopSources"),
     (Finish, "shoal.Finish"),
 )
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+import signal
 import sys
 import tempfile
 from collections.abc import Sequence
@@ -148,6 +149,15 @@ async def _run(args: argparse.Namespace) -> int:
         if display is not None:
             display.update(progress)
 
+    stop = anyio.Event()
+
+    async def stop_on_interrupt() -> None:
+        with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            async for _ in signals:
+                print("\nshoal: stopping: draining what was read (Ctrl-C again to abort)", file=sys.stderr)
+                stop.set()
+                break
+
     extra: dict[str, Any] = {}
     if args.batch_size:
         extra["batch_size"] = args.batch_size
@@ -155,17 +165,21 @@ async def _run(args: argparse.Namespace) -> int:
         if display is not None:
             display.start()
         try:
-            result = await run_job(
-                ref,
-                params=params,
-                workers=args.workers,
-                processes=not args.in_process,
-                state_dir=state_dir,
-                on_progress=on_progress if (display is not None or stop_metrics) else None,
-                log_format=args.log_format,
-                log_level=args.log_level,
-                **extra,
-            )
+            async with anyio.create_task_group() as signals:
+                signals.start_soon(stop_on_interrupt)
+                result = await run_job(
+                    ref,
+                    params=params,
+                    workers=args.workers,
+                    processes=not args.in_process,
+                    state_dir=state_dir,
+                    on_progress=on_progress if (display is not None or stop_metrics) else None,
+                    stop=stop,
+                    log_format=args.log_format,
+                    log_level=args.log_level,
+                    **extra,
+                )
+                signals.cancel_scope.cancel()
         finally:
             if display is not None:
                 display.stop()

@@ -8,7 +8,6 @@ this driver over Unix sockets; the splits and key groups are spread over them.
 
 from __future__ import annotations
 
-import math
 import shutil
 import tempfile
 import time
@@ -26,9 +25,9 @@ from shoal.storage import LmdbBackend, MemoryBackend, StateBackend
 
 from ._boot import register_runtime_messages
 from ._dataflow import Flow
-from ._exceptions import JobError, WorkerLostError
+from ._exceptions import WorkerLostError
 from ._loader import load_flow, normalize_ref
-from ._messages import Finish, StartSources
+from ._messages import Finish, StartSources, StopSources
 from ._plan import Plan, actor_name, compile_plan, place_key_groups, place_splits
 from ._sinks import DeadLetter, DeadLetterSink, Sink
 from ._supervisor import JobSupervisor
@@ -130,6 +129,7 @@ async def run_job(
     mailbox_size: int = DEFAULT_MAILBOX_SIZE,
     dead_letters: DeadLetterSink | None = None,
     on_progress: Callable[[Progress], None] | None = None,
+    stop: anyio.Event | None = None,
     log_format: str = "console",
     log_level: str = "warning",
 ) -> JobResult:
@@ -148,6 +148,11 @@ async def run_job(
         backend: ``"lmdb"`` (default) or ``"memory"`` (one worker in this loop only).
         dead_letters: where records that failed go; by default an in-memory sink that also
             writes ``dead-letters.jsonl`` in the state directory.
+        on_progress: called about twice a second with a :class:`Progress` record.
+        stop: when this event is set, every split ends as if its source had ended: what was
+            read drains through the job, state is flushed, and the result is returned. This is
+            how an unbounded job is stopped (cancelling the call also stops it, without a
+            result).
 
     Raises:
         ValueError / TypeError: bad arguments, named in the message.
@@ -186,10 +191,12 @@ async def run_job(
         assert ref is not None
         return await _run_processes(
             plan, ref, params or {}, workers, directory, dlq, batch_size, mailbox_size,
-            on_progress, log_format, log_level,
+            on_progress, stop, log_format, log_level,
         )
     state: StateBackend = LmdbBackend(directory) if backend == "lmdb" else MemoryBackend()
-    return await _run_in_loop(plan, state, directory, dlq, batch_size, mailbox_size, on_progress)
+    return await _run_in_loop(
+        plan, state, directory, dlq, batch_size, mailbox_size, on_progress, stop
+    )
 
 
 def _last_stage_actors(plan: Plan) -> set[str]:
@@ -206,6 +213,12 @@ async def _watch_progress(
         await anyio.sleep(_PROGRESS_INTERVAL_S)
         snaps = await reports()
         on_progress(_progress(snaps, time.perf_counter() - started))
+
+
+async def _stop_when_set(stop: anyio.Event, controllers: Sequence[Any]) -> None:
+    await stop.wait()
+    for controller in controllers:
+        await controller.ask(StopSources())
 
 
 def _progress(snaps: Sequence[dict[str, Any]], elapsed: float) -> Progress:
@@ -229,7 +242,6 @@ def _result(
     reports: Sequence[dict[str, Any]],
     dlq: DeadLetterSink,
     backend: StateBackend,
-    gathered_out: int,
 ) -> JobResult:
     records_out = sum(r["records_out"] for r in reports)
     return JobResult(
@@ -256,6 +268,7 @@ async def _run_in_loop(
     batch_size: int,
     mailbox_size: int,
     on_progress: Callable[[Progress], None] | None,
+    stop: anyio.Event | None,
 ) -> JobResult:
     groups = place_key_groups(plan.num_key_groups, 1)
     sink = plan.sink.open_partition(0, 1)
@@ -291,12 +304,14 @@ async def _run_in_loop(
                     return [env.report()]
 
                 tg.start_soon(_watch_progress, one_report, started, on_progress)
+            if stop is not None:
+                tg.start_soon(_stop_when_set, stop, [controller])
             await supervisor.finished.wait()
             tg.cancel_scope.cancel()
         elapsed = time.perf_counter() - started
         report = await controller.ask(Finish())
     await dead_sink.aclose()
-    return _result(plan, 1, False, elapsed, state_dir, [report], dlq, backend, 0)
+    return _result(plan, 1, False, elapsed, state_dir, [report], dlq, backend)
 
 
 async def _run_processes(
@@ -309,6 +324,7 @@ async def _run_processes(
     batch_size: int,
     mailbox_size: int,
     on_progress: Callable[[Progress], None] | None,
+    stop: anyio.Event | None,
     log_format: str,
     log_level: str,
 ) -> JobResult:
@@ -373,6 +389,8 @@ async def _run_processes(
                         tg.start_soon(watch, index, tg.cancel_scope)
                     if on_progress is not None:
                         tg.start_soon(_watch_progress, all_reports, started, on_progress)
+                    if stop is not None:
+                        tg.start_soon(_stop_when_set, stop, controllers)
                     await supervisor.finished.wait()
                     tg.cancel_scope.cancel()
                 elapsed = time.perf_counter() - started
@@ -392,9 +410,5 @@ async def _run_processes(
     await dead_sink.aclose()
     if lost:
         raise lost[0]
-    log.info("job finished", job=plan.flow.name, workers=workers, seconds=round(elapsed, 3))
-    return _result(plan, workers, True, elapsed, state_dir, reports, dlq, LmdbBackend(state_dir), 0)
-
-
-def ceil_div(a: int, b: int) -> int:
-    return math.ceil(a / b)
+    log.debug("job finished", job=plan.flow.name, workers=workers, seconds=round(elapsed, 3))
+    return _result(plan, workers, True, elapsed, state_dir, reports, dlq, LmdbBackend(state_dir))

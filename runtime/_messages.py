@@ -13,13 +13,16 @@ from typing import Any
 from ._columns import decode_keys, decode_records, encode_records
 
 __all__ = (
+    "Broadcast",
     "Data",
     "EndOfStream",
     "Finish",
     "Gathered",
     "KeyGroupDone",
     "Pull",
+    "Shipment",
     "StartSources",
+    "StopSources",
 )
 
 
@@ -45,6 +48,55 @@ class Data:
     def from_wire(cls, data: list[Any]) -> Data:
         channel, split, keys, values, offsets = data
         return cls(channel, split, decode_keys(keys), decode_records(values), offsets)
+
+
+@dataclass(frozen=True, slots=True)
+class Shipment:
+    """Records for several key groups of one keyed stage, bound for one worker process.
+
+    One shipment per (source batch, destination worker) instead of one message per key group:
+    the columns of all the destination's groups are concatenated in ``groups`` order, and
+    ``counts`` says how many records each group has. The receiving worker's exchange actor slices
+    them back into one :class:`Data` per key group.
+    """
+
+    stage: int
+    channel: str
+    split: str
+    groups: list[int]
+    counts: list[int]
+    keys: list[Any]
+    values: list[Any]
+    offsets: list[int]
+
+    def to_wire(self) -> list[Any]:
+        return [
+            self.stage,
+            self.channel,
+            self.split,
+            self.groups,
+            self.counts,
+            self.keys,
+            encode_records(self.values),
+            self.offsets,
+        ]
+
+    @classmethod
+    def from_wire(cls, data: list[Any]) -> Shipment:
+        stage, channel, split, groups, counts, keys, values, offsets = data
+        return cls(stage, channel, split, groups, counts, decode_keys(keys), decode_records(values), offsets)
+
+
+@dataclass(frozen=True, slots=True)
+class Broadcast:
+    """A control message for several key groups of one stage on the receiving worker.
+
+    Travels through the same exchange as :class:`Shipment`, so it never overtakes data.
+    """
+
+    stage: int
+    groups: list[int]
+    message: Any
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +137,15 @@ class KeyGroupDone:
 @dataclass(frozen=True, slots=True)
 class StartSources:
     """Driver -> worker controller: open the worker's splits and start pulling."""
+
+
+@dataclass(frozen=True, slots=True)
+class StopSources:
+    """Driver -> worker controller: end every split now, as if its source had ended.
+
+    What was already read drains through the job and its state is flushed; this is how an
+    unbounded job is stopped.
+    """
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,6 +9,7 @@ and only when the user asks for a port).
 from __future__ import annotations
 
 import random
+import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -41,6 +42,8 @@ class WorkerMetrics:
     # sampled per-record state access latency (seconds): count and sum
     access_samples: int = 0
     access_seconds: float = 0.0
+    # process CPU seconds when the sources started (so a report can say CPU spent on the job)
+    cpu_at_start: float = 0.0
     _rng: random.Random = field(default_factory=lambda: random.Random(0))
 
     def observe_operator(self, operator: str, records_in: int, records_out: int, seconds: float) -> None:
@@ -75,6 +78,7 @@ class WorkerMetrics:
             "flush_seconds": self.flush_seconds,
             "access_samples": self.access_samples,
             "access_seconds": self.access_seconds,
+            "cpu_seconds": time.process_time() - self.cpu_at_start,
         }
 
 

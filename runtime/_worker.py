@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import anyio
 import structlog
 
 from shoal.actors import Actor, Ref, Worker
@@ -21,13 +22,16 @@ from shoal.storage import KeyGroupStore, StateBackend
 
 from ._keys import KeyGroupRouter
 from ._messages import (
+    Broadcast,
     Data,
     EndOfStream,
     Finish,
     Gathered,
     KeyGroupDone,
     Pull,
+    Shipment,
     StartSources,
+    StopSources,
 )
 from ._metrics import WorkerMetrics
 from ._operators import DeadLetters, KeyedRunner, apply_chain, key_and_route
@@ -61,6 +65,10 @@ def source_actor_name(split: str) -> str:
     return f"src:{split}"
 
 
+def exchange_name(worker: int) -> str:
+    return f"xchg:{worker}"
+
+
 @dataclass(slots=True)
 class WorkerEnv:
     """Everything the actors of one worker share. Built once per worker by the bootstrap."""
@@ -81,6 +89,7 @@ class WorkerEnv:
     metrics: WorkerMetrics = field(init=False)
     router: KeyGroupRouter = field(init=False)
     _targets: dict[int, list[Ref]] = field(init=False, default_factory=dict)
+    sources: dict[str, SourceActor] = field(init=False, default_factory=dict)
 
     def __post_init__(self) -> None:
         self.dead = DeadLetters(self.index)
@@ -123,9 +132,7 @@ class WorkerEnv:
                     split,
                     self.dead,
                 )
-                targets = self.targets(stage.index + 1)
-                for group, (keys, group_values, group_offsets) in routed.items():
-                    await targets[group].tell(Data(channel, split, keys, group_values, group_offsets))
+                await self._send(stage.index + 1, channel, split, routed)
             else:
                 self.metrics.records_out += len(values)
                 if self.sink is not None:
@@ -134,6 +141,61 @@ class WorkerEnv:
                     await self.kernel.ref(JOB_ACTOR).tell(Gathered("sink", values))
         if self.dead.pending:
             await self.ship_dead_letters()
+
+    async def _send(
+        self,
+        stage: int,
+        channel: str,
+        split: str,
+        routed: dict[int, tuple[list[Any], list[int], list[int]]],
+    ) -> None:
+        """Deliver routed groups: local groups straight to their actors, the rest in one
+        :class:`Shipment` per destination worker."""
+        targets = self.targets(stage)
+        owner = self.group_owner
+        here = self.index
+        remote: dict[int, list[int]] | None = None
+        for group, (keys, values, offsets) in routed.items():
+            worker = owner[group]
+            if worker == here:
+                await targets[group].tell(Data(channel, split, keys, values, offsets))
+            elif remote is None:
+                remote = {worker: [group]}
+            else:
+                remote.setdefault(worker, []).append(group)
+        if remote is None:
+            return
+        for worker, groups in remote.items():
+            if len(groups) == 1:
+                keys, values, offsets = routed[groups[0]]
+                counts = [len(keys)]
+            else:
+                keys, values, offsets, counts = [], [], [], []
+                for group in groups:
+                    group_keys, group_values, group_offsets = routed[group]
+                    keys += group_keys
+                    values += group_values
+                    offsets += group_offsets
+                    counts.append(len(group_keys))
+            await self.exchange(worker).tell(
+                Shipment(stage, channel, split, groups, counts, keys, values, offsets)
+            )
+
+    def exchange(self, worker: int) -> Ref:
+        """The exchange actor of ``worker``: the one door for data and control into it."""
+        return self.kernel.ref(exchange_name(worker))
+
+    async def broadcast(self, stage: int, message: Any) -> None:
+        """Send ``message`` to every key-group actor of ``stage``, behind all data already sent."""
+        targets = self.targets(stage)
+        remote: dict[int, list[int]] = {}
+        for group, worker in enumerate(self.group_owner):
+            if worker == self.index:
+                await targets[group].tell(message)
+            else:
+                remote.setdefault(worker, []).append(group)
+        for worker, groups in remote.items():
+            await self.exchange(worker).tell(Broadcast(stage, groups, message))
 
     async def ship_dead_letters(self) -> None:
         letters = self.dead.take()
@@ -152,8 +214,7 @@ class WorkerEnv:
         if self.dead.pending:
             await self.ship_dead_letters()
         if stage.next_key_fn is not None:
-            for ref in self.targets(stage.index + 1):
-                await ref.tell(EndOfStream(channel))
+            await self.broadcast(stage.index + 1, EndOfStream(channel))
 
     def report(self) -> dict[str, Any]:
         """This worker's counters as a CBOR-able dict (see :meth:`WorkerMetrics.snapshot`)."""
@@ -172,22 +233,37 @@ class SourceActor(Actor):
         self.split = split
         self.reader: SplitReader | None = None
         self.stage = env.plan.stages[0]
+        self.stopping = False
+        self._reading: anyio.CancelScope | None = None
 
     async def on_start(self) -> None:
         self.reader = self.env.plan.flow.source_.open_split(self.split, None)
+        self.env.sources[self.split] = self
         self.continue_with(Pull())
 
     async def on_stop(self) -> None:
+        self.env.sources.pop(self.split, None)
         if self.reader is not None:
             reader, self.reader = self.reader, None
             await reader.aclose()
 
+    def request_stop(self) -> None:
+        """End this split at the next opportunity, even while a read is waiting for data."""
+        self.stopping = True
+        if self._reading is not None:
+            self._reading.cancel()
+
     async def receive(self, message: Any) -> Any:
         if type(message) is not Pull:
             raise TypeError(f"source actor got an unexpected message {message!r}")
+        if self.reader is None:
+            return None
         env = self.env
-        assert self.reader is not None
-        batch = await self.reader.read_batch(env.batch_size)
+        batch = None
+        if not self.stopping:
+            with anyio.CancelScope() as self._reading:
+                batch = await self.reader.read_batch(env.batch_size)
+            self._reading = None
         if batch is None:
             await env.end_stage(self.stage, self.split)
             reader, self.reader = self.reader, None
@@ -273,6 +349,39 @@ class KeyGroupActor(Actor):
             await self.env.kernel.ref(JOB_ACTOR).tell(KeyGroupDone(self.name, self.env.index))
 
 
+class ExchangeActor(Actor):
+    """A worker's door for records and control from other workers.
+
+    Slices each :class:`Shipment` into one :class:`Data` per key group and fans
+    :class:`Broadcast` control messages out, in arrival order: per sending worker, data and
+    control reach each key-group actor in the order they were sent.
+    """
+
+    def __init__(self, env: WorkerEnv) -> None:
+        self.env = env
+
+    async def receive(self, message: Any) -> Any:
+        kind = type(message)
+        if kind is Shipment:
+            targets = self.env.targets(message.stage)
+            keys, values, offsets = message.keys, message.values, message.offsets
+            channel, split = message.channel, message.split
+            start = 0
+            for group, count in zip(message.groups, message.counts, strict=True):
+                end = start + count
+                await targets[group].tell(
+                    Data(channel, split, keys[start:end], values[start:end], offsets[start:end])
+                )
+                start = end
+        elif kind is Broadcast:
+            targets = self.env.targets(message.stage)
+            for group in message.groups:
+                await targets[group].tell(message.message)
+        else:
+            raise TypeError(f"exchange actor got an unexpected message {message!r}")
+        return None
+
+
 class WorkerController(Actor):
     """The driver's handle on one worker: start its sources, report counters, finish."""
 
@@ -282,12 +391,17 @@ class WorkerController(Actor):
     async def receive(self, message: Any) -> Any:
         env = self.env
         if type(message) is StartSources:
+            env.metrics.cpu_at_start = time.process_time()
             for split in env.owned_splits():
                 await env.kernel.spawn(
                     lambda split=split: SourceActor(env, split),
                     name=source_actor_name(split),
                     mailbox_size=env.mailbox_size,
                 )
+            return None
+        if type(message) is StopSources:
+            for source in list(env.sources.values()):
+                source.request_stop()
             return None
         if type(message) is Finish:
             await env.ship_dead_letters()
@@ -310,6 +424,7 @@ def place_directory(
             directory.place(actor_name(stage.name, group), owner)
     for worker in range(workers):
         directory.place(controller_name(worker), worker)
+        directory.place(exchange_name(worker), worker)
     directory.place(JOB_ACTOR, driver)
 
 
@@ -323,6 +438,10 @@ async def start_worker(env: WorkerEnv) -> None:
                 name=actor_name(stage.name, group),
                 mailbox_size=env.mailbox_size,
             )
+    if env.workers > 1:
+        await kernel.spawn(
+            lambda: ExchangeActor(env), name=exchange_name(env.index), mailbox_size=env.mailbox_size
+        )
     await kernel.spawn(lambda: WorkerController(env), name=controller_name(env.index))
 
 

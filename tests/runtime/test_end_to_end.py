@@ -6,9 +6,12 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
 
 from shoal import (
+    AsyncIterableSource,
+    CallbackSink,
     CollectingSink,
     Flow,
     IterableSource,
@@ -164,3 +167,61 @@ async def test_two_stages_across_processes(tmp_path: Path) -> None:
 async def test_a_killed_worker_fails_the_job_loudly(tmp_path: Path) -> None:
     with pytest.raises(WorkerLostError, match=r"^worker \d \(pid \d+\) exited with status -9 while the job was running"):
         await run_job(f"{FLOWS}:doomed", workers=2, state_dir=tmp_path, batch_size=100)
+
+
+async def endless(seen: list[int]) -> Any:
+    """An unbounded source: counts up forever, a little at a time."""
+    n = 0
+    while True:
+        seen.append(n)
+        yield {"word": f"w{n % 5}"}
+        n += 1
+        if n % 100 == 0:
+            await anyio.sleep(0)
+
+
+@pytest.mark.asyncio
+async def test_an_unbounded_job_runs_until_stopped_and_keeps_what_it_read(tmp_path: Path) -> None:
+    seen: list[int] = []
+    stop = anyio.Event()
+    outputs: list[Any] = []
+
+    def watch(item: Any) -> None:
+        outputs.append(item)
+        if len(outputs) == 1000:
+            stop.set()
+
+    flow = Flow("endless", num_key_groups=4)
+    (
+        flow.source(AsyncIterableSource(lambda: endless(seen)))
+        .key_by(flows.word_of)
+        .count(name="n")
+        .sink(CallbackSink(watch))
+    )
+    with anyio.fail_after(30):
+        result = await run_job(flow, state_dir=tmp_path, batch_size=50, stop=stop)
+    # everything read before the stop went through, exactly once
+    assert result.records_in == result.records_out == len(outputs) >= 1000
+    counts = result.read_state("n", "value")
+    assert sum(counts.values()) == result.records_in
+    assert final_counts(outputs) == counts
+
+
+@pytest.mark.processes
+@pytest.mark.asyncio
+async def test_stop_across_worker_processes(tmp_path: Path) -> None:
+    stop = anyio.Event()
+
+    async def stop_soon() -> None:
+        stop.set()
+
+    with anyio.fail_after(60):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(stop_soon)
+            result = await run_job(
+                f"{FLOWS}:clicks", params={"events": 5_000_000}, workers=2, state_dir=tmp_path,
+                batch_size=256, stop=stop,
+            )
+    assert 0 < result.records_in < 5_000_000
+    counts = result.read_state("per_user", "n")
+    assert sum(counts.values()) == result.records_in == result.records_out
