@@ -10,6 +10,7 @@ resize or pin old pages).
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from itertools import chain
 from pathlib import Path
 from typing import Final, Protocol
 
@@ -17,7 +18,16 @@ import lmdb
 
 from ._exceptions import EncodeError
 
-__all__ = ("DELETE", "DELETE_PREFIX", "PUT", "Engine", "LmdbEngine", "MemoryEngine", "Op")
+__all__ = (
+    "DELETE",
+    "DELETE_PREFIX",
+    "PUT",
+    "Engine",
+    "LmdbEngine",
+    "MemoryEngine",
+    "Op",
+    "Puts",
+)
 
 PUT: Final = 0
 DELETE: Final = 1
@@ -25,6 +35,10 @@ DELETE_PREFIX: Final = 2
 
 #: (kind, database name, key or prefix, value for PUT else None)
 Op = tuple[int, str, bytes, bytes | None]
+
+#: (database name, keys, values): a PUT of ``keys[i] -> values[i]`` for each i, into one
+#: database; the keys are all different.
+Puts = tuple[str, list[bytes], list[bytes]]
 
 # Entries read per short read transaction while scanning: large enough that the cost of
 # opening a transaction (~1 µs) vanishes, small enough that a chunk stays a few hundred KiB.
@@ -43,7 +57,7 @@ class Engine(Protocol):
         self, db: str, start: bytes, stop: bytes | None, prefix: bytes
     ) -> Iterator[tuple[bytes, bytes]]: ...
 
-    def write(self, ops: Sequence[Op]) -> int: ...
+    def write(self, ops: Sequence[Op], puts: Sequence[Puts] = ()) -> int: ...
 
     def count(self, db: str) -> int: ...
 
@@ -125,24 +139,40 @@ class LmdbEngine:
             position = chunk[-1][0]
             resume = True
 
-    def write(self, ops: Sequence[Op]) -> int:
+    def write(self, ops: Sequence[Op], puts: Sequence[Puts] = ()) -> int:
+        """Apply ``ops`` in order, then ``puts``, in one write transaction; return the count.
+
+        Every PUT counts one, every DELETE one if the key existed, a DELETE_PREFIX one per
+        entry it removed. ``puts`` must not touch a key that ``ops`` touches.
+        """
         while True:
             try:
-                return self._write_once(ops)
+                return self._write_once(ops, puts)
             except lmdb.MapFullError:
                 # The aborted transaction left nothing behind; grow and replay it whole.
                 self._env.set_mapsize(self._env.info()["map_size"] * 2)
             except lmdb.BadValsizeError as exc:
                 limit = self._env.max_key_size()
-                too_long = next((op for op in ops if len(op[2]) > limit), None)
+                too_long = next(
+                    (
+                        (db, key)
+                        for db, key in chain(
+                            ((op[1], op[2]) for op in ops),
+                            ((db, key) for db, keys, _values in puts for key in keys),
+                        )
+                        if len(key) > limit
+                    ),
+                    None,
+                )
                 if too_long is None:
                     raise
+                db, key = too_long
                 raise EncodeError(
-                    f"state {too_long[1]!r}: encoded key of {len(too_long[2])} bytes exceeds "
-                    f"LMDB's limit of {limit} bytes ({too_long[2][:16].hex()}...)"
+                    f"state {db!r}: encoded key of {len(key)} bytes exceeds "
+                    f"LMDB's limit of {limit} bytes ({key[:16].hex()}...)"
                 ) from exc
 
-    def _write_once(self, ops: Sequence[Op]) -> int:
+    def _write_once(self, ops: Sequence[Op], puts: Sequence[Puts]) -> int:
         written = 0
         dbs = self._dbs
         with self._env.begin(write=True) as txn:
@@ -159,6 +189,14 @@ class LmdbEngine:
                     while found and bytes(cursor.key()).startswith(key):
                         found = cursor.delete()
                         written += 1
+            for db, keys, values in puts:
+                # One C-level loop of cursor puts. Fed by zip, which reuses its pair tuple
+                # once putmulti drops it, so no tuple per entry is allocated (nor counted
+                # toward a garbage collection).
+                cursor = txn.cursor(db=dbs[db])
+                written += cursor.putmulti(
+                    zip(keys, values, strict=True), dupdata=False, overwrite=True
+                )[1]
         return written
 
     def count(self, db: str) -> int:
@@ -204,7 +242,7 @@ class MemoryEngine:
         )
         yield from selected
 
-    def write(self, ops: Sequence[Op]) -> int:
+    def write(self, ops: Sequence[Op], puts: Sequence[Puts] = ()) -> int:
         written = 0
         for kind, db, key, value in ops:
             entries = self._dbs[db]
@@ -219,6 +257,9 @@ class MemoryEngine:
                 for k in doomed:
                     del entries[k]
                 written += len(doomed)
+        for db, keys, values in puts:
+            self._dbs[db].update(zip(keys, values, strict=True))
+            written += len(keys)
         return written
 
     def count(self, db: str) -> int:

@@ -18,7 +18,8 @@ round-trip through CBOR when they are evicted or reloaded, so a tuple comes back
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from itertools import islice
+from itertools import compress, islice, repeat
+from operator import is_, is_not
 from typing import Any, NoReturn, Protocol
 
 from ._codec import (
@@ -26,10 +27,12 @@ from ._codec import (
     decode_key,
     decode_value,
     encode_key,
+    encode_keys,
     encode_value,
+    encode_values,
     split_composite,
 )
-from ._engine import DELETE, DELETE_PREFIX, PUT, Engine, Op
+from ._engine import DELETE, DELETE_PREFIX, PUT, Engine, Op, Puts
 from ._exceptions import EncodeError, StoreClosedError
 from ._specs import (
     AggregatingStateSpec,
@@ -61,6 +64,9 @@ class _Absent:
 
 
 ABSENT: Any = _Absent()
+
+#: Key types whose objects ``encode_keys`` may encode unchecked (see ``_CachedHandle._collect``).
+_SCALAR_KEY_TYPES = frozenset((str, int, bytes))
 
 
 class _KeyHolder(Protocol):
@@ -132,7 +138,7 @@ class _Handle:
         return EncodeError(f"state {self.name!r}, key {key!r}: {exc}")
 
     # The store drives these; subclasses implement them.
-    def _collect(self, ops: list[Op]) -> None:
+    def _collect(self, ops: list[Op], puts: list[Puts]) -> None:
         raise NotImplementedError
 
     def _flushed(self) -> None:
@@ -209,18 +215,49 @@ class _CachedHandle(_Handle):
         """Turn a stored value into what readers see."""
         return stored
 
-    def _collect(self, ops: list[Op]) -> None:
+    def _collect(self, ops: list[Op], puts: list[Puts]) -> None:
+        dirty = self._dirty
+        if not dirty:
+            return
         name = self.name
         cache = self._cache
-        for key in self._dirty:
-            value = cache[key]
-            if value is ABSENT:
-                ops.append((DELETE, name, encode_key(key), None))
+        # Whole lists through C-level loops: a flush may carry hundreds of thousands of keys.
+        if set(map(type, dirty)) <= _SCALAR_KEY_TYPES:
+            # Such keys passed check_key when they entered (an equal key of another type,
+            # such as True for 1, would show here as a bool), so they encode unchecked.
+            if len(dirty) == len(cache):
+                # Every cached key is dirty (dirty keys are always cached): walk the cache
+                # in memory order rather than look each key up.
+                keys = list(cache)
+                values = list(cache.values())
             else:
+                keys = list(dirty)
+                values = list(map(cache.__getitem__, keys))
+            encoded = encode_keys(keys)
+        else:
+            keys = list(dirty)
+            values = list(map(cache.__getitem__, keys))
+            encoded = list(map(encode_key, keys))  # tuples: check every one as before
+        if any(map(is_, values, repeat(ABSENT))):
+            present = list(map(is_not, values, repeat(ABSENT)))
+            for key_bytes, value in zip(encoded, values, strict=True):
+                if value is ABSENT:
+                    ops.append((DELETE, name, key_bytes, None))
+            keys = list(compress(keys, present))
+            values = list(compress(values, present))
+            encoded = list(compress(encoded, present))
+            if not values:
+                return
+        try:
+            encoded_values = encode_values(values)
+        except EncodeError:
+            for key, value in zip(keys, values, strict=True):
                 try:
-                    ops.append((PUT, name, encode_key(key), encode_value(value)))
+                    encode_value(value)
                 except EncodeError as exc:
                     raise self._encode_error(key, exc) from exc
+            raise
+        puts.append((name, encoded, encoded_values))
 
     def _flushed(self) -> None:
         if self._dirty:
@@ -565,7 +602,7 @@ class MapState(_Handle):
             entry.complete = True
         return merged
 
-    def _collect(self, ops: list[Op]) -> None:
+    def _collect(self, ops: list[Op], puts: list[Puts]) -> None:
         name = self.name
         maps = self._maps
         for key in self._dirty_keys:

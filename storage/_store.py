@@ -10,7 +10,7 @@ from types import TracebackType
 from typing import Any
 
 from ._codec import check_key, decode_key, decode_value, encode_key, encode_value, split_composite
-from ._engine import PUT, Engine, Op
+from ._engine import PUT, Engine, Op, Puts
 from ._exceptions import (
     DecodeError,
     EncodeError,
@@ -190,8 +190,9 @@ class KeyGroupStore:
         """
         self._check_open()
         ops: list[Op] = []
+        puts: list[Puts] = []
         for handle in self._handles.values():
-            handle._collect(ops)
+            handle._collect(ops, puts)
         if meta:
             for name, value in meta.items():
                 if not isinstance(name, str) or not name:
@@ -200,9 +201,9 @@ class KeyGroupStore:
                     ops.append((PUT, META_DB, encode_key(name), encode_value(value)))
                 except EncodeError as exc:
                     raise EncodeError(f"meta {name!r}: {exc}") from exc
-        if not ops:
+        if not ops and not puts:
             return 0
-        written = self._engine.write(ops)
+        written = self._engine.write(ops, puts)
         for handle in self._handles.values():
             handle._flushed()
         self._evict_if_needed()

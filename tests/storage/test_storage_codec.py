@@ -18,6 +18,7 @@ from shoal.storage import (
     encode_key,
     encode_value,
 )
+from shoal.storage._codec import encode_keys, encode_values
 
 # The key encoding is part of the savepoint format and feeds key-group hashing: these bytes
 # must never change.
@@ -154,3 +155,33 @@ values = st.recursive(
 @given(values)
 def test_value_round_trip(value: Any) -> None:
     assert decode_value(encode_value(value)) == value
+
+
+# The batch encoders used by flush must give exactly the per-item bytes.
+
+
+def test_encode_keys_gives_the_fixed_vectors() -> None:
+    scalar = [(key, expected) for key, expected in FIXED_VECTORS if type(key) is not tuple]
+    assert [b.hex() for b in encode_keys([key for key, _ in scalar])] == [e for _, e in scalar]
+    assert encode_keys([]) == []
+
+
+@given(st.lists(scalars, max_size=20))
+def test_encode_keys_matches_encode_key(batch: list[Any]) -> None:
+    assert encode_keys(batch) == [encode_key(key) for key in batch]
+
+
+@given(st.lists(values, max_size=20))
+def test_encode_values_matches_encode_value(batch: list[Any]) -> None:
+    assert encode_values(batch) == [encode_value(value) for value in batch]
+
+
+def test_encode_values_keeps_no_state_between_values() -> None:
+    shared = [1, 2]
+    batch = [shared, shared, {"a": shared}, "x" * 30, "x" * 30, 1.5, 1.5]
+    assert encode_values(batch) == [encode_value(value) for value in batch]
+
+
+def test_encode_values_refuses_objects() -> None:
+    with pytest.raises(EncodeError, match=r"^cannot encode a value as CBOR: "):
+        encode_values([1, object(), 2])
