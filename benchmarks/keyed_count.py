@@ -50,7 +50,13 @@ def build(events: int, keys: int, splits: int, op: str, zipf_s: float) -> Flow:
 
 
 async def measure(args: argparse.Namespace, workers: int) -> dict[str, Any]:
-    params = {"events": args.events, "keys": args.keys, "splits": args.splits, "op": args.op, "zipf_s": args.zipf_s}
+    params = {
+        "events": args.events,
+        "keys": args.keys,
+        "splits": args.splits,
+        "op": args.op,
+        "zipf_s": args.zipf_s,
+    }
     with tempfile.TemporaryDirectory(prefix="shoal-bench-") as state_dir:
         wall = time.perf_counter()
         result = await run_job(
@@ -98,7 +104,17 @@ async def main(args: argparse.Namespace) -> None:
     peak_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     print(f"peak worker RSS: {peak_mb:.0f} MB")
     if args.json:
-        print(json.dumps({"op": args.op, "events": args.events, "keys": args.keys, "runs": runs, "peak_worker_rss_mb": round(peak_mb)}))
+        print(
+            json.dumps(
+                {
+                    "op": args.op,
+                    "events": args.events,
+                    "keys": args.keys,
+                    "runs": runs,
+                    "peak_worker_rss_mb": round(peak_mb),
+                }
+            )
+        )
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
@@ -110,7 +126,9 @@ def parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--op", choices=("count", "process"), default="count")
     parser.add_argument("--batch-size", type=int, default=8192)
-    parser.add_argument("--repeat", type=int, default=1, help="runs per worker count; the best is kept")
+    parser.add_argument(
+        "--repeat", type=int, default=1, help="runs per worker count; the best is kept"
+    )
     parser.add_argument("--json", action="store_true", help="also print one JSON line of results")
     return parser.parse_args(argv)
 

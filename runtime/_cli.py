@@ -72,18 +72,30 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("scenario", help="path to a scenario file (e.g. scenarios/clickstream.py)")
     run.add_argument("--workers", type=_positive, default=1, help="worker processes (default 1)")
     run.add_argument(
-        "--in-process", action="store_true", help="with --workers 1: run in this process's event loop"
+        "--in-process",
+        action="store_true",
+        help="with --workers 1: run in this process's event loop",
     )
     run.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     run.add_argument(
-        "--param", type=_param, action="append", default=[], metavar="KEY=VALUE",
+        "--param",
+        type=_param,
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
         help="override a scenario parameter (repeatable)",
     )
-    run.add_argument("--state-dir", help="keep LMDB state here (default: a temporary directory, removed)")
+    run.add_argument(
+        "--state-dir", help="keep LMDB state here (default: a temporary directory, removed)"
+    )
     run.add_argument("--batch-size", type=_positive, default=None, help="records per source batch")
-    run.add_argument("--metrics-port", type=_port, help="serve Prometheus metrics on 127.0.0.1:PORT")
+    run.add_argument(
+        "--metrics-port", type=_port, help="serve Prometheus metrics on 127.0.0.1:PORT"
+    )
     run.add_argument("--log-format", choices=("console", "json"), default="console")
-    run.add_argument("--log-level", choices=("debug", "info", "warning", "error"), default="warning")
+    run.add_argument(
+        "--log-level", choices=("debug", "info", "warning", "error"), default="warning"
+    )
     run.add_argument("--no-progress", action="store_true", help="no live progress display")
     return parser
 
@@ -132,7 +144,10 @@ async def _run(args: argparse.Namespace) -> int:
         print(f"shoal: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     if args.in_process and args.workers != 1:
-        print("shoal: error: --in-process runs one worker; drop --workers or --in-process", file=sys.stderr)
+        print(
+            "shoal: error: --in-process runs one worker; drop --workers or --in-process",
+            file=sys.stderr,
+        )
         return EXIT_USAGE
     configure_logging(args.log_format, args.log_level)
     temporary = args.state_dir is None
@@ -154,7 +169,10 @@ async def _run(args: argparse.Namespace) -> int:
     async def stop_on_interrupt() -> None:
         with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
             async for _ in signals:
-                print("\nshoal: stopping: draining what was read (Ctrl-C again to abort)", file=sys.stderr)
+                print(
+                    "\nshoal: stopping: draining what was read (Ctrl-C again to abort)",
+                    file=sys.stderr,
+                )
                 stop.set()
                 break
 

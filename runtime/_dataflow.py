@@ -189,7 +189,11 @@ class Flow:
 
     def keyed_operators(self) -> tuple[KeyedOp, ...]:
         """The keyed operators, in pipeline order."""
-        return tuple(op for op in self._graph.ops if isinstance(op, ProcessOp | ReduceOp | AggregateOp | CountOp))
+        return tuple(
+            op
+            for op in self._graph.ops
+            if isinstance(op, ProcessOp | ReduceOp | AggregateOp | CountOp)
+        )
 
     def validate(self) -> None:
         """Raise ValueError unless the flow has a source and ends in a sink."""
@@ -284,7 +288,7 @@ class KeyedStream(_Extendable):
         """
         if not callable(fn) and callable(getattr(fn, "process", None)):
             states = tuple(states) or tuple(getattr(fn, "states", ()))
-            fn = fn.process  # type: ignore[attr-defined]
+            fn = fn.process
         _check_callable(fn, "process function")
         specs = tuple(states)
         for spec in specs:
@@ -308,7 +312,10 @@ class KeyedStream(_Extendable):
         *,
         name: str = "aggregate",
     ) -> Stream:
-        """Keep ``acc = add(acc, value)`` per key (starting at ``create()``); emit ``(key, result(acc))``."""
+        """Keep ``acc = add(acc, value)`` per key, starting at ``create()``.
+
+        Emits ``(key, result(acc))`` for every record.
+        """
         _check_callable(create, "aggregate create")
         _check_callable(add, "aggregate add")
         finish = result if result is not None else _identity

@@ -19,7 +19,6 @@ from typing import Any
 
 import anyio
 import structlog
-
 from shoal.actors import PeerLostError, open_worker, open_worker_process
 from shoal.storage import LmdbBackend, MemoryBackend, StateBackend
 
@@ -27,6 +26,7 @@ from ._boot import register_runtime_messages
 from ._dataflow import Flow
 from ._exceptions import WorkerLostError
 from ._loader import load_flow, normalize_ref
+from ._logging import configure_logging
 from ._messages import Finish, StartSources, StopSources
 from ._plan import Plan, actor_name, compile_plan, place_key_groups, place_splits
 from ._sinks import DeadLetter, DeadLetterSink, Sink
@@ -149,6 +149,9 @@ async def run_job(
         dead_letters: where records that failed go; by default an in-memory sink that also
             writes ``dead-letters.jsonl`` in the state directory.
         on_progress: called about twice a second with a :class:`Progress` record.
+        log_format: ``"console"`` or ``"json"`` for worker processes (and for this process when
+            the application has not configured structlog).
+        log_level: ``"debug"``, ``"info"``, ``"warning"`` (default) or ``"error"``, likewise.
         stop: when this event is set, every split ends as if its source had ended: what was
             read drains through the job, state is flushed, and the result is returned. This is
             how an unbounded job is stopped (cancelling the call also stops it, without a
@@ -183,15 +186,36 @@ async def run_job(
     else:
         raise TypeError(f"flow must be a Flow or a reference string; got {type(flow).__name__}")
     plan = compile_plan(built)
-    directory = Path(state_dir) if state_dir is not None else Path(tempfile.mkdtemp(prefix="shoal-state-"))
+    directory = (
+        Path(state_dir) if state_dir is not None else Path(tempfile.mkdtemp(prefix="shoal-state-"))
+    )
     directory.mkdir(parents=True, exist_ok=True)
-    dlq = dead_letters if dead_letters is not None else DeadLetterSink(str(directory / "dead-letters.jsonl"))
+    dlq = (
+        dead_letters
+        if dead_letters is not None
+        else DeadLetterSink(str(directory / "dead-letters.jsonl"))
+    )
     register_runtime_messages()
+    if not structlog.is_configured():
+        # The application has not configured structlog: apply ours (warnings and up, to stderr)
+        # rather than structlog's print-everything default. Never at import; never over a
+        # host's own configuration.
+        configure_logging(log_format, log_level)
     if use_processes:
         assert ref is not None
         return await _run_processes(
-            plan, ref, params or {}, workers, directory, dlq, batch_size, mailbox_size,
-            on_progress, stop, log_format, log_level,
+            plan,
+            ref,
+            params or {},
+            workers,
+            directory,
+            dlq,
+            batch_size,
+            mailbox_size,
+            on_progress,
+            stop,
+            log_format,
+            log_level,
         )
     state: StateBackend = LmdbBackend(directory) if backend == "lmdb" else MemoryBackend()
     return await _run_in_loop(
@@ -340,7 +364,10 @@ async def _run_processes(
         async with open_worker(worker_id=driver, mesh_dir=mesh_dir, peers=peers) as kernel:
             place_directory(kernel, plan, groups, driver, workers)
             supervisor = JobSupervisor(
-                expected=_last_stage_actors(plan), group_owner=groups, sink=sink, dead_sink=dead_sink
+                expected=_last_stage_actors(plan),
+                group_owner=groups,
+                sink=sink,
+                dead_sink=dead_sink,
             )
             await kernel.spawn(lambda: supervisor, name=JOB_ACTOR)
             async with AsyncExitStack() as stack:
@@ -361,7 +388,11 @@ async def _run_processes(
                     procs.append(
                         await stack.enter_async_context(
                             open_worker_process(
-                                index, mesh_dir, peers, bootstrap="shoal.runtime._boot:bootstrap", args=args
+                                index,
+                                mesh_dir,
+                                peers,
+                                bootstrap="shoal.runtime._boot:bootstrap",
+                                args=args,
                             )
                         )
                     )
@@ -378,8 +409,8 @@ async def _run_processes(
                     if not supervisor.finished.is_set():
                         lost.append(
                             WorkerLostError(
-                                f"worker {index} (pid {procs[index].pid}) exited with status {code} "
-                                "while the job was running"
+                                f"worker {index} (pid {procs[index].pid}) exited with status "
+                                f"{code} while the job was running"
                             )
                         )
                         scope.cancel()

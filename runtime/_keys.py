@@ -17,7 +17,6 @@ from __future__ import annotations
 from typing import Any, Final
 
 import xxhash
-
 from shoal.storage import check_key, encode_key
 
 __all__ = ("DEFAULT_KEY_GROUPS", "KeyGroupRouter", "key_group_of", "key_hash")

@@ -28,7 +28,8 @@ def normalize_ref(ref: str) -> str:
     target, sep, attr = ref.rpartition(":")
     if not sep or not target or not attr:
         raise ValueError(
-            f"flow reference must look like 'path/to/file.py:name' or 'package.module:name'; got {ref!r}"
+            "flow reference must look like 'path/to/file.py:name' or 'package.module:name'; "
+            f"got {ref!r}"
         )
     if target.endswith(".py"):
         path = Path(target)

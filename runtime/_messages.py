@@ -84,7 +84,16 @@ class Shipment:
     @classmethod
     def from_wire(cls, data: list[Any]) -> Shipment:
         stage, channel, split, groups, counts, keys, values, offsets = data
-        return cls(stage, channel, split, groups, counts, decode_keys(keys), decode_records(values), offsets)
+        return cls(
+            stage,
+            channel,
+            split,
+            groups,
+            counts,
+            decode_keys(keys),
+            decode_records(values),
+            offsets,
+        )
 
 
 @dataclass(frozen=True, slots=True)

@@ -46,7 +46,9 @@ class WorkerMetrics:
     cpu_at_start: float = 0.0
     _rng: random.Random = field(default_factory=lambda: random.Random(0))
 
-    def observe_operator(self, operator: str, records_in: int, records_out: int, seconds: float) -> None:
+    def observe_operator(
+        self, operator: str, records_in: int, records_out: int, seconds: float
+    ) -> None:
         counts = self.by_operator.get(operator)
         if counts is None:
             counts = self.by_operator[operator] = [0, 0, 0.0]
@@ -93,27 +95,43 @@ class JobCollector(Collector):
         snaps = list(self._source())
         labels = ["job", "worker"]
         rin = CounterMetricFamily("shoal_records_in", "Records read by sources", labels=labels)
-        rout = CounterMetricFamily("shoal_records_out", "Records written to the sink", labels=labels)
-        dead = CounterMetricFamily("shoal_dead_letters", "Records sent to the dead-letter sink", labels=labels)
+        rout = CounterMetricFamily(
+            "shoal_records_out", "Records written to the sink", labels=labels
+        )
+        dead = CounterMetricFamily(
+            "shoal_dead_letters", "Records sent to the dead-letter sink", labels=labels
+        )
         op_in = CounterMetricFamily(
-            "shoal_operator_records_in", "Records into a keyed operator", labels=[*labels, "operator"]
+            "shoal_operator_records_in",
+            "Records into a keyed operator",
+            labels=[*labels, "operator"],
         )
         op_out = CounterMetricFamily(
-            "shoal_operator_records_out", "Records out of a keyed operator", labels=[*labels, "operator"]
+            "shoal_operator_records_out",
+            "Records out of a keyed operator",
+            labels=[*labels, "operator"],
         )
         entries = GaugeMetricFamily(
-            "shoal_state_entries", "State entries per key group", labels=[*labels, "operator", "key_group"]
+            "shoal_state_entries",
+            "State entries per key group",
+            labels=[*labels, "operator", "key_group"],
         )
         size = GaugeMetricFamily(
-            "shoal_state_bytes", "State bytes per key group", labels=[*labels, "operator", "key_group"]
+            "shoal_state_bytes",
+            "State bytes per key group",
+            labels=[*labels, "operator", "key_group"],
         )
         access = SummaryMetricFamily(
             "shoal_state_access_seconds",
             "Sampled per-record state access + user function latency",
             labels=labels,
         )
-        flush = SummaryMetricFamily("shoal_state_flush_seconds", "State flushes to LMDB", labels=labels)
-        depth = GaugeMetricFamily("shoal_mailbox_depth", "Messages waiting in a worker's mailboxes", labels=labels)
+        flush = SummaryMetricFamily(
+            "shoal_state_flush_seconds", "State flushes to LMDB", labels=labels
+        )
+        depth = GaugeMetricFamily(
+            "shoal_mailbox_depth", "Messages waiting in a worker's mailboxes", labels=labels
+        )
         for snap in snaps:
             w = [self._job, str(snap["worker"])]
             rin.add_metric(w, snap["records_in"])

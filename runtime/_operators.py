@@ -14,7 +14,16 @@ from typing import Any
 
 from shoal.storage import KeyGroupStore
 
-from ._dataflow import AggregateOp, CountOp, FilterOp, FlatMapOp, KeyedOp, MapOp, ProcessOp, ReduceOp
+from ._dataflow import (
+    AggregateOp,
+    CountOp,
+    FilterOp,
+    FlatMapOp,
+    KeyedOp,
+    MapOp,
+    ProcessOp,
+    ReduceOp,
+)
 from ._keys import KeyGroupRouter
 from ._sinks import DeadLetter
 
@@ -35,7 +44,13 @@ class DeadLetters:
         self.count = 0
 
     def add(
-        self, operator: str, exc: BaseException, split: str, offset: int, record: Any, key: Any = None
+        self,
+        operator: str,
+        exc: BaseException,
+        split: str,
+        offset: int,
+        record: Any,
+        key: Any = None,
     ) -> None:
         self.count += 1
         self.pending.append(

@@ -20,7 +20,10 @@ class ProgressDisplay:
         self._name = name
         self._workers = workers
         self._live = Live(
-            self._render(None), console=Console(file=sys.stderr), refresh_per_second=4, transient=True
+            self._render(None),
+            console=Console(file=sys.stderr),
+            refresh_per_second=4,
+            transient=True,
         )
 
     def _render(self, progress: Progress | None) -> Table:
@@ -33,7 +36,9 @@ class ProgressDisplay:
             table.caption = "starting workers..."
             return table
         total = max(progress.records_in, 1)
-        for index, (count, depth) in enumerate(zip(progress.per_worker_in, progress.mailbox_depth, strict=True)):
+        for index, (count, depth) in enumerate(
+            zip(progress.per_worker_in, progress.mailbox_depth, strict=True)
+        ):
             table.add_row(str(index), f"{count:,}", f"{100 * count / total:.0f}%", str(depth))
         table.caption = (
             f"{progress.elapsed_s:6.1f} s   {progress.events_per_s:,.0f} records/s   "

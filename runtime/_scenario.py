@@ -70,7 +70,9 @@ class Scenario:
         """Build the flow with the given (already resolved) parameters."""
         flow = self.build(**params)
         if not isinstance(flow, Flow):
-            raise ScenarioError(f"scenario {self.name!r}: build returned {type(flow).__name__}, not a Flow")
+            raise ScenarioError(
+                f"scenario {self.name!r}: build returned {type(flow).__name__}, not a Flow"
+            )
         return flow
 
     def run_checks(self, result: JobResult, params: Mapping[str, Any]) -> list[Check]:
@@ -81,7 +83,9 @@ class Scenario:
             return [Check("checks raised", False, f"{type(exc).__name__}: {exc}")]
         for check in checks:
             if not isinstance(check, Check):
-                raise ScenarioError(f"scenario {self.name!r}: checks must yield Check records; got {check!r}")
+                raise ScenarioError(
+                    f"scenario {self.name!r}: checks must yield Check records; got {check!r}"
+                )
         if not checks:
             return [Check("has checks", False, "the scenario's checks returned nothing")]
         return checks
@@ -89,18 +93,19 @@ class Scenario:
 
 def _coerce(key: str, text: str, default: Any) -> Any:
     kind = type(default)
-    try:
-        if kind is bool:
-            if text.lower() in ("1", "true", "yes", "on"):
-                return True
-            if text.lower() in ("0", "false", "no", "off"):
-                return False
-            raise ValueError(text)
-        return kind(text)
-    except ValueError:
-        raise ScenarioError(
-            f"parameter {key!r} must be {kind.__name__} (like its default {default!r}); got {text!r}"
-        ) from None
+    if kind is bool and text.lower() in ("1", "true", "yes", "on"):
+        return True
+    if kind is bool and text.lower() in ("0", "false", "no", "off"):
+        return False
+    if kind is not bool:
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    raise ScenarioError(
+        f"parameter {key!r} must be {kind.__name__} (like its default {default!r}); "
+        f"got {text!r}"
+    )
 
 
 def load_scenario(path: str | Path) -> tuple[Scenario, str]:
@@ -113,7 +118,9 @@ def load_scenario(path: str | Path) -> tuple[Scenario, str]:
     module = load_module(str(file.resolve()))
     found = [(name, obj) for name, obj in inspect.getmembers(module) if isinstance(obj, Scenario)]
     if not found:
-        raise ScenarioError(f"{path} defines no Scenario: add `scenario = Scenario(...)` at module level")
+        raise ScenarioError(
+            f"{path} defines no Scenario: add `scenario = Scenario(...)` at module level"
+        )
     named = [item for item in found if item[0] == "scenario"]
     if len(found) > 1 and not named:
         raise ScenarioError(f"{path} defines several Scenarios; name the one to run `scenario`")

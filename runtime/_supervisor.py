@@ -11,7 +11,6 @@ from __future__ import annotations
 from typing import Any
 
 import anyio
-
 from shoal.actors import Actor
 
 from ._messages import Gathered, KeyGroupDone
@@ -46,7 +45,9 @@ class JobSupervisor(Actor):
         kind = type(message)
         if kind is Gathered:
             if message.kind == "sink":
-                assert self.sink is not None, "a worker gathered sink items for a non-gathering sink"
+                assert self.sink is not None, (
+                    "a worker gathered sink items for a non-gathering sink"
+                )
                 self.gathered_out += len(message.items)
                 await self.sink.write_batch(message.items)
             else:

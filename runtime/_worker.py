@@ -12,11 +12,11 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import anyio
 import structlog
-
 from shoal.actors import Actor, Ref, Worker
 from shoal.storage import KeyGroupStore, StateBackend
 
@@ -112,7 +112,11 @@ class WorkerEnv:
         return [g for g, owner in enumerate(self.group_owner) if owner == self.index]
 
     def owned_splits(self) -> list[str]:
-        return [s for s, owner in zip(self.plan.splits, self.split_owner, strict=True) if owner == self.index]
+        return [
+            s
+            for s, owner in zip(self.plan.splits, self.split_owner, strict=True)
+            if owner == self.index
+        ]
 
     async def emit(
         self, stage: Stage, channel: str, split: str, values: list[Any], offsets: list[int]
@@ -220,7 +224,9 @@ class WorkerEnv:
         """This worker's counters as a CBOR-able dict (see :meth:`WorkerMetrics.snapshot`)."""
         self.metrics.dead_letters = self.dead.count
         report = self.metrics.snapshot()
-        report["mailbox_depth"] = sum(depth for _name, depth in self.kernel.statistics().mailbox_depths)
+        report["mailbox_depth"] = sum(
+            depth for _name, depth in self.kernel.statistics().mailbox_depths
+        )
         report["key_groups"] = len(self.owned_groups())
         return report
 
@@ -325,7 +331,9 @@ class KeyGroupActor(Actor):
         count = len(data.keys)
         started = time.perf_counter()
         values, offsets = runner.run(data.keys, data.values, data.offsets, data.split, env.dead)
-        env.metrics.observe_operator(runner.operator, count, len(values), time.perf_counter() - started)
+        env.metrics.observe_operator(
+            runner.operator, count, len(values), time.perf_counter() - started
+        )
         self.unflushed += count
         if self.unflushed >= FLUSH_EVERY_RECORDS:
             self._flush()
@@ -342,7 +350,10 @@ class KeyGroupActor(Actor):
         self._flush()
         assert self.store is not None
         stats = self.store.statistics()
-        self.env.metrics.state_size[(self.stage.name, self.key_group)] = (stats.entries, stats.bytes)
+        self.env.metrics.state_size[(self.stage.name, self.key_group)] = (
+            stats.entries,
+            stats.bytes,
+        )
         self.log.debug("key group drained", entries=stats.entries, bytes=stats.bytes)
         await self.env.end_stage(self.stage, self.name)
         if self.stage.next_key_fn is None:
@@ -394,7 +405,7 @@ class WorkerController(Actor):
             env.metrics.cpu_at_start = time.process_time()
             for split in env.owned_splits():
                 await env.kernel.spawn(
-                    lambda split=split: SourceActor(env, split),
+                    partial(SourceActor, env, split),
                     name=source_actor_name(split),
                     mailbox_size=env.mailbox_size,
                 )
@@ -434,7 +445,7 @@ async def start_worker(env: WorkerEnv) -> None:
     for stage in env.plan.keyed_stages:
         for group in env.owned_groups():
             await kernel.spawn(
-                lambda stage=stage, group=group: KeyGroupActor(env, stage.index, group),
+                partial(KeyGroupActor, env, stage.index, group),
                 name=actor_name(stage.name, group),
                 mailbox_size=env.mailbox_size,
             )

@@ -49,9 +49,7 @@ def source(events: int, users: int, seed: int, splits: int, zipf_s: float) -> Cl
     return ClickstreamSource(events=events, users=users, seed=seed, splits=splits, zipf_s=zipf_s)
 
 
-def build(
-    events: int, users: int, seed: int, splits: int, zipf_s: float, key_groups: int
-) -> Flow:
+def build(events: int, users: int, seed: int, splits: int, zipf_s: float, key_groups: int) -> Flow:
     flow = Flow("clickstream", num_key_groups=key_groups)
     (
         flow.source(source(events, users, seed, splits, zipf_s))
@@ -68,10 +66,14 @@ def build(
 
 def checks(result: JobResult, params: Mapping[str, Any]) -> Iterator[Check]:
     expected = clickstream_oracle(
-        source(params["events"], params["users"], params["seed"], params["splits"], params["zipf_s"])
+        source(
+            params["events"], params["users"], params["seed"], params["splits"], params["zipf_s"]
+        )
     )
     events = params["events"]
-    yield Check("every event read", result.records_in == events, f"{result.records_in:,} of {events:,}")
+    yield Check(
+        "every event read", result.records_in == events, f"{result.records_in:,} of {events:,}"
+    )
     yield Check(
         "one running count per event",
         result.records_out == events,
@@ -83,7 +85,9 @@ def checks(result: JobResult, params: Mapping[str, Any]) -> Iterator[Check]:
     last = result.read_state("users", "last")
     wrong_counts = [u for u, (n, _page, _ts) in expected.items() if clicks.get(u) != n]
     wrong_pages = [
-        u for u, (_n, page, ts) in expected.items() if last.get(u) is None or tuple(last[u]) != (page, ts)
+        u
+        for u, (_n, page, ts) in expected.items()
+        if last.get(u) is None or tuple(last[u]) != (page, ts)
     ]
     extra = set(clicks) - set(expected)
     yield Check(
@@ -118,5 +122,7 @@ scenario = Scenario(
         "zipf_s": 0.9,
         "key_groups": 128,
     },
-    description="per-user click count and last page over 1M zipf-skewed clicks, checked against an oracle",
+    description=(
+        "per-user click count and last page over 1M zipf-skewed clicks, checked against an oracle"
+    ),
 )

@@ -5,7 +5,14 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
-from shoal import ClickstreamSource, CollectingSink, Flow, IterableSource, ProcessContext, ValueStateSpec
+from shoal import (
+    ClickstreamSource,
+    CollectingSink,
+    Flow,
+    IterableSource,
+    ProcessContext,
+    ValueStateSpec,
+)
 
 
 def click_user(click: tuple[int, str, int]) -> int:
@@ -36,10 +43,14 @@ def clicks(events: int = 20_000, users: int = 500, splits: int = 4, key_groups: 
     return flow
 
 
-def clicks_oracle(events: int = 20_000, users: int = 500, splits: int = 4) -> tuple[Counter[int], Counter[int]]:
+def clicks_oracle(
+    events: int = 20_000, users: int = 500, splits: int = 4
+) -> tuple[Counter[int], Counter[int]]:
     n: Counter[int] = Counter()
     total: Counter[int] = Counter()
-    for user, _page, ts in ClickstreamSource(events=events, users=users, seed=3, splits=splits).iter_all():
+    for user, _page, ts in ClickstreamSource(
+        events=events, users=users, seed=3, splits=splits
+    ).iter_all():
         n[user] += 1
         total[user] += ts % 1000
     return n, total

@@ -5,11 +5,12 @@ from __future__ import annotations
 import cbor2
 from hypothesis import given
 from hypothesis import strategies as st
-
 from shoal.runtime._columns import decode_keys, decode_records, encode_records
 from shoal.runtime._messages import Data
 
-scalars = st.one_of(st.integers(), st.text(max_size=8), st.booleans(), st.none(), st.binary(max_size=8))
+scalars = st.one_of(
+    st.integers(), st.text(max_size=8), st.booleans(), st.none(), st.binary(max_size=8)
+)
 
 
 def wire(obj: object) -> object:
@@ -21,12 +22,21 @@ def test_uniform_tuples_round_trip_as_tuples(records: list[tuple[object, ...]]) 
     assert decode_records(wire(encode_records(records))) == records  # type: ignore[arg-type]
 
 
-@given(st.lists(st.fixed_dictionaries({"user": st.integers(), "page": st.text(max_size=5)}), max_size=30))
+@given(
+    st.lists(
+        st.fixed_dictionaries({"user": st.integers(), "page": st.text(max_size=5)}), max_size=30
+    )
+)
 def test_uniform_dicts_round_trip(records: list[dict[str, object]]) -> None:
     assert decode_records(wire(encode_records(records))) == records  # type: ignore[arg-type]
 
 
-@given(st.lists(st.one_of(scalars, st.tuples(scalars), st.dictionaries(st.text(max_size=3), scalars)), max_size=30))
+@given(
+    st.lists(
+        st.one_of(scalars, st.tuples(scalars), st.dictionaries(st.text(max_size=3), scalars)),
+        max_size=30,
+    )
+)
 def test_mixed_records_round_trip(records: list[object]) -> None:
     assert decode_records(wire(encode_records(records))) == records  # type: ignore[arg-type]
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from shoal.runtime import CollectingSink, Flow, IterableSource
 from shoal.runtime._plan import compile_plan, place_key_groups, place_splits
 
@@ -38,7 +37,9 @@ def test_bad_num_key_groups(groups: object) -> None:
 
 def test_bad_flow_name() -> None:
     with pytest.raises(
-        ValueError, match=r"^Flow name must be a non-empty name of letters, digits, '_', '.' or '-'; got 'a b'$"
+        ValueError,
+        match=r"^Flow name must be a non-empty name of letters, digits, '_', '.' or '-'; "
+        r"got 'a b'$",
     ):
         Flow("a b")
 
@@ -54,34 +55,44 @@ def test_async_functions_are_refused_with_a_reason() -> None:
         return 2 * x
 
     stream = Flow("f").source(IterableSource([1]))
-    with pytest.raises(TypeError, match=r"^map function must be a plain function; async user functions"):
+    with pytest.raises(
+        TypeError, match=r"^map function must be a plain function; async user functions"
+    ):
         stream.map(double)
 
 
 def test_streams_are_linear() -> None:
     stream = Flow("f").source(IterableSource([1]))
     stream.map(str)
-    with pytest.raises(ValueError, match=r"^this stream was already extended; flows are linear pipelines"):
+    with pytest.raises(
+        ValueError, match=r"^this stream was already extended; flows are linear pipelines"
+    ):
         stream.map(str)
 
 
 def test_duplicate_operator_names() -> None:
     stream = Flow("f").source(IterableSource([1])).key_by(str).count(name="n")
-    with pytest.raises(ValueError, match=r"^operator name 'n' is already used in this flow; pick another$"):
+    with pytest.raises(
+        ValueError, match=r"^operator name 'n' is already used in this flow; pick another$"
+    ):
         stream.key_by(str).count(name="n")
 
 
 def test_flow_must_end_in_a_sink() -> None:
     flow = Flow("f")
     flow.source(IterableSource([1])).map(str)
-    with pytest.raises(ValueError, match=r"^Flow 'f' does not end in a sink: add \.sink\(\.\.\.\)$"):
+    with pytest.raises(
+        ValueError, match=r"^Flow 'f' does not end in a sink: add \.sink\(\.\.\.\)$"
+    ):
         compile_plan(flow)
 
 
 def test_one_source_per_flow() -> None:
     flow = Flow("f")
     flow.source(IterableSource([1]))
-    with pytest.raises(ValueError, match=r"^Flow 'f' already has a source; a flow has exactly one$"):
+    with pytest.raises(
+        ValueError, match=r"^Flow 'f' already has a source; a flow has exactly one$"
+    ):
         flow.source(IterableSource([2]))
 
 
@@ -89,11 +100,15 @@ def test_nothing_follows_a_sink() -> None:
     flow = Flow("f")
     stream = flow.source(IterableSource([1]))
     stream.sink(CollectingSink())
-    with pytest.raises(ValueError, match=r"^a flow ends at its sink; nothing can follow \.sink\(\.\.\.\)$"):
+    with pytest.raises(
+        ValueError, match=r"^a flow ends at its sink; nothing can follow \.sink\(\.\.\.\)$"
+    ):
         stream.map(str)
 
 
-@pytest.mark.parametrize(("groups", "workers"), [(128, 1), (128, 2), (128, 3), (7, 4), (5, 5), (3, 4)])
+@pytest.mark.parametrize(
+    ("groups", "workers"), [(128, 1), (128, 2), (128, 3), (7, 4), (5, 5), (3, 4)]
+)
 def test_key_group_placement_is_contiguous_and_balanced(groups: int, workers: int) -> None:
     owners = place_key_groups(groups, workers)
     assert owners == sorted(owners)

@@ -7,6 +7,8 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import anyio.lowlevel
+import e2e_flows as flows
 import pytest
 
 from shoal import (
@@ -21,8 +23,6 @@ from shoal import (
     WorkerLostError,
     run_job,
 )
-
-import e2e_flows as flows
 
 FLOWS = str(Path(flows.__file__).resolve())
 
@@ -165,7 +165,10 @@ async def test_two_stages_across_processes(tmp_path: Path) -> None:
 @pytest.mark.processes
 @pytest.mark.asyncio
 async def test_a_killed_worker_fails_the_job_loudly(tmp_path: Path) -> None:
-    with pytest.raises(WorkerLostError, match=r"^worker \d \(pid \d+\) exited with status -9 while the job was running"):
+    with pytest.raises(
+        WorkerLostError,
+        match=r"^worker \d \(pid \d+\) exited with status -9 while the job was running",
+    ):
         await run_job(f"{FLOWS}:doomed", workers=2, state_dir=tmp_path, batch_size=100)
 
 
@@ -177,7 +180,7 @@ async def endless(seen: list[int]) -> Any:
         yield {"word": f"w{n % 5}"}
         n += 1
         if n % 100 == 0:
-            await anyio.sleep(0)
+            await anyio.lowlevel.checkpoint()
 
 
 @pytest.mark.asyncio
@@ -219,8 +222,12 @@ async def test_stop_across_worker_processes(tmp_path: Path) -> None:
         async with anyio.create_task_group() as tg:
             tg.start_soon(stop_soon)
             result = await run_job(
-                f"{FLOWS}:clicks", params={"events": 5_000_000}, workers=2, state_dir=tmp_path,
-                batch_size=256, stop=stop,
+                f"{FLOWS}:clicks",
+                params={"events": 5_000_000},
+                workers=2,
+                state_dir=tmp_path,
+                batch_size=256,
+                stop=stop,
             )
     assert 0 < result.records_in < 5_000_000
     counts = result.read_state("per_user", "n")

@@ -9,7 +9,6 @@ from typing import Any
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-
 from shoal.runtime import key_group_of, key_hash
 from shoal.runtime._keys import KeyGroupRouter
 
@@ -54,11 +53,17 @@ def test_hash_is_the_same_in_another_process_with_another_hash_seed() -> None:
 @pytest.mark.parametrize(
     ("key", "message"),
     [
-        ([1, 2], r"^key must be str, bytes, int or a tuple of those; got list — did you mean a tuple\?$"),
+        (
+            [1, 2],
+            r"^key must be str, bytes, int or a tuple of those; got list — did you mean a tuple\?$",
+        ),
         (1.5, r"^key must be str, bytes, int or a tuple of those; got float$"),
         (True, r"^key must be str, bytes, int or a tuple of those; got bool$"),
         (None, r"^key must be str, bytes, int or a tuple of those; got NoneType$"),
-        (("a", 1.0), r"^key must be str, bytes, int or a tuple of those; got float inside a tuple$"),
+        (
+            ("a", 1.0),
+            r"^key must be str, bytes, int or a tuple of those; got float inside a tuple$",
+        ),
     ],
 )
 def test_bad_keys_are_a_clear_type_error(key: Any, message: str) -> None:
@@ -93,7 +98,12 @@ def test_routing_partitions_by_key_group_and_keeps_order(batch: list[Any], group
 
 @pytest.mark.parametrize(
     "family",
-    [lambda i: f"user-{i}", lambda i: i, lambda i: ("tenant", i % 7, i), lambda i: i.to_bytes(8, "big")],
+    [
+        lambda i: f"user-{i}",
+        lambda i: i,
+        lambda i: ("tenant", i % 7, i),
+        lambda i: i.to_bytes(8, "big"),
+    ],
     ids=["str", "int", "tuple", "bytes"],
 )
 def test_key_groups_are_roughly_uniform(family: Any) -> None:

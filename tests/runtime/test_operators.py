@@ -18,11 +18,20 @@ def test_chain_applies_in_order_and_keeps_positions() -> None:
 
 def test_a_failing_record_becomes_a_dead_letter_and_the_rest_goes_on() -> None:
     dead = DeadLetters(worker=3)
-    values, offsets = apply_chain([MapOp(lambda x: 10 // x, name="invert")], [5, 0, 2], [7, 8, 9], "split-a", dead)
+    values, offsets = apply_chain(
+        [MapOp(lambda x: 10 // x, name="invert")], [5, 0, 2], [7, 8, 9], "split-a", dead
+    )
     assert values == [2, 5]
     assert offsets == [7, 9]
     (letter,) = dead.take()
-    assert (letter.operator, letter.error_type, letter.split, letter.offset, letter.record, letter.worker) == (
+    assert (
+        letter.operator,
+        letter.error_type,
+        letter.split,
+        letter.offset,
+        letter.record,
+        letter.worker,
+    ) == (
         "invert",
         "ZeroDivisionError",
         "split-a",
