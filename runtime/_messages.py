@@ -10,7 +10,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from ._columns import decode_keys, decode_records, encode_records
+from ._columns import (
+    decode_column,
+    decode_keys,
+    decode_records,
+    encode_column,
+    encode_keys,
+    encode_records,
+)
 
 __all__ = (
     "Broadcast",
@@ -42,12 +49,20 @@ class Data:
     offsets: list[int]
 
     def to_wire(self) -> list[Any]:
-        return [self.channel, self.split, self.keys, encode_records(self.values), self.offsets]
+        return [
+            self.channel,
+            self.split,
+            encode_keys(self.keys),
+            encode_records(self.values),
+            encode_column(self.offsets),
+        ]
 
     @classmethod
     def from_wire(cls, data: list[Any]) -> Data:
         channel, split, keys, values, offsets = data
-        return cls(channel, split, decode_keys(keys), decode_records(values), offsets)
+        return cls(
+            channel, split, decode_keys(keys), decode_records(values), decode_column(offsets)
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,9 +91,9 @@ class Shipment:
             self.split,
             self.groups,
             self.counts,
-            self.keys,
+            encode_keys(self.keys),
             encode_records(self.values),
-            self.offsets,
+            encode_column(self.offsets),
         ]
 
     @classmethod
@@ -92,7 +107,7 @@ class Shipment:
             counts,
             decode_keys(keys),
             decode_records(values),
-            offsets,
+            decode_column(offsets),
         )
 
 

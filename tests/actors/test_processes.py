@@ -69,7 +69,7 @@ async def test_tell_ask_between_driver_and_two_processes(mesh_dir: Path) -> None
 async def test_backpressure_across_the_socket(mesh_dir: Path) -> None:
     peers = [DRIVER, 0, 1]
     payload = b"x" * 8192
-    total = 600  # ~5 MB: more than the link buffer, the socket buffers and the mailbox
+    total = 3000  # ~25 MB: more than the link buffer (4 MiB), both socket buffers and the mailbox
     done = anyio.Event()
     sent = 0
     async with (
