@@ -35,6 +35,8 @@ from __future__ import annotations
 
 from ._actor import Actor as Actor
 from ._actor import SupervisionPolicy as SupervisionPolicy
+from ._bootstrap import import_file as import_file
+from ._bootstrap import resolve_object as resolve_object
 from ._codec import Codec as Codec
 from ._codec import default_codec as default_codec
 from ._codec import register_message as register_message
@@ -69,6 +71,9 @@ __all__ = (
     "open_worker",
     "open_worker_process",
     "WorkerProcess",
+    # finding code by name in every process
+    "resolve_object",
+    "import_file",
     # messages crossing processes
     "Codec",
     "default_codec",

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-__all__ = ("factory_reference", "file_module_name", "resolve_object")
+__all__ = ("factory_reference", "file_module_name", "import_file", "resolve_object")
 
 
 def file_module_name(path: str | Path) -> str:
@@ -20,13 +20,20 @@ def file_module_name(path: str | Path) -> str:
     return f"_shoal_file_{stem}_{digest}"
 
 
-def _load_file(path: Path) -> Any:
+def import_file(path: str | Path) -> Any:
+    """Import a Python file under :func:`file_module_name` (once per process) and return it.
+
+    Raises:
+        FileNotFoundError: there is no such file.
+        ImportError: the file cannot be loaded as a module.
+    """
+    path = Path(path)
     name = file_module_name(path)
     module = sys.modules.get(name)
     if module is not None:
         return module
     if not path.is_file():
-        raise FileNotFoundError(f"bootstrap file {str(path)!r} does not exist")
+        raise FileNotFoundError(f"file {str(path)!r} does not exist")
     spec = importlib.util.spec_from_file_location(name, path)
     if spec is None or spec.loader is None:
         raise ImportError(f"cannot load {str(path)!r} as a Python module")
@@ -56,7 +63,7 @@ def resolve_object(reference: str) -> Any:
             f"expected 'package.module:name' or 'path/to/file.py:name'; got {reference!r}"
         )
     if module_part.endswith(".py") or "/" in module_part:
-        obj = _load_file(Path(module_part))
+        obj = import_file(module_part)
     else:
         obj = importlib.import_module(module_part)
     for part in attr_path.split("."):

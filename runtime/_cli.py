@@ -25,6 +25,7 @@ from ._job import JobResult, Progress, run_job
 from ._logging import configure_logging
 from ._metrics import JobCollector, serve_metrics
 from ._progress import ProgressDisplay
+from ._run import loop_options
 from ._scenario import Check, load_scenario
 
 __all__ = ("main",)
@@ -119,6 +120,8 @@ def _summary(name: str, result: JobResult, checks: list[Check], passed: bool) ->
 def _print_summary(summary: dict[str, Any], out: Any) -> None:
     mark = "PASSED" if summary["passed"] else "FAILED"
     print(f"\nscenario {summary['scenario']}: {mark}", file=out)
+    if summary.get("description"):
+        print(f"  {summary['description']}", file=out)
     print(
         f"  {summary['records_in']:,} records in, {summary['records_out']:,} out, "
         f"{summary['dead_letters']:,} dead letters",
@@ -206,13 +209,17 @@ async def _run(args: argparse.Namespace) -> int:
     except JobError as exc:
         print(f"shoal: job failed: {exc}", file=sys.stderr)
         return EXIT_FAILED
+    except ScenarioError as exc:
+        print(f"shoal: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     finally:
         if stop_metrics is not None:
             stop_metrics()
+        if temporary:
+            shutil.rmtree(state_dir, ignore_errors=True)
     passed = all(check.passed for check in checks)
     summary = _summary(scenario.name, result, checks, passed)
-    if temporary:
-        shutil.rmtree(state_dir, ignore_errors=True)
+    summary["description"] = scenario.description
     if args.json:
         print(json.dumps(summary))
     else:
@@ -224,7 +231,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``shoal`` console script."""
     args = build_parser().parse_args(argv)
     if args.command == "run":
-        return anyio.run(_run, args, backend_options={"use_uvloop": True})
+        return anyio.run(_run, args, backend_options=loop_options())
     return EXIT_USAGE  # pragma: no cover - argparse requires a command
 
 

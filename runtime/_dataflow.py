@@ -153,8 +153,9 @@ class Flow:
 
         flow = Flow("clicks")
         (flow.source(ClickstreamSource(events=10_000))
-             .key_by(lambda click: click[0])
-             .reduce(lambda a, b: a + b, name="clicks")  # doctest: +SKIP
+             .map(lambda click: (click[0], 1))
+             .key_by(lambda pair: pair[0])
+             .reduce(lambda a, b: (a[0], a[1] + b[1]), name="clicks")
              .sink(CollectingSink()))
     """
 
@@ -175,8 +176,7 @@ class Flow:
         self._graph.source = source
         return Stream(self._graph)
 
-    @property
-    def source_(self) -> Source:
+    def get_source(self) -> Source:
         """The flow's source (ValueError if none was set)."""
         if self._graph.source is None:
             raise ValueError(f"Flow {self.name!r} has no source: call flow.source(...) first")
@@ -197,7 +197,7 @@ class Flow:
 
     def validate(self) -> None:
         """Raise ValueError unless the flow has a source and ends in a sink."""
-        _ = self.source_
+        self.get_source()
         if not self._graph.ops or not isinstance(self._graph.ops[-1], SinkOp):
             raise ValueError(f"Flow {self.name!r} does not end in a sink: add .sink(...)")
 

@@ -19,19 +19,26 @@ from typing import Any
 
 import anyio
 import structlog
-from shoal.actors import PeerLostError, open_worker, open_worker_process
+from shoal.actors import ActorFailedError, PeerLostError, open_worker, open_worker_process
 from shoal.storage import LmdbBackend, MemoryBackend, StateBackend
 
 from ._boot import register_runtime_messages
 from ._dataflow import Flow
-from ._exceptions import WorkerLostError
+from ._exceptions import JobError, WorkerLostError
 from ._loader import load_flow, normalize_ref
 from ._logging import configure_logging
 from ._messages import Finish, StartSources, StopSources
 from ._plan import Plan, actor_name, compile_plan, place_key_groups, place_splits
-from ._sinks import DeadLetter, DeadLetterSink, Sink
+from ._sinks import DeadLetter, DeadLetterSink, Sink, SinkPartition
 from ._supervisor import JobSupervisor
-from ._worker import JOB_ACTOR, WorkerEnv, controller_name, place_directory, start_worker
+from ._worker import (
+    JOB_ACTOR,
+    WorkerEnv,
+    controller_name,
+    place_directory,
+    source_actor_name,
+    start_worker,
+)
 
 __all__ = ("JobResult", "Progress", "run_job")
 
@@ -111,6 +118,24 @@ class JobResult:
         return out
 
 
+class _ClosesOnce:
+    """A sink partition whose ``aclose`` runs once, whoever calls it first (finish or failure)."""
+
+    __slots__ = ("_closed", "_partition")
+
+    def __init__(self, partition: SinkPartition) -> None:
+        self._partition = partition
+        self._closed = False
+
+    async def write_batch(self, items: list[Any]) -> None:
+        await self._partition.write_batch(items)
+
+    async def aclose(self) -> None:
+        if not self._closed:
+            self._closed = True
+            await self._partition.aclose()
+
+
 def _check_positive(name: str, value: object) -> int:
     if type(value) is not int or value < 1:
         raise ValueError(f"{name} must be a positive int; got {value!r}")
@@ -160,6 +185,7 @@ async def run_job(
     Raises:
         ValueError / TypeError: bad arguments, named in the message.
         WorkerLostError: a worker process died while the job ran.
+        JobError: the engine failed (for example a sink raised); the cause is chained.
     """
     _check_positive("workers", workers)
     _check_positive("batch_size", batch_size)
@@ -218,16 +244,20 @@ async def run_job(
             log_level,
         )
     state: StateBackend = LmdbBackend(directory) if backend == "lmdb" else MemoryBackend()
-    return await _run_in_loop(
-        plan, state, directory, dlq, batch_size, mailbox_size, on_progress, stop
-    )
+    try:
+        return await _run_in_loop(
+            plan, state, directory, dlq, batch_size, mailbox_size, on_progress, stop
+        )
+    except ActorFailedError as exc:
+        raise JobError(f"job {plan.flow.name!r} failed: {exc}") from exc
 
 
 def _last_stage_actors(plan: Plan) -> set[str]:
-    name = plan.stages[-1].name
-    if plan.stages[-1].operator is None:
-        return set()
-    return {actor_name(name, group) for group in range(plan.num_key_groups)}
+    """The actors whose :class:`Drained` reports mean the whole job has drained."""
+    last = plan.stages[-1]
+    if last.operator is None:  # no keyed operator: the source actors, one per split
+        return {source_actor_name(split) for split in plan.splits}
+    return {actor_name(last.name, group) for group in range(plan.num_key_groups)}
 
 
 async def _watch_progress(
@@ -295,8 +325,41 @@ async def _run_in_loop(
     stop: anyio.Event | None,
 ) -> JobResult:
     groups = place_key_groups(plan.num_key_groups, 1)
-    sink = plan.sink.open_partition(0, 1)
-    dead_sink = dlq.open_partition(0, 1)
+    sink = _ClosesOnce(plan.sink.open_partition(0, 1))
+    dead_sink = _ClosesOnce(dlq.open_partition(0, 1))
+    try:
+        return await _drive_in_loop(
+            plan,
+            backend,
+            state_dir,
+            dlq,
+            batch_size,
+            mailbox_size,
+            on_progress,
+            stop,
+            groups,
+            sink,
+            dead_sink,
+        )
+    finally:
+        with anyio.CancelScope(shield=True):
+            await sink.aclose()
+            await dead_sink.aclose()
+
+
+async def _drive_in_loop(
+    plan: Plan,
+    backend: StateBackend,
+    state_dir: Path,
+    dlq: DeadLetterSink,
+    batch_size: int,
+    mailbox_size: int,
+    on_progress: Callable[[Progress], None] | None,
+    stop: anyio.Event | None,
+    groups: list[int],
+    sink: SinkPartition,
+    dead_sink: SinkPartition,
+) -> JobResult:
     async with open_worker(worker_id=0) as kernel:
         env = WorkerEnv(
             plan=plan,
@@ -334,7 +397,6 @@ async def _run_in_loop(
             tg.cancel_scope.cancel()
         elapsed = time.perf_counter() - started
         report = await controller.ask(Finish())
-    await dead_sink.aclose()
     return _result(plan, 1, False, elapsed, state_dir, [report], dlq, backend)
 
 
@@ -355,10 +417,10 @@ async def _run_processes(
     driver = workers
     peers = list(range(workers + 1))
     groups = place_key_groups(plan.num_key_groups, workers)
-    sink = plan.sink.open_partition(0, 1) if plan.sink.gather else None
-    dead_sink = dlq.open_partition(0, 1)
+    sink = _ClosesOnce(plan.sink.open_partition(0, 1)) if plan.sink.gather else None
+    dead_sink = _ClosesOnce(dlq.open_partition(0, 1))
     mesh_dir = Path(tempfile.mkdtemp(prefix="shoal-mesh-", dir="/tmp"))
-    lost: list[WorkerLostError] = []
+    lost: list[tuple[int, WorkerLostError]] = []  # (exit code, error) of workers that died
     reports: list[dict[str, Any]] = []
     try:
         async with open_worker(worker_id=driver, mesh_dir=mesh_dir, peers=peers) as kernel:
@@ -398,8 +460,15 @@ async def _run_processes(
                     )
                 controllers = [kernel.ref(controller_name(i)) for i in range(workers)]
                 started = time.perf_counter()
-                for controller in controllers:
-                    await controller.ask(StartSources())
+
+                async def start_and_wait() -> None:
+                    try:
+                        for controller in controllers:
+                            await controller.ask(StartSources())
+                        await supervisor.finished.wait()
+                    except PeerLostError:
+                        # A worker died under us: its watcher says which, and how.
+                        await anyio.sleep_forever()
 
                 async def all_reports() -> list[dict[str, Any]]:
                     return [await c.ask("report") for c in controllers]
@@ -407,12 +476,14 @@ async def _run_processes(
                 async def watch(index: int, scope: anyio.CancelScope) -> None:
                     code = await procs[index].wait()
                     if not supervisor.finished.is_set():
-                        lost.append(
-                            WorkerLostError(
-                                f"worker {index} (pid {procs[index].pid}) exited with status "
-                                f"{code} while the job was running"
-                            )
+                        error = WorkerLostError(
+                            f"worker {index} (pid {procs[index].pid}) exited with status "
+                            f"{code} while the job was running"
                         )
+                        lost.append((code, error))
+                        # Its peers fail right after it (they lose a connection): give their
+                        # exits a moment to arrive, so the report can name the first cause.
+                        await anyio.sleep(0.2)
                         scope.cancel()
 
                 async with anyio.create_task_group() as tg:
@@ -422,7 +493,7 @@ async def _run_processes(
                         tg.start_soon(_watch_progress, all_reports, started, on_progress)
                     if stop is not None:
                         tg.start_soon(_stop_when_set, stop, controllers)
-                    await supervisor.finished.wait()
+                    await start_and_wait()
                     tg.cancel_scope.cancel()
                 elapsed = time.perf_counter() - started
                 if lost:
@@ -430,16 +501,20 @@ async def _run_processes(
                         proc.kill()
                 else:
                     reports = [await c.ask(Finish()) for c in controllers]
-            if sink is not None:
-                await sink.aclose()
     except* PeerLostError:
         # Workers still talking to a killed peer fail too; the first loss is what to report.
         if not lost:
             raise
     finally:
         shutil.rmtree(mesh_dir, ignore_errors=True)
-    await dead_sink.aclose()
+        with anyio.CancelScope(shield=True):
+            if sink is not None:
+                await sink.aclose()
+            await dead_sink.aclose()
     if lost:
-        raise lost[0]
+        # A worker killed by a signal is the cause; workers that then exited because they lost
+        # their connection to it are the consequence.
+        killed = [error for code, error in lost if code < 0]
+        raise (killed or [error for _code, error in lost])[0]
     log.debug("job finished", job=plan.flow.name, workers=workers, seconds=round(elapsed, 3))
     return _result(plan, workers, True, elapsed, state_dir, reports, dlq, LmdbBackend(state_dir))

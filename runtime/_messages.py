@@ -25,7 +25,7 @@ __all__ = (
     "EndOfStream",
     "Finish",
     "Gathered",
-    "KeyGroupDone",
+    "Drained",
     "Pull",
     "Shipment",
     "StartSources",
@@ -151,8 +151,12 @@ class Gathered:
 
 
 @dataclass(frozen=True, slots=True)
-class KeyGroupDone:
-    """A key-group actor of the last operator has drained every input channel."""
+class Drained:
+    """An actor of the flow's last stage has drained every input channel.
+
+    The last stage is the last keyed operator's key-group actors, or, in a flow without a keyed
+    operator, the source actors (one per split).
+    """
 
     actor: str
     worker: int

@@ -83,7 +83,7 @@ def compile_plan(flow: Flow) -> Plan:
             current, chain = op, []
     stages.append(Stage(len(stages), current, tuple(chain), None, None))
     assert sink is not None
-    splits = tuple(flow.source_.splits())
+    splits = tuple(flow.get_source().splits())
     if not splits:
         raise ValueError(f"the source of flow {flow.name!r} has no splits")
     if len(set(splits)) != len(splits):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 from functools import partial
 from typing import Any
 
@@ -19,4 +20,9 @@ def run(flow: Flow | str, **options: Any) -> JobResult:
     Takes the same keyword arguments as :func:`run_job`. Inside a running event loop, await
     :func:`run_job` instead.
     """
-    return anyio.run(partial(run_job, flow, **options), backend_options={"use_uvloop": True})
+    return anyio.run(partial(run_job, flow, **options), backend_options=loop_options())
+
+
+def loop_options() -> dict[str, Any]:
+    """anyio's asyncio options: uvloop where it is installed (not on Windows)."""
+    return {"use_uvloop": importlib.util.find_spec("uvloop") is not None}

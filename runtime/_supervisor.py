@@ -13,7 +13,7 @@ from typing import Any
 import anyio
 from shoal.actors import Actor
 
-from ._messages import Gathered, KeyGroupDone
+from ._messages import Drained, Gathered
 from ._sinks import DeadLetter, SinkPartition
 
 __all__ = ("JobSupervisor",)
@@ -38,8 +38,6 @@ class JobSupervisor(Actor):
         self.finished = anyio.Event()
         self.gathered_out = 0
         self.gathered_dead = 0
-        if not self.expected:
-            self.finished.set()
 
     async def receive(self, message: Any) -> Any:
         kind = type(message)
@@ -54,7 +52,7 @@ class JobSupervisor(Actor):
                 letters = [DeadLetter.from_json(item) for item in message.items]
                 self.gathered_dead += len(letters)
                 await self.dead_sink.write_batch(letters)
-        elif kind is KeyGroupDone:
+        elif kind is Drained:
             self.done.add(message.actor)
             if self.done >= self.expected:
                 self.finished.set()

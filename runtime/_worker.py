@@ -24,10 +24,10 @@ from ._keys import KeyGroupRouter
 from ._messages import (
     Broadcast,
     Data,
+    Drained,
     EndOfStream,
     Finish,
     Gathered,
-    KeyGroupDone,
     Pull,
     Shipment,
     StartSources,
@@ -243,7 +243,7 @@ class SourceActor(Actor):
         self._reading: anyio.CancelScope | None = None
 
     async def on_start(self) -> None:
-        self.reader = self.env.plan.flow.source_.open_split(self.split, None)
+        self.reader = self.env.plan.flow.get_source().open_split(self.split, None)
         self.env.sources[self.split] = self
         self.continue_with(Pull())
 
@@ -274,6 +274,8 @@ class SourceActor(Actor):
             await env.end_stage(self.stage, self.split)
             reader, self.reader = self.reader, None
             await reader.aclose()
+            if self.stage.next_key_fn is None:  # no keyed operator: the sources are the last stage
+                await env.kernel.ref(JOB_ACTOR).tell(Drained(self.name, env.index))
             return None
         env.metrics.records_in += len(batch.values)
         for error in batch.errors:
@@ -357,7 +359,7 @@ class KeyGroupActor(Actor):
         self.log.debug("key group drained", entries=stats.entries, bytes=stats.bytes)
         await self.env.end_stage(self.stage, self.name)
         if self.stage.next_key_fn is None:
-            await self.env.kernel.ref(JOB_ACTOR).tell(KeyGroupDone(self.name, self.env.index))
+            await self.env.kernel.ref(JOB_ACTOR).tell(Drained(self.name, self.env.index))
 
 
 class ExchangeActor(Actor):

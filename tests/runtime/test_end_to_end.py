@@ -17,6 +17,7 @@ from shoal import (
     CollectingSink,
     Flow,
     IterableSource,
+    JobError,
     JsonlSource,
     ProcessContext,
     ValueStateSpec,
@@ -232,3 +233,24 @@ async def test_stop_across_worker_processes(tmp_path: Path) -> None:
     assert 0 < result.records_in < 5_000_000
     counts = result.read_state("per_user", "n")
     assert sum(counts.values()) == result.records_in == result.records_out
+
+
+@pytest.mark.asyncio
+async def test_a_flow_without_keyed_operator_reads_its_source_to_the_end(tmp_path: Path) -> None:
+    sink = CollectingSink()
+    flow = Flow("stateless", num_key_groups=4)
+    flow.source(IterableSource(list(range(100_000)), splits=3)).map(lambda v: v * 2).sink(sink)
+    result = await run_job(flow, state_dir=tmp_path, batch_size=1000)
+    assert result.records_in == result.records_out == 100_000
+    assert sorted(sink.items) == [v * 2 for v in range(100_000)]
+
+
+@pytest.mark.asyncio
+async def test_an_engine_failure_is_a_job_error(tmp_path: Path) -> None:
+    def broken_sink(_item: Any) -> None:
+        raise OSError("disk on fire")
+
+    flow = Flow("broken", num_key_groups=4)
+    flow.source(IterableSource([1, 2, 3])).key_by(str).count().sink(CallbackSink(broken_sink))
+    with pytest.raises(JobError, match=r"^job 'broken' failed: .*OSError: disk on fire"):
+        await run_job(flow, state_dir=tmp_path)
