@@ -28,7 +28,7 @@ from ._worker import WorkerEnv, place_directory, start_worker
 __all__ = ("bootstrap", "register_runtime_messages", "tune_gc")
 
 # Young-generation GC threshold in worker processes (CPython's default is 700); see tune_gc.
-_GC_THRESHOLD = 50_000
+_GC_THRESHOLD = 200_000
 
 _MESSAGES = (
     (Data, "shoal.Data"),
@@ -56,7 +56,9 @@ def tune_gc() -> None:
     Batches allocate many short-lived tuples and lists, none of them cyclic; at CPython's default
     threshold (700) the collector runs every few hundred records and its older generations keep
     re-walking the long-lived state caches. Objects that exist after start-up are frozen out of
-    collection, and young collections happen every 50k allocations instead. Only worker
+    collection, and young collections happen every 200k allocations instead: short-lived batch
+    objects then mostly die before a collection would have to visit them (measured on the
+    keyed-count benchmark, one worker: 627k events/s at 50k, 741k at 200k, 722k at 1M). Only worker
     processes do this: an embedding host's collector is left alone.
     """
     gc.collect()
