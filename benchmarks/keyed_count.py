@@ -22,7 +22,15 @@ from typing import Any
 
 import anyio
 
-from shoal import ClickstreamSource, CountingSink, Flow, ProcessContext, ValueStateSpec, run_job
+from shoal import (
+    ClickstreamSource,
+    CountingSink,
+    Flow,
+    ProcessContext,
+    ValueStateSpec,
+    configure_logging,
+    run_job,
+)
 
 
 def click_user(click: tuple[int, str, int]) -> int:
@@ -70,6 +78,7 @@ async def measure(args: argparse.Namespace, workers: int) -> dict[str, Any]:
         wall = time.perf_counter() - wall
         states = len(result.read_state("counts", "value" if args.op == "count" else "n"))
     flush_s = max(sum(r["flush_seconds"] for r in result.reports) / workers, 0.0)
+    busy = [r["cpu_seconds"] / result.elapsed_s for r in result.reports]
     return {
         "workers": workers,
         "events": result.records_in,
@@ -79,10 +88,14 @@ async def measure(args: argparse.Namespace, workers: int) -> dict[str, Any]:
         "events_per_s": round(result.events_per_s),
         "startup_and_teardown_s": round(wall - result.elapsed_s, 3),
         "flush_s_per_worker": round(flush_s, 3),
+        # CPU seconds each worker process spent on the job / elapsed: below ~0.95 a worker
+        # waited (for its peer, or for a core another process held).
+        "worker_busy": [round(b, 2) for b in busy],
     }
 
 
 async def main(args: argparse.Namespace) -> None:
+    configure_logging("console", "warning")
     runs = []
     for workers in args.workers:
         best: dict[str, Any] | None = None
@@ -98,7 +111,8 @@ async def main(args: argparse.Namespace) -> None:
             f"workers={workers}: {best['events_per_s']:>10,} events/s  "
             f"({best['elapsed_s']:.2f} s for {best['events']:,} events, final flush "
             f"{best['flush_s_per_worker']:.2f} s/worker, start-up+teardown "
-            f"{best['startup_and_teardown_s']:.2f} s)  x{best['speedup']:.2f}",
+            f"{best['startup_and_teardown_s']:.2f} s, worker CPU busy "
+            f"{'/'.join(f'{b:.0%}' for b in best['worker_busy'])})  x{best['speedup']:.2f}",
             flush=True,
         )
     peak_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
@@ -127,7 +141,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--op", choices=("count", "process"), default="count")
     parser.add_argument("--batch-size", type=int, default=8192)
     parser.add_argument(
-        "--repeat", type=int, default=1, help="runs per worker count; the best is kept"
+        "--repeat", type=int, default=3, help="runs per worker count; the best is kept"
     )
     parser.add_argument("--json", action="store_true", help="also print one JSON line of results")
     return parser.parse_args(argv)
