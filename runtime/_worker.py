@@ -240,7 +240,9 @@ class SourceActor(Actor):
         self.reader: SplitReader | None = None
         self.stage = env.plan.stages[0]
         self.stopping = False
+        self.records = 0
         self._reading: anyio.CancelScope | None = None
+        self.log = structlog.get_logger("shoal.source").bind(worker=env.index, split=split)
 
     async def on_start(self) -> None:
         self.reader = self.env.plan.flow.get_source().open_split(self.split, None)
@@ -271,6 +273,7 @@ class SourceActor(Actor):
                 batch = await self.reader.read_batch(env.batch_size)
             self._reading = None
         if batch is None:
+            self.log.debug("split ended", stopped=self.stopping, records=self.records)
             await env.end_stage(self.stage, self.split)
             reader, self.reader = self.reader, None
             await reader.aclose()
@@ -278,6 +281,7 @@ class SourceActor(Actor):
                 await env.kernel.ref(JOB_ACTOR).tell(Drained(self.name, env.index))
             return None
         env.metrics.records_in += len(batch.values)
+        self.records += len(batch.values)
         for error in batch.errors:
             env.dead.add_source_error(error, self.split)
         await env.emit(self.stage, self.split, self.split, batch.values, batch.offsets)
@@ -297,7 +301,10 @@ class KeyGroupActor(Actor):
         self.runner: KeyedRunner | None = None
         self.unflushed = 0
         self.log = structlog.get_logger("shoal.keygroup").bind(
-            worker=env.index, operator=self.stage.name, key_group=key_group
+            worker=env.index,
+            actor=actor_name(self.stage.name, key_group),
+            operator=self.stage.name,
+            key_group=key_group,
         )
 
     async def on_start(self) -> None:
@@ -456,6 +463,13 @@ async def start_worker(env: WorkerEnv) -> None:
             lambda: ExchangeActor(env), name=exchange_name(env.index), mailbox_size=env.mailbox_size
         )
     await kernel.spawn(lambda: WorkerController(env), name=controller_name(env.index))
+    structlog.get_logger("shoal.worker").info(
+        "worker started",
+        worker=env.index,
+        workers=env.workers,
+        key_groups=len(env.owned_groups()),
+        splits=len(env.owned_splits()),
+    )
 
 
 def letters_from_json(items: list[Any]) -> list[DeadLetter]:
