@@ -27,7 +27,7 @@ class ProgressDisplay:
         )
 
     def _render(self, progress: Progress | None) -> Table:
-        table = Table(title=f"shoal: {self._name}", show_edge=False)
+        table = Table(title=f"shoal: {self._name}", show_edge=False, min_width=72)
         table.add_column("worker")
         table.add_column("records in", justify="right")
         table.add_column("share", justify="right")

@@ -349,21 +349,22 @@ class KeyGroupActor(Actor):
         await env.emit(self.stage, self.name, data.split, values, offsets)
 
     def _flush(self) -> None:
-        assert self.store is not None
+        store = self.store
+        assert store is not None
         started = time.perf_counter()
-        written = self.store.flush()
+        written = store.flush()
         self.env.metrics.observe_flush(written, time.perf_counter() - started)
         self.unflushed = 0
-
-    async def _end(self) -> None:
-        self._flush()
-        assert self.store is not None
-        stats = self.store.statistics()
+        stats = store.statistics()
         self.env.metrics.state_size[(self.stage.name, self.key_group)] = (
             stats.entries,
             stats.bytes,
         )
-        self.log.debug("key group drained", entries=stats.entries, bytes=stats.bytes)
+
+    async def _end(self) -> None:
+        self._flush()
+        entries, size = self.env.metrics.state_size[(self.stage.name, self.key_group)]
+        self.log.debug("key group drained", entries=entries, bytes=size)
         await self.env.end_stage(self.stage, self.name)
         if self.stage.next_key_fn is None:
             await self.env.kernel.ref(JOB_ACTOR).tell(Drained(self.name, self.env.index))

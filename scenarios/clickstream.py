@@ -123,6 +123,6 @@ scenario = Scenario(
         "key_groups": 128,
     },
     description=(
-        "per-user click count and last page over 1M zipf-skewed clicks, checked against an oracle"
+        "per-user click count and last page over zipf-skewed clicks, checked against an oracle"
     ),
 )
