@@ -1,0 +1,377 @@
+"""``shoal run``: the JSON summary, exit statuses, usage errors, progress and metrics."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import structlog
+from shoal.runtime import _cli
+from shoal.runtime._cli import main
+
+ROOT = Path(__file__).resolve().parents[2]
+CLICKSTREAM = str(ROOT / "scenarios" / "clickstream.py")
+SCENARIOS = Path(__file__).parent / "scenarios"
+SMALL = ["--param", "events=20000", "--param", "users=2000"]
+SUMMARY_KEYS = {
+    "scenario",
+    "workers",
+    "records_in",
+    "records_out",
+    "dead_letters",
+    "elapsed_s",
+    "events_per_s",
+    "checks",
+    "passed",
+}
+
+
+def scenario(name: str) -> str:
+    return str(SCENARIOS / f"{name}.py")
+
+
+@pytest.fixture(autouse=True)
+def restore_logging() -> Iterator[None]:
+    """main() configures structlog (bound to this test's captured stderr): undo it."""
+    saved = structlog.get_config()
+    yield
+    structlog.configure(**saved)
+
+
+@pytest.fixture(autouse=True)
+def private_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Temporary state directories go here, so a test can see whether one was left behind."""
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    monkeypatch.setattr("tempfile.tempdir", str(tmp))
+    return tmp
+
+
+def run_json(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, dict[str, Any], str]:
+    code = main(["run", *argv, "--json"])
+    out, err = capsys.readouterr()
+    return code, json.loads(out), err  # the whole of stdout is one JSON object
+
+
+def check_summary(summary: dict[str, Any], workers: int, processes: bool) -> None:
+    assert set(summary) >= SUMMARY_KEYS
+    assert summary["scenario"] == "clickstream"
+    assert summary["workers"] == workers
+    assert summary["processes"] is processes
+    assert summary["records_in"] == summary["records_out"] == 20_000
+    assert summary["dead_letters"] == 0
+    assert summary["elapsed_s"] > 0
+    assert summary["events_per_s"] > 0
+    assert summary["passed"] is True
+    assert len(summary["checks"]) == 6
+    for check in summary["checks"]:
+        assert set(check) == {"name", "passed", "detail"}
+        assert check["passed"] is True
+        assert isinstance(check["name"], str)
+        assert isinstance(check["detail"], str)
+
+
+def test_json_summary_of_the_default_scenario_in_process(
+    capsys: pytest.CaptureFixture[str], private_tmp: Path
+) -> None:
+    code, summary, err = run_json(capsys, CLICKSTREAM, *SMALL, "--in-process")
+    assert code == 0
+    check_summary(summary, workers=1, processes=False)
+    assert err == ""  # no TTY: no progress display, and nothing logged at the default level
+    assert list(private_tmp.iterdir()) == []  # the temporary state directory is gone
+
+
+@pytest.mark.processes
+def test_json_summary_of_the_default_scenario_with_two_worker_processes(
+    capsys: pytest.CaptureFixture[str], private_tmp: Path
+) -> None:
+    code, summary, _err = run_json(capsys, CLICKSTREAM, *SMALL, "--workers", "2")
+    assert code == 0
+    check_summary(summary, workers=2, processes=True)
+    assert list(private_tmp.iterdir()) == []
+
+
+def test_a_failing_check_exits_1_and_is_listed(capsys: pytest.CaptureFixture[str]) -> None:
+    code, summary, _err = run_json(capsys, scenario("wrong_count"), "--in-process")
+    assert code == 1
+    assert summary["passed"] is False
+    assert summary["records_out"] == 50
+    assert summary["checks"] == [
+        {"name": "every record read", "passed": True, "detail": "50 read"},
+        {"name": "claimed count emitted", "passed": False, "detail": "50 emitted, 51 claimed"},
+    ]
+
+
+def test_the_same_scenario_passes_with_a_param_that_makes_its_claim_true(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    code, summary, _err = run_json(
+        capsys, scenario("wrong_count"), "--in-process", "--param", "claimed=50"
+    )
+    assert code == 0
+    assert summary["passed"] is True
+
+
+def test_params_arrive_with_the_types_of_their_defaults(capsys: pytest.CaptureFixture[str]) -> None:
+    code, summary, _err = run_json(
+        capsys,
+        scenario("typed_params"),
+        "--in-process",
+        "--param",
+        "records=7",
+        "--param",
+        "ratio=3",
+        "--param",
+        "flag=on",
+        "--param",
+        "label=12",
+    )
+    assert [(c["name"], c["detail"]) for c in summary["checks"]] == [
+        ("records is int", "7"),
+        ("ratio is float", "3.0"),
+        ("flag is bool", "True"),
+        ("label is str", "'12'"),
+        ("every record read", "7"),
+    ]
+    assert code == 0
+
+
+def test_the_human_summary_says_passed_and_names_the_checks(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    code = main(["run", scenario("typed_params"), "--in-process"])
+    out, err = capsys.readouterr()
+    assert code == 0
+    assert err == ""
+    assert "scenario typed_params: PASSED" in out
+    for name in (
+        "records is int",
+        "ratio is float",
+        "flag is bool",
+        "label is str",
+        "every record read",
+    ):
+        assert f"[ok  ] {name}" in out
+    assert "\x1b[" not in out  # no live display (or any terminal control) without a TTY
+
+
+def test_the_human_summary_of_a_failure(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["run", scenario("wrong_count"), "--in-process"]) == 1
+    out = capsys.readouterr().out
+    assert "scenario wrong_count: FAILED" in out
+    assert "[FAIL] claimed count emitted — 50 emitted, 51 claimed" in out
+
+
+USAGE_ERRORS = [
+    pytest.param(
+        [str(SCENARIOS / "missing.py")],
+        r"shoal: error: scenario file not found: .*missing\.py\n",
+        id="missing-file",
+    ),
+    pytest.param(
+        [scenario("no_scenario")],
+        r"shoal: error: .*no_scenario\.py defines no Scenario: "
+        r"add `scenario = Scenario\(\.\.\.\)` at module level\n",
+        id="no-scenario",
+    ),
+    pytest.param(
+        [CLICKSTREAM, "--param", "evnets=10"],
+        r"shoal: error: scenario 'clickstream' has no parameter 'evnets'; its parameters are: "
+        r"events, key_groups, seed, splits, users, zipf_s\n",
+        id="unknown-param",
+    ),
+    pytest.param(
+        [CLICKSTREAM, "--param", "events=many"],
+        r"shoal: error: parameter 'events' must be int \(like its default 1000000\); got 'many'\n",
+        id="bad-param-type",
+    ),
+    pytest.param(
+        [CLICKSTREAM, "--param", "events"],
+        r"shoal: error: argument --param: expected KEY=VALUE, got 'events'\n",
+        id="param-without-value",
+    ),
+    pytest.param(
+        [CLICKSTREAM, "--workers", "0"],
+        r"shoal: error: argument --workers: expected a positive integer, got '0'\n",
+        id="workers-0",
+    ),
+    pytest.param(
+        [CLICKSTREAM, "--workers", "abc"],
+        r"shoal: error: argument --workers: expected a positive integer, got 'abc'\n",
+        id="workers-abc",
+    ),
+    pytest.param(
+        [CLICKSTREAM, "--in-process", "--workers", "2"],
+        r"shoal: error: --in-process runs one worker; drop --workers or --in-process\n",
+        id="in-process-with-workers",
+    ),
+    pytest.param(
+        [CLICKSTREAM, "--metrics-port", "70000"],
+        r"shoal: error: argument --metrics-port: "
+        r"expected a port number from 1 to 65535, got '70000'\n",
+        id="metrics-port-too-large",
+    ),
+]
+
+
+@pytest.mark.parametrize(("argv", "message"), USAGE_ERRORS)
+def test_bad_usage_exits_2_naming_the_mistake(
+    capsys: pytest.CaptureFixture[str], argv: list[str], message: str
+) -> None:
+    try:
+        code = main(["run", *argv, "--json"])
+    except SystemExit as exc:  # argparse's own errors leave through sys.exit
+        code = exc.code  # type: ignore[assignment]
+    out, err = capsys.readouterr()
+    assert code == 2
+    assert out == ""
+    assert re.search(message + r"\Z", err), err
+
+
+@pytest.mark.parametrize(
+    ("name", "message"),
+    [
+        (
+            "bad_checks",
+            r"^shoal: error: scenario 'bad_checks': "
+            r"checks must yield Check records; got \('records read', True\)\n\Z",
+        ),
+        (
+            "not_a_flow",
+            r"^shoal: error: scenario 'not_a_flow': build returned dict, not a Flow\n\Z",
+        ),
+    ],
+)
+def test_a_malformed_scenario_exits_2_with_a_message_not_a_traceback(
+    capsys: pytest.CaptureFixture[str], private_tmp: Path, name: str, message: str
+) -> None:
+    code = main(["run", scenario(name), "--in-process", "--json"])
+    out, err = capsys.readouterr()
+    assert code == 2
+    assert out == ""
+    assert re.search(message, err), err
+    assert list(private_tmp.iterdir()) == []
+
+
+def shoal_command(*argv: str, tmp: Path) -> subprocess.CompletedProcess[str]:
+    script = Path(sys.executable).with_name("shoal")
+    env = {**os.environ, "TMPDIR": str(tmp)}
+    return subprocess.run(
+        [str(script), "run", *argv],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+        check=False,
+    )
+
+
+@pytest.mark.parametrize(
+    ("argv", "status"),
+    [
+        ([scenario("typed_params"), "--json"], 0),
+        ([scenario("wrong_count"), "--json"], 1),
+        ([scenario("typed_params"), "--json", "--workers", "0"], 2),
+        ([scenario("typed_params"), "--json", "--param", "nope=1"], 2),
+    ],
+    ids=["passed", "check-failed", "bad-option", "bad-param"],
+)
+@pytest.mark.processes
+def test_the_console_script_exit_status(argv: list[str], status: int, private_tmp: Path) -> None:
+    # the default (no --in-process) runs one worker process
+    done = shoal_command(*argv, tmp=private_tmp)
+    assert done.returncode == status, done.stderr
+    if status == 2:
+        assert done.stdout == ""
+        assert done.stderr.splitlines()[-1].startswith("shoal: error: ")
+    else:
+        summary = json.loads(done.stdout)
+        assert summary["passed"] is (status == 0)
+        assert summary["processes"] is True
+        assert done.stderr == ""  # a pipe is no TTY: no progress display
+    assert list(private_tmp.iterdir()) == []
+
+
+@pytest.mark.processes
+def test_a_killed_worker_fails_the_run_with_status_1_and_a_message(private_tmp: Path) -> None:
+    done = shoal_command(scenario("worker_dies"), "--json", tmp=private_tmp)
+    assert done.returncode == 1, done.stderr
+    assert done.stdout == ""
+    assert "Traceback" not in done.stderr, done.stderr
+    assert any(
+        re.fullmatch(
+            r"shoal: job failed: worker 0 \(pid \d+\) exited with status -9 "
+            r"while the job was running",
+            line,
+        )
+        for line in done.stderr.splitlines()
+    ), done.stderr
+    assert list(private_tmp.iterdir()) == []
+
+
+def test_metrics_port_serves_the_final_reports_until_the_run_ends(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Scrape at the last moment the server is up: inside the stop function main() calls.
+    from test_metrics import free_port, labels, parse
+
+    real = _cli.serve_metrics
+    served: list[tuple[int, str]] = []
+
+    def spy(collector: Any, port: int, *args: Any, **kwargs: Any) -> Callable[[], None]:
+        assert not args  # the default address: loopback
+        assert not kwargs
+        stop = real(collector, port)
+
+        def scrape_then_stop() -> None:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
+                served.append((port, response.read().decode()))
+            stop()
+
+        return scrape_then_stop
+
+    monkeypatch.setattr(_cli, "serve_metrics", spy)
+    port = free_port()
+    code, summary, _err = run_json(
+        capsys,
+        scenario("wrong_count"),
+        "--in-process",
+        "--param",
+        "claimed=50",
+        "--metrics-port",
+        str(port),
+    )
+    assert code == 0
+    [(served_port, text)] = served
+    assert served_port == port
+    _types, samples = parse(text)
+    worker = labels(job="wrong_count", worker="0")
+    assert samples[("shoal_records_in_total", worker)] == summary["records_in"] == 50
+    assert samples[("shoal_operator_records_in_total", worker | labels(operator="counts"))] == 50
+
+
+def test_a_metrics_port_in_use_exits_2_naming_the_port(
+    capsys: pytest.CaptureFixture[str], private_tmp: Path
+) -> None:
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        code = main(
+            ["run", scenario("typed_params"), "--in-process", "--json", "--metrics-port", str(port)]
+        )
+    out, err = capsys.readouterr()
+    assert code == 2
+    assert out == ""
+    assert re.search(rf"^shoal: error: .*\b{port}\b.*\n\Z", err), err
+    assert list(private_tmp.iterdir()) == []

@@ -1,0 +1,246 @@
+"""Metrics: the collector's families and labels, the loopback-only server, live job reports."""
+
+from __future__ import annotations
+
+import socket
+import urllib.request
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import anyio
+import prometheus_client
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+from shoal.runtime import _job
+from shoal.runtime._metrics import WorkerMetrics
+
+from shoal import (
+    AsyncIterableSource,
+    CountingSink,
+    Flow,
+    JobCollector,
+    ProcessContext,
+    Progress,
+    ValueStateSpec,
+    run_job,
+    serve_metrics,
+)
+
+REFUSED = r"[Rr]efused|timed out"
+Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def parse(text: str) -> tuple[dict[str, str], Samples]:
+    """Family name -> type, and (sample name, labels) -> value."""
+    types: dict[str, str] = {}
+    samples: Samples = {}
+    for family in text_string_to_metric_families(text):
+        types[family.name] = family.type
+        for sample in family.samples:
+            samples[(sample.name, frozenset(sample.labels.items()))] = sample.value
+    return types, samples
+
+
+def labels(**items: str) -> frozenset[tuple[str, str]]:
+    return frozenset(items.items())
+
+
+def snapshots() -> list[dict[str, Any]]:
+    """Reports of two workers, shaped as ``WorkerEnv.report()`` makes them."""
+    first = WorkerMetrics(worker=0, records_in=100, records_out=90, dead_letters=2)
+    first.observe_operator("users", 100, 90, 0.5)
+    first.state_size[("users", 3)] = (7, 4096)
+    first.state_size[("users", 5)] = (1, 512)
+    first.observe_flush(8, 0.25)
+    second = WorkerMetrics(worker=1, records_in=50, records_out=50)
+    second.observe_operator("users", 40, 40, 0.1)
+    second.state_size[("users", 6)] = (3, 1024)
+    reports = []
+    for metrics, depth, groups in ((first, 4, 2), (second, 0, 1)):
+        report = metrics.snapshot()
+        report["mailbox_depth"] = depth
+        report["key_groups"] = groups
+        reports.append(report)
+    return reports
+
+
+def scrape(collector: JobCollector) -> str:
+    registry = prometheus_client.CollectorRegistry(auto_describe=False)
+    registry.register(collector)
+    return prometheus_client.generate_latest(registry).decode()
+
+
+def test_the_collector_exports_every_family_with_job_and_worker_labels() -> None:
+    reports = snapshots()
+    types, samples = parse(scrape(JobCollector("clicks", lambda: reports)))
+    assert types == {
+        "shoal_records_in": "counter",
+        "shoal_records_out": "counter",
+        "shoal_dead_letters": "counter",
+        "shoal_operator_records_in": "counter",
+        "shoal_operator_records_out": "counter",
+        "shoal_state_entries": "gauge",
+        "shoal_state_bytes": "gauge",
+        "shoal_state_access_seconds": "summary",
+        "shoal_state_flush_seconds": "summary",
+        "shoal_mailbox_depth": "gauge",
+    }
+    w0, w1 = labels(job="clicks", worker="0"), labels(job="clicks", worker="1")
+    assert samples[("shoal_records_in_total", w0)] == 100
+    assert samples[("shoal_records_in_total", w1)] == 50
+    assert samples[("shoal_records_out_total", w0)] == 90
+    assert samples[("shoal_dead_letters_total", w0)] == 2
+    assert samples[("shoal_dead_letters_total", w1)] == 0
+    assert samples[("shoal_operator_records_in_total", w0 | labels(operator="users"))] == 100
+    assert samples[("shoal_operator_records_out_total", w1 | labels(operator="users"))] == 40
+    assert samples[("shoal_state_entries", w0 | labels(operator="users", key_group="3"))] == 7
+    assert samples[("shoal_state_bytes", w0 | labels(operator="users", key_group="3"))] == 4096
+    assert samples[("shoal_state_entries", w0 | labels(operator="users", key_group="5"))] == 1
+    assert samples[("shoal_state_bytes", w1 | labels(operator="users", key_group="6"))] == 1024
+    assert samples[("shoal_state_flush_seconds_count", w0)] == 1
+    assert samples[("shoal_state_flush_seconds_sum", w0)] == 0.25
+    assert samples[("shoal_mailbox_depth", w0)] == 4
+    assert samples[("shoal_mailbox_depth", w1)] == 0
+    for worker, report in ((w0, reports[0]), (w1, reports[1])):
+        assert samples[("shoal_state_access_seconds_count", worker)] == report["access_samples"]
+        assert samples[("shoal_state_access_seconds_sum", worker)] == report["access_seconds"]
+
+
+def test_the_collector_reads_its_source_at_every_scrape() -> None:
+    reports: list[dict[str, Any]] = []
+    collector = JobCollector("clicks", lambda: reports)
+    _types, samples = parse(scrape(collector))
+    assert not any(name == "shoal_records_in_total" for name, _ in samples)
+    reports[:] = snapshots()
+    _types, samples = parse(scrape(collector))
+    assert samples[("shoal_records_in_total", labels(job="clicks", worker="0"))] == 100
+
+
+def test_a_report_without_mailbox_depth_counts_as_empty_mailboxes() -> None:
+    report = WorkerMetrics(worker=2).snapshot()
+    _types, samples = parse(scrape(JobCollector("j", lambda: [report])))
+    assert samples[("shoal_mailbox_depth", labels(job="j", worker="2"))] == 0
+
+
+@pytest.fixture
+def servers(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
+    """The servers serve_metrics starts (it hands back only a stop function)."""
+    started: list[Any] = []
+    real = prometheus_client.start_http_server
+
+    def spy(*args: Any, **kwargs: Any) -> Any:
+        server, thread = real(*args, **kwargs)
+        started.append(server)
+        return server, thread
+
+    monkeypatch.setattr(prometheus_client, "start_http_server", spy)
+    return started
+
+
+def test_serve_metrics_serves_the_collector_on_loopback_only(servers: list[Any]) -> None:
+    reports = snapshots()
+    port = free_port()
+    stop = serve_metrics(JobCollector("clicks", lambda: reports), port)
+    try:
+        [server] = servers
+        assert server.server_address[:2] == ("127.0.0.1", port)
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
+            assert response.status == 200
+            assert response.headers["Content-Type"].startswith("text/plain")
+            text = response.read().decode()
+        _types, samples = parse(text)
+        assert samples[("shoal_records_in_total", labels(job="clicks", worker="0"))] == 100
+        assert samples[("shoal_mailbox_depth", labels(job="clicks", worker="0"))] == 4
+        # Another loopback address of this host is not served: the socket is bound to
+        # 127.0.0.1, not to every interface.
+        with pytest.raises(OSError, match=REFUSED):
+            socket.create_connection(("127.0.0.2", port), timeout=2).close()
+    finally:
+        stop()
+    with pytest.raises(OSError, match=REFUSED):
+        socket.create_connection(("127.0.0.1", port), timeout=2).close()
+
+
+def test_serve_metrics_does_not_touch_the_global_registry() -> None:
+    before = set(prometheus_client.REGISTRY._names_to_collectors)
+    stop = serve_metrics(JobCollector("clicks", snapshots), free_port())
+    stop()
+    assert set(prometheus_client.REGISTRY._names_to_collectors) == before
+
+
+def count_clicks(key: int, value: int, ctx: ProcessContext) -> None:
+    ctx.state.n.update(ctx.state.n.value() + 1)
+    ctx.emit(value)
+
+
+@pytest.fixture(
+    params=[
+        pytest.param(("asyncio", {}), id="asyncio"),
+        pytest.param(("asyncio", {"use_uvloop": True}), id="uvloop"),
+    ]
+)
+def anyio_backend(request: pytest.FixtureRequest) -> tuple[str, dict[str, Any]]:
+    return request.param  # type: ignore[no-any-return]
+
+
+@pytest.mark.anyio
+async def test_progress_reports_of_a_running_job_feed_the_collector(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Reports arrive every _PROGRESS_INTERVAL_S; a short interval keeps the test fast. The
+    # source holds back its second half until a report has shown the first half through the
+    # sink, so one report is taken mid-job, whatever the machine's speed.
+    monkeypatch.setattr(_job, "_PROGRESS_INTERVAL_S", 0.01)
+    half = 10
+    caught: list[Progress] = []
+    first_half_done = anyio.Event()
+
+    def on_progress(progress: Progress) -> None:
+        if not caught and progress.records_in == half and progress.records_out == half:
+            caught.append(progress)
+            first_half_done.set()
+
+    async def values() -> AsyncIterator[int]:
+        for value in range(half):
+            yield value
+        await first_half_done.wait()
+        for value in range(half, 2 * half):
+            yield value
+
+    flow = Flow("gated", num_key_groups=4)
+    (
+        flow.source(AsyncIterableSource(values))
+        .key_by(lambda v: v % 3)
+        .process(count_clicks, states=[ValueStateSpec("n", default=0)], name="counts")
+        .sink(CountingSink())
+    )
+    with anyio.fail_after(30):
+        result = await run_job(flow, state_dir=tmp_path, batch_size=half, on_progress=on_progress)
+    assert result.records_in == result.records_out == 2 * half
+
+    [progress] = caught
+    assert progress.per_worker_in == (half,)
+    assert len(progress.mailbox_depth) == 1
+    [report] = progress.reports
+    assert report["worker"] == 0
+    assert report["key_groups"] == 4
+    _types, samples = parse(scrape(JobCollector("gated", lambda: progress.reports)))
+    worker = labels(job="gated", worker="0")
+    assert samples[("shoal_records_in_total", worker)] == half
+    assert samples[("shoal_records_out_total", worker)] == half
+    assert samples[("shoal_operator_records_in_total", worker | labels(operator="counts"))] == half
+    assert samples[("shoal_mailbox_depth", worker)] == progress.mailbox_depth[0]
+
+    # the final reports feed it the same way
+    _types, samples = parse(scrape(JobCollector("gated", lambda: result.reports)))
+    assert samples[("shoal_records_in_total", worker)] == 2 * half
+    assert (
+        samples[("shoal_operator_records_in_total", worker | labels(operator="counts"))] == 2 * half
+    )
