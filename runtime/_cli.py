@@ -153,12 +153,22 @@ async def _run(args: argparse.Namespace) -> int:
         )
         return EXIT_USAGE
     configure_logging(args.log_format, args.log_level)
-    temporary = args.state_dir is None
-    state_dir = Path(tempfile.mkdtemp(prefix="shoal-state-")) if temporary else Path(args.state_dir)
     latest: list[dict[str, Any]] = []
     stop_metrics = None
     if args.metrics_port:
-        stop_metrics = serve_metrics(JobCollector(scenario.name, lambda: latest), args.metrics_port)
+        try:
+            stop_metrics = serve_metrics(
+                JobCollector(scenario.name, lambda: latest), args.metrics_port
+            )
+        except OSError as exc:
+            print(
+                f"shoal: error: cannot serve metrics on 127.0.0.1:{args.metrics_port}: "
+                f"{exc.strerror or exc}",
+                file=sys.stderr,
+            )
+            return EXIT_USAGE
+    temporary = args.state_dir is None
+    state_dir = Path(tempfile.mkdtemp(prefix="shoal-state-")) if temporary else Path(args.state_dir)
     show = not args.no_progress and sys.stderr.isatty()
     display = ProgressDisplay(scenario.name, args.workers) if show else None
 
@@ -185,25 +195,35 @@ async def _run(args: argparse.Namespace) -> int:
     try:
         if display is not None:
             display.start()
+        outcome: JobResult | Exception | None = None
         try:
             async with anyio.create_task_group() as signals:
                 signals.start_soon(stop_on_interrupt)
-                result = await run_job(
-                    ref,
-                    params=params,
-                    workers=args.workers,
-                    processes=not args.in_process,
-                    state_dir=state_dir,
-                    on_progress=on_progress if (display is not None or stop_metrics) else None,
-                    stop=stop,
-                    log_format=args.log_format,
-                    log_level=args.log_level,
-                    **extra,
-                )
+                # Errors are caught here, inside the group, so they reach the handlers below
+                # as themselves rather than wrapped in an ExceptionGroup.
+                try:
+                    outcome = await run_job(
+                        ref,
+                        params=params,
+                        workers=args.workers,
+                        processes=not args.in_process,
+                        state_dir=state_dir,
+                        on_progress=on_progress if (display is not None or stop_metrics) else None,
+                        stop=stop,
+                        log_format=args.log_format,
+                        log_level=args.log_level,
+                        **extra,
+                    )
+                except (JobError, ScenarioError) as exc:
+                    outcome = exc
                 signals.cancel_scope.cancel()
         finally:
             if display is not None:
                 display.stop()
+        if isinstance(outcome, Exception):
+            raise outcome
+        assert outcome is not None
+        result = outcome
         latest[:] = list(result.reports)
         checks = scenario.run_checks(result, params)
     except JobError as exc:

@@ -93,6 +93,11 @@ class Scenario:
 
 def _coerce(key: str, text: str, default: Any) -> Any:
     kind = type(default)
+    if kind not in (bool, int, float):
+        raise ScenarioError(
+            f"parameter {key!r} is a {kind.__name__} (default {default!r}); only str, int, "
+            "float and bool parameters can be set with --param"
+        )
     if kind is bool and text.lower() in ("1", "true", "yes", "on"):
         return True
     if kind is bool and text.lower() in ("0", "false", "no", "off"):

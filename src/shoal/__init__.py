@@ -3,23 +3,145 @@
 One import for users: the dataflow API, sources, sinks, state declarations, scenarios and the
 job runner. The layers stay importable on their own: ``shoal.actors`` (the actor kernel),
 ``shoal.storage`` (keyed state on LMDB) and ``shoal.runtime`` (the streaming engine).
+
+The names below are loaded on first use (PEP 562), so ``import shoal.actors`` or
+``import shoal.storage`` does not drag in the other layers.
 """
 
 from __future__ import annotations
 
-from shoal.runtime import *  # noqa: F403 - the facade re-exports the runtime's curated API
-from shoal.runtime import __all__ as _runtime_all
-from shoal.storage import AggregatingStateSpec as AggregatingStateSpec
-from shoal.storage import ListStateSpec as ListStateSpec
-from shoal.storage import MapStateSpec as MapStateSpec
-from shoal.storage import ReducingStateSpec as ReducingStateSpec
-from shoal.storage import StateSpec as StateSpec
-from shoal.storage import ValueStateSpec as ValueStateSpec
+import importlib as _importlib
+import typing as _typing
+
+if _typing.TYPE_CHECKING:
+    from shoal.runtime import DEFAULT_KEY_GROUPS as DEFAULT_KEY_GROUPS
+    from shoal.runtime import AsyncIterableSource as AsyncIterableSource
+    from shoal.runtime import CallbackSink as CallbackSink
+    from shoal.runtime import Check as Check
+    from shoal.runtime import ClickstreamSource as ClickstreamSource
+    from shoal.runtime import CollectingSink as CollectingSink
+    from shoal.runtime import CountingSink as CountingSink
+    from shoal.runtime import DeadLetter as DeadLetter
+    from shoal.runtime import DeadLetterSink as DeadLetterSink
+    from shoal.runtime import Flow as Flow
+    from shoal.runtime import IterableSource as IterableSource
+    from shoal.runtime import JobCollector as JobCollector
+    from shoal.runtime import JobError as JobError
+    from shoal.runtime import JobResult as JobResult
+    from shoal.runtime import JsonlSink as JsonlSink
+    from shoal.runtime import JsonlSource as JsonlSource
+    from shoal.runtime import KeyedStream as KeyedStream
+    from shoal.runtime import ProcessContext as ProcessContext
+    from shoal.runtime import Progress as Progress
+    from shoal.runtime import Scenario as Scenario
+    from shoal.runtime import ScenarioError as ScenarioError
+    from shoal.runtime import Sink as Sink
+    from shoal.runtime import SinkPartition as SinkPartition
+    from shoal.runtime import Source as Source
+    from shoal.runtime import SourceBatch as SourceBatch
+    from shoal.runtime import SourceError as SourceError
+    from shoal.runtime import SplitReader as SplitReader
+    from shoal.runtime import Stream as Stream
+    from shoal.runtime import WorkerLostError as WorkerLostError
+    from shoal.runtime import clickstream_oracle as clickstream_oracle
+    from shoal.runtime import configure_logging as configure_logging
+    from shoal.runtime import key_group_of as key_group_of
+    from shoal.runtime import key_hash as key_hash
+    from shoal.runtime import run as run
+    from shoal.runtime import run_job as run_job
+    from shoal.runtime import serve_metrics as serve_metrics
+    from shoal.storage import AggregatingStateSpec as AggregatingStateSpec
+    from shoal.storage import ListStateSpec as ListStateSpec
+    from shoal.storage import MapStateSpec as MapStateSpec
+    from shoal.storage import ReducingStateSpec as ReducingStateSpec
+    from shoal.storage import StateSpec as StateSpec
+    from shoal.storage import ValueStateSpec as ValueStateSpec
 
 __version__ = "0.1.0"
 
+# public name -> the layer that defines it
+_HOME: dict[str, str] = {
+    "Flow": "shoal.runtime",
+    "Stream": "shoal.runtime",
+    "KeyedStream": "shoal.runtime",
+    "ProcessContext": "shoal.runtime",
+    "run": "shoal.runtime",
+    "run_job": "shoal.runtime",
+    "JobResult": "shoal.runtime",
+    "Progress": "shoal.runtime",
+    "Scenario": "shoal.runtime",
+    "Check": "shoal.runtime",
+    "Source": "shoal.runtime",
+    "SplitReader": "shoal.runtime",
+    "SourceBatch": "shoal.runtime",
+    "SourceError": "shoal.runtime",
+    "IterableSource": "shoal.runtime",
+    "AsyncIterableSource": "shoal.runtime",
+    "JsonlSource": "shoal.runtime",
+    "ClickstreamSource": "shoal.runtime",
+    "clickstream_oracle": "shoal.runtime",
+    "Sink": "shoal.runtime",
+    "SinkPartition": "shoal.runtime",
+    "CollectingSink": "shoal.runtime",
+    "CallbackSink": "shoal.runtime",
+    "JsonlSink": "shoal.runtime",
+    "CountingSink": "shoal.runtime",
+    "DeadLetter": "shoal.runtime",
+    "DeadLetterSink": "shoal.runtime",
+    "DEFAULT_KEY_GROUPS": "shoal.runtime",
+    "key_hash": "shoal.runtime",
+    "key_group_of": "shoal.runtime",
+    "configure_logging": "shoal.runtime",
+    "JobCollector": "shoal.runtime",
+    "serve_metrics": "shoal.runtime",
+    "JobError": "shoal.runtime",
+    "WorkerLostError": "shoal.runtime",
+    "ScenarioError": "shoal.runtime",
+    "StateSpec": "shoal.storage",
+    "ValueStateSpec": "shoal.storage",
+    "ListStateSpec": "shoal.storage",
+    "MapStateSpec": "shoal.storage",
+    "ReducingStateSpec": "shoal.storage",
+    "AggregatingStateSpec": "shoal.storage",
+}
+
 __all__ = (
-    *_runtime_all,
+    "Flow",
+    "Stream",
+    "KeyedStream",
+    "ProcessContext",
+    "run",
+    "run_job",
+    "JobResult",
+    "Progress",
+    "Scenario",
+    "Check",
+    "Source",
+    "SplitReader",
+    "SourceBatch",
+    "SourceError",
+    "IterableSource",
+    "AsyncIterableSource",
+    "JsonlSource",
+    "ClickstreamSource",
+    "clickstream_oracle",
+    "Sink",
+    "SinkPartition",
+    "CollectingSink",
+    "CallbackSink",
+    "JsonlSink",
+    "CountingSink",
+    "DeadLetter",
+    "DeadLetterSink",
+    "DEFAULT_KEY_GROUPS",
+    "key_hash",
+    "key_group_of",
+    "configure_logging",
+    "JobCollector",
+    "serve_metrics",
+    "JobError",
+    "WorkerLostError",
+    "ScenarioError",
     "StateSpec",
     "ValueStateSpec",
     "ListStateSpec",
@@ -27,3 +149,16 @@ __all__ = (
     "ReducingStateSpec",
     "AggregatingStateSpec",
 )
+
+
+def __getattr__(name: str) -> _typing.Any:
+    home = _HOME.get(name)
+    if home is None:
+        raise AttributeError(f"module 'shoal' has no attribute {name!r}")
+    value = getattr(_importlib.import_module(home), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})
