@@ -26,6 +26,7 @@ __all__ = (
     "decode_keys",
     "decode_records",
     "encode_column",
+    "encode_int_column",
     "encode_keys",
     "encode_records",
 )
@@ -61,6 +62,21 @@ def encode_column(column: Sequence[Any]) -> list[Any]:
     return [_CBOR, list(column)]
 
 
+def encode_int_column(column: Sequence[Any]) -> list[Any]:
+    """Pack a column that is ints by construction (source offsets), without a type check.
+
+    Anything else still round-trips: a value ``array('q')`` refuses sends the column down the
+    checked path of :func:`encode_column`.
+    """
+    try:
+        packed = array("q", column)
+    except (TypeError, OverflowError):
+        return encode_column(column)
+    if _SWAP:
+        packed.byteswap()
+    return [_INT64, packed.tobytes()]
+
+
 def decode_column(data: list[Any]) -> list[Any]:
     """Inverse of :func:`encode_column`."""
     kind, payload = data
@@ -83,9 +99,13 @@ def encode_records(records: list[Any]) -> list[Any]:
     kinds = set(map(type, records))
     if kinds == {tuple}:
         width = len(first)
-        if width and set(map(len, records)) == {width}:
-            columns = zip(*records, strict=True)
-            return [_TUPLES, width, [encode_column(column) for column in columns]]
+        if width:
+            try:  # strict: tuples of another width make zip raise, and the batch go row-wise
+                columns = list(zip(*records, strict=True))
+            except ValueError:
+                columns = None
+            if columns is not None and len(columns) == width:
+                return [_TUPLES, width, [encode_column(column) for column in columns]]
     elif kinds == {dict}:
         names = list(first)
         # Dicts without fields have no column to carry the batch's length: they go row-wise.
@@ -118,7 +138,13 @@ def _as_tuple(value: Any) -> Any:
 
 
 def encode_keys(keys: list[Any]) -> list[Any]:
-    """Pack a column of keys (str, bytes, int or tuples of those)."""
+    """Pack a column of keys (str, bytes, int or tuples of those).
+
+    Keys were validated when they were routed (no bools, no floats), so an all-int column is
+    packed without a per-key type check.
+    """
+    if keys and type(keys[0]) is int:
+        return encode_int_column(keys)
     return encode_column(keys)
 
 

@@ -14,7 +14,7 @@ from ._columns import (
     decode_column,
     decode_keys,
     decode_records,
-    encode_column,
+    encode_int_column,
     encode_keys,
     encode_records,
 )
@@ -54,7 +54,7 @@ class Data:
             self.split,
             encode_keys(self.keys),
             encode_records(self.values),
-            encode_column(self.offsets),
+            encode_int_column(self.offsets),
         ]
 
     @classmethod
@@ -93,7 +93,7 @@ class Shipment:
             self.counts,
             encode_keys(self.keys),
             encode_records(self.values),
-            encode_column(self.offsets),
+            encode_int_column(self.offsets),
         ]
 
     @classmethod

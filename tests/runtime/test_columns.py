@@ -10,6 +10,7 @@ from shoal.runtime._columns import (
     decode_keys,
     decode_records,
     encode_column,
+    encode_int_column,
     encode_keys,
     encode_records,
 )
@@ -92,3 +93,15 @@ def test_keys_round_trip_and_tuple_keys_come_back_as_tuples(key_list: list[objec
 def test_data_message_wire_round_trip() -> None:
     data = Data("split-0", "split-0", [("a", 1), ("b", 2)], [(1, "x"), (2, "y")], [10, 11])
     assert Data.from_wire(wire(data.to_wire())) == data  # type: ignore[arg-type]
+
+
+@given(st.lists(st.one_of(st.integers(), st.text(max_size=3)), max_size=30))
+def test_int_columns_by_construction_still_round_trip_anything(column: list[object]) -> None:
+    back = decode_column(wire(encode_int_column(column)))  # type: ignore[arg-type]
+    assert back == column
+    assert [type(v) for v in back] == [type(v) for v in column]
+
+
+def test_tuple_batches_of_mixed_widths_go_row_wise() -> None:
+    records = [(1, 2), (3,), (4, 5)]
+    assert decode_records(wire(encode_records(records))) == records  # type: ignore[arg-type]
