@@ -136,6 +136,21 @@ class _ClosesOnce:
             await self._partition.aclose()
 
 
+@dataclass(frozen=True, slots=True)
+class _Run:
+    """What both ways of running a job need, validated once by :func:`run_job`."""
+
+    plan: Plan
+    state_dir: Path
+    dlq: DeadLetterSink
+    batch_size: int
+    mailbox_size: int
+    on_progress: Callable[[Progress], None] | None
+    stop: anyio.Event | None
+    log_format: str
+    log_level: str
+
+
 def _check_positive(name: str, value: object) -> int:
     if type(value) is not int or value < 1:
         raise ValueError(f"{name} must be a positive int; got {value!r}")
@@ -227,27 +242,15 @@ async def run_job(
         # rather than structlog's print-everything default. Never at import; never over a
         # host's own configuration.
         configure_logging(log_format, log_level)
+    run = _Run(
+        plan, directory, dlq, batch_size, mailbox_size, on_progress, stop, log_format, log_level
+    )
     if use_processes:
         assert ref is not None
-        return await _run_processes(
-            plan,
-            ref,
-            params or {},
-            workers,
-            directory,
-            dlq,
-            batch_size,
-            mailbox_size,
-            on_progress,
-            stop,
-            log_format,
-            log_level,
-        )
+        return await _run_processes(run, ref, params or {}, workers)
     state: StateBackend = LmdbBackend(directory) if backend == "lmdb" else MemoryBackend()
     try:
-        return await _run_in_loop(
-            plan, state, directory, dlq, batch_size, mailbox_size, on_progress, stop
-        )
+        return await _run_in_loop(run, state)
     except ActorFailedError as exc:
         raise JobError(f"job {plan.flow.name!r} failed: {exc}") from exc
 
@@ -288,137 +291,90 @@ def _progress(snaps: Sequence[dict[str, Any]], elapsed: float) -> Progress:
 
 
 def _result(
-    plan: Plan,
+    run: _Run,
     workers: int,
     processes: bool,
     elapsed: float,
-    state_dir: Path,
     reports: Sequence[dict[str, Any]],
-    dlq: DeadLetterSink,
     backend: StateBackend,
 ) -> JobResult:
-    records_out = sum(r["records_out"] for r in reports)
+    plan = run.plan
     return JobResult(
         name=plan.flow.name,
         workers=workers,
         processes=processes,
         records_in=sum(r["records_in"] for r in reports),
-        records_out=records_out,
+        records_out=sum(r["records_out"] for r in reports),
         dead_letters=sum(r["dead_letters"] for r in reports),
         elapsed_s=elapsed,
-        state_dir=state_dir,
+        state_dir=run.state_dir,
         plan=plan,
         reports=tuple(reports),
-        dead_letter_sink=dlq,
+        dead_letter_sink=run.dlq,
         backend=backend,
     )
 
 
-async def _run_in_loop(
-    plan: Plan,
-    backend: StateBackend,
-    state_dir: Path,
-    dlq: DeadLetterSink,
-    batch_size: int,
-    mailbox_size: int,
-    on_progress: Callable[[Progress], None] | None,
-    stop: anyio.Event | None,
-) -> JobResult:
+async def _run_in_loop(run: _Run, backend: StateBackend) -> JobResult:
+    plan = run.plan
     groups = place_key_groups(plan.num_key_groups, 1)
     sink = _ClosesOnce(plan.sink.open_partition(0, 1))
-    dead_sink = _ClosesOnce(dlq.open_partition(0, 1))
+    dead_sink = _ClosesOnce(run.dlq.open_partition(0, 1))
     try:
-        return await _drive_in_loop(
-            plan,
-            backend,
-            state_dir,
-            dlq,
-            batch_size,
-            mailbox_size,
-            on_progress,
-            stop,
-            groups,
-            sink,
-            dead_sink,
-        )
+        async with open_worker(worker_id=0) as kernel:
+            env = WorkerEnv(
+                plan=plan,
+                index=0,
+                workers=1,
+                driver=0,
+                kernel=kernel,
+                backend=backend,
+                group_owner=groups,
+                split_owner=place_splits(plan.splits, 1),
+                batch_size=run.batch_size,
+                mailbox_size=run.mailbox_size,
+                sink=sink,
+                dead_sink=dead_sink,
+            )
+            place_directory(kernel, plan, groups, 0, 1)
+            supervisor = JobSupervisor(
+                expected=_last_stage_actors(plan),
+                group_owner=groups,
+                sink=None,
+                dead_sink=dead_sink,
+            )
+            await kernel.spawn(lambda: supervisor, name=JOB_ACTOR)
+            await start_worker(env)
+            controller = kernel.ref(controller_name(0))
+            started = time.perf_counter()
+            await controller.ask(StartSources())
+            async with anyio.create_task_group() as tg:
+                if run.on_progress is not None:
+
+                    async def one_report() -> list[dict[str, Any]]:
+                        return [env.report()]
+
+                    tg.start_soon(_watch_progress, one_report, started, run.on_progress)
+                if run.stop is not None:
+                    tg.start_soon(_stop_when_set, run.stop, [controller])
+                await supervisor.finished.wait()
+                tg.cancel_scope.cancel()
+            elapsed = time.perf_counter() - started
+            report = await controller.ask(Finish())
+        return _result(run, 1, False, elapsed, [report], backend)
     finally:
         with anyio.CancelScope(shield=True):
             await sink.aclose()
             await dead_sink.aclose()
 
 
-async def _drive_in_loop(
-    plan: Plan,
-    backend: StateBackend,
-    state_dir: Path,
-    dlq: DeadLetterSink,
-    batch_size: int,
-    mailbox_size: int,
-    on_progress: Callable[[Progress], None] | None,
-    stop: anyio.Event | None,
-    groups: list[int],
-    sink: SinkPartition,
-    dead_sink: SinkPartition,
-) -> JobResult:
-    async with open_worker(worker_id=0) as kernel:
-        env = WorkerEnv(
-            plan=plan,
-            index=0,
-            workers=1,
-            driver=0,
-            kernel=kernel,
-            backend=backend,
-            group_owner=groups,
-            split_owner=place_splits(plan.splits, 1),
-            batch_size=batch_size,
-            mailbox_size=mailbox_size,
-            sink=sink,
-            dead_sink=dead_sink,
-        )
-        place_directory(kernel, plan, groups, 0, 1)
-        supervisor = JobSupervisor(
-            expected=_last_stage_actors(plan), group_owner=groups, sink=None, dead_sink=dead_sink
-        )
-        await kernel.spawn(lambda: supervisor, name=JOB_ACTOR)
-        await start_worker(env)
-        controller = kernel.ref(controller_name(0))
-        started = time.perf_counter()
-        await controller.ask(StartSources())
-        async with anyio.create_task_group() as tg:
-            if on_progress is not None:
-
-                async def one_report() -> list[dict[str, Any]]:
-                    return [env.report()]
-
-                tg.start_soon(_watch_progress, one_report, started, on_progress)
-            if stop is not None:
-                tg.start_soon(_stop_when_set, stop, [controller])
-            await supervisor.finished.wait()
-            tg.cancel_scope.cancel()
-        elapsed = time.perf_counter() - started
-        report = await controller.ask(Finish())
-    return _result(plan, 1, False, elapsed, state_dir, [report], dlq, backend)
-
-
-async def _run_processes(
-    plan: Plan,
-    ref: str,
-    params: Mapping[str, Any],
-    workers: int,
-    state_dir: Path,
-    dlq: DeadLetterSink,
-    batch_size: int,
-    mailbox_size: int,
-    on_progress: Callable[[Progress], None] | None,
-    stop: anyio.Event | None,
-    log_format: str,
-    log_level: str,
-) -> JobResult:
+async def _run_processes(run: _Run, ref: str, params: Mapping[str, Any], workers: int) -> JobResult:
+    plan = run.plan
     driver = workers
     peers = list(range(workers + 1))
     groups = place_key_groups(plan.num_key_groups, workers)
     sink = _ClosesOnce(plan.sink.open_partition(0, 1)) if plan.sink.gather else None
-    dead_sink = _ClosesOnce(dlq.open_partition(0, 1))
+    dead_sink = _ClosesOnce(run.dlq.open_partition(0, 1))
     mesh_dir = Path(tempfile.mkdtemp(prefix="shoal-mesh-", dir="/tmp"))
     lost: list[tuple[int, WorkerLostError]] = []  # (exit code, error) of workers that died
     reports: list[dict[str, Any]] = []
@@ -441,11 +397,11 @@ async def _run_processes(
                         "index": index,
                         "workers": workers,
                         "driver": driver,
-                        "state_dir": str(state_dir),
-                        "batch_size": batch_size,
-                        "mailbox_size": mailbox_size,
-                        "log_format": log_format,
-                        "log_level": log_level,
+                        "state_dir": str(run.state_dir),
+                        "batch_size": run.batch_size,
+                        "mailbox_size": run.mailbox_size,
+                        "log_format": run.log_format,
+                        "log_level": run.log_level,
                     }
                     procs.append(
                         await stack.enter_async_context(
@@ -493,10 +449,10 @@ async def _run_processes(
                 async with anyio.create_task_group() as tg:
                     for index in range(workers):
                         tg.start_soon(watch, index, tg.cancel_scope)
-                    if on_progress is not None:
-                        tg.start_soon(_watch_progress, all_reports, started, on_progress)
-                    if stop is not None:
-                        tg.start_soon(_stop_when_set, stop, controllers)
+                    if run.on_progress is not None:
+                        tg.start_soon(_watch_progress, all_reports, started, run.on_progress)
+                    if run.stop is not None:
+                        tg.start_soon(_stop_when_set, run.stop, controllers)
                     await start_and_wait()
                     tg.cancel_scope.cancel()
                 elapsed = time.perf_counter() - started
@@ -521,4 +477,4 @@ async def _run_processes(
         killed = [error for code, error in lost if code < 0]
         raise (killed or [error for _code, error in lost])[0]
     log.debug("job finished", job=plan.flow.name, workers=workers, seconds=round(elapsed, 3))
-    return _result(plan, workers, True, elapsed, state_dir, reports, dlq, LmdbBackend(state_dir))
+    return _result(run, workers, True, elapsed, reports, LmdbBackend(run.state_dir))
