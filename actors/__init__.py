@@ -8,7 +8,7 @@ nothing of streams or storage.
 Guarantees (see also the docstrings of Ref, Worker.migrate and open_worker):
 
 * One instance handles one message at a time. Messages from one task, through one worker's
-  refs, to one actor are handled in the order they were sent: locally (a memory stream),
+  refs, to one actor are handled in the order they were sent: locally (a FIFO mailbox),
   remotely (one buffer and one connection per destination worker, read in order), and when
   forwarded by a worker the actor has left (forwarding uses that same ordered path).
 * Nothing is dropped silently: a full mailbox or link makes tell() wait; a tell that can no

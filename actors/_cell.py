@@ -10,12 +10,13 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 import structlog
-from anyio import CancelScope, EndOfStream, WouldBlock
+from anyio import CancelScope, ClosedResourceError, EndOfStream, WouldBlock
 from anyio.abc import TaskStatus
 from anyio.lowlevel import checkpoint
 
 from ._actor import Actor, SupervisionPolicy
 from ._exceptions import ActorFailedError, ActorStartError, ActorStoppedError
+from ._mailbox import EMPTY, Mailbox
 from ._messages import Ask, MigrateMarker, StopMarker
 
 if TYPE_CHECKING:
@@ -61,7 +62,8 @@ class Cell:
         self.policy = policy
         self.mailbox_size = mailbox_size
         # The mailbox bound is the actor's backpressure: a full mailbox makes senders wait.
-        self.send, self.recv = anyio.create_memory_object_stream[Any](mailbox_size)
+        # Not an anyio memory object stream: see _mailbox.py for why (and what was measured).
+        self.mailbox = Mailbox(mailbox_size)
         self.instance: Actor | None = None
         self.continuation: tuple[Any] | None = None
         self.messages_in = 0
@@ -127,19 +129,12 @@ class Cell:
         with anyio.move_on_after(TEARDOWN_TIMEOUT_S):
             await self._stop_instance()
         if not self.migrated:
-            self._reject_queued()
-            self.send.close()
-            self.recv.close()
+            # What is queued, and what senders still wait to queue, is rejected; those
+            # senders' tells return (the messages count as dead letters), asks get the error.
+            for item in self.mailbox.close():
+                self._reject(item)
         self.worker._cell_finished(self)
         self.done.set()
-
-    def _reject_queued(self) -> None:
-        while True:
-            try:
-                item = self.recv.receive_nowait()
-            except (WouldBlock, EndOfStream, anyio.ClosedResourceError):
-                return
-            self._reject(item)
 
     def _reject(self, item: Any) -> None:
         if type(item) is Ask:
@@ -152,34 +147,32 @@ class Cell:
         """Stop after the message in hand, without draining the mailbox (worker exit)."""
         self.halting = True
         # A full mailbox means the loop sees `halting` with its next message anyway.
-        with suppress(WouldBlock, anyio.ClosedResourceError, anyio.BrokenResourceError):
-            self.send.send_nowait(StopMarker())
+        with suppress(WouldBlock, ClosedResourceError):
+            self.mailbox.put_nowait(StopMarker())
 
     # -- the message loop --------------------------------------------------------------------
 
     async def _loop(self) -> None:
-        recv = self.recv
+        mailbox = self.mailbox
+        get_nowait = mailbox.get_nowait
         while True:
-            try:
-                item = recv.receive_nowait()
-            except WouldBlock:
+            # Emptiness is a return value, not an exception: this is every message's path.
+            item = get_nowait()
+            if item is EMPTY:
                 if self.continuation is None:
                     try:
-                        item = await recv.receive()
+                        item = await mailbox.get()
                     except EndOfStream:
                         return
                 else:
                     # Let every ready task run (and maybe fill the mailbox) before going idle.
                     await checkpoint()
-                    try:
-                        item = recv.receive_nowait()
-                    except WouldBlock:
+                    item = get_nowait()
+                    if item is EMPTY:
                         if self.continuation is None:
                             continue
                         (item,) = self.continuation
                         self.continuation = None
-            except EndOfStream:
-                return
             if self.halting:
                 self._reject(item)
                 return

@@ -1,7 +1,7 @@
 """The kernel's own message records: what travels in a mailbox besides user messages.
 
 A user message that is told is put in the mailbox as is (no wrapper: a local tell costs one
-memory-stream send). Everything else is one of the records below; they are private to the
+mailbox append). Everything else is one of the records below; they are private to the
 kernel, so a user message can never be mistaken for one.
 """
 

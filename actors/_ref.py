@@ -5,10 +5,10 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 import anyio
-from anyio import BrokenResourceError, ClosedResourceError, WouldBlock
-from anyio.streams.memory import MemoryObjectSendStream
+from anyio import ClosedResourceError, WouldBlock
 
 from ._exceptions import ActorStoppedError, MailboxFullError
+from ._mailbox import Mailbox
 from ._messages import Ask
 from ._reply import LocalReply
 
@@ -30,27 +30,27 @@ class Ref:
     order they were sent (see docs/architecture for migration).
     """
 
-    __slots__ = ("_send", "_worker", "name")
+    __slots__ = ("_mailbox", "_worker", "name")
 
-    def __init__(self, worker: Worker, name: str, send: MemoryObjectSendStream[Any] | None) -> None:
+    def __init__(self, worker: Worker, name: str, mailbox: Mailbox | None) -> None:
         self.name = name
         self._worker = worker
-        self._send = send
+        self._mailbox = mailbox
 
     def __repr__(self) -> str:
-        where = "local" if self._send is not None else "remote"
+        where = "local" if self._mailbox is not None else "remote"
         return f"<Ref {self.name!r} ({where}) on worker {self._worker.worker_id}>"
 
     @property
     def is_local(self) -> bool:
         """Whether the actor is hosted on this ref's worker right now."""
-        return self._send is not None
+        return self._mailbox is not None
 
     async def tell(self, message: Any) -> None:
         """Send ``message``; wait while the mailbox (or the link to its worker) is full.
 
         Never drops. When the mailbox has room this returns without yielding to the event loop
-        (one memory-stream send): it is a checkpoint only when it has to wait.
+        (one deque append): it is a checkpoint only when it has to wait.
 
         Raises:
             ActorStoppedError: the actor has stopped.
@@ -58,14 +58,14 @@ class Ref:
             PeerLostError: the actor's worker is gone.
             MessageEncodeError: the message cannot cross to the actor's process.
         """
-        send = self._send
-        if send is not None:
+        mailbox = self._mailbox
+        if mailbox is not None:
             try:
-                send.send_nowait(message)
+                mailbox.put_nowait(message)
             except WouldBlock:
-                await self._send_waiting(send, message)
-            except (ClosedResourceError, BrokenResourceError):
-                await self._retarget(send, message)
+                await self._put_waiting(mailbox, message)
+            except ClosedResourceError:
+                await self._retarget(mailbox, message)
             return
         await self._worker._send_remote(self.name, message, wait=True)
 
@@ -77,14 +77,14 @@ class Ref:
                 ``anyio.WouldBlock`` too.
             ActorStoppedError, UnknownActorError, PeerLostError, MessageEncodeError: as tell().
         """
-        send = self._send
-        if send is not None:
+        mailbox = self._mailbox
+        if mailbox is not None:
             try:
-                send.send_nowait(message)
+                mailbox.put_nowait(message)
             except WouldBlock:
                 raise MailboxFullError(f"mailbox of actor {self.name!r} is full") from None
-            except (ClosedResourceError, BrokenResourceError):
-                if self._send is None or self._send is send:
+            except ClosedResourceError:
+                if self._mailbox is None or self._mailbox is mailbox:
                     raise self._stopped() from None
                 self.tell_nowait(message)
             return
@@ -113,26 +113,26 @@ class Ref:
             return await reply.wait()
 
     async def _ask(self, ask: Ask) -> None:
-        send = self._send
-        if send is not None:
+        mailbox = self._mailbox
+        if mailbox is not None:
             try:
-                send.send_nowait(ask)
+                mailbox.put_nowait(ask)
             except WouldBlock:
-                await self._send_waiting(send, ask)
-            except (ClosedResourceError, BrokenResourceError):
-                await self._retarget(send, ask)
+                await self._put_waiting(mailbox, ask)
+            except ClosedResourceError:
+                await self._retarget(mailbox, ask)
             return
         await self._worker._ask_remote(self.name, ask)
 
-    async def _send_waiting(self, send: MemoryObjectSendStream[Any], item: Any) -> None:
+    async def _put_waiting(self, mailbox: Mailbox, item: Any) -> None:
         try:
-            await send.send(item)
-        except (ClosedResourceError, BrokenResourceError):
-            await self._retarget(send, item)
+            await mailbox.put(item)
+        except ClosedResourceError:
+            await self._retarget(mailbox, item)
 
-    async def _retarget(self, old: MemoryObjectSendStream[Any], item: Any) -> None:
+    async def _retarget(self, old: Mailbox, item: Any) -> None:
         # The mailbox we used is closed: the actor stopped, or moved, or was spawned again.
-        if self._send is old:
+        if self._mailbox is old:
             raise self._stopped() from None
         if isinstance(item, Ask):
             await self._ask(item)

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 import structlog
-from anyio import BrokenResourceError, ClosedResourceError, WouldBlock
+from anyio import ClosedResourceError, WouldBlock
 from anyio.abc import TaskGroup
 
 from ._actor import Actor, SupervisionPolicy
@@ -26,6 +26,7 @@ from ._exceptions import (
     PeerLostError,
     UnknownActorError,
 )
+from ._mailbox import EMPTY
 from ._messages import Ask, MigrateMarker, StopMarker
 from ._ref import Ref
 from ._transport import Link, LocalLink, Mesh, SocketLink
@@ -152,13 +153,13 @@ class Worker:
         ref = self.ref(name)
         cell = Cell(self, name, factory, policy=policy, mailbox_size=mailbox_size)
         self._cells[name] = cell
-        previous = ref._send
-        ref._send = cell.send
+        previous = ref._mailbox
+        ref._mailbox = cell.mailbox
         try:
             await self._tg.start(cell.run, rehydrate, continuation)
         except BaseException:
-            if ref._send is cell.send:
-                ref._send = previous
+            if ref._mailbox is cell.mailbox:
+                ref._mailbox = previous
             raise
         self.directory.place(name, self.worker_id)
         return ref
@@ -172,7 +173,7 @@ class Worker:
         ref = self._refs.get(name)
         if ref is None:
             cell = self._cells.get(name)
-            ref = Ref(self, name, cell.send if cell is not None else None)
+            ref = Ref(self, name, cell.mailbox if cell is not None else None)
             self._refs[name] = ref
         return ref
 
@@ -187,8 +188,8 @@ class Worker:
         cell = self._cells.get(name)
         if cell is None:
             raise UnknownActorError(f"no actor named {name!r} runs on worker {self.worker_id}")
-        with suppress(ClosedResourceError, BrokenResourceError):
-            await cell.send.send(StopMarker())
+        with suppress(ClosedResourceError):
+            await cell.mailbox.put(StopMarker())
         await cell.done.wait()
 
     def _cell_finished(self, cell: Cell) -> None:
@@ -229,7 +230,7 @@ class Worker:
             dead_letters=self.dead_letters
             + self._finished_dead
             + sum(c.dead_letters for c in cells),
-            mailbox_depths=tuple((c.name, c.recv.statistics().current_buffer_used) for c in cells),
+            mailbox_depths=tuple((c.name, len(c.mailbox)) for c in cells),
             lost_peers=tuple(sorted(w for w, ev in self._lost.items() if ev.is_set())),
         )
 
@@ -330,7 +331,7 @@ class Worker:
         target = self._route(name)
         if isinstance(target, Cell):
             ref = self.ref(name)
-            ref._send = target.send
+            ref._mailbox = target.mailbox
             await ref.tell(message)
             return
         self.messages_out += 1
@@ -340,7 +341,7 @@ class Worker:
         target = self._route(name)
         if isinstance(target, Cell):
             ref = self.ref(name)
-            ref._send = target.send
+            ref._mailbox = target.mailbox
             ref.tell_nowait(message)
             return
         self.messages_out += 1
@@ -350,7 +351,7 @@ class Worker:
         target = self._route(name)
         if isinstance(target, Cell):
             ref = self.ref(name)
-            ref._send = target.send
+            ref._mailbox = target.mailbox
             await ref._ask(ask)
             return
         self.messages_out += 1
@@ -367,12 +368,13 @@ class Worker:
             cell = self._cells.get(name)
             if cell is None:
                 break
+            mailbox = cell.mailbox
             try:
                 try:
-                    cell.send.send_nowait(item)
+                    mailbox.put_nowait(item)
                 except WouldBlock:
-                    await cell.send.send(item)
-            except (ClosedResourceError, BrokenResourceError):
+                    await mailbox.put(item)
+            except ClosedResourceError:
                 if self._cells.get(name) is cell:
                     self._reject(name, item, ActorStoppedError(f"actor {name!r} has stopped"))
                     return
@@ -441,7 +443,7 @@ class Worker:
                     " Actor subclass or a module-level function"
                 )
         migration = cell.migration = Migration()
-        await cell.send.send(MigrateMarker())
+        await cell.mailbox.put(MigrateMarker())
         await migration.handed.wait()
         if migration.error is not None:
             raise MigrationError(
@@ -488,10 +490,11 @@ class Worker:
 
     async def _forward_held(self, cell: Cell, to_worker: int, link: Link) -> None:
         name = cell.name
+        mailbox = cell.mailbox
         while True:
-            try:
-                item = cell.recv.receive_nowait()
-            except WouldBlock:
+            # Senders still waiting for room hand their messages over too (their tell returns).
+            item = mailbox.take_nowait()
+            if item is EMPTY:
                 break
             try:
                 if type(item) is Ask:
@@ -505,10 +508,10 @@ class Worker:
         # Nothing awaited since the mailbox was seen empty: no message can slip in between.
         self.directory.place(name, to_worker)
         ref = self._refs.get(name)
-        if ref is not None and ref._send is cell.send:
-            ref._send = None
-        cell.send.close()
-        cell.recv.close()
+        if ref is not None and ref._mailbox is mailbox:
+            ref._mailbox = None
+        left = mailbox.close()
+        assert not left, left  # take_nowait() found nothing, and nothing ran since
         if self._cells.get(name) is cell:
             del self._cells[name]
         log.info("actor migrated", actor=name, worker=self.worker_id, to_worker=to_worker)

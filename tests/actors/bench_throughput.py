@@ -1,7 +1,8 @@
-"""Throughput of the kernel: local tell+receive, and remote tells to a worker process.
+"""Throughput of the kernel: local tell+receive, idle wake-ups, remote tells to a worker process.
 
-Run: /tmp/venv/bin/python tests/actors/bench_throughput.py [--local N] [--remote N] [--big N]
-Prints messages/s; not part of the test suite (speed targets live here, not in assertions).
+Run: /tmp/venv/bin/python tests/actors/bench_throughput.py [--local N] [--wake N] [--remote N]
+[--big N] (0 skips a part). Prints messages/s; not part of the test suite (speed targets live
+here, not in assertions).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+from anyio.lowlevel import checkpoint
 from shoal.actors import Actor, open_worker, open_worker_process
 
 BOOT = f"{Path(__file__).parent / '_proc_actors.py'}:bootstrap"
@@ -39,6 +41,35 @@ async def local(n: int) -> None:
         assert await ref.ask("count") == n
         elapsed = time.perf_counter() - start
     print(f"local tell+receive: {n / elapsed:,.0f} messages/s ({n:,} in {elapsed:.2f} s)")
+
+
+async def wake(n: int, actors: int) -> None:
+    """The idle-receiver path: every message finds its actor parked on an empty mailbox.
+
+    Like the streaming engine's key-group actors fed one batch at a time: the driver tells each
+    of ``actors`` idle actors one message, then yields until every one of them has handled it
+    and parked again (two checkpoints: the anyio stream's receive() yielded once before it
+    parked), so no message ever finds a busy receiver or a non-empty mailbox.
+    """
+    async with open_worker(0) as worker:
+        refs = [await worker.spawn(Sink, name=f"k{i}") for i in range(actors)]
+        rounds = max(1, n // actors)
+        await checkpoint()
+        await checkpoint()
+        start = time.perf_counter()
+        for _ in range(rounds):
+            for ref in refs:
+                await ref.tell(1)
+            await checkpoint()
+            await checkpoint()
+        elapsed = time.perf_counter() - start
+        for ref in refs:
+            assert await ref.ask("count") == rounds
+    total = rounds * actors
+    print(
+        f"idle wake-up, {actors} actors: {total / elapsed:,.0f} messages/s,"
+        f" {elapsed / total * 1e6:.2f} us/message ({total:,} in {elapsed:.2f} s)"
+    )
 
 
 async def remote(n: int, payload_size: int) -> None:
@@ -77,14 +108,21 @@ async def remote(n: int, payload_size: int) -> None:
 
 
 async def main(args: argparse.Namespace) -> None:
-    await local(args.local)
-    await remote(args.remote, 0)
-    await remote(args.big, 8192)
+    if args.local:
+        await local(args.local)
+    if args.wake:
+        await wake(args.wake, 1)
+        await wake(args.wake, 64)
+    if args.remote:
+        await remote(args.remote, 0)
+    if args.big:
+        await remote(args.big, 8192)
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser()
     parser.add_argument("--local", type=int, default=1_000_000)
+    parser.add_argument("--wake", type=int, default=300_000)
     parser.add_argument("--remote", type=int, default=300_000)
     parser.add_argument("--big", type=int, default=50_000)
     options = parser.parse_args()

@@ -341,3 +341,40 @@ def test_supervision_policy_is_validated() -> None:
         SupervisionPolicy("retry")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match=r"^max_restarts must be >= 0; got -1$"):
         SupervisionPolicy(max_restarts=-1)
+
+
+@pytest.mark.asyncio
+async def test_senders_waiting_on_a_stopping_actor_are_answered() -> None:
+    gate, entered = anyio.Event(), anyio.Event()
+    outcome: list[str] = []
+    async with open_worker(0) as worker:
+        ref = await worker.spawn(
+            lambda: Recorder(gate, entered),
+            name="r",
+            mailbox_size=1,
+            policy=SupervisionPolicy("stop"),
+        )
+        await ref.tell("hold")
+        await entered.wait()
+        await ref.tell("boom")  # fills the mailbox; fails after the gate: the actor stops
+
+        async def tell() -> None:
+            await ref.tell("late")
+            outcome.append("told")
+
+        async def ask() -> None:
+            try:
+                await ref.ask("log")
+            except ActorStoppedError as exc:
+                outcome.append(str(exc))
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(tell)
+            tg.start_soon(ask)
+            await wait_all_tasks_blocked()
+            assert outcome == []  # both wait for room
+            gate.set()
+        # Their messages were taken with the queue and rejected: the tell returned (a dead
+        # letter), the ask got the error.
+        assert sorted(outcome) == ["actor 'r' has stopped", "told"]
+        assert worker.statistics().dead_letters == 1

@@ -122,3 +122,35 @@ async def test_migrate_refuses_bad_targets() -> None:
             await w0.migrate("a", 1)
         with pytest.raises(Exception, match=r"^worker 7 is not a peer of worker 0"):
             await w0.migrate("a", 7)
+
+
+@pytest.mark.asyncio
+async def test_migrate_forwards_the_messages_of_senders_waiting_for_room() -> None:
+    gate, entered = anyio.Event(), anyio.Event()
+    async with open_worker(0, peers=[0, 1]) as w0, open_worker(1, peers=[0, 1]):
+        ref = await w0.spawn(lambda: Ledger(gate, entered), name="a", mailbox_size=1)
+        await ref.tell("hold")
+        await entered.wait()
+        await ref.tell(0)  # the mailbox is full from here on
+        sent: list[int] = []
+
+        async def send(first: int) -> None:
+            for i in range(first, first + 3):
+                await ref.tell(i)
+                sent.append(i)
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(w0.migrate, "a", 1)
+            await wait_all_tasks_blocked()
+            tg.start_soon(send, 10)
+            tg.start_soon(send, 20)
+            await wait_all_tasks_blocked()
+            assert sent == []
+            gate.set()
+        worker_id, seen, _history = await ref.ask("seen")
+        assert worker_id == 1
+        assert seen[:2] == ["hold", 0]
+        assert sorted(seen[2:]) == [10, 11, 12, 20, 21, 22]
+        assert [i for i in seen if isinstance(i, int) and i >= 20] == [20, 21, 22]
+        assert [i for i in seen if isinstance(i, int) and 10 <= i < 20] == [10, 11, 12]
+        assert sorted(sent) == [10, 11, 12, 20, 21, 22]
