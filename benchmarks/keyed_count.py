@@ -4,8 +4,9 @@
     python benchmarks/keyed_count.py --events 500000 --workers 1 2 4 --op process
 
 Runs the same job with each worker count (worker processes, so 1 worker is measured with the
-same code path as 2), prints events/s per run and the speed-up over the first, peak worker
-memory, and the share of each run spent in the final state flush. The job's clock starts when
+same code path as 2), in interleaved rounds; prints every run, then per worker count the median
+and best events/s, the speed-up of the medians over the first count, each worker's CPU busy
+share, the final flush time, and peak worker memory. The job's clock starts when
 the sources start reading and stops when the last key group has drained and flushed its state
 to LMDB (process start-up is reported separately).
 """
@@ -15,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import resource
+import statistics
 import sys
 import tempfile
 import time
@@ -96,23 +98,38 @@ async def measure(args: argparse.Namespace, workers: int) -> dict[str, Any]:
 
 async def main(args: argparse.Namespace) -> None:
     configure_logging("console", "warning")
-    runs = []
-    for workers in args.workers:
-        best: dict[str, Any] | None = None
-        for _ in range(args.repeat):
+    # Rounds interleave the worker counts (1, 2, 1, 2, ...): a shared machine's speed drifts
+    # over minutes, and interleaving makes the drift hit every worker count alike.
+    results: dict[int, list[dict[str, Any]]] = {workers: [] for workers in args.workers}
+    for round_ in range(args.repeat):
+        for workers in args.workers:
             run = await measure(args, workers)
-            if best is None or run["events_per_s"] > best["events_per_s"]:
-                best = run
-        assert best is not None
-        runs.append(best)
-        base = runs[0]["events_per_s"]
-        best["speedup"] = round(best["events_per_s"] / base, 2)
+            results[workers].append(run)
+            print(
+                f"round {round_ + 1} workers={workers}: {run['events_per_s']:>10,} events/s  "
+                f"({run['elapsed_s']:.2f} s, worker CPU busy "
+                f"{'/'.join(f'{b:.0%}' for b in run['worker_busy'])})",
+                flush=True,
+            )
+    summary = []
+    base: float | None = None
+    for workers, runs in results.items():
+        rates = sorted(run["events_per_s"] for run in runs)
+        median = statistics.median(rates)
+        best = max(runs, key=lambda run: run["events_per_s"])
+        base = base or median
+        summary.append(
+            {
+                "workers": workers,
+                "median_events_per_s": round(median),
+                "best": best,
+                "speedup_of_medians": round(median / base, 2),
+            }
+        )
         print(
-            f"workers={workers}: {best['events_per_s']:>10,} events/s  "
-            f"({best['elapsed_s']:.2f} s for {best['events']:,} events, final flush "
-            f"{best['flush_s_per_worker']:.2f} s/worker, start-up+teardown "
-            f"{best['startup_and_teardown_s']:.2f} s, worker CPU busy "
-            f"{'/'.join(f'{b:.0%}' for b in best['worker_busy'])})  x{best['speedup']:.2f}",
+            f"workers={workers}: median {median:>12,.0f} events/s, best {best['events_per_s']:,} "
+            f"(final flush {best['flush_s_per_worker']:.2f} s/worker, start-up+teardown "
+            f"{best['startup_and_teardown_s']:.2f} s)  x{median / base:.2f} (medians)",
             flush=True,
         )
     peak_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
@@ -124,7 +141,7 @@ async def main(args: argparse.Namespace) -> None:
                     "op": args.op,
                     "events": args.events,
                     "keys": args.keys,
-                    "runs": runs,
+                    "summary": summary,
                     "peak_worker_rss_mb": round(peak_mb),
                 }
             )
@@ -141,7 +158,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--op", choices=("count", "process"), default="count")
     parser.add_argument("--batch-size", type=int, default=8192)
     parser.add_argument(
-        "--repeat", type=int, default=3, help="runs per worker count; the best is kept"
+        "--repeat", type=int, default=5, help="rounds (each runs every worker count once)"
     )
     parser.add_argument("--json", action="store_true", help="also print one JSON line of results")
     return parser.parse_args(argv)
