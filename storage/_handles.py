@@ -17,6 +17,7 @@ round-trip through CBOR when they are evicted or reloaded, so a tuple comes back
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from itertools import compress, islice, repeat
 from operator import is_, is_not
@@ -119,7 +120,7 @@ def _merge(
             yield item
 
 
-class _Handle:
+class _Handle(ABC):
     """What every handle shares: the store's key, the engine, the state's database name."""
 
     __slots__ = ("_engine", "_maybe_filled", "_store", "name")
@@ -137,34 +138,42 @@ class _Handle:
     def _encode_error(self, key: Any, exc: EncodeError) -> EncodeError:
         return EncodeError(f"state {self.name!r}, key {key!r}: {exc}")
 
-    # The store drives these; subclasses implement them.
+    # The store drives these; every state type implements them.
+    @abstractmethod
     def _collect(self, ops: list[Op], puts: list[Puts]) -> None:
-        raise NotImplementedError
+        """Append this state's unflushed changes as write ops (deletes, map ops) and batch puts."""
 
+    @abstractmethod
     def _flushed(self) -> None:
-        raise NotImplementedError
+        """Forget the unflushed changes: the flush that collected them committed."""
 
+    @abstractmethod
     def _dirty_count(self) -> int:
-        raise NotImplementedError
+        """How many keys have unflushed changes."""
 
+    @abstractmethod
     def _cached_count(self) -> int:
-        raise NotImplementedError
+        """How many keys the cache holds."""
 
+    @abstractmethod
     def _evict(self, count: int) -> None:
-        raise NotImplementedError
+        """Drop about ``count`` clean cache entries, oldest-loaded first."""
 
+    @abstractmethod
     def _reset(self) -> None:
-        raise NotImplementedError
+        """Forget cached and unflushed entries (the store dropped all state)."""
 
+    @abstractmethod
     def _close(self) -> None:
-        raise NotImplementedError
+        """Release the cache; the store is closing."""
 
+    @abstractmethod
     def _read(self, key: Any) -> Any:
         """Return the user-visible value of ``key`` (ABSENT if none) without caching it."""
-        raise NotImplementedError
 
+    @abstractmethod
     def _iter_items(self) -> Iterator[tuple[Any, Any]]:
-        raise NotImplementedError
+        """Every (key, user-visible value), committed merged with unflushed, in key order."""
 
 
 class _CachedHandle(_Handle):
