@@ -90,6 +90,8 @@ class WorkerEnv:
     router: KeyGroupRouter = field(init=False)
     _targets: dict[int, list[Ref]] = field(init=False, default_factory=dict)
     sources: dict[str, SourceActor] = field(init=False, default_factory=dict)
+    # Set by StopSources, which may arrive before StartSources: sources started later end at once.
+    stopping: bool = field(init=False, default=False)
 
     def __post_init__(self) -> None:
         self.dead = DeadLetters(self.index)
@@ -151,7 +153,7 @@ class WorkerEnv:
         stage: int,
         channel: str,
         split: str,
-        routed: dict[int, tuple[list[Any], list[int], list[int]]],
+        routed: dict[int, tuple[list[Any], list[Any], list[int]]],
     ) -> None:
         """Deliver routed groups: local groups straight to their actors, the rest in one
         :class:`Shipment` per destination worker."""
@@ -247,6 +249,7 @@ class SourceActor(Actor):
     async def on_start(self) -> None:
         self.reader = self.env.plan.flow.get_source().open_split(self.split, None)
         self.env.sources[self.split] = self
+        self.stopping = self.env.stopping
         self.continue_with(Pull())
 
     async def on_stop(self) -> None:
@@ -421,6 +424,7 @@ class WorkerController(Actor):
                 )
             return None
         if type(message) is StopSources:
+            env.stopping = True
             for source in list(env.sources.values()):
                 source.request_stop()
             return None

@@ -254,3 +254,19 @@ async def test_an_engine_failure_is_a_job_error(tmp_path: Path) -> None:
     flow.source(IterableSource([1, 2, 3])).key_by(str).count().sink(CallbackSink(broken_sink))
     with pytest.raises(JobError, match=r"^job 'broken' failed: .*OSError: disk on fire"):
         await run_job(flow, state_dir=tmp_path)
+
+
+@pytest.mark.asyncio
+async def test_a_stop_set_before_the_job_starts_still_stops_it(tmp_path: Path) -> None:
+    stop = anyio.Event()
+    stop.set()
+    flow = Flow("endless", num_key_groups=4)
+    (
+        flow.source(AsyncIterableSource(lambda: endless([])))
+        .key_by(flows.word_of)
+        .count(name="n")
+        .sink(CollectingSink())
+    )
+    with anyio.fail_after(30):
+        result = await run_job(flow, state_dir=tmp_path, batch_size=50, stop=stop)
+    assert result.records_in == result.records_out
