@@ -10,6 +10,7 @@ from shoal import (
     CollectingSink,
     Flow,
     IterableSource,
+    ListStateSpec,
     ProcessContext,
     ValueStateSpec,
 )
@@ -94,4 +95,46 @@ def doomed() -> Flow:
         .count()
         .sink(CollectingSink())
     )
+    return flow
+
+
+def random_words(seed: int, n: int, vocabulary: int) -> list[dict[str, Any]]:
+    """A seeded list of records ``{"word": ..., "n": ...}`` for randomized jobs."""
+    import random
+
+    rng = random.Random(seed)
+    return [{"word": f"w{rng.randrange(vocabulary)}", "n": rng.randrange(100)} for _ in range(n)]
+
+
+def sum_per_word(key: str, record: dict[str, Any], ctx: ProcessContext) -> None:
+    total = ctx.state.total.value() + record["n"]
+    ctx.state.total.update(total)
+    ctx.state.seen.add(record["n"])
+    ctx.emit((key, total))
+
+
+def randomized(
+    seed: int = 0,
+    n: int = 1000,
+    vocabulary: int = 50,
+    splits: int = 2,
+    key_groups: int = 8,
+    op: str = "process",
+) -> Flow:
+    """A randomized job: per word, a running sum (ValueState) and the values seen (ListState)."""
+    flow = Flow("randomized", num_key_groups=key_groups)
+    keyed = flow.source(IterableSource(random_words(seed, n, vocabulary), splits=splits)).key_by(
+        word_of
+    )
+    if op == "count":
+        out = keyed.count(name="per_word")
+    elif op == "reduce":
+        out = keyed.reduce(lambda a, b: {"word": a["word"], "n": a["n"] + b["n"]}, name="per_word")
+    else:
+        out = keyed.process(
+            sum_per_word,
+            states=[ValueStateSpec("total", default=0), ListStateSpec("seen")],
+            name="per_word",
+        )
+    out.sink(CollectingSink())
     return flow

@@ -1,0 +1,120 @@
+"""Randomized whole jobs, checked against an oracle recomputed from the input.
+
+Hypothesis draws the shape of the job (records, vocabulary, splits, key groups, batch and
+mailbox sizes, operator); every draw is seeded, so a failure replays. The oracle is plain Python
+over the same seeded input: per-key results must match exactly (nothing lost, nothing applied
+twice), and every key's emitted running values must arrive in order.
+
+CI runs 25 random jobs; a longer run is one command:
+``SHOAL_RANDOM_JOBS=500 python -m pytest tests/runtime/test_randomized.py``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import Counter, defaultdict
+from pathlib import Path
+from typing import Any
+
+import e2e_flows as flows
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from shoal import run_job
+
+FLOWS = str(Path(flows.__file__).resolve())
+# How many random jobs the in-loop test runs: 25 in CI; raise it for a soak run.
+RANDOM_JOBS = int(os.environ.get("SHOAL_RANDOM_JOBS", "25"))
+
+shapes = st.fixed_dictionaries(
+    {
+        "seed": st.integers(0, 2**32 - 1),
+        "n": st.integers(0, 3000),
+        "vocabulary": st.integers(1, 300),
+        "splits": st.integers(1, 5),
+        "key_groups": st.sampled_from([1, 2, 7, 16, 128]),
+        "op": st.sampled_from(["process", "count", "reduce"]),
+    }
+)
+
+
+def check_against_oracle(params: dict[str, Any], result: Any) -> None:
+    records = flows.random_words(params["seed"], params["n"], params["vocabulary"])
+    totals: Counter[str] = Counter()
+    counts: Counter[str] = Counter()
+    seen: dict[str, list[int]] = defaultdict(list)
+    for record in records:
+        totals[record["word"]] += record["n"]
+        counts[record["word"]] += 1
+        seen[record["word"]].append(record["n"])
+    assert result.records_in == result.records_out == len(records)
+    assert result.dead_letters == 0
+    items = result.sink.items
+    by_key: dict[str, list[Any]] = defaultdict(list)
+    for key, value in items:
+        by_key[key].append(value)
+    if params["op"] == "process":
+        assert result.read_state("per_word", "total") == dict(totals)
+        # A word's records come from several splits, whose interleaving is not fixed: compare
+        # the multiset of values each key's ListState holds.
+        stored = result.read_state("per_word", "seen")
+        assert {k: sorted(v) for k, v in stored.items()} == {k: sorted(v) for k, v in seen.items()}
+        for key, running in by_key.items():  # running sums only grow (n >= 0) and end at the total
+            assert running == sorted(running)
+            assert running[-1] == totals[key]
+    elif params["op"] == "count":
+        assert result.read_state("per_word", "value") == dict(counts)
+        for key, running in by_key.items():
+            assert running == list(range(1, counts[key] + 1))  # per-key order, no gaps, no repeats
+    else:
+        state = result.read_state("per_word", "value")
+        assert {k: v["n"] for k, v in state.items()} == dict(totals)
+        for key, running in by_key.items():
+            assert [v["n"] for v in running] == sorted(v["n"] for v in running)
+            assert running[-1]["n"] == totals[key]
+
+
+@pytest.mark.asyncio
+@settings(
+    max_examples=RANDOM_JOBS,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+@given(shapes, st.integers(1, 600), st.integers(1, 8))
+async def test_random_jobs_in_one_loop_equal_the_oracle(
+    tmp_path_factory: pytest.TempPathFactory, params: dict[str, Any], batch: int, mailbox: int
+) -> None:
+    flow = flows.randomized(**params)
+    state_dir = tmp_path_factory.mktemp("state")
+    result = await run_job(flow, state_dir=state_dir, batch_size=batch, mailbox_size=mailbox)
+    check_against_oracle(params, result)
+
+
+@pytest.mark.processes
+@pytest.mark.asyncio
+@pytest.mark.parametrize("seed", [1, 2, 3])
+async def test_random_jobs_across_worker_processes_equal_the_oracle(
+    tmp_path: Path, seed: int
+) -> None:
+    import random
+
+    rng = random.Random(seed)
+    params = {
+        "seed": seed,
+        "n": rng.randrange(2000, 6000),
+        "vocabulary": rng.randrange(1, 400),
+        "splits": rng.randrange(1, 6),
+        "key_groups": rng.choice([3, 16, 128]),
+        "op": rng.choice(["process", "count", "reduce"]),
+    }
+    workers = rng.randrange(2, 4)
+    result = await run_job(
+        f"{FLOWS}:randomized",
+        params=params,
+        workers=workers,
+        state_dir=tmp_path,
+        batch_size=rng.randrange(16, 700),
+        mailbox_size=rng.randrange(1, 9),
+    )
+    check_against_oracle(params, result)
