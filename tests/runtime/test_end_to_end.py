@@ -270,3 +270,50 @@ async def test_a_stop_set_before_the_job_starts_still_stops_it(tmp_path: Path) -
     with anyio.fail_after(30):
         result = await run_job(flow, state_dir=tmp_path, batch_size=50, stop=stop)
     assert result.records_in == result.records_out
+
+
+@pytest.mark.asyncio
+async def test_a_blocked_sink_stops_the_source_backpressure_never_drops(tmp_path: Path) -> None:
+    pulled = 0
+    total = 1_000_000
+
+    def numbers() -> Any:
+        nonlocal pulled
+        for i in range(total):
+            pulled += 1
+            yield i
+
+    gate = anyio.Event()
+    written: list[Any] = []
+
+    async def slow_sink(batch: list[Any]) -> None:
+        await gate.wait()
+        written.extend(batch)
+
+    flow = Flow("blocked", num_key_groups=4)
+    (
+        flow.source(IterableSource(numbers()))
+        .key_by(lambda n: n % 4)
+        .count()
+        .sink(CallbackSink(slow_sink, batch=True))
+    )
+    batch, mailbox = 100, 2
+    async with anyio.create_task_group() as tg:
+        results: list[Any] = []
+
+        async def run() -> None:
+            results.append(
+                await run_job(flow, state_dir=tmp_path, batch_size=batch, mailbox_size=mailbox)
+            )
+
+        tg.start_soon(run)
+        await anyio.wait_all_tasks_blocked()
+        # Everything waits on the sink: the source has read only what the bounded mailboxes
+        # (4 key groups, 2 batches each, plus the batches in hand) can hold.
+        assert 0 < pulled <= batch * (4 * (mailbox + 2) + 2), pulled
+        blocked_at = pulled
+        await anyio.wait_all_tasks_blocked()
+        assert pulled == blocked_at  # still blocked: nothing more was read
+        gate.set()
+    (result,) = results
+    assert result.records_in == result.records_out == len(written) == total
