@@ -8,7 +8,6 @@ and only when the user asks for a port).
 
 from __future__ import annotations
 
-import random
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -18,10 +17,6 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Summa
 from prometheus_client.registry import Collector, CollectorRegistry
 
 __all__ = ("JobCollector", "WorkerMetrics", "serve_metrics")
-
-# Sample one state access in this many records for the latency summary: timing every access would
-# cost more than the access itself (~0.1 µs).
-_LATENCY_SAMPLE_EVERY = 1024
 
 
 @dataclass(slots=True)
@@ -39,12 +34,11 @@ class WorkerMetrics:
     flushes: int = 0
     flushed_entries: int = 0
     flush_seconds: float = 0.0
-    # sampled per-record state access latency (seconds): count and sum
+    # sampled state reads (see KeyGroupActor): how many, and their total seconds
     access_samples: int = 0
     access_seconds: float = 0.0
     # process CPU seconds when the sources started (so a report can say CPU spent on the job)
     cpu_at_start: float = 0.0
-    _rng: random.Random = field(default_factory=lambda: random.Random(0))
 
     def observe_operator(
         self, operator: str, records_in: int, records_out: int, seconds: float
@@ -55,11 +49,11 @@ class WorkerMetrics:
         counts[0] += records_in
         counts[1] += records_out
         counts[2] += seconds
-        # The batch's time per record is the state access plus the user function: a sampled,
-        # upper-bound estimate of the per-record state access latency.
-        if records_in and self._rng.random() * _LATENCY_SAMPLE_EVERY < records_in:
-            self.access_samples += 1
-            self.access_seconds += seconds / records_in
+
+    def observe_state_access(self, seconds: float) -> None:
+        """One sampled state read (through the store: cache, unflushed overlay, then LMDB)."""
+        self.access_samples += 1
+        self.access_seconds += seconds
 
     def observe_flush(self, entries: int, seconds: float) -> None:
         self.flushes += 1
@@ -123,7 +117,7 @@ class JobCollector(Collector):
         )
         access = SummaryMetricFamily(
             "shoal_state_access_seconds",
-            "Sampled per-record state access + user function latency",
+            "Sampled state reads through the store (cache, then LMDB)",
             labels=labels,
         )
         flush = SummaryMetricFamily(

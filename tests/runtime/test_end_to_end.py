@@ -48,6 +48,9 @@ async def test_keyed_state_equals_the_oracle_in_one_loop(tmp_path: Path, backend
     assert result.read_state("per_user", "total") == dict(total)
     items = result.sink.items  # type: ignore[attr-defined]
     assert final_counts(items) == dict(n)
+    (report,) = result.reports
+    assert report["access_samples"] > 0  # sampled state reads feed the latency metric
+    assert 0 < report["access_seconds"] / report["access_samples"] < 0.1
     # per-key order: every key's running counts arrive as 1, 2, 3, ...
     seen: Counter[int] = Counter()
     for user, count in items:
