@@ -131,6 +131,32 @@ class Worker:
         """
         return await self._spawn(factory, name, mailbox_size, policy, None, None)
 
+    @asynccontextmanager
+    async def open_actor(
+        self,
+        factory: Callable[[], Actor],
+        *,
+        name: str,
+        mailbox_size: int = 64,
+        policy: SupervisionPolicy = SupervisionPolicy(),  # noqa: B008 - frozen, shared safely
+    ) -> AsyncIterator[Ref]:
+        """An actor as an async context manager: started on entry, stopped on exit.
+
+        ``async with worker.open_actor(Counter, name="counter") as ref:`` enters once
+        ``on_start`` has returned, and leaving the block stops the actor after it has handled
+        what is already in its mailbox (``on_stop`` runs; later asks get ActorStoppedError),
+        also when the block raises or is cancelled. An actor that stopped, failed or migrated
+        away before the block ends is left as it is. Takes the arguments of :meth:`spawn`.
+        """
+        ref = await self.spawn(factory, name=name, mailbox_size=mailbox_size, policy=policy)
+        cell = self._cells[name]
+        try:
+            yield ref
+        finally:
+            if self._cells.get(name) is cell and not cell.migrated:
+                with anyio.CancelScope(shield=True):
+                    await self.stop_actor(name)
+
     async def _spawn(
         self,
         factory: Callable[[], Actor],

@@ -378,3 +378,54 @@ async def test_senders_waiting_on_a_stopping_actor_are_answered() -> None:
         # letter), the ask got the error.
         assert sorted(outcome) == ["actor 'r' has stopped", "told"]
         assert worker.statistics().dead_letters == 1
+
+
+@pytest.mark.asyncio
+async def test_an_actor_is_an_async_context_manager() -> None:
+    instances: list[Recorder] = []
+
+    def make() -> Recorder:
+        instances.append(Recorder())
+        return instances[-1]
+
+    async with open_worker(0) as worker:
+        async with worker.open_actor(make, name="r", mailbox_size=4) as ref:
+            for i in range(10):
+                await ref.tell(i)
+            (actor,) = instances
+            assert not actor.stopped
+        # leaving the block handled what was queued, then stopped the actor
+        assert actor.log == list(range(10))
+        assert actor.stopped
+        with pytest.raises(ActorStoppedError):
+            await ref.ask("log")
+        # the name is free again
+        async with worker.open_actor(Recorder, name="r") as again:
+            assert await again.ask("log") == []
+
+
+@pytest.mark.asyncio
+async def test_leaving_an_actor_block_by_an_error_still_stops_it() -> None:
+    async with open_worker(0) as worker:
+        refs: list[Any] = []
+
+        async def use_then_fail() -> None:
+            async with worker.open_actor(Recorder, name="r") as ref:
+                refs.append(ref)
+                await ref.tell("x")
+                raise KeyError("oops")
+
+        with pytest.raises(KeyError, match="oops"):
+            await use_then_fail()
+        (ref,) = refs
+        with pytest.raises(ActorStoppedError):
+            await ref.ask("log")
+
+
+@pytest.mark.asyncio
+async def test_an_actor_stopped_inside_its_block_is_left_alone() -> None:
+    async with open_worker(0) as worker:
+        async with worker.open_actor(Recorder, name="r"):
+            await worker.stop_actor("r")
+        async with worker.open_actor(Recorder, name="r") as ref:
+            assert await ref.ask("log") == []
