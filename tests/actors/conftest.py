@@ -1,28 +1,13 @@
-"""Every async actor test runs on the stock asyncio loop and on uvloop."""
+"""Fixtures of the actor kernel's tests (the loops every async test runs on: tests/conftest.py)."""
 
 from __future__ import annotations
 
-import asyncio
 import shutil
 import tempfile
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
-
-def pytest_asyncio_loop_factories(
-    config: pytest.Config, item: pytest.Item
-) -> Mapping[str, Callable[[], asyncio.AbstractEventLoop]]:
-    factories: dict[str, Callable[[], asyncio.AbstractEventLoop]] = {
-        "asyncio": asyncio.new_event_loop
-    }
-    try:
-        import uvloop
-    except ImportError:  # pragma: no cover - uvloop is a dependency where it builds
-        return factories
-    factories["uvloop"] = uvloop.new_event_loop
-    return factories
 
 
 @pytest.fixture
