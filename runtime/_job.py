@@ -20,10 +20,10 @@ from typing import Any
 import anyio
 import structlog
 from shoal.actors import ActorFailedError, PeerLostError, open_worker, open_worker_process
-from shoal.storage import LmdbBackend, MemoryBackend, StateBackend
+from shoal.storage import KeyGroupStatistics, LmdbBackend, MemoryBackend, StateBackend
 
 from ._boot import register_runtime_messages
-from ._dataflow import Flow
+from ._dataflow import Flow, KeyedOp
 from ._exceptions import JobError, WorkerLostError
 from ._loader import load_flow, normalize_ref
 from ._logging import configure_logging
@@ -105,17 +105,29 @@ class JobResult:
     def dead_letter_records(self) -> list[DeadLetter]:
         return list(self.dead_letter_sink.letters)
 
-    def read_state(self, operator: str, state: str) -> dict[Any, Any]:
-        """Every key's committed value of ``state`` of keyed ``operator``, over all key groups."""
+    def _operator(self, operator: str) -> KeyedOp:
         ops = {op.name: op for op in self.plan.flow.keyed_operators()}
         if operator not in ops:
             raise KeyError(f"no keyed operator {operator!r}; the flow has {sorted(ops)}")
-        op = ops[operator]
+        return ops[operator]
+
+    def read_state(self, operator: str, state: str) -> dict[Any, Any]:
+        """Every key's committed value of ``state`` of keyed ``operator``, over all key groups."""
+        op = self._operator(operator)
         out: dict[Any, Any] = {}
         for group in range(self.plan.num_key_groups):
             with self.backend.open_store(op.name, group, op.states) as store:
                 out.update(store.items(state))
         return out
+
+    def key_group_statistics(self, operator: str) -> tuple[KeyGroupStatistics, ...]:
+        """Entries and bytes of keyed ``operator``'s state, one record per key group."""
+        op = self._operator(operator)
+        stats = []
+        for group in range(self.plan.num_key_groups):
+            with self.backend.open_store(op.name, group, op.states) as store:
+                stats.append(store.statistics())
+        return tuple(stats)
 
 
 class _ClosesOnce:

@@ -48,6 +48,10 @@ async def test_keyed_state_equals_the_oracle_in_one_loop(tmp_path: Path, backend
     assert result.read_state("per_user", "total") == dict(total)
     items = result.sink.items  # type: ignore[attr-defined]
     assert final_counts(items) == dict(n)
+    stats = result.key_group_statistics("per_user")
+    assert [s.key_group for s in stats] == list(range(16))
+    assert sum(s.entries for s in stats) == 2 * len(n)  # two states per user
+    assert all(s.bytes > 0 for s in stats) or backend == "memory"
     (report,) = result.reports
     assert report["access_samples"] > 0  # sampled state reads feed the latency metric
     assert 0 < report["access_seconds"] / report["access_samples"] < 0.1
