@@ -36,8 +36,6 @@ class JobSupervisor(Actor):
         self.dead_sink = dead_sink
         self.done: set[str] = set()
         self.finished = anyio.Event()
-        self.gathered_out = 0
-        self.gathered_dead = 0
 
     async def receive(self, message: Any) -> Any:
         kind = type(message)
@@ -46,11 +44,9 @@ class JobSupervisor(Actor):
                 assert self.sink is not None, (
                     "a worker gathered sink items for a non-gathering sink"
                 )
-                self.gathered_out += len(message.items)
                 await self.sink.write_batch(message.items)
             else:
                 letters = [DeadLetter.from_json(item) for item in message.items]
-                self.gathered_dead += len(letters)
                 await self.dead_sink.write_batch(letters)
         elif kind is Drained:
             self.done.add(message.actor)
