@@ -67,7 +67,7 @@ class Ref:
             except ClosedResourceError:
                 await self._retarget(mailbox, message)
             return
-        await self._worker._send_remote(self.name, message, wait=True)
+        await self._worker._send_remote(self.name, message)
 
     def tell_nowait(self, message: Any) -> None:
         """Send ``message`` if that needs no waiting.

@@ -353,12 +353,16 @@ class Worker:
             )
         return self._link(worker_id)
 
-    async def _send_remote(self, name: str, message: Any, *, wait: bool) -> None:
+    def _found_here(self, name: str, cell: Cell) -> Ref:
+        """The actor a ref thought remote is here after all (spawned or migrated in): retarget."""
+        ref = self.ref(name)
+        ref._mailbox = cell.mailbox
+        return ref
+
+    async def _send_remote(self, name: str, message: Any) -> None:
         target = self._route(name)
         if isinstance(target, Cell):
-            ref = self.ref(name)
-            ref._mailbox = target.mailbox
-            await ref.tell(message)
+            await self._found_here(name, target).tell(message)
             return
         self.messages_out += 1
         await target.tell(name, message)
@@ -366,9 +370,7 @@ class Worker:
     def _send_remote_nowait(self, name: str, message: Any) -> None:
         target = self._route(name)
         if isinstance(target, Cell):
-            ref = self.ref(name)
-            ref._mailbox = target.mailbox
-            ref.tell_nowait(message)
+            self._found_here(name, target).tell_nowait(message)
             return
         self.messages_out += 1
         target.tell_nowait(name, message)
@@ -376,9 +378,7 @@ class Worker:
     async def _ask_remote(self, name: str, ask: Ask) -> None:
         target = self._route(name)
         if isinstance(target, Cell):
-            ref = self.ref(name)
-            ref._mailbox = target.mailbox
-            await ref._ask(ask)
+            await self._found_here(name, target)._ask(ask)
             return
         self.messages_out += 1
         await target.ask(name, ask)
