@@ -12,12 +12,14 @@ from ._loader import load_flow
 from ._logging import configure_logging
 from ._messages import (
     Broadcast,
+    Credit,
     Data,
     Drained,
     EndOfStream,
     Finish,
     Gathered,
     Pull,
+    ReturnCredits,
     Shipment,
     StartSources,
     StopSources,
@@ -34,6 +36,8 @@ _MESSAGES = (
     (Data, "shoal.Data"),
     (Shipment, "shoal.Shipment"),
     (Broadcast, "shoal.Broadcast"),
+    (Credit, "shoal.Credit"),
+    (ReturnCredits, "shoal.ReturnCredits"),
     (EndOfStream, "shoal.EndOfStream"),
     (Gathered, "shoal.Gathered"),
     (Drained, "shoal.Drained"),

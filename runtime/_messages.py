@@ -21,12 +21,14 @@ from ._columns import (
 
 __all__ = (
     "Broadcast",
+    "Credit",
     "Data",
     "EndOfStream",
     "Finish",
     "Gathered",
     "Drained",
     "Pull",
+    "ReturnCredits",
     "Shipment",
     "StartSources",
     "StopSources",
@@ -72,9 +74,10 @@ class Shipment:
     One shipment per (source batch, destination worker) instead of one message per key group:
     the columns of all the destination's groups are concatenated in ``groups`` order, and
     ``counts`` says how many records each group has. The receiving worker's exchange actor slices
-    them back into one :class:`Data` per key group.
+    them back into one :class:`Data` per key group, and hands ``sender`` a :class:`Credit`.
     """
 
+    sender: int
     stage: int
     channel: str
     split: str
@@ -86,6 +89,7 @@ class Shipment:
 
     def to_wire(self) -> list[Any]:
         return [
+            self.sender,
             self.stage,
             self.channel,
             self.split,
@@ -98,8 +102,9 @@ class Shipment:
 
     @classmethod
     def from_wire(cls, data: list[Any]) -> Shipment:
-        stage, channel, split, groups, counts, keys, values, offsets = data
+        sender, stage, channel, split, groups, counts, keys, values, offsets = data
         return cls(
+            sender,
             stage,
             channel,
             split,
@@ -115,12 +120,32 @@ class Shipment:
 class Broadcast:
     """A control message for several key groups of one stage on the receiving worker.
 
-    Travels through the same exchange as :class:`Shipment`, so it never overtakes data.
+    Travels through the same exchange as :class:`Shipment`, so it never overtakes data, and
+    takes a credit like one.
     """
 
+    sender: int
     stage: int
     groups: list[int]
     message: Any
+
+
+@dataclass(frozen=True, slots=True)
+class Credit:
+    """Exchange -> sending worker: ``count`` more messages of ``stage`` may be sent to ``worker``.
+
+    Sent once the exchange has delivered that many of the sender's :class:`Shipment` or
+    :class:`Broadcast` messages into its key groups' mailboxes (see ``_credits.py``).
+    """
+
+    stage: int
+    worker: int
+    count: int
+
+
+@dataclass(frozen=True, slots=True)
+class ReturnCredits:
+    """An exchange's idle continuation: hand back the credits it has collected."""
 
 
 @dataclass(frozen=True, slots=True)

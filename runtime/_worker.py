@@ -17,18 +17,21 @@ from typing import Any
 
 import anyio
 import structlog
-from shoal.actors import Actor, Ref, Worker
+from shoal.actors import Actor, PeerLostError, Ref, Worker
 from shoal.storage import KeyGroupStore, StateBackend
 
+from ._credits import DEFAULT_WINDOW, Credits, exchange_mailbox_size
 from ._keys import KeyGroupRouter
 from ._messages import (
     Broadcast,
+    Credit,
     Data,
     Drained,
     EndOfStream,
     Finish,
     Gathered,
     Pull,
+    ReturnCredits,
     Shipment,
     StartSources,
     StopSources,
@@ -67,8 +70,14 @@ def source_actor_name(split: str) -> str:
     return f"src:{split}"
 
 
-def exchange_name(worker: int) -> str:
-    return f"xchg:{worker}"
+def exchange_name(worker: int, stage: int) -> str:
+    """The exchange of keyed ``stage`` on ``worker``: one per stage, so stages never share one
+    queue (see ``_credits.py``)."""
+    return f"xchg:{worker}:{stage}"
+
+
+def flow_control_name(worker: int) -> str:
+    return f"credits:{worker}"
 
 
 @dataclass(slots=True)
@@ -87,7 +96,9 @@ class WorkerEnv:
     mailbox_size: int
     sink: SinkPartition | None = None  # None: sink items are gathered by the driver
     dead_sink: SinkPartition | None = None  # None: dead letters are gathered by the driver
+    credit_window: int = DEFAULT_WINDOW
     dead: DeadLetters = field(init=False)
+    credits: Credits = field(init=False)
     metrics: WorkerMetrics = field(init=False)
     router: KeyGroupRouter = field(init=False)
     _targets: dict[int, list[Ref]] = field(init=False, default_factory=dict)
@@ -99,6 +110,11 @@ class WorkerEnv:
         self.dead = DeadLetters(self.index)
         self.metrics = WorkerMetrics(self.index)
         self.router = KeyGroupRouter(self.plan.num_key_groups)
+        self.credits = Credits(self.credit_window, wait_lost=self._wait_lost)
+
+    async def _wait_lost(self, worker: int) -> BaseException:
+        await self.kernel.wait_peer_lost(worker)
+        return PeerLostError(f"worker {worker} was lost while worker {self.index} sent to it")
 
     def targets(self, stage: int) -> list[Ref]:
         """Refs of every key-group actor of ``stage``, indexed by key group (cached)."""
@@ -185,13 +201,15 @@ class WorkerEnv:
                     values += group_values
                     offsets += group_offsets
                     counts.append(len(group_keys))
-            await self.exchange(worker).tell(
-                Shipment(stage, channel, split, groups, counts, keys, values, offsets)
+            await self.credits.acquire(stage, worker)
+            await self.exchange(worker, stage).tell(
+                Shipment(here, stage, channel, split, groups, counts, keys, values, offsets)
             )
 
-    def exchange(self, worker: int) -> Ref:
-        """The exchange actor of ``worker``: the one door for data and control into it."""
-        return self.kernel.ref(exchange_name(worker))
+    def exchange(self, worker: int, stage: int) -> Ref:
+        """``worker``'s exchange for keyed ``stage``: the door for that stage's records and
+        control from other workers."""
+        return self.kernel.ref(exchange_name(worker, stage))
 
     async def broadcast(self, stage: int, message: Any) -> None:
         """Send ``message`` to every key-group actor of ``stage``, behind all data already sent."""
@@ -203,7 +221,8 @@ class WorkerEnv:
             else:
                 remote.setdefault(worker, []).append(group)
         for worker, groups in remote.items():
-            await self.exchange(worker).tell(Broadcast(stage, groups, message))
+            await self.credits.acquire(stage, worker)
+            await self.exchange(worker, stage).tell(Broadcast(self.index, stage, groups, message))
 
     async def ship_dead_letters(self) -> None:
         letters = self.dead.take()
@@ -387,15 +406,20 @@ class KeyGroupActor(Actor):
 
 
 class ExchangeActor(Actor):
-    """A worker's door for records and control from other workers.
+    """A worker's door for one keyed stage's records and control from other workers.
 
     Slices each :class:`Shipment` into one :class:`Data` per key group and fans
     :class:`Broadcast` control messages out, in arrival order: per sending worker, data and
-    control reach each key-group actor in the order they were sent.
+    control reach each key-group actor in the order they were sent. Each message delivered
+    earns its sender a credit back (``_credits.py``); credits are returned in bulk when the
+    mailbox runs empty, or every half window, whichever comes first.
     """
 
-    def __init__(self, env: WorkerEnv) -> None:
+    def __init__(self, env: WorkerEnv, stage: int) -> None:
         self.env = env
+        self.stage = stage
+        self.owed: dict[int, int] = {}
+        self.return_at = max(1, env.credit_window // 2)
 
     async def receive(self, message: Any) -> Any:
         kind = type(message)
@@ -410,12 +434,45 @@ class ExchangeActor(Actor):
                     Data(channel, split, keys[start:end], values[start:end], offsets[start:end])
                 )
                 start = end
+            await self._owe(message.sender)
         elif kind is Broadcast:
             targets = self.env.targets(message.stage)
             for group in message.groups:
                 await targets[group].tell(message.message)
+            await self._owe(message.sender)
+        elif kind is ReturnCredits:
+            await self._return_credits()
         else:
             raise TypeError(f"exchange actor got an unexpected message {message!r}")
+        return None
+
+    async def _owe(self, sender: int) -> None:
+        owed = self.owed.get(sender, 0) + 1
+        self.owed[sender] = owed
+        if owed >= self.return_at:
+            await self._return_credits()
+        else:
+            self.continue_with(ReturnCredits())
+
+    async def _return_credits(self) -> None:
+        owed, self.owed = self.owed, {}
+        env = self.env
+        for sender, count in owed.items():
+            await env.kernel.ref(flow_control_name(sender)).tell(
+                Credit(self.stage, env.index, count)
+            )
+
+
+class FlowControlActor(Actor):
+    """Takes the credits other workers' exchanges hand back to this worker's senders."""
+
+    def __init__(self, env: WorkerEnv) -> None:
+        self.env = env
+
+    async def receive(self, message: Any) -> Any:
+        if type(message) is not Credit:
+            raise TypeError(f"flow-control actor got an unexpected message {message!r}")
+        self.env.credits.grant(message.stage, message.worker, message.count)
         return None
 
 
@@ -462,7 +519,9 @@ def place_directory(
             directory.place(actor_name(stage.name, group), owner)
     for worker in range(workers):
         directory.place(controller_name(worker), worker)
-        directory.place(exchange_name(worker), worker)
+        directory.place(flow_control_name(worker), worker)
+        for stage in plan.keyed_stages:
+            directory.place(exchange_name(worker, stage.index), worker)
     directory.place(JOB_ACTOR, driver)
 
 
@@ -477,8 +536,19 @@ async def start_worker(env: WorkerEnv) -> None:
                 mailbox_size=env.mailbox_size,
             )
     if env.workers > 1:
+        # Room for every credit granted (so the socket reader never waits on an exchange) and
+        # for the credit messages coming back (a handful per peer and stage at a time).
+        room = exchange_mailbox_size(env.credit_window, env.workers)
+        for stage in env.plan.keyed_stages:
+            await kernel.spawn(
+                partial(ExchangeActor, env, stage.index),
+                name=exchange_name(env.index, stage.index),
+                mailbox_size=room,
+            )
         await kernel.spawn(
-            lambda: ExchangeActor(env), name=exchange_name(env.index), mailbox_size=env.mailbox_size
+            partial(FlowControlActor, env),
+            name=flow_control_name(env.index),
+            mailbox_size=room * len(env.plan.keyed_stages),
         )
     await kernel.spawn(lambda: WorkerController(env), name=controller_name(env.index))
     structlog.get_logger("shoal.worker").info(
