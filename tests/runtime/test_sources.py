@@ -13,6 +13,7 @@ from unittest import mock
 
 import anyio
 import pytest
+import source_flows
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from shoal.runtime import _jsonl
@@ -25,6 +26,10 @@ from shoal.runtime._sources import (
     SourceError,
     SplitReader,
 )
+
+from shoal import CollectingSink, Flow, run_job
+
+SOURCE_FLOWS = str(Path(source_flows.__file__).resolve())
 
 Read = tuple[list[tuple[int, Any]], list[SourceError]]
 
@@ -231,6 +236,40 @@ async def test_async_one_shot_iterator_opens_once() -> None:
         source.open_split("aiter:0")
 
 
+async def cancelling(handed: list[int], scope: anyio.CancelScope, at: int) -> AsyncIterator[int]:
+    """Hands out 0..59, awaiting after each; cancels ``scope`` right after handing out ``at``."""
+    for i in range(60):
+        handed.append(i)
+        yield i
+        if i == at:
+            scope.cancel()
+        await anyio.lowlevel.checkpoint()
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("seed", range(8))
+async def test_a_cancelled_async_read_keeps_what_it_took_for_drain(seed: int) -> None:
+    """A read cancelled at any await loses no item: ``drain`` (or the next read) returns it."""
+    rng = random.Random(seed)
+    for _ in range(20):
+        handed: list[int] = []
+        scope = anyio.CancelScope()
+        cancel_at = rng.randint(0, 60)
+
+        reader = AsyncIterableSource(cancelling(handed, scope, cancel_at)).open_split("aiter:0")
+        got: list[int] = []
+        with scope:
+            while (batch := await reader.read_batch(rng.randint(1, 25))) is not None:
+                got += batch.values
+        drained = reader.drain()  # type: ignore[attr-defined]
+        if drained is not None:
+            assert drained.offsets == list(range(len(got), len(got) + len(drained.values)))
+            got += drained.values
+        assert reader.drain() is None  # type: ignore[attr-defined]
+        assert got == handed
+        await reader.aclose()
+
+
 def test_async_iterable_source_argument_errors() -> None:
     with pytest.raises(
         TypeError,
@@ -246,6 +285,9 @@ def test_async_iterable_source_argument_errors() -> None:
         source.open_split("aiter:0")
     with pytest.raises(ValueError, match=r"^AsyncIterableSource: unknown split 'items:0'"):
         source.open_split("items:0")
+    with pytest.raises(TypeError, match=r"^AsyncIterableSource: bounded must be a bool; got str$"):
+        AsyncIterableSource(lambda: agen(1), bounded="no")  # type: ignore[arg-type]
+    assert not AsyncIterableSource(agen(1), bounded=False).bounded
 
 
 # ---------------------------------------------------------------------------------------------
@@ -425,3 +467,93 @@ def test_sources_satisfy_the_protocol(tmp_path: Path) -> None:
         JsonlSource(path),
     ]
     assert all(isinstance(s, Source) for s in sources)
+
+
+# ---------------------------------------------------------------------------------------------
+# the source lifecycle in a job
+
+
+@pytest.mark.asyncio
+async def test_a_source_is_opened_once_per_worker_before_any_read_and_closed_last(
+    tmp_path: Path,
+) -> None:
+    flow = source_flows.lifecycle(splits=3, per_split=100)
+    source = flow.get_source()
+    assert isinstance(source, source_flows.LifecycleSource)
+    result = await run_job(flow, state_dir=tmp_path, backend="memory", batch_size=30)
+    assert result.records_in == 300
+    assert result.read_state("n", "value") == {0: 150, 1: 150}
+    kinds = [event[0] for event in source.events]
+    assert kinds[0] == "construct"
+    assert source.events[1] == ("open", "lifecycle", 0, 1, ["part:0", "part:1", "part:2"])
+    # Every split is opened before the first read (set-up is not job time) ...
+    first_read = kinds.index("read")
+    assert sorted(e[1] for e in source.events[2:first_read]) == ["part:0", "part:1", "part:2"]
+    assert all(e[0] == "open_split" and e[2] is None for e in source.events[2:first_read])
+    # ... each is read and closed once, and the source is closed after its last reader.
+    assert kinds.count("open") == kinds.count("aclose") == 1
+    assert sorted(e[1] for e in source.events if e[0] == "close_split") == [
+        "part:0",
+        "part:1",
+        "part:2",
+    ]
+    assert kinds[-1] == "aclose"
+
+
+@pytest.mark.asyncio
+async def test_an_unbounded_source_needs_a_stop_event(tmp_path: Path) -> None:
+    flow = Flow("live", num_key_groups=4)
+    flow.source(AsyncIterableSource(lambda: agen(3), bounded=False)).key_by(str).count().sink(
+        CollectingSink()
+    )
+    with pytest.raises(
+        ValueError,
+        match=r"^the source of flow 'live' is unbounded \(bounded=False\) and would run forever: "
+        r"pass stop=anyio\.Event\(\) and set it to end the job$",
+    ):
+        await run_job(flow, state_dir=tmp_path)
+    # With a stop event it runs; this iterable happens to end on its own.
+    result = await run_job(flow, state_dir=tmp_path / "2", stop=anyio.Event())
+    assert result.records_in == 3
+
+
+@pytest.mark.asyncio
+async def test_bounded_must_be_a_bool(tmp_path: Path) -> None:
+    source = IterableSource([1, 2])
+    source.bounded = "yes"  # type: ignore[assignment]
+    flow = Flow("odd", num_key_groups=4)
+    flow.source(source).key_by(str).count().sink(CollectingSink())
+    with pytest.raises(
+        TypeError,
+        match=r"^the source of flow 'odd' must have a bool attribute 'bounded' \(True if its "
+        r"splits end on their own\); got 'yes'$",
+    ):
+        await run_job(flow, state_dir=tmp_path)
+
+
+@pytest.mark.processes
+@pytest.mark.asyncio
+async def test_worker_processes_open_the_source_once_each_and_the_driver_never(
+    tmp_path: Path,
+) -> None:
+    log_path = tmp_path / "lifecycle.jsonl"
+    result = await run_job(
+        f"{SOURCE_FLOWS}:lifecycle",
+        params={"splits": 5, "per_split": 200, "log_path": str(log_path)},
+        workers=2,
+        state_dir=tmp_path / "state",
+        batch_size=50,
+    )
+    assert result.records_in == 1000
+    events = [json.loads(line) for line in log_path.read_text().splitlines()]
+    opens = [e for e in events if e[1] == "open"]
+    assert sorted(e[3] for e in opens) == [0, 1]  # one open per worker, told its index ...
+    assert {e[4] for e in opens} == {2}  # ... and the worker count
+    assert sorted(s for e in opens for s in e[5]) == [f"part:{i}" for i in range(5)]
+    assert os.getpid() not in {e[0] for e in opens}
+    # the driver only constructed the source (and asked for its splits)
+    assert {e[1] for e in events if e[0] == os.getpid()} == {"construct"}
+    for pid in {e[0] for e in opens}:
+        kinds = [e[1] for e in events if e[0] == pid]
+        assert kinds.count("open") == kinds.count("aclose") == 1
+        assert kinds[-1] == "aclose"
