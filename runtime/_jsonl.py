@@ -1,11 +1,11 @@
 """JSON-lines files as a source: byte-range splits, decoded a slice of lines at a time.
 
 The reader reads a file chunk (1 MiB) at a time, finds every line start in it with one numpy
-scan, and decodes a whole batch of lines with one ``map`` of msgspec's decoder (no Python call
-per line). A batch in which some line does not decode (bad JSON, bad UTF-8, a blank line) is
-decoded again line by line, so good lines are kept and each bad one becomes a
-:class:`SourceError` carrying its exact byte offset. See docs/architecture.md for the choice of
-msgspec and the measurements.
+scan, and decodes a whole batch of lines with one ``list.extend(map(decode, lines))`` (no Python
+bytecode per line). When a line does not decode (bad JSON, bad UTF-8, a blank line), the values
+decoded before it are kept, the line becomes a :class:`SourceError` carrying its exact byte
+offset (a blank line is skipped), and decoding resumes after it: no line is decoded twice.
+See docs/architecture.md for the choice of msgspec and the measurements.
 """
 
 from __future__ import annotations
@@ -230,57 +230,42 @@ class _JsonlReader:
         values: list[Any] = []
         offsets: list[int] = []
         errors: list[SourceError] = []
-        n = 0
+        n = 0  # records and errors in this batch (blank lines are neither)
         while n < max_records:
-            i = self._i
-            if i >= len(self._lines) and not self._fill():
+            if self._i >= len(self._lines) and not self._fill():
                 break
-            i, lines = self._i, self._lines
+            i, lines, starts = self._i, self._lines, self._starts
             j = min(len(lines), i + max_records - n)
             self._i = j
-            try:
-                # One C-level pass over the slice; any bad (or blank) line sends the whole
-                # slice down the careful path below.
-                decoded = list(map(_DECODE, lines[i:j]))
-            except _DECODE_ERRORS:
-                n += self._decode_each(i, j, values, offsets, errors)
-            else:
-                values += decoded
-                offsets += self._starts[i:j]
-                n += j - i
+            while i < j:
+                decoded = len(values)
+                try:
+                    # One C-level pass over the slice. When a line fails, list.extend has
+                    # kept the values before it, so their count locates the bad line and
+                    # nothing is decoded twice.
+                    values.extend(map(_DECODE, lines[i:j]))
+                except _DECODE_ERRORS as exc:
+                    bad = i + len(values) - decoded
+                    offsets += starts[i:bad]
+                    n += bad - i
+                    line = lines[bad]
+                    if line.strip():  # a blank line is no record and no error
+                        raw = line[:-1] if line.endswith(b"\r") else line
+                        error = f"{type(exc).__name__}: {exc}"
+                        errors.append(
+                            SourceError(starts[bad], raw.decode("utf-8", "replace"), error)
+                        )
+                        n += 1
+                    i = bad + 1
+                else:
+                    offsets += starts[i:j]
+                    n += j - i
+                    i = j
         if not values and not errors:
             await self.aclose()
             return None
         position = self._starts[self._i] if self._i < len(self._lines) else self._next
         return SourceBatch(values, offsets, position, errors)
-
-    def _decode_each(
-        self,
-        i: int,
-        j: int,
-        values: list[Any],
-        offsets: list[int],
-        errors: list[SourceError],
-    ) -> int:
-        """Decode lines ``[i, j)`` one by one; return how many were records or errors."""
-        count = 0
-        for line, start in zip(self._lines[i:j], self._starts[i:j], strict=True):
-            try:
-                value = _DECODE(line)
-            except _DECODE_ERRORS as exc:
-                if not line.strip():
-                    continue  # a blank line is no record
-                raw = line[:-1] if line.endswith(b"\r") else line
-                errors.append(
-                    SourceError(
-                        start, raw.decode("utf-8", "replace"), f"{type(exc).__name__}: {exc}"
-                    )
-                )
-            else:
-                values.append(value)
-                offsets.append(start)
-            count += 1
-        return count
 
     async def aclose(self) -> None:
         f, self._file = self._file, None
