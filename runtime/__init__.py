@@ -17,6 +17,7 @@ from ._exceptions import WorkerLostError as WorkerLostError
 from ._job import JobResult as JobResult
 from ._job import Progress as Progress
 from ._job import run_job as run_job
+from ._jsonl import JsonlSource as JsonlSource
 from ._keys import DEFAULT_KEY_GROUPS as DEFAULT_KEY_GROUPS
 from ._keys import key_group_of as key_group_of
 from ._keys import key_hash as key_hash
@@ -37,9 +38,9 @@ from ._sinks import Sink as Sink
 from ._sinks import SinkPartition as SinkPartition
 from ._sources import AsyncIterableSource as AsyncIterableSource
 from ._sources import IterableSource as IterableSource
-from ._sources import JsonlSource as JsonlSource
 from ._sources import Source as Source
 from ._sources import SourceBatch as SourceBatch
+from ._sources import SourceContext as SourceContext
 from ._sources import SourceError as SourceError
 from ._sources import SplitReader as SplitReader
 
@@ -61,6 +62,7 @@ __all__ = (
     "Source",
     "SplitReader",
     "SourceBatch",
+    "SourceContext",
     "SourceError",
     "IterableSource",
     "AsyncIterableSource",

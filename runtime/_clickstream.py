@@ -279,15 +279,16 @@ class _ClickstreamReader:
             else:
                 values = list(part)
             p = base + b
-        self._pos = stop
         if rate is not None:
             now = anyio.current_time()
             if self._t0 is None:
                 self._t0 = now
-            self._emitted += stop - pos
-            delay = self._t0 + self._emitted / rate - now
+            delay = self._t0 + (self._emitted + stop - pos) / rate - now
             if delay > 0:
+                # Cancel-safe: a stop during the wait finds the reader not yet advanced.
                 await anyio.sleep(delay)
+            self._emitted += stop - pos
+        self._pos = stop
         return SourceBatch(values, list(range(pos, stop)), stop)
 
     async def aclose(self) -> None:

@@ -30,6 +30,7 @@ from ._logging import configure_logging
 from ._messages import Finish, StartSources, StopSources
 from ._plan import Plan, actor_name, compile_plan, place_key_groups, place_splits
 from ._sinks import DeadLetter, DeadLetterSink, Sink, SinkPartition
+from ._sources import check_bounded
 from ._supervisor import JobSupervisor
 from ._worker import (
     JOB_ACTOR,
@@ -187,6 +188,8 @@ async def run_job(
 ) -> JobResult:
     """Run ``flow`` until its bounded source is exhausted and every record is processed.
 
+    A source with ``bounded = False`` runs until ``stop`` is set, and is refused without it.
+
     Args:
         flow: a :class:`Flow` (one worker, this event loop), or a reference
             ``"path/to/file.py:name"`` / ``"package.module:name"`` to a Flow, a scenario, or a
@@ -210,7 +213,8 @@ async def run_job(
             result).
 
     Raises:
-        ValueError / TypeError: bad arguments, named in the message.
+        ValueError / TypeError: bad arguments, named in the message; an unbounded source
+            without ``stop``.
         WorkerLostError: a worker process died while the job ran.
         JobError: the engine failed (for example a sink raised); the cause is chained.
     """
@@ -239,6 +243,7 @@ async def run_job(
     else:
         raise TypeError(f"flow must be a Flow or a reference string; got {type(flow).__name__}")
     plan = compile_plan(built)
+    check_bounded(built.get_source(), has_stop=stop is not None, flow=built.name)
     directory = (
         Path(state_dir) if state_dir is not None else Path(tempfile.mkdtemp(prefix="shoal-state-"))
     )

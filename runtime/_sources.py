@@ -5,7 +5,36 @@ generator). The engine distributes splits over workers; each split is read by on
 :class:`SplitReader` that hands out :class:`SourceBatch` es. Every batch carries the position
 *after* it, so a checkpoint can record it and a restore can reopen the split exactly there.
 
-Guarantees shared by every source in this module:
+The lifecycle of a source (see docs/guides/sources.md, "Writing a source"):
+
+1. **Construction and** :meth:`Source.splits` run in *every* process that builds the flow: the
+   driver (which only needs the split ids) and each worker process (which rebuilds the flow from
+   its reference; nothing is pickled). Both must be cheap and open nothing: no connection, no
+   file handle, no thread.
+2. ``await source.open(context)`` (optional) runs **once per worker** that was given at least one
+   split, when the worker starts and before the job's clock starts. The
+   :class:`SourceContext` names the worker's index, the worker count and the worker's splits.
+   Connections, clients and file handles shared by a worker's splits are opened here.
+3. ``source.open_split(split, position)`` runs on that worker for each of its splits (also
+   before the clock starts, for the splits a worker gets when it starts); it returns a
+   :class:`SplitReader`. ``position`` is ``None`` (the split's start) or a position a
+   :class:`SourceBatch` carried, when a restore rewinds the split.
+4. ``await reader.read_batch(n)`` until it returns ``None`` (the split ended) or the job stops;
+   then ``await reader.aclose()``.
+5. ``await source.aclose()`` (optional) runs once per worker that ran ``open``, after every
+   reader of the worker was closed, also when the job fails or is cancelled.
+
+``bounded`` says whether every split ends on its own. :func:`~shoal.runtime.run_job` runs a
+bounded source until every split has ended; it refuses an unbounded one (``bounded = False``)
+unless it is given a ``stop`` event, which is then the only way the job ends with a result.
+
+Stopping is cancel-safe: when a job stops, a ``read_batch`` waiting for data is cancelled, and
+the engine then calls the reader's optional ``drain()`` once and processes what it returns. A
+reader that awaits after taking records from its origin keeps them on itself (not in locals)
+and hands them out from the next ``read_batch`` or from ``drain``: every record a source handed
+out before a stop is processed.
+
+Guarantees shared by every source in this package:
 
 * split ids are stable: they depend on the source's arguments, never on the number of workers;
 * reading every split to the end, in any order, with any batch sizes, and with any number of
@@ -16,7 +45,6 @@ Guarantees shared by every source in this module:
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -25,12 +53,14 @@ from typing import Any, Protocol, TypeAlias, runtime_checkable
 
 __all__ = (
     "SourceBatch",
+    "SourceContext",
     "SourceError",
     "SplitReader",
     "Source",
     "IterableSource",
     "AsyncIterableSource",
-    "JsonlSource",
+    "check_bounded",
+    "drain_reader",
 )
 
 StrPath: TypeAlias = "str | os.PathLike[str]"
@@ -70,15 +100,40 @@ class SourceBatch:
     errors: list[SourceError] = field(default_factory=list)
 
 
+@dataclass(frozen=True, slots=True)
+class SourceContext:
+    """What a worker tells its source in ``open``: who it is and which splits it reads.
+
+    Attributes:
+        job: the flow's name.
+        worker: this worker's index, ``0 <= worker < workers``.
+        workers: the number of workers of the job.
+        splits: the split ids this worker reads, in the source's order (never empty: a worker
+            without splits does not open the source).
+    """
+
+    job: str
+    worker: int
+    workers: int
+    splits: tuple[str, ...]
+
+
 @runtime_checkable
 class SplitReader(Protocol):
-    """Reads one split of a source."""
+    """Reads one split of a source.
+
+    A reader may also define ``drain(self) -> SourceBatch | None`` (synchronous): the records it
+    took from its origin during a ``read_batch`` that was cancelled because the job stopped,
+    or ``None``. The engine calls it once after such a cancellation. A reader that never awaits
+    between taking a record from its origin and returning it needs no ``drain``.
+    """
 
     async def read_batch(self, max_records: int) -> SourceBatch | None:
         """Return the next batch of at most ``max_records`` records (and errors).
 
         Returns ``None`` once the split is exhausted (bounded sources only; an unbounded split
-        waits for more records instead).
+        waits for more records instead). Cancelled only when the job stops; must then lose no
+        record it took (see the class docstring).
         """
         ...
 
@@ -89,17 +144,53 @@ class SplitReader(Protocol):
 
 @runtime_checkable
 class Source(Protocol):
-    """A splittable, resumable origin of records."""
+    """A splittable, resumable origin of records (see the module docstring's lifecycle).
+
+    Optional hooks, called when defined: ``async def open(self, context: SourceContext)`` once
+    per worker before its splits are opened, and ``async def aclose(self)`` once per worker
+    after they are closed.
+
+    Attributes:
+        bounded: True if every split ends on its own (``read_batch`` eventually returns
+            ``None``); False if the source runs until the job is stopped.
+    """
 
     bounded: bool
 
     def splits(self) -> Sequence[str]:
-        """Return the stable split ids, independent of the number of workers."""
+        """Return the stable split ids, independent of the number of workers (cheap)."""
         ...
 
     def open_split(self, split: str, position: Any | None = None) -> SplitReader:
         """Open ``split`` from its start (``position=None``) or right after ``position``."""
         ...
+
+
+def check_bounded(source: object, *, has_stop: bool, flow: str) -> bool:
+    """Return ``source.bounded``; refuse an unbounded source that nothing could stop.
+
+    Raises:
+        TypeError: ``bounded`` is missing or not a bool.
+        ValueError: the source is unbounded and ``has_stop`` is False.
+    """
+    bounded = getattr(source, "bounded", None)
+    if not isinstance(bounded, bool):
+        raise TypeError(
+            f"the source of flow {flow!r} must have a bool attribute 'bounded' (True if its "
+            f"splits end on their own); got {bounded!r}"
+        )
+    if not bounded and not has_stop:
+        raise ValueError(
+            f"the source of flow {flow!r} is unbounded (bounded=False) and would run forever: "
+            f"pass stop=anyio.Event() and set it to end the job"
+        )
+    return bounded
+
+
+def drain_reader(reader: SplitReader) -> SourceBatch | None:
+    """What ``reader`` took but has not handed out (its optional ``drain``), or None."""
+    drain: Callable[[], SourceBatch | None] | None = getattr(reader, "drain", None)
+    return None if drain is None else drain()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -282,7 +373,7 @@ class _IteratorReader:
 
 
 class AsyncIterableSource:
-    """A one-split source over an async iterable; bounded: it ends when the iterable ends.
+    """A one-split source over an async iterable.
 
     Offsets are item indexes; a position is the index of the next item. Resuming at position
     ``p`` iterates afresh and skips ``p`` items, so pass a zero-argument *factory* returning a
@@ -290,26 +381,39 @@ class AsyncIterableSource:
     async iterator (an async generator object) can be opened only once.
 
     ``read_batch(n)`` returns once it holds ``n`` items or the iterable ends: for low latency
-    on a slow iterable, the engine asks for small batches.
+    on a slow iterable, the engine asks for small batches. Reads are cancel-safe: items taken
+    from the iterable before a stop cancelled the read are kept and returned by ``drain``.
 
     The split id is ``"aiter:0"``.
 
     Args:
         aiterable: an async iterable, or a callable returning one.
+        bounded: True (default) if the iterable ends on its own; False for a live feed that
+            ends only when the job is stopped (``run_job`` then requires ``stop``).
 
     Raises:
-        TypeError: ``aiterable`` is neither an async iterable nor callable.
+        TypeError: ``aiterable`` is neither an async iterable nor callable; ``bounded`` is not
+            a bool.
     """
 
     bounded: bool
 
-    def __init__(self, aiterable: AsyncIterable[Any] | Callable[[], AsyncIterable[Any]]) -> None:
+    def __init__(
+        self,
+        aiterable: AsyncIterable[Any] | Callable[[], AsyncIterable[Any]],
+        *,
+        bounded: bool = True,
+    ) -> None:
         if not isinstance(aiterable, AsyncIterable) and not callable(aiterable):
             raise TypeError(
                 f"AsyncIterableSource: aiterable must be an async iterable or a callable "
                 f"returning one; got {type(aiterable).__name__}"
             )
-        self.bounded = True
+        if not isinstance(bounded, bool):
+            raise TypeError(
+                f"AsyncIterableSource: bounded must be a bool; got {type(bounded).__name__}"
+            )
+        self.bounded = bounded
         self._source = aiterable
         self._opened = False
 
@@ -349,34 +453,49 @@ class AsyncIterableSource:
         return _AsyncIteratorReader(aiter(aiterable), pos)
 
 
+_END = object()
+
+
 class _AsyncIteratorReader:
-    __slots__ = ("_it", "_pos", "_skip")
+    """Cancel-safe: every item taken from the iterator lives in ``_pending`` until handed out,
+    so a read cancelled at any ``await`` loses nothing (``drain`` returns what it held)."""
+
+    __slots__ = ("_it", "_pending", "_pos", "_skip")
 
     def __init__(self, it: AsyncIterator[Any], pos: int) -> None:
         self._it: AsyncIterator[Any] | None = it
         self._pos = pos
         self._skip = pos
+        self._pending: list[Any] = []
 
     async def read_batch(self, max_records: int) -> SourceBatch | None:
         _check_max_records(max_records)
-        it = self._it
-        if it is None:
-            return None
-        end = object()
-        while self._skip:
-            if await anext(it, end) is end:
+        pending = self._pending
+        while self._skip and self._it is not None:
+            if await anext(self._it, _END) is _END:
                 await self.aclose()
-                return None
-            self._skip -= 1
-        values: list[Any] = []
-        while len(values) < max_records:
-            item = await anext(it, end)
-            if item is end:
+            else:
+                self._skip -= 1
+        while len(pending) < max_records and self._it is not None:
+            item = await anext(self._it, _END)
+            if item is _END:
                 await self.aclose()
-                break
-            values.append(item)
-        if not values:
+            else:
+                pending.append(item)
+        return self._take(max_records)
+
+    def drain(self) -> SourceBatch | None:
+        """The items taken by a cancelled ``read_batch``, or None."""
+        return self._take(len(self._pending))
+
+    def _take(self, max_records: int) -> SourceBatch | None:
+        pending = self._pending
+        if not pending:
             return None
+        if len(pending) <= max_records:
+            values, self._pending = pending, []
+        else:
+            values, self._pending = pending[:max_records], pending[max_records:]
         pos = self._pos
         self._pos = pos + len(values)
         return SourceBatch(values, list(range(pos, self._pos)), self._pos)
@@ -386,229 +505,3 @@ class _AsyncIteratorReader:
         close = getattr(it, "aclose", None)
         if close is not None:
             await close()
-
-
-# ---------------------------------------------------------------------------------------------
-# JSON lines files
-
-_MiB = 1 << 20
-# One read per MiB: large enough that syscall and split overhead vanish per line, small enough
-# that a read from the page cache (~0.1-0.3 ms) never stalls the event loop noticeably.
-_READ_CHUNK = _MiB
-_DECODER = json.JSONDecoder()
-# Reads near or past the end of a split only need to finish the split's last line.
-_TAIL_CHUNK = 64 * 1024
-
-
-class JsonlSource:
-    """JSON-lines files read in byte-range splits, as Hadoop and Flink split text files.
-
-    Each file of size ``S`` is cut into ranges ``[k*split_bytes, min((k+1)*split_bytes, S))``;
-    a split owns exactly the lines that *start* inside its range (the last one may run past
-    its end), so whatever ``split_bytes`` is, every line belongs to exactly one split. File
-    sizes are taken at construction: bytes appended later are not read. Empty files have no
-    splits.
-
-    Records are the parsed JSON values. A record's offset is the byte offset of its line's
-    start; a position is the byte offset of the next line to read. Blank lines are skipped.
-    A line that does not parse (bad JSON, bad UTF-8, too deeply nested) becomes a
-    :class:`SourceError` with ``raw`` = the line's text decoded with ``errors="replace"``.
-    Lines end with ``\\n``; a ``\\r`` before it is accepted as JSON whitespace.
-
-    Split ids are ``"<path>:<start>-<end>"`` with the path as given.
-
-    Args:
-        path_or_paths: a path or a non-empty sequence of distinct paths.
-        split_bytes: the size of a split's byte range (default 32 MiB).
-
-    Raises:
-        FileNotFoundError: a path is not an existing file (the message names it).
-        TypeError: bad argument types.
-        ValueError: empty or duplicate paths, ``split_bytes`` < 1.
-    """
-
-    bounded: bool
-
-    def __init__(
-        self, path_or_paths: StrPath | Sequence[StrPath], *, split_bytes: int = 32 * _MiB
-    ) -> None:
-        if isinstance(path_or_paths, str | os.PathLike):
-            paths = [os.fspath(path_or_paths)]
-        elif isinstance(path_or_paths, Sequence) and not isinstance(path_or_paths, bytes):
-            if not path_or_paths:
-                raise ValueError("JsonlSource: path_or_paths must not be empty")
-            paths = []
-            for p in path_or_paths:
-                if not isinstance(p, str | os.PathLike):
-                    raise TypeError(
-                        f"JsonlSource: each path must be a str or os.PathLike; got "
-                        f"{type(p).__name__}"
-                    )
-                paths.append(os.fspath(p))
-        else:
-            raise TypeError(
-                f"JsonlSource: path_or_paths must be a path or a sequence of paths; got "
-                f"{type(path_or_paths).__name__}"
-            )
-        if len(set(paths)) != len(paths):
-            raise ValueError("JsonlSource: path_or_paths contains the same path twice")
-        _check_int("JsonlSource", "split_bytes", split_bytes, 1)
-        self.bounded = True
-        self.split_bytes = split_bytes
-        self._splits: dict[str, tuple[str, int, int]] = {}
-        for path in paths:
-            if not os.path.isfile(path):
-                raise FileNotFoundError(f"JsonlSource: no such file: {path!r}")
-            size = os.path.getsize(path)
-            for start in range(0, size, split_bytes):
-                end = min(start + split_bytes, size)
-                self._splits[f"{path}:{start}-{end}"] = (path, start, end)
-        self._ids = tuple(self._splits)
-
-    def __repr__(self) -> str:
-        return f"JsonlSource({len(self._ids)} splits, split_bytes={self.split_bytes})"
-
-    def splits(self) -> Sequence[str]:
-        """Return the split ids, file by file in the given order, ranges ascending."""
-        return self._ids
-
-    def open_split(self, split: str, position: Any | None = None) -> SplitReader:
-        """Open ``split`` at its first line or at ``position`` (a line start it recorded).
-
-        The file is opened on the first ``read_batch``.
-
-        Raises:
-            ValueError: unknown split, or a position before the split's range.
-        """
-        try:
-            path, start, end = self._splits[split]
-        except KeyError:
-            raise _unknown_split("JsonlSource", split, self._ids) from None
-        if position is None:
-            return _JsonlReader(path, start, end, align=start > 0)
-        pos = _check_position("JsonlSource", position, start, None)
-        return _JsonlReader(path, pos, end, align=False)
-
-
-class _JsonlReader:
-    __slots__ = (
-        "_align",
-        "_end",
-        "_eof",
-        "_file",
-        "_i",
-        "_lines",
-        "_path",
-        "_pos",
-        "_read_pos",
-        "_tail",
-    )
-
-    def __init__(self, path: str, pos: int, end: int, *, align: bool) -> None:
-        self._path = path
-        self._end = end
-        # With `align`, reading starts one byte early and drops everything up to the first
-        # newline: that part belongs to a line started in the previous split (or, when the byte
-        # before `pos` is a newline, it is empty and the first line starts exactly at `pos`).
-        self._align = align
-        self._pos = pos - 1 if align else pos  # offset of _lines[_i] (or of _tail)
-        self._read_pos = self._pos  # file offset of the next read
-        self._file: Any = None
-        self._lines: list[bytes] = []
-        self._i = 0
-        self._tail = b""
-        self._eof = self._pos >= end
-
-    def _fill(self) -> bool:
-        """Load the next complete lines into ``_lines``; False when the file has no more."""
-        while not self._eof:
-            if self._file is None:
-                self._file = open(self._path, "rb", buffering=0)  # noqa: SIM115
-                self._file.seek(self._read_pos)
-            left = self._end - self._read_pos
-            data: bytes = self._file.read(
-                _READ_CHUNK if left >= _READ_CHUNK else max(left, 0) + _TAIL_CHUNK
-            )
-            if not data:
-                self._eof = True
-                if self._tail and not self._align:
-                    # The last line has no terminating newline.
-                    self._lines, self._i, self._tail = [self._tail], 0, b""
-                    return True
-                return False
-            self._read_pos += len(data)
-            buf = self._tail + data if self._tail else data
-            lines = buf.split(b"\n")
-            self._tail = lines.pop()
-            if self._align:
-                if not lines:
-                    self._pos += len(buf)
-                    self._tail = b""
-                    continue
-                self._pos += len(lines[0]) + 1
-                del lines[0]
-                self._align = False
-                if self._pos >= self._end:
-                    self._eof = True
-                    return False
-            if lines:
-                self._lines, self._i = lines, 0
-                return True
-        return False
-
-    async def read_batch(self, max_records: int) -> SourceBatch | None:
-        _check_max_records(max_records)
-        values: list[Any] = []
-        offsets: list[int] = []
-        errors: list[SourceError] = []
-        decode = _DECODER.decode
-        end = self._end
-        pos = self._pos
-        lines, i = self._lines, self._i
-        n = 0
-        while n < max_records:
-            if i >= len(lines):
-                self._pos, self._i = pos, i
-                if not self._fill():
-                    break
-                pos, lines, i = self._pos, self._lines, self._i
-            if pos >= end:
-                break
-            line = lines[i]
-            i += 1
-            start = pos
-            pos += len(line) + 1
-            n += 1
-            try:
-                # Decoding UTF-8 first is strict (json.loads on bytes would guess UTF-16/32
-                # from a line's first bytes) and faster.
-                values.append(decode(line.decode()))
-            except (ValueError, RecursionError) as exc:
-                # Blank lines fail to parse too; testing for them only here keeps the common
-                # path free of a per-line check.
-                if not line.strip():
-                    n -= 1
-                    continue
-                raw = line[:-1] if line.endswith(b"\r") else line
-                errors.append(
-                    SourceError(
-                        start, raw.decode("utf-8", "replace"), f"{type(exc).__name__}: {exc}"
-                    )
-                )
-            else:
-                offsets.append(start)
-        if self._eof and i >= len(lines):
-            # An unterminated last line ends at the end of the file, not one byte after it.
-            pos = min(pos, self._read_pos)
-        self._pos, self._i = pos, i
-        if not values and not errors:
-            await self.aclose()
-            return None
-        return SourceBatch(values, offsets, pos, errors)
-
-    async def aclose(self) -> None:
-        f, self._file = self._file, None
-        self._eof = True
-        self._lines, self._i = [], 0
-        if f is not None:
-            f.close()

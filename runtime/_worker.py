@@ -40,7 +40,8 @@ from ._metrics import WorkerMetrics
 from ._operators import DeadLetters, KeyedRunner, apply_chain, key_and_route
 from ._plan import Plan, Stage, actor_name
 from ._sinks import DeadLetter, SinkPartition
-from ._sources import SplitReader
+from ._source_host import SourceHost, source_host_name
+from ._sources import SourceContext, SplitReader, drain_reader
 
 __all__ = (
     "JOB_ACTOR",
@@ -105,6 +106,7 @@ class WorkerEnv:
     sources: dict[str, SourceActor] = field(init=False, default_factory=dict)
     # Set by StopSources, which may arrive before StartSources: sources started later end at once.
     stopping: bool = field(init=False, default=False)
+    source_host: SourceHost | None = field(init=False, default=None)  # set by start_worker
 
     def __post_init__(self) -> None:
         self.dead = DeadLetters(self.index)
@@ -268,7 +270,9 @@ class SourceActor(Actor):
         self.log = structlog.get_logger("shoal.source").bind(worker=env.index, split=split)
 
     async def on_start(self) -> None:
-        self.reader = self.env.plan.flow.get_source().open_split(self.split, None)
+        host = self.env.source_host
+        assert host is not None, "start_worker spawns the source host before any source"
+        self.reader = host.open_split(self.split)
         self.env.sources[self.split] = self
         self.stopping = self.env.stopping
         self.continue_with(Pull())
@@ -280,7 +284,11 @@ class SourceActor(Actor):
             await reader.aclose()
 
     def request_stop(self) -> None:
-        """End this split at the next opportunity, even while a read is waiting for data."""
+        """End this split at the next opportunity, even while a read is waiting for data.
+
+        A waiting read is cancelled; what the reader took before that is drained and processed
+        (see ``_sources``: reads are cancel-safe), so every record handed out goes through.
+        """
         self.stopping = True
         if self._reading is not None:
             self._reading.cancel()
@@ -296,6 +304,9 @@ class SourceActor(Actor):
             with anyio.CancelScope() as self._reading:
                 batch = await self.reader.read_batch(env.batch_size)
             self._reading = None
+        if batch is None and self.stopping:
+            # Records a cancelled read had taken (a drained reader returns None).
+            batch = drain_reader(self.reader)
         if batch is None:
             self.log.debug("split ended", stopped=self.stopping, records=self.records)
             await env.end_stage(self.stage, self.split)
@@ -528,6 +539,12 @@ def place_directory(
 async def start_worker(env: WorkerEnv) -> None:
     """Spawn this worker's key-group actors and its controller (sources start on request)."""
     kernel = env.kernel
+    # First, so the kernel stops it last: after every source actor has closed its reader.
+    host = env.source_host = SourceHost(
+        env.plan.flow.get_source(),
+        SourceContext(env.plan.flow.name, env.index, env.workers, tuple(env.owned_splits())),
+    )
+    await kernel.spawn(lambda: host, name=source_host_name(env.index))
     for stage in env.plan.keyed_stages:
         for group in env.owned_groups():
             await kernel.spawn(

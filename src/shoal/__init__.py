@@ -39,6 +39,7 @@ if _typing.TYPE_CHECKING:
     from shoal.runtime import SinkPartition as SinkPartition
     from shoal.runtime import Source as Source
     from shoal.runtime import SourceBatch as SourceBatch
+    from shoal.runtime import SourceContext as SourceContext
     from shoal.runtime import SourceError as SourceError
     from shoal.runtime import SplitReader as SplitReader
     from shoal.runtime import Stream as Stream
@@ -74,6 +75,7 @@ _HOME: dict[str, str] = {
     "Source": "shoal.runtime",
     "SplitReader": "shoal.runtime",
     "SourceBatch": "shoal.runtime",
+    "SourceContext": "shoal.runtime",
     "SourceError": "shoal.runtime",
     "IterableSource": "shoal.runtime",
     "AsyncIterableSource": "shoal.runtime",
@@ -119,6 +121,7 @@ __all__ = (
     "Source",
     "SplitReader",
     "SourceBatch",
+    "SourceContext",
     "SourceError",
     "IterableSource",
     "AsyncIterableSource",

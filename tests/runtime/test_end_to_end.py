@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -211,11 +212,50 @@ async def test_an_unbounded_job_runs_until_stopped_and_keeps_what_it_read(tmp_pa
     )
     with anyio.fail_after(30):
         result = await run_job(flow, state_dir=tmp_path, batch_size=50, stop=stop)
-    # everything read before the stop went through, exactly once
-    assert result.records_in == result.records_out == len(outputs) >= 1000
+    # everything the source handed out before the stop went through, exactly once
+    assert result.records_in == result.records_out == len(outputs) == len(seen) >= 1000
+    assert seen == list(range(len(seen)))
     counts = result.read_state("n", "value")
-    assert sum(counts.values()) == result.records_in
+    assert counts == Counter(f"w{n % 5}" for n in seen)
     assert final_counts(outputs) == counts
+
+
+async def handing_out(handed: list[int], stop: anyio.Event, stop_after: int, seed: int) -> Any:
+    """Counts up forever, awaiting at seeded points; sets ``stop`` after ``stop_after`` items."""
+    rng = random.Random(seed)
+    n = 0
+    while True:
+        handed.append(n)
+        yield {"word": f"w{n % 7}", "n": n}
+        n += 1
+        if n == stop_after:
+            stop.set()
+        if rng.random() < 0.3:
+            await anyio.lowlevel.checkpoint()
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("seed", range(12))
+async def test_a_stop_processes_every_record_the_source_handed_out(
+    tmp_path: Path, seed: int
+) -> None:
+    """Stops land at seeded points of a read (mid-batch, between batches, while waiting)."""
+    rng = random.Random(seed)
+    handed: list[int] = []
+    stop = anyio.Event()
+    stop_after = rng.randint(1, 3000)
+    flow = Flow("handing-out", num_key_groups=4)
+    (
+        flow.source(AsyncIterableSource(lambda: handing_out(handed, stop, stop_after, seed)))
+        .key_by(flows.word_of)
+        .count(name="n")
+        .sink(CollectingSink())
+    )
+    with anyio.fail_after(30):
+        result = await run_job(flow, backend="memory", batch_size=rng.randint(1, 200), stop=stop)
+    assert len(handed) >= stop_after
+    assert result.records_in == result.records_out == len(handed)
+    assert result.read_state("n", "value") == Counter(f"w{n % 7}" for n in handed)
 
 
 @pytest.mark.processes

@@ -9,28 +9,27 @@ import tempfile
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import anyio
 import pytest
+import source_flows
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from shoal.runtime import _jsonl
+from shoal.runtime._jsonl import JsonlSource
 from shoal.runtime._sources import (
     AsyncIterableSource,
     IterableSource,
-    JsonlSource,
     Source,
     SourceBatch,
     SourceError,
     SplitReader,
 )
 
-pytestmark = pytest.mark.anyio
+from shoal import CollectingSink, Flow, run_job
 
-
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
+SOURCE_FLOWS = str(Path(source_flows.__file__).resolve())
 
 Read = tuple[list[tuple[int, Any]], list[SourceError]]
 
@@ -77,6 +76,7 @@ async def read_source(source: Source, seed: int) -> Read:
 
 @pytest.mark.parametrize("splits", [1, 2, 3, 7, 40])
 @pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.asyncio
 async def test_iterable_source_splits_resume_to_every_item_once(splits: int, seed: int) -> None:
     items = [f"r{i}" for i in range(23)]
     source = IterableSource(items, splits=splits)
@@ -88,6 +88,7 @@ async def test_iterable_source_splits_resume_to_every_item_once(splits: int, see
     assert errors == []
 
 
+@pytest.mark.asyncio
 async def test_iterable_source_split_ranges_are_contiguous() -> None:
     source = IterableSource(range(10), splits=3)
     ranges = []
@@ -101,6 +102,7 @@ async def test_iterable_source_split_ranges_are_contiguous() -> None:
     assert ranges == [[0, 1, 2], [3, 4, 5], [6, 7, 8, 9]]
 
 
+@pytest.mark.asyncio
 async def test_iterable_source_resumes_at_every_position() -> None:
     items = list(range(100, 110))
     source = IterableSource(items, splits=2)
@@ -115,6 +117,7 @@ async def test_iterable_source_resumes_at_every_position() -> None:
         assert batch.values == items[position:]
 
 
+@pytest.mark.asyncio
 async def test_one_shot_iterator_opens_once_and_resumes_by_skipping() -> None:
     source = IterableSource(iter(range(10)))
     reader = source.open_split("items:0", 4)
@@ -132,6 +135,7 @@ async def test_one_shot_iterator_opens_once_and_resumes_by_skipping() -> None:
     assert await reader.read_batch(10) is None
 
 
+@pytest.mark.asyncio
 async def test_generator_is_closed_by_aclose() -> None:
     closed = []
 
@@ -149,6 +153,7 @@ async def test_generator_is_closed_by_aclose() -> None:
     assert await reader.read_batch(2) is None
 
 
+@pytest.mark.asyncio
 async def test_reiterable_non_sequence_reopens() -> None:
     source = IterableSource({"a": 1, "b": 2, "c": 3}.keys())
     first, _ = await read_source(source, 0)
@@ -192,6 +197,7 @@ def test_open_split_errors() -> None:
         source.open_split("items:1", "3")
 
 
+@pytest.mark.asyncio
 async def test_max_records_must_be_positive() -> None:
     reader = IterableSource([1]).open_split("items:0")
     assert isinstance(reader, SplitReader)
@@ -210,6 +216,7 @@ async def agen(n: int) -> AsyncIterator[int]:
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2, 3])
+@pytest.mark.asyncio
 async def test_async_iterable_source_resumes_with_a_factory(seed: int) -> None:
     source = AsyncIterableSource(lambda: agen(17))
     assert source.bounded
@@ -218,6 +225,7 @@ async def test_async_iterable_source_resumes_with_a_factory(seed: int) -> None:
     assert records == [(i, i * 10) for i in range(17)]
 
 
+@pytest.mark.asyncio
 async def test_async_one_shot_iterator_opens_once() -> None:
     source = AsyncIterableSource(agen(5))
     reader = source.open_split("aiter:0", 2)
@@ -226,6 +234,40 @@ async def test_async_one_shot_iterator_opens_once() -> None:
     assert await reader.read_batch(10) is None
     with pytest.raises(RuntimeError, match=r"^AsyncIterableSource: a one-shot async iterator"):
         source.open_split("aiter:0")
+
+
+async def cancelling(handed: list[int], scope: anyio.CancelScope, at: int) -> AsyncIterator[int]:
+    """Hands out 0..59, awaiting after each; cancels ``scope`` right after handing out ``at``."""
+    for i in range(60):
+        handed.append(i)
+        yield i
+        if i == at:
+            scope.cancel()
+        await anyio.lowlevel.checkpoint()
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("seed", range(8))
+async def test_a_cancelled_async_read_keeps_what_it_took_for_drain(seed: int) -> None:
+    """A read cancelled at any await loses no item: ``drain`` (or the next read) returns it."""
+    rng = random.Random(seed)
+    for _ in range(20):
+        handed: list[int] = []
+        scope = anyio.CancelScope()
+        cancel_at = rng.randint(0, 60)
+
+        reader = AsyncIterableSource(cancelling(handed, scope, cancel_at)).open_split("aiter:0")
+        got: list[int] = []
+        with scope:
+            while (batch := await reader.read_batch(rng.randint(1, 25))) is not None:
+                got += batch.values
+        drained = reader.drain()  # type: ignore[attr-defined]
+        if drained is not None:
+            assert drained.offsets == list(range(len(got), len(got) + len(drained.values)))
+            got += drained.values
+        assert reader.drain() is None  # type: ignore[attr-defined]
+        assert got == handed
+        await reader.aclose()
 
 
 def test_async_iterable_source_argument_errors() -> None:
@@ -243,6 +285,9 @@ def test_async_iterable_source_argument_errors() -> None:
         source.open_split("aiter:0")
     with pytest.raises(ValueError, match=r"^AsyncIterableSource: unknown split 'items:0'"):
         source.open_split("items:0")
+    with pytest.raises(TypeError, match=r"^AsyncIterableSource: bounded must be a bool; got str$"):
+        AsyncIterableSource(lambda: agen(1), bounded="no")  # type: ignore[arg-type]
+    assert not AsyncIterableSource(agen(1), bounded=False).bounded
 
 
 # ---------------------------------------------------------------------------------------------
@@ -254,6 +299,7 @@ def write(path: Path, data: bytes) -> Path:
     return path
 
 
+@pytest.mark.asyncio
 async def test_jsonl_offsets_are_line_starts_and_bad_lines_become_errors(tmp_path: Path) -> None:
     data = b'{"a": 1}\n\nnot json\n[1, 2]\r\n   \n"\xc3\xa9t\xc3\xa9"\n\xff\xfe\n{"b": 2}'
     path = write(tmp_path / "in.jsonl", data)
@@ -266,12 +312,9 @@ async def test_jsonl_offsets_are_line_starts_and_bad_lines_become_errors(tmp_pat
     assert batch.offsets == [0, 19, 31, 42]
     assert [data[o : o + 2] for o in batch.offsets] == [b'{"', b"[1", b'"\xc3', b'{"']
     assert batch.errors == [
-        SourceError(10, "not json", "JSONDecodeError: Expecting value: line 1 column 1 (char 0)"),
+        SourceError(10, "not json", "DecodeError: JSON is malformed: invalid character (byte 4)"),
         SourceError(
-            39,
-            "\ufffd\ufffd",
-            "UnicodeDecodeError: 'utf-8' codec can't decode byte 0xff in position 0: "
-            "invalid start byte",
+            39, "\ufffd\ufffd", "DecodeError: JSON is malformed: invalid character (byte 0)"
         ),
     ]
     # The unterminated last line ends at the end of the file.
@@ -280,6 +323,7 @@ async def test_jsonl_offsets_are_line_starts_and_bad_lines_become_errors(tmp_pat
     assert await source.open_split(source.splits()[0], len(data)).read_batch(5) is None
 
 
+@pytest.mark.asyncio
 async def test_jsonl_max_records_counts_errors_too(tmp_path: Path) -> None:
     path = write(tmp_path / "in.jsonl", b"1\nx\n2\ny\n3\n")
     reader = JsonlSource(path).open_split(f"{path}:0-10")
@@ -293,6 +337,7 @@ async def test_jsonl_max_records_counts_errors_too(tmp_path: Path) -> None:
     ]
 
 
+@pytest.mark.asyncio
 async def test_jsonl_several_files_and_stable_split_ids(tmp_path: Path) -> None:
     a = write(tmp_path / "a.jsonl", b"".join(b'{"i": %d}\n' % i for i in range(50)))
     b = write(tmp_path / "b.jsonl", b"".join(b"%d\n" % i for i in range(30)))
@@ -321,16 +366,28 @@ def _line(kind: int, length: int, i: int) -> bytes:
 @settings(max_examples=150, deadline=None)
 @given(
     lines=st.lists(
-        st.tuples(st.sampled_from([0, 0, 0, 1, 2]), st.integers(0, 40)), min_size=0, max_size=40
+        st.tuples(st.sampled_from([0, 0, 0, 1, 2]), st.integers(0, 120)), min_size=0, max_size=40
     ),
     terminated=st.booleans(),
     split_bytes=st.integers(1, 400),
     crlf=st.booleans(),
     seed=st.integers(0, 2**16),
+    read_chunk=st.integers(1, 300),
+    tail_chunk=st.integers(1, 50),
 )
 def test_jsonl_byte_range_splits_never_lose_or_duplicate_a_line(
-    lines: list[tuple[int, int]], terminated: bool, split_bytes: int, crlf: bool, seed: int
+    lines: list[tuple[int, int]],
+    terminated: bool,
+    split_bytes: int,
+    crlf: bool,
+    seed: int,
+    read_chunk: int,
+    tail_chunk: int,
 ) -> None:
+    """Each line belongs to exactly one split, whatever the split, read and batch sizes.
+
+    The reader's file reads are shrunk to a few bytes, so lines straddle reads and splits.
+    """
     raws = [
         _line(kind, length, i) + (b"\r" if crlf else b"") for i, (kind, length) in enumerate(lines)
     ]
@@ -351,10 +408,14 @@ def test_jsonl_byte_range_splits_never_lose_or_duplicate_a_line(
         path.write_bytes(data)
         source = JsonlSource(path, split_bytes=split_bytes)
         assert len(source.splits()) == -(-len(data) // split_bytes)
-        records, errors = anyio.run(read_source, source, seed)
+        with (
+            mock.patch.object(_jsonl, "_READ_CHUNK", read_chunk),
+            mock.patch.object(_jsonl, "_TAIL_CHUNK", tail_chunk),
+        ):
+            records, errors = anyio.run(read_source, source, seed)
     assert records == expected_records
     assert [(e.offset, e.raw) for e in errors] == expected_errors
-    assert all(e.error.startswith("JSONDecodeError: ") for e in errors)
+    assert all(e.error.startswith("DecodeError: ") for e in errors)
 
 
 def test_jsonl_argument_errors(tmp_path: Path) -> None:
@@ -386,6 +447,7 @@ def open_fds() -> int | None:
     return len(os.listdir("/proc/self/fd")) if os.path.isdir("/proc/self/fd") else None
 
 
+@pytest.mark.asyncio
 async def test_jsonl_reader_closes_its_file(tmp_path: Path) -> None:
     path = write(tmp_path / "in.jsonl", b"1\n2\n3\n")
     reader = JsonlSource(path).open_split(f"{path}:0-6")
@@ -405,3 +467,93 @@ def test_sources_satisfy_the_protocol(tmp_path: Path) -> None:
         JsonlSource(path),
     ]
     assert all(isinstance(s, Source) for s in sources)
+
+
+# ---------------------------------------------------------------------------------------------
+# the source lifecycle in a job
+
+
+@pytest.mark.asyncio
+async def test_a_source_is_opened_once_per_worker_before_any_read_and_closed_last(
+    tmp_path: Path,
+) -> None:
+    flow = source_flows.lifecycle(splits=3, per_split=100)
+    source = flow.get_source()
+    assert isinstance(source, source_flows.LifecycleSource)
+    result = await run_job(flow, state_dir=tmp_path, backend="memory", batch_size=30)
+    assert result.records_in == 300
+    assert result.read_state("n", "value") == {0: 150, 1: 150}
+    kinds = [event[0] for event in source.events]
+    assert kinds[0] == "construct"
+    assert source.events[1] == ("open", "lifecycle", 0, 1, ["part:0", "part:1", "part:2"])
+    # Every split is opened before the first read (set-up is not job time) ...
+    first_read = kinds.index("read")
+    assert sorted(e[1] for e in source.events[2:first_read]) == ["part:0", "part:1", "part:2"]
+    assert all(e[0] == "open_split" and e[2] is None for e in source.events[2:first_read])
+    # ... each is read and closed once, and the source is closed after its last reader.
+    assert kinds.count("open") == kinds.count("aclose") == 1
+    assert sorted(e[1] for e in source.events if e[0] == "close_split") == [
+        "part:0",
+        "part:1",
+        "part:2",
+    ]
+    assert kinds[-1] == "aclose"
+
+
+@pytest.mark.asyncio
+async def test_an_unbounded_source_needs_a_stop_event(tmp_path: Path) -> None:
+    flow = Flow("live", num_key_groups=4)
+    flow.source(AsyncIterableSource(lambda: agen(3), bounded=False)).key_by(str).count().sink(
+        CollectingSink()
+    )
+    with pytest.raises(
+        ValueError,
+        match=r"^the source of flow 'live' is unbounded \(bounded=False\) and would run forever: "
+        r"pass stop=anyio\.Event\(\) and set it to end the job$",
+    ):
+        await run_job(flow, state_dir=tmp_path)
+    # With a stop event it runs; this iterable happens to end on its own.
+    result = await run_job(flow, state_dir=tmp_path / "2", stop=anyio.Event())
+    assert result.records_in == 3
+
+
+@pytest.mark.asyncio
+async def test_bounded_must_be_a_bool(tmp_path: Path) -> None:
+    source = IterableSource([1, 2])
+    source.bounded = "yes"  # type: ignore[assignment]
+    flow = Flow("odd", num_key_groups=4)
+    flow.source(source).key_by(str).count().sink(CollectingSink())
+    with pytest.raises(
+        TypeError,
+        match=r"^the source of flow 'odd' must have a bool attribute 'bounded' \(True if its "
+        r"splits end on their own\); got 'yes'$",
+    ):
+        await run_job(flow, state_dir=tmp_path)
+
+
+@pytest.mark.processes
+@pytest.mark.asyncio
+async def test_worker_processes_open_the_source_once_each_and_the_driver_never(
+    tmp_path: Path,
+) -> None:
+    log_path = tmp_path / "lifecycle.jsonl"
+    result = await run_job(
+        f"{SOURCE_FLOWS}:lifecycle",
+        params={"splits": 5, "per_split": 200, "log_path": str(log_path)},
+        workers=2,
+        state_dir=tmp_path / "state",
+        batch_size=50,
+    )
+    assert result.records_in == 1000
+    events = [json.loads(line) for line in log_path.read_text().splitlines()]
+    opens = [e for e in events if e[1] == "open"]
+    assert sorted(e[3] for e in opens) == [0, 1]  # one open per worker, told its index ...
+    assert {e[4] for e in opens} == {2}  # ... and the worker count
+    assert sorted(s for e in opens for s in e[5]) == [f"part:{i}" for i in range(5)]
+    assert os.getpid() not in {e[0] for e in opens}
+    # the driver only constructed the source (and asked for its splits)
+    assert {e[1] for e in events if e[0] == os.getpid()} == {"construct"}
+    for pid in {e[0] for e in opens}:
+        kinds = [e[1] for e in events if e[0] == pid]
+        assert kinds.count("open") == kinds.count("aclose") == 1
+        assert kinds[-1] == "aclose"
