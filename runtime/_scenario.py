@@ -108,8 +108,7 @@ def _coerce(key: str, text: str, default: Any) -> Any:
         except ValueError:
             pass
     raise ScenarioError(
-        f"parameter {key!r} must be {kind.__name__} (like its default {default!r}); "
-        f"got {text!r}"
+        f"parameter {key!r} must be {kind.__name__} (like its default {default!r}); got {text!r}"
     )
 
 

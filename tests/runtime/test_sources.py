@@ -24,12 +24,8 @@ from shoal.runtime._sources import (
     SplitReader,
 )
 
+# Every async test here runs on asyncio and on uvloop (tests/conftest.py's anyio_backend).
 pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
 
 
 Read = tuple[list[tuple[int, Any]], list[SourceError]]
