@@ -274,3 +274,54 @@ EXPECTED_SKIPS = [
         "the output of the full 1M-event run above (tests/runtime/test_cli.py pins its lines)",
     ),
 ]
+
+
+def test_the_documented_metric_names_are_the_names_prometheus_stores() -> None:
+    import prometheus_client
+    from shoal.runtime._metrics import JobCollector, WorkerMetrics
+
+    metrics = WorkerMetrics(worker=0)
+    metrics.observe_operator("users", 1, 1, 0.1)
+    metrics.state_size[("users", 3)] = (1, 10)
+    registry = prometheus_client.CollectorRegistry(auto_describe=False)
+    registry.register(JobCollector("job", lambda: [metrics.snapshot()]))
+    exposed = {
+        re.sub(r"_(count|sum)$", "", line.split("{")[0])
+        for line in prometheus_client.generate_latest(registry).decode().splitlines()
+        if line.startswith("shoal_") and not line.split("{")[0].endswith("_created")
+    }
+    text = (ROOT / "docs" / "architecture.md").read_text()
+    paragraph = text[text.index("The metrics, as\na Prometheus server stores them") :]
+    paragraph = paragraph[: paragraph.index("\n\n")]
+    documented = set(re.findall(r"`(shoal_[a-z_]+)`", paragraph))
+    assert documented == exposed
+    assert {name for name in exposed if "records" in name or "dead" in name} == {
+        "shoal_records_in_total",
+        "shoal_records_out_total",
+        "shoal_dead_letters_total",
+        "shoal_operator_records_in_total",
+        "shoal_operator_records_out_total",
+    }
+
+
+def test_an_engine_error_in_one_loop_is_the_job_error_the_reference_names() -> None:
+    import shoal
+
+    def fail(item: object) -> None:
+        raise OSError("disk full")
+
+    flow = shoal.Flow("fails")
+    flow.source(shoal.IterableSource([1, 2])).sink(shoal.CallbackSink(fail))
+    with pytest.raises(shoal.JobError):
+        shoal.run(flow, backend="memory")
+    reference = (ROOT / "docs" / "reference.md").read_text()
+    assert "ActorFailedError" not in reference
+    assert "`JobError` when the engine fails, in one loop as\nacross processes" in reference
+
+
+def test_the_package_description_promises_nothing_unbuilt() -> None:
+    import tomllib
+
+    description = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["description"]
+    # exactly-once needs checkpoints; say it when they exist (and change this test then)
+    assert "exactly-once" not in description.lower()
