@@ -1,9 +1,10 @@
 """The ``shoal`` command line.
 
-``shoal run SCENARIO [--workers N] [--json]`` runs a scenario file and its checks. On a terminal
-it shows live progress on stderr; at the end it prints a summary (or, with ``--json``, exactly
-one JSON object on stdout). Exit status: 0 when every check passed, 1 when a check failed, 2 on
-bad usage (with a message saying what is wrong).
+``shoal run SCENARIO [options]`` runs a scenario file and its checks. On a terminal it shows live
+progress on stderr; at the end it prints a summary (or, with ``--json``, exactly one JSON object
+on stdout, also when the run failed). Exit status: 0 when every check passed, 1 when a check
+failed or the job failed, 2 on bad usage or a bad scenario file (with a short message saying
+what is wrong, never a traceback). ``shoal --version`` prints the installed version.
 """
 
 from __future__ import annotations
@@ -14,9 +15,11 @@ import shutil
 import signal
 import sys
 import tempfile
+import traceback
 from collections.abc import Sequence
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import anyio
 
@@ -26,17 +29,34 @@ from ._logging import configure_logging
 from ._metrics import JobCollector, serve_metrics
 from ._progress import ProgressDisplay
 from ._run import loop_options
-from ._scenario import Check, load_scenario
+from ._scenario import Check, Scenario, load_scenario
+from ._sinks import DeadLetter, DeadLetterSink
 
 __all__ = ("main",)
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+DEFAULT_DEAD_LETTERS = "shoal-dead-letters.jsonl"
+"""Where dead letters are kept when the state directory is temporary (current directory)."""
+SAMPLES = 3
+"""How many dead letters the summary shows."""
+
+
+class _UsageError(Exception):
+    """A command-line mistake argparse found (the message is argparse's)."""
+
+
+class _Failure(Exception):
+    """The run cannot go on: ``message`` for stderr, ``status`` for the exit."""
+
+    def __init__(self, message: str, status: int, kind: str) -> None:
+        super().__init__(message)
+        self.message, self.status, self.kind = message, status, kind
 
 
 class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> Any:  # argparse's own usage errors exit 2 as well
+    def error(self, message: str) -> NoReturn:  # argparse's own usage errors exit 2 as well
         self.print_usage(sys.stderr)
-        self.exit(EXIT_USAGE, f"shoal: error: {message}\n")
+        raise _UsageError(message)
 
 
 def _positive(text: str) -> int:
@@ -66,12 +86,26 @@ def _param(text: str) -> tuple[str, str]:
     return key, value
 
 
+def _version() -> str:
+    try:
+        return version("shoal")
+    except PackageNotFoundError:  # pragma: no cover - run from a checkout without installing
+        return "unknown"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="shoal", description="Stateful stream processing on asyncio.")
+    parser.add_argument("--version", action="version", version=f"shoal {_version()}")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     run = commands.add_parser("run", help="run a scenario file and its checks")
-    run.add_argument("scenario", help="path to a scenario file (e.g. scenarios/clickstream.py)")
-    run.add_argument("--workers", type=_positive, default=1, help="worker processes (default 1)")
+    run.add_argument(
+        "scenario",
+        metavar="SCENARIO",
+        help="path to a scenario file (e.g. scenarios/clickstream.py)",
+    )
+    run.add_argument(
+        "--workers", type=_positive, default=1, metavar="N", help="worker processes (default 1)"
+    )
     run.add_argument(
         "--in-process",
         action="store_true",
@@ -87,11 +121,26 @@ def build_parser() -> argparse.ArgumentParser:
         help="override a scenario parameter (repeatable)",
     )
     run.add_argument(
-        "--state-dir", help="keep LMDB state here (default: a temporary directory, removed)"
+        "--state-dir",
+        metavar="DIR",
+        help="keep LMDB state here (default: a temporary directory, removed)",
     )
-    run.add_argument("--batch-size", type=_positive, default=None, help="records per source batch")
     run.add_argument(
-        "--metrics-port", type=_port, help="serve Prometheus metrics on 127.0.0.1:PORT"
+        "--dead-letters",
+        metavar="PATH",
+        help=(
+            "write every dead letter to PATH as JSON lines (default: DIR/dead-letters.jsonl "
+            f"with --state-dir, else ./{DEFAULT_DEAD_LETTERS} when there are any)"
+        ),
+    )
+    run.add_argument(
+        "--batch-size", type=_positive, default=None, metavar="N", help="records per source batch"
+    )
+    run.add_argument(
+        "--metrics-port",
+        type=_port,
+        metavar="PORT",
+        help="serve Prometheus metrics on 127.0.0.1:PORT",
     )
     run.add_argument("--log-format", choices=("console", "json"), default="console")
     run.add_argument(
@@ -101,7 +150,31 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _summary(name: str, result: JobResult, checks: list[Check], passed: bool) -> dict[str, Any]:
+def _position(letter: DeadLetter) -> str:
+    if letter.split is None:
+        return "position unknown"
+    return f"{letter.split} offset {letter.offset}" if letter.offset is not None else letter.split
+
+
+def _sample(letter: DeadLetter) -> dict[str, Any]:
+    return {
+        "operator": letter.operator,
+        "error": f"{letter.error_type}: {letter.error}",
+        "split": letter.split,
+        "offset": letter.offset,
+        "position": _position(letter),
+    }
+
+
+def _summary(
+    name: str, result: JobResult, checks: list[Check], dead_letters_file: Path | None
+) -> dict[str, Any]:
+    warnings = []
+    if result.records_in > 0 and result.dead_letters >= result.records_in:
+        warnings.append(
+            f"every record failed: {result.dead_letters:,} dead letters for "
+            f"{result.records_in:,} records in"
+        )
     return {
         "scenario": name,
         "workers": result.workers,
@@ -109,11 +182,15 @@ def _summary(name: str, result: JobResult, checks: list[Check], passed: bool) ->
         "records_in": result.records_in,
         "records_out": result.records_out,
         "dead_letters": result.dead_letters,
+        "dead_letter_samples": [_sample(x) for x in result.dead_letter_records[:SAMPLES]],
+        "dead_letters_file": str(dead_letters_file) if dead_letters_file else None,
         "elapsed_s": round(result.elapsed_s, 4),
         "events_per_s": round(result.events_per_s, 1),
         "key_groups": result.plan.num_key_groups,
         "checks": [check.to_json() for check in checks],
-        "passed": passed,
+        "warnings": warnings,
+        "passed": all(check.passed for check in checks),
+        "error": None,
     }
 
 
@@ -122,11 +199,20 @@ def _print_summary(summary: dict[str, Any], out: Any) -> None:
     print(f"\nscenario {summary['scenario']}: {mark}", file=out)
     if summary.get("description"):
         print(f"  {summary['description']}", file=out)
+    for warning in summary["warnings"]:
+        print(f"  WARNING: {warning}", file=out)
     print(
         f"  {summary['records_in']:,} records in, {summary['records_out']:,} out, "
         f"{summary['dead_letters']:,} dead letters",
         file=out,
     )
+    for sample in summary["dead_letter_samples"]:
+        print(
+            f"    dead letter: {sample['operator']}: {sample['error']} at {sample['position']}",
+            file=out,
+        )
+    if summary["dead_letters"] and summary["dead_letters_file"]:
+        print(f"    all dead letters: {summary['dead_letters_file']}", file=out)
     mode = "worker processes" if summary["processes"] else "in-process worker"
     print(
         f"  {summary['workers']} {mode}, {summary['key_groups']} key groups, "
@@ -139,19 +225,112 @@ def _print_summary(summary: dict[str, Any], out: Any) -> None:
         print(f"  [{tick}] {check['name']}{detail}", file=out)
 
 
-async def _run(args: argparse.Namespace) -> int:
+def _failure_json(scenario: str | None, failure: _Failure) -> dict[str, Any]:
+    return {
+        "scenario": scenario,
+        "passed": False,
+        "error": {"kind": failure.kind, "message": failure.message},
+    }
+
+
+def _load(args: argparse.Namespace) -> tuple[Scenario, str, dict[str, Any]]:
     try:
         scenario, ref = load_scenario(args.scenario)
         params = scenario.resolve_params(dict(args.param))
     except ScenarioError as exc:
-        print(f"shoal: error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+        raise _Failure(str(exc), EXIT_USAGE, "scenario") from exc
     if args.in_process and args.workers != 1:
-        print(
-            "shoal: error: --in-process runs one worker; drop --workers or --in-process",
-            file=sys.stderr,
+        raise _Failure(
+            "--in-process runs one worker; drop --workers or --in-process", EXIT_USAGE, "usage"
         )
-        return EXIT_USAGE
+    return scenario, ref, params
+
+
+async def _stop_on_interrupt(stop: anyio.Event) -> None:
+    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async for _ in signals:
+            print(
+                "\nshoal: stopping: draining what was read (Ctrl-C again to abort)",
+                file=sys.stderr,
+            )
+            stop.set()
+            break
+
+
+async def _run_job(
+    args: argparse.Namespace,
+    ref: str,
+    params: dict[str, Any],
+    state_dir: Path,
+    dead_letters: DeadLetterSink,
+    display: ProgressDisplay | None,
+    latest: list[dict[str, Any]],
+    metrics: bool,
+) -> JobResult:
+    """Run the job; every failure leaves as a :class:`_Failure`, never as an ExceptionGroup."""
+
+    def on_progress(progress: Progress) -> None:
+        latest[:] = progress.reports
+        if display is not None:
+            display.update(progress)
+
+    extra: dict[str, Any] = {}
+    if args.batch_size:
+        extra["batch_size"] = args.batch_size
+    stop = anyio.Event()
+    outcome: JobResult | BaseException | None = None
+    async with anyio.create_task_group() as signals:
+        signals.start_soon(_stop_on_interrupt, stop)
+        # Errors are caught here, inside the group, so they reach the handlers below as
+        # themselves rather than wrapped in an ExceptionGroup.
+        try:
+            outcome = await run_job(
+                ref,
+                params=params,
+                workers=args.workers,
+                processes=not args.in_process,
+                state_dir=state_dir,
+                dead_letters=dead_letters,
+                on_progress=on_progress if (display is not None or metrics) else None,
+                stop=stop,
+                log_format=args.log_format,
+                log_level=args.log_level,
+                **extra,
+            )
+        except Exception as exc:
+            outcome = exc
+        signals.cancel_scope.cancel()
+    if isinstance(outcome, JobError):
+        raise _Failure(str(outcome), EXIT_FAILED, "job") from outcome
+    if isinstance(outcome, ScenarioError):
+        raise _Failure(str(outcome), EXIT_USAGE, "scenario") from outcome
+    if isinstance(outcome, ValueError | TypeError):  # run_job's checks of its arguments
+        raise _Failure(str(outcome), EXIT_USAGE, "usage") from outcome
+    if isinstance(outcome, BaseException):
+        # A bug, not a mistake of the user's: keep its traceback (one, not a group).
+        traceback.print_exception(outcome, file=sys.stderr)
+        message = f"internal error: {type(outcome).__name__}: {outcome}"
+        raise _Failure(message, EXIT_FAILED, "internal") from outcome
+    assert outcome is not None
+    return outcome
+
+
+def _keep_dead_letters(
+    result: JobResult, kept_in: Path, temporary: bool, chosen: str | None
+) -> Path | None:
+    """Where the run's dead letters can be read after ``shoal run`` has returned."""
+    if chosen is not None or not temporary:
+        return kept_in
+    if not result.dead_letters:
+        return None
+    target = Path.cwd() / DEFAULT_DEAD_LETTERS
+    shutil.move(kept_in, target)
+    return target
+
+
+async def _run(
+    args: argparse.Namespace, scenario: Scenario, ref: str, params: dict[str, Any]
+) -> dict[str, Any]:
     configure_logging(args.log_format, args.log_level)
     latest: list[dict[str, Any]] = []
     stop_metrics = None
@@ -161,97 +340,86 @@ async def _run(args: argparse.Namespace) -> int:
                 JobCollector(scenario.name, lambda: latest), args.metrics_port
             )
         except OSError as exc:
-            print(
-                f"shoal: error: cannot serve metrics on 127.0.0.1:{args.metrics_port}: "
-                f"{exc.strerror or exc}",
-                file=sys.stderr,
-            )
-            return EXIT_USAGE
+            raise _Failure(
+                f"cannot serve metrics on 127.0.0.1:{args.metrics_port}: {exc.strerror or exc}",
+                EXIT_USAGE,
+                "usage",
+            ) from exc
     temporary = args.state_dir is None
     state_dir = Path(tempfile.mkdtemp(prefix="shoal-state-")) if temporary else Path(args.state_dir)
+    letters_path = (
+        Path(args.dead_letters) if args.dead_letters else state_dir / "dead-letters.jsonl"
+    )
+    if args.dead_letters:
+        letters_path.unlink(missing_ok=True)  # this run's dead letters only, not an older run's
     show = not args.no_progress and sys.stderr.isatty()
     display = ProgressDisplay(scenario.name, args.workers) if show else None
-
-    def on_progress(progress: Progress) -> None:
-        latest[:] = progress.reports
-        if display is not None:
-            display.update(progress)
-
-    stop = anyio.Event()
-
-    async def stop_on_interrupt() -> None:
-        with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-            async for _ in signals:
-                print(
-                    "\nshoal: stopping: draining what was read (Ctrl-C again to abort)",
-                    file=sys.stderr,
-                )
-                stop.set()
-                break
-
-    extra: dict[str, Any] = {}
-    if args.batch_size:
-        extra["batch_size"] = args.batch_size
     try:
         if display is not None:
             display.start()
-        outcome: JobResult | Exception | None = None
         try:
-            async with anyio.create_task_group() as signals:
-                signals.start_soon(stop_on_interrupt)
-                # Errors are caught here, inside the group, so they reach the handlers below
-                # as themselves rather than wrapped in an ExceptionGroup.
-                try:
-                    outcome = await run_job(
-                        ref,
-                        params=params,
-                        workers=args.workers,
-                        processes=not args.in_process,
-                        state_dir=state_dir,
-                        on_progress=on_progress if (display is not None or stop_metrics) else None,
-                        stop=stop,
-                        log_format=args.log_format,
-                        log_level=args.log_level,
-                        **extra,
-                    )
-                except (JobError, ScenarioError) as exc:
-                    outcome = exc
-                signals.cancel_scope.cancel()
+            result = await _run_job(
+                args,
+                ref,
+                params,
+                state_dir,
+                DeadLetterSink(letters_path),
+                display,
+                latest,
+                stop_metrics is not None,
+            )
         finally:
             if display is not None:
                 display.stop()
-        if isinstance(outcome, Exception):
-            raise outcome
-        assert outcome is not None
-        result = outcome
         latest[:] = list(result.reports)
-        checks = scenario.run_checks(result, params)
-    except JobError as exc:
-        print(f"shoal: job failed: {exc}", file=sys.stderr)
-        return EXIT_FAILED
-    except ScenarioError as exc:
-        print(f"shoal: error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+        try:
+            checks = scenario.run_checks(result, params)
+        except ScenarioError as exc:
+            raise _Failure(str(exc), EXIT_USAGE, "scenario") from exc
+        kept = _keep_dead_letters(result, letters_path, temporary, args.dead_letters)
     finally:
         if stop_metrics is not None:
             stop_metrics()
         if temporary:
             shutil.rmtree(state_dir, ignore_errors=True)
-    passed = all(check.passed for check in checks)
-    summary = _summary(scenario.name, result, checks, passed)
+    summary = _summary(scenario.name, result, checks, kept)
     summary["description"] = scenario.description
+    return summary
+
+
+def _command(args: argparse.Namespace) -> int:
+    name: str | None = None
+    try:
+        scenario, ref, params = _load(args)
+        name = scenario.name
+        summary = anyio.run(_run, args, scenario, ref, params, backend_options=loop_options())
+    except _Failure as failure:
+        prefix = "job failed" if failure.status == EXIT_FAILED else "error"
+        print(f"shoal: {prefix}: {failure.message}", file=sys.stderr)
+        if args.json:
+            print(json.dumps(_failure_json(name, failure)))
+        return failure.status
+    for warning in summary["warnings"]:
+        print(f"shoal: warning: {warning}", file=sys.stderr)
     if args.json:
         print(json.dumps(summary))
     else:
         _print_summary(summary, sys.stdout)
-    return EXIT_OK if passed else EXIT_FAILED
+    return EXIT_OK if summary["passed"] else EXIT_FAILED
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``shoal`` console script."""
-    args = build_parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except _UsageError as exc:
+        print(f"shoal: error: {exc}", file=sys.stderr)
+        if "--json" in argv:  # asked for JSON: a usage error is one JSON object as well
+            print(json.dumps(_failure_json(None, _Failure(str(exc), EXIT_USAGE, "usage"))))
+        return EXIT_USAGE
     if args.command == "run":
-        return anyio.run(_run, args, backend_options=loop_options())
+        return _command(args)
     return EXIT_USAGE  # pragma: no cover - argparse requires a command
 
 

@@ -5,10 +5,15 @@ the same :class:`Flow` from it. A reference is ``"path/to/file.py:name"`` or
 ``"package.module:name"``; ``name`` is a Flow, a scenario (anything with ``build_flow``) or a
 function returning a Flow, called with the job's parameters. Files are imported by the actor
 kernel's loader, under the same module name in every process.
+
+A file's folder is put first on ``sys.path`` before the file is imported, as ``python FILE``
+does for a script, so a scenario or flow file can import a helper module beside it. This
+module runs in the driver and in every worker process, so each process does the same.
 """
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Mapping
 from pathlib import Path
 from types import ModuleType
@@ -37,15 +42,35 @@ def normalize_ref(ref: str) -> str:
     return ref
 
 
+def _put_folder_on_path(file: Path) -> None:
+    """Put ``file``'s folder first on ``sys.path`` (once), so modules beside it import."""
+    folder = str(file.resolve().parent)
+    if folder not in sys.path:
+        sys.path.insert(0, folder)
+
+
 def load_module(path: str | Path) -> ModuleType:
-    """Import a ``.py`` file (once per process, under the kernel's name for it)."""
-    module: ModuleType = import_file(Path(path).resolve())
+    """Import a ``.py`` file (once per process, under the kernel's name for it).
+
+    Its folder goes first on ``sys.path``, so it can import modules beside it.
+    """
+    file = Path(path).resolve()
+    _put_folder_on_path(file)
+    module: ModuleType = import_file(file)
     return module
 
 
 def load_object(ref: str) -> Any:
-    """Return the object a ``target:name`` reference points at."""
-    return resolve_object(normalize_ref(ref))
+    """Return the object a ``target:name`` reference points at.
+
+    For a file reference, the file's folder goes first on ``sys.path`` (see
+    :func:`load_module`).
+    """
+    ref = normalize_ref(ref)
+    target = ref.rpartition(":")[0]
+    if target.endswith(".py"):
+        _put_folder_on_path(Path(target))
+    return resolve_object(ref)
 
 
 def load_flow(ref: str, params: Mapping[str, Any] | None = None) -> Flow:

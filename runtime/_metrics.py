@@ -86,22 +86,26 @@ class JobCollector(Collector):
         self._source = source
 
     def collect(self) -> Iterator[Any]:
+        # Counters are named with their ``_total`` suffix, as Prometheus' naming rules ask; the
+        # exposition's ``# TYPE`` line names the family without it (OpenMetrics).
         snaps = list(self._source())
         labels = ["job", "worker"]
-        rin = CounterMetricFamily("shoal_records_in", "Records read by sources", labels=labels)
+        rin = CounterMetricFamily(
+            "shoal_records_in_total", "Records read by sources", labels=labels
+        )
         rout = CounterMetricFamily(
-            "shoal_records_out", "Records written to the sink", labels=labels
+            "shoal_records_out_total", "Records written to the sink", labels=labels
         )
         dead = CounterMetricFamily(
-            "shoal_dead_letters", "Records sent to the dead-letter sink", labels=labels
+            "shoal_dead_letters_total", "Records sent to the dead-letter sink", labels=labels
         )
         op_in = CounterMetricFamily(
-            "shoal_operator_records_in",
+            "shoal_operator_records_in_total",
             "Records into a keyed operator",
             labels=[*labels, "operator"],
         )
         op_out = CounterMetricFamily(
-            "shoal_operator_records_out",
+            "shoal_operator_records_out_total",
             "Records out of a keyed operator",
             labels=[*labels, "operator"],
         )

@@ -8,6 +8,7 @@ runs its checks against the result: an oracle computed independently from the sa
 from __future__ import annotations
 
 import inspect
+import traceback
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -67,8 +68,18 @@ class Scenario:
         return merged
 
     def build_flow(self, **params: Any) -> Flow:
-        """Build the flow with the given (already resolved) parameters."""
-        flow = self.build(**params)
+        """Build the flow with the given (already resolved) parameters.
+
+        Raises:
+            ScenarioError: ``build`` raised (the message names the exception and the line it
+                came from; the exception is chained), or did not return a :class:`Flow`.
+        """
+        try:
+            flow = self.build(**params)
+        except Exception as exc:
+            raise ScenarioError(
+                f"scenario {self.name!r}: build raised {_describe(exc)}{_where(exc)}"
+            ) from exc
         if not isinstance(flow, Flow):
             raise ScenarioError(
                 f"scenario {self.name!r}: build returned {type(flow).__name__}, not a Flow"
@@ -76,11 +87,28 @@ class Scenario:
         return flow
 
     def run_checks(self, result: JobResult, params: Mapping[str, Any]) -> list[Check]:
-        """Run the checks; a check function that raises becomes one failed check."""
+        """Run the checks and return their outcomes.
+
+        A scenario cannot pass by checking nothing: a ``checks`` function that raises becomes
+        one failed check named ``checks raised``; one that returns ``None`` (forgot to return
+        or yield) or no checks at all becomes one failed check named ``has checks``.
+
+        Raises:
+            ScenarioError: ``checks`` produced something that is not a :class:`Check`.
+        """
         try:
-            checks = list(self.checks(result, params))
+            produced = self.checks(result, params)
+            if produced is None:
+                return [
+                    Check(
+                        "has checks",
+                        False,
+                        "the scenario's checks returned None; return or yield Check records",
+                    )
+                ]
+            checks = list(produced)
         except Exception as exc:
-            return [Check("checks raised", False, f"{type(exc).__name__}: {exc}")]
+            return [Check("checks raised", False, f"{_describe(exc)}{_where(exc)}")]
         for check in checks:
             if not isinstance(check, Check):
                 raise ScenarioError(
@@ -89,6 +117,29 @@ class Scenario:
         if not checks:
             return [Check("has checks", False, "the scenario's checks returned nothing")]
         return checks
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _where(exc: BaseException) -> str:
+    """`` (file.py:line)`` of the innermost frame outside the import machinery, or ``""``."""
+    frames = [
+        frame
+        for frame in traceback.extract_tb(exc.__traceback__)
+        if not frame.filename.startswith("<frozen ")
+    ]
+    return f" ({frames[-1].filename}:{frames[-1].lineno})" if frames else ""
+
+
+def _import_error(path: str | Path, exc: Exception) -> ScenarioError:
+    """A short message for a scenario file that cannot be imported: file:line and the error."""
+    if isinstance(exc, SyntaxError):
+        where = f"{exc.filename or path}:{exc.lineno}" if exc.lineno else str(path)
+        return ScenarioError(f"{where}: {type(exc).__name__}: {exc.msg}")
+    return ScenarioError(f"cannot import scenario file {path}: {_describe(exc)}{_where(exc)}")
 
 
 def _coerce(key: str, text: str, default: Any) -> Any:
@@ -108,19 +159,30 @@ def _coerce(key: str, text: str, default: Any) -> Any:
         except ValueError:
             pass
     raise ScenarioError(
-        f"parameter {key!r} must be {kind.__name__} (like its default {default!r}); "
-        f"got {text!r}"
+        f"parameter {key!r} must be {kind.__name__} (like its default {default!r}); got {text!r}"
     )
 
 
 def load_scenario(path: str | Path) -> tuple[Scenario, str]:
-    """Load a scenario file; return the scenario and the reference worker processes use."""
+    """Load a scenario file; return the scenario and the reference worker processes use.
+
+    The file's folder goes first on ``sys.path`` (see :func:`load_module`), so it can import
+    a helper module beside it, in this process and in every worker process.
+
+    Raises:
+        ScenarioError: no such file, not a ``.py`` file, a syntax error (``file:line``), an
+            exception while importing it (its type, message and ``file:line``), or no
+            :class:`Scenario` in it.
+    """
     file = Path(path)
     if not file.is_file():
         raise ScenarioError(f"scenario file not found: {path}")
     if file.suffix != ".py":
         raise ScenarioError(f"a scenario is a Python file ending in .py; got {path}")
-    module = load_module(str(file.resolve()))
+    try:
+        module = load_module(str(file.resolve()))
+    except Exception as exc:
+        raise _import_error(path, exc) from exc
     found = [(name, obj) for name, obj in inspect.getmembers(module) if isinstance(obj, Scenario)]
     if not found:
         raise ScenarioError(

@@ -8,13 +8,19 @@ and the page of the latest click (by timestamp, so the result does not depend on
 generator's splits interleave) in LMDB state, and emits the running count for every click.
 
 The checks recompute every user's count and last page independently from the generator and
-compare them with the state the job left in LMDB, key by key.
+compare them with the state the job left in LMDB, key by key. Two more checks judge the
+workload itself against the distribution it promises, with thresholds derived from the
+parameters (and named in the checks): the number of distinct users, and the clicks of the
+busiest user (the skew).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator, Mapping
 from typing import Any
+
+import numpy as np
 
 from shoal import (
     Check,
@@ -64,6 +70,28 @@ def build(events: int, users: int, seed: int, splits: int, zipf_s: float, key_gr
     return flow
 
 
+def workload_bounds(events: int, users: int, zipf_s: float) -> tuple[int, float, int]:
+    """Lower bounds on what the workload must show: (distinct users, their expectation, clicks
+    of the busiest user).
+
+    User rank ``r`` is drawn with probability ``p_r`` proportional to ``1/r**zipf_s``. Over
+    ``events`` draws, user ``r`` appears at least once with probability
+    ``q_r = 1 - (1 - p_r)**events``; the distinct count has mean ``sum(q_r)`` and a variance
+    below ``sum(q_r * (1 - q_r))``. The rank-1 user's clicks are binomial(events, p_1), and the
+    busiest user has at least as many. Each bound is the mean minus five standard deviations:
+    a correct generator misses it with negligible probability; a generator that loses users or
+    skew does not reach it.
+    """
+    weights = 1.0 / np.arange(1, users + 1, dtype=np.float64) ** zipf_s
+    p = weights / weights.sum()
+    q = -np.expm1(events * np.log1p(-p))
+    expected = float(q.sum())
+    min_users = math.floor(expected - 5 * math.sqrt(float((q * (1 - q)).sum())))
+    top = events * float(p[0])
+    min_top = math.floor(top - 5 * math.sqrt(top * (1 - float(p[0]))))
+    return max(min_users, 0), expected, max(min_top, 0)
+
+
 def checks(result: JobResult, params: Mapping[str, Any]) -> Iterator[Check]:
     expected = clickstream_oracle(
         source(
@@ -90,6 +118,7 @@ def checks(result: JobResult, params: Mapping[str, Any]) -> Iterator[Check]:
         if last.get(u) is None or tuple(last[u]) != (page, ts)
     ]
     extra = set(clicks) - set(expected)
+    extra_last = set(last) - set(expected)
     yield Check(
         "per-user click counts equal the oracle",
         not wrong_counts and not extra,
@@ -99,14 +128,23 @@ def checks(result: JobResult, params: Mapping[str, Any]) -> Iterator[Check]:
     )
     yield Check(
         "per-user last page equals the oracle",
-        not wrong_pages,
-        f"{len(wrong_pages)} differ" + (f" (first: user {wrong_pages[0]})" if wrong_pages else ""),
+        not wrong_pages and not extra_last,
+        f"{len(wrong_pages)} differ"
+        + (f" (first: user {wrong_pages[0]})" if wrong_pages else "")
+        + (f"; {len(extra_last)} unexpected users in state" if extra_last else ""),
     )
-    top = max(expected.values(), key=lambda v: v[0])[0] if expected else 0
+    min_users, mean_users, min_top = workload_bounds(events, params["users"], params["zipf_s"])
+    top = max((n for n, _page, _ts in expected.values()), default=0)
     yield Check(
-        "workload is zipf-skewed with >= 100k distinct users",
-        len(expected) >= 100_000 or events < 1_000_000,
-        f"{len(expected):,} distinct users; the busiest has {top:,} clicks",
+        f"workload has >= {min_users:,} distinct users",
+        len(expected) >= min_users,
+        f"{len(expected):,} distinct users of {params['users']:,}; {mean_users:,.0f} expected",
+    )
+    yield Check(
+        f"workload is zipf-skewed: the busiest user has >= {min_top:,} clicks",
+        top >= min_top,
+        f"the busiest user has {top:,} clicks; a uniform workload would give about "
+        f"{events / params['users']:,.1f}",
     )
 
 

@@ -22,7 +22,7 @@ BOOT = f"{HERE / '_proc_actors.py'}:bootstrap"
 Add = resolve_object(f"{HERE / '_proc_actors.py'}:Add")  # same module, same registration
 
 DRIVER = -1
-pytestmark = [pytest.mark.processes, pytest.mark.asyncio(loop_factories=["uvloop"])]
+pytestmark = [pytest.mark.processes, pytest.mark.asyncio]
 
 PLACEMENT = {"c0": 0, "c1": 1, "slow": 0, "gate": 0}
 

@@ -61,6 +61,18 @@ def run_json(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, dict[
     return code, json.loads(out), err  # the whole of stdout is one JSON object
 
 
+def assert_one_json_error(out: str, kind: str) -> dict[str, Any]:
+    """stdout is exactly one JSON object saying the run did not pass, and why."""
+    summary = json.loads(out)
+    assert isinstance(summary, dict)
+    assert summary["passed"] is False
+    assert set(summary["error"]) == {"kind", "message"}
+    if kind:
+        assert summary["error"]["kind"] == kind
+    error: dict[str, Any] = summary["error"]
+    return error
+
+
 def check_summary(summary: dict[str, Any], workers: int, processes: bool) -> None:
     assert set(summary) >= SUMMARY_KEYS
     assert summary["scenario"] == "clickstream"
@@ -71,7 +83,7 @@ def check_summary(summary: dict[str, Any], workers: int, processes: bool) -> Non
     assert summary["elapsed_s"] > 0
     assert summary["events_per_s"] > 0
     assert summary["passed"] is True
-    assert len(summary["checks"]) == 6
+    assert len(summary["checks"]) == 7
     for check in summary["checks"]:
         assert set(check) == {"name", "passed", "detail"}
         assert check["passed"] is True
@@ -232,7 +244,7 @@ def test_bad_usage_exits_2_naming_the_mistake(
         code = exc.code  # type: ignore[assignment]
     out, err = capsys.readouterr()
     assert code == 2
-    assert out == ""
+    assert assert_one_json_error(out, "")["kind"] in ("usage", "scenario")
     assert re.search(message + r"\Z", err), err
 
 
@@ -256,7 +268,7 @@ def test_a_malformed_scenario_exits_2_with_a_message_not_a_traceback(
     code = main(["run", scenario(name), "--in-process", "--json"])
     out, err = capsys.readouterr()
     assert code == 2
-    assert out == ""
+    assert_one_json_error(out, "scenario")
     assert re.search(message, err), err
     assert list(private_tmp.iterdir()) == []
 
@@ -290,7 +302,7 @@ def test_the_console_script_exit_status(argv: list[str], status: int, private_tm
     done = shoal_command(*argv, tmp=private_tmp)
     assert done.returncode == status, done.stderr
     if status == 2:
-        assert done.stdout == ""
+        assert_one_json_error(done.stdout, "")
         assert done.stderr.splitlines()[-1].startswith("shoal: error: ")
     else:
         summary = json.loads(done.stdout)
@@ -304,7 +316,8 @@ def test_the_console_script_exit_status(argv: list[str], status: int, private_tm
 def test_a_killed_worker_fails_the_run_with_status_1_and_a_message(private_tmp: Path) -> None:
     done = shoal_command(scenario("worker_dies"), "--json", tmp=private_tmp)
     assert done.returncode == 1, done.stderr
-    assert done.stdout == ""
+    error = assert_one_json_error(done.stdout, "job")
+    assert error["message"] in done.stderr
     assert "Traceback" not in done.stderr, done.stderr
     assert any(
         re.fullmatch(
@@ -372,6 +385,206 @@ def test_a_metrics_port_in_use_exits_2_naming_the_port(
         )
     out, err = capsys.readouterr()
     assert code == 2
-    assert out == ""
+    assert_one_json_error(out, "usage")
     assert re.search(rf"^shoal: error: .*\b{port}\b.*\n\Z", err), err
     assert list(private_tmp.iterdir()) == []
+
+
+# --- bad scenario files: one line, exit 2, and with --json one JSON object ---------------------
+
+
+def bad_scenario_files(tmp: Path) -> list[tuple[str, str]]:
+    """(file, the whole of stderr) for a syntax error, an import error and a raising build."""
+    syntax = tmp / "syntax_error.py"
+    syntax.write_text('"""A scenario file with a syntax error on line 3."""\n\ndef build(:\n')
+    return [
+        (str(syntax), rf"shoal: error: {re.escape(str(syntax))}:3: SyntaxError: invalid syntax\n"),
+        (
+            scenario("import_error"),
+            r"shoal: error: cannot import scenario file .*import_error\.py: "
+            r"ModuleNotFoundError: No module named 'shoal_no_such_module' "
+            r"\(.*import_error\.py:5\)\n",
+        ),
+        (
+            scenario("build_raises"),
+            r"shoal: error: scenario 'build_raises': build raised ValueError: "
+            r"records must be even; got 3 \(.*build_raises\.py:13\)\n",
+        ),
+    ]
+
+
+@pytest.mark.parametrize("case", [0, 1, 2], ids=["syntax-error", "import-error", "build-raises"])
+def test_a_bad_scenario_file_exits_2_with_one_line_and_one_json_object(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, private_tmp: Path, case: int
+) -> None:
+    file, message = bad_scenario_files(tmp_path)[case]
+    code = main(["run", file, "--in-process", "--json"])
+    out, err = capsys.readouterr()
+    assert code == 2
+    assert re.fullmatch(message, err), err
+    error = assert_one_json_error(out, "scenario")
+    assert f"shoal: error: {error['message']}\n" == err
+    assert list(private_tmp.iterdir()) == []
+
+
+@pytest.mark.processes
+def test_a_bad_scenario_file_is_one_line_from_the_console_script_too(
+    tmp_path: Path, private_tmp: Path
+) -> None:
+    for file, message in bad_scenario_files(tmp_path):
+        done = shoal_command(file, "--workers", "2", tmp=private_tmp)  # human output, processes
+        assert done.returncode == 2, done.stderr
+        assert done.stdout == ""
+        assert re.fullmatch(message, done.stderr), done.stderr
+    assert list(private_tmp.iterdir()) == []
+
+
+def test_a_failing_check_still_prints_one_json_object_without_an_error(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    code, summary, _err = run_json(capsys, scenario("wrong_count"), "--in-process")
+    assert code == 1
+    assert summary["passed"] is False
+    assert summary["error"] is None
+
+
+def test_checks_that_return_none_fail_as_has_checks(capsys: pytest.CaptureFixture[str]) -> None:
+    code, summary, _err = run_json(capsys, scenario("checks_return_none"), "--in-process")
+    assert code == 1
+    assert summary["checks"] == [
+        {
+            "name": "has checks",
+            "passed": False,
+            "detail": "the scenario's checks returned None; return or yield Check records",
+        }
+    ]
+
+
+def test_version_prints_the_installed_version(capsys: pytest.CaptureFixture[str]) -> None:
+    import shoal
+
+    with pytest.raises(SystemExit) as exited:
+        main(["--version"])
+    assert exited.value.code == 0
+    assert capsys.readouterr().out == f"shoal {shoal.__version__}\n"
+
+
+# --- dead letters: samples in the summary, the full list in a file the user can read ----------
+
+
+def test_dead_letters_show_samples_and_are_kept_in_the_current_directory(
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+    private_tmp: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    code = main(["run", scenario("some_fail"), "--in-process"])
+    out, err = capsys.readouterr()
+    assert code == 0
+    assert err == ""  # some records failed, not all: no warning
+    kept = tmp_path / "shoal-dead-letters.jsonl"
+    assert "  20 records in, 16 out, 4 dead letters\n" in out
+    samples = [line for line in out.splitlines() if line.startswith("    dead letter: ")]
+    assert len(samples) == 3
+    assert all(
+        re.fullmatch(
+            r"    dead letter: map: ValueError: \d+ is divisible by 5 at items:[01] offset \d+",
+            line,
+        )
+        for line in samples
+    ), samples
+    assert f"    all dead letters: {kept}\n" in out
+    letters = [json.loads(line) for line in kept.read_text().splitlines()]
+    assert sorted(letter["record"] for letter in letters) == [0, 5, 10, 15]
+    assert {letter["operator"] for letter in letters} == {"map"}
+    assert list(private_tmp.iterdir()) == []  # the temporary state directory is gone
+
+
+def test_no_dead_letters_leave_no_file(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)
+    code, summary, _err = run_json(capsys, scenario("typed_params"), "--in-process")
+    assert code == 0
+    assert summary["dead_letters"] == 0
+    assert summary["dead_letter_samples"] == []
+    assert summary["dead_letters_file"] is None
+    assert list(cwd.iterdir()) == []
+
+
+@pytest.mark.processes
+def test_dead_letters_option_writes_this_runs_letters_to_the_path(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    path = tmp_path / "out" / "letters.jsonl"
+    path.parent.mkdir()
+    path.write_text('{"an older run": true}\n')
+    code, summary, _err = run_json(
+        capsys, scenario("some_fail"), "--workers", "2", "--dead-letters", str(path)
+    )
+    assert code == 0
+    assert summary["dead_letters"] == 4
+    assert summary["dead_letters_file"] == str(path)
+    assert [s["operator"] for s in summary["dead_letter_samples"]] == ["map"] * 3
+    assert all(
+        set(s) == {"operator", "error", "split", "offset", "position"}
+        for s in summary["dead_letter_samples"]
+    )
+    letters = [json.loads(line) for line in path.read_text().splitlines()]
+    assert sorted(letter["record"] for letter in letters) == [0, 5, 10, 15]
+
+
+def test_dead_letters_stay_in_a_state_dir_the_user_chose(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    state = tmp_path / "state"
+    code, summary, _err = run_json(
+        capsys, scenario("some_fail"), "--in-process", "--state-dir", str(state)
+    )
+    assert code == 0
+    assert summary["dead_letters_file"] == str(state / "dead-letters.jsonl")
+    assert len((state / "dead-letters.jsonl").read_text().splitlines()) == 4
+    assert not (tmp_path / "shoal-dead-letters.jsonl").exists()
+
+
+def test_a_job_in_which_every_record_failed_warns_loudly(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    code = main(["run", scenario("some_fail"), "--in-process", "--param", "every=1"])
+    out, err = capsys.readouterr()
+    assert code == 0  # the scenario's own check passes: it expects the failures
+    warning = "every record failed: 20 dead letters for 20 records in"
+    assert err == f"shoal: warning: {warning}\n"
+    assert f"  WARNING: {warning}\n" in out
+    code, summary, err = run_json(
+        capsys, scenario("some_fail"), "--in-process", "--param", "every=1"
+    )
+    assert summary["warnings"] == [warning]
+    assert err == f"shoal: warning: {warning}\n"
+
+
+# --- a scenario file imports a module beside it, in every process ------------------------------
+
+
+def test_a_scenario_imports_a_module_beside_it_in_process(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    code, summary, _err = run_json(capsys, scenario("imports_helper"), "--in-process")
+    assert code == 0, summary
+    assert summary["records_in"] == 60
+
+
+@pytest.mark.processes
+def test_a_scenario_imports_a_module_beside_it_in_worker_processes(
+    private_tmp: Path,
+) -> None:
+    done = shoal_command(scenario("imports_helper"), "--workers", "2", "--json", tmp=private_tmp)
+    assert done.returncode == 0, done.stderr
+    summary = json.loads(done.stdout)
+    assert summary["passed"] is True
+    assert summary["workers"] == 2

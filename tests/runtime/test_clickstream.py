@@ -13,12 +13,8 @@ import pytest
 from shoal.runtime._clickstream import BASE_TS, ClickstreamSource, _Tables, clickstream_oracle
 from shoal.runtime._sources import Source
 
+# Every async test here runs on asyncio and on uvloop (tests/conftest.py's anyio_backend).
 pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
 
 
 Event = tuple[int, str, int]

@@ -125,9 +125,10 @@ def test_checks_that_raise_become_one_failed_check() -> None:
         raise KeyError("events")
 
     checks = make({}, boom).run_checks(fake_result(), {})
-    assert checks == [Check("checks raised", False, "KeyError: 'events'")]
+    detail = f"KeyError: 'events' ({__file__}:125)"  # the exception and where it was raised
+    assert checks == [Check("checks raised", False, detail)]
     assert [c.to_json() for c in checks] == [
-        {"name": "checks raised", "passed": False, "detail": "KeyError: 'events'"}
+        {"name": "checks raised", "passed": False, "detail": detail}
     ]
 
 
@@ -136,11 +137,16 @@ def test_checks_that_return_nothing_fail() -> None:
     assert checks == [Check("has checks", False, "the scenario's checks returned nothing")]
 
 
-def test_checks_that_return_none_fail_as_one_check() -> None:
-    # a check function that forgets to return its list returns None; not iterable: TypeError
+def test_checks_that_return_none_fail_as_has_checks() -> None:
+    # a check function that forgets to return its list returns None: it checked nothing
     checks = make({}, lambda result, params: None).run_checks(fake_result(), {})
-    assert len(checks) == 1
-    assert not checks[0].passed
+    assert checks == [
+        Check(
+            "has checks",
+            False,
+            "the scenario's checks returned None; return or yield Check records",
+        )
+    ]
 
 
 def test_checks_that_yield_something_else_are_a_scenario_error() -> None:
@@ -160,6 +166,37 @@ def test_build_flow_rejects_a_builder_that_returns_no_flow() -> None:
     scenario = Scenario(name="odd", build=lambda: 42, checks=no_checks)
     with pytest.raises(ScenarioError, match=r"^scenario 'odd': build returned int, not a Flow$"):
         scenario.build_flow()
+
+
+def test_build_flow_turns_an_exception_in_build_into_a_scenario_error() -> None:
+    def build() -> Flow:
+        raise ValueError("no such table")
+
+    scenario = Scenario(name="odd", build=build, checks=no_checks)
+    line = build.__code__.co_firstlineno + 1
+    with pytest.raises(
+        ScenarioError,
+        match=rf"^scenario 'odd': build raised ValueError: no such table \({__file__}:{line}\)$",
+    ) as raised:
+        scenario.build_flow()
+    assert isinstance(raised.value.__cause__, ValueError)
+
+
+def test_load_scenario_names_the_line_of_a_syntax_error(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.py"
+    bad.write_text("x = 1\ny = (\n")
+    with pytest.raises(ScenarioError, match=rf"^{bad}:2: SyntaxError: '\(' was never closed$"):
+        load_scenario(bad)
+
+
+def test_load_scenario_names_an_exception_raised_while_importing(tmp_path: Path) -> None:
+    bad = tmp_path / "raises_at_import.py"
+    bad.write_text("x = 1\nraise RuntimeError('no config')\n")
+    with pytest.raises(
+        ScenarioError,
+        match=rf"^cannot import scenario file {bad}: RuntimeError: no config \({bad}:2\)$",
+    ):
+        load_scenario(bad)
 
 
 def test_load_scenario_returns_the_scenario_and_a_reference_to_it() -> None:
@@ -205,3 +242,84 @@ def test_load_scenario_wants_a_python_file(tmp_path: Path) -> None:
         ScenarioError, match=r"^a scenario is a Python file ending in \.py; got .*scenario\.toml$"
     ):
         load_scenario(file)
+
+
+# --- the default scenario's checks check what their names say ---------------------------------
+
+CLICKSTREAM = Path(__file__).resolve().parents[2] / "scenarios" / "clickstream.py"
+
+
+class OracleResult:
+    """What a correct job over ``expected`` leaves behind (counters and state)."""
+
+    def __init__(self, expected: dict[int, tuple[int, str, int]], events: int) -> None:
+        self.records_in = self.records_out = events
+        self.dead_letters = 0
+        self._state = {
+            "clicks": {user: n for user, (n, _page, _ts) in expected.items()},
+            "last": {user: [page, ts] for user, (_n, page, ts) in expected.items()},
+        }
+
+    def read_state(self, operator: str, state: str) -> dict[Any, Any]:
+        assert operator == "users"
+        return self._state[state]
+
+
+def clickstream_checks(
+    monkeypatch: pytest.MonkeyPatch, workload: Any = None, **overrides: str
+) -> dict[str, Check]:
+    """Run the default scenario's checks over ``workload`` (default: its own generator)."""
+    import inspect
+
+    scenario, _ref = load_scenario(CLICKSTREAM)
+    module = inspect.getmodule(scenario.build)
+    params = scenario.resolve_params(overrides)
+    if workload is not None:
+        monkeypatch.setattr(module, "clickstream_oracle", workload)
+    oracle = module.clickstream_oracle  # type: ignore[union-attr]
+    expected = oracle(
+        module.source(  # type: ignore[union-attr]
+            params["events"], params["users"], params["seed"], params["splits"], params["zipf_s"]
+        )
+    )
+    checks = scenario.run_checks(OracleResult(expected, params["events"]), params)  # type: ignore[arg-type]
+    return {check.name.split(" >= ")[0]: check for check in checks}
+
+
+def test_the_default_scenario_names_its_workload_thresholds_and_passes_a_true_workload(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    checks = clickstream_checks(monkeypatch, events="100000")
+    assert all(check.passed for check in checks.values()), checks
+    users = checks["workload has"]
+    skew = checks["workload is zipf-skewed: the busiest user has"]
+    # The thresholds come from the parameters (mean minus five standard deviations).
+    assert users.name == "workload has >= 38,466 distinct users"
+    assert users.detail == "39,265 distinct users of 200,000; 39,247 expected"
+    assert skew.name == "workload is zipf-skewed: the busiest user has >= 3,774 clicks"
+
+
+def test_the_distinct_users_check_fails_when_the_workload_has_fewer_users(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from shoal import clickstream_oracle
+
+    def fewer_users(source: Any) -> dict[int, tuple[int, str, int]]:
+        full = clickstream_oracle(source)
+        return {user: v for user, v in full.items() if user % 4}  # a quarter of them lost
+
+    checks = clickstream_checks(monkeypatch, fewer_users, events="100000")
+    assert not checks["workload has"].passed
+
+
+def test_the_skew_check_fails_when_the_workload_is_uniform(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from shoal import ClickstreamSource, clickstream_oracle
+
+    def uniform(source: ClickstreamSource) -> dict[int, tuple[int, str, int]]:
+        flat = ClickstreamSource(events=source.events, users=source.users, seed=1, zipf_s=0.0)
+        return clickstream_oracle(flat)
+
+    checks = clickstream_checks(monkeypatch, uniform, events="100000")
+    assert not checks["workload is zipf-skewed: the busiest user has"].passed

@@ -19,12 +19,8 @@ from shoal.runtime._sinks import (
     SinkPartition,
 )
 
+# Every async test here runs on asyncio and on uvloop (tests/conftest.py's anyio_backend).
 pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
 
 
 async def test_collecting_sink_keeps_items_in_arrival_order() -> None:

@@ -31,6 +31,9 @@ from shoal import CollectingSink, Flow, run_job
 
 SOURCE_FLOWS = str(Path(source_flows.__file__).resolve())
 
+# Every async test here is marked asyncio: it runs on asyncio and on uvloop (tests/conftest.py).
+
+
 Read = tuple[list[tuple[int, Any]], list[SourceError]]
 
 
