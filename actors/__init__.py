@@ -19,7 +19,10 @@ Guarantees (see also the docstrings of Ref, Worker.migrate and open_worker):
   the kernel's own errors (ActorStoppedError, UnknownActorError, PeerLostError, MigrationError)
   keep their type across processes.
 * Peer loss: when a peer's connection closes or breaks (kill -9, exit), its pending asks fail
-  with PeerLostError and later sends to actors the directory places there raise PeerLostError;
+  with PeerLostError, tells still buffered for it are counted in ``statistics().dead_letters``
+  and logged once with their number (bytes already in the kernel's socket buffers die with the
+  peer), and later sends to actors the directory places there raise PeerLostError. A peer that
+  said goodbye is not reported as lost when one of our writes races its exit;
   ``Worker.wait_peer_lost(id)`` and ``statistics().lost_peers`` report it. After restarting
   the peer, ``Worker.reconnect(id)`` (or the peer connecting first) makes it reachable again.
 * Migration: messages queued before the move are handled on the old worker, those arriving

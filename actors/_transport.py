@@ -206,6 +206,9 @@ class SocketLink:
         self.codec = worker.codec
         hello = self.codec.encode([HELLO, worker.worker_id])
         self._buf: list[bytes] = [hello]
+        # The batch the flusher is writing, and how many of its envelopes have been sent.
+        self._writing: list[bytes] = []
+        self._written = 0
         self._buffered = len(hello)
         self._idle = False
         self._wake = anyio.Event()
@@ -312,7 +315,7 @@ class SocketLink:
             try:
                 await self._flush_forever(stream)
             except (BrokenResourceError, ClosedResourceError, OSError) as exc:
-                self.worker._peer_lost(
+                self.worker._link_broke(
                     self.peer_id, f"connection to worker {self.peer_id} broke: {exc!r}"
                 )
             finally:
@@ -350,6 +353,7 @@ class SocketLink:
                     await checkpoint()
                 continue
             items, self._buf = self._buf, []
+            self._writing, self._written = items, 0
             start = 0
             size = 0
             for index, item in enumerate(items):
@@ -358,6 +362,7 @@ class SocketLink:
                     chunk = items[start : index + 1]
                     frame = b"".join([header(size + 2), b"\x9f", *chunk, b"\xff"])
                     await stream.send(frame)
+                    self._written = index + 1
                     self._buffered -= size
                     self.frames_out += 1
                     self.bytes_out += len(frame)
@@ -373,7 +378,16 @@ class SocketLink:
         if self.lost is not None:
             return
         self.lost = reason
+        # Envelopes not yet handed to the socket can no longer be delivered: count them (the
+        # hello, if it never left, is not a message). Those already in the kernel's socket
+        # buffers when the peer died are lost without a trace: the layer above recovers them.
+        dropped = len(self._buf) + len(self._writing) - self._written
+        if self._stream is None and self._buf:
+            dropped -= 1
+        if dropped > 0:
+            self.worker._count_undelivered(self.peer_id, dropped, reason)
         self._buf.clear()
+        self._writing, self._written = [], 0
         self._buffered = 0
         pending, self._pending = self._pending, {}
         for reply, _name in pending.values():
@@ -464,6 +478,7 @@ class Mesh:
                                 raise MessageDecodeError("no hello first")  # noqa: TRY301
                             peer_id = int(envelope[1])
                             self.worker._peer_hello(peer_id)
+                            self.worker._readers.add(peer_id)
                             continue
                         await self._dispatch(peer_id, envelope)
                 if offset:
@@ -473,8 +488,10 @@ class Mesh:
         finally:
             with anyio.CancelScope(shield=True):
                 await stream.aclose()
-            if peer_id is not None and not self.worker._closed:
-                self.worker._peer_lost(peer_id, f"connection from worker {peer_id} closed")
+            if peer_id is not None:
+                self.worker._readers.discard(peer_id)
+                if not self.worker._closed:
+                    self.worker._peer_lost(peer_id, f"connection from worker {peer_id} closed")
 
     async def _dispatch(self, peer_id: int, envelope: list[Any]) -> None:
         kind = envelope[0]
@@ -501,7 +518,9 @@ class Mesh:
                 RemoteReply(worker, peer_id, ask_id),
             )
         else:
-            log.error("unknown envelope kind", kind=kind, peer=peer_id)
+            # A peer speaking another protocol version: the envelope cannot be delivered.
+            worker.dead_letters += 1
+            log.error("unknown envelope kind; message dropped", kind=kind, peer=peer_id)
 
     async def aclose(self) -> None:
         if self._listener is not None:

@@ -91,6 +91,7 @@ class Worker:
         self._links: dict[int, Link] = {}
         self._lost: dict[int, anyio.Event] = {}
         self._leaving: set[int] = set()  # peers that said goodbye (closing in order)
+        self._readers: set[int] = set()  # peers whose connection to us is open (hello seen)
         self._failure: ActorFailedError | None = None
         self._closed = False
         self._key = _mesh_key(mesh_dir, worker_id)
@@ -298,6 +299,39 @@ class Worker:
             else:
                 log.warning("peer lost", worker=self.worker_id, peer=worker_id, reason=reason)
             event.set()
+
+    def _link_broke(self, worker_id: int, reason: str) -> None:
+        """Our connection to ``worker_id`` broke while writing.
+
+        If the peer's own connection to us is open, its reader has the last word: it reads the
+        peer's goodbye (an orderly exit that merely raced our write) or the end of a crashed
+        peer's stream, and reports accordingly. Either way nothing more can be sent on this link.
+        """
+        link = self._links.get(worker_id)
+        if worker_id in self._readers and not self._closed:
+            if link is not None:
+                link.lose(reason)
+            return
+        self._peer_lost(worker_id, reason)
+
+    def _count_undelivered(self, worker_id: int, count: int, reason: str) -> None:
+        """Messages buffered for a peer that is gone: counted as dead letters, logged once."""
+        self.dead_letters += count
+        if worker_id in self._leaving or self._closed:
+            log.info(
+                "messages undelivered to a departing peer",
+                worker=self.worker_id,
+                peer=worker_id,
+                count=count,
+            )
+        else:
+            log.warning(
+                "messages undelivered: peer lost",
+                worker=self.worker_id,
+                peer=worker_id,
+                count=count,
+                reason=reason,
+            )
 
     def _peer_leaving(self, worker_id: int) -> None:
         """A peer said goodbye: its connection closing next is an orderly departure."""
