@@ -8,7 +8,7 @@ from typing import Any
 
 import anyio
 import pytest
-from shoal.actors import open_worker, open_worker_process
+from shoal.actors import PeerLostError, open_worker, open_worker_process
 from shoal.actors._bootstrap import resolve_object
 from structlog.testing import capture_logs
 
@@ -36,10 +36,14 @@ async def test_messages_buffered_for_a_killed_peer_are_counted_as_dead_letters(
 
             async def send_until_stuck() -> None:
                 nonlocal sent
-                with pytest.raises(Exception, match="worker 0"):
-                    while True:
-                        await slow.tell([sent, payload])  # the gate is closed: nothing is read
-                        sent += 1
+                with pytest.raises(PeerLostError, match="worker 0"):
+                    await send_forever()
+
+            async def send_forever() -> None:
+                nonlocal sent
+                while True:
+                    await slow.tell([sent, payload])  # the gate is closed: nothing is read
+                    sent += 1
 
             with capture_logs() as logs:
                 async with anyio.create_task_group() as tg:
