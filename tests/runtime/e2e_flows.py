@@ -113,6 +113,11 @@ def sum_per_word(key: str, record: dict[str, Any], ctx: ProcessContext) -> None:
     ctx.emit((key, total))
 
 
+def last_letter(item: tuple[str, Any]) -> str:
+    """The second exchange's key: the last character of the word an update came from."""
+    return item[0][-1]
+
+
 def randomized(
     seed: int = 0,
     n: int = 1000,
@@ -120,8 +125,14 @@ def randomized(
     splits: int = 2,
     key_groups: int = 8,
     op: str = "process",
+    stages: int = 1,
 ) -> Flow:
-    """A randomized job: per word, a running sum (ValueState) and the values seen (ListState)."""
+    """A randomized job: per word, a running sum (ValueState) and the values seen (ListState).
+
+    With ``stages=2`` every update of the first keyed operator goes through a second exchange,
+    keyed by the word's last character, into a running count (``per_letter``): two keyed
+    stages, so records cross workers twice.
+    """
     flow = Flow("randomized", num_key_groups=key_groups)
     keyed = flow.source(IterableSource(random_words(seed, n, vocabulary), splits=splits)).key_by(
         word_of
@@ -136,5 +147,7 @@ def randomized(
             states=[ValueStateSpec("total", default=0), ListStateSpec("seen")],
             name="per_word",
         )
+    if stages == 2:
+        out = out.key_by(last_letter).count(name="per_letter")
     out.sink(CollectingSink())
     return flow
