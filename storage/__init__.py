@@ -18,6 +18,7 @@ from ._backend import LmdbBackend as LmdbBackend
 from ._backend import MemoryBackend as MemoryBackend
 from ._backend import StateBackend as StateBackend
 from ._codec import check_key as check_key
+from ._codec import check_keys as check_keys
 from ._codec import decode_key as decode_key
 from ._codec import decode_value as decode_value
 from ._codec import encode_key as encode_key
@@ -70,6 +71,7 @@ __all__ = (
     "encode_key",
     "decode_key",
     "check_key",
+    "check_keys",
     "encode_value",
     "decode_value",
     # errors
