@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator, Mapping
+from copy import deepcopy
 from itertools import compress, islice, repeat
 from operator import is_, is_not
 from typing import Any, NoReturn, Protocol
@@ -309,18 +310,36 @@ class _CachedHandle(_Handle):
             yield key, self._present(stored)
 
 
+_IMMUTABLE_SCALARS = frozenset((type(None), bool, int, float, complex, str, bytes))
+
+
+def _is_immutable(value: Any) -> bool:
+    """Whether ``value`` can never change: immutable scalars and tuples/frozensets of those."""
+    kind = type(value)
+    if kind in _IMMUTABLE_SCALARS:
+        return True
+    if kind is tuple or kind is frozenset:
+        return all(map(_is_immutable, value))
+    return False
+
+
 class ValueState(_CachedHandle):
     """One value per key. ``value()`` of a key never written (or cleared) is the spec default.
 
-    ``value()`` returns the stored object itself (no copy): treat it as immutable, or call
-    ``update()`` after mutating it so the change is flushed.
+    Every key starts from its own copy of the default: ``value()`` of a key with no value
+    returns ``copy.deepcopy(default)`` (the default itself when it is immutable, such as
+    ``0``, ``None`` or a tuple of str), so ``default=[]`` or ``default={}`` is safe to mutate
+    and ``update()``. Once a key has a value, ``value()`` returns the stored object itself (no
+    copy): treat it as immutable, or call ``update()`` after mutating it so the change is
+    flushed.
     """
 
-    __slots__ = ("_default",)
+    __slots__ = ("_copy_default", "_default")
 
     def __init__(self, store: _KeyHolder, engine: Engine, spec: ValueStateSpec) -> None:
         super().__init__(store, engine, spec.name)
         self._default = spec.default
+        self._copy_default = not _is_immutable(spec.default)
 
     def value(self) -> Any:
         """Return the current key's value, or the spec's default if it has none."""
@@ -332,7 +351,9 @@ class ValueState(_CachedHandle):
         except TypeError:
             check_key(key)
             raise
-        return self._default if value is ABSENT else value
+        if value is ABSENT:
+            return deepcopy(self._default) if self._copy_default else self._default
+        return value
 
     def update(self, value: Any) -> None:
         """Set the current key's value (persisted by the next flush; checked for CBOR then)."""

@@ -10,10 +10,11 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from shoal import CollectingSink, Flow, IterableSource, run
 from shoal.runtime import key_group_of, key_hash
 from shoal.runtime._keys import KeyGroupRouter
 from shoal.runtime._operators import DeadLetters, key_and_route
+
+from shoal import CollectingSink, Flow, IterableSource, run
 
 # Computed once when the contract was frozen. If one of these changes, every savepoint's keys
 # land in other key groups: do not "fix" the vector, fix the code.

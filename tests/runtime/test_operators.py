@@ -4,11 +4,15 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
+import pytest
 from shoal.runtime._dataflow import FilterOp, FlatMapOp, MapOp
 from shoal.runtime._keys import KeyGroupRouter
 from shoal.runtime._operators import DeadLetters, apply_chain, key_and_route
+
+from shoal import CollectingSink, Flow, IterableSource, ProcessContext, ValueStateSpec, run
 
 
 def test_chain_applies_in_order_and_keeps_positions() -> None:
@@ -129,3 +133,28 @@ def test_several_failures_in_one_batch_keep_positions() -> None:
     assert out == [8, 4, 2]
     assert offsets == [10, 12, 15]
     assert [letter.offset for letter in dead.take()] == [11, 13, 14]
+
+
+def _append_item(key: str, value: int, ctx: ProcessContext) -> None:
+    items = ctx.state.items.value()
+    items.append(value)
+    ctx.state.items.update(items)
+
+
+@pytest.mark.parametrize("backend", ["lmdb", "memory"])
+def test_every_key_starts_from_its_own_copy_of_a_mutable_default(
+    backend: str, tmp_path: Path
+) -> None:
+    flow = Flow("defaults", num_key_groups=4)
+    (
+        flow.source(IterableSource([("a", 1), ("b", 2), ("a", 3)]))
+        .key_by(lambda record: record[0])
+        .process(
+            lambda key, record, ctx: _append_item(key, record[1], ctx),
+            states=[ValueStateSpec("items", default=[])],
+            name="collect",
+        )
+        .sink(CollectingSink())
+    )
+    result = run(flow, state_dir=tmp_path, backend=backend)
+    assert result.read_state("collect", "items") == {"a": [1, 3], "b": [2]}
