@@ -245,7 +245,11 @@ class KeyedRunner:
     """Runs one keyed operator over batches for one key group, on that group's store.
 
     A record whose user function raises goes to the dead letters; whatever state changes and
-    emits the call made before raising are kept (no per-record rollback).
+    emits the call made before raising are kept (no per-record rollback). Storing a value whose
+    type CBOR cannot encode raises ``StateEncodeError`` at that write, so such a record is a
+    dead letter too; something unencodable nested inside a list, tuple or dict is only found
+    when the state is flushed, and fails the job with a ``StateEncodeError`` naming the
+    operator, key group, state, key and type (see ``shoal.storage``).
     """
 
     __slots__ = ("_ctx", "_op", "_store", "_value", "operator")
@@ -333,10 +337,10 @@ class KeyedRunner:
             acc = get()
             try:
                 acc = value if acc is None else fn(acc, value)
+                put(acc)  # raises StateEncodeError for a value CBOR cannot encode
             except Exception as exc:
                 dead.add(op.name, exc, split, offset, value, key)
                 continue
-            put(acc)
             emit((key, acc))
             out_offsets.append(offset)
         return out_values, out_offsets
@@ -381,10 +385,10 @@ class KeyedRunner:
             try:
                 acc = add(create() if acc is None else acc, value)
                 out = result(acc)
+                put(acc)  # raises StateEncodeError for a value CBOR cannot encode
             except Exception as exc:
                 dead.add(op.name, exc, split, offset, value, key)
                 continue
-            put(acc)
             emit((key, out))
             out_offsets.append(offset)
         return out_values, out_offsets

@@ -28,6 +28,7 @@ from ._exceptions import DuplicateStateError as DuplicateStateError
 from ._exceptions import EncodeError as EncodeError
 from ._exceptions import InvalidKeyError as InvalidKeyError
 from ._exceptions import InvalidNameError as InvalidNameError
+from ._exceptions import StateEncodeError as StateEncodeError
 from ._exceptions import StorageError as StorageError
 from ._exceptions import StoreBusyError as StoreBusyError
 from ._exceptions import StoreClosedError as StoreClosedError
@@ -84,5 +85,6 @@ __all__ = (
     "StoreBusyError",
     "StoreDirtyError",
     "EncodeError",
+    "StateEncodeError",
     "DecodeError",
 )
