@@ -14,7 +14,8 @@ crosses a process boundary, and each column is packed by type:
 
 A batch of ``(user, page, ts)`` tuples thus becomes two int64 buffers and one string buffer
 (~60 ns per record to encode and decode, against ~500 ns as CBOR records). Records that are not
-uniform tuples or dicts travel row-wise. Tuples and lists keep their type at any depth: the
+uniform tuples or dicts travel row-wise, as one column of whole records (packed when they are
+all ints, floats or strs). Tuples and lists keep their type at any depth: the
 packed forms restore tuples themselves, and what travels as CBOR relies on the kernel codec,
 which tags tuples (``shoal.actors`` ``TUPLE_TAG``). These forms are meant to be encoded by that
 codec; plain ``cbor2`` would turn tuples inside CBOR columns and rows into lists.
@@ -118,7 +119,7 @@ def decode_column(data: list[Any]) -> list[Any]:
 def encode_records(records: list[Any]) -> list[Any]:
     """Return a CBOR-able, column-wise form of ``records`` (see :func:`decode_records`)."""
     if not records:
-        return [_ROWS, records]
+        return [_ROWS, [_CBOR, records]]
     first = records[0]
     kinds = set(map(type, records))
     if kinds == {tuple}:
@@ -139,7 +140,10 @@ def encode_records(records: list[Any]) -> list[Any]:
                 names,
                 [encode_column([record[name] for record in records]) for name in names],
             ]
-    return [_ROWS, records]
+    if tuple in kinds or dict in kinds:
+        return [_ROWS, [_CBOR, records]]
+    # Scalars (or other values): one column of whole records, packed if ints, floats or strs.
+    return [_ROWS, encode_column(records)]
 
 
 def decode_records(data: list[Any]) -> list[Any]:
@@ -151,8 +155,7 @@ def decode_records(data: list[Any]) -> list[Any]:
         names = data[1]
         columns = map(decode_column, data[2])
         return [dict(zip(names, row, strict=True)) for row in zip(*columns, strict=True)]
-    records: list[Any] = data[1]  # the kernel codec kept tuples as tuples
-    return records
+    return decode_column(data[1])  # the kernel codec kept tuples inside records as tuples
 
 
 def encode_keys(keys: list[Any]) -> list[Any]:
