@@ -50,7 +50,7 @@ def _decode_tuple(value: Any, immutable: bool) -> tuple[Any, ...]:
 # them), so tuples are overridden here. Giving cbor2 any ``encoders`` mapping costs every encoded
 # item ~100 ns more (its C fast path is skipped): measured in docs/architecture.md; the runtime
 # keeps the items it sends few by packing record batches column-wise (runtime/_columns.py).
-_ENCODERS = {tuple: _encode_tuple}
+_ENCODERS: dict[type, Callable[[cbor2.CBOREncoder, Any], None]] = {tuple: _encode_tuple}
 
 
 class Codec:

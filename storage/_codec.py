@@ -107,8 +107,10 @@ def check_keys(keys: Iterable[object], *, what: str = "key") -> None:
     kinds = set(map(type, keys))
     if kinds <= _SCALAR_KEY_TYPES:
         return
-    if kinds == _TUPLE_ONLY and set(map(type, chain.from_iterable(keys))) <= _SCALAR_KEY_TYPES:
-        return
+    if kinds == _TUPLE_ONLY:
+        tuples: list[tuple[object, ...]] = keys  # type: ignore[assignment]
+        if set(map(type, chain.from_iterable(tuples))) <= _SCALAR_KEY_TYPES:
+            return
     for key in keys:
         problem = _key_problem(key)
         if problem is not None:
