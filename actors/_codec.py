@@ -1,7 +1,9 @@
 """CBOR encoding of messages that cross a process boundary (never pickle).
 
-Plain CBOR values (None, bool, int, float, str, bytes, lists, dicts, ...) travel as they are;
-tuples arrive as lists. Other classes must be registered with :func:`register_message`:
+Plain CBOR values (None, bool, int, float, str, bytes, lists, dicts, ...) travel as they are.
+Tuples stay tuples, at any depth (also as dict keys): a tuple is encoded as CBOR tag
+:data:`TUPLE_TAG` around an array, so a flow gives the same values across processes as in one
+loop. Other classes must be registered with :func:`register_message`:
 
 * a frozen dataclass is encoded as CBOR tag 27 ("serialised object", RFC 8949 registry) around
   ``[tag, field1, field2, ...]`` (its ``__init__`` fields, in order) and rebuilt with
@@ -30,6 +32,26 @@ __all__ = ("Codec", "default_codec", "register_message")
 #: CBOR tag 27: "serialised language-independent object with type name and constructor arguments".
 OBJECT_TAG = 27
 
+#: The tag around an array that was a tuple. Unregistered, from the first-come-first-served
+#: range (three bytes on the wire); it is private to shoal's wire protocol, never stored on disk.
+TUPLE_TAG = 0x8754
+
+
+def _encode_tuple(encoder: cbor2.CBOREncoder, value: tuple[Any, ...]) -> None:
+    encoder.encode_length(6, TUPLE_TAG)  # major type 6: a tag
+    encoder.encode_array(value)
+
+
+def _decode_tuple(value: Any, immutable: bool) -> tuple[Any, ...]:
+    return tuple(value)
+
+
+# cbor2 has no tuple type of its own (it encodes tuples as arrays, before ``default`` could see
+# them), so tuples are overridden here. Giving cbor2 any ``encoders`` mapping costs every encoded
+# item ~100 ns more (its C fast path is skipped): measured in docs/architecture.md; the runtime
+# keeps the items it sends few by packing record batches column-wise (runtime/_columns.py).
+_ENCODERS: dict[type, Callable[[cbor2.CBOREncoder, Any], None]] = {tuple: _encode_tuple}
+
 
 class Codec:
     """Encodes and decodes messages with cbor2, knowing the registered message classes."""
@@ -38,7 +60,7 @@ class Codec:
         self._encoders: dict[type, Callable[[Any], list[Any]]] = {}
         self._decoders: dict[str, Callable[[list[Any]], Any]] = {}
         self._tags: dict[type, str] = {}
-        self._semantic = {OBJECT_TAG: self._decode_object}
+        self._semantic = {OBJECT_TAG: self._decode_object, TUPLE_TAG: _decode_tuple}
 
     def register(self, cls: type, tag: str) -> None:
         """Register ``cls`` under ``tag`` (see the module docstring for the two encodings).
@@ -121,7 +143,7 @@ class Codec:
             MessageEncodeError: something in ``obj`` is neither plain CBOR nor registered.
         """
         try:
-            return cbor2.dumps(obj, default=self._default)
+            return cbor2.dumps(obj, default=self._default, encoders=_ENCODERS)
         except MessageEncodeError:
             raise
         except (cbor2.CBORError, TypeError, ValueError) as exc:

@@ -5,13 +5,20 @@ or decodes, so a batch of small records is transposed into a few long columns be
 crosses a process boundary, and each column is packed by type:
 
 * a column of ints that fit in 64 bits travels as one byte string of little-endian int64s;
+* a column of floats travels as one byte string of little-endian float64s (bit-exact: NaN,
+  -0.0 and infinities survive);
 * a column of strs travels as one UTF-8 byte string, the items joined by NUL;
+* a column of tuples of one width is itself transposed into columns (so ``(key, (n, total))``
+  records become four packed columns);
 * any other column is a plain CBOR array.
 
 A batch of ``(user, page, ts)`` tuples thus becomes two int64 buffers and one string buffer
 (~60 ns per record to encode and decode, against ~500 ns as CBOR records). Records that are not
-uniform tuples or dicts travel row-wise. Top-level tuples and dicts come back as they left;
-tuples *nested inside* a record arrive as lists (CBOR has one array type).
+uniform tuples or dicts travel row-wise, as one column of whole records (packed when they are
+all ints, floats or strs). Tuples and lists keep their type at any depth: the
+packed forms restore tuples themselves, and what travels as CBOR relies on the kernel codec,
+which tags tuples (``shoal.actors`` ``TUPLE_TAG``). These forms are meant to be encoded by that
+codec; plain ``cbor2`` would turn tuples inside CBOR columns and rows into lists.
 """
 
 from __future__ import annotations
@@ -38,6 +45,8 @@ _DICTS = 2
 _CBOR = 0
 _INT64 = 1
 _STRS = 2
+_FLOAT64 = 3
+_RECORDS = 4  # a column of tuples of one width, itself column-wise (see encode_records)
 
 _SWAP = sys.byteorder != "little"  # the wire format is little-endian
 
@@ -59,6 +68,15 @@ def encode_column(column: Sequence[Any]) -> list[Any]:
         # A str holding NUL itself would split wrongly: such columns go as CBOR.
         if joined.count("\x00") == len(column) - 1:
             return [_STRS, joined.encode("utf-8", "surrogatepass")]
+    elif kinds == {float}:
+        floats = array("d", column)
+        if _SWAP:
+            floats.byteswap()
+        return [_FLOAT64, floats.tobytes()]
+    elif kinds == {tuple}:
+        records = encode_records(column if isinstance(column, list) else list(column))
+        if records[0] == _TUPLES:
+            return [_RECORDS, records]
     return [_CBOR, list(column)]
 
 
@@ -87,6 +105,13 @@ def decode_column(data: list[Any]) -> list[Any]:
         return packed.tolist()
     if kind == _STRS:
         return payload.decode("utf-8", "surrogatepass").split("\x00")  # type: ignore[no-any-return]
+    if kind == _FLOAT64:
+        floats = array("d", payload)
+        if _SWAP:
+            floats.byteswap()
+        return floats.tolist()
+    if kind == _RECORDS:
+        return decode_records(payload)
     column: list[Any] = payload
     return column
 
@@ -94,7 +119,7 @@ def decode_column(data: list[Any]) -> list[Any]:
 def encode_records(records: list[Any]) -> list[Any]:
     """Return a CBOR-able, column-wise form of ``records`` (see :func:`decode_records`)."""
     if not records:
-        return [_ROWS, records, []]
+        return [_ROWS, [_CBOR, records]]
     first = records[0]
     kinds = set(map(type, records))
     if kinds == {tuple}:
@@ -115,7 +140,10 @@ def encode_records(records: list[Any]) -> list[Any]:
                 names,
                 [encode_column([record[name] for record in records]) for name in names],
             ]
-    return [_ROWS, records, [i for i, record in enumerate(records) if type(record) is tuple]]
+    if tuple in kinds or dict in kinds:
+        return [_ROWS, [_CBOR, records]]
+    # Scalars (or other values): one column of whole records, packed if ints, floats or strs.
+    return [_ROWS, encode_column(records)]
 
 
 def decode_records(data: list[Any]) -> list[Any]:
@@ -127,14 +155,7 @@ def decode_records(data: list[Any]) -> list[Any]:
         names = data[1]
         columns = map(decode_column, data[2])
         return [dict(zip(names, row, strict=True)) for row in zip(*columns, strict=True)]
-    records: list[Any] = data[1]
-    for index in data[2]:  # rows that left as tuples come back as tuples
-        records[index] = tuple(records[index])
-    return records
-
-
-def _as_tuple(value: Any) -> Any:
-    return tuple(_as_tuple(item) for item in value) if type(value) is list else value
+    return decode_column(data[1])  # the kernel codec kept tuples inside records as tuples
 
 
 def encode_keys(keys: list[Any]) -> list[Any]:
@@ -149,8 +170,5 @@ def encode_keys(keys: list[Any]) -> list[Any]:
 
 
 def decode_keys(data: list[Any]) -> list[Any]:
-    """Unpack :func:`encode_keys`, restoring tuple keys that CBOR turned into arrays."""
-    keys = decode_column(data)
-    if any(type(key) is list for key in keys):
-        return [_as_tuple(key) for key in keys]
-    return keys
+    """Unpack :func:`encode_keys` (tuple keys come back as tuples, see the module docstring)."""
+    return decode_column(data)

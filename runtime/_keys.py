@@ -7,6 +7,12 @@
 * the hash is XXH3-64 with seed 0 (``xxhash.xxh3_64_intdigest``);
 * the key group is the hash modulo ``num_key_groups``.
 
+Keys are exact ``str``, ``bytes``, ``int`` and tuples of those. ``bool`` and ``float`` are
+refused wherever they appear (also inside a tuple), whatever came before: Python makes ``True``,
+``1`` and ``1.0`` equal dict keys, so accepting them would merge different keys silently (and
+a float key's identity depends on rounding). A router's cache therefore never decides whether a
+key is valid: every batch's key types are checked before the cache is consulted.
+
 This mapping is part of the savepoint format: changing any step moves keys between key groups
 and orphans their state. ``tests/runtime/test_keys.py`` pins fixed vectors so that an accidental
 change fails loudly.
@@ -17,7 +23,7 @@ from __future__ import annotations
 from typing import Any, Final
 
 import xxhash
-from shoal.storage import check_key, encode_key
+from shoal.storage import check_key, check_keys, encode_key
 
 __all__ = ("DEFAULT_KEY_GROUPS", "KeyGroupRouter", "key_group_of", "key_hash")
 
@@ -59,7 +65,11 @@ class KeyGroupRouter:
     """Splits a batch of keyed records into one sub-batch per key group.
 
     The per-record cost is a dict lookup in a bounded cache of key -> key group; only a key
-    seen for the first time pays for encoding and hashing.
+    seen for the first time pays for encoding and hashing. Whether a key is accepted never
+    depends on the cache (nor on the order keys arrive in): ``True`` and ``1.0`` equal ``1``
+    as dict keys, so the cache is only consulted for keys whose types have been checked (one
+    C-level pass over a batch of str/int/bytes keys, ~20 ns per key; tuple keys are checked
+    one by one, ~0.3 µs each).
     """
 
     __slots__ = ("_cache", "num_key_groups")
@@ -69,12 +79,15 @@ class KeyGroupRouter:
         self._cache: dict[Any, int] = {}
 
     def group_of(self, key: Any) -> int:
-        """Return the key group of one key (cached)."""
-        try:
-            group = self._cache.get(key)
-        except TypeError:  # unhashable: say what a key may be
+        """Return the key group of one key (cached).
+
+        Raises:
+            TypeError: ``key`` is not a valid key (``InvalidKeyError``).
+        """
+        kind = type(key)
+        if not (kind is str or kind is int or kind is bytes):
             check_key(key)
-            raise
+        group = self._cache.get(key)
         if group is None:
             group = self._miss(key)
         return group
@@ -94,23 +107,19 @@ class KeyGroupRouter:
         Raises:
             TypeError: a key is not a valid key (the caller decides what to do with it).
         """
+        check_keys(keys)  # before the cache: an equal key of another type would hit it
         cache_get = self._cache.get
         groups: dict[int, tuple[list[Any], list[Any], list[int]]] = {}
         groups_get = groups.get
-        try:
-            for key, value, offset in zip(keys, values, offsets, strict=True):
-                group = cache_get(key)
-                if group is None:
-                    group = self._miss(key)
-                bucket = groups_get(group)
-                if bucket is None:
-                    groups[group] = ([key], [value], [offset])
-                else:
-                    bucket[0].append(key)
-                    bucket[1].append(value)
-                    bucket[2].append(offset)
-        except TypeError:
-            for key in keys:  # an unhashable key: name the mistake
-                check_key(key)
-            raise
+        for key, value, offset in zip(keys, values, offsets, strict=True):
+            group = cache_get(key)
+            if group is None:
+                group = self._miss(key)
+            bucket = groups_get(group)
+            if bucket is None:
+                groups[group] = ([key], [value], [offset])
+            else:
+                bucket[0].append(key)
+                bucket[1].append(value)
+                bucket[2].append(offset)
         return groups

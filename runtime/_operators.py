@@ -2,14 +2,17 @@
 
 Everything here works on parallel columns (values and their source offsets) for one batch.
 User code that raises never stops the batch: the record goes to the dead-letter list with the
-error and its position, the rest of the batch goes on. The fast paths (``list(map(fn, ...))``)
-cost one C-level loop; only a batch in which something raised is redone record by record.
+error and its position, the rest of the batch goes on. The fast paths
+(``list.extend(map(fn, ...))``) cost one C-level loop, and every user function runs exactly once
+per record, also in a batch in which some record raised (the loop resumes after the failing
+record; nothing is redone).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from itertools import compress
+from operator import itemgetter
 from typing import Any
 
 from shoal.storage import KeyGroupStore
@@ -78,34 +81,45 @@ class DeadLetters:
         return letters
 
 
-def _map_slow(
-    op: MapOp, values: list[Any], offsets: list[int], split: str, dead: DeadLetters
-) -> tuple[list[Any], list[int]]:
-    out_values: list[Any] = []
-    out_offsets: list[int] = []
-    fn = op.fn
-    for value, offset in zip(values, offsets, strict=True):
+def _apply_once(
+    fn: Callable[[Any], Any], values: list[Any]
+) -> tuple[list[Any], list[tuple[int, Exception]] | None]:
+    """Return ``[fn(v) for v in values]`` without the records whose call raised.
+
+    Every record's call happens exactly once (user code may count or have side effects): the
+    C-level ``list.extend(map(fn, it))`` keeps what it appended before ``fn`` raised, and the
+    shared iterator ``it`` has consumed exactly the failing record, so the loop notes that
+    record and carries on with the next one. Returns the results and the ``(index, error)`` of
+    every record that failed (None when none did, the common case).
+    """
+    results: list[Any] = []
+    failed: list[tuple[int, Exception]] | None = None
+    it = iter(values)
+    while True:
         try:
-            out_values.append(fn(value))
+            results.extend(map(fn, it))
         except Exception as exc:
-            dead.add(op.name, exc, split, offset, value)
+            if failed is None:
+                failed = []
+            failed.append((len(results) + len(failed), exc))
         else:
-            out_offsets.append(offset)
-    return out_values, out_offsets
+            return results, failed
 
 
-def _filter_mask(
-    op: FilterOp, values: list[Any], offsets: list[int], split: str, dead: DeadLetters
-) -> list[bool]:
-    mask: list[bool] = []
-    fn = op.fn
-    for value, offset in zip(values, offsets, strict=True):
-        try:
-            mask.append(bool(fn(value)))
-        except Exception as exc:
-            dead.add(op.name, exc, split, offset, value)
-            mask.append(False)
-    return mask
+def _drop_failed(
+    name: str,
+    failed: list[tuple[int, Exception]],
+    values: list[Any],
+    offsets: list[int],
+    split: str,
+    dead: DeadLetters,
+) -> tuple[list[Any], list[int]]:
+    """Dead-letter the failed records (in input order) and return the others' columns."""
+    for index, exc in failed:
+        dead.add(name, exc, split, offsets[index], values[index])
+    drop = {index for index, _exc in failed}
+    keep = [index not in drop for index in range(len(values))]
+    return list(compress(values, keep)), list(compress(offsets, keep))
 
 
 def _flat_map(
@@ -137,15 +151,14 @@ def apply_chain(
         if not values:
             break
         if type(op) is MapOp:
-            try:
-                values = list(map(op.fn, values))
-            except Exception:
-                values, offsets = _map_slow(op, values, offsets, split, dead)
+            results, failed = _apply_once(op.fn, values)
+            if failed is not None:
+                offsets = _drop_failed(op.name, failed, values, offsets, split, dead)[1]
+            values = results
         elif type(op) is FilterOp:
-            try:
-                mask = list(map(op.fn, values))
-            except Exception:
-                mask = _filter_mask(op, values, offsets, split, dead)
+            mask, failed = _apply_once(op.fn, values)
+            if failed is not None:
+                values, offsets = _drop_failed(op.name, failed, values, offsets, split, dead)
             if not all(mask):
                 values = list(compress(values, mask))
                 offsets = list(compress(offsets, mask))
@@ -169,26 +182,33 @@ def key_and_route(
     A key function that raises, or returns something that is not a valid key, sends that
     record to the dead letters (operator ``<operator>.key_by``).
     """
-    try:
-        keys = list(map(key_fn, values))
-        return router.route(keys, values, offsets)
-    except Exception:
-        pass
-    good_keys: list[Any] = []
-    good_values: list[Any] = []
-    good_offsets: list[int] = []
     where = f"{operator}.key_by"
-    for value, offset in zip(values, offsets, strict=True):
+    keys, failed = _apply_once(key_fn, values)
+    if failed is None:
         try:
-            key = key_fn(value)
-            router.group_of(key)
-        except Exception as exc:
-            dead.add(where, exc, split, offset, value)
-            continue
-        good_keys.append(key)
-        good_values.append(value)
-        good_offsets.append(offset)
-    return router.route(good_keys, good_values, good_offsets)
+            return router.route(keys, values, offsets)
+        except TypeError:
+            failed = []
+    else:
+        # Line the keys up with the records again: a record whose key function raised has none.
+        failed_at = {index for index, _exc in failed}
+        found = iter(keys)
+        keys = [None if index in failed_at else next(found) for index in range(len(values))]
+    # Some key function raised or some key is not a valid key: find the invalid keys without
+    # calling key_fn again, then dead-letter every failed record in input order.
+    failed_at = {index for index, _exc in failed}
+    for index, key in enumerate(keys):
+        if index not in failed_at:
+            try:
+                router.group_of(key)
+            except TypeError as exc:
+                failed.append((index, exc))
+    failed.sort(key=itemgetter(0))
+    keep = [True] * len(keys)
+    for index, _exc in failed:
+        keep[index] = False
+    values, offsets = _drop_failed(where, failed, values, offsets, split, dead)
+    return router.route(list(compress(keys, keep)), values, offsets)
 
 
 class ProcessContext:
@@ -225,7 +245,11 @@ class KeyedRunner:
     """Runs one keyed operator over batches for one key group, on that group's store.
 
     A record whose user function raises goes to the dead letters; whatever state changes and
-    emits the call made before raising are kept (no per-record rollback).
+    emits the call made before raising are kept (no per-record rollback). Storing a value whose
+    type CBOR cannot encode raises ``StateEncodeError`` at that write, so such a record is a
+    dead letter too; something unencodable nested inside a list, tuple or dict is only found
+    when the state is flushed, and fails the job with a ``StateEncodeError`` naming the
+    operator, key group, state, key and type (see ``shoal.storage``).
     """
 
     __slots__ = ("_ctx", "_op", "_store", "_value", "operator")
@@ -313,10 +337,10 @@ class KeyedRunner:
             acc = get()
             try:
                 acc = value if acc is None else fn(acc, value)
+                put(acc)  # raises StateEncodeError for a value CBOR cannot encode
             except Exception as exc:
                 dead.add(op.name, exc, split, offset, value, key)
                 continue
-            put(acc)
             emit((key, acc))
             out_offsets.append(offset)
         return out_values, out_offsets
@@ -361,10 +385,10 @@ class KeyedRunner:
             try:
                 acc = add(create() if acc is None else acc, value)
                 out = result(acc)
+                put(acc)  # raises StateEncodeError for a value CBOR cannot encode
             except Exception as exc:
                 dead.add(op.name, exc, split, offset, value, key)
                 continue
-            put(acc)
             emit((key, out))
             out_offsets.append(offset)
         return out_values, out_offsets

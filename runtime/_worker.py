@@ -356,6 +356,10 @@ class KeyGroupActor(Actor):
             store, self.store = self.store, None
             try:
                 store.flush()
+            except Exception as exc:
+                # The kernel only logs what on_stop raises: a final flush that failed must fail
+                # the worker (its `async with` raises ActorFailedError), hence the job.
+                self._cell._escalate(exc, "failed its final flush")
             finally:
                 store.close()
 

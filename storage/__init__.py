@@ -18,6 +18,7 @@ from ._backend import LmdbBackend as LmdbBackend
 from ._backend import MemoryBackend as MemoryBackend
 from ._backend import StateBackend as StateBackend
 from ._codec import check_key as check_key
+from ._codec import check_keys as check_keys
 from ._codec import decode_key as decode_key
 from ._codec import decode_value as decode_value
 from ._codec import encode_key as encode_key
@@ -27,6 +28,7 @@ from ._exceptions import DuplicateStateError as DuplicateStateError
 from ._exceptions import EncodeError as EncodeError
 from ._exceptions import InvalidKeyError as InvalidKeyError
 from ._exceptions import InvalidNameError as InvalidNameError
+from ._exceptions import StateEncodeError as StateEncodeError
 from ._exceptions import StorageError as StorageError
 from ._exceptions import StoreBusyError as StoreBusyError
 from ._exceptions import StoreClosedError as StoreClosedError
@@ -70,6 +72,7 @@ __all__ = (
     "encode_key",
     "decode_key",
     "check_key",
+    "check_keys",
     "encode_value",
     "decode_value",
     # errors
@@ -82,5 +85,6 @@ __all__ = (
     "StoreBusyError",
     "StoreDirtyError",
     "EncodeError",
+    "StateEncodeError",
     "DecodeError",
 )

@@ -26,6 +26,7 @@ from ._exceptions import DecodeError, EncodeError, InvalidKeyError
 
 __all__ = (
     "check_key",
+    "check_keys",
     "decode_key",
     "decode_value",
     "encode_key",
@@ -85,6 +86,35 @@ def check_key(key: object, *, what: str = "key") -> None:
     problem = _key_problem(key)
     if problem is not None:
         raise _key_error(what, problem)
+
+
+_SCALAR_KEY_TYPES = frozenset((str, int, bytes))
+_TUPLE_ONLY = {tuple}
+
+
+def check_keys(keys: Iterable[object], *, what: str = "key") -> None:
+    """Check every key of ``keys`` as :func:`check_key` does; raise for the first bad one.
+
+    A column of exact str, int and bytes keys, or of flat tuples of those, is checked in
+    C-level passes over the types (~20-40 ns per key); only a column holding anything else
+    (nested tuples, a mix of tuples and scalars, invalid keys) is checked key by key.
+
+    Raises:
+        InvalidKeyError: Some key is not a valid key (the first one is named).
+    """
+    if not isinstance(keys, list | tuple):
+        keys = list(keys)
+    kinds = set(map(type, keys))
+    if kinds <= _SCALAR_KEY_TYPES:
+        return
+    if kinds == _TUPLE_ONLY:
+        tuples: list[tuple[object, ...]] = keys  # type: ignore[assignment]
+        if set(map(type, chain.from_iterable(tuples))) <= _SCALAR_KEY_TYPES:
+            return
+    for key in keys:
+        problem = _key_problem(key)
+        if problem is not None:
+            raise _key_error(what, problem)
 
 
 def encode_key(key: object) -> bytes:

@@ -43,5 +43,31 @@ class EncodeError(StorageError, TypeError):
     """A value cannot be encoded as CBOR."""
 
 
+class StateEncodeError(EncodeError):
+    """A state value cannot be encoded, named by operator, key group, state, key and type."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        operator: str,
+        key_group: int,
+        state: str,
+        key: object,
+        value_type: str,
+    ) -> None:
+        """Keep the parts of the message as attributes of the same names.
+
+        ``key`` is ``(key, map key)`` for a MapState entry; ``value_type`` names the type that
+        cannot be encoded, which may be nested inside the value.
+        """
+        super().__init__(message)
+        self.operator = operator
+        self.key_group = key_group
+        self.state = state
+        self.key = key
+        self.value_type = value_type
+
+
 class DecodeError(StorageError, ValueError):
     """Bytes are not a valid encoding of a key or value."""

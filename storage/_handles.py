@@ -13,13 +13,23 @@ for a second check per record.
 Values are kept by reference: ``ValueState.value()`` returns the object given to ``update()``.
 Mutating a value in place is not a write; call ``update()`` again after mutating. Values
 round-trip through CBOR when they are evicted or reloaded, so a tuple comes back as a list.
+
+Values are encoded at flush, not per write (encoding an int costs about as much as the rest of
+a keyed count's record; a growing list would cost its whole length at every append). A write
+checks only the value's own type, in a frozenset (~25 ns): a value that is not a plain CBOR
+scalar or container (a dataclass, a datetime, ...) is encoded once right there, and if that
+fails the write raises :class:`StateEncodeError`, so the record that made it goes to the dead
+letters with its position. Something unencodable *inside* a list, tuple or dict is found by
+the next flush, which raises :class:`StateEncodeError` naming the operator, key group, state,
+key and the type.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from itertools import compress, islice, repeat
+from copy import deepcopy
+from itertools import chain, compress, islice, repeat
 from operator import is_, is_not
 from typing import Any, NoReturn, Protocol
 
@@ -34,7 +44,7 @@ from ._codec import (
     split_composite,
 )
 from ._engine import DELETE, DELETE_PREFIX, PUT, Engine, Op, Puts
-from ._exceptions import EncodeError, StoreClosedError
+from ._exceptions import EncodeError, StateEncodeError, StoreClosedError
 from ._specs import (
     AggregatingStateSpec,
     ListStateSpec,
@@ -72,6 +82,64 @@ _SCALAR_KEY_TYPES = frozenset((str, int, bytes))
 
 class _KeyHolder(Protocol):
     key: Any
+    operator: str
+    key_group: int
+
+
+#: Values of these types need no check when written (whatever is inside a container is checked
+#: at flush); any other value is encoded once when it is written.
+_PLAIN_TYPES = frozenset((type(None), bool, int, float, str, bytes, list, tuple, dict))
+
+
+def _unencodable(value: Any, depth: int = 0) -> str | None:
+    """Describe what cannot be encoded in ``value`` ("Thing", "list holding a Thing")."""
+    kind = type(value)
+    if kind in (list, tuple) and depth < 64:
+        for item in value:
+            inner = _unencodable(item, depth + 1)
+            if inner is not None:
+                return inner if depth else f"{kind.__name__} holding {_article(inner)} {inner}"
+        return None
+    if kind is dict and depth < 64:
+        for item in chain.from_iterable(value.items()):
+            inner = _unencodable(item, depth + 1)
+            if inner is not None:
+                return inner if depth else f"dict holding {_article(inner)} {inner}"
+        return None
+    if kind in _PLAIN_TYPES:
+        return None
+    try:
+        encode_value(value)
+    except EncodeError:
+        return kind.__qualname__
+    return None
+
+
+def _state_encode_error(store: _KeyHolder, state: str, key: Any, value: Any) -> StateEncodeError:
+    what = _unencodable(value) or type(value).__qualname__
+    where = f"key {key[0]!r}, map key {key[1]!r}" if isinstance(key, _MapKey) else f"key {key!r}"
+    culprit = what.rsplit(" ", 1)[-1]
+    return StateEncodeError(
+        f"state {state!r} of operator {store.operator!r} (key group {store.key_group}), {where}:"
+        f" cannot encode {_article(what)} {what} as CBOR; state values must be None, bool, int,"
+        " float, str, bytes, or lists, tuples and dicts of those: convert the"
+        f" {culprit} (to a dict, a str, ...) before storing it",
+        operator=store.operator,
+        key_group=store.key_group,
+        state=state,
+        key=tuple(key) if isinstance(key, _MapKey) else key,
+        value_type=culprit,
+    )
+
+
+def _article(word: str) -> str:
+    return "an" if word[:1].lower() in "aeiou" else "a"
+
+
+class _MapKey(tuple[Any, Any]):
+    """(key, map key) of a MapState entry, for error messages."""
+
+    __slots__ = ()
 
 
 def _closed(*_args: object, **_kwargs: object) -> NoReturn:
@@ -135,8 +203,15 @@ class _Handle(ABC):
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name!r}>"
 
-    def _encode_error(self, key: Any, exc: EncodeError) -> EncodeError:
-        return EncodeError(f"state {self.name!r}, key {key!r}: {exc}")
+    def _encode_error(self, key: Any, value: Any) -> StateEncodeError:
+        return _state_encode_error(self._store, self.name, key, value)
+
+    def _check_value(self, value: Any) -> None:
+        """Raise StateEncodeError now if ``value`` (not a plain CBOR type) cannot be encoded."""
+        try:
+            encode_value(value)
+        except EncodeError as exc:
+            raise self._encode_error(self._store.key, value) from exc
 
     # The store drives these; every state type implements them.
     @abstractmethod
@@ -264,7 +339,7 @@ class _CachedHandle(_Handle):
                 try:
                     encode_value(value)
                 except EncodeError as exc:
-                    raise self._encode_error(key, exc) from exc
+                    raise self._encode_error(key, value) from exc
             raise
         puts.append((name, encoded, encoded_values))
 
@@ -309,18 +384,36 @@ class _CachedHandle(_Handle):
             yield key, self._present(stored)
 
 
+_IMMUTABLE_SCALARS = frozenset((type(None), bool, int, float, complex, str, bytes))
+
+
+def _is_immutable(value: Any) -> bool:
+    """Whether ``value`` can never change: immutable scalars and tuples/frozensets of those."""
+    kind = type(value)
+    if kind in _IMMUTABLE_SCALARS:
+        return True
+    if kind is tuple or kind is frozenset:
+        return all(map(_is_immutable, value))
+    return False
+
+
 class ValueState(_CachedHandle):
     """One value per key. ``value()`` of a key never written (or cleared) is the spec default.
 
-    ``value()`` returns the stored object itself (no copy): treat it as immutable, or call
-    ``update()`` after mutating it so the change is flushed.
+    Every key starts from its own copy of the default: ``value()`` of a key with no value
+    returns ``copy.deepcopy(default)`` (the default itself when it is immutable, such as
+    ``0``, ``None`` or a tuple of str), so ``default=[]`` or ``default={}`` is safe to mutate
+    and ``update()``. Once a key has a value, ``value()`` returns the stored object itself (no
+    copy): treat it as immutable, or call ``update()`` after mutating it so the change is
+    flushed.
     """
 
-    __slots__ = ("_default",)
+    __slots__ = ("_copy_default", "_default")
 
     def __init__(self, store: _KeyHolder, engine: Engine, spec: ValueStateSpec) -> None:
         super().__init__(store, engine, spec.name)
         self._default = spec.default
+        self._copy_default = not _is_immutable(spec.default)
 
     def value(self) -> Any:
         """Return the current key's value, or the spec's default if it has none."""
@@ -332,10 +425,19 @@ class ValueState(_CachedHandle):
         except TypeError:
             check_key(key)
             raise
-        return self._default if value is ABSENT else value
+        if value is ABSENT:
+            return deepcopy(self._default) if self._copy_default else self._default
+        return value
 
     def update(self, value: Any) -> None:
-        """Set the current key's value (persisted by the next flush; checked for CBOR then)."""
+        """Set the current key's value (persisted by the next flush).
+
+        Raises:
+            StateEncodeError: ``value`` is not a plain CBOR type and cannot be encoded (what
+                is inside a list, tuple or dict is checked by the next flush).
+        """
+        if type(value) not in _PLAIN_TYPES:
+            self._check_value(value)
         key = self._store.key
         cache = self._cache
         try:
@@ -366,7 +468,9 @@ class ListState(_CachedHandle):
         return [] if stored is ABSENT else list(stored)
 
     def add(self, value: Any) -> None:
-        """Append ``value`` to the current key's list."""
+        """Append ``value`` to the current key's list (checked as ``ValueState.update`` does)."""
+        if type(value) not in _PLAIN_TYPES:
+            self._check_value(value)
         stored = self._current()
         if stored is ABSENT:
             self._set([value])
@@ -379,6 +483,7 @@ class ListState(_CachedHandle):
         new = list(values)
         if not new:
             return
+        self._check_items(new)
         stored = self._current()
         if stored is ABSENT:
             self._set(new)
@@ -389,7 +494,14 @@ class ListState(_CachedHandle):
     def update(self, values: Iterable[Any]) -> None:
         """Replace the current key's list with a copy of ``values`` (empty clears it)."""
         new = list(values)
+        self._check_items(new)
         self._set(new if new else ABSENT)
+
+    def _check_items(self, items: list[Any]) -> None:
+        if not set(map(type, items)) <= _PLAIN_TYPES:
+            for item in items:
+                if type(item) not in _PLAIN_TYPES:
+                    self._check_value(item)
 
     def _present(self, stored: Any) -> Any:
         return list(stored)
@@ -412,7 +524,10 @@ class ReducingState(_CachedHandle):
     def add(self, value: Any) -> None:
         """Fold ``value`` in: the first value is stored as is, then ``reduce(acc, value)``."""
         stored = self._current()
-        self._set(value if stored is ABSENT else self._reduce(stored, value))
+        acc = value if stored is ABSENT else self._reduce(stored, value)
+        if type(acc) not in _PLAIN_TYPES:
+            self._check_value(acc)
+        self._set(acc)
 
 
 class AggregatingState(_CachedHandle):
@@ -434,7 +549,10 @@ class AggregatingState(_CachedHandle):
     def add(self, value: Any) -> None:
         """Set ``acc = add(acc, value)``, starting from ``create()`` for an empty key."""
         stored = self._current()
-        self._set(self._add(self._create() if stored is ABSENT else stored, value))
+        acc = self._add(self._create() if stored is ABSENT else stored, value)
+        if type(acc) not in _PLAIN_TYPES:
+            self._check_value(acc)
+        self._set(acc)
 
     def _present(self, stored: Any) -> Any:
         return self._result(stored)
@@ -502,6 +620,11 @@ class MapState(_Handle):
         return value
 
     def _write(self, user_key: Any, value: Any) -> None:
+        if type(value) not in _PLAIN_TYPES and value is not ABSENT:
+            try:
+                encode_value(value)
+            except EncodeError as exc:
+                raise self._encode_error(_MapKey((self._store.key, user_key)), value) from exc
         entry = self._entry()
         known = entry.known
         try:
@@ -630,7 +753,7 @@ class MapState(_Handle):
                     try:
                         ops.append((PUT, name, composite, encode_value(value)))
                     except EncodeError as exc:
-                        raise self._encode_error((key, user_key), exc) from exc
+                        raise self._encode_error(_MapKey((key, user_key)), value) from exc
 
     def _flushed(self) -> None:
         if not self._dirty_keys:

@@ -99,8 +99,44 @@ def test_registered_classes_round_trip_anywhere_in_a_message(value: Any) -> None
     assert codec.decode(codec.encode(value)) == value
 
 
-def test_tuples_arrive_as_lists(codec: Codec) -> None:
-    assert codec.decode(codec.encode((1, (2, 3)))) == [1, [2, 3]]
+def same(a: Any, b: Any) -> bool:
+    """Equal and of the same types all the way down (``(1,) == [1]`` is False, but be exact)."""
+    if type(a) is not type(b):
+        return False
+    if type(a) in (list, tuple):
+        return len(a) == len(b) and all(map(same, a, b))
+    if type(a) is dict:
+        return list(a) == list(b) and all(same(a[k], b[k]) for k in a)
+    return bool(a == b)
+
+
+hashable = st.recursive(
+    st.integers() | st.text(max_size=5),
+    lambda inner: st.lists(inner, max_size=3).map(tuple),
+    max_leaves=6,
+)
+nested = st.recursive(
+    scalars,
+    lambda inner: (
+        st.lists(inner, max_size=4)
+        | st.lists(inner, max_size=4).map(tuple)
+        | st.dictionaries(hashable, inner, max_size=4)
+    ),
+    max_leaves=20,
+)
+
+
+@given(nested)
+def test_tuples_and_lists_keep_their_type_at_any_depth(value: Any) -> None:
+    codec = Codec()
+    assert same(codec.decode(codec.encode(value)), value)
+
+
+def test_tuples_stay_tuples(codec: Codec) -> None:
+    value = (1, (2, [3, (4,)]), {(5, "a"): ()})
+    assert same(codec.decode(codec.encode(value)), value)
+    point = Point(1, "p", ("a", "b"))  # type: ignore[arg-type]
+    assert same(codec.decode(codec.encode([point]))[0].tags, ("a", "b"))
 
 
 def test_nan_survives(codec: Codec) -> None:

@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
-import cbor2
+import math
+from pathlib import Path
+from typing import Any
+
+import pytest
+import typed_flows
 from hypothesis import given
 from hypothesis import strategies as st
+from shoal.actors import default_codec
 from shoal.runtime._columns import (
     decode_column,
     decode_keys,
@@ -16,13 +22,29 @@ from shoal.runtime._columns import (
 )
 from shoal.runtime._messages import Data
 
+from shoal import run_job
+
 scalars = st.one_of(
     st.integers(), st.text(max_size=8), st.booleans(), st.none(), st.binary(max_size=8)
 )
 
 
 def wire(obj: object) -> object:
-    return cbor2.loads(cbor2.dumps(obj))
+    """What crossing a process does: the kernel codec's encode, then its decode."""
+    return default_codec.decode(default_codec.encode(obj))
+
+
+def same(a: Any, b: Any) -> bool:
+    """Equal and of the same types all the way down (a tuple is not a list, 1 is not True)."""
+    if type(a) is not type(b):
+        return False
+    if type(a) in (list, tuple):
+        return len(a) == len(b) and all(map(same, a, b))
+    if type(a) is dict:
+        return list(a) == list(b) and all(same(a[k], b[k]) for k in a)
+    if type(a) is float and math.isnan(a):
+        return math.isnan(b)
+    return bool(a == b)
 
 
 @given(st.integers(1, 4).flatmap(lambda n: st.lists(st.tuples(*[scalars] * n), max_size=30)))
@@ -61,14 +83,15 @@ columns = st.one_of(
     st.lists(st.text(max_size=6), max_size=40),  # includes NUL and surrogate-free unicode
     st.lists(st.booleans(), max_size=10),  # bools must not come back as ints
     st.lists(st.one_of(st.integers(), st.booleans(), st.text(max_size=3), st.none()), max_size=20),
+    st.lists(st.floats(), max_size=20),  # NaN, -0.0 and infinities included
+    st.lists(st.tuples(st.integers(), st.floats(allow_nan=False)), max_size=20),
 )
 
 
 @given(columns)
 def test_columns_round_trip_exactly(column: list[object]) -> None:
     back = decode_column(wire(encode_column(column)))  # type: ignore[arg-type]
-    assert back == column
-    assert [type(v) for v in back] == [type(v) for v in column]
+    assert same(back, column)
 
 
 def test_column_edge_cases() -> None:
@@ -102,6 +125,64 @@ def test_int_columns_by_construction_still_round_trip_anything(column: list[obje
     assert [type(v) for v in back] == [type(v) for v in column]
 
 
+nested_values = st.recursive(
+    scalars | st.floats(),
+    lambda inner: st.lists(inner, max_size=3) | st.lists(inner, max_size=3).map(tuple),
+    max_leaves=10,
+)
+
+
+@given(
+    st.one_of(
+        st.lists(st.tuples(keys, nested_values), max_size=20),  # uniform: column-wise
+        st.lists(st.tuples(nested_values, st.tuples(st.integers(), nested_values)), max_size=20),
+        st.lists(nested_values, max_size=20),  # anything: row-wise
+    )
+)
+def test_tuples_and_lists_keep_their_type_at_any_depth(records: list[Any]) -> None:
+    assert same(decode_records(wire(encode_records(records))), records)  # type: ignore[arg-type]
+
+
+def test_nested_tuples_travel_as_packed_columns() -> None:
+    encoded = encode_records([("a", (1, 2.5)), ("b", (3, -0.0))])
+    assert encoded[:2] == [1, 2]
+    inner = encoded[2][1]
+    assert inner[0] == 4  # a column of pairs, itself column-wise
+    assert [column[0] for column in inner[1][2]] == [1, 3]  # int64 and float64
+    assert same(decode_records(wire(encoded)), [("a", (1, 2.5)), ("b", (3, -0.0))])
+
+
 def test_tuple_batches_of_mixed_widths_go_row_wise() -> None:
     records = [(1, 2), (3,), (4, 5)]
     assert decode_records(wire(encode_records(records))) == records  # type: ignore[arg-type]
+
+
+TYPED_FLOWS = str(Path(typed_flows.__file__).resolve())
+
+
+def exact(value: Any) -> str:
+    """A rendering that tells tuples from lists at every depth (``repr`` does)."""
+    return repr(value)
+
+
+@pytest.mark.processes
+@pytest.mark.asyncio
+async def test_a_flow_gives_the_same_output_and_types_in_one_loop_and_in_processes(
+    tmp_path: Path,
+) -> None:
+    in_loop = await run_job(typed_flows.nested_types(), state_dir=tmp_path / "loop", batch_size=16)
+    across = await run_job(
+        f"{TYPED_FLOWS}:nested_types",
+        workers=2,
+        processes=True,
+        state_dir=tmp_path / "procs",
+        batch_size=16,
+    )
+    loop_items = sorted(map(exact, in_loop.sink.items))  # type: ignore[attr-defined]
+    proc_items = sorted(map(exact, across.sink.items))  # type: ignore[attr-defined]
+    assert len(loop_items) == 400
+    assert proc_items == loop_items
+    spot = (
+        "(2, (('k', 1), (2, ((15, [15, (3, 'x')]), [3.75]), [2, (2,)]), {'k': [2, (2,)]}), [(2,)])"
+    )
+    assert spot in proc_items

@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from shoal.runtime import key_group_of, key_hash
 from shoal.runtime._keys import KeyGroupRouter
+from shoal.runtime._operators import DeadLetters, key_and_route
+
+from shoal import CollectingSink, Flow, IterableSource, run
 
 # Computed once when the contract was frozen. If one of these changes, every savepoint's keys
 # land in other key groups: do not "fix" the vector, fix the code.
@@ -111,3 +115,80 @@ def test_key_groups_are_roughly_uniform(family: Any) -> None:
     for i in range(64_000):
         counts[key_group_of(family(i), 128)] += 1
     assert 500 * 0.8 < min(counts) <= max(counts) < 500 * 1.2
+
+
+def _is_key(key: Any) -> bool:
+    if type(key) is tuple:
+        return all(_is_key(item) for item in key)
+    return type(key) in (str, bytes, int)
+
+
+# Keys that compare equal (or hash equal) across types: only the exact str/bytes/int ones, and
+# tuples of those, are keys; bool and float are refused wherever they appear.
+MIXED_KEYS: list[Any] = [
+    1,
+    True,
+    1.0,
+    0,
+    False,
+    -0.0,
+    "1",
+    b"1",
+    (1, 2),
+    (True, 2),
+    (1.0, 2),
+    ((1,), "a"),
+    ((True,), "a"),
+]
+VALID_MIXED = {repr(key) for key in MIXED_KEYS if _is_key(key)}
+
+
+@settings(max_examples=200)
+@given(st.permutations(MIXED_KEYS), st.integers(1, 5))
+def test_whether_a_key_is_accepted_never_depends_on_arrival_order(
+    order: list[Any], batch: int
+) -> None:
+    router = KeyGroupRouter(16)  # one router for every batch: its cache outlives a batch
+    dead = DeadLetters(worker=0)
+    accepted: list[Any] = []
+    for start in range(0, len(order), batch):
+        chunk = order[start : start + batch]
+        offsets = list(range(start, start + len(chunk)))
+        routed = key_and_route("op", lambda value: value, router, chunk, offsets, "s", dead)
+        for group, (group_keys, _values, group_offsets) in routed.items():
+            assert [order[o] for o in group_offsets] == group_keys
+            # The exact key object is routed, not an equal key of another type.
+            assert [type(k) for k in group_keys] == [type(order[o]) for o in group_offsets]
+            assert all(key_group_of(k, 16) == group for k in group_keys)
+            accepted.extend(group_keys)
+    assert {repr(key) for key in accepted} == VALID_MIXED
+    letters = dead.take()
+    assert sorted(repr(letter.record) for letter in letters) == sorted(
+        repr(key) for key in MIXED_KEYS if repr(key) not in VALID_MIXED
+    )
+    assert all(letter.error_type == "InvalidKeyError" for letter in letters)
+
+
+@pytest.mark.parametrize("order", [[1, True, 1.0], [True, 1, 1.0], [1.0, True, 1]])
+def test_a_flow_counts_int_keys_and_dead_letters_bool_and_float_in_any_order(
+    order: list[Any], tmp_path: Path
+) -> None:
+    flow = Flow("mixed", num_key_groups=8)
+    flow.source(IterableSource(order)).key_by(lambda value: value).count().sink(CollectingSink())
+    result = run(flow, state_dir=tmp_path, batch_size=8)
+    assert result.read_state("count", "value") == {1: 1}
+    assert result.dead_letters == 2
+    assert sorted(letter.record for letter in result.dead_letter_sink.letters) == sorted(
+        [True, 1.0]
+    )
+
+
+def test_a_cache_hit_still_refuses_an_equal_key_of_another_type() -> None:
+    router = KeyGroupRouter(8)
+    router.group_of(1)
+    router.group_of((1, "a"))
+    for key in (True, 1.0, (True, "a"), (1.0, "a")):
+        with pytest.raises(TypeError, match=r"^key must be str, bytes, int or a tuple of those"):
+            router.group_of(key)
+        with pytest.raises(TypeError, match=r"^key must be str, bytes, int or a tuple of those"):
+            router.route([key], [None], [0])

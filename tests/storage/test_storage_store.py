@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from typing import Any
 
 import pytest
 from _storage_helpers import SPECS, Opener, reopen
@@ -14,6 +15,7 @@ from shoal.storage import (
     MapStateSpec,
     MemoryBackend,
     StateBackend,
+    StateEncodeError,
     StoreBusyError,
     StoreClosedError,
     StoreDirtyError,
@@ -41,8 +43,12 @@ def test_flush_is_all_or_nothing_when_a_value_cannot_be_encoded(
     store.key = "good"
     store.states.count.update(1)
     store.key = "bad"
-    store.states.seen.add(object())
-    with pytest.raises(EncodeError, match=r"^state 'seen', key 'bad': cannot encode list value"):
+    store.states.seen.add([1, {"x": object()}])  # inside a list: found at flush
+    with pytest.raises(
+        StateEncodeError,
+        match=r"^state 'seen' of operator 'op' \(key group 1\), key 'bad': cannot encode a list"
+        r" holding an object as CBOR; ",
+    ):
         store.flush(meta={"epoch": 5})
     assert store.statistics().dirty == 2  # still unflushed
     store = reopen(store, open_store)
@@ -311,9 +317,22 @@ def test_flush_of_many_keys_writes_each_entry_and_deletes_cleared_ones(
 def test_flush_names_the_key_of_a_bad_value_among_many(store: KeyGroupStore) -> None:
     for i in range(100):
         store.key = i
-        store.states.count.update(object() if i == 57 else i)
-    with pytest.raises(EncodeError, match=r"^state 'count', key 57: cannot encode object value"):
+        store.states.count.update((i, object()) if i == 57 else i)
+    with pytest.raises(StateEncodeError) as caught:
         store.flush()
+    assert str(caught.value) == (
+        "state 'count' of operator 'op' (key group 1), key 57: cannot encode a tuple holding an"
+        " object as CBOR; state values must be None, bool, int, float, str, bytes, or lists,"
+        " tuples and dicts of those: convert the object (to a dict, a str, ...) before storing it"
+    )
+    error = caught.value
+    assert (error.operator, error.key_group, error.state, error.key, error.value_type) == (
+        "op",
+        1,
+        "count",
+        57,
+        "object",
+    )
     assert store.statistics().dirty == 100
     assert store.statistics().entries == 0
 
@@ -328,3 +347,42 @@ def test_flush_still_refuses_a_key_that_reached_the_cache_as_an_equal_bool(
     store.states.seen.add("b")
     with pytest.raises(InvalidKeyError, match=r"got bool$"):
         store.flush()
+
+
+class _Thing:
+    """Not a CBOR type."""
+
+
+@pytest.mark.parametrize(
+    ("state", "write", "where"),
+    [
+        ("count", lambda h: h.update(_Thing()), "key 'k'"),
+        ("seen", lambda h: h.add(_Thing()), "key 'k'"),
+        ("seen", lambda h: h.add_all([1, _Thing()]), "key 'k'"),
+        ("seen", lambda h: h.update([_Thing()]), "key 'k'"),
+        ("by_page", lambda h: h.put("p", _Thing()), "key 'k', map key 'p'"),
+        ("by_page", lambda h: h.put_all({"q": _Thing()}), "key 'k', map key 'q'"),
+        ("total", lambda h: h.add(_Thing()), "key 'k'"),
+    ],
+)
+def test_a_value_of_a_type_cbor_cannot_encode_is_refused_when_written(
+    store: KeyGroupStore, state: str, write: Any, where: str
+) -> None:
+    store.key = "k"
+    handle = store.state(state)
+    with pytest.raises(
+        StateEncodeError,
+        match=rf"^state '{state}' of operator 'op' \(key group 1\), {where}: cannot encode a"
+        r" _Thing as CBOR; .* convert the _Thing \(to a dict, a str, \.\.\.\) before storing it$",
+    ):
+        write(handle)
+    assert store.statistics().dirty == 0  # nothing was written
+    assert store.flush() == 0
+
+
+def test_values_cbor_can_encode_beyond_the_plain_types_are_accepted_when_written(
+    store: KeyGroupStore,
+) -> None:
+    store.key = "k"
+    store.states.count.update(frozenset({1, 2}))  # encoded once to check it, kept as is
+    assert store.flush() == 1
