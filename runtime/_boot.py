@@ -11,6 +11,8 @@ from shoal.storage import LmdbBackend
 from ._loader import load_flow
 from ._logging import configure_logging
 from ._messages import (
+    Barrier,
+    BarrierAck,
     Broadcast,
     Credit,
     Data,
@@ -18,6 +20,7 @@ from ._messages import (
     EndOfStream,
     Finish,
     Gathered,
+    InjectBarrier,
     Pull,
     ReturnCredits,
     Shipment,
@@ -36,6 +39,9 @@ _MESSAGES = (
     (Data, "shoal.Data"),
     (Shipment, "shoal.Shipment"),
     (Broadcast, "shoal.Broadcast"),
+    (Barrier, "shoal.Barrier"),
+    (BarrierAck, "shoal.BarrierAck"),
+    (InjectBarrier, "shoal.InjectBarrier"),
     (Credit, "shoal.Credit"),
     (ReturnCredits, "shoal.ReturnCredits"),
     (EndOfStream, "shoal.EndOfStream"),

@@ -20,17 +20,21 @@ from ._columns import (
 )
 
 __all__ = (
+    "Barrier",
+    "BarrierAck",
     "Broadcast",
     "Credit",
     "Data",
     "EndOfStream",
     "Finish",
     "Gathered",
+    "InjectBarrier",
     "Drained",
     "Pull",
     "ReturnCredits",
     "Shipment",
     "StartSources",
+    "TriggerCheckpoint",
     "StopSources",
 )
 
@@ -146,6 +150,55 @@ class Credit:
 @dataclass(frozen=True, slots=True)
 class ReturnCredits:
     """An exchange's idle continuation: hand back the credits it has collected."""
+
+
+@dataclass(frozen=True, slots=True)
+class Barrier:
+    """Checkpoint barrier ``epoch`` on ``channel``, in band with the channel's data.
+
+    What the channel sent before it belongs to epoch ``epoch``; what it sends after, to the
+    next. A key-group actor aligns barriers over its input channels (``_alignment.py``).
+    """
+
+    epoch: int
+    channel: str
+
+
+@dataclass(frozen=True, slots=True)
+class TriggerCheckpoint:
+    """Driver -> job supervisor (ask): start the next checkpoint now.
+
+    Answers its epoch, or ``None`` when a checkpoint is still in flight (one at a time).
+    """
+
+
+@dataclass(frozen=True, slots=True)
+class InjectBarrier:
+    """Coordinator -> worker controller -> source actors: take checkpoint ``epoch`` now.
+
+    A source actor takes it between two batches: it records its split's position and sends
+    :class:`Barrier` downstream on its channel.
+    """
+
+    epoch: int
+
+
+@dataclass(frozen=True, slots=True)
+class BarrierAck:
+    """Actor -> coordinator: this actor's part of checkpoint ``epoch`` is done (or failed).
+
+    Sources send their split's position (``positions``: split -> position, ``None`` for a
+    split not read yet); key-group actors send what their snapshot wrote (``stats``).
+    ``error`` is set when the part failed (alignment over its bound, a failed flush): the
+    coordinator then aborts the checkpoint.
+    """
+
+    epoch: int
+    actor: str
+    worker: int
+    positions: dict[str, Any]
+    stats: dict[str, Any]
+    error: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

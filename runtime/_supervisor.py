@@ -8,12 +8,14 @@ table is already its state.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import anyio
-from shoal.actors import Actor
+from shoal.actors import Actor, Ref
 
-from ._messages import Drained, Gathered
+from ._checkpoints import CheckpointCoordinator, CompletedCheckpoint
+from ._messages import BarrierAck, Drained, Gathered, InjectBarrier, TriggerCheckpoint
 from ._sinks import DeadLetter, SinkPartition
 
 __all__ = ("JobSupervisor",)
@@ -29,7 +31,13 @@ class JobSupervisor(Actor):
         group_owner: list[int],
         sink: SinkPartition | None,
         dead_sink: SinkPartition,
+        coordinator: CheckpointCoordinator | None = None,
+        controllers: Sequence[Ref] = (),
     ) -> None:
+        self.coordinator = coordinator
+        self.controllers = list(controllers)
+        #: Set (and replaced) each time a checkpoint completes.
+        self.checkpointed = anyio.Event()
         self.expected = set(expected)
         self.placement = list(group_owner)
         self.sink = sink
@@ -48,12 +56,37 @@ class JobSupervisor(Actor):
             else:
                 letters = [DeadLetter.from_json(item) for item in message.items]
                 await self.dead_sink.write_batch(letters)
+        elif kind is BarrierAck:
+            if self.coordinator is not None:
+                self._completed(self.coordinator.ack(message))
         elif kind is Drained:
             self.done.add(message.actor)
+            if self.coordinator is not None:
+                self._completed(self.coordinator.drain(message.actor))
             if self.done >= self.expected:
                 self.finished.set()
+        elif kind is TriggerCheckpoint:
+            return await self._trigger()
         elif message == "placement":
             return list(self.placement)
         else:
             raise TypeError(f"job supervisor got an unexpected message {message!r}")
         return None
+
+    async def _trigger(self) -> int | None:
+        coordinator = self.coordinator
+        if coordinator is None:
+            raise RuntimeError("checkpoints are off for this job (checkpoint_interval=None)")
+        coordinator.expire()
+        if self.finished.is_set():
+            return None
+        epoch = coordinator.begin()
+        if epoch is not None:
+            for controller in self.controllers:
+                await controller.tell(InjectBarrier(epoch))
+        return epoch
+
+    def _completed(self, done: CompletedCheckpoint | None) -> None:
+        if done is not None:
+            event, self.checkpointed = self.checkpointed, anyio.Event()
+            event.set()

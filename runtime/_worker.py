@@ -20,9 +20,12 @@ import structlog
 from shoal.actors import Actor, PeerLostError, Ref, Worker
 from shoal.storage import KeyGroupStore, StateBackend
 
+from ._alignment import BarrierAlignment
 from ._credits import DEFAULT_WINDOW, Credits, exchange_mailbox_size
 from ._keys import KeyGroupRouter
 from ._messages import (
+    Barrier,
+    BarrierAck,
     Broadcast,
     Credit,
     Data,
@@ -30,6 +33,7 @@ from ._messages import (
     EndOfStream,
     Finish,
     Gathered,
+    InjectBarrier,
     Pull,
     ReturnCredits,
     Shipment,
@@ -98,6 +102,8 @@ class WorkerEnv:
     sink: SinkPartition | None = None  # None: sink items are gathered by the driver
     dead_sink: SinkPartition | None = None  # None: dead letters are gathered by the driver
     credit_window: int = DEFAULT_WINDOW
+    # Checkpoints on: key groups flush only at barriers and at end of stream (never mid-epoch).
+    checkpoints: bool = False
     dead: DeadLetters = field(init=False)
     credits: Credits = field(init=False)
     metrics: WorkerMetrics = field(init=False)
@@ -266,6 +272,10 @@ class SourceActor(Actor):
         self.stage = env.plan.stages[0]
         self.stopping = False
         self.records = 0
+        # The split's position after the last batch sent downstream (None: not read yet); a
+        # barrier records it, and a restore reopens the split there.
+        self.position: Any = None
+        self.ended = False
         self._reading: anyio.CancelScope | None = None
         self.log = structlog.get_logger("shoal.source").bind(worker=env.index, split=split)
 
@@ -294,7 +304,11 @@ class SourceActor(Actor):
             self._reading.cancel()
 
     async def receive(self, message: Any) -> Any:
-        if type(message) is not Pull:
+        kind = type(message)
+        if kind is InjectBarrier:
+            await self._barrier(message.epoch)
+            return None
+        if kind is not Pull:
             raise TypeError(f"source actor got an unexpected message {message!r}")
         if self.reader is None:
             return None
@@ -309,6 +323,7 @@ class SourceActor(Actor):
             batch = drain_reader(self.reader)
         if batch is None:
             self.log.debug("split ended", stopped=self.stopping, records=self.records)
+            self.ended = True
             await env.end_stage(self.stage, self.split)
             reader, self.reader = self.reader, None
             await reader.aclose()
@@ -320,8 +335,22 @@ class SourceActor(Actor):
         for error in batch.errors:
             env.dead.add_source_error(error, self.split)
         await env.emit(self.stage, self.split, self.split, batch.values, batch.offsets)
+        self.position = batch.position
         self.continue_with(Pull())
         return None
+
+    async def _barrier(self, epoch: int) -> None:
+        """Checkpoint ``epoch`` between two batches: record the position, pass the barrier on.
+
+        An ended split has already sent its end of stream (its downstream channels are closed):
+        it only reports its final position.
+        """
+        env = self.env
+        if not self.ended and self.stage.next_key_fn is not None:
+            await env.broadcast(self.stage.index + 1, Barrier(epoch, self.split))
+        await env.kernel.ref(JOB_ACTOR).tell(
+            BarrierAck(epoch, self.name, env.index, {self.split: self.position}, {})
+        )
 
 
 class KeyGroupActor(Actor):
@@ -331,11 +360,16 @@ class KeyGroupActor(Actor):
         self.env = env
         self.stage = env.plan.stages[stage]
         self.key_group = key_group
-        self.open_channels = set(env.plan.channels_into(stage))
+        # Records held for the next epoch while a barrier aligns: at most this many batches'
+        # worth (a few mailboxes), so a stalled channel cannot make a key group hoard memory.
+        self.alignment = BarrierAlignment(
+            set(env.plan.channels_into(stage)), max_held=4 * env.mailbox_size * env.batch_size
+        )
         self.store: KeyGroupStore | None = None
         self.runner: KeyedRunner | None = None
         self.unflushed = 0
         self.batches = 0
+        self.drained = False
         op = self.stage.operator
         self.sample_state = op.states[0].name if op is not None and op.states else None
         self.log = structlog.get_logger("shoal.keygroup").bind(
@@ -364,16 +398,75 @@ class KeyGroupActor(Actor):
                 store.close()
 
     async def receive(self, message: Any) -> Any:
+        alignment = self.alignment
+        if alignment.epoch is not None and alignment.must_hold(message.channel):
+            records = len(message.keys) if type(message) is Data else 0
+            if not alignment.hold(message, records):
+                await self._abort_alignment()
+            return None
+        await self._handle(message)
+        return None
+
+    async def _handle(self, message: Any) -> None:
         kind = type(message)
         if kind is Data:
             await self._data(message)
+        elif kind is Barrier:
+            verdict = self.alignment.barrier(message.channel, message.epoch, time.perf_counter())
+            if verdict == "aligned":
+                await self._snapshot()
         elif kind is EndOfStream:
-            self.open_channels.discard(message.channel)
-            if not self.open_channels:
+            if self.alignment.end(message.channel):
+                await self._snapshot()
+            if not self.alignment.open_channels:
                 await self._end()
         else:
             raise TypeError(f"key-group actor got an unexpected message {message!r}")
-        return None
+
+    async def _snapshot(self) -> None:
+        """Every open channel delivered the barrier: commit the epoch, ack, pass it on, and
+        release what was held for the next epoch."""
+        alignment = self.alignment
+        epoch = alignment.epoch
+        assert epoch is not None
+        env = self.env
+        aligned_s = time.perf_counter() - alignment.started_at
+        error: str | None = None
+        stats: dict[str, Any] = {"alignment_s": aligned_s}
+        if alignment.aborted:
+            error = (
+                f"{self.name}: alignment of checkpoint {epoch} held more than"
+                f" {alignment.max_held} records; checkpoint aborted"
+            )
+        else:
+            started = time.perf_counter()
+            written = self._flush(meta={"epoch": epoch})
+            stats.update(written=written, pause_s=time.perf_counter() - started)
+            stats["entries"], stats["bytes"] = env.metrics.state_size[
+                (self.stage.name, self.key_group)
+            ]
+        await env.kernel.ref(JOB_ACTOR).tell(
+            BarrierAck(epoch, self.name, env.index, {}, stats, error)
+        )
+        if self.stage.next_key_fn is not None:
+            await env.broadcast(self.stage.index + 1, Barrier(epoch, self.name))
+        held = alignment.finish()
+        while held:
+            message = held.popleft()
+            if alignment.epoch is not None and alignment.must_hold(message.channel):
+                records = len(message.keys) if type(message) is Data else 0
+                alignment.hold(message, records)
+                continue
+            await self._handle(message)
+
+    async def _abort_alignment(self) -> None:
+        self.log.warning(
+            "checkpoint alignment over its bound; aborting the checkpoint",
+            epoch=self.alignment.epoch,
+            held_records=self.alignment.held_records,
+        )
+        self.alignment.abort()
+        await self._snapshot()
 
     async def _data(self, data: Data) -> None:
         runner = self.runner
@@ -394,15 +487,15 @@ class KeyGroupActor(Actor):
             runner.operator, count, len(values), time.perf_counter() - started
         )
         self.unflushed += count
-        if self.unflushed >= FLUSH_EVERY_RECORDS:
+        if self.unflushed >= FLUSH_EVERY_RECORDS and not env.checkpoints:
             self._flush()
         await env.emit(self.stage, self.name, data.split, values, offsets)
 
-    def _flush(self) -> None:
+    def _flush(self, meta: dict[str, Any] | None = None) -> int:
         store = self.store
         assert store is not None
         started = time.perf_counter()
-        written = store.flush()
+        written = store.flush(meta=meta)
         self.env.metrics.observe_flush(written, time.perf_counter() - started)
         self.unflushed = 0
         stats = store.statistics()
@@ -410,14 +503,19 @@ class KeyGroupActor(Actor):
             stats.entries,
             stats.bytes,
         )
+        return written
 
     async def _end(self) -> None:
+        if self.drained:  # an end of stream replayed from the held messages got here first
+            return
+        self.drained = True
         self._flush()
         entries, size = self.env.metrics.state_size[(self.stage.name, self.key_group)]
         self.log.debug("key group drained", entries=entries, bytes=size)
         await self.env.end_stage(self.stage, self.name)
-        if self.stage.next_key_fn is None:
-            await self.env.kernel.ref(JOB_ACTOR).tell(Drained(self.name, self.env.index))
+        # Every key group says so (not only the last stage's): a drained key group takes no
+        # more barriers, and the checkpoint coordinator stops waiting for it.
+        await self.env.kernel.ref(JOB_ACTOR).tell(Drained(self.name, self.env.index))
 
 
 class ExchangeActor(Actor):
@@ -507,6 +605,10 @@ class WorkerController(Actor):
                     name=source_actor_name(split),
                     mailbox_size=env.mailbox_size,
                 )
+            return None
+        if type(message) is InjectBarrier:
+            for split in list(env.sources):
+                await env.kernel.ref(source_actor_name(split)).tell(message)
             return None
         if type(message) is StopSources:
             env.stopping = True
