@@ -244,7 +244,9 @@ class Cell:
         return False
 
     def _escalate(self, exc: BaseException, what: str) -> None:
-        error = ActorFailedError(f"actor {self.name!r} {what}: {type(exc).__name__}: {exc}")
+        error = ActorFailedError(
+            f"actor {self.name!r} {what}: {type(exc).__name__}: {exc}", actor=self.name
+        )
         error.__cause__ = exc
         self.worker._escalate(error)
 
