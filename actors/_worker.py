@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import anyio
-import structlog
 from anyio import ClosedResourceError, WouldBlock
 from anyio.abc import TaskGroup
 
@@ -26,6 +25,7 @@ from ._exceptions import (
     PeerLostError,
     UnknownActorError,
 )
+from ._log import get_logger
 from ._mailbox import EMPTY
 from ._messages import Ask, MigrateMarker, StopMarker
 from ._ref import Ref
@@ -36,7 +36,7 @@ if TYPE_CHECKING:
 
 __all__ = ("Worker", "WorkerStatistics", "open_worker")
 
-log = structlog.get_logger("shoal.actors")
+log = get_logger("shoal.actors")
 
 #: Workers open in this process, by mesh address, so co-resident peers skip the socket. A mesh
 #: address is the socket path for a worker with a ``mesh_dir``, else its ``namespace`` and id:

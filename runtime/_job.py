@@ -20,7 +20,6 @@ from types import TracebackType
 from typing import Any
 
 import anyio
-import structlog
 from shoal.actors import (
     ActorFailedError,
     PeerLostError,
@@ -28,6 +27,7 @@ from shoal.actors import (
     open_worker,
     open_worker_process,
 )
+from shoal.actors._log import get_logger
 from shoal.storage import KeyGroupStatistics, LmdbBackend, MemoryBackend, StateBackend
 
 from ._boot import register_runtime_messages
@@ -51,7 +51,7 @@ from ._worker import (
 
 __all__ = ("JobResult", "Progress", "run_job")
 
-log = structlog.get_logger("shoal.job")
+log = get_logger("shoal.job")
 
 # Source batch size: large enough that one Data message per key group carries tens of records
 # (a message hop costs a few µs), small enough that a batch is a few ms of work.
