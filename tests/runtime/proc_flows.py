@@ -59,7 +59,7 @@ class Opaque:
 
 
 def _keep_opaque(key: int, value: int, ctx: ProcessContext) -> None:
-    ctx.state.thing.update(Opaque())
+    ctx.state.thing.update([Opaque()])  # inside a list: found by the flush, on the worker
     ctx.emit(value)
 
 

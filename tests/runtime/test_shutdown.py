@@ -150,8 +150,13 @@ async def test_unencodable_state_on_a_worker_names_the_operator(tmp_path: Path) 
     error = caught.value
     assert error.operator == "keeper"
     assert error.key_group is not None
-    assert "Opaque" in str(error)
-    assert str(error).startswith(f"job 'unencodable' failed on worker {error.worker} (pid ")
+    assert error.actor == f"keeper#{error.key_group}"
+    assert str(error).startswith(
+        f"job 'unencodable' failed on worker {error.worker} (pid {error.pid}): ActorFailedError: "
+        f"actor 'keeper#{error.key_group}' failed: StateEncodeError: state 'thing' of operator "
+        f"'keeper'"
+    )
+    assert "Opaque" in str(error)  # the type that could not be encoded
 
 
 # -- item 11: shutdown is quick and leaves nothing behind ------------------------------------
