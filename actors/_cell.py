@@ -9,13 +9,13 @@ from contextlib import suppress
 from typing import TYPE_CHECKING, Any
 
 import anyio
-import structlog
 from anyio import CancelScope, ClosedResourceError, EndOfStream, WouldBlock
 from anyio.abc import TaskStatus
 from anyio.lowlevel import checkpoint
 
 from ._actor import Actor, SupervisionPolicy
 from ._exceptions import ActorFailedError, ActorStartError, ActorStoppedError
+from ._log import get_logger
 from ._mailbox import EMPTY, Mailbox
 from ._messages import Ask, MigrateMarker, StopMarker
 
@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 
 __all__ = ("Cell", "Migration")
 
-log = structlog.get_logger("shoal.actors")
+log = get_logger("shoal.actors")
 
 #: How long on_stop may take when the actor is torn down by cancellation.
 TEARDOWN_TIMEOUT_S = 10.0
@@ -244,7 +244,9 @@ class Cell:
         return False
 
     def _escalate(self, exc: BaseException, what: str) -> None:
-        error = ActorFailedError(f"actor {self.name!r} {what}: {type(exc).__name__}: {exc}")
+        error = ActorFailedError(
+            f"actor {self.name!r} {what}: {type(exc).__name__}: {exc}", actor=self.name
+        )
         error.__cause__ = exc
         self.worker._escalate(error)
 

@@ -31,6 +31,11 @@ class ActorStoppedError(ActorError):
 class ActorFailedError(ActorError):
     """An actor failed and its supervision policy escalated the failure to the worker."""
 
+    def __init__(self, message: str, *, actor: str | None = None) -> None:
+        super().__init__(message)
+        #: The name of the actor that failed, when one did.
+        self.actor = actor
+
 
 class ActorStartError(ActorError):
     """An actor's factory, rehydrate() or on_start() raised, so spawning it failed."""

@@ -4,37 +4,50 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
+import shutil
 import signal
 import sys
 import traceback
+from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import Any
 
 import anyio
+import cbor2
 
 from ._bootstrap import resolve_object
 from ._codec import default_codec
+from ._exceptions import ActorFailedError, PeerLostError
+from ._messages import ProcessFailure
 from ._worker import open_worker
 
 __all__ = ("main",)
 
 
-async def _wait_stdin_closed() -> None:
-    fd = sys.stdin.fileno()
+async def _wait_control(fd: int) -> str:
+    """Wait on the control pipe: ``"stop"`` if the parent asked, ``"orphaned"`` if it closed."""
     os.set_blocking(fd, False)
+    data = b""
     while True:
         await anyio.wait_readable(fd)
         try:
-            if not os.read(fd, 4096):
-                return
+            chunk = os.read(fd, 4096)
         except BlockingIOError:
             continue
+        if not chunk:
+            return "stop" if data.startswith(b"stop") else "orphaned"
+        data += chunk
+        if data.startswith(b"stop"):
+            return "stop"
 
 
-async def _wait_signal() -> None:
-    with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+async def _wait_terminate() -> str:
+    with anyio.open_signal_receiver(signal.SIGTERM) as signals:
         async for _ in signals:
-            return
+            return "terminate"
+    return "terminate"  # pragma: no cover - the receiver never ends by itself
 
 
 def _ignore_cancelled_read_race(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
@@ -58,28 +71,73 @@ def _ignore_cancelled_read_race(loop: asyncio.AbstractEventLoop, context: dict[s
 
 
 async def _serve(
-    worker_id: int, mesh_dir: str, peers: list[int], bootstrap: str, args: Any, ready_fd: int
-) -> None:
+    worker_id: int,
+    mesh_dir: str,
+    peers: list[int],
+    bootstrap: str,
+    args: Any,
+    ready_fd: int,
+    control_fd: int,
+    stop_timeout: float,
+) -> str:
     asyncio.get_running_loop().set_exception_handler(_ignore_cancelled_read_race)
-    async with open_worker(worker_id, mesh_dir=mesh_dir, peers=peers) as worker:
+    reason = "stop"
+    async with open_worker(
+        worker_id, mesh_dir=mesh_dir, peers=peers, stop_timeout=stop_timeout
+    ) as worker:
         try:
             function = resolve_object(bootstrap)
             await function(worker, args)
         except Exception as exc:
             traceback.print_exc()
             os.write(ready_fd, f"error {type(exc).__name__}: {exc}\n".encode())
-            os.close(ready_fd)
-            raise
+            raise _BootstrapFailed from exc
         os.write(ready_fd, b"ok\n")
-        os.close(ready_fd)
         async with anyio.create_task_group() as tg:
 
-            async def stop_on(wait: Any) -> None:
-                await wait()
+            async def stop_on(wait: Callable[[], Awaitable[str]]) -> None:
+                nonlocal reason
+                reason = await wait()
                 tg.cancel_scope.cancel()
 
-            tg.start_soon(stop_on, _wait_stdin_closed)
-            tg.start_soon(stop_on, _wait_signal)
+            tg.start_soon(stop_on, partial(_wait_control, control_fd))
+            tg.start_soon(stop_on, _wait_terminate)
+        if reason != "stop":
+            # An abort (SIGTERM, or the parent is gone): cancel the actors now, do not wait for
+            # the message each has in hand. Their on_stop still runs.
+            worker.stop_timeout = 0
+    return reason
+
+
+class _BootstrapFailed(Exception):
+    """The bootstrap raised; it has been reported on the ready pipe already."""
+
+
+def _report_failure(fd: int, exc: BaseException) -> None:
+    """Tell the parent why this process fails (a ProcessFailure on the status pipe)."""
+    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
+        exc = exc.exceptions[0]
+    failure = ProcessFailure(
+        type_name=type(exc).__name__,
+        message=str(exc),
+        actor=exc.actor if isinstance(exc, ActorFailedError) else None,
+        traceback="".join(traceback.format_exception(exc)),
+    )
+    line = b"failed " + cbor2.dumps(failure.to_cbor_list()).hex().encode() + b"\n"
+    with contextlib.suppress(OSError):  # the parent is gone: nobody to tell
+        os.write(fd, line)
+
+
+def _lost_a_peer(exc: BaseException | None) -> bool:
+    while exc is not None:
+        if isinstance(exc, PeerLostError):
+            return True
+        exc = exc.__cause__
+    return False
+
+
+def _orphaned(reason: str, parent: int) -> bool:
+    return reason == "orphaned" or os.getppid() != parent
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -91,7 +149,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--bootstrap", required=True)
     parser.add_argument("--args", default=default_codec.encode(None).hex())
     parser.add_argument("--ready-fd", type=int, required=True)
+    parser.add_argument("--control-fd", type=int, required=True)
+    parser.add_argument("--stop-timeout", type=float, default=10.0)
+    parser.add_argument("--cleanup", action="append", default=[])
     options = parser.parse_args(argv)
+    # A terminal's Ctrl-C reaches the whole process group; the parent decides what it means.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    parent = os.getppid()
     peers = [int(p) for p in options.peers.split(",") if p]
     args = default_codec.decode(bytes.fromhex(options.args))
     try:
@@ -100,8 +164,9 @@ def main(argv: list[str] | None = None) -> int:
         use_uvloop = False
     else:
         use_uvloop = True
+    reason = "failed"
     try:
-        anyio.run(
+        reason = anyio.run(
             _serve,
             options.worker_id,
             options.mesh_dir,
@@ -109,12 +174,26 @@ def main(argv: list[str] | None = None) -> int:
             options.bootstrap,
             args,
             options.ready_fd,
+            options.control_fd,
+            options.stop_timeout,
             backend="asyncio",
             backend_options={"use_uvloop": use_uvloop},
         )
-    except Exception:
-        traceback.print_exc()
+    except _BootstrapFailed:
         return 1
+    except Exception as exc:
+        if not _lost_a_peer(exc):
+            # Losing a peer is the consequence of another process ending (the driver names the
+            # first cause), and is reported on the status pipe only: an aborted job prints no
+            # traceback per worker.
+            traceback.print_exc()
+        _report_failure(options.ready_fd, exc)
+        return 1
+    finally:
+        if _orphaned(reason, parent):
+            # Nobody else is left to remove what this mesh leaves on disk.
+            for path in [options.mesh_dir, *options.cleanup]:
+                shutil.rmtree(path, ignore_errors=True)
     return 0
 
 

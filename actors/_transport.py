@@ -28,7 +28,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 import anyio
-import structlog
 from anyio import BrokenResourceError, ClosedResourceError, EndOfStream
 from anyio.abc import SocketAttribute, SocketStream, TaskGroup
 from anyio.lowlevel import checkpoint
@@ -44,6 +43,7 @@ from ._exceptions import (
     RemoteActorError,
     UnknownActorError,
 )
+from ._log import get_logger
 from ._messages import Ask
 from ._reply import LocalReply, Reply
 
@@ -52,7 +52,7 @@ if TYPE_CHECKING:
 
 __all__ = ("Link", "LocalLink", "Mesh", "RemoteReply", "SocketLink")
 
-log = structlog.get_logger("shoal.actors")
+log = get_logger("shoal.actors")
 
 TELL, ASK, REPLY, MIGRATE, HELLO, BYE = 0, 1, 2, 3, 5, 6
 

@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import anyio
-import structlog
 from anyio import ClosedResourceError, WouldBlock
 from anyio.abc import TaskGroup
 
@@ -26,6 +25,7 @@ from ._exceptions import (
     PeerLostError,
     UnknownActorError,
 )
+from ._log import get_logger
 from ._mailbox import EMPTY
 from ._messages import Ask, MigrateMarker, StopMarker
 from ._ref import Ref
@@ -36,10 +36,15 @@ if TYPE_CHECKING:
 
 __all__ = ("Worker", "WorkerStatistics", "open_worker")
 
-log = structlog.get_logger("shoal.actors")
+log = get_logger("shoal.actors")
 
-#: Workers open in this process, by mesh address, so co-resident peers skip the socket.
+#: Workers open in this process, by mesh address, so co-resident peers skip the socket. A mesh
+#: address is the socket path for a worker with a ``mesh_dir``, else its ``namespace`` and id:
+#: workers in different namespaces (two jobs in one loop) never see each other.
 _open_workers: dict[str, Worker] = {}
+
+#: The namespace of workers opened without one (tests and hosts that open several workers).
+DEFAULT_NAMESPACE = "default"
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,9 +64,9 @@ class WorkerStatistics:
     lost_peers: tuple[int, ...]
 
 
-def _mesh_key(mesh_dir: Path | None, worker_id: int) -> str:
+def _mesh_key(mesh_dir: Path | None, worker_id: int, namespace: str = DEFAULT_NAMESPACE) -> str:
     if mesh_dir is None:
-        return f"<in-process>/w{worker_id}"
+        return f"<in-process:{namespace}>/w{worker_id}"
     return str(mesh_dir / f"w{worker_id}.sock")
 
 
@@ -78,8 +83,10 @@ class Worker:
         codec: Codec,
         connect_timeout: float,
         stop_timeout: float = 10.0,
+        namespace: str = DEFAULT_NAMESPACE,
     ) -> None:
         self.worker_id = worker_id
+        self.namespace = namespace
         self.stop_timeout = stop_timeout
         self.peers = peers
         self.mesh_dir = mesh_dir
@@ -94,7 +101,7 @@ class Worker:
         self._readers: set[int] = set()  # peers whose connection to us is open (hello seen)
         self._failure: ActorFailedError | None = None
         self._closed = False
-        self._key = _mesh_key(mesh_dir, worker_id)
+        self._key = _mesh_key(mesh_dir, worker_id, namespace)
         self.mesh: Mesh | None = None
         if mesh_dir is not None:
             self.mesh = Mesh(self, mesh_dir, connect_timeout=connect_timeout)
@@ -272,7 +279,7 @@ class Worker:
                 f"worker {worker_id} is not a peer of worker {self.worker_id}"
                 f" (peers: {sorted(self.peers)})"
             )
-        peer = _open_workers.get(_mesh_key(self.mesh_dir, worker_id))
+        peer = _open_workers.get(_mesh_key(self.mesh_dir, worker_id, self.namespace))
         link: Link
         if peer is not None and not peer._closed:
             link = LocalLink(self, peer)
@@ -615,15 +622,25 @@ class Worker:
 
     async def _close(self) -> None:
         self._closed = True
-        for cell in reversed(list(self._cells.values())):
-            if cell.migrated:
-                continue
+        # Every actor is halted at once and all share one deadline: an actor that waits on
+        # another (a full mailbox) must not cost the others their time.
+        cells = [cell for cell in reversed(list(self._cells.values())) if not cell.migrated]
+        for cell in cells:
             cell.halt()
-            with anyio.move_on_after(self.stop_timeout) as scope:
+        with anyio.move_on_after(self.stop_timeout):
+            for cell in cells:
                 await cell.done.wait()
-            if scope.cancelled_caught:
-                log.warning("actor did not stop in time; cancelling it", actor=cell.name)
+        late = [cell for cell in cells if not cell.done.is_set()]
+        if late:
+            log.warning(
+                "actors did not stop in time; cancelling them",
+                worker=self.worker_id,
+                actors=[cell.name for cell in late][:10],
+                count=len(late),
+            )
+            for cell in late:
                 cell.scope.cancel()
+            for cell in late:
                 await cell.done.wait()
         for link in list(self._links.values()):
             await link.aclose()
@@ -649,11 +666,14 @@ async def open_worker(
     connect_timeout: float = 30.0,
     stop_timeout: float = 10.0,
     codec: Codec | None = None,
+    namespace: str | None = None,
 ) -> AsyncIterator[Worker]:
     """Open a worker in the running event loop; leaving the block stops all its actors.
 
     Several workers can share one loop (tests, embedding): workers of the same mesh that are
     open in this process hand messages to each other directly, by reference, without encoding.
+    Without ``mesh_dir``, the mesh is this process's ``namespace``: workers in different
+    namespaces are independent, so two jobs can each open a worker 0 in one loop.
     With ``mesh_dir``, the worker also listens on ``<mesh_dir>/w<worker_id>.sock`` and reaches
     peers in other processes over Unix sockets (connecting on first use, retrying for up to
     ``connect_timeout`` seconds while the peer's socket does not exist yet).
@@ -663,20 +683,24 @@ async def open_worker(
         mesh_dir: directory holding the mesh's sockets (None: this process only).
         peers: every worker id in the mesh, this one included (None: just this one).
         connect_timeout: how long to wait for a peer's socket before it counts as lost.
-        stop_timeout: on leaving, how long each actor may take to finish the message in hand
-            before it is cancelled (its on_stop still runs).
+        stop_timeout: on leaving, how long the actors (all halted at once, one deadline for all)
+            may take to finish the message in hand before they are cancelled (their on_stop
+            still runs).
         codec: the message codec (default: the kernel's, see register_message).
+        namespace: without ``mesh_dir``, which in-process mesh the worker joins (default: one
+            shared namespace); ignored with ``mesh_dir`` (the directory names the mesh).
 
     Raises:
         ActorFailedError: an actor with the "escalate" policy failed (or exceeded its restart
             limit); the body is cancelled and every other actor stopped first.
         ValueError: a worker with this id is already open in this mesh in this process.
     """
+    namespace = DEFAULT_NAMESPACE if namespace is None else namespace
     # No filesystem access here: only the socket path is derived (absolute, not resolved).
     path = _absolute(mesh_dir) if mesh_dir is not None else None
     peer_set = frozenset(peers) if peers is not None else frozenset()
     peer_set |= {worker_id}
-    key = _mesh_key(path, worker_id)
+    key = _mesh_key(path, worker_id, namespace)
     body_error: Exception | None = None
     if key in _open_workers:
         raise ValueError(f"worker {worker_id} is already open in this process ({key})")
@@ -691,6 +715,7 @@ async def open_worker(
                 codec=codec or default_codec,
                 connect_timeout=connect_timeout,
                 stop_timeout=stop_timeout,
+                namespace=namespace,
             )
             _open_workers[key] = worker
             try:

@@ -13,6 +13,8 @@ from ._dataflow import KeyedStream as KeyedStream
 from ._dataflow import Stream as Stream
 from ._exceptions import JobError as JobError
 from ._exceptions import ScenarioError as ScenarioError
+from ._exceptions import StateDirectoryInUseError as StateDirectoryInUseError
+from ._exceptions import WorkerFailedError as WorkerFailedError
 from ._exceptions import WorkerLostError as WorkerLostError
 from ._job import JobResult as JobResult
 from ._job import Progress as Progress
@@ -88,6 +90,8 @@ __all__ = (
     "serve_metrics",
     # errors
     "JobError",
+    "StateDirectoryInUseError",
+    "WorkerFailedError",
     "WorkerLostError",
     "ScenarioError",
 )

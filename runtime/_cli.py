@@ -35,6 +35,7 @@ from ._sinks import DeadLetter, DeadLetterSink
 __all__ = ("main",)
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+EXIT_ABORTED = 130  # a second Ctrl-C: 128 + SIGINT, as shells report it
 DEFAULT_DEAD_LETTERS = "shoal-dead-letters.jsonl"
 """Where dead letters are kept when the state directory is temporary (current directory)."""
 SAMPLES = 3
@@ -246,15 +247,23 @@ def _load(args: argparse.Namespace) -> tuple[Scenario, str, dict[str, Any]]:
     return scenario, ref, params
 
 
-async def _stop_on_interrupt(stop: anyio.Event) -> None:
+async def _stop_on_interrupt(stop: anyio.Event, job: anyio.CancelScope) -> None:
+    """First SIGINT/SIGTERM: stop reading, drain, report. Second: abort the job.
+
+    Aborting cancels ``run_job`` (worker processes get SIGTERM, then SIGKILL a second later).
+    Worker processes ignore SIGINT: a terminal sends it to the whole process group, and only
+    this process decides what it means.
+    """
     with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async for _ in signals:
+            if stop.is_set():
+                job.cancel()
+                return
             print(
                 "\nshoal: stopping: draining what was read (Ctrl-C again to abort)",
                 file=sys.stderr,
             )
             stop.set()
-            break
 
 
 async def _run_job(
@@ -279,27 +288,31 @@ async def _run_job(
         extra["batch_size"] = args.batch_size
     stop = anyio.Event()
     outcome: JobResult | BaseException | None = None
+    job = anyio.CancelScope()
     async with anyio.create_task_group() as signals:
-        signals.start_soon(_stop_on_interrupt, stop)
+        signals.start_soon(_stop_on_interrupt, stop, job)
         # Errors are caught here, inside the group, so they reach the handlers below as
         # themselves rather than wrapped in an ExceptionGroup.
         try:
-            outcome = await run_job(
-                ref,
-                params=params,
-                workers=args.workers,
-                processes=not args.in_process,
-                state_dir=state_dir,
-                dead_letters=dead_letters,
-                on_progress=on_progress if (display is not None or metrics) else None,
-                stop=stop,
-                log_format=args.log_format,
-                log_level=args.log_level,
-                **extra,
-            )
+            with job:
+                outcome = await run_job(
+                    ref,
+                    params=params,
+                    workers=args.workers,
+                    processes=not args.in_process,
+                    state_dir=state_dir,
+                    dead_letters=dead_letters,
+                    on_progress=on_progress if (display is not None or metrics) else None,
+                    stop=stop,
+                    log_format=args.log_format,
+                    log_level=args.log_level,
+                    **extra,
+                )
         except Exception as exc:
             outcome = exc
         signals.cancel_scope.cancel()
+    if job.cancelled_caught:
+        raise _Failure("aborted", EXIT_ABORTED, "aborted")
     if isinstance(outcome, JobError):
         raise _Failure(str(outcome), EXIT_FAILED, "job") from outcome
     if isinstance(outcome, ScenarioError):
@@ -392,10 +405,18 @@ def _command(args: argparse.Namespace) -> int:
     try:
         scenario, ref, params = _load(args)
         name = scenario.name
-        summary = anyio.run(_run, args, scenario, ref, params, backend_options=loop_options())
+        try:
+            summary = anyio.run(_run, args, scenario, ref, params, backend_options=loop_options())
+        except KeyboardInterrupt:
+            # A second Ctrl-C outside the job (e.g. while the checks run): `finally` blocks
+            # have run on the way out; one line, no traceback.
+            raise _Failure("aborted", EXIT_ABORTED, "aborted") from None
     except _Failure as failure:
-        prefix = "job failed" if failure.status == EXIT_FAILED else "error"
-        print(f"shoal: {prefix}: {failure.message}", file=sys.stderr)
+        if failure.kind == "aborted":
+            print("\nshoal: aborted", file=sys.stderr)
+        else:
+            prefix = "job failed" if failure.status == EXIT_FAILED else "error"
+            print(f"shoal: {prefix}: {failure.message}", file=sys.stderr)
         if args.json:
             print(json.dumps(_failure_json(name, failure)))
         return failure.status

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
-__all__ = ("JobError", "ScenarioError", "WorkerLostError")
+__all__ = (
+    "JobError",
+    "ScenarioError",
+    "StateDirectoryInUseError",
+    "WorkerFailedError",
+    "WorkerLostError",
+)
 
 
 class JobError(Exception):
@@ -10,7 +16,48 @@ class JobError(Exception):
 
 
 class WorkerLostError(JobError):
-    """A worker process died while the job was running."""
+    """A worker process died while the job was running, without saying why."""
+
+
+class WorkerFailedError(JobError):
+    """A worker process failed while the job was running; carries the worker's own exception.
+
+    Attributes:
+        worker: the worker index; ``pid`` its process id.
+        error_type: the class name of the exception in the worker (e.g. ``"OSError"``).
+        error_message: that exception's text.
+        actor: the failing actor's name, when an actor's failure ended the worker.
+        operator: the keyed operator of that actor, when it was a key-group actor.
+        key_group: its key group, likewise.
+        remote_traceback: the formatted traceback from the worker process.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        worker: int,
+        pid: int,
+        error_type: str,
+        error_message: str,
+        actor: str | None = None,
+        operator: str | None = None,
+        key_group: int | None = None,
+        remote_traceback: str = "",
+    ) -> None:
+        super().__init__(message)
+        self.worker = worker
+        self.pid = pid
+        self.error_type = error_type
+        self.error_message = error_message
+        self.actor = actor
+        self.operator = operator
+        self.key_group = key_group
+        self.remote_traceback = remote_traceback
+
+
+class StateDirectoryInUseError(ValueError):
+    """The state directory already holds a job's state; a new run would apply its input twice."""
 
 
 class ScenarioError(Exception):

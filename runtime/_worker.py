@@ -16,8 +16,8 @@ from functools import partial
 from typing import Any
 
 import anyio
-import structlog
 from shoal.actors import Actor, PeerLostError, Ref, Worker
+from shoal.actors._log import get_logger
 from shoal.storage import KeyGroupStore, StateBackend
 
 from ._alignment import BarrierAlignment
@@ -277,7 +277,7 @@ class SourceActor(Actor):
         self.position: Any = None
         self.ended = False
         self._reading: anyio.CancelScope | None = None
-        self.log = structlog.get_logger("shoal.source").bind(worker=env.index, split=split)
+        self.log = get_logger("shoal.source").bind(worker=env.index, split=split)
 
     async def on_start(self) -> None:
         host = self.env.source_host
@@ -372,7 +372,7 @@ class KeyGroupActor(Actor):
         self.drained = False
         op = self.stage.operator
         self.sample_state = op.states[0].name if op is not None and op.states else None
-        self.log = structlog.get_logger("shoal.keygroup").bind(
+        self.log = get_logger("shoal.keygroup").bind(
             worker=env.index,
             actor=actor_name(self.stage.name, key_group),
             operator=self.stage.name,
@@ -674,7 +674,7 @@ async def start_worker(env: WorkerEnv) -> None:
             mailbox_size=room * len(env.plan.keyed_stages),
         )
     await kernel.spawn(lambda: WorkerController(env), name=controller_name(env.index))
-    structlog.get_logger("shoal.worker").info(
+    get_logger("shoal.worker").info(
         "worker started",
         worker=env.index,
         workers=env.workers,

@@ -42,7 +42,9 @@ if _typing.TYPE_CHECKING:
     from shoal.runtime import SourceContext as SourceContext
     from shoal.runtime import SourceError as SourceError
     from shoal.runtime import SplitReader as SplitReader
+    from shoal.runtime import StateDirectoryInUseError as StateDirectoryInUseError
     from shoal.runtime import Stream as Stream
+    from shoal.runtime import WorkerFailedError as WorkerFailedError
     from shoal.runtime import WorkerLostError as WorkerLostError
     from shoal.runtime import clickstream_oracle as clickstream_oracle
     from shoal.runtime import configure_logging as configure_logging
@@ -97,6 +99,8 @@ _HOME: dict[str, str] = {
     "JobCollector": "shoal.runtime",
     "serve_metrics": "shoal.runtime",
     "JobError": "shoal.runtime",
+    "StateDirectoryInUseError": "shoal.runtime",
+    "WorkerFailedError": "shoal.runtime",
     "WorkerLostError": "shoal.runtime",
     "ScenarioError": "shoal.runtime",
     "StateSpec": "shoal.storage",
@@ -143,6 +147,8 @@ __all__ = (
     "JobCollector",
     "serve_metrics",
     "JobError",
+    "StateDirectoryInUseError",
+    "WorkerFailedError",
     "WorkerLostError",
     "ScenarioError",
     "StateSpec",

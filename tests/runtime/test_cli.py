@@ -321,7 +321,7 @@ def test_a_killed_worker_fails_the_run_with_status_1_and_a_message(private_tmp: 
     assert "Traceback" not in done.stderr, done.stderr
     assert any(
         re.fullmatch(
-            r"shoal: job failed: worker 0 \(pid \d+\) exited with status -9 "
+            r"shoal: job failed: worker 0 \(pid \d+\) was killed by SIGKILL "
             r"while the job was running",
             line,
         )

@@ -176,7 +176,7 @@ async def test_two_stages_across_processes(tmp_path: Path) -> None:
 async def test_a_killed_worker_fails_the_job_loudly(tmp_path: Path) -> None:
     with pytest.raises(
         WorkerLostError,
-        match=r"^worker \d \(pid \d+\) exited with status -9 while the job was running",
+        match=r"^worker \d \(pid \d+\) was killed by SIGKILL while the job was running$",
     ):
         await run_job(f"{FLOWS}:doomed", workers=2, state_dir=tmp_path, batch_size=100)
 
