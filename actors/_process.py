@@ -244,6 +244,7 @@ async def open_worker_process(
     env: Mapping[str, str] | None = None,
     stop_timeout: float = 10.0,
     cleanup: Sequence[str | os.PathLike[str]] = (),
+    link_buffer: int | None = None,
 ) -> AsyncIterator[WorkerProcess]:
     """Start a worker process in the mesh and yield once its bootstrap has returned.
 
@@ -265,6 +266,7 @@ async def open_worker_process(
             child is terminated if it has not exited a second after that.
         cleanup: more paths the child removes if this process dies without stopping it (for
             example a temporary state directory).
+        link_buffer: the child's ``open_worker(link_buffer=...)`` (None: its default).
 
     Raises:
         WorkerProcessError: the child failed or exited before it was ready.
@@ -296,6 +298,7 @@ async def open_worker_process(
         f"--control-fd={control_read}",
         f"--stop-timeout={stop_timeout}",
         *(f"--cleanup={_absolute(path)}" for path in cleanup),
+        *([] if link_buffer is None else [f"--link-buffer={link_buffer}"]),
     ]
     try:
         process = await anyio.open_process(

@@ -79,11 +79,13 @@ async def _serve(
     ready_fd: int,
     control_fd: int,
     stop_timeout: float,
+    link_buffer: int | None,
 ) -> str:
     asyncio.get_running_loop().set_exception_handler(_ignore_cancelled_read_race)
     reason = "stop"
+    options: dict[str, Any] = {} if link_buffer is None else {"link_buffer": link_buffer}
     async with open_worker(
-        worker_id, mesh_dir=mesh_dir, peers=peers, stop_timeout=stop_timeout
+        worker_id, mesh_dir=mesh_dir, peers=peers, stop_timeout=stop_timeout, **options
     ) as worker:
         try:
             function = resolve_object(bootstrap)
@@ -152,6 +154,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--control-fd", type=int, required=True)
     parser.add_argument("--stop-timeout", type=float, default=10.0)
     parser.add_argument("--cleanup", action="append", default=[])
+    parser.add_argument("--link-buffer", type=int, default=None)
     options = parser.parse_args(argv)
     # A terminal's Ctrl-C reaches the whole process group; the parent decides what it means.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -176,6 +179,7 @@ def main(argv: list[str] | None = None) -> int:
             options.ready_fd,
             options.control_fd,
             options.stop_timeout,
+            options.link_buffer,
             backend="asyncio",
             backend_options={"use_uvloop": use_uvloop},
         )

@@ -59,17 +59,16 @@ TELL, ASK, REPLY, MIGRATE, HELLO, BYE = 0, 1, 2, 3, 5, 6
 #: Target frame size: big enough to amortise the syscall and the CBOR call, small enough that a
 #: frame is decoded and delivered before the next one is needed.
 FRAME_BYTES = 64 * 1024
-#: Above this many buffered bytes for one destination, tell() waits (backpressure) ...
+#: Default link buffer: above this many buffered bytes for one destination, tell() waits
+#: (backpressure) until the flusher has written the buffer down to a quarter of it. The same
+#: size is asked for the connection's kernel socket buffers. ``open_worker(link_buffer=...)``.
 HIGH_WATER = 4 * 1024 * 1024
-#: ... until the flusher has written the buffer down to this.
-LOW_WATER = 1024 * 1024
 #: One socket read takes whatever is there, up to this: a reader runs once per event-loop turn,
 #: and a turn of a busy worker can last tens of milliseconds.
 RECEIVE_BYTES = 4 * 1024 * 1024
-#: Kernel socket buffers asked for on mesh connections (the OS clamps it to its maximum, e.g.
-#: net.core.wmem_max): with the ~200 KiB default, a peer could move at most that much per turn
-#: of the reader's event loop (measured: ~350k records/s between two busy workers).
-SOCKET_BUFFER = 4 * 1024 * 1024
+# Kernel socket buffers are asked for at the link buffer's size (the OS clamps it to its
+# maximum, e.g. net.core.wmem_max): with the ~200 KiB default, a peer could move at most that
+# much per turn of the reader's event loop (measured: ~350k records/s between two busy workers).
 #: A frame larger than this is taken for a corrupt stream.
 MAX_FRAME = 256 * 1024 * 1024
 
@@ -96,12 +95,12 @@ def _error_payload(exc: BaseException) -> list[str]:
     return [type(exc).__name__, str(exc)]
 
 
-def _grow_buffer(stream: SocketStream, option: int) -> None:
-    """Ask for SOCKET_BUFFER bytes of kernel buffer (best effort: the OS may clamp it)."""
+def _grow_buffer(stream: SocketStream, option: int, size: int) -> None:
+    """Ask for ``size`` bytes of kernel buffer (best effort: the OS may clamp it)."""
     raw = stream.extra(SocketAttribute.raw_socket, None)
     if raw is not None:
         with suppress(OSError):
-            raw.setsockopt(socket.SOL_SOCKET, option, SOCKET_BUFFER)
+            raw.setsockopt(socket.SOL_SOCKET, option, size)
 
 
 class Link(Protocol):
@@ -204,6 +203,8 @@ class SocketLink:
         self.path = path
         self.connect_timeout = connect_timeout
         self.codec = worker.codec
+        self._high = worker.link_buffer
+        self._low = worker.link_buffer // 4
         hello = self.codec.encode([HELLO, worker.worker_id])
         self._buf: list[bytes] = [hello]
         # The batch the flusher is writing, and how many of its envelopes have been sent.
@@ -233,7 +234,7 @@ class SocketLink:
             self._wake.set()
 
     async def _wait_room(self) -> None:
-        while self._buffered > HIGH_WATER and self.lost is None:
+        while self._buffered > self._high and self.lost is None:
             if self._room is None:
                 self._room = anyio.Event()
             await self._room.wait()
@@ -242,11 +243,11 @@ class SocketLink:
 
     async def tell(self, name: str, message: Any) -> None:
         self._enqueue(self.codec.encode([TELL, name, message]))
-        if self._buffered > HIGH_WATER:
+        if self._buffered > self._high:
             await self._wait_room()
 
     def tell_nowait(self, name: str, message: Any) -> None:
-        if self._buffered > HIGH_WATER:
+        if self._buffered > self._high:
             raise MailboxFullError(f"the link to worker {self.peer_id} is full")
         self._enqueue(self.codec.encode([TELL, name, message]))
 
@@ -255,7 +256,7 @@ class SocketLink:
         data = self.codec.encode([ASK, name, ask.message, self.worker.worker_id, ask_id])
         self._enqueue(data)
         self._pending[ask_id] = (ask.reply, name)
-        if self._buffered > HIGH_WATER:
+        if self._buffered > self._high:
             await self._wait_room()
 
     def send_reply(self, ask_id: int, ok: bool, payload: Any) -> None:
@@ -335,7 +336,7 @@ class SocketLink:
                         f" within {self.connect_timeout} s"
                     ) from exc
             else:
-                _grow_buffer(stream, socket.SO_SNDBUF)
+                _grow_buffer(stream, socket.SO_SNDBUF, self._high)
                 return stream
             # Polling for a socket file that does not exist yet: no event to wait on.
             await anyio.sleep(delay)
@@ -368,7 +369,7 @@ class SocketLink:
                     self.bytes_out += len(frame)
                     start, size = index + 1, 0
                     room = self._room
-                    if room is not None and self._buffered <= LOW_WATER:
+                    if room is not None and self._buffered <= self._low:
                         self._room = None
                         room.set()
 
@@ -449,7 +450,7 @@ class Mesh:
 
     async def _serve(self, stream: SocketStream) -> None:
         """Read frames from one peer and deliver them; a full mailbox pauses reading."""
-        _grow_buffer(stream, socket.SO_RCVBUF)
+        _grow_buffer(stream, socket.SO_RCVBUF, self.worker.link_buffer)
         peer_id: int | None = None
         buf = bytearray()
         decode = self.worker.codec.decode

@@ -29,7 +29,7 @@ from ._log import get_logger
 from ._mailbox import EMPTY
 from ._messages import Ask, MigrateMarker, StopMarker
 from ._ref import Ref
-from ._transport import Link, LocalLink, Mesh, SocketLink
+from ._transport import HIGH_WATER, Link, LocalLink, Mesh, SocketLink
 
 if TYPE_CHECKING:
     from ._reply import Reply
@@ -84,8 +84,10 @@ class Worker:
         connect_timeout: float,
         stop_timeout: float = 10.0,
         namespace: str = DEFAULT_NAMESPACE,
+        link_buffer: int = HIGH_WATER,
     ) -> None:
         self.worker_id = worker_id
+        self.link_buffer = link_buffer
         self.namespace = namespace
         self.stop_timeout = stop_timeout
         self.peers = peers
@@ -646,6 +648,12 @@ class Worker:
             await link.aclose()
 
 
+def _check_link_buffer(size: object) -> int:
+    if isinstance(size, bool) or not isinstance(size, int) or size < 1024:
+        raise ValueError(f"link_buffer must be an int of at least 1024 bytes; got {size!r}")
+    return size
+
+
 def _resolves_to(reference: str, factory: object) -> bool:
     try:
         return resolve_object(reference) is factory
@@ -667,6 +675,7 @@ async def open_worker(
     stop_timeout: float = 10.0,
     codec: Codec | None = None,
     namespace: str | None = None,
+    link_buffer: int = HIGH_WATER,
 ) -> AsyncIterator[Worker]:
     """Open a worker in the running event loop; leaving the block stops all its actors.
 
@@ -687,6 +696,8 @@ async def open_worker(
             may take to finish the message in hand before they are cancelled (their on_stop
             still runs).
         codec: the message codec (default: the kernel's, see register_message).
+        link_buffer: bytes buffered per peer process before a sender waits (default 4 MiB);
+            the connection's kernel socket buffers are asked for at the same size.
         namespace: without ``mesh_dir``, which in-process mesh the worker joins (default: one
             shared namespace); ignored with ``mesh_dir`` (the directory names the mesh).
 
@@ -715,6 +726,7 @@ async def open_worker(
                 codec=codec or default_codec,
                 connect_timeout=connect_timeout,
                 stop_timeout=stop_timeout,
+                link_buffer=_check_link_buffer(link_buffer),
                 namespace=namespace,
             )
             _open_workers[key] = worker

@@ -95,6 +95,7 @@ async def bootstrap(worker: Worker, args: dict[str, Any]) -> None:
         split_owner=place_splits(plan.splits, workers),
         batch_size=int(args["batch_size"]),
         mailbox_size=int(args["mailbox_size"]),
+        checkpoints=bool(args.get("checkpoints", False)),
         sink=None if plan.sink.gather else plan.sink.open_partition(index, workers),
         dead_sink=None,
     )

@@ -17,13 +17,13 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-import structlog
+from shoal.actors._log import get_logger
 
 from ._messages import BarrierAck
 
 __all__ = ("CheckpointCoordinator", "CheckpointStatistics", "CompletedCheckpoint")
 
-log = structlog.get_logger("shoal.checkpoint")
+log = get_logger("shoal.checkpoint")
 
 #: A checkpoint not complete after this long is aborted (a stuck or lost part).
 DEFAULT_TIMEOUT_S = 60.0

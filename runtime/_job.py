@@ -23,6 +23,7 @@ import anyio
 from shoal.actors import (
     ActorFailedError,
     PeerLostError,
+    Ref,
     WorkerProcess,
     open_worker,
     open_worker_process,
@@ -31,10 +32,11 @@ from shoal.actors._log import get_logger
 from shoal.storage import KeyGroupStatistics, LmdbBackend, MemoryBackend, StateBackend
 
 from ._boot import register_runtime_messages
+from ._checkpoints import CheckpointCoordinator, CheckpointStatistics
 from ._dataflow import Flow, KeyedOp
 from ._exceptions import JobError, WorkerFailedError, WorkerLostError
 from ._loader import load_flow, normalize_ref
-from ._messages import Finish, StartSources, StopSources
+from ._messages import Finish, StartSources, StopSources, TriggerCheckpoint
 from ._plan import Plan, actor_name, compile_plan, place_key_groups, place_splits
 from ._sinks import DeadLetter, DeadLetterSink, Sink, SinkPartition
 from ._sources import check_bounded
@@ -56,6 +58,9 @@ log = get_logger("shoal.job")
 # Source batch size: large enough that one Data message per key group carries tens of records
 # (a message hop costs a few µs), small enough that a batch is a few ms of work.
 DEFAULT_BATCH_SIZE = 8192
+# Bytes buffered per peer link (and asked for as kernel socket buffers): with the ~200 KiB
+# default socket buffers a peer moved at most that much per event-loop turn (~350k records/s).
+DEFAULT_LINK_BUFFER = 4 * 1024 * 1024
 # Mailboxes hold this many batches: enough to keep an actor busy while its senders run, small
 # enough that a slow key group pushes back on its sources within a few batches.
 DEFAULT_MAILBOX_SIZE = 16
@@ -119,6 +124,8 @@ class JobResult:
     reports: tuple[dict[str, Any], ...]
     dead_letter_sink: DeadLetterSink
     backend: StateBackend
+    #: Checkpoints taken while the job ran (None: checkpoints were off).
+    checkpoints: CheckpointStatistics | None = None
     _temporary: _TemporaryState | None = field(default=None, repr=False, compare=False)
 
     def close(self) -> None:
@@ -222,6 +229,8 @@ class _Run:
     stop: anyio.Event | None
     log_format: str
     log_level: str
+    checkpoint_interval: float | None = None
+    link_buffer: int = DEFAULT_LINK_BUFFER
 
 
 def _check_positive(name: str, value: object) -> int:
@@ -245,6 +254,8 @@ async def run_job(
     stop: anyio.Event | None = None,
     log_format: str = "console",
     log_level: str = "warning",
+    checkpoint_interval: float | None = None,
+    link_buffer: int = DEFAULT_LINK_BUFFER,
 ) -> JobResult:
     """Run ``flow`` until its bounded source is exhausted and every record is processed.
 
@@ -255,9 +266,12 @@ async def run_job(
             ``"path/to/file.py:name"`` / ``"package.module:name"`` to a Flow, a scenario, or a
             function building one from ``params`` (required for worker processes, which each
             rebuild the flow: nothing is pickled).
-        workers: number of workers. More than one means worker processes.
-        processes: force worker processes (True) even for one worker; False with
-            ``workers > 1`` is an error. Default: processes when ``workers > 1``.
+        workers: number of workers. More than one means worker processes, unless
+            ``processes=False``.
+        processes: force worker processes (True) even for one worker, or run every worker
+            in this event loop (False: no parallelism, but the same routing, exchanges and
+            flow control as processes, without encoding; for tests, embedding and
+            debugging). Default: processes when ``workers > 1``.
         state_dir: where LMDB state lives. It must be fresh (missing or without a shoal
             manifest): a run records itself there and a second run into the same directory
             raises :class:`StateDirectoryInUseError` rather than applying its input twice. If
@@ -270,6 +284,14 @@ async def run_job(
         log_format: ``"console"`` or ``"json"`` for worker processes. This process's logging
             is the host's: run_job never configures structlog.
         log_level: ``"debug"``, ``"info"``, ``"warning"`` (default) or ``"error"``, likewise.
+        link_buffer: bytes a worker process buffers for one peer before its senders wait
+            (default 4 MiB; the connection's kernel socket buffers are asked for at the same
+            size). Smaller bounds memory per peer; no size can deadlock the job (credits per
+            stage and destination keep every socket reader moving).
+        checkpoint_interval: seconds between checkpoints (``None``, the default for now:
+            none). Sources take barrier ``n`` between batches and record their positions, key
+            groups align the barriers of their input channels and commit their state for epoch
+            ``n``; the result's ``checkpoints`` counts them. (Recovery from them comes next.)
         stop: when this event is set, every split ends as if its source had ended: what was
             read drains through the job, state is flushed, and the result is returned. This is
             how an unbounded job is stopped. Cancelling the call aborts the job without a
@@ -287,9 +309,18 @@ async def run_job(
     _check_positive("workers", workers)
     _check_positive("batch_size", batch_size)
     _check_positive("mailbox_size", mailbox_size)
+    if checkpoint_interval is not None and (
+        isinstance(checkpoint_interval, bool)
+        or not isinstance(checkpoint_interval, int | float)
+        or not checkpoint_interval > 0
+    ):
+        raise ValueError(
+            f"checkpoint_interval must be a positive number of seconds or None; "
+            f"got {checkpoint_interval!r}"
+        )
+    if isinstance(link_buffer, bool) or not isinstance(link_buffer, int) or link_buffer < 1024:
+        raise ValueError(f"link_buffer must be an int of at least 1024 bytes; got {link_buffer!r}")
     use_processes = workers > 1 if processes is None else processes
-    if workers > 1 and not use_processes:
-        raise ValueError("workers > 1 runs worker processes; processes=False allows only workers=1")
     if backend not in ("lmdb", "memory"):
         raise ValueError(f"backend must be 'lmdb' or 'memory'; got {backend!r}")
     if use_processes and backend != "lmdb":
@@ -334,13 +365,15 @@ async def run_job(
             stop,
             log_format,
             log_level,
+            None if checkpoint_interval is None else float(checkpoint_interval),
+            link_buffer,
         )
         if use_processes:
             assert ref is not None
             return await _run_processes(run, ref, params or {}, workers)
         state: StateBackend = LmdbBackend(directory) if backend == "lmdb" else MemoryBackend()
         try:
-            return await _run_in_loop(run, state)
+            return await _run_in_loop(run, state, workers)
         except ActorFailedError as exc:
             raise JobError(f"job {plan.flow.name!r} failed: {exc}") from exc
     except BaseException:
@@ -391,8 +424,10 @@ def _result(
     elapsed: float,
     reports: Sequence[dict[str, Any]],
     backend: StateBackend,
+    supervisor: JobSupervisor,
 ) -> JobResult:
     plan = run.plan
+    coordinator = supervisor.coordinator
     return JobResult(
         name=plan.flow.name,
         workers=workers,
@@ -406,62 +441,118 @@ def _result(
         reports=tuple(reports),
         dead_letter_sink=run.dlq,
         backend=backend,
+        checkpoints=None if coordinator is None else coordinator.statistics(),
         _temporary=_TemporaryState(run.state_dir) if run.temporary else None,
     )
 
 
-async def _run_in_loop(run: _Run, backend: StateBackend) -> JobResult:
+async def _run_in_loop(run: _Run, backend: StateBackend, workers: int) -> JobResult:
+    """Every worker, and the driver's job supervisor, in this event loop.
+
+    The workers are separate kernels (ids ``0..workers-1``, the driver ``workers``) in a
+    namespace of this run's own, so another job in this loop has its own worker 0. They reach
+    each other by reference (no encoding), through the same exchanges and credits as
+    processes. Sinks are written where the records are: a gathering sink's one partition is
+    shared, others get one partition per worker.
+    """
     plan = run.plan
-    groups = place_key_groups(plan.num_key_groups, 1)
-    sink = _ClosesOnce(plan.sink.open_partition(0, 1))
+    driver = workers
+    peers = list(range(workers + 1))
+    groups = place_key_groups(plan.num_key_groups, workers)
+    shared = _ClosesOnce(plan.sink.open_partition(0, 1)) if plan.sink.gather else None
+    sinks = [shared or _ClosesOnce(plan.sink.open_partition(i, workers)) for i in range(workers)]
     dead_sink = _ClosesOnce(run.dlq.open_partition(0, 1))
+    namespace = f"job-{run.run_id}"
     try:
-        # A namespace of its own: another job in this loop has its own worker 0.
-        async with open_worker(worker_id=0, namespace=f"job-{run.run_id}") as kernel:
-            env = WorkerEnv(
-                plan=plan,
-                index=0,
-                workers=1,
-                driver=0,
-                kernel=kernel,
-                backend=backend,
-                group_owner=groups,
-                split_owner=place_splits(plan.splits, 1),
-                batch_size=run.batch_size,
-                mailbox_size=run.mailbox_size,
-                sink=sink,
-                dead_sink=dead_sink,
+        async with AsyncExitStack() as stack:
+            kernel = await stack.enter_async_context(
+                open_worker(worker_id=driver, peers=peers, namespace=namespace)
             )
-            place_directory(kernel, plan, groups, 0, 1)
-            supervisor = JobSupervisor(
-                expected=_last_stage_actors(plan),
-                group_owner=groups,
-                sink=None,
-                dead_sink=dead_sink,
-            )
+            place_directory(kernel, plan, groups, driver, workers)
+            controllers = [kernel.ref(controller_name(i)) for i in range(workers)]
+            supervisor = _supervisor(run, groups, None, dead_sink, controllers)
             await kernel.spawn(lambda: supervisor, name=JOB_ACTOR)
-            await start_worker(env)
-            controller = kernel.ref(controller_name(0))
+            envs: list[WorkerEnv] = []
+            for index in range(workers):
+                worker = await stack.enter_async_context(
+                    open_worker(worker_id=index, peers=peers, namespace=namespace)
+                )
+                env = WorkerEnv(
+                    plan=plan,
+                    index=index,
+                    workers=workers,
+                    driver=driver,
+                    kernel=worker,
+                    backend=backend,
+                    group_owner=groups,
+                    split_owner=place_splits(plan.splits, workers),
+                    batch_size=run.batch_size,
+                    mailbox_size=run.mailbox_size,
+                    sink=sinks[index],
+                    dead_sink=dead_sink,
+                    checkpoints=run.checkpoint_interval is not None,
+                )
+                place_directory(worker, plan, groups, driver, workers)
+                await start_worker(env)
+                envs.append(env)
             started = time.perf_counter()
-            await controller.ask(StartSources())
+
+            async def all_reports() -> list[dict[str, Any]]:
+                return [env.report() for env in envs]
+
             async with anyio.create_task_group() as tg:
                 if run.on_progress is not None:
-
-                    async def one_report() -> list[dict[str, Any]]:
-                        return [env.report()]
-
-                    tg.start_soon(_watch_progress, one_report, started, run.on_progress)
+                    tg.start_soon(_watch_progress, all_reports, started, run.on_progress)
                 if run.stop is not None:
-                    tg.start_soon(_stop_when_set, run.stop, [controller])
-                await supervisor.finished.wait()
+                    tg.start_soon(_stop_when_set, run.stop, controllers)
+                if run.checkpoint_interval is not None:
+                    tg.start_soon(_checkpoint_every, run.checkpoint_interval, kernel.ref(JOB_ACTOR))
+                await _start_and_wait(controllers, supervisor)
                 tg.cancel_scope.cancel()
             elapsed = time.perf_counter() - started
-            report = await controller.ask(Finish())
-        return _result(run, 1, False, elapsed, [report], backend)
+            reports = [await controller.ask(Finish()) for controller in controllers]
+        return _result(run, workers, False, elapsed, reports, backend, supervisor)
     finally:
         with anyio.CancelScope(shield=True):
-            await sink.aclose()
+            for partition in {id(p): p for p in sinks}.values():
+                await partition.aclose()
             await dead_sink.aclose()
+
+
+def _supervisor(
+    run: _Run,
+    groups: list[int],
+    sink: SinkPartition | None,
+    dead_sink: SinkPartition,
+    controllers: Sequence[Ref],
+) -> JobSupervisor:
+    plan = run.plan
+    coordinator = None
+    if run.checkpoint_interval is not None:
+        coordinator = CheckpointCoordinator(
+            sources={source_actor_name(split) for split in plan.splits},
+            key_groups={
+                actor_name(stage.name, group)
+                for stage in plan.keyed_stages
+                for group in range(plan.num_key_groups)
+            },
+            clock=time.perf_counter,
+        )
+    return JobSupervisor(
+        expected=_last_stage_actors(plan),
+        group_owner=groups,
+        sink=sink,
+        dead_sink=dead_sink,
+        coordinator=coordinator,
+        controllers=controllers,
+    )
+
+
+async def _checkpoint_every(interval: float, job: Ref) -> None:
+    """Trigger a checkpoint every ``interval`` seconds (skipped while one is in flight)."""
+    while True:
+        await anyio.sleep(interval)
+        await job.ask(TriggerCheckpoint())
 
 
 def _mesh_parent() -> str:
@@ -533,14 +624,12 @@ async def _run_processes(run: _Run, ref: str, params: Mapping[str, Any], workers
     reports: list[dict[str, Any]] = []
     procs: list[WorkerProcess] = []
     try:
-        async with open_worker(worker_id=driver, mesh_dir=mesh_dir, peers=peers) as kernel:
+        async with open_worker(
+            worker_id=driver, mesh_dir=mesh_dir, peers=peers, link_buffer=run.link_buffer
+        ) as kernel:
             place_directory(kernel, plan, groups, driver, workers)
-            supervisor = JobSupervisor(
-                expected=_last_stage_actors(plan),
-                group_owner=groups,
-                sink=sink,
-                dead_sink=dead_sink,
-            )
+            controllers = [kernel.ref(controller_name(i)) for i in range(workers)]
+            supervisor = _supervisor(run, groups, sink, dead_sink, controllers)
             await kernel.spawn(lambda: supervisor, name=JOB_ACTOR)
             async with AsyncExitStack() as stack:
                 for index in range(workers):
@@ -554,10 +643,10 @@ async def _run_processes(run: _Run, ref: str, params: Mapping[str, Any], workers
                                 args=_worker_args(run, ref, params, index, workers, driver),
                                 # If this driver dies, its workers remove what it cannot.
                                 cleanup=[run.state_dir] if run.temporary else [],
+                                link_buffer=run.link_buffer,
                             )
                         )
                     )
-                controllers = [kernel.ref(controller_name(i)) for i in range(workers)]
                 started = time.perf_counter()
 
                 async def all_reports() -> list[dict[str, Any]]:
@@ -576,6 +665,10 @@ async def _run_processes(run: _Run, ref: str, params: Mapping[str, Any], workers
                         tg.start_soon(_watch_progress, all_reports, started, run.on_progress)
                     if run.stop is not None:
                         tg.start_soon(_stop_when_set, run.stop, controllers)
+                    if run.checkpoint_interval is not None:
+                        tg.start_soon(
+                            _checkpoint_every, run.checkpoint_interval, kernel.ref(JOB_ACTOR)
+                        )
                     try:
                         await _start_and_wait(controllers, supervisor)
                     except* PeerLostError as group:
@@ -606,7 +699,7 @@ async def _run_processes(run: _Run, ref: str, params: Mapping[str, Any], workers
     if ended or driver_lost:
         raise _first_cause(plan, procs, ended, driver_lost)
     log.debug("job finished", job=plan.flow.name, workers=workers, seconds=round(elapsed, 3))
-    return _result(run, workers, True, elapsed, reports, LmdbBackend(run.state_dir))
+    return _result(run, workers, True, elapsed, reports, LmdbBackend(run.state_dir), supervisor)
 
 
 def _worker_args(
@@ -623,6 +716,7 @@ def _worker_args(
         "mailbox_size": run.mailbox_size,
         "log_format": run.log_format,
         "log_level": run.log_level,
+        "checkpoints": run.checkpoint_interval is not None,
     }
 
 

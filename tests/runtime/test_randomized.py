@@ -16,6 +16,7 @@ from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
 
+import anyio
 import e2e_flows as flows
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -137,6 +138,7 @@ async def test_random_jobs_across_worker_processes_equal_the_oracle_and_the_one_
     workers = rng.randrange(2, 4)
     batch = rng.randrange(1, 8) if tiny else rng.randrange(16, 700)
     mailbox = 1 if tiny else rng.randrange(1, 9)
+    link_buffer = rng.choice([1024, 8192]) if tiny else 4 * 1024 * 1024
     result = await run_job(
         f"{FLOWS}:randomized",
         params=params,
@@ -144,6 +146,7 @@ async def test_random_jobs_across_worker_processes_equal_the_oracle_and_the_one_
         state_dir=tmp_path / "processes",
         batch_size=batch,
         mailbox_size=mailbox,
+        link_buffer=link_buffer,
     )
     check_against_oracle(params, result)
     in_loop = await run_job(
@@ -155,6 +158,62 @@ async def test_random_jobs_across_worker_processes_equal_the_oracle_and_the_one_
     check_against_oracle(params, in_loop)
     if deterministic_output(params):
         assert _canonical(result.sink.items) == _canonical(in_loop.sink.items)
+
+
+@pytest.mark.processes
+@pytest.mark.asyncio
+async def test_two_keyed_stages_across_processes_with_a_tiny_link_buffer_do_not_deadlock(
+    tmp_path: Path,
+) -> None:
+    """Issue 10 item 1 at test size: with 1 KiB links, one socket reader per peer carrying both
+    stages and waiting on full mailboxes froze within a few thousand records; credits per
+    (stage, destination) keep every reader moving."""
+    params = {
+        "seed": 11,
+        "n": 40_000,
+        "vocabulary": 3000,
+        "splits": 4,
+        "key_groups": 16,
+        "op": "count",
+        "stages": 2,
+    }
+    with anyio.fail_after(90):
+        result = await run_job(
+            f"{FLOWS}:randomized",
+            params=params,
+            workers=2,
+            state_dir=tmp_path,
+            batch_size=16,
+            mailbox_size=1,
+            link_buffer=1024,
+        )
+    check_against_oracle(params, result)
+
+
+@pytest.mark.asyncio
+@settings(
+    max_examples=max(5, RANDOM_JOBS // 3),
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+@given(shapes, st.integers(1, 64), st.integers(1, 3), st.integers(2, 3))
+async def test_random_jobs_on_several_workers_in_one_loop_equal_the_oracle(
+    tmp_path_factory: pytest.TempPathFactory,
+    params: dict[str, Any],
+    batch: int,
+    mailbox: int,
+    workers: int,
+) -> None:
+    """Several workers in one loop: the exchanges and credits of processes, without encoding."""
+    result = await run_job(
+        flows.randomized(**params),
+        workers=workers,
+        processes=False,
+        state_dir=tmp_path_factory.mktemp("state"),
+        batch_size=batch,
+        mailbox_size=mailbox,
+    )
+    check_against_oracle(params, result)
 
 
 @pytest.mark.slow

@@ -1,0 +1,84 @@
+"""Checkpoint barriers in running jobs: they complete, they record every split's position, and
+aligning them (holding channels) loses, duplicates or reorders nothing."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import e2e_flows as flows
+import pytest
+from test_randomized import FLOWS, check_against_oracle
+
+from shoal import run_job
+
+PARAMS: dict[str, Any] = {
+    "seed": 5,
+    "n": 30_000,
+    "vocabulary": 700,
+    "splits": 3,
+    "key_groups": 16,
+    "op": "count",
+    "stages": 2,
+}
+
+
+def check_checkpoints(result: Any) -> None:
+    stats = result.checkpoints
+    assert stats is not None
+    assert stats.completed >= 2, stats
+    assert stats.last_completed >= stats.completed
+    assert all(d > 0 for d in stats.durations_s)
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("workers", [1, 3])
+async def test_checkpoints_complete_in_one_loop_and_the_output_equals_the_oracle(
+    tmp_path: Path, workers: int
+) -> None:
+    result = await run_job(
+        flows.randomized(**PARAMS),
+        workers=workers,
+        processes=False,
+        state_dir=tmp_path,
+        batch_size=8,
+        mailbox_size=2,
+        checkpoint_interval=0.005,
+    )
+    check_against_oracle(PARAMS, result)
+    check_checkpoints(result)
+
+
+@pytest.mark.processes
+@pytest.mark.asyncio
+async def test_checkpoints_complete_across_processes_and_the_output_equals_the_oracle(
+    tmp_path: Path,
+) -> None:
+    result = await run_job(
+        f"{FLOWS}:randomized",
+        params=PARAMS,
+        workers=2,
+        state_dir=tmp_path,
+        batch_size=8,
+        mailbox_size=2,
+        link_buffer=8192,
+        checkpoint_interval=0.005,
+    )
+    check_against_oracle(PARAMS, result)
+    check_checkpoints(result)
+
+
+@pytest.mark.asyncio
+async def test_checkpoints_are_off_by_default(tmp_path: Path) -> None:
+    result = await run_job(flows.randomized(n=100), state_dir=tmp_path)
+    assert result.checkpoints is None
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("bad", [0, -1.0, "1", True])
+async def test_a_bad_checkpoint_interval_is_refused(tmp_path: Path, bad: object) -> None:
+    with pytest.raises(
+        ValueError,
+        match=r"^checkpoint_interval must be a positive number of seconds or None; got ",
+    ):
+        await run_job(flows.randomized(n=10), state_dir=tmp_path, checkpoint_interval=bad)  # type: ignore[arg-type]
