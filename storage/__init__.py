@@ -28,6 +28,7 @@ from ._exceptions import DuplicateStateError as DuplicateStateError
 from ._exceptions import EncodeError as EncodeError
 from ._exceptions import InvalidKeyError as InvalidKeyError
 from ._exceptions import InvalidNameError as InvalidNameError
+from ._exceptions import RollbackError as RollbackError
 from ._exceptions import StateEncodeError as StateEncodeError
 from ._exceptions import StorageError as StorageError
 from ._exceptions import StoreBusyError as StoreBusyError
@@ -39,6 +40,9 @@ from ._handles import ListState as ListState
 from ._handles import MapState as MapState
 from ._handles import ReducingState as ReducingState
 from ._handles import ValueState as ValueState
+from ._snapshot import EpochDelta as EpochDelta
+from ._snapshot import StateChanges as StateChanges
+from ._snapshot import StoreSnapshot as StoreSnapshot
 from ._specs import AggregatingStateSpec as AggregatingStateSpec
 from ._specs import ListStateSpec as ListStateSpec
 from ._specs import MapStateSpec as MapStateSpec
@@ -62,6 +66,10 @@ __all__ = (
     "MemoryBackend",
     "KeyGroupStore",
     "KeyGroupStatistics",
+    # epochs and checkpoints
+    "EpochDelta",
+    "StateChanges",
+    "StoreSnapshot",
     # handles
     "ValueState",
     "ListState",
@@ -84,6 +92,7 @@ __all__ = (
     "StoreClosedError",
     "StoreBusyError",
     "StoreDirtyError",
+    "RollbackError",
     "EncodeError",
     "StateEncodeError",
     "DecodeError",

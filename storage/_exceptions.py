@@ -39,6 +39,10 @@ class StoreDirtyError(StorageError):
     """The operation needs a store without unflushed changes."""
 
 
+class RollbackError(StorageError):
+    """The undo log cannot bring a store to the epoch asked for; restore from a checkpoint."""
+
+
 class EncodeError(StorageError, TypeError):
     """A value cannot be encoded as CBOR."""
 
