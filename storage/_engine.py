@@ -12,6 +12,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from itertools import chain
+from operator import itemgetter
 from pathlib import Path
 from typing import Any, Final, NamedTuple, Protocol, TypeVar, cast
 
@@ -379,9 +380,15 @@ class LmdbEngine:
                 if clear:
                     previous_values: list[bytes | None] = [None] * len(keys)
                 else:
-                    # One C-level loop of lookups for the whole column.
-                    found_values = dict(cursor.getmulti(keys))
-                    previous_values = list(map(found_values.get, keys))
+                    # One C-level loop of lookups for the whole column; it returns the
+                    # found pairs in order, so when every key exists (an overwrite) the
+                    # previous values are its second column.
+                    pairs: list[tuple[bytes, bytes]] = cursor.getmulti(keys)
+                    if len(pairs) == len(keys):
+                        previous_values = list(map(itemgetter(1), pairs))
+                    else:
+                        found_values = dict(pairs)
+                        previous_values = list(map(found_values.get, keys))
                 written += cursor.putmulti(
                     zip(keys, values, strict=True), dupdata=False, overwrite=True
                 )[1]
