@@ -34,6 +34,8 @@ import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
+import cbor2
+
 from ._exceptions import CheckpointCorruptError, CheckpointError, CheckpointWriteError
 from ._files import Location, checksum
 from ._manifest import (
@@ -472,7 +474,13 @@ class CheckpointStore:
         )
         name = self.manifest_name(epoch)
         try:
-            self.location.write(name, manifest.encode(), atomic=True)
+            encoded = manifest.encode()
+        except (cbor2.CBOREncodeError, TypeError, ValueError) as exc:
+            raise CheckpointError(
+                f"checkpoint {epoch}: positions and layout must be CBOR-encodable ({exc})"
+            ) from exc
+        try:
+            self.location.write(name, encoded, atomic=True)
         except OSError as exc:
             self.abort(epoch)
             reason = os.strerror(exc.errno) if exc.errno else str(exc)

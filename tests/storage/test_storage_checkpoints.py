@@ -422,3 +422,17 @@ def test_random_histories_load_as_the_model_at_every_complete_checkpoint(
     memory = fsspec.filesystem("memory")
     if memory.exists(root):
         memory.rm(root, recursive=True)
+
+
+def test_positions_that_are_not_cbor_are_refused_before_anything_is_written(
+    url: str, stores: list[KeyGroupStore]
+) -> None:
+    checkpoints = CheckpointStore(url)
+    records = [write_group(checkpoints, store, 1, None) for store in stores]
+    with pytest.raises(
+        CheckpointError, match=r"^checkpoint 1: positions and layout must be CBOR-encodable \("
+    ):
+        checkpoints.commit(
+            1, records, num_key_groups=3, operators={"op": SPECS}, positions={"s": object()}
+        )
+    assert checkpoints.epochs() == []

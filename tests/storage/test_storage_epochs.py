@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -15,6 +16,7 @@ from shoal.storage import (
     LmdbBackend,
     MemoryBackend,
     RollbackError,
+    StorageError,
     encode_key,
     encode_value,
 )
@@ -333,3 +335,23 @@ def test_random_histories_roll_back_and_deltas_rebuild_every_epoch(
         store.rollback_to(target)
         assert committed(store) == at[target]
         assert store.read_meta("epoch", 0) == target
+
+
+def test_a_full_map_cannot_grow_under_an_open_snapshot(tmp_path: Path) -> None:
+    backend = LmdbBackend(tmp_path, map_size=1 << 16)
+    with backend.open_store("op", 0, SPECS) as store:
+        store.flush_epoch(1)
+        with store.snapshot():
+            for i in range(5000):
+                store.key = i
+                store.states.count.update("x" * 20)
+            with pytest.raises(
+                StorageError,
+                match=r"^LMDB map of .*kg-00000 is full while a snapshot is open, so it cannot "
+                r"grow now; open the backend with a larger map_size \(unused map space costs "
+                r"nothing\)$",
+            ):
+                store.flush_epoch(2)
+        # Closed, the map grows as usual and the changes (still unflushed) commit.
+        store.flush_epoch(2)
+        assert store.get("count", 4999) == "x" * 20
