@@ -19,8 +19,10 @@ Protocol (the runtime's side; every call is synchronous and may run in a worker 
    retention. If a write or the commit fails, the checkpoint is not complete: ``abort(n)``
    removes its files (``commit`` does so itself when the manifest cannot be written).
 3. On recovery: ``latest_complete()`` finds the newest checkpoint whose files all verify
-   (falling back over corrupt ones), and ``load_group(manifest, op, kg)`` rebuilds one key
-   group's entries for ``KeyGroupStore.restore``.
+   (falling back over corrupt ones), and ``restore_store(store, manifest)`` brings each key
+   group there: from its own LMDB when it can (same epoch, or an undo log reaching back),
+   else from ``load_group(manifest, op, kg)``, the checkpoint's files.
+4. When checkpoint ``n`` completes, each key group calls ``store.prune_undo(n)``.
 
 Files are only ever created whole and never modified, so several processes may write the files
 of one checkpoint at once; only the coordinator writes manifests and deletes files.
@@ -49,6 +51,7 @@ from ._manifest import (
 )
 from ._snapshot import EpochDelta
 from ._specs import StateSpec
+from ._store import KeyGroupStore
 
 __all__ = ("CheckpointStore", "group_columns", "load_chain", "read_verified", "write_group_file")
 
@@ -309,6 +312,44 @@ class CheckpointStore:
         """
         chain = manifest.group(operator, key_group).chain
         return load_chain(self.location, operator, key_group, chain)
+
+    def restore_store(
+        self, store: KeyGroupStore, manifest: Manifest | None, *, local: bool = True
+    ) -> str:
+        """Bring ``store`` to ``manifest``'s checkpoint, locally when it provably can.
+
+        The recovery decision for one key group, in one write transaction whichever path:
+
+        * ``"local"``: the store's committed epoch is the checkpoint's (unflushed changes,
+          and plain flushes after it, are undone);
+        * ``"rolled back"``: it committed later epochs and its undo log reaches back to the
+          checkpoint (``rollback_to``);
+        * ``"restored"``: otherwise, from the checkpoint's files (``load_group`` +
+          ``restore``), also when ``local=False`` (e.g. after a machine crash, when unsynced
+          local commits are suspect);
+        * ``"empty"``: no checkpoint completed (``manifest`` is None): all state dropped.
+
+        Returns:
+            Which path was taken.
+
+        Raises:
+            KeyError: The manifest has no such key group.
+            CheckpointCorruptError: A file fails its checksum (named); the store is unchanged.
+        """
+        if manifest is None:
+            store.restore([], epoch=0)
+            return "empty"
+        epoch = store.epoch or 0
+        floor = store.undo_floor
+        if local and epoch == manifest.epoch:
+            store.rollback_to(epoch)
+            return "local"
+        if local and epoch > manifest.epoch and floor is not None and floor <= manifest.epoch:
+            store.rollback_to(manifest.epoch)
+            return "rolled back"
+        entries = self.load_group(manifest, store.operator, store.key_group)
+        store.restore(entries, epoch=manifest.epoch, check=False)
+        return "restored"
 
     # Writing key-group files (any process, any thread).
 

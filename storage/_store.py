@@ -101,7 +101,10 @@ class KeyGroupStore:
     ``flush()`` makes every change durable in one atomic write; nothing else writes, and
     ``close()`` does not flush.
 
-    A store is not thread-safe: one owner (a key-group actor) uses it at a time.
+    A store is not thread-safe: one owner (a key-group actor) uses it at a time, possibly
+    through a worker thread (``anyio.to_thread``) for a flush. What it hands out for a
+    checkpoint (an ``EpochDelta``, a ``StoreSnapshot``) may be used from another thread while
+    the owner goes on.
 
     Attributes:
         operator: The operator name (a directory name under the backend's root).

@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -436,3 +437,56 @@ def test_positions_that_are_not_cbor_are_refused_before_anything_is_written(
             1, records, num_key_groups=3, operators={"op": SPECS}, positions={"s": object()}
         )
     assert checkpoints.epochs() == []
+
+
+def test_restore_store_takes_the_local_path_when_it_can(
+    url: str, stores: list[KeyGroupStore]
+) -> None:
+    checkpoints = CheckpointStore(url)
+    change(stores, 1)
+    manifest = checkpoint(checkpoints, stores, 1, SPECS)
+    at_one = [committed(store) for store in stores]
+    change(stores, 2)
+    write_group(checkpoints, stores[1], 2, 1)  # kg 1 committed epoch 2; checkpoint 2 failed
+    stores[2].flush_epoch(2)
+    stores[2].prune_undo(2)  # kg 2 cannot roll back: its log starts at 2
+    paths = [checkpoints.restore_store(store, manifest) for store in stores]
+    assert paths == ["local", "rolled back", "restored"]
+    assert [committed(store) for store in stores] == at_one
+    assert [store.epoch for store in stores] == [1, 1, 1]
+    assert checkpoints.restore_store(stores[0], manifest, local=False) == "restored"
+    assert committed(stores[0]) == at_one[0]
+    assert checkpoints.restore_store(stores[0], None) == "empty"
+    assert committed(stores[0]) == {}
+
+
+def test_a_corrupt_file_leaves_the_store_as_it_was(url: str, stores: list[KeyGroupStore]) -> None:
+    checkpoints = CheckpointStore(url)
+    change(stores, 1)
+    manifest = checkpoint(checkpoints, stores, 1, SPECS)
+    change(stores, 2)
+    stores[0].flush_epoch(2)
+    stores[0].prune_undo(2)
+    before = committed(stores[0])
+    name = manifest.group("op", 0).chain[0].path
+    _flip_a_byte(checkpoints, name)
+    with pytest.raises(CheckpointCorruptError, match=rf"^{name}: checksum mismatch$"):
+        checkpoints.restore_store(stores[0], manifest)
+    assert committed(stores[0]) == before
+    assert stores[0].epoch == 2
+
+
+def test_key_groups_write_one_checkpoint_from_many_threads(
+    url: str, stores: list[KeyGroupStore]
+) -> None:
+    checkpoints = CheckpointStore(url)
+    change(stores, 1)
+    checkpoint(checkpoints, stores, 1, SPECS)
+    change(stores, 2)
+    deltas = [store.flush_epoch(2) for store in stores]
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        records = list(pool.map(lambda delta: checkpoints.write_delta(2, delta, 1), deltas))
+    manifest = checkpoints.commit(2, records, num_key_groups=3, operators={"op": SPECS})
+    for store in stores:
+        loaded = checkpoints.load_group(manifest, "op", store.key_group)
+        assert dict(((s, k), v) for s, k, v in loaded) == committed(store)

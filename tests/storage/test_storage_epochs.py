@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import threading
 from pathlib import Path
 from typing import Any
@@ -355,3 +356,35 @@ def test_a_full_map_cannot_grow_under_an_open_snapshot(tmp_path: Path) -> None:
         # Closed, the map grows as usual and the changes (still unflushed) commit.
         store.flush_epoch(2)
         assert store.get("count", 4999) == "x" * 20
+
+
+def test_a_snapshot_read_while_the_owner_flushes_shows_one_epoch(store: KeyGroupStore) -> None:
+    for i in range(2000):
+        store.key = i
+        store.states.count.update(1)
+    store.flush_epoch(1)
+    snapshot = store.snapshot()
+    halfway = threading.Event()
+    flushed = threading.Event()
+    seen: list[bytes] = []
+
+    def read() -> None:
+        entries = snapshot.entries()
+        seen.extend(value for _s, _k, value in itertools.islice(entries, 1000))
+        halfway.set()
+        assert flushed.wait(timeout=30)
+        seen.extend(value for _s, _k, value in entries)
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    assert halfway.wait(timeout=30)
+    for epoch in (2, 3):
+        for i in range(2000):
+            store.key = i
+            store.states.count.update(epoch)
+        store.flush_epoch(epoch)
+    flushed.set()
+    reader.join()
+    snapshot.close()
+    assert len(seen) == 2000
+    assert set(seen) == {encode_value(1)}
