@@ -12,7 +12,9 @@ N keys each updated in both states, so 2*N dirty ValueState entries. Printed is 
 
 Epoch commit: the same two flushes with ``flush_epoch`` (the checkpointing runtime's flush: it
 also reads what each entry overwrites, writes that as an undo record in the same transaction,
-and returns the delta), then ``rollback_to`` the first epoch, in µs per entry.
+and returns the delta), then ``rollback_to`` the first epoch, and a restore of the first
+epoch from its checkpoint file (``load_group``: read, verify, decode; ``restore``), in µs per
+entry.
 
 Checkpoint files: the overwrite's delta written by ``CheckpointStore.write_delta`` to a local
 directory (encode as canonical CBOR, XXH3-128, write, fsync), and the whole state written by
@@ -77,8 +79,9 @@ def _time_flush(root: Path, kind: str, n: int) -> tuple[float, float]:
     return insert / (2 * n) * 1e6, overwrite / (2 * n) * 1e6
 
 
-def _time_flush_epoch(root: Path, kind: str, n: int) -> tuple[float, float, float, float, float]:
-    """flush_epoch insert, overwrite and rollback in µs per entry; delta and full files in ms."""
+def _time_flush_epoch(root: Path, kind: str, n: int) -> tuple[float, ...]:
+    """flush_epoch insert, overwrite, rollback, restore from files in µs per entry; delta and
+    full files in ms."""
     keys = _keys(kind, n)
     backend = LmdbBackend(root, map_size=1 << 28)
     run = next(_RUNS)
@@ -107,8 +110,14 @@ def _time_flush_epoch(root: Path, kind: str, n: int) -> tuple[float, float, floa
         start = time.process_time()
         store.rollback_to(1)
         rollback = time.process_time() - start
+        manifest = checkpoints.read_manifest(1)
+        gc.collect()
+        start = time.perf_counter()
+        entries = checkpoints.load_group(manifest, store.operator, 0)
+        store.restore(entries, epoch=1, check=False)
+        restore = time.perf_counter() - start
     per = 1e6 / (2 * n)
-    return insert * per, overwrite * per, rollback * per, delta_ms, full_ms
+    return insert * per, overwrite * per, rollback * per, restore * per, delta_ms, full_ms
 
 
 def _best(repeat: int, run: Callable[[], tuple[float, float]]) -> tuple[float, float]:
@@ -164,14 +173,14 @@ def main() -> None:
         for kind in ("int", "str"):
             for n in args.sizes:
                 runs = [_time_flush_epoch(root, kind, n) for _ in range(args.repeat)]
-                insert, overwrite, rollback, delta_ms, full_ms = (
-                    min(run[i] for run in runs) for i in range(5)
+                insert, overwrite, rollback, restore, delta_ms, full_ms = (
+                    min(run[i] for run in runs) for i in range(6)
                 )
                 print(
                     f"  {kind:3} keys, {n:>7} keys ({2 * n:>7} entries): "
                     f"insert {insert:5.2f} µs   overwrite {overwrite:5.2f} µs   "
-                    f"rollback {rollback:5.2f} µs   delta file {delta_ms:6.1f} ms   "
-                    f"full file {full_ms:6.1f} ms"
+                    f"rollback {rollback:5.2f} µs   restore from files {restore:5.2f} µs   "
+                    f"delta file {delta_ms:6.1f} ms   full file {full_ms:6.1f} ms"
                 )
         hot = _time_hot_path(root, args.repeat)
         print(f"hot path, value()+update() on 1k cached keys: {hot:6.1f} ns per pair")
