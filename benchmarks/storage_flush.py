@@ -10,6 +10,16 @@ N keys each updated in both states, so 2*N dirty ValueState entries. Printed is 
 ``--repeat`` runs of ``flush()`` in µs per dirty entry, for a first flush into empty databases
 ("insert") and for a second flush overwriting every key ("overwrite").
 
+Epoch commit: the same two flushes with ``flush_epoch`` (the checkpointing runtime's flush: it
+also reads what each entry overwrites, writes that as an undo record in the same transaction,
+and returns the delta), then ``rollback_to`` the first epoch, and a restore of the first
+epoch from its checkpoint file (``load_group``: read, verify, decode; ``restore``), in µs per
+entry.
+
+Checkpoint files: the overwrite's delta written by ``CheckpointStore.write_delta`` to a local
+directory (encode as canonical CBOR, XXH3-128, write, fsync), and the whole state written by
+``write_full`` from a ``snapshot()``, in ms.
+
 Hot path: ``value()`` then ``update()`` on one ValueState over 1k cached keys, in ns per pair,
 with the cost of the loop and of setting ``store.key`` subtracted.
 """
@@ -26,7 +36,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from shoal.storage import KeyGroupStore, LmdbBackend, ValueStateSpec
+from shoal.storage import CheckpointStore, KeyGroupStore, LmdbBackend, ValueStateSpec
 
 SPECS = (ValueStateSpec("count", default=0), ValueStateSpec("last", default=""))
 _RUNS = iter(range(1 << 30))  # every run gets a fresh environment
@@ -67,6 +77,47 @@ def _time_flush(root: Path, kind: str, n: int) -> tuple[float, float]:
         overwrite = time.process_time() - start
         assert written == 2 * n + 1, written
     return insert / (2 * n) * 1e6, overwrite / (2 * n) * 1e6
+
+
+def _time_flush_epoch(root: Path, kind: str, n: int) -> tuple[float, ...]:
+    """flush_epoch insert, overwrite, rollback, restore from files in µs per entry; delta and
+    full files in ms."""
+    keys = _keys(kind, n)
+    backend = LmdbBackend(root, map_size=1 << 28)
+    run = next(_RUNS)
+    with backend.open_store(f"bench-epoch-{kind}-{n}-{run}", 0, SPECS) as store:
+        _dirty(store, keys, 0)
+        gc.collect()
+        start = time.process_time()
+        store.flush_epoch(1)
+        insert = time.process_time() - start
+        _dirty(store, keys, 1)
+        gc.collect()
+        start = time.process_time()
+        delta = store.flush_epoch(2)
+        overwrite = time.process_time() - start
+        assert len(delta) == 2 * n, len(delta)
+        checkpoints = CheckpointStore(root / f"ckpt-{run}")
+        with store.snapshot() as snapshot:  # epoch 2's state, as a periodic full
+            start = time.perf_counter()
+            record = checkpoints.write_full(1, store.operator, 0, snapshot.entries())
+            full_ms = (time.perf_counter() - start) * 1e3
+        checkpoints.commit(1, [record], num_key_groups=1, operators={store.operator: SPECS})
+        start = time.perf_counter()
+        checkpoints.write_delta(2, delta, 1)
+        delta_ms = (time.perf_counter() - start) * 1e3
+        gc.collect()
+        start = time.process_time()
+        store.rollback_to(1)
+        rollback = time.process_time() - start
+        manifest = checkpoints.read_manifest(1)
+        gc.collect()
+        start = time.perf_counter()
+        entries = checkpoints.load_group(manifest, store.operator, 0)
+        store.restore(entries, epoch=1, check=False)
+        restore = time.perf_counter() - start
+    per = 1e6 / (2 * n)
+    return insert * per, overwrite * per, rollback * per, restore * per, delta_ms, full_ms
 
 
 def _best(repeat: int, run: Callable[[], tuple[float, float]]) -> tuple[float, float]:
@@ -117,6 +168,19 @@ def main() -> None:
                 print(
                     f"  {kind:3} keys, {n:>7} keys ({2 * n:>7} entries): "
                     f"insert {insert:5.2f} µs   overwrite {overwrite:5.2f} µs"
+                )
+        print("flush_epoch (undo record + delta), µs per entry; checkpoint files, ms")
+        for kind in ("int", "str"):
+            for n in args.sizes:
+                runs = [_time_flush_epoch(root, kind, n) for _ in range(args.repeat)]
+                insert, overwrite, rollback, restore, delta_ms, full_ms = (
+                    min(run[i] for run in runs) for i in range(6)
+                )
+                print(
+                    f"  {kind:3} keys, {n:>7} keys ({2 * n:>7} entries): "
+                    f"insert {insert:5.2f} µs   overwrite {overwrite:5.2f} µs   "
+                    f"rollback {rollback:5.2f} µs   restore from files {restore:5.2f} µs   "
+                    f"delta file {delta_ms:6.1f} ms   full file {full_ms:6.1f} ms"
                 )
         hot = _time_hot_path(root, args.repeat)
         print(f"hot path, value()+update() on 1k cached keys: {hot:6.1f} ns per pair")

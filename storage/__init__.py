@@ -9,6 +9,11 @@ use the handles in ``store.states``, and ``flush()`` at each checkpoint barrier:
         store.states.count.update(store.states.count.value() + 1)
         store.flush(meta={"epoch": 1})
 
+For checkpoints, ``flush_epoch(n)`` commits epoch n with an undo record and returns its delta,
+which a ``CheckpointStore`` (a directory or any fsspec URL) writes as one file; the coordinator
+commits the checkpoint's manifest. ``rollback_to``, ``restore`` and ``load_group`` bring state
+back; savepoints are a portable, full copy (``write_savepoint``, ``inspect_savepoint``, ...).
+
 This layer knows nothing of actors or the runtime. Everything on disk is CBOR, never pickle.
 """
 
@@ -17,17 +22,22 @@ from __future__ import annotations
 from ._backend import LmdbBackend as LmdbBackend
 from ._backend import MemoryBackend as MemoryBackend
 from ._backend import StateBackend as StateBackend
+from ._checkpoint import CheckpointStore as CheckpointStore
 from ._codec import check_key as check_key
 from ._codec import check_keys as check_keys
 from ._codec import decode_key as decode_key
 from ._codec import decode_value as decode_value
 from ._codec import encode_key as encode_key
 from ._codec import encode_value as encode_value
+from ._exceptions import CheckpointCorruptError as CheckpointCorruptError
+from ._exceptions import CheckpointError as CheckpointError
+from ._exceptions import CheckpointWriteError as CheckpointWriteError
 from ._exceptions import DecodeError as DecodeError
 from ._exceptions import DuplicateStateError as DuplicateStateError
 from ._exceptions import EncodeError as EncodeError
 from ._exceptions import InvalidKeyError as InvalidKeyError
 from ._exceptions import InvalidNameError as InvalidNameError
+from ._exceptions import RollbackError as RollbackError
 from ._exceptions import StateEncodeError as StateEncodeError
 from ._exceptions import StorageError as StorageError
 from ._exceptions import StoreBusyError as StoreBusyError
@@ -39,6 +49,23 @@ from ._handles import ListState as ListState
 from ._handles import MapState as MapState
 from ._handles import ReducingState as ReducingState
 from ._handles import ValueState as ValueState
+from ._manifest import FileRecord as FileRecord
+from ._manifest import GroupRecord as GroupRecord
+from ._manifest import Manifest as Manifest
+from ._manifest import describe_specs as describe_specs
+from ._savepoint import GroupInfo as GroupInfo
+from ._savepoint import SavepointInfo as SavepointInfo
+from ._savepoint import VerifyReport as VerifyReport
+from ._savepoint import inspect_savepoint as inspect_savepoint
+from ._savepoint import load_savepoint_group as load_savepoint_group
+from ._savepoint import read_savepoint as read_savepoint
+from ._savepoint import rewrite_savepoint as rewrite_savepoint
+from ._savepoint import savepoint_from_checkpoint as savepoint_from_checkpoint
+from ._savepoint import verify_savepoint as verify_savepoint
+from ._savepoint import write_savepoint as write_savepoint
+from ._snapshot import EpochDelta as EpochDelta
+from ._snapshot import StateChanges as StateChanges
+from ._snapshot import StoreSnapshot as StoreSnapshot
 from ._specs import AggregatingStateSpec as AggregatingStateSpec
 from ._specs import ListStateSpec as ListStateSpec
 from ._specs import MapStateSpec as MapStateSpec
@@ -62,6 +89,26 @@ __all__ = (
     "MemoryBackend",
     "KeyGroupStore",
     "KeyGroupStatistics",
+    # epochs and checkpoints
+    "EpochDelta",
+    "StateChanges",
+    "StoreSnapshot",
+    "CheckpointStore",
+    "Manifest",
+    "GroupRecord",
+    "FileRecord",
+    "describe_specs",
+    # savepoints
+    "write_savepoint",
+    "savepoint_from_checkpoint",
+    "read_savepoint",
+    "load_savepoint_group",
+    "inspect_savepoint",
+    "verify_savepoint",
+    "rewrite_savepoint",
+    "SavepointInfo",
+    "GroupInfo",
+    "VerifyReport",
     # handles
     "ValueState",
     "ListState",
@@ -84,6 +131,10 @@ __all__ = (
     "StoreClosedError",
     "StoreBusyError",
     "StoreDirtyError",
+    "RollbackError",
+    "CheckpointError",
+    "CheckpointCorruptError",
+    "CheckpointWriteError",
     "EncodeError",
     "StateEncodeError",
     "DecodeError",

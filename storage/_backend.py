@@ -13,7 +13,7 @@ import lmdb
 from ._engine import LmdbEngine, MemoryEngine
 from ._exceptions import InvalidNameError, StoreBusyError
 from ._specs import StateSpec, check_specs
-from ._store import META_DB, KeyGroupStore
+from ._store import INTERNAL_DBS, KeyGroupStore
 
 __all__ = ("LmdbBackend", "MemoryBackend", "StateBackend")
 
@@ -103,7 +103,7 @@ class LmdbBackend:
         location = (operator, key_group)
         if location in self._open:
             raise StoreBusyError(f"store {operator}/kg-{key_group:05d} is already open")
-        names = [spec.name for spec in checked] + [META_DB]
+        names = [spec.name for spec in checked] + list(INTERNAL_DBS)
         try:
             engine = LmdbEngine(path, names, map_size=self.map_size, sync=self.sync)
         except lmdb.Error as exc:
@@ -163,7 +163,7 @@ class MemoryBackend:
         location = (operator, key_group)
         if location in self._open:
             raise StoreBusyError(f"store {operator}/kg-{key_group:05d} is already open")
-        names = [spec.name for spec in checked] + [META_DB]
+        names = [spec.name for spec in checked] + list(INTERNAL_DBS)
         engine = MemoryEngine(self._data.setdefault(location, {}), names)
         store = KeyGroupStore(
             operator,

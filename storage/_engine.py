@@ -9,24 +9,30 @@ resize or pin old pages).
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+import threading
+from collections.abc import Callable, Iterator, Sequence
 from itertools import chain
+from operator import itemgetter
 from pathlib import Path
-from typing import Final, Protocol
+from typing import Any, Final, NamedTuple, Protocol, TypeVar, cast
 
+import cbor2
 import lmdb
 
-from ._exceptions import EncodeError
+from ._exceptions import DecodeError, EncodeError, StorageError
 
 __all__ = (
     "DELETE",
     "DELETE_PREFIX",
     "PUT",
+    "Change",
     "Engine",
+    "EngineSnapshot",
     "LmdbEngine",
     "MemoryEngine",
     "Op",
     "Puts",
+    "UndoLog",
 )
 
 PUT: Final = 0
@@ -39,6 +45,97 @@ Op = tuple[int, str, bytes, bytes | None]
 #: (database name, keys, values): a PUT of ``keys[i] -> values[i]`` for each i, into one
 #: database; the keys are all different.
 Puts = tuple[str, list[bytes], list[bytes]]
+
+
+class Change(NamedTuple):
+    """What one write did to some keys of one database.
+
+    ``values[i]`` is the value ``keys[i]`` now has (None: deleted) and ``previous[i]`` the
+    value it had before the write (None: absent). The keys of one Change are all different,
+    and the Changes of one write never share a (database, key).
+    """
+
+    db: str
+    keys: list[bytes]
+    values: list[bytes | None]
+    previous: list[bytes | None]
+
+
+class UndoLog(NamedTuple):
+    """Where and how a logged write records its undo record (see ``write_logged``).
+
+    Records live in ``db`` under ``tag (8 bytes, big-endian) + sequence (4 bytes)``, so they
+    sort by tag, then in write order. ``floor`` (if not None) is put under ``FLOOR_KEY`` in
+    the same transaction.
+    """
+
+    db: str
+    tag: int
+    floor: int | None
+
+
+#: The undo database's key holding the lowest tag the log can roll back to (8 bytes). It
+#: sorts after every record key: tags are < 2**63, so a record key starts below 0x80.
+FLOOR_KEY: Final = b"\xff"
+_TAGS_END: Final = b"\x80"
+
+
+def tag_bytes(tag: int) -> bytes:
+    """Return the 8-byte big-endian prefix of the undo records tagged ``tag``."""
+    return tag.to_bytes(8, "big")
+
+
+def encode_undo(changes: Sequence[Change]) -> bytes:
+    """Encode the previous values of ``changes`` as one undo record (column-wise CBOR)."""
+    return cbor2.dumps([[change.db, change.keys, change.previous] for change in changes])
+
+
+def decode_undo(data: bytes) -> list[tuple[str, list[bytes], list[bytes | None]]]:
+    """Decode an undo record made by ``encode_undo``."""
+    try:
+        return [(db, keys, previous) for db, keys, previous in cbor2.loads(data)]
+    except (cbor2.CBORDecodeError, ValueError, TypeError, EOFError) as exc:
+        raise DecodeError(f"not an undo record: {bytes(data)[:32].hex()} ({exc})") from exc
+
+
+class _OpLog:
+    """Collects the changes of a write's ``ops``: last new value and first previous value."""
+
+    __slots__ = ("_dbs",)
+
+    def __init__(self) -> None:
+        self._dbs: dict[str, dict[bytes, tuple[bytes | None, bytes | None]]] = {}
+
+    def note(self, db: str, key: bytes, value: bytes | None, previous: bytes | None) -> None:
+        entries = self._dbs.setdefault(db, {})
+        known = entries.get(key)
+        entries[key] = (value, previous if known is None else known[1])
+
+    def changes(self) -> list[Change]:
+        result = []
+        for db, entries in self._dbs.items():
+            # A key deleted that never existed, or put back to what it was, changed nothing.
+            kept = [(k, v, p) for k, (v, p) in entries.items() if v != p]
+            if kept:
+                keys, values, previous = (list(column) for column in zip(*kept, strict=True))
+                result.append(Change(db, keys, values, previous))
+        return result
+
+
+class EngineSnapshot(Protocol):
+    """A consistent read-only view of every database at one instant, usable from any thread.
+
+    One thread at a time may use it; close it before closing its engine.
+    """
+
+    def scan(self, db: str) -> Iterator[tuple[bytes, bytes]]: ...
+
+    def get(self, db: str, key: bytes) -> bytes | None: ...
+
+    def close(self) -> None: ...
+
+
+_T = TypeVar("_T")
 
 # Entries read per short read transaction while scanning: large enough that the cost of
 # opening a transaction (~1 µs) vanishes, small enough that a chunk stays a few hundred KiB.
@@ -59,6 +156,21 @@ class Engine(Protocol):
 
     def write(self, ops: Sequence[Op], puts: Sequence[Puts] = ()) -> int: ...
 
+    def write_logged(
+        self,
+        ops: Sequence[Op],
+        puts: Sequence[Puts],
+        undo: UndoLog | None,
+        *,
+        clear: bool = False,
+    ) -> tuple[int, list[Change]]: ...
+
+    def rollback(self, undo_db: str, above: int, ops: Sequence[Op]) -> int: ...
+
+    def prune(self, undo_db: str, upto: int, floor: int) -> int: ...
+
+    def snapshot(self) -> EngineSnapshot: ...
+
     def count(self, db: str) -> int: ...
 
     def size_bytes(self) -> int: ...
@@ -72,14 +184,51 @@ def _in_range(key: bytes, stop: bytes | None, prefix: bytes) -> bool:
     return key.startswith(prefix) and (stop is None or key < stop)
 
 
+class LmdbSnapshot:
+    """One LMDB read transaction; py-lmdb opens environments without thread-local readers
+    (MDB_NOTLS), so it may be used from another thread than the one that opened it."""
+
+    __slots__ = ("_dbs", "_on_close", "_txn")
+
+    def __init__(
+        self, txn: lmdb.Transaction, dbs: dict[str, Any], on_close: Callable[[], None]
+    ) -> None:
+        self._txn: lmdb.Transaction | None = txn
+        self._dbs = dbs
+        self._on_close = on_close
+
+    def _open_txn(self) -> lmdb.Transaction:
+        if self._txn is None:
+            raise StorageError("snapshot is closed; take a new one")
+        return self._txn
+
+    def scan(self, db: str) -> Iterator[tuple[bytes, bytes]]:
+        cursor = self._open_txn().cursor(db=self._dbs[db])
+        found = cursor.first()
+        while found:
+            yield cast(bytes, cursor.key()), cast(bytes, cursor.value())
+            found = cursor.next()
+
+    def get(self, db: str, key: bytes) -> bytes | None:
+        return cast("bytes | None", self._open_txn().get(key, db=self._dbs[db]))
+
+    def close(self) -> None:
+        if self._txn is not None:
+            txn, self._txn = self._txn, None
+            txn.abort()
+            self._on_close()
+
+
 class LmdbEngine:
     """One LMDB environment with a named database per name given."""
 
-    __slots__ = ("_dbs", "_env", "_path")
+    __slots__ = ("_dbs", "_env", "_lock", "_path", "_snapshots")
 
     def __init__(self, path: Path, names: Sequence[str], *, map_size: int, sync: bool) -> None:
         path.mkdir(parents=True, exist_ok=True)
         self._path = path
+        self._lock = threading.Lock()
+        self._snapshots = 0  # open read snapshots: the map cannot be resized under them
         self._env = lmdb.open(
             str(path),
             map_size=map_size,
@@ -145,10 +294,35 @@ class LmdbEngine:
         Every PUT counts one, every DELETE one if the key existed, a DELETE_PREFIX one per
         entry it removed. ``puts`` must not touch a key that ``ops`` touches.
         """
+        return self._retrying(ops, puts, lambda: self._write_once(ops, puts))
+
+    def write_logged(
+        self,
+        ops: Sequence[Op],
+        puts: Sequence[Puts],
+        undo: UndoLog | None,
+        *,
+        clear: bool = False,
+    ) -> tuple[int, list[Change]]:
+        """Do what ``write`` does and also return what changed, in one write transaction.
+
+        With ``undo``, the previous values of every changed key are written as one undo record
+        in the same transaction (none when nothing changed). With ``clear``, every database
+        is emptied first (in the same transaction), so nothing has a previous value.
+        """
+        return self._retrying(ops, puts, lambda: self._write_logged_once(ops, puts, undo, clear))
+
+    def _retrying(self, ops: Sequence[Op], puts: Sequence[Puts], attempt: Callable[[], _T]) -> _T:
         while True:
             try:
-                return self._write_once(ops, puts)
+                return attempt()
             except lmdb.MapFullError:
+                if self._snapshots:
+                    raise StorageError(
+                        f"LMDB map of {self._path} is full while a snapshot is open, so it "
+                        "cannot grow now; open the backend with a larger map_size "
+                        "(unused map space costs nothing)"
+                    ) from None
                 # The aborted transaction left nothing behind; grow and replay it whole.
                 self._env.set_mapsize(self._env.info()["map_size"] * 2)
             except lmdb.BadValsizeError as exc:
@@ -171,6 +345,130 @@ class LmdbEngine:
                     f"state {db!r}: encoded key of {len(key)} bytes exceeds "
                     f"LMDB's limit of {limit} bytes ({key[:16].hex()}...)"
                 ) from exc
+
+    def _write_logged_once(
+        self, ops: Sequence[Op], puts: Sequence[Puts], undo: UndoLog | None, clear: bool
+    ) -> tuple[int, list[Change]]:
+        written = 0
+        dbs = self._dbs
+        log = _OpLog()
+        with self._env.begin(write=True) as txn:
+            if clear:
+                for handle in dbs.values():
+                    txn.drop(handle, delete=False)
+            for kind, db, key, value in ops:
+                handle = dbs[db]
+                if kind == PUT:
+                    assert value is not None
+                    log.note(db, key, value, txn.replace(key, value, db=handle))
+                    written += 1
+                elif kind == DELETE:
+                    previous = txn.pop(key, db=handle)
+                    if previous is not None:
+                        log.note(db, key, None, previous)
+                        written += 1
+                else:
+                    cursor = txn.cursor(db=handle)
+                    found = cursor.set_range(key)
+                    while found and cursor.key().startswith(key):
+                        log.note(db, cursor.key(), None, cursor.value())
+                        found = cursor.delete()
+                        written += 1
+            changes = log.changes()
+            for db, keys, values in puts:
+                cursor = txn.cursor(db=dbs[db])
+                if clear:
+                    previous_values: list[bytes | None] = [None] * len(keys)
+                else:
+                    # One C-level loop of lookups for the whole column; it returns the
+                    # found pairs in order, so when every key exists (an overwrite) the
+                    # previous values are its second column.
+                    pairs: list[tuple[bytes, bytes]] = cursor.getmulti(keys)
+                    if len(pairs) == len(keys):
+                        previous_values = list(map(itemgetter(1), pairs))
+                    else:
+                        found_values = dict(pairs)
+                        previous_values = list(map(found_values.get, keys))
+                written += cursor.putmulti(
+                    zip(keys, values, strict=True), dupdata=False, overwrite=True
+                )[1]
+                changes.append(
+                    Change(db, keys, cast("list[bytes | None]", values), previous_values)
+                )
+            if undo is not None:
+                handle = dbs[undo.db]
+                if changes:
+                    prefix = tag_bytes(undo.tag)
+                    cursor = txn.cursor(db=handle)
+                    sequence = 0
+                    found = cursor.set_range(prefix)
+                    while found and cursor.key().startswith(prefix):
+                        sequence = int.from_bytes(cursor.key()[8:], "big") + 1
+                        found = cursor.next()
+                    txn.put(prefix + sequence.to_bytes(4, "big"), encode_undo(changes), db=handle)
+                if undo.floor is not None:
+                    txn.put(FLOOR_KEY, tag_bytes(undo.floor), db=handle)
+        return written, changes
+
+    def rollback(self, undo_db: str, above: int, ops: Sequence[Op]) -> int:
+        """Undo every record tagged above ``above``, newest first, then apply ``ops``.
+
+        One write transaction; returns how many undo records were applied (and removed).
+        """
+        return self._retrying(ops, (), lambda: self._rollback_once(undo_db, above, ops))
+
+    def _rollback_once(self, undo_db: str, above: int, ops: Sequence[Op]) -> int:
+        dbs = self._dbs
+        handle = dbs[undo_db]
+        with self._env.begin(write=True) as txn:
+            cursor = txn.cursor(db=handle)
+            records: list[tuple[bytes, bytes]] = []
+            found = cursor.set_range(tag_bytes(above + 1))
+            while found and cursor.key() < _TAGS_END:
+                records.append((cursor.key(), cursor.value()))
+                found = cursor.next()
+            for record_key, record in reversed(records):
+                for db, keys, previous in decode_undo(record):
+                    target = dbs[db]
+                    for key, value in zip(keys, previous, strict=True):
+                        if value is None:
+                            txn.delete(key, db=target)
+                        else:
+                            txn.put(key, value, db=target)
+                txn.delete(record_key, db=handle)
+            for kind, db, key, value in ops:
+                assert kind == PUT
+                assert value is not None
+                txn.put(key, value, db=dbs[db])
+        return len(records)
+
+    def prune(self, undo_db: str, upto: int, floor: int) -> int:
+        """Delete the undo records tagged ``upto`` or lower and set the floor; one transaction."""
+        handle = self._dbs[undo_db]
+        stop = tag_bytes(upto + 1)
+        removed = 0
+        with self._env.begin(write=True) as txn:
+            cursor = txn.cursor(db=handle)
+            found = cursor.first()
+            while found and cursor.key() < stop:
+                found = cursor.delete()
+                removed += 1
+            txn.put(FLOOR_KEY, tag_bytes(floor), db=handle)
+        return removed
+
+    def snapshot(self) -> LmdbSnapshot:
+        """Open a read transaction over every database; close the snapshot to release it."""
+        with self._lock:
+            self._snapshots += 1
+        try:
+            return LmdbSnapshot(self._env.begin(buffers=False), self._dbs, self._snapshot_closed)
+        except BaseException:
+            self._snapshot_closed()
+            raise
+
+    def _snapshot_closed(self) -> None:
+        with self._lock:
+            self._snapshots -= 1
 
     def _write_once(self, ops: Sequence[Op], puts: Sequence[Puts]) -> int:
         written = 0
@@ -213,6 +511,29 @@ class LmdbEngine:
 
     def close(self) -> None:
         self._env.close()
+
+
+class MemorySnapshot:
+    """Copies of the engine's dicts taken at one instant."""
+
+    __slots__ = ("_dbs",)
+
+    def __init__(self, dbs: dict[str, dict[bytes, bytes]]) -> None:
+        self._dbs: dict[str, dict[bytes, bytes]] | None = dbs
+
+    def _open_dbs(self) -> dict[str, dict[bytes, bytes]]:
+        if self._dbs is None:
+            raise StorageError("snapshot is closed; take a new one")
+        return self._dbs
+
+    def scan(self, db: str) -> Iterator[tuple[bytes, bytes]]:
+        yield from sorted(self._open_dbs()[db].items())
+
+    def get(self, db: str, key: bytes) -> bytes | None:
+        return self._open_dbs()[db].get(key)
+
+    def close(self) -> None:
+        self._dbs = None
 
 
 class MemoryEngine:
@@ -261,6 +582,86 @@ class MemoryEngine:
             self._dbs[db].update(zip(keys, values, strict=True))
             written += len(keys)
         return written
+
+    def write_logged(
+        self,
+        ops: Sequence[Op],
+        puts: Sequence[Puts],
+        undo: UndoLog | None,
+        *,
+        clear: bool = False,
+    ) -> tuple[int, list[Change]]:
+        # Check before touching anything, so a failure leaves the dicts as they were.
+        if undo is not None:
+            records = self._dbs[undo.db]
+        if clear:
+            self.drop_all()
+        written = 0
+        log = _OpLog()
+        for kind, db, key, value in ops:
+            entries = self._dbs[db]
+            if kind == PUT:
+                assert value is not None
+                log.note(db, key, value, entries.get(key))
+                entries[key] = value
+                written += 1
+            elif kind == DELETE:
+                previous = entries.pop(key, None)
+                if previous is not None:
+                    log.note(db, key, None, previous)
+                    written += 1
+            else:
+                for doomed in sorted(k for k in entries if k.startswith(key)):
+                    log.note(db, doomed, None, entries.pop(doomed))
+                    written += 1
+        changes = log.changes()
+        for db, keys, values in puts:
+            entries = self._dbs[db]
+            previous_values = list(map(entries.get, keys))
+            entries.update(zip(keys, values, strict=True))
+            written += len(keys)
+            changes.append(Change(db, keys, cast("list[bytes | None]", values), previous_values))
+        if undo is not None:
+            if changes:
+                prefix = tag_bytes(undo.tag)
+                sequence = sum(1 for k in records if k.startswith(prefix))
+                records[prefix + sequence.to_bytes(4, "big")] = encode_undo(changes)
+            if undo.floor is not None:
+                records[FLOOR_KEY] = tag_bytes(undo.floor)
+        return written, changes
+
+    def rollback(self, undo_db: str, above: int, ops: Sequence[Op]) -> int:
+        records = self._dbs[undo_db]
+        start = tag_bytes(above + 1)
+        doomed = sorted(k for k in records if start <= k < _TAGS_END)
+        decoded = [decode_undo(records[k]) for k in reversed(doomed)]  # all, before any change
+        for record in decoded:
+            for db, keys, previous in record:
+                entries = self._dbs[db]
+                for key, value in zip(keys, previous, strict=True):
+                    if value is None:
+                        entries.pop(key, None)
+                    else:
+                        entries[key] = value
+        for key in doomed:
+            del records[key]
+        for kind, db, key, value in ops:
+            assert kind == PUT
+            assert value is not None
+            self._dbs[db][key] = value
+        return len(doomed)
+
+    def prune(self, undo_db: str, upto: int, floor: int) -> int:
+        records = self._dbs[undo_db]
+        stop = tag_bytes(upto + 1)
+        doomed = [k for k in records if k < stop]
+        for key in doomed:
+            del records[key]
+        records[FLOOR_KEY] = tag_bytes(floor)
+        return len(doomed)
+
+    def snapshot(self) -> MemorySnapshot:
+        return MemorySnapshot({db: dict(entries) for db, entries in self._dbs.items()})
 
     def count(self, db: str) -> int:
         return len(self._dbs[db])

@@ -39,6 +39,10 @@ class StoreDirtyError(StorageError):
     """The operation needs a store without unflushed changes."""
 
 
+class RollbackError(StorageError):
+    """The undo log cannot bring a store to the epoch asked for; restore from a checkpoint."""
+
+
 class EncodeError(StorageError, TypeError):
     """A value cannot be encoded as CBOR."""
 
@@ -71,3 +75,25 @@ class StateEncodeError(EncodeError):
 
 class DecodeError(StorageError, ValueError):
     """Bytes are not a valid encoding of a key or value."""
+
+
+class CheckpointError(StorageError):
+    """A checkpoint or savepoint cannot be written, read or used as asked."""
+
+
+class CheckpointCorruptError(CheckpointError):
+    """A checkpoint or savepoint file is missing, truncated or altered (its checksum fails)."""
+
+    def __init__(self, message: str, *, path: str) -> None:
+        """Keep the name of the bad file as ``path`` (relative to the store's root)."""
+        super().__init__(message)
+        self.path = path
+
+
+class CheckpointWriteError(CheckpointError):
+    """Writing a checkpoint or savepoint file failed, for instance with no space left."""
+
+    def __init__(self, message: str, *, path: str) -> None:
+        """Keep the name of the file that could not be written as ``path``."""
+        super().__init__(message)
+        self.path = path

@@ -10,22 +10,47 @@ from types import TracebackType
 from typing import Any
 
 from ._codec import check_key, decode_key, decode_value, encode_key, encode_value, split_composite
-from ._engine import PUT, Engine, Op, Puts
+from ._engine import (
+    _TAGS_END,
+    FLOOR_KEY,
+    PUT,
+    Change,
+    Engine,
+    Op,
+    Puts,
+    UndoLog,
+    decode_undo,
+    tag_bytes,
+)
 from ._exceptions import (
     DecodeError,
     EncodeError,
     InvalidNameError,
+    RollbackError,
     StoreClosedError,
     StoreDirtyError,
     UnknownStateError,
 )
 from ._handles import ABSENT, MapState, StateHandle, make_handle
+from ._snapshot import EpochDelta, StateChanges, StoreSnapshot
 from ._specs import StateSpec
 
-__all__ = ("META_DB", "KeyGroupStatistics", "KeyGroupStore")
+__all__ = ("INTERNAL_DBS", "META_DB", "UNDO_DB", "KeyGroupStatistics", "KeyGroupStore")
 
 #: The internal database holding meta entries (e.g. the checkpoint epoch).
 META_DB = "__meta__"
+#: The internal database holding the undo log (see ``KeyGroupStore.flush_epoch``).
+UNDO_DB = "__undo__"
+#: Every internal database, opened next to the declared states.
+INTERNAL_DBS = (META_DB, UNDO_DB)
+
+_EPOCH = encode_key("epoch")
+
+
+def _check_epoch(epoch: object, what: str = "epoch") -> int:
+    if type(epoch) is not int or epoch < 0:
+        raise ValueError(f"{what} must be an int >= 0; got {epoch!r}")
+    return epoch
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,7 +101,10 @@ class KeyGroupStore:
     ``flush()`` makes every change durable in one atomic write; nothing else writes, and
     ``close()`` does not flush.
 
-    A store is not thread-safe: one owner (a key-group actor) uses it at a time.
+    A store is not thread-safe: one owner (a key-group actor) uses it at a time, possibly
+    through a worker thread (``anyio.to_thread``) for a flush. What it hands out for a
+    checkpoint (an ``EpochDelta``, a ``StoreSnapshot``) may be used from another thread while
+    the owner goes on.
 
     Attributes:
         operator: The operator name (a directory name under the backend's root).
@@ -90,8 +118,11 @@ class KeyGroupStore:
         "_cache_limit",
         "_closed",
         "_engine",
+        "_epoch",
+        "_floor",
         "_handles",
         "_on_close",
+        "_partial",
         "key",
         "key_group",
         "operator",
@@ -120,6 +151,24 @@ class KeyGroupStore:
             spec.name: make_handle(self, engine, spec) for spec in specs
         }
         self.states: Any = _States(self._handles)
+        self._epoch: int | None = None
+        self._floor: int | None = None
+        self._partial = False
+        self._load_epoch()
+
+    def _load_epoch(self) -> None:
+        """Read the committed epoch and the undo log's floor into plain attributes."""
+        raw = self._engine.get(META_DB, _EPOCH)
+        epoch = None if raw is None else decode_value(raw)
+        self._epoch = epoch if type(epoch) is int else None
+        raw = self._engine.get(UNDO_DB, FLOOR_KEY)
+        self._floor = None if raw is None else int.from_bytes(raw, "big")
+        # Undo records above the committed epoch come from plain flushes after it: the next
+        # flush_epoch must then read its delta from the log rather than from its own write.
+        above = tag_bytes((self._epoch or 0) + 1)
+        self._partial = self._floor is not None and any(
+            True for _ in self._engine.scan(UNDO_DB, above, _TAGS_END, b"")
+        )
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else "open"
@@ -178,6 +227,10 @@ class KeyGroupStore:
         cache then holds more than ``cache_limit`` entries, the oldest-loaded (now clean)
         entries are evicted until it holds half of that.
 
+        Once ``flush_epoch`` has started the undo log, a plain flush also records what it
+        overwrites (tagged with the epoch in progress, or with ``meta["epoch"]`` if given), so
+        ``rollback_to`` still works; checkpointing runtimes should flush with ``flush_epoch``.
+
         Args:
             meta: Entries for the meta database, readable with ``read_meta``.
 
@@ -189,6 +242,26 @@ class KeyGroupStore:
                 unflushed.
         """
         self._check_open()
+        ops, puts = self._gather(meta)
+        if not ops and not puts:
+            return 0
+        epoch = meta.get("epoch") if meta else None
+        if type(epoch) is not int:
+            epoch = None
+        if self._floor is None:
+            written = self._engine.write(ops, puts)
+        else:
+            tag = (self._epoch or 0) + 1 if epoch is None else epoch
+            written, changes = self._engine.write_logged(ops, puts, UndoLog(UNDO_DB, tag, None))
+            if epoch is None and changes:
+                self._partial = True
+        if epoch is not None:
+            self._epoch = epoch
+            self._partial = False
+        self._flushed()
+        return written
+
+    def _gather(self, meta: Mapping[str, Any] | None) -> tuple[list[Op], list[Puts]]:
         ops: list[Op] = []
         puts: list[Puts] = []
         for handle in self._handles.values():
@@ -201,13 +274,177 @@ class KeyGroupStore:
                     ops.append((PUT, META_DB, encode_key(name), encode_value(value)))
                 except EncodeError as exc:
                     raise EncodeError(f"meta {name!r}: {exc}") from exc
-        if not ops and not puts:
-            return 0
-        written = self._engine.write(ops, puts)
+        return ops, puts
+
+    def _flushed(self) -> None:
         for handle in self._handles.values():
             handle._flushed()
         self._evict_if_needed()
-        return written
+
+    @property
+    def epoch(self) -> int | None:
+        """The committed epoch (``read_meta("epoch")``), or None if none was committed."""
+        self._check_open()
+        return self._epoch
+
+    @property
+    def undo_floor(self) -> int | None:
+        """The lowest epoch ``rollback_to`` can reach, or None while there is no undo log."""
+        self._check_open()
+        return self._floor
+
+    def flush_epoch(self, epoch: int, meta: Mapping[str, Any] | None = None) -> EpochDelta:
+        """Commit every unflushed change as epoch ``epoch``; return the epoch's delta.
+
+        One atomic write transaction holds the changes, ``meta``, the meta entry
+        ``"epoch": epoch`` and an undo record: the previous value (or absence) of every entry
+        it changes, tagged ``epoch``, so that ``rollback_to(epoch - 1)`` can bring the state
+        back locally if checkpoint ``epoch`` never completes. The first ``flush_epoch`` of a
+        store starts its undo log (the state committed before it is the log's floor); call
+        ``prune_undo`` when a checkpoint completes, or the log grows with every epoch.
+
+        Costs over ``flush``: one C-level lookup per changed entry (to read what it
+        overwrites) and the undo record's CBOR encoding (see docs/benchmarks.md).
+
+        Args:
+            epoch: The epoch being committed; greater than the committed epoch.
+            meta: More meta entries, committed in the same transaction.
+
+        Returns:
+            The entries changed since the previously committed epoch (``delta.since``),
+            taken from the write itself. If plain ``flush`` calls wrote since that epoch, the
+            delta is read back from the undo log instead, so it is complete either way.
+
+        Raises:
+            ValueError: ``epoch`` is not an int greater than the committed epoch.
+            EncodeError: A value cannot be encoded; nothing is written.
+        """
+        self._check_open()
+        since = self._epoch or 0
+        if type(epoch) is not int or epoch <= since:
+            raise ValueError(
+                f"epoch must be an int greater than the committed epoch {since}; got {epoch!r}"
+            )
+        ops, puts = self._gather({**(meta or {}), "epoch": epoch})
+        floor = since if self._floor is None else None
+        _written, changes = self._engine.write_logged(ops, puts, UndoLog(UNDO_DB, epoch, floor))
+        if floor is not None:
+            self._floor = floor
+        self._epoch = epoch
+        self._flushed()
+        if self._partial:
+            self._partial = False
+            return self.delta_since(since)
+        return EpochDelta(self.operator, self.key_group, epoch, since, _state_changes(changes))
+
+    def delta_since(self, epoch: int) -> EpochDelta:
+        """Return every committed state entry changed after ``epoch``, read from the undo log.
+
+        For a checkpoint whose base is older than the previous epoch (say checkpoint n-1
+        failed, so n must carry n-1's changes as well). Reads in one read transaction.
+
+        Raises:
+            RollbackError: The undo log does not reach back to ``epoch``.
+        """
+        self._check_open()
+        self._check_reachable(_check_epoch(epoch), "delta_since")
+        start = tag_bytes(epoch + 1)
+        changed: dict[str, set[bytes]] = {}
+        with self.snapshot() as snap:
+            for record_key, record in snap._snapshot.scan(UNDO_DB):
+                if start <= record_key < _TAGS_END:
+                    for db, keys, _previous in decode_undo(record):
+                        if db in self._handles:
+                            changed.setdefault(db, set()).update(keys)
+            changes = []
+            for db in sorted(changed):
+                keys = sorted(changed[db])
+                values = [snap._snapshot.get(db, key) for key in keys]
+                changes.append(StateChanges(db, keys, values))
+        return EpochDelta(self.operator, self.key_group, self._epoch or 0, epoch, tuple(changes))
+
+    def _check_reachable(self, epoch: int, what: str) -> None:
+        current = self._epoch or 0
+        if epoch > current:
+            raise RollbackError(
+                f"{what}({epoch}): store {self.operator}/kg-{self.key_group:05d} is at epoch "
+                f"{current}; an epoch above it cannot be reached"
+            )
+        if epoch == current:
+            return
+        if self._floor is None or epoch < self._floor:
+            reach = "no undo log" if self._floor is None else f"an undo log from {self._floor}"
+            raise RollbackError(
+                f"{what}({epoch}): store {self.operator}/kg-{self.key_group:05d} has {reach}; "
+                "restore it from a checkpoint instead"
+            )
+
+    def rollback_to(self, epoch: int) -> int:
+        """Bring the committed state back to epoch ``epoch`` in one write transaction.
+
+        Applies the undo records tagged above ``epoch``, newest first, removes them and sets
+        the meta entry ``"epoch"`` to ``epoch``: the local fast path of recovery when this key
+        group committed an epoch whose checkpoint never completed. Unflushed changes are
+        dropped. Meta entries written by the undone flushes are undone too.
+
+        Returns:
+            The number of undo records applied (0 when already at ``epoch``).
+
+        Raises:
+            RollbackError: ``epoch`` is above the committed epoch or below ``undo_floor``
+                (restore from the checkpoint store instead).
+        """
+        self._check_open()
+        self._check_reachable(_check_epoch(epoch), "rollback_to")
+        for handle in self._handles.values():
+            handle._reset()
+        if epoch == (self._epoch or 0) and not self._partial:
+            return 0
+        undone = self._engine.rollback(
+            UNDO_DB, epoch, [(PUT, META_DB, _EPOCH, encode_value(epoch))]
+        )
+        self._epoch = epoch
+        self._partial = False
+        for handle in self._handles.values():
+            handle._reset()
+        return undone
+
+    def prune_undo(self, upto_epoch: int) -> int:
+        """Forget the undo records of epochs up to ``upto_epoch`` (a completed checkpoint).
+
+        Afterwards ``rollback_to`` reaches back to ``upto_epoch`` and no further. One write
+        transaction; a store without an undo log is left alone.
+
+        Returns:
+            The number of undo records removed.
+
+        Raises:
+            ValueError: ``upto_epoch`` is above the committed epoch.
+        """
+        self._check_open()
+        _check_epoch(upto_epoch, "upto_epoch")
+        current = self._epoch or 0
+        if upto_epoch > current:
+            raise ValueError(
+                f"upto_epoch {upto_epoch} is above the committed epoch {current}; prune only "
+                "up to a checkpoint this store has committed"
+            )
+        if self._floor is None:
+            return 0
+        floor = max(self._floor, upto_epoch)
+        removed = self._engine.prune(UNDO_DB, upto_epoch, floor)
+        self._floor = floor
+        return removed
+
+    def snapshot(self) -> StoreSnapshot:
+        """Return a consistent read-only view of the committed state, for another thread.
+
+        Unflushed changes are not in it. See ``StoreSnapshot`` for what it costs to keep open.
+        """
+        self._check_open()
+        return StoreSnapshot(
+            self.operator, self.key_group, self._epoch, list(self._handles), self._engine.snapshot()
+        )
 
     def _evict_if_needed(self) -> None:
         counts = [(handle, handle._cached_count()) for handle in self._handles.values()]
@@ -261,19 +498,49 @@ class KeyGroupStore:
         ``encode_key(key)``, or ``encode_key(key) + encode_key(map_key)`` for a MapState;
         value bytes are ``encode_value(value)``. The format is independent of LMDB, so it
         can be shipped to another host or written to a savepoint.
+
+        All of it is read in one read transaction (a consistent snapshot, whatever is flushed
+        meanwhile), held until the iterator is exhausted or closed.
         """
         self._check_open()
-        return self._export(sorted(self._handles))
+        return self._export()
 
-    def _export(self, names: list[str]) -> Iterator[tuple[str, bytes, bytes]]:
-        for name in names:
-            for raw_key, raw_value in self._engine.scan(name, b"", None, b""):
-                yield name, raw_key, raw_value
+    def _export(self) -> Iterator[tuple[str, bytes, bytes]]:
+        # Taken at the first next(), so an iterator never started holds no transaction.
+        with self.snapshot() as snapshot:
+            yield from snapshot.entries()
+
+    def _check_entries(
+        self, entries: Iterable[tuple[str, bytes, bytes]], check: bool
+    ) -> dict[str, tuple[list[bytes], list[bytes]]]:
+        """Group entries by state as (keys, values) columns, checking names and encodings."""
+        columns: dict[str, tuple[list[bytes], list[bytes]]] = {}
+        for name, raw_key, raw_value in entries:
+            try:
+                keys, values = columns[name]
+            except KeyError:
+                self._handle(name)
+                keys, values = columns[name] = ([], [])
+            key_bytes, value_bytes = bytes(raw_key), bytes(raw_value)
+            if check:
+                if isinstance(self._handles[name], MapState):
+                    head, tail = split_composite(key_bytes)
+                    decode_key(head)
+                    if not tail:
+                        raise DecodeError(f"state {name!r}: map entry key lacks a map key")
+                    decode_key(tail)
+                else:
+                    decode_key(key_bytes)
+                decode_value(value_bytes)
+            keys.append(key_bytes)
+            values.append(value_bytes)
+        return columns
 
     def import_entries(self, entries: Iterable[tuple[str, bytes, bytes]]) -> int:
         """Write entries made by ``export_entries`` in one atomic transaction.
 
-        Each entry replaces the committed value of its key; other keys are kept.
+        Each entry replaces the committed value of its key; other keys are kept. With an undo
+        log, what they overwrite is logged as a plain ``flush`` would log it.
 
         Returns:
             The number of entries written.
@@ -288,32 +555,81 @@ class KeyGroupStore:
         if any(handle._dirty_count() for handle in self._handles.values()):
             raise StoreDirtyError("import_entries needs a store without unflushed changes")
         ops: list[Op] = []
-        for name, raw_key, raw_value in entries:
-            handle = self._handle(name)
-            key_bytes, value_bytes = bytes(raw_key), bytes(raw_value)
-            if isinstance(handle, MapState):
-                head, tail = split_composite(key_bytes)
-                decode_key(head)
-                if not tail:
-                    raise DecodeError(f"state {name!r}: map entry key lacks a map key")
-                decode_key(tail)
-            else:
-                decode_key(key_bytes)
-            decode_value(value_bytes)
-            ops.append((PUT, name, key_bytes, value_bytes))
+        for name, (keys, values) in self._check_entries(entries, True).items():
+            ops.extend((PUT, name, key, value) for key, value in zip(keys, values, strict=True))
         if not ops:
             return 0
-        written = self._engine.write(ops)
+        if self._floor is None:
+            written = self._engine.write(ops)
+        else:
+            undo = UndoLog(UNDO_DB, (self._epoch or 0) + 1, None)
+            written, changes = self._engine.write_logged(ops, (), undo)
+            self._partial = self._partial or bool(changes)
         for handle in self._handles.values():
             handle._reset()  # the caches were clean; drop them rather than patch them
         return written
 
+    def restore(
+        self,
+        entries: Iterable[tuple[str, bytes, bytes]],
+        *,
+        epoch: int,
+        meta: Mapping[str, Any] | None = None,
+        check: bool = True,
+    ) -> int:
+        """Replace everything with ``entries`` at epoch ``epoch``, in one write transaction.
+
+        Every state, meta entry and undo record is dropped, the entries are written, and the
+        meta entries ``meta`` and ``"epoch": epoch`` are set, all atomically: after a crash
+        the store holds either its old state or exactly the restored one with its epoch.
+        The undo log restarts with ``epoch`` as its floor. Unflushed changes are dropped.
+
+        Args:
+            entries: ``(state, key bytes, value bytes)`` as ``export_entries`` gives them
+                (any order; a key given twice keeps its last value).
+            epoch: The epoch the entries are the state of (the checkpoint's epoch).
+            meta: More meta entries to set.
+            check: Decode every key and value first. Pass False only for bytes whose checksum
+                was verified (a checkpoint file): it skips ~1 µs per entry.
+
+        Returns:
+            The number of entries written (meta entries included).
+
+        Raises:
+            ValueError: ``epoch`` is not an int >= 0.
+            UnknownStateError: An entry names a state this store does not declare.
+            DecodeError: With ``check``, bytes are not a valid encoding; nothing changes.
+        """
+        self._check_open()
+        _check_epoch(epoch)
+        columns = self._check_entries(entries, check)
+        puts: list[Puts] = [(name, keys, values) for name, (keys, values) in columns.items()]
+        ops: list[Op] = [(PUT, META_DB, _EPOCH, encode_value(epoch))]
+        for name, value in (meta or {}).items():
+            if name == "epoch":
+                continue
+            if not isinstance(name, str) or not name:
+                raise InvalidNameError(f"meta name must be a non-empty str; got {name!r}")
+            ops.append((PUT, META_DB, encode_key(name), encode_value(value)))
+        ops.append((PUT, UNDO_DB, FLOOR_KEY, tag_bytes(epoch)))
+        if any(len(set(keys)) != len(keys) for _name, keys, _values in puts):
+            # putmulti wants distinct keys per batch: keep each key's last value.
+            puts = [(name, *_last_wins(keys, values)) for name, keys, values in puts]
+        written, _changes = self._engine.write_logged(ops, puts, None, clear=True)
+        for handle in self._handles.values():
+            handle._reset()
+        self._epoch = epoch
+        self._floor = epoch
+        self._partial = False
+        return written
+
     def clear_all(self) -> None:
-        """Delete every state entry and meta entry, committed and unflushed, atomically."""
+        """Delete every state, meta and undo entry, committed and unflushed, atomically."""
         self._check_open()
         self._engine.drop_all()
         for handle in self._handles.values():
             handle._reset()
+        self._load_epoch()
 
     def statistics(self) -> KeyGroupStatistics:
         """Return the store's entry counts, size, dirty and cached entries."""
@@ -346,3 +662,16 @@ class KeyGroupStore:
         finally:
             if self._on_close is not None:
                 self._on_close()
+
+
+def _last_wins(keys: list[bytes], values: list[bytes]) -> tuple[list[bytes], list[bytes]]:
+    merged = dict(zip(keys, values, strict=True))
+    return list(merged), list(merged.values())
+
+
+def _state_changes(changes: list[Change]) -> tuple[StateChanges, ...]:
+    return tuple(
+        StateChanges(change.db, change.keys, change.values)
+        for change in changes
+        if change.db not in INTERNAL_DBS
+    )
