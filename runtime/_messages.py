@@ -158,10 +158,13 @@ class Barrier:
 
     What the channel sent before it belongs to epoch ``epoch``; what it sends after, to the
     next. A key-group actor aligns barriers over its input channels (``_alignment.py``).
+    ``base`` is the newest checkpoint completed when this one was triggered: a key group may
+    forget how to roll back to anything older.
     """
 
     epoch: int
     channel: str
+    base: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,6 +184,7 @@ class InjectBarrier:
     """
 
     epoch: int
+    base: int = 0
 
 
 @dataclass(frozen=True, slots=True)

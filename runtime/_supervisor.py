@@ -83,7 +83,8 @@ class JobSupervisor(Actor):
         epoch = coordinator.begin()
         if epoch is not None:
             for controller in self.controllers:
-                await controller.tell(InjectBarrier(epoch))
+                base = coordinator.last_completed
+                await controller.tell(InjectBarrier(epoch, 0 if base is None else base.epoch))
         return epoch
 
     def _completed(self, done: CompletedCheckpoint | None) -> None:

@@ -306,7 +306,7 @@ class SourceActor(Actor):
     async def receive(self, message: Any) -> Any:
         kind = type(message)
         if kind is InjectBarrier:
-            await self._barrier(message.epoch)
+            await self._barrier(message.epoch, message.base)
             return None
         if kind is not Pull:
             raise TypeError(f"source actor got an unexpected message {message!r}")
@@ -339,7 +339,7 @@ class SourceActor(Actor):
         self.continue_with(Pull())
         return None
 
-    async def _barrier(self, epoch: int) -> None:
+    async def _barrier(self, epoch: int, base: int) -> None:
         """Checkpoint ``epoch`` between two batches: record the position, pass the barrier on.
 
         An ended split has already sent its end of stream (its downstream channels are closed):
@@ -347,7 +347,7 @@ class SourceActor(Actor):
         """
         env = self.env
         if not self.ended and self.stage.next_key_fn is not None:
-            await env.broadcast(self.stage.index + 1, Barrier(epoch, self.split))
+            await env.broadcast(self.stage.index + 1, Barrier(epoch, self.split, base))
         await env.kernel.ref(JOB_ACTOR).tell(
             BarrierAck(epoch, self.name, env.index, {self.split: self.position}, {})
         )
@@ -370,6 +370,8 @@ class KeyGroupActor(Actor):
         self.unflushed = 0
         self.batches = 0
         self.drained = False
+        # The newest completed checkpoint this key group has heard of (via barriers).
+        self.base = 0
         op = self.stage.operator
         self.sample_state = op.states[0].name if op is not None and op.states else None
         self.log = get_logger("shoal.keygroup").bind(
@@ -413,6 +415,7 @@ class KeyGroupActor(Actor):
             await self._data(message)
         elif kind is Barrier:
             verdict = self.alignment.barrier(message.channel, message.epoch, time.perf_counter())
+            self.base = max(self.base, message.base)
             if verdict == "aligned":
                 await self._snapshot()
         elif kind is EndOfStream:
@@ -440,7 +443,7 @@ class KeyGroupActor(Actor):
             )
         else:
             started = time.perf_counter()
-            written = self._flush(meta={"epoch": epoch})
+            written = self._commit_epoch(epoch)
             stats.update(written=written, pause_s=time.perf_counter() - started)
             stats["entries"], stats["bytes"] = env.metrics.state_size[
                 (self.stage.name, self.key_group)
@@ -449,7 +452,7 @@ class KeyGroupActor(Actor):
             BarrierAck(epoch, self.name, env.index, {}, stats, error)
         )
         if self.stage.next_key_fn is not None:
-            await env.broadcast(self.stage.index + 1, Barrier(epoch, self.name))
+            await env.broadcast(self.stage.index + 1, Barrier(epoch, self.name, self.base))
         held = alignment.finish()
         while held:
             message = held.popleft()
@@ -504,6 +507,24 @@ class KeyGroupActor(Actor):
             stats.bytes,
         )
         return written
+
+    def _commit_epoch(self, epoch: int) -> int:
+        """Commit epoch ``epoch`` (with an undo record, so it can be rolled back if the
+        checkpoint never completes) and forget rollbacks older than the completed base."""
+        store = self.store
+        assert store is not None
+        started = time.perf_counter()
+        delta = store.flush_epoch(epoch)
+        if self.base > 0:
+            store.prune_undo(self.base)
+        self.env.metrics.observe_flush(len(delta), time.perf_counter() - started)
+        self.unflushed = 0
+        stats = store.statistics()
+        self.env.metrics.state_size[(self.stage.name, self.key_group)] = (
+            stats.entries,
+            stats.bytes,
+        )
+        return len(delta)
 
     async def _end(self) -> None:
         if self.drained:  # an end of stream replayed from the held messages got here first

@@ -29,6 +29,17 @@ def check_checkpoints(result: Any) -> None:
     assert stats.completed >= 2, stats
     assert stats.last_completed >= stats.completed
     assert all(d > 0 for d in stats.durations_s)
+    # Every key group committed epochs with an undo log, and forgot the rollbacks older than
+    # a completed checkpoint it heard of (the log does not grow with the run).
+    op = result.flow.keyed_operators()[0]
+    floors = []
+    for group in range(result.plan.num_key_groups):
+        with result.backend.open_store(op.name, group, op.states) as store:
+            assert store.epoch is not None and store.epoch >= 1
+            floors.append(store.undo_floor)
+    assert all(floor is not None for floor in floors)
+    assert max(floors) >= 1
+    assert max(floors) <= stats.last_completed
 
 
 @pytest.mark.asyncio
