@@ -35,7 +35,8 @@ def check_checkpoints(result: Any) -> None:
     floors = []
     for group in range(result.plan.num_key_groups):
         with result.backend.open_store(op.name, group, op.states) as store:
-            assert store.epoch is not None and store.epoch >= 1
+            assert store.epoch is not None
+            assert store.epoch >= 1
             floors.append(store.undo_floor)
     assert all(floor is not None for floor in floors)
     assert max(floors) >= 1
