@@ -5,6 +5,7 @@ progress on stderr; at the end it prints a summary (or, with ``--json``, exactly
 on stdout, also when the run failed). Exit status: 0 when every check passed, 1 when a check
 failed or the job failed, 2 on bad usage or a bad scenario file (with a short message saying
 what is wrong, never a traceback). ``shoal --version`` prints the installed version.
+``shoal state ...`` works on savepoints and checkpoint directories offline (``_state_cli``).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from ._progress import ProgressDisplay
 from ._run import loop_options
 from ._scenario import Check, Scenario, load_scenario
 from ._sinks import DeadLetter, DeadLetterSink
+from ._state_cli import add_state_parser, run_state
 
 __all__ = ("main",)
 
@@ -148,6 +150,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--log-level", choices=("debug", "info", "warning", "error"), default="warning"
     )
     run.add_argument("--no-progress", action="store_true", help="no live progress display")
+    add_state_parser(commands)
     return parser
 
 
@@ -441,6 +444,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     if args.command == "run":
         return _command(args)
+    if args.command == "state":
+        return run_state(args)
     return EXIT_USAGE  # pragma: no cover - argparse requires a command
 
 

@@ -25,7 +25,13 @@ from typing import Any, Final
 import xxhash
 from shoal.storage import check_key, check_keys, encode_key
 
-__all__ = ("DEFAULT_KEY_GROUPS", "KeyGroupRouter", "key_group_of", "key_hash")
+__all__ = (
+    "DEFAULT_KEY_GROUPS",
+    "KeyGroupRouter",
+    "key_group_of",
+    "key_group_of_bytes",
+    "key_hash",
+)
 
 DEFAULT_KEY_GROUPS: Final = 128
 MAX_KEY_GROUPS: Final = 1 << 15
@@ -59,6 +65,16 @@ def key_hash(key: Any) -> int:
 def key_group_of(key: Any, num_key_groups: int) -> int:
     """Return the key group of ``key`` among ``num_key_groups`` groups."""
     return key_hash(key) % num_key_groups
+
+
+def key_group_of_bytes(key_bytes: bytes, num_key_groups: int) -> int:
+    """Return the key group of a key given as its stored bytes (``encode_key(key)``).
+
+    The same contract as :func:`key_group_of` (XXH3-64 of the canonical CBOR, modulo the
+    count), for the storage layer's savepoint functions, which take the runtime's hash as
+    ``group_of(key bytes, num_key_groups)`` and never decode a key to route it.
+    """
+    return _xxh3(key_bytes) % num_key_groups
 
 
 class KeyGroupRouter:
