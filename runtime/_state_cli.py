@@ -331,6 +331,10 @@ def _inspect_report(
     return report
 
 
+def _entries(count: int) -> str:
+    return f"{count:,} {'entry' if count == 1 else 'entries'}"
+
+
 def _print_inspect(report: dict[str, Any]) -> None:
     what = "savepoint" if report["kind"] == "savepoint" else "checkpoint directory"
     latest = "" if report["kind"] == "savepoint" else ", the latest complete checkpoint"
@@ -340,16 +344,16 @@ def _print_inspect(report: dict[str, Any]) -> None:
     )
     for operator in report["operators"]:
         print(
-            f"operator {operator['name']}: {operator['entries']:,} entries, "
+            f"operator {operator['name']}: {_entries(operator['entries'])}, "
             f"{operator['bytes']:,} bytes in {len(operator['key_groups'])} of "
             f"{report['num_key_groups']} key groups"
         )
         for state in operator["states"]:
-            print(f"  state {state['name']} ({state['kind']}): {state['entries']:,} entries")
+            print(f"  state {state['name']} ({state['kind']}): {_entries(state['entries'])}")
         for group in operator["key_groups"]:
             by_state = ", ".join(f"{s} {n:,}" for s, n in group["entries_by_state"].items())
             print(
-                f"  key group {group['key_group']}: {group['entries']:,} entries "
+                f"  key group {group['key_group']}: {_entries(group['entries'])} "
                 f"({by_state}), {group['bytes']:,} bytes"
             )
     found = report["key"]
@@ -427,7 +431,7 @@ def _print_rewrite(report: dict[str, Any]) -> None:
     print(
         f"savepoint {report['path']}: epoch {report['epoch']}, {report['num_key_groups']} key "
         f"groups (from {report['from']['num_key_groups']} in {report['from']['path']}), "
-        f"{report['entries']:,} entries in {report['files']} files, {report['bytes']:,} bytes"
+        f"{_entries(report['entries'])} in {report['files']} files, {report['bytes']:,} bytes"
     )
 
 
@@ -435,7 +439,7 @@ def _print_savepoint(report: dict[str, Any]) -> None:
     print(
         f"savepoint {report['path']}: epoch {report['epoch']} (the latest complete checkpoint "
         f"of {report['from']['path']}), {report['num_key_groups']} key groups, "
-        f"{report['entries']:,} entries in {report['files']} files, {report['bytes']:,} bytes"
+        f"{_entries(report['entries'])} in {report['files']} files, {report['bytes']:,} bytes"
     )
 
 

@@ -184,12 +184,14 @@ def _synopsis(block: Block) -> None:
         subprocess.run(
             [str(SHOAL), *command, "--help"], capture_output=True, text=True, timeout=60, check=True
         ).stdout
-        for command in ([], ["run"])
+        for command in ([], ["run"], *(["state", sub] for sub in STATE_COMMANDS))
     ]
     help_options = set(re.findall(r"(?<![\w-])(--[a-z][a-z-]*)", "".join(helps))) - {"--help"}
     synopsis_options = set(re.findall(r"(?<![\w-])(--[a-z][a-z-]*)", block.text))
     assert synopsis_options == help_options, f"{block.where}: synopsis differs from --help"
 
+
+STATE_COMMANDS = ("inspect", "verify", "rewrite", "savepoint")
 
 RUNNABLE = {"python", "pycon", "console", "sh"}
 

@@ -168,7 +168,7 @@ def test_inspect_lists_operators_states_key_groups_entries_and_sizes(
     assert lines[3] == "  state pages (map): 6 entries"
     groups = [
         re.fullmatch(
-            r"  key group (\d): (\d+) entries \(count (\d+), pages (\d+)\), "
+            r"  key group (\d): (\d+) entr(?:y|ies) \(count (\d+), pages (\d+)\), "
             r"[\d,]+ bytes",
             line,
         )
