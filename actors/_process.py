@@ -308,6 +308,12 @@ async def open_worker_process(
             stderr=None,
             env=child_env,
             pass_fds=(status_write, control_read),
+            # A session of its own: a terminal's Ctrl-C (SIGINT to the foreground process
+            # group) reaches only the parent, which decides what it means. The child ignores
+            # SIGINT too, but only once its interpreter has started: a Ctrl-C during start-up
+            # killed it ("killed by SIGINT before it was ready"). It still notices the parent's
+            # death: its control pipe closes.
+            start_new_session=True,
         )
     except BaseException:
         for fd in (status_read, control_write):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -185,3 +186,17 @@ async def test_a_failing_bootstrap_is_reported(mesh_dir: Path) -> None:
             0, mesh_dir, [0], bootstrap=BOOT, args={"spawn": [["nope", "x", 1]]}
         ):
             pass  # pragma: no cover
+
+
+async def test_a_worker_process_is_out_of_reach_of_the_terminals_ctrl_c(mesh_dir: Path) -> None:
+    """A terminal sends SIGINT to its foreground process group. A child in that group could be
+    killed by it while its interpreter starts (before it can ignore SIGINT): the newcomer trial
+    saw "killed by SIGINT before it was ready" in 3 of 7 early Ctrl-Cs. The child runs in a
+    session of its own, so only the parent gets the terminal's signals."""
+    peers = [DRIVER, 0]
+    async with (
+        open_worker(DRIVER, mesh_dir=mesh_dir, peers=peers),
+        open_worker_process(0, mesh_dir, peers, bootstrap=BOOT, args=_args()) as proc,
+    ):
+        assert os.getpgid(proc.pid) != os.getpgid(0)
+        assert os.getsid(proc.pid) != os.getsid(0)

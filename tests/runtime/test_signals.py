@@ -90,6 +90,26 @@ def test_ctrl_c_drains_and_prints_the_summary(mode: list[str]) -> None:
     assert code == 1  # exit 1: a check failed (not every event was read)
 
 
+def test_ctrl_c_while_the_workers_start_drains_and_prints_the_summary() -> None:
+    """A Ctrl-C while worker processes start (the deterministic part, that they are out of the
+    terminal's process group, is tests/actors/test_processes.py's)."""
+    term = Terminal("scenarios/clickstream.py", "--workers", "2", "--param", "events=300000")
+    try:
+        term.wait_for(rb"starting workers")
+        term.interrupt()
+        code, stdout, screen = term.finish(timeout=120)
+    finally:
+        if term.proc.poll() is None:
+            term.proc.kill()
+    assert "Traceback" not in screen
+    assert "before it was ready" not in screen
+    summary = re.search(r"  ([\d,]+) records in, ([\d,]+) out, 0 dead letters", stdout)
+    assert summary is not None, (stdout, screen)
+    records_in, records_out = (int(n.replace(",", "")) for n in summary.groups())
+    assert records_in == records_out < 300_000
+    assert code == 1  # stopped before every event was read: a check fails
+
+
 def test_a_second_ctrl_c_aborts_quickly_with_one_line() -> None:
     term = Terminal("scenarios/clickstream.py", "--workers", "2", "--param", "events=3000000")
     try:
