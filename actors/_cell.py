@@ -141,7 +141,7 @@ class Cell:
             item.reply.fail(ActorStoppedError(f"actor {self.name!r} has stopped"))
         elif type(item) is not StopMarker and type(item) is not MigrateMarker:
             self.dead_letters += 1
-            log.warning("message dropped: actor stopped", actor=self.name)
+            self.worker.log_consequence("message dropped: actor stopped", actor=self.name)
 
     def halt(self) -> None:
         """Stop after the message in hand, without draining the mailbox (worker exit)."""
@@ -203,7 +203,7 @@ class Cell:
     async def _failed(self, exc: Exception) -> bool:
         """Apply the supervision policy; return whether the loop goes on."""
         instance = self.instance
-        log.warning(
+        (log.debug if self.worker.aborting else log.warning)(
             "actor failed",
             actor=self.name,
             worker=self.worker.worker_id,

@@ -21,7 +21,7 @@ from ._bootstrap import resolve_object
 from ._codec import default_codec
 from ._exceptions import ActorFailedError, PeerLostError
 from ._messages import ProcessFailure
-from ._worker import open_worker
+from ._worker import Worker, open_worker
 
 __all__ = ("main",)
 
@@ -43,11 +43,27 @@ async def _wait_control(fd: int) -> str:
             return "stop"
 
 
-async def _wait_terminate() -> str:
-    with anyio.open_signal_receiver(signal.SIGTERM) as signals:
-        async for _ in signals:
-            return "terminate"
-    return "terminate"  # pragma: no cover - the receiver never ends by itself
+async def _wait_terminate(worker: Worker) -> str:
+    """Wait for SIGTERM (an abort).
+
+    A plain signal handler, not the loop's: it runs at the next bytecode, even in the middle
+    of a long batch, and marks the worker as aborting at once. Peers die at the same moment,
+    and a loop-dispatched handler could see their connections close first and report every
+    consequence as a warning.
+    """
+    loop = asyncio.get_running_loop()
+    terminated = asyncio.Event()
+
+    def on_sigterm(signum: int, frame: object) -> None:
+        worker.aborting = True
+        loop.call_soon_threadsafe(terminated.set)
+
+    previous = signal.signal(signal.SIGTERM, on_sigterm)
+    try:
+        await terminated.wait()
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    return "terminate"
 
 
 def _ignore_cancelled_read_race(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
@@ -100,10 +116,11 @@ async def _serve(
             async def stop_on(wait: Callable[[], Awaitable[str]]) -> None:
                 nonlocal reason
                 reason = await wait()
+                worker.aborting = reason != "stop"
                 tg.cancel_scope.cancel()
 
             tg.start_soon(stop_on, partial(_wait_control, control_fd))
-            tg.start_soon(stop_on, _wait_terminate)
+            tg.start_soon(stop_on, partial(_wait_terminate, worker))
         if reason != "stop":
             # An abort (SIGTERM, or the parent is gone): cancel the actors now, do not wait for
             # the message each has in hand. Their on_stop still runs.

@@ -88,6 +88,12 @@ class Worker:
     ) -> None:
         self.worker_id = worker_id
         self.link_buffer = link_buffer
+        #: Set when this worker is being aborted (not stopped in order): its teardown's
+        #: consequences are then logged at debug level (see log_consequence).
+        self.aborting = False
+        #: The peer this worker serves (a job's driver), if any: losing it ends this worker's
+        #: work, so from then on the worker counts as aborting.
+        self.parent: int | None = None
         self.namespace = namespace
         self.stop_timeout = stop_timeout
         self.peers = peers
@@ -296,6 +302,8 @@ class Worker:
         return link
 
     def _peer_lost(self, worker_id: int, reason: str) -> None:
+        if worker_id == self.parent:
+            self.aborting = True
         link = self._links.get(worker_id)
         if link is not None:
             link.lose(reason)
@@ -306,8 +314,19 @@ class Worker:
             if worker_id in self._leaving:
                 log.debug("peer left", worker=self.worker_id, peer=worker_id)
             else:
-                log.warning("peer lost", worker=self.worker_id, peer=worker_id, reason=reason)
+                self.log_consequence(
+                    "peer lost", worker=self.worker_id, peer=worker_id, reason=reason
+                )
             event.set()
+
+    def log_consequence(self, event: str, **fields: Any) -> None:
+        """Log what follows from a stop or an abort at debug level, else as a warning.
+
+        While a job is torn down (this worker aborting or closing), lost peers, dead letters and
+        dropped messages are the expected consequences: a terminal should show the one line
+        that says why, not one warning per actor. They are still counted.
+        """
+        (log.debug if self.aborting or self._closed else log.warning)(event, **fields)
 
     def _link_broke(self, worker_id: int, reason: str) -> None:
         """Our connection to ``worker_id`` broke while writing.
@@ -316,6 +335,8 @@ class Worker:
         peer's goodbye (an orderly exit that merely raced our write) or the end of a crashed
         peer's stream, and reports accordingly. Either way nothing more can be sent on this link.
         """
+        if worker_id == self.parent:
+            self.aborting = True
         link = self._links.get(worker_id)
         if worker_id in self._readers and not self._closed:
             if link is not None:
@@ -326,7 +347,7 @@ class Worker:
     def _count_undelivered(self, worker_id: int, count: int, reason: str) -> None:
         """Messages buffered for a peer that is gone: counted as dead letters, logged once."""
         self.dead_letters += count
-        if worker_id in self._leaving or self._closed:
+        if worker_id in self._leaving or self._closed or self.aborting:
             log.info(
                 "messages undelivered to a departing peer",
                 worker=self.worker_id,
@@ -471,7 +492,7 @@ class Worker:
             item.reply.fail(error)
         else:
             self.dead_letters += 1
-            log.warning("dead letter", worker=self.worker_id, actor=name, error=f"{error}")
+            self.log_consequence("dead letter", worker=self.worker_id, actor=name, error=f"{error}")
 
     # -- migration ---------------------------------------------------------------------------
 
@@ -634,7 +655,7 @@ class Worker:
                 await cell.done.wait()
         late = [cell for cell in cells if not cell.done.is_set()]
         if late:
-            log.warning(
+            (log.debug if self.aborting else log.warning)(
                 "actors did not stop in time; cancelling them",
                 worker=self.worker_id,
                 actors=[cell.name for cell in late][:10],

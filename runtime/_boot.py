@@ -100,6 +100,7 @@ async def bootstrap(worker: Worker, args: dict[str, Any]) -> None:
         dead_sink=None,
     )
     place_directory(worker, plan, group_owner, env.driver, workers)
+    worker.parent = env.driver  # the driver gone, the job is over: its teardown is no news
     await start_worker(env)
     if args.get("tune_gc", True):
         tune_gc()

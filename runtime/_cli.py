@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import shutil
 import signal
 import sys
@@ -23,6 +24,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 import anyio
+import structlog
 
 from ._exceptions import JobError, ScenarioError
 from ._job import JobResult, Progress, run_job
@@ -260,6 +262,11 @@ async def _stop_on_interrupt(stop: anyio.Event, job: anyio.CancelScope) -> None:
     with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async for _ in signals:
             if stop.is_set():
+                # This process is the CLI's own: from here on, what the teardown logs (peers
+                # going, messages undelivered) is the abort's consequence, not news.
+                structlog.configure(
+                    wrapper_class=structlog.make_filtering_bound_logger(logging.CRITICAL)
+                )
                 job.cancel()
                 return
             print(

@@ -15,6 +15,7 @@ import weakref
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -24,6 +25,7 @@ from shoal.actors import (
     ActorFailedError,
     PeerLostError,
     Ref,
+    Worker,
     WorkerProcess,
     open_worker,
     open_worker_process,
@@ -597,6 +599,17 @@ def _failure_cause(plan: Plan, index: int, proc: WorkerProcess) -> tuple[int, Jo
     )
 
 
+def _mark_aborting(
+    kernel: Worker,
+    exc_type: type[BaseException] | None,
+    exc: BaseException | None,
+    tb: TracebackType | None,
+) -> bool:
+    if exc_type is not None:
+        kernel.aborting = True
+    return False
+
+
 async def _abort_all(procs: Sequence[WorkerProcess]) -> None:
     """Terminate every worker still running and wait until all have exited (bounded)."""
     for proc in procs:
@@ -647,6 +660,9 @@ async def _run_processes(run: _Run, ref: str, params: Mapping[str, Any], workers
                             )
                         )
                     )
+                # Unwinding by an exception (a cancellation: Ctrl-C twice) marks the driver as
+                # aborting before the processes are terminated: their going is then no news.
+                stack.push(partial(_mark_aborting, kernel))
                 started = time.perf_counter()
 
                 async def all_reports() -> list[dict[str, Any]]:

@@ -125,6 +125,11 @@ def test_a_second_ctrl_c_aborts_quickly_with_one_line() -> None:
     assert code == 130
     assert stdout == ""
     assert screen.rstrip().endswith("shoal: aborted")
+    after = screen.split("stopping: draining", 1)[1].splitlines()[1:]
+    # The teardown's consequences (lost peers, dead letters, actors cancelled) are not shown.
+    noise = [line for line in after if "[warning" in line or "[error" in line]
+    print("\n".join(noise))
+    assert noise == []
     assert "Traceback" not in screen
     assert not [pid for pid in workers if Path(f"/proc/{pid}").exists()]
 
