@@ -67,7 +67,12 @@ def resolve_object(reference: str) -> Any:
     else:
         obj = importlib.import_module(module_part)
     for part in attr_path.split("."):
-        obj = getattr(obj, part)
+        try:
+            obj = getattr(obj, part)
+        except AttributeError:
+            raise AttributeError(
+                f"{module_part} has no attribute {part!r} (reference {reference!r})"
+            ) from None
     return obj
 
 

@@ -6,6 +6,7 @@ driver (:func:`run_job`), scenarios and the command line.
 
 from __future__ import annotations
 
+from ._checkpoints import CheckpointStatistics as CheckpointStatistics
 from ._clickstream import ClickstreamSource as ClickstreamSource
 from ._clickstream import clickstream_oracle as clickstream_oracle
 from ._dataflow import Flow as Flow
@@ -56,6 +57,7 @@ __all__ = (
     "run",
     "run_job",
     "JobResult",
+    "CheckpointStatistics",
     "Progress",
     # scenarios
     "Scenario",

@@ -219,7 +219,11 @@ def _print_summary(summary: dict[str, Any], out: Any) -> None:
         )
     if summary["dead_letters"] and summary["dead_letters_file"]:
         print(f"    all dead letters: {summary['dead_letters_file']}", file=out)
-    mode = "worker processes" if summary["processes"] else "in-process worker"
+    many = summary["workers"] != 1
+    if summary["processes"]:
+        mode = "worker processes" if many else "worker process"
+    else:
+        mode = "in-process workers" if many else "in-process worker"
     print(
         f"  {summary['workers']} {mode}, {summary['key_groups']} key groups, "
         f"{summary['elapsed_s']:.2f} s, {summary['events_per_s']:,.0f} events/s",

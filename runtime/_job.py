@@ -279,7 +279,7 @@ async def run_job(
             raises :class:`StateDirectoryInUseError` rather than applying its input twice. If
             omitted, a temporary directory that the result owns (removed by
             :meth:`JobResult.close`, when the result is garbage-collected, or at exit).
-        backend: ``"lmdb"`` (default) or ``"memory"`` (one worker in this loop only).
+        backend: ``"lmdb"`` (default) or ``"memory"`` (workers in this loop only).
         dead_letters: where records that failed go; by default an in-memory sink that also
             writes ``dead-letters.jsonl`` in the state directory.
         on_progress: called about twice a second with a :class:`Progress` record.
@@ -319,6 +319,12 @@ async def run_job(
         raise ValueError(
             f"checkpoint_interval must be a positive number of seconds or None; "
             f"got {checkpoint_interval!r}"
+        )
+    if log_format not in ("console", "json"):
+        raise ValueError(f"log_format must be 'console' or 'json'; got {log_format!r}")
+    if log_level not in ("debug", "info", "warning", "error"):
+        raise ValueError(
+            f"log_level must be 'debug', 'info', 'warning' or 'error'; got {log_level!r}"
         )
     if isinstance(link_buffer, bool) or not isinstance(link_buffer, int) or link_buffer < 1024:
         raise ValueError(f"link_buffer must be an int of at least 1024 bytes; got {link_buffer!r}")

@@ -122,14 +122,14 @@ def checks(result: JobResult, params: Mapping[str, Any]) -> Iterator[Check]:
     yield Check(
         "per-user click counts equal the oracle",
         not wrong_counts and not extra,
-        f"{len(expected):,} users compared; {len(wrong_counts)} differ"
+        f"{len(expected):,} users compared; {len(wrong_counts):,} differ"
         + (f" (first: user {wrong_counts[0]})" if wrong_counts else "")
         + (f"; {len(extra)} unexpected users in state" if extra else ""),
     )
     yield Check(
         "per-user last page equals the oracle",
         not wrong_pages and not extra_last,
-        f"{len(wrong_pages)} differ"
+        f"{len(wrong_pages):,} differ"
         + (f" (first: user {wrong_pages[0]})" if wrong_pages else "")
         + (f"; {len(extra_last)} unexpected users in state" if extra_last else ""),
     )

@@ -18,6 +18,7 @@ if _typing.TYPE_CHECKING:
     from shoal.runtime import AsyncIterableSource as AsyncIterableSource
     from shoal.runtime import CallbackSink as CallbackSink
     from shoal.runtime import Check as Check
+    from shoal.runtime import CheckpointStatistics as CheckpointStatistics
     from shoal.runtime import ClickstreamSource as ClickstreamSource
     from shoal.runtime import CollectingSink as CollectingSink
     from shoal.runtime import CountingSink as CountingSink
@@ -71,6 +72,7 @@ _HOME: dict[str, str] = {
     "run": "shoal.runtime",
     "run_job": "shoal.runtime",
     "JobResult": "shoal.runtime",
+    "CheckpointStatistics": "shoal.runtime",
     "Progress": "shoal.runtime",
     "Scenario": "shoal.runtime",
     "Check": "shoal.runtime",
@@ -119,6 +121,7 @@ __all__ = (
     "run",
     "run_job",
     "JobResult",
+    "CheckpointStatistics",
     "Progress",
     "Scenario",
     "Check",

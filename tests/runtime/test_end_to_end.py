@@ -140,6 +140,15 @@ async def test_bad_arguments_fail_at_the_boundary(tmp_path: Path) -> None:
         await run_job("nonsense", workers=2)
     with pytest.raises(FileNotFoundError, match=r"^flow file not found: missing.py$"):
         await run_job("missing.py:flow", workers=2)
+    with pytest.raises(ValueError, match=r"^log_level must be 'debug', 'info', 'warning' or"):
+        await run_job(flow, log_level="loud")
+    with pytest.raises(ValueError, match=r"^log_format must be 'console' or 'json'; got 'xml'$"):
+        await run_job(flow, log_format="xml")
+    with pytest.raises(
+        AttributeError,
+        match=r"^.*e2e_flows.py has no attribute 'nosuch' \(reference '.*:nosuch'\)$",
+    ):
+        await run_job(f"{FLOWS}:nosuch", workers=2)
 
 
 @pytest.mark.processes
