@@ -56,12 +56,17 @@ def write_snapshot(store: CheckpointStore, job: WriteSnapshot) -> GroupRecord:
 
 
 class CheckpointWriter(Actor):
-    """Writes the checkpoint files of one worker's key groups, one at a time, in a thread.
+    """Writes the checkpoint files of one worker's key groups in a worker thread.
 
-    One per worker. Its mailbox holds one message per key group per checkpoint (only one
-    checkpoint is in flight), so a key group never waits on it. Pending snapshots live in
-    ``pending`` until closed: when the worker stops, the writer closes those it will not write
-    (a snapshot must be closed before its store), and each key group waits for its own.
+    One per worker. A key group appends its :class:`WriteSnapshot` to ``queue`` (the worker's
+    ``pending_snapshots`` order) and tells the writer the job; the writer takes every job queued
+    by then and writes them all in ONE thread call: a busy event loop hands a thread's result
+    back only between batches, so one round trip per file would make a checkpoint of 128 key
+    groups wait 128 loop turns. Each job is acked on its own (its record, or its error). Its
+    mailbox holds one message per key group per checkpoint (only one checkpoint is in flight),
+    so a key group never waits on it. When the worker stops, the writer closes the snapshots it
+    will not write (a snapshot must be closed before its store); each key group waits for its
+    own.
     """
 
     def __init__(self, store: CheckpointStore, job_actor: Ref, pending: set[WriteSnapshot]) -> None:
@@ -74,26 +79,41 @@ class CheckpointWriter(Actor):
             return None  # every write queued before this ask is done and acked
         if type(message) is not WriteSnapshot:
             raise TypeError(f"checkpoint writer got an unexpected message {message!r}")
-        job = message
-        job.started = True
+        jobs = [job for job in self.pending if not job.started]
+        if not jobs:
+            return None  # written with an earlier batch
+        jobs.sort(key=lambda job: (job.epoch, job.actor))
+        for job in jobs:
+            job.started = True
         started = time.perf_counter()
-        error: str | None = None
-        stats = dict(job.stats)
-        try:
-            record = await anyio.to_thread.run_sync(write_snapshot, self.store, job)
-        except (CheckpointError, OSError) as exc:
-            error = f"{job.actor}: checkpoint {job.epoch}: {exc}"
-            log.warning(
-                "checkpoint file write failed", epoch=job.epoch, actor=job.actor, error=str(exc)
-            )
-        else:
-            stats["record"] = record.to_data()
-            stats["file_bytes"] = sum(f.size for f in record.chain if f.epoch == job.epoch)
-        finally:
+        results = await anyio.to_thread.run_sync(self._write_all, jobs)
+        write_s = time.perf_counter() - started
+        for job, outcome in zip(jobs, results, strict=True):
             self._done(job)
-        stats["write_s"] = time.perf_counter() - started
-        await self.job_actor.tell(BarrierAck(job.epoch, job.actor, job.worker, {}, stats, error))
+            stats = dict(job.stats)
+            stats["write_s"] = write_s
+            error: str | None = None
+            if isinstance(outcome, GroupRecord):
+                stats["record"] = outcome.to_data()
+                stats["file_bytes"] = sum(f.size for f in outcome.chain if f.epoch == job.epoch)
+            else:
+                error = f"{job.actor}: checkpoint {job.epoch}: {outcome}"
+                log.warning(
+                    "checkpoint file write failed", epoch=job.epoch, actor=job.actor, error=outcome
+                )
+            await self.job_actor.tell(
+                BarrierAck(job.epoch, job.actor, job.worker, {}, stats, error)
+            )
         return None
+
+    def _write_all(self, jobs: list[WriteSnapshot]) -> list[GroupRecord | str]:
+        results: list[GroupRecord | str] = []
+        for job in jobs:
+            try:
+                results.append(write_snapshot(self.store, job))
+            except (CheckpointError, OSError) as exc:
+                results.append(str(exc))
+        return results
 
     def _done(self, job: WriteSnapshot) -> None:
         self.pending.discard(job)
