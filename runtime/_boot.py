@@ -6,7 +6,7 @@ import gc
 from typing import Any
 
 from shoal.actors import Worker, register_message
-from shoal.storage import LmdbBackend
+from shoal.storage import CheckpointStore, LmdbBackend
 
 from ._loader import load_flow
 from ._logging import configure_logging
@@ -24,6 +24,7 @@ from ._messages import (
     Pull,
     ReturnCredits,
     Shipment,
+    SnapshotDrained,
     StartSources,
     StopSources,
 )
@@ -42,6 +43,7 @@ _MESSAGES = (
     (Barrier, "shoal.Barrier"),
     (BarrierAck, "shoal.BarrierAck"),
     (InjectBarrier, "shoal.InjectBarrier"),
+    (SnapshotDrained, "shoal.SnapshotDrained"),
     (Credit, "shoal.Credit"),
     (ReturnCredits, "shoal.ReturnCredits"),
     (EndOfStream, "shoal.EndOfStream"),
@@ -96,6 +98,9 @@ async def bootstrap(worker: Worker, args: dict[str, Any]) -> None:
         batch_size=int(args["batch_size"]),
         mailbox_size=int(args["mailbox_size"]),
         checkpoints=bool(args.get("checkpoints", False)),
+        checkpoint_store=(
+            CheckpointStore(args["checkpoint_dir"]) if args.get("checkpoint_dir") else None
+        ),
         sink=None if plan.sink.gather else plan.sink.open_partition(index, workers),
         dead_sink=None,
     )

@@ -1,12 +1,14 @@
 """The checkpoint coordinator: which checkpoint is in flight, who has acked, when it completes.
 
 The job supervisor owns one. ``begin()`` opens checkpoint ``n`` (at most one at a time, as
-Flink's default); the supervisor then tells every worker controller ``InjectBarrier(n)``. Every
-source actor acks with its split's position, every key-group actor with what its snapshot wrote
-(``BarrierAck``). The checkpoint completes when every source has acked and every key-group
-actor has acked or has drained (a drained key group's state is final and takes no barriers).
-A part that failed, or a checkpoint older than ``timeout_s``, aborts it: counted, logged, and the
-next one is tried; acks of an aborted checkpoint are ignored.
+Flink's default); the supervisor then tells every worker controller ``InjectBarrier(n)``, and
+every key group that has already drained ``SnapshotDrained(n)`` (``owing()``). Every source
+actor acks with its split's position, every key-group actor with the record of the file its
+snapshot wrote (``BarrierAck``). Once every part has acked, ``ack`` returns the checkpoint
+*ready* (:class:`ReadyCheckpoint`): the supervisor writes its manifest, and only then calls
+``committed(n)``, which counts it completed. A part that failed, a failed manifest, or a
+checkpoint older than ``timeout_s`` (while still collecting acks) aborts it: counted, logged,
+and the next one is tried; acks of an aborted checkpoint are ignored.
 
 Pure bookkeeping with an injected clock: no I/O, no awaiting, testable alone.
 """
@@ -21,7 +23,12 @@ from shoal.actors._log import get_logger
 
 from ._messages import BarrierAck
 
-__all__ = ("CheckpointCoordinator", "CheckpointStatistics", "CompletedCheckpoint")
+__all__ = (
+    "CheckpointCoordinator",
+    "CheckpointStatistics",
+    "CompletedCheckpoint",
+    "ReadyCheckpoint",
+)
 
 log = get_logger("shoal.checkpoint")
 
@@ -38,13 +45,15 @@ class CompletedCheckpoint:
         positions: split -> position to reopen it at (``None``: from its start).
         key_groups: key-group actor name -> what its snapshot reported (entries, bytes,
             written, pause_s, alignment_s); drained key groups are absent.
-        duration_s: from trigger to the last ack.
+        duration_s: from trigger to the manifest written.
+        manifest_s: writing the manifest (0.0 when the job has no checkpoint store).
     """
 
     epoch: int
     positions: dict[str, Any]
     key_groups: dict[str, dict[str, Any]]
     duration_s: float
+    manifest_s: float = 0.0
 
     @property
     def max_pause_s(self) -> float:
@@ -69,12 +78,28 @@ class CheckpointStatistics:
 
 
 @dataclass(slots=True)
-class _Pending:
+class ReadyCheckpoint:
+    """A checkpoint every part acknowledged, whose manifest is still to be written.
+
+    Attributes:
+        epoch: the checkpoint's number.
+        started: the clock when it was triggered.
+        positions: split -> position, from the sources' acks.
+        key_groups: key-group actor name -> its ack's stats (``stats["record"]``: the
+            ``GroupRecord.to_data()`` of its file, when the job has a checkpoint store).
+        sources_acked: the sources that acked.
+    """
+
     epoch: int
     started: float
     positions: dict[str, Any] = field(default_factory=dict)
-    sources_acked: set[str] = field(default_factory=set)
     key_groups: dict[str, dict[str, Any]] = field(default_factory=dict)
+    sources_acked: set[str] = field(default_factory=set)
+    committing: bool = False
+
+    def records(self) -> list[dict[str, Any]]:
+        """Every key group's file record (plain data), for the manifest."""
+        return [stats["record"] for stats in self.key_groups.values() if "record" in stats]
 
 
 class CheckpointCoordinator:
@@ -98,7 +123,7 @@ class CheckpointCoordinator:
         self.failed = 0
         self.skipped = 0
         self._next = first_epoch
-        self._pending: _Pending | None = None
+        self._pending: ReadyCheckpoint | None = None
 
     @property
     def in_progress(self) -> int | None:
@@ -108,6 +133,18 @@ class CheckpointCoordinator:
     def last_completed(self) -> CompletedCheckpoint | None:
         return self.completed[-1] if self.completed else None
 
+    @property
+    def pending(self) -> ReadyCheckpoint | None:
+        """The checkpoint in flight (collecting acks or being committed), or None."""
+        return self._pending
+
+    def owing(self) -> list[str]:
+        """Drained key groups the checkpoint in flight still needs a snapshot from."""
+        pending = self._pending
+        if pending is None or pending.committing:
+            return []
+        return sorted(self.drained - pending.key_groups.keys())
+
     def begin(self) -> int | None:
         """Open the next checkpoint and return its epoch; None while one is still in flight."""
         if self._pending is not None:
@@ -115,13 +152,13 @@ class CheckpointCoordinator:
             return None
         epoch = self._next
         self._next += 1
-        self._pending = _Pending(epoch, self.clock())
+        self._pending = ReadyCheckpoint(epoch, self.clock())
         return epoch
 
-    def ack(self, ack: BarrierAck) -> CompletedCheckpoint | None:
-        """Record one part; return the checkpoint if this ack completed it."""
+    def ack(self, ack: BarrierAck) -> ReadyCheckpoint | None:
+        """Record one part; return the checkpoint if this ack made it ready to commit."""
         pending = self._pending
-        if pending is None or ack.epoch != pending.epoch:
+        if pending is None or ack.epoch != pending.epoch or pending.committing:
             return None  # an aborted (or unknown) checkpoint's late ack
         if ack.error is not None:
             self.abort(ack.error)
@@ -133,35 +170,20 @@ class CheckpointCoordinator:
             pending.key_groups[ack.actor] = dict(ack.stats)
         return self._complete_if_done()
 
-    def drain(self, actor: str) -> CompletedCheckpoint | None:
-        """``actor`` drained: it takes no more barriers. May complete the checkpoint."""
+    def drain(self, actor: str) -> bool:
+        """``actor`` drained: it takes no more barriers.
+
+        Returns:
+            True when the checkpoint in flight still needs ``actor``'s part: ask it with
+            ``SnapshotDrained`` (its state is final, so any time after its drain will do).
+        """
         self.drained.add(actor)
-        return self._complete_if_done() if self._pending is not None else None
+        return actor in self.owing()
 
-    def abort(self, reason: str) -> None:
+    def committed(self, epoch: int, *, manifest_s: float = 0.0) -> CompletedCheckpoint | None:
+        """Checkpoint ``epoch``'s manifest is written: it is complete."""
         pending = self._pending
-        if pending is None:
-            return
-        self._pending = None
-        self.failed += 1
-        log.warning("checkpoint aborted", epoch=pending.epoch, reason=reason)
-
-    def expire(self) -> None:
-        """Abort the checkpoint in flight if it is older than ``timeout_s``."""
-        pending = self._pending
-        if pending is not None and self.clock() - pending.started > self.timeout_s:
-            missing = sorted(
-                (self.sources - pending.sources_acked)
-                | (self.key_groups - pending.key_groups.keys() - self.drained)
-            )
-            self.abort(f"timed out after {self.timeout_s} s waiting for {missing[:5]}")
-
-    def _complete_if_done(self) -> CompletedCheckpoint | None:
-        pending = self._pending
-        assert pending is not None
-        if pending.sources_acked != self.sources:
-            return None
-        if not self.key_groups <= pending.key_groups.keys() | self.drained:
+        if pending is None or pending.epoch != epoch or not pending.committing:
             return None
         self._pending = None
         done = CompletedCheckpoint(
@@ -169,15 +191,60 @@ class CheckpointCoordinator:
             pending.positions,
             pending.key_groups,
             self.clock() - pending.started,
+            manifest_s,
         )
         self.completed.append(done)
         log.info(
             "checkpoint completed",
             epoch=done.epoch,
             duration_ms=round(done.duration_s * 1000, 2),
+            manifest_ms=round(manifest_s * 1000, 2),
             max_pause_ms=round(done.max_pause_s * 1000, 2),
         )
         return done
+
+    def abort(self, reason: str, *, failed: bool = True) -> int | None:
+        """Give up the checkpoint in flight; return its epoch (None: there was none).
+
+        ``failed=False`` when the job ended under it: abandoned, not counted as failed.
+        """
+        pending = self._pending
+        if pending is None:
+            return None
+        self._pending = None
+        if failed:
+            self.failed += 1
+            log.warning("checkpoint aborted", epoch=pending.epoch, reason=reason)
+        else:
+            log.info("checkpoint abandoned", epoch=pending.epoch, reason=reason)
+        return pending.epoch
+
+    def expire(self) -> int | None:
+        """Abort the checkpoint in flight if it is older than ``timeout_s`` and still
+        collecting acks (a manifest being written always reports back); return its epoch."""
+        pending = self._pending
+        if (
+            pending is not None
+            and not pending.committing
+            and self.clock() - pending.started > self.timeout_s
+        ):
+            missing = sorted(
+                (self.sources - pending.sources_acked)
+                | (self.key_groups - pending.key_groups.keys())
+            )
+            return self.abort(f"timed out after {self.timeout_s} s waiting for {missing[:5]}")
+        return None
+
+    def _complete_if_done(self) -> ReadyCheckpoint | None:
+        """Every source and every key group (drained ones included) acked: ready to commit."""
+        pending = self._pending
+        assert pending is not None
+        if pending.sources_acked != self.sources:
+            return None
+        if not self.key_groups <= pending.key_groups.keys():
+            return None
+        pending.committing = True
+        return pending
 
     def statistics(self) -> CheckpointStatistics:
         return CheckpointStatistics(

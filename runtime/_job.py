@@ -31,7 +31,14 @@ from shoal.actors import (
     open_worker_process,
 )
 from shoal.actors._log import get_logger
-from shoal.storage import KeyGroupStatistics, LmdbBackend, MemoryBackend, StateBackend
+from shoal.storage import (
+    CheckpointStore,
+    KeyGroupStatistics,
+    LmdbBackend,
+    MemoryBackend,
+    StateBackend,
+    describe_specs,
+)
 
 from ._boot import register_runtime_messages
 from ._checkpoints import CheckpointCoordinator, CheckpointStatistics
@@ -43,7 +50,7 @@ from ._plan import Plan, actor_name, compile_plan, place_key_groups, place_split
 from ._sinks import DeadLetter, DeadLetterSink, Sink, SinkPartition
 from ._sources import check_bounded
 from ._statedir import claim_state_dir
-from ._supervisor import JobSupervisor
+from ._supervisor import CheckpointTarget, JobSupervisor
 from ._worker import (
     JOB_ACTOR,
     WorkerEnv,
@@ -126,8 +133,11 @@ class JobResult:
     reports: tuple[dict[str, Any], ...]
     dead_letter_sink: DeadLetterSink
     backend: StateBackend
-    #: Checkpoints taken while the job ran (None: checkpoints were off).
+    #: Checkpoints taken while the job ran (None: checkpoints were off). A checkpoint counts
+    #: as completed once its manifest is written in ``checkpoint_dir``.
     checkpoints: CheckpointStatistics | None = None
+    #: Where the checkpoints were written (a directory or fsspec URL; None: checkpoints off).
+    checkpoint_dir: str | None = None
     _temporary: _TemporaryState | None = field(default=None, repr=False, compare=False)
 
     def close(self) -> None:
@@ -233,6 +243,13 @@ class _Run:
     log_level: str
     checkpoint_interval: float | None = None
     link_buffer: int = DEFAULT_LINK_BUFFER
+    checkpoint_dir: str | None = None
+
+    def checkpoint_store(self) -> CheckpointStore | None:
+        """A handle on the job's checkpoint store (None: checkpoints are off)."""
+        if self.checkpoint_interval is None or self.checkpoint_dir is None:
+            return None
+        return CheckpointStore(self.checkpoint_dir)
 
 
 def _check_positive(name: str, value: object) -> int:
@@ -257,6 +274,7 @@ async def run_job(
     log_format: str = "console",
     log_level: str = "warning",
     checkpoint_interval: float | None = None,
+    checkpoint_dir: str | Path | None = None,
     link_buffer: int = DEFAULT_LINK_BUFFER,
 ) -> JobResult:
     """Run ``flow`` until its bounded source is exhausted and every record is processed.
@@ -293,7 +311,15 @@ async def run_job(
         checkpoint_interval: seconds between checkpoints (``None``, the default for now:
             none). Sources take barrier ``n`` between batches and record their positions, key
             groups align the barriers of their input channels and commit their state for epoch
-            ``n``; the result's ``checkpoints`` counts them. (Recovery from them comes next.)
+            ``n``, and write their files to ``checkpoint_dir`` off the event loop; the driver
+            then writes the checkpoint's manifest. The result's ``checkpoints`` counts the
+            checkpoints whose manifest was written. A checkpoint whose files or manifest
+            cannot be written (e.g. no space left) is aborted, counted as failed, and the job
+            goes on. (Recovery from them comes next.)
+        checkpoint_dir: where checkpoints are written: a directory or any fsspec URL
+            (``memory://...`` only with ``processes=False``: each process has its own memory
+            filesystem). Default ``<state_dir>/checkpoints``. Ignored without
+            ``checkpoint_interval``.
         stop: when this event is set, every split ends as if its source had ended: what was
             read drains through the job, state is flushed, and the result is returned. This is
             how an unbounded job is stopped. Cancelling the call aborts the job without a
@@ -325,6 +351,10 @@ async def run_job(
     if log_level not in ("debug", "info", "warning", "error"):
         raise ValueError(
             f"log_level must be 'debug', 'info', 'warning' or 'error'; got {log_level!r}"
+        )
+    if checkpoint_dir is not None and not isinstance(checkpoint_dir, str | Path):
+        raise TypeError(
+            f"checkpoint_dir must be a path or an fsspec URL string; got {checkpoint_dir!r}"
         )
     if isinstance(link_buffer, bool) or not isinstance(link_buffer, int) or link_buffer < 1024:
         raise ValueError(f"link_buffer must be an int of at least 1024 bytes; got {link_buffer!r}")
@@ -375,6 +405,7 @@ async def run_job(
             log_level,
             None if checkpoint_interval is None else float(checkpoint_interval),
             link_buffer,
+            str(directory / "checkpoints") if checkpoint_dir is None else str(checkpoint_dir),
         )
         if use_processes:
             assert ref is not None
@@ -450,6 +481,7 @@ def _result(
         dead_letter_sink=run.dlq,
         backend=backend,
         checkpoints=None if coordinator is None else coordinator.statistics(),
+        checkpoint_dir=None if coordinator is None else run.checkpoint_dir,
         _temporary=_TemporaryState(run.state_dir) if run.temporary else None,
     )
 
@@ -478,7 +510,8 @@ async def _run_in_loop(run: _Run, backend: StateBackend, workers: int) -> JobRes
             )
             place_directory(kernel, plan, groups, driver, workers)
             controllers = [kernel.ref(controller_name(i)) for i in range(workers)]
-            supervisor = _supervisor(run, groups, None, dead_sink, controllers)
+            store = run.checkpoint_store()  # one for every worker here: it is thread-safe
+            supervisor = _supervisor(run, groups, None, dead_sink, controllers, kernel, store)
             await kernel.spawn(lambda: supervisor, name=JOB_ACTOR)
             envs: list[WorkerEnv] = []
             for index in range(workers):
@@ -499,6 +532,7 @@ async def _run_in_loop(run: _Run, backend: StateBackend, workers: int) -> JobRes
                     sink=sinks[index],
                     dead_sink=dead_sink,
                     checkpoints=run.checkpoint_interval is not None,
+                    checkpoint_store=store,
                 )
                 place_directory(worker, plan, groups, driver, workers)
                 await start_worker(env)
@@ -519,6 +553,7 @@ async def _run_in_loop(run: _Run, backend: StateBackend, workers: int) -> JobRes
                 tg.cancel_scope.cancel()
             elapsed = time.perf_counter() - started
             reports = [await controller.ask(Finish()) for controller in controllers]
+            await kernel.ref(JOB_ACTOR).ask("settle")
         return _result(run, workers, False, elapsed, reports, backend, supervisor)
     finally:
         with anyio.CancelScope(shield=True):
@@ -533,9 +568,28 @@ def _supervisor(
     sink: SinkPartition | None,
     dead_sink: SinkPartition,
     controllers: Sequence[Ref],
+    kernel: Any,
+    store: CheckpointStore | None,
 ) -> JobSupervisor:
     plan = run.plan
     coordinator = None
+    target = None
+    if store is not None:
+        target = CheckpointTarget(
+            store=store,
+            num_key_groups=plan.num_key_groups,
+            operators={
+                stage.operator.name: describe_specs(stage.operator.states)
+                for stage in plan.keyed_stages
+                if stage.operator is not None
+            },
+            layout={"workers": len(controllers), "group_owner": list(groups)},
+            key_groups={
+                actor_name(stage.name, group): kernel.ref(actor_name(stage.name, group))
+                for stage in plan.keyed_stages
+                for group in range(plan.num_key_groups)
+            },
+        )
     if run.checkpoint_interval is not None:
         coordinator = CheckpointCoordinator(
             sources={source_actor_name(split) for split in plan.splits},
@@ -553,6 +607,7 @@ def _supervisor(
         dead_sink=dead_sink,
         coordinator=coordinator,
         controllers=controllers,
+        target=target,
     )
 
 
@@ -648,7 +703,9 @@ async def _run_processes(run: _Run, ref: str, params: Mapping[str, Any], workers
         ) as kernel:
             place_directory(kernel, plan, groups, driver, workers)
             controllers = [kernel.ref(controller_name(i)) for i in range(workers)]
-            supervisor = _supervisor(run, groups, sink, dead_sink, controllers)
+            supervisor = _supervisor(
+                run, groups, sink, dead_sink, controllers, kernel, run.checkpoint_store()
+            )
             await kernel.spawn(lambda: supervisor, name=JOB_ACTOR)
             async with AsyncExitStack() as stack:
                 for index in range(workers):
@@ -703,6 +760,7 @@ async def _run_processes(run: _Run, ref: str, params: Mapping[str, Any], workers
                     await _abort_all(procs)
                 else:
                     reports = [await c.ask(Finish()) for c in controllers]
+                    await kernel.ref(JOB_ACTOR).ask("settle")
                     for proc in procs:  # all at once; leaving the stack then waits for each
                         proc.request_stop()
     except* ActorFailedError as group:
@@ -739,6 +797,7 @@ def _worker_args(
         "log_format": run.log_format,
         "log_level": run.log_level,
         "checkpoints": run.checkpoint_interval is not None,
+        "checkpoint_dir": run.checkpoint_dir if run.checkpoint_interval is not None else None,
     }
 
 

@@ -7,8 +7,13 @@ travel in-band through the same mailboxes, so their order relative to data is pr
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import anyio
+
+if TYPE_CHECKING:
+    from shoal.storage import EpochDelta, StoreSnapshot
 
 from ._columns import (
     decode_column,
@@ -29,6 +34,8 @@ __all__ = (
     "Finish",
     "Gathered",
     "InjectBarrier",
+    "SnapshotDrained",
+    "WriteSnapshot",
     "Drained",
     "Pull",
     "ReturnCredits",
@@ -203,6 +210,50 @@ class BarrierAck:
     positions: dict[str, Any]
     stats: dict[str, Any]
     error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SnapshotDrained:
+    """Coordinator -> a drained key-group actor: take your part of checkpoint ``epoch``.
+
+    A drained key group takes no more barriers (its channels have ended) but every checkpoint
+    must still record it: its state is final, so it commits it as ``epoch`` and writes its
+    file like any other key group. ``base`` is as in :class:`Barrier`.
+    """
+
+    epoch: int
+    base: int = 0
+
+
+@dataclass(eq=False, slots=True)
+class WriteSnapshot:
+    """Key-group actor -> its worker's checkpoint writer (same worker, never encoded).
+
+    The key group has committed ``epoch`` locally; the writer writes its checkpoint file off
+    the event loop (``delta`` when the store's plan allows, else the full ``snapshot``), closes
+    ``snapshot``, acks the coordinator with the file's record, and sets ``done``.
+
+    Attributes:
+        epoch: The checkpoint.
+        base: The newest completed checkpoint (0: none); ``delta.since == base`` or
+            ``delta`` is None.
+        actor: The key-group actor's name (the ack's sender).
+        worker: Its worker.
+        delta: The changes since ``base``, or None when only a full can be written.
+        snapshot: The committed state at ``epoch`` (an open ``StoreSnapshot``).
+        stats: The key group's figures for the ack (pause_s, alignment_s, entries, ...).
+        done: Set once the snapshot is closed (written, failed or dropped at shutdown).
+    """
+
+    epoch: int
+    base: int
+    actor: str
+    worker: int
+    delta: EpochDelta | None
+    snapshot: StoreSnapshot
+    stats: dict[str, Any]
+    done: anyio.Event = field(default_factory=anyio.Event)
+    started: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,17 +8,47 @@ table is already its state.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import anyio
 from shoal.actors import Actor, Ref
+from shoal.storage import CheckpointError, CheckpointStore
 
-from ._checkpoints import CheckpointCoordinator, CompletedCheckpoint
-from ._messages import BarrierAck, Drained, Gathered, InjectBarrier, TriggerCheckpoint
+from ._checkpoint_io import abort_checkpoint, commit_checkpoint
+from ._checkpoints import CheckpointCoordinator, CompletedCheckpoint, ReadyCheckpoint
+from ._messages import (
+    BarrierAck,
+    Drained,
+    Gathered,
+    InjectBarrier,
+    SnapshotDrained,
+    TriggerCheckpoint,
+)
 from ._sinks import DeadLetter, SinkPartition
 
-__all__ = ("JobSupervisor",)
+__all__ = ("CheckpointTarget", "JobSupervisor")
+
+
+@dataclass(frozen=True, slots=True)
+class CheckpointTarget:
+    """Where and what the supervisor commits: the store and the manifest's job description.
+
+    Attributes:
+        store: The job's checkpoint store.
+        num_key_groups: The job's key-group count.
+        operators: Per keyed operator, its states as plain data (``describe_specs``).
+        layout: The key-group layout recorded in each manifest (placement, worker count).
+        key_groups: Key-group actor name -> its ref (to ask drained ones for their part).
+    """
+
+    store: CheckpointStore
+    num_key_groups: int
+    operators: Mapping[str, Sequence[Mapping[str, str]]]
+    layout: Any
+    key_groups: Mapping[str, Ref]
 
 
 class JobSupervisor(Actor):
@@ -33,8 +63,10 @@ class JobSupervisor(Actor):
         dead_sink: SinkPartition,
         coordinator: CheckpointCoordinator | None = None,
         controllers: Sequence[Ref] = (),
+        target: CheckpointTarget | None = None,
     ) -> None:
         self.coordinator = coordinator
+        self.target = target
         self.controllers = list(controllers)
         #: Set (and replaced) each time a checkpoint completes.
         self.checkpointed = anyio.Event()
@@ -58,34 +90,104 @@ class JobSupervisor(Actor):
                 await self.dead_sink.write_batch(letters)
         elif kind is BarrierAck:
             if self.coordinator is not None:
-                self._completed(self.coordinator.ack(message))
+                await self._ack(self.coordinator, message)
         elif kind is Drained:
             self.done.add(message.actor)
-            if self.coordinator is not None:
-                self._completed(self.coordinator.drain(message.actor))
+            if self.coordinator is not None and self.coordinator.drain(message.actor):
+                await self._ask_drained([message.actor])
             if self.done >= self.expected:
                 self.finished.set()
         elif kind is TriggerCheckpoint:
             return await self._trigger()
+        elif message == "settle":
+            await self._settle()
         elif message == "placement":
             return list(self.placement)
         else:
             raise TypeError(f"job supervisor got an unexpected message {message!r}")
         return None
 
+    def _base(self) -> int:
+        assert self.coordinator is not None
+        base = self.coordinator.last_completed
+        return 0 if base is None else base.epoch
+
     async def _trigger(self) -> int | None:
         coordinator = self.coordinator
         if coordinator is None:
             raise RuntimeError("checkpoints are off for this job (checkpoint_interval=None)")
-        coordinator.expire()
+        expired = coordinator.expire()
+        if expired is not None:
+            await self._remove_files(expired)
         if self.finished.is_set():
             return None
         epoch = coordinator.begin()
         if epoch is not None:
+            base = self._base()
             for controller in self.controllers:
-                base = coordinator.last_completed
-                await controller.tell(InjectBarrier(epoch, 0 if base is None else base.epoch))
+                await controller.tell(InjectBarrier(epoch, base))
+            await self._ask_drained(coordinator.owing())
         return epoch
+
+    async def _ask_drained(self, actors: Sequence[str]) -> None:
+        """Ask drained key groups for their part of the checkpoint in flight."""
+        coordinator = self.coordinator
+        if self.target is None or coordinator is None or coordinator.in_progress is None:
+            return
+        message = SnapshotDrained(coordinator.in_progress, self._base())
+        for actor in actors:
+            await self.target.key_groups[actor].tell(message)
+
+    async def _ack(self, coordinator: CheckpointCoordinator, ack: BarrierAck) -> None:
+        epoch = coordinator.in_progress
+        ready = coordinator.ack(ack)
+        if ready is not None:
+            await self._commit(coordinator, ready)
+        elif epoch is not None and coordinator.in_progress is None:
+            await self._remove_files(epoch)  # a part failed: the checkpoint was aborted
+
+    async def _commit(self, coordinator: CheckpointCoordinator, ready: ReadyCheckpoint) -> None:
+        """Write the manifest off the event loop; the checkpoint completes only once it is.
+
+        The supervisor's mailbox waits meanwhile (a few ms on a local disk): acks of the next
+        checkpoint cannot arrive before it is triggered, and that waits for this one.
+        """
+        target = self.target
+        started = time.perf_counter()
+        if target is not None:
+            try:
+                await anyio.to_thread.run_sync(
+                    lambda: commit_checkpoint(
+                        target.store,
+                        ready.epoch,
+                        ready.records(),
+                        num_key_groups=target.num_key_groups,
+                        operators=target.operators,
+                        positions=ready.positions,
+                        layout=target.layout,
+                    )
+                )
+            except (CheckpointError, OSError) as exc:
+                coordinator.abort(f"manifest not written: {exc}")
+                await self._remove_files(ready.epoch)
+                return
+        self._completed(
+            coordinator.committed(ready.epoch, manifest_s=time.perf_counter() - started)
+        )
+
+    async def _remove_files(self, epoch: int) -> None:
+        if self.target is not None:
+            await anyio.to_thread.run_sync(abort_checkpoint, self.target.store, epoch)
+
+    async def _settle(self) -> None:
+        """The job has ended: a checkpoint still collecting acks is abandoned (its files are
+        removed; it is not counted as failed)."""
+        coordinator = self.coordinator
+        if coordinator is None:
+            return
+        epoch = coordinator.abort("the job ended before every part acked", failed=False)
+        if epoch is not None:
+            await self._remove_files(epoch)
 
     def _completed(self, done: CompletedCheckpoint | None) -> None:
         if done is not None:

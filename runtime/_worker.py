@@ -18,9 +18,16 @@ from typing import Any
 import anyio
 from shoal.actors import Actor, PeerLostError, Ref, Worker
 from shoal.actors._log import get_logger
-from shoal.storage import KeyGroupStore, StateBackend
+from shoal.storage import (
+    CheckpointStore,
+    EpochDelta,
+    KeyGroupStore,
+    RollbackError,
+    StateBackend,
+)
 
 from ._alignment import BarrierAlignment
+from ._checkpoint_io import CheckpointWriter
 from ._credits import DEFAULT_WINDOW, Credits, exchange_mailbox_size
 from ._keys import KeyGroupRouter
 from ._messages import (
@@ -37,8 +44,10 @@ from ._messages import (
     Pull,
     ReturnCredits,
     Shipment,
+    SnapshotDrained,
     StartSources,
     StopSources,
+    WriteSnapshot,
 )
 from ._metrics import WorkerMetrics
 from ._operators import DeadLetters, KeyedRunner, apply_chain, key_and_route
@@ -85,6 +94,10 @@ def flow_control_name(worker: int) -> str:
     return f"credits:{worker}"
 
 
+def checkpoint_writer_name(worker: int) -> str:
+    return f"ckpt-writer:{worker}"
+
+
 @dataclass(slots=True)
 class WorkerEnv:
     """Everything the actors of one worker share. Built once per worker by the bootstrap."""
@@ -104,6 +117,11 @@ class WorkerEnv:
     credit_window: int = DEFAULT_WINDOW
     # Checkpoints on: key groups flush only at barriers and at end of stream (never mid-epoch).
     checkpoints: bool = False
+    # Where key groups write their checkpoint files (None: checkpoints are only committed
+    # locally, nothing is written to a store).
+    checkpoint_store: CheckpointStore | None = None
+    # Snapshots handed to the checkpoint writer and not closed yet (see CheckpointWriter).
+    pending_snapshots: set[WriteSnapshot] = field(init=False, default_factory=set)
     dead: DeadLetters = field(init=False)
     credits: Credits = field(init=False)
     metrics: WorkerMetrics = field(init=False)
@@ -372,6 +390,9 @@ class KeyGroupActor(Actor):
         self.drained = False
         # The newest completed checkpoint this key group has heard of (via barriers).
         self.base = 0
+        # Its snapshot at the writer, not closed yet (closed before the store, in on_stop).
+        self.writing: WriteSnapshot | None = None
+        self._delta: EpochDelta | None = None  # the last flush_epoch's, for the writer
         op = self.stage.operator
         self.sample_state = op.states[0].name if op is not None and op.states else None
         self.log = get_logger("shoal.keygroup").bind(
@@ -388,6 +409,9 @@ class KeyGroupActor(Actor):
         self.runner = KeyedRunner(op, self.store, self.key_group)
 
     async def on_stop(self) -> None:
+        if self.writing is not None:
+            # The writer closes it (written, or dropped when the writer stops first).
+            await self.writing.done.wait()
         if self.store is not None:
             store, self.store = self.store, None
             try:
@@ -400,6 +424,9 @@ class KeyGroupActor(Actor):
                 store.close()
 
     async def receive(self, message: Any) -> Any:
+        if type(message) is SnapshotDrained:
+            await self._snapshot_drained(message)
+            return None
         alignment = self.alignment
         if alignment.epoch is not None and alignment.must_hold(message.channel):
             records = len(message.keys) if type(message) is Data else 0
@@ -434,23 +461,16 @@ class KeyGroupActor(Actor):
         assert epoch is not None
         env = self.env
         aligned_s = time.perf_counter() - alignment.started_at
-        error: str | None = None
-        stats: dict[str, Any] = {"alignment_s": aligned_s}
         if alignment.aborted:
             error = (
                 f"{self.name}: alignment of checkpoint {epoch} held more than"
                 f" {alignment.max_held} records; checkpoint aborted"
             )
+            await env.kernel.ref(JOB_ACTOR).tell(
+                BarrierAck(epoch, self.name, env.index, {}, {"alignment_s": aligned_s}, error)
+            )
         else:
-            started = time.perf_counter()
-            written = self._commit_epoch(epoch)
-            stats.update(written=written, pause_s=time.perf_counter() - started)
-            stats["entries"], stats["bytes"] = env.metrics.state_size[
-                (self.stage.name, self.key_group)
-            ]
-        await env.kernel.ref(JOB_ACTOR).tell(
-            BarrierAck(epoch, self.name, env.index, {}, stats, error)
-        )
+            await self._take_snapshot(epoch, {"alignment_s": aligned_s})
         if self.stage.next_key_fn is not None:
             await env.broadcast(self.stage.index + 1, Barrier(epoch, self.name, self.base))
         held = alignment.finish()
@@ -461,6 +481,61 @@ class KeyGroupActor(Actor):
                 alignment.hold(message, records)
                 continue
             await self._handle(message)
+
+    async def _snapshot_drained(self, message: SnapshotDrained) -> None:
+        """A drained key group's part of a checkpoint: its final state, committed as the epoch."""
+        assert self.drained, "SnapshotDrained is sent only to key groups that reported Drained"
+        assert self.store is not None
+        if (self.store.epoch or 0) >= message.epoch:
+            return  # it took its part at the barrier; its ack (from the writer) is on its way
+        self.base = max(self.base, message.base)
+        await self._take_snapshot(message.epoch, {"alignment_s": 0.0, "drained": True})
+
+    async def _take_snapshot(self, epoch: int, stats: dict[str, Any]) -> None:
+        """Commit ``epoch`` locally (the processing pause), then hand the file write to the
+        worker's checkpoint writer, which acks; without a checkpoint store, ack at once."""
+        env = self.env
+        store = self.store
+        assert store is not None
+        started = time.perf_counter()
+        written = self._commit_epoch(epoch)
+        job: WriteSnapshot | None = None
+        if env.checkpoint_store is not None:
+            delta = self._delta
+            if delta is not None and self.base > 0 and delta.since != self.base:
+                # An earlier checkpoint failed: the file must carry every change since the
+                # base. Read from the undo log (it reaches back to the base: pruned up to it).
+                try:
+                    delta = store.delta_since(self.base)
+                except RollbackError:
+                    delta = None  # the writer falls back to a full
+            job = WriteSnapshot(
+                epoch, self.base, self.name, env.index, delta, store.snapshot(), stats
+            )
+        self._delta = None
+        stats.update(written=written, pause_s=time.perf_counter() - started)
+        stats["entries"], stats["bytes"] = env.metrics.state_size[(self.stage.name, self.key_group)]
+        if job is None:
+            await env.kernel.ref(JOB_ACTOR).tell(BarrierAck(epoch, self.name, env.index, {}, stats))
+            return
+        if self.writing is not None and not self.writing.done.is_set():
+            # The previous checkpoint's file is still being written (that checkpoint timed
+            # out): one snapshot per key group at a time, so this one is not taken.
+            job.snapshot.close()
+            await env.kernel.ref(JOB_ACTOR).tell(
+                BarrierAck(
+                    epoch,
+                    self.name,
+                    env.index,
+                    {},
+                    stats,
+                    f"{self.name}: checkpoint {epoch}: the previous file is still being written",
+                )
+            )
+            return
+        self.writing = job
+        env.pending_snapshots.add(job)
+        await env.kernel.ref(checkpoint_writer_name(env.index)).tell(job)
 
     async def _abort_alignment(self) -> None:
         self.log.warning(
@@ -515,6 +590,7 @@ class KeyGroupActor(Actor):
         assert store is not None
         started = time.perf_counter()
         delta = store.flush_epoch(epoch)
+        self._delta = delta
         if self.base > 0:
             store.prune_undo(self.base)
         self.env.metrics.observe_flush(len(delta), time.perf_counter() - started)
@@ -637,6 +713,9 @@ class WorkerController(Actor):
                 source.request_stop()
             return None
         if type(message) is Finish:
+            if env.checkpoint_store is not None:
+                # Every file write queued so far is done and acked before the job settles.
+                await env.kernel.ref(checkpoint_writer_name(env.index)).ask("settle")
             await env.ship_dead_letters()
             for partition in (env.sink, env.dead_sink):
                 if partition is not None:
@@ -679,6 +758,20 @@ async def start_worker(env: WorkerEnv) -> None:
                 name=actor_name(stage.name, group),
                 mailbox_size=env.mailbox_size,
             )
+    if env.checkpoint_store is not None:
+        # Spawned after the key groups, so the kernel halts it first: it closes the snapshots
+        # it will not write before their key groups close their stores. One message per key
+        # group per checkpoint (one in flight), so its mailbox never makes a key group wait.
+        await kernel.spawn(
+            partial(
+                CheckpointWriter,
+                env.checkpoint_store,
+                kernel.ref(JOB_ACTOR),
+                env.pending_snapshots,
+            ),
+            name=checkpoint_writer_name(env.index),
+            mailbox_size=2 * len(env.plan.keyed_stages) * max(1, len(env.owned_groups())) + 2,
+        )
     if env.workers > 1:
         # Room for every credit granted (so the socket reader never waits on an exchange) and
         # for the credit messages coming back (a handful per peer and stage at a time).

@@ -56,7 +56,7 @@ def _coordinator(clock: FakeClock) -> CheckpointCoordinator:
     )
 
 
-def test_a_checkpoint_completes_when_every_source_and_key_group_acked_or_drained() -> None:
+def test_a_checkpoint_completes_when_every_part_acked_and_its_manifest_is_written() -> None:
     clock = FakeClock()
     coord = _coordinator(clock)
     epoch = coord.begin()
@@ -65,13 +65,22 @@ def test_a_checkpoint_completes_when_every_source_and_key_group_acked_or_drained
     assert coord.ack(BarrierAck(1, "src:a", 0, {"a": 10}, {})) is None
     assert coord.ack(BarrierAck(1, "src:b", 0, {"b": None}, {})) is None
     assert coord.ack(BarrierAck(1, "op#0", 0, {}, {"pause_s": 0.002})) is None
+    # A drained key group still owes its part: the supervisor asks it directly.
+    assert coord.drain("op#1") is True
+    assert coord.owing() == ["op#1"]
+    ready = coord.ack(BarrierAck(1, "op#1", 0, {}, {"record": {"x": 1}}))
+    assert ready is not None
+    assert ready.records() == [{"x": 1}]
+    assert coord.statistics().completed == 0  # not before its manifest is written
+    assert coord.begin() is None  # still in flight while the manifest is written
     clock.now = 0.5
-    done = coord.drain("op#1")
+    done = coord.committed(1, manifest_s=0.1)
     assert done is not None
     assert (done.epoch, done.positions, done.duration_s) == (1, {"a": 10, "b": None}, 0.5)
+    assert done.manifest_s == 0.1
     assert done.max_pause_s == 0.002
     stats = coord.statistics()
-    assert (stats.completed, stats.failed, stats.skipped, stats.last_completed) == (1, 0, 1, 1)
+    assert (stats.completed, stats.failed, stats.skipped, stats.last_completed) == (1, 0, 2, 1)
 
 
 def test_a_failed_part_or_a_timeout_aborts_and_late_acks_are_ignored() -> None:

@@ -1,0 +1,162 @@
+"""Checkpoint files off the event loop: the worker's writer and the driver's manifest commit.
+
+A key group commits its epoch locally at the barrier (the processing pause) and hands a
+:class:`WriteSnapshot` to its worker's :class:`CheckpointWriter`, then goes straight back to
+processing records. The writer writes the key group's file with the checkpoint store in a
+worker thread (``anyio.to_thread``): a delta over the checkpoint's base when the store's plan
+allows, else a full from the snapshot taken right after the flush. It closes the snapshot and
+acks the coordinator with the file's record (``GroupRecord.to_data()``), or with the error.
+
+On the driver, :func:`commit_checkpoint` writes the manifest, also in a worker thread.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import anyio
+from shoal.actors import Actor, Ref
+from shoal.actors._log import get_logger
+from shoal.storage import CheckpointError, CheckpointStore, GroupRecord, Manifest
+
+from ._messages import BarrierAck, WriteSnapshot
+
+__all__ = ("CheckpointWriter", "abort_checkpoint", "commit_checkpoint", "write_snapshot")
+
+log = get_logger("shoal.checkpoint")
+
+
+def write_snapshot(store: CheckpointStore, job: WriteSnapshot) -> GroupRecord:
+    """Write ``job``'s key-group file (blocking: run it in a thread) and close its snapshot.
+
+    A delta when there is a base the store's plan accepts and ``job.delta`` is relative to it;
+    otherwise a full from the snapshot. An unchanged key group writes no file and keeps its
+    chain (``write_delta`` of an empty delta).
+
+    Raises:
+        CheckpointError: Writing failed (``CheckpointWriteError`` for the filesystem).
+    """
+    snapshot = job.snapshot
+    try:
+        operator, key_group = snapshot.operator, snapshot.key_group
+        base = job.base if job.base > 0 else None
+        delta = job.delta
+        if (
+            base is not None
+            and delta is not None
+            and delta.since == base
+            and store.plan(operator, key_group, base) == "delta"
+        ):
+            return store.write_delta(job.epoch, delta, base)
+        return store.write_full(job.epoch, operator, key_group, snapshot.entries())
+    finally:
+        snapshot.close()
+
+
+class CheckpointWriter(Actor):
+    """Writes the checkpoint files of one worker's key groups in a worker thread.
+
+    One per worker. A key group appends its :class:`WriteSnapshot` to ``queue`` (the worker's
+    ``pending_snapshots`` order) and tells the writer the job; the writer takes every job queued
+    by then and writes them all in ONE thread call: a busy event loop hands a thread's result
+    back only between batches, so one round trip per file would make a checkpoint of 128 key
+    groups wait 128 loop turns. Each job is acked on its own (its record, or its error). Its
+    mailbox holds one message per key group per checkpoint (only one checkpoint is in flight),
+    so a key group never waits on it. When the worker stops, the writer closes the snapshots it
+    will not write (a snapshot must be closed before its store); each key group waits for its
+    own.
+    """
+
+    def __init__(self, store: CheckpointStore, job_actor: Ref, pending: set[WriteSnapshot]) -> None:
+        self.store = store
+        self.job_actor = job_actor
+        self.pending = pending
+
+    async def receive(self, message: Any) -> Any:
+        if message == "settle":
+            return None  # every write queued before this ask is done and acked
+        if type(message) is not WriteSnapshot:
+            raise TypeError(f"checkpoint writer got an unexpected message {message!r}")
+        jobs = [job for job in self.pending if not job.started]
+        if not jobs:
+            return None  # written with an earlier batch
+        jobs.sort(key=lambda job: (job.epoch, job.actor))
+        for job in jobs:
+            job.started = True
+        started = time.perf_counter()
+        results = await anyio.to_thread.run_sync(self._write_all, jobs)
+        write_s = time.perf_counter() - started
+        for job, outcome in zip(jobs, results, strict=True):
+            self._done(job)
+            stats = dict(job.stats)
+            stats["write_s"] = write_s
+            error: str | None = None
+            if isinstance(outcome, GroupRecord):
+                stats["record"] = outcome.to_data()
+                stats["file_bytes"] = sum(f.size for f in outcome.chain if f.epoch == job.epoch)
+            else:
+                error = f"{job.actor}: checkpoint {job.epoch}: {outcome}"
+                log.warning(
+                    "checkpoint file write failed", epoch=job.epoch, actor=job.actor, error=outcome
+                )
+            await self.job_actor.tell(
+                BarrierAck(job.epoch, job.actor, job.worker, {}, stats, error)
+            )
+        return None
+
+    def _write_all(self, jobs: list[WriteSnapshot]) -> list[GroupRecord | str]:
+        results: list[GroupRecord | str] = []
+        for job in jobs:
+            try:
+                results.append(write_snapshot(self.store, job))
+            except (CheckpointError, OSError) as exc:
+                results.append(str(exc))
+        return results
+
+    def _done(self, job: WriteSnapshot) -> None:
+        self.pending.discard(job)
+        job.done.set()
+
+    async def on_stop(self) -> None:
+        # Snapshots of messages this writer will never handle: close them before their stores.
+        for job in list(self.pending):
+            if not job.started:
+                job.snapshot.close()
+                self._done(job)
+
+
+def commit_checkpoint(
+    store: CheckpointStore,
+    epoch: int,
+    records: Sequence[Mapping[str, Any]],
+    *,
+    num_key_groups: int,
+    operators: Mapping[str, Sequence[Mapping[str, str]]],
+    positions: Mapping[str, Any],
+    layout: Any,
+) -> Manifest:
+    """Write checkpoint ``epoch``'s manifest (blocking: run it in a thread).
+
+    Raises:
+        CheckpointError: A record is missing, or the manifest could not be written (the
+            store has then removed the checkpoint's files).
+    """
+    return store.commit(
+        epoch,
+        [GroupRecord.from_data(record) for record in records],
+        num_key_groups=num_key_groups,
+        operators=operators,
+        positions=dict(positions),
+        layout=layout,
+    )
+
+
+def abort_checkpoint(store: CheckpointStore, epoch: int) -> None:
+    """Remove the files of checkpoint ``epoch`` (blocking); failures are logged, not raised:
+    files left behind are deleted by the retention of a later commit."""
+    try:
+        store.abort(epoch)
+    except (CheckpointError, OSError) as exc:
+        log.warning("could not remove an aborted checkpoint's files", epoch=epoch, error=str(exc))
