@@ -96,6 +96,13 @@ class ReadyCheckpoint:
     key_groups: dict[str, dict[str, Any]] = field(default_factory=dict)
     sources_acked: set[str] = field(default_factory=set)
     committing: bool = False
+    #: Set when a part failed: the checkpoint is aborted, but stays in flight until every
+    #: key group that writes a file for it has reported, so that its files are removed only
+    #: once no writer is still writing them, and no key group is asked for the next epoch
+    #: while its previous file is being written.
+    failed: str | None = None
+    #: Drained key groups asked for their part (they report like the others).
+    asked: set[str] = field(default_factory=set)
 
     def records(self) -> list[dict[str, Any]]:
         """Every key group's file record (plain data), for the manifest."""
@@ -141,9 +148,15 @@ class CheckpointCoordinator:
     def owing(self) -> list[str]:
         """Drained key groups the checkpoint in flight still needs a snapshot from."""
         pending = self._pending
-        if pending is None or pending.committing:
+        if pending is None or pending.committing or pending.failed is not None:
             return []
         return sorted(self.drained - pending.key_groups.keys())
+
+    def asked(self, actors: Iterable[str]) -> None:
+        """The supervisor asked these drained key groups for their part of the checkpoint in
+        flight: if it fails, wait for their reports too before dropping it."""
+        if self._pending is not None:
+            self._pending.asked.update(actors)
 
     def begin(self) -> int | None:
         """Open the next checkpoint and return its epoch; None while one is still in flight."""
@@ -160,8 +173,16 @@ class CheckpointCoordinator:
         pending = self._pending
         if pending is None or ack.epoch != pending.epoch or pending.committing:
             return None  # an aborted (or unknown) checkpoint's late ack
+        if pending.failed is not None:
+            pending.key_groups[ack.actor] = {}
+            self._finish_failed()
+            return None
         if ack.error is not None:
-            self.abort(ack.error)
+            pending.failed = ack.error
+            self.failed += 1
+            log.warning("checkpoint aborted", epoch=pending.epoch, reason=ack.error)
+            pending.key_groups[ack.actor] = {}
+            self._finish_failed()
             return None
         if ack.actor in self.sources:
             pending.sources_acked.add(ack.actor)
@@ -178,7 +199,21 @@ class CheckpointCoordinator:
             ``SnapshotDrained`` (its state is final, so any time after its drain will do).
         """
         self.drained.add(actor)
+        pending = self._pending
+        if pending is not None and pending.failed is not None:
+            self._finish_failed()
+            return False
         return actor in self.owing()
+
+    def _finish_failed(self) -> None:
+        """Drop a failed checkpoint once every key group that may write a file for it has
+        reported: the non-drained ones (barrier ``n`` reaches each) and the drained ones that
+        were asked."""
+        pending = self._pending
+        assert pending is not None
+        expected = (self.key_groups - self.drained) | pending.asked
+        if expected <= pending.key_groups.keys():
+            self._pending = None
 
     def committed(self, epoch: int, *, manifest_s: float = 0.0) -> CompletedCheckpoint | None:
         """Checkpoint ``epoch``'s manifest is written: it is complete."""
@@ -212,6 +247,8 @@ class CheckpointCoordinator:
         if pending is None:
             return None
         self._pending = None
+        if pending.failed is not None:
+            return pending.epoch  # counted and logged when its part failed
         if failed:
             self.failed += 1
             log.warning("checkpoint aborted", epoch=pending.epoch, reason=reason)

@@ -548,7 +548,12 @@ async def _run_in_loop(run: _Run, backend: StateBackend, workers: int) -> JobRes
                 if run.stop is not None:
                     tg.start_soon(_stop_when_set, run.stop, controllers)
                 if run.checkpoint_interval is not None:
-                    tg.start_soon(_checkpoint_every, run.checkpoint_interval, kernel.ref(JOB_ACTOR))
+                    tg.start_soon(
+                        _checkpoint_every,
+                        run.checkpoint_interval,
+                        kernel.ref(JOB_ACTOR),
+                        supervisor,
+                    )
                 await _start_and_wait(controllers, supervisor)
                 tg.cancel_scope.cancel()
             elapsed = time.perf_counter() - started
@@ -611,8 +616,11 @@ def _supervisor(
     )
 
 
-async def _checkpoint_every(interval: float, job: Ref) -> None:
-    """Trigger a checkpoint every ``interval`` seconds (skipped while one is in flight)."""
+async def _checkpoint_every(interval: float, job: Ref, supervisor: JobSupervisor) -> None:
+    """Trigger a checkpoint every ``interval`` seconds (skipped while one is in flight), from
+    the moment every worker's source actors exist: a barrier injected before that would reach
+    no source and wait for acks that never come."""
+    await supervisor.sources_started.wait()
     while True:
         await anyio.sleep(interval)
         await job.ask(TriggerCheckpoint())
@@ -746,7 +754,10 @@ async def _run_processes(run: _Run, ref: str, params: Mapping[str, Any], workers
                         tg.start_soon(_stop_when_set, run.stop, controllers)
                     if run.checkpoint_interval is not None:
                         tg.start_soon(
-                            _checkpoint_every, run.checkpoint_interval, kernel.ref(JOB_ACTOR)
+                            _checkpoint_every,
+                            run.checkpoint_interval,
+                            kernel.ref(JOB_ACTOR),
+                            supervisor,
                         )
                     try:
                         await _start_and_wait(controllers, supervisor)
@@ -808,6 +819,7 @@ async def _start_and_wait(controllers: Sequence[Any], supervisor: JobSupervisor)
     async with anyio.create_task_group() as starting:
         for controller in controllers:
             starting.start_soon(controller.ask, StartSources())
+    supervisor.sources_started.set()
     await supervisor.finished.wait()
 
 

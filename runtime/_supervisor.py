@@ -9,11 +9,12 @@ table is already its state.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 from shoal.actors import Actor, Ref
 from shoal.storage import CheckpointError, CheckpointStore
 
@@ -51,6 +52,12 @@ class CheckpointTarget:
     key_groups: Mapping[str, Ref]
 
 
+async def _on_loop(fn: Callable[[], Any]) -> Any:
+    """Run a short blocking call on the event loop, after giving the loop a turn."""
+    await anyio.lowlevel.checkpoint()
+    return fn()
+
+
 class JobSupervisor(Actor):
     """Tracks completion and writes gathered output. One per job, on the driver."""
 
@@ -68,6 +75,8 @@ class JobSupervisor(Actor):
         self.coordinator = coordinator
         self.target = target
         self.controllers = list(controllers)
+        #: Set once every worker has spawned its source actors (checkpoints start then).
+        self.sources_started = anyio.Event()
         #: Set (and replaced) each time a checkpoint completes.
         self.checkpointed = anyio.Event()
         self.expected = set(expected)
@@ -135,6 +144,7 @@ class JobSupervisor(Actor):
         if self.target is None or coordinator is None or coordinator.in_progress is None:
             return
         message = SnapshotDrained(coordinator.in_progress, self._base())
+        coordinator.asked(actors)
         for actor in actors:
             await self.target.key_groups[actor].tell(message)
 
@@ -156,7 +166,9 @@ class JobSupervisor(Actor):
         started = time.perf_counter()
         if target is not None:
             try:
-                await anyio.to_thread.run_sync(
+                # The manifest is small (a few hundred bytes a key group): written on the loop,
+                # like small key-group files (see LOOP_WRITE_ENTRIES in _checkpoint_io.py).
+                await _on_loop(
                     lambda: commit_checkpoint(
                         target.store,
                         ready.epoch,
@@ -177,7 +189,10 @@ class JobSupervisor(Actor):
 
     async def _remove_files(self, epoch: int) -> None:
         if self.target is not None:
-            await anyio.to_thread.run_sync(abort_checkpoint, self.target.store, epoch)
+            target = self.target
+            # A few files: on the loop (a thread pays a GIL convoy against a busy loop, and
+            # the supervisor, which triggers the next checkpoint, would wait for it).
+            await _on_loop(lambda: abort_checkpoint(target.store, epoch))
 
     async def _settle(self) -> None:
         """The job has ended: a checkpoint still collecting acks is abandoned (its files are

