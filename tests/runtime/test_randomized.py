@@ -218,6 +218,7 @@ async def test_random_jobs_on_several_workers_in_one_loop_equal_the_oracle(
 
 @pytest.mark.slow
 @pytest.mark.processes
+@pytest.mark.timeout(900)
 @pytest.mark.asyncio
 async def test_two_keyed_stages_across_processes_at_scale_with_tiny_buffers(
     tmp_path: Path,
