@@ -46,19 +46,13 @@ from ._dataflow import Flow, KeyedOp
 from ._exceptions import JobError, WorkerFailedError, WorkerLostError
 from ._loader import load_flow, normalize_ref
 from ._messages import Finish, StartSources, StopSources, TriggerCheckpoint
+from ._names import JOB_ACTOR, controller_name, source_actor_name
 from ._plan import Plan, actor_name, compile_plan, place_key_groups, place_splits
 from ._sinks import DeadLetter, DeadLetterSink, Sink, SinkPartition
 from ._sources import check_bounded
 from ._statedir import claim_state_dir
 from ._supervisor import CheckpointTarget, JobSupervisor
-from ._worker import (
-    JOB_ACTOR,
-    WorkerEnv,
-    controller_name,
-    place_directory,
-    source_actor_name,
-    start_worker,
-)
+from ._worker import WorkerEnv, place_directory, start_worker
 
 __all__ = ("JobResult", "Progress", "run_job")
 

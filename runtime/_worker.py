@@ -1,4 +1,8 @@
-"""What runs inside one worker: source actors, key-group actors and the worker controller.
+"""One worker's shared state (:class:`WorkerEnv`), its controller, and how its actors start.
+
+The actors themselves live in their own modules: ``_source_actor.py`` (reads a split),
+``_keygroup.py`` (owns a key group's state), ``_exchange.py`` (records and credits between
+workers), ``_checkpoint_io.py`` (checkpoint files); ``_names.py`` names them all.
 
 A worker hosts the splits assigned to it and the key groups it owns. A source actor reads its
 split batch by batch (an idle continuation, so control messages interleave with reading), runs
@@ -15,87 +19,53 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
-import anyio
 from shoal.actors import Actor, PeerLostError, Ref, Worker
 from shoal.actors._log import get_logger
 from shoal.storage import (
     CheckpointStore,
-    EpochDelta,
-    KeyGroupStore,
-    RollbackError,
     StateBackend,
 )
 
-from ._alignment import BarrierAlignment
 from ._checkpoint_io import CheckpointWriter
 from ._credits import DEFAULT_WINDOW, Credits, exchange_mailbox_size
+from ._exchange import ExchangeActor, FlowControlActor
+from ._keygroup import KeyGroupActor
 from ._keys import KeyGroupRouter
 from ._messages import (
-    Barrier,
-    BarrierAck,
     Broadcast,
-    Credit,
     Data,
-    Drained,
     EndOfStream,
     Finish,
     Gathered,
     InjectBarrier,
-    Pull,
-    ReturnCredits,
     Shipment,
-    SnapshotDrained,
     StartSources,
     StopSources,
     WriteSnapshot,
 )
 from ._metrics import WorkerMetrics
-from ._operators import DeadLetters, KeyedRunner, apply_chain, key_and_route
+from ._names import (
+    JOB_ACTOR,
+    checkpoint_writer_name,
+    controller_name,
+    exchange_name,
+    flow_control_name,
+    source_actor_name,
+)
+from ._operators import DeadLetters, apply_chain, key_and_route
 from ._plan import Plan, Stage, actor_name
 from ._sinks import DeadLetter, SinkPartition
+from ._source_actor import SourceActor
 from ._source_host import SourceHost, source_host_name
-from ._sources import SourceContext, SplitReader, drain_reader
+from ._sources import SourceContext
 
 __all__ = (
-    "JOB_ACTOR",
-    "KeyGroupActor",
-    "SourceActor",
     "WorkerController",
     "WorkerEnv",
-    "controller_name",
+    "letters_from_json",
     "place_directory",
+    "start_worker",
 )
-
-JOB_ACTOR = "job"
-
-# A key-group actor flushes its dirty state to its store at least this often (in records) and at
-# end of stream. Checkpoint barriers will make the flush barrier-aligned; until then this bounds
-# the memory a long unbounded run holds in dirty entries.
-FLUSH_EVERY_RECORDS = 250_000
-# Every this many batches, a key-group actor times one state read for the metrics.
-STATE_SAMPLE_EVERY = 64
-
-
-def controller_name(worker: int) -> str:
-    return f"ctl:{worker}"
-
-
-def source_actor_name(split: str) -> str:
-    return f"src:{split}"
-
-
-def exchange_name(worker: int, stage: int) -> str:
-    """The exchange of keyed ``stage`` on ``worker``: one per stage, so stages never share one
-    queue (see ``_credits.py``)."""
-    return f"xchg:{worker}:{stage}"
-
-
-def flow_control_name(worker: int) -> str:
-    return f"credits:{worker}"
-
-
-def checkpoint_writer_name(worker: int) -> str:
-    return f"ckpt-writer:{worker}"
 
 
 @dataclass(slots=True)
@@ -278,412 +248,6 @@ class WorkerEnv:
         )
         report["key_groups"] = len(self.owned_groups())
         return report
-
-
-class SourceActor(Actor):
-    """Reads one split and feeds the first exchange."""
-
-    def __init__(self, env: WorkerEnv, split: str) -> None:
-        self.env = env
-        self.split = split
-        self.reader: SplitReader | None = None
-        self.stage = env.plan.stages[0]
-        self.stopping = False
-        self.records = 0
-        # The split's position after the last batch sent downstream (None: not read yet); a
-        # barrier records it, and a restore reopens the split there.
-        self.position: Any = None
-        self.ended = False
-        self._reading: anyio.CancelScope | None = None
-        self.log = get_logger("shoal.source").bind(worker=env.index, split=split)
-
-    async def on_start(self) -> None:
-        host = self.env.source_host
-        assert host is not None, "start_worker spawns the source host before any source"
-        self.reader = host.open_split(self.split)
-        self.env.sources[self.split] = self
-        self.stopping = self.env.stopping
-        self.continue_with(Pull())
-
-    async def on_stop(self) -> None:
-        self.env.sources.pop(self.split, None)
-        if self.reader is not None:
-            reader, self.reader = self.reader, None
-            await reader.aclose()
-
-    def request_stop(self) -> None:
-        """End this split at the next opportunity, even while a read is waiting for data.
-
-        A waiting read is cancelled; what the reader took before that is drained and processed
-        (see ``_sources``: reads are cancel-safe), so every record handed out goes through.
-        """
-        self.stopping = True
-        if self._reading is not None:
-            self._reading.cancel()
-
-    async def receive(self, message: Any) -> Any:
-        kind = type(message)
-        if kind is InjectBarrier:
-            await self._barrier(message.epoch, message.base)
-            return None
-        if kind is not Pull:
-            raise TypeError(f"source actor got an unexpected message {message!r}")
-        if self.reader is None:
-            return None
-        env = self.env
-        batch = None
-        if not self.stopping:
-            with anyio.CancelScope() as self._reading:
-                batch = await self.reader.read_batch(env.batch_size)
-            self._reading = None
-        if batch is None and self.stopping:
-            # Records a cancelled read had taken (a drained reader returns None).
-            batch = drain_reader(self.reader)
-        if batch is None:
-            self.log.debug("split ended", stopped=self.stopping, records=self.records)
-            self.ended = True
-            await env.end_stage(self.stage, self.split)
-            reader, self.reader = self.reader, None
-            await reader.aclose()
-            if self.stage.next_key_fn is None:  # no keyed operator: the sources are the last stage
-                await env.kernel.ref(JOB_ACTOR).tell(Drained(self.name, env.index))
-            return None
-        env.metrics.records_in += len(batch.values)
-        self.records += len(batch.values)
-        for error in batch.errors:
-            env.dead.add_source_error(error, self.split)
-        await env.emit(self.stage, self.split, self.split, batch.values, batch.offsets)
-        self.position = batch.position
-        self.continue_with(Pull())
-        return None
-
-    async def _barrier(self, epoch: int, base: int) -> None:
-        """Checkpoint ``epoch`` between two batches: record the position, pass the barrier on.
-
-        An ended split has already sent its end of stream (its downstream channels are closed):
-        it only reports its final position.
-        """
-        env = self.env
-        if not self.ended and self.stage.next_key_fn is not None:
-            await env.broadcast(self.stage.index + 1, Barrier(epoch, self.split, base))
-        await env.kernel.ref(JOB_ACTOR).tell(
-            BarrierAck(epoch, self.name, env.index, {self.split: self.position}, {})
-        )
-
-
-class KeyGroupActor(Actor):
-    """The only owner of one (keyed operator, key group) state: its store and its runner."""
-
-    def __init__(self, env: WorkerEnv, stage: int, key_group: int) -> None:
-        self.env = env
-        self.stage = env.plan.stages[stage]
-        self.key_group = key_group
-        # Records held for the next epoch while a barrier aligns: at most this many batches'
-        # worth (a few mailboxes), so a stalled channel cannot make a key group hoard memory.
-        self.alignment = BarrierAlignment(
-            set(env.plan.channels_into(stage)), max_held=4 * env.mailbox_size * env.batch_size
-        )
-        self.store: KeyGroupStore | None = None
-        self.runner: KeyedRunner | None = None
-        self.unflushed = 0
-        self.batches = 0
-        self.drained = False
-        # The newest completed checkpoint this key group has heard of (via barriers).
-        self.base = 0
-        # Its snapshot at the writer, not closed yet (closed before the store, in on_stop).
-        self.writing: WriteSnapshot | None = None
-        self._delta: EpochDelta | None = None  # the last flush_epoch's, for the writer
-        op = self.stage.operator
-        self.sample_state = op.states[0].name if op is not None and op.states else None
-        self.log = get_logger("shoal.keygroup").bind(
-            worker=env.index,
-            actor=actor_name(self.stage.name, key_group),
-            operator=self.stage.name,
-            key_group=key_group,
-        )
-
-    async def on_start(self) -> None:
-        op = self.stage.operator
-        assert op is not None
-        self.store = self.env.backend.open_store(op.name, self.key_group, op.states)
-        self.runner = KeyedRunner(op, self.store, self.key_group)
-
-    async def on_stop(self) -> None:
-        if self.writing is not None:
-            # The writer closes it (written, or dropped when the writer stops first).
-            await self.writing.done.wait()
-        if self.store is not None:
-            store, self.store = self.store, None
-            try:
-                store.flush()
-            except Exception as exc:
-                # The kernel only logs what on_stop raises: a final flush that failed must fail
-                # the worker (its `async with` raises ActorFailedError), hence the job.
-                self._cell._escalate(exc, "failed its final flush")
-            finally:
-                store.close()
-
-    async def receive(self, message: Any) -> Any:
-        if type(message) is SnapshotDrained:
-            await self._snapshot_drained(message)
-            return None
-        alignment = self.alignment
-        if alignment.epoch is not None and alignment.must_hold(message.channel):
-            records = len(message.keys) if type(message) is Data else 0
-            if not alignment.hold(message, records):
-                await self._abort_alignment()
-            return None
-        await self._handle(message)
-        return None
-
-    async def _handle(self, message: Any) -> None:
-        kind = type(message)
-        if kind is Data:
-            await self._data(message)
-        elif kind is Barrier:
-            verdict = self.alignment.barrier(message.channel, message.epoch, time.perf_counter())
-            self.base = max(self.base, message.base)
-            if verdict == "aligned":
-                await self._snapshot()
-        elif kind is EndOfStream:
-            if self.alignment.end(message.channel):
-                await self._snapshot()
-            if not self.alignment.open_channels:
-                await self._end()
-        else:
-            raise TypeError(f"key-group actor got an unexpected message {message!r}")
-
-    async def _snapshot(self) -> None:
-        """Every open channel delivered the barrier: commit the epoch, ack, pass it on, and
-        release what was held for the next epoch."""
-        alignment = self.alignment
-        epoch = alignment.epoch
-        assert epoch is not None
-        env = self.env
-        aligned_s = time.perf_counter() - alignment.started_at
-        if alignment.aborted:
-            error = (
-                f"{self.name}: alignment of checkpoint {epoch} held more than"
-                f" {alignment.max_held} records; checkpoint aborted"
-            )
-            await env.kernel.ref(JOB_ACTOR).tell(
-                BarrierAck(epoch, self.name, env.index, {}, {"alignment_s": aligned_s}, error)
-            )
-        else:
-            await self._take_snapshot(epoch, {"alignment_s": aligned_s})
-        if self.stage.next_key_fn is not None:
-            await env.broadcast(self.stage.index + 1, Barrier(epoch, self.name, self.base))
-        held = alignment.finish()
-        while held:
-            message = held.popleft()
-            if alignment.epoch is not None and alignment.must_hold(message.channel):
-                records = len(message.keys) if type(message) is Data else 0
-                alignment.hold(message, records)
-                continue
-            await self._handle(message)
-
-    async def _snapshot_drained(self, message: SnapshotDrained) -> None:
-        """A drained key group's part of a checkpoint: its final state, committed as the epoch."""
-        assert self.drained, "SnapshotDrained is sent only to key groups that reported Drained"
-        assert self.store is not None
-        if (self.store.epoch or 0) >= message.epoch:
-            return  # it took its part at the barrier; its ack (from the writer) is on its way
-        self.base = max(self.base, message.base)
-        await self._take_snapshot(message.epoch, {"alignment_s": 0.0, "drained": True})
-
-    async def _take_snapshot(self, epoch: int, stats: dict[str, Any]) -> None:
-        """Commit ``epoch`` locally (the processing pause), then hand the file write to the
-        worker's checkpoint writer, which acks; without a checkpoint store, ack at once."""
-        env = self.env
-        store = self.store
-        assert store is not None
-        started = time.perf_counter()
-        written = self._commit_epoch(epoch)
-        job: WriteSnapshot | None = None
-        if env.checkpoint_store is not None:
-            delta = self._delta
-            if delta is not None and self.base > 0 and delta.since != self.base:
-                # An earlier checkpoint failed: the file must carry every change since the
-                # base. Read from the undo log (it reaches back to the base: pruned up to it).
-                try:
-                    delta = store.delta_since(self.base)
-                except RollbackError:
-                    delta = None  # the writer falls back to a full
-            job = WriteSnapshot(
-                epoch, self.base, self.name, env.index, delta, store.snapshot(), stats
-            )
-        self._delta = None
-        stats.update(written=written, pause_s=time.perf_counter() - started)
-        stats["entries"], stats["bytes"] = env.metrics.state_size[(self.stage.name, self.key_group)]
-        if job is None:
-            await env.kernel.ref(JOB_ACTOR).tell(BarrierAck(epoch, self.name, env.index, {}, stats))
-            return
-        if self.writing is not None and not self.writing.done.is_set():
-            # The previous checkpoint's file is still being written (that checkpoint timed
-            # out): one snapshot per key group at a time, so this one is not taken.
-            job.snapshot.close()
-            await env.kernel.ref(JOB_ACTOR).tell(
-                BarrierAck(
-                    epoch,
-                    self.name,
-                    env.index,
-                    {},
-                    stats,
-                    f"{self.name}: checkpoint {epoch}: the previous file is still being written",
-                )
-            )
-            return
-        self.writing = job
-        env.pending_snapshots.add(job)
-        await env.kernel.ref(checkpoint_writer_name(env.index)).tell(job)
-
-    async def _abort_alignment(self) -> None:
-        self.log.warning(
-            "checkpoint alignment over its bound; aborting the checkpoint",
-            epoch=self.alignment.epoch,
-            held_records=self.alignment.held_records,
-        )
-        self.alignment.abort()
-        await self._snapshot()
-
-    async def _data(self, data: Data) -> None:
-        runner = self.runner
-        assert runner is not None
-        env = self.env
-        count = len(data.keys)
-        self.batches += 1
-        if self.sample_state is not None and self.batches % STATE_SAMPLE_EVERY == 1:
-            # A real read of this batch's first key, timed; reading per record would cost
-            # more than the reads themselves (~0.1 µs on a cache hit).
-            assert self.store is not None
-            started = time.perf_counter()
-            self.store.get(self.sample_state, data.keys[0])
-            env.metrics.observe_state_access(time.perf_counter() - started)
-        started = time.perf_counter()
-        values, offsets = runner.run(data.keys, data.values, data.offsets, data.split, env.dead)
-        env.metrics.observe_operator(
-            runner.operator, count, len(values), time.perf_counter() - started
-        )
-        self.unflushed += count
-        if self.unflushed >= FLUSH_EVERY_RECORDS and not env.checkpoints:
-            self._flush()
-        await env.emit(self.stage, self.name, data.split, values, offsets)
-
-    def _flush(self, meta: dict[str, Any] | None = None) -> int:
-        store = self.store
-        assert store is not None
-        started = time.perf_counter()
-        written = store.flush(meta=meta)
-        self.env.metrics.observe_flush(written, time.perf_counter() - started)
-        self.unflushed = 0
-        stats = store.statistics()
-        self.env.metrics.state_size[(self.stage.name, self.key_group)] = (
-            stats.entries,
-            stats.bytes,
-        )
-        return written
-
-    def _commit_epoch(self, epoch: int) -> int:
-        """Commit epoch ``epoch`` (with an undo record, so it can be rolled back if the
-        checkpoint never completes) and forget rollbacks older than the completed base."""
-        store = self.store
-        assert store is not None
-        started = time.perf_counter()
-        delta = store.flush_epoch(epoch)
-        self._delta = delta
-        if self.base > 0:
-            store.prune_undo(self.base)
-        self.env.metrics.observe_flush(len(delta), time.perf_counter() - started)
-        self.unflushed = 0
-        stats = store.statistics()
-        self.env.metrics.state_size[(self.stage.name, self.key_group)] = (
-            stats.entries,
-            stats.bytes,
-        )
-        return len(delta)
-
-    async def _end(self) -> None:
-        if self.drained:  # an end of stream replayed from the held messages got here first
-            return
-        self.drained = True
-        self._flush()
-        entries, size = self.env.metrics.state_size[(self.stage.name, self.key_group)]
-        self.log.debug("key group drained", entries=entries, bytes=size)
-        await self.env.end_stage(self.stage, self.name)
-        # Every key group says so (not only the last stage's): a drained key group takes no
-        # more barriers, and the checkpoint coordinator stops waiting for it.
-        await self.env.kernel.ref(JOB_ACTOR).tell(Drained(self.name, self.env.index))
-
-
-class ExchangeActor(Actor):
-    """A worker's door for one keyed stage's records and control from other workers.
-
-    Slices each :class:`Shipment` into one :class:`Data` per key group and fans
-    :class:`Broadcast` control messages out, in arrival order: per sending worker, data and
-    control reach each key-group actor in the order they were sent. Each message delivered
-    earns its sender a credit back (``_credits.py``); credits are returned in bulk when the
-    mailbox runs empty, or every half window, whichever comes first.
-    """
-
-    def __init__(self, env: WorkerEnv, stage: int) -> None:
-        self.env = env
-        self.stage = stage
-        self.owed: dict[int, int] = {}
-        self.return_at = max(1, env.credit_window // 2)
-
-    async def receive(self, message: Any) -> Any:
-        kind = type(message)
-        if kind is Shipment:
-            targets = self.env.targets(message.stage)
-            keys, values, offsets = message.keys, message.values, message.offsets
-            channel, split = message.channel, message.split
-            start = 0
-            for group, count in zip(message.groups, message.counts, strict=True):
-                end = start + count
-                await targets[group].tell(
-                    Data(channel, split, keys[start:end], values[start:end], offsets[start:end])
-                )
-                start = end
-            await self._owe(message.sender)
-        elif kind is Broadcast:
-            targets = self.env.targets(message.stage)
-            for group in message.groups:
-                await targets[group].tell(message.message)
-            await self._owe(message.sender)
-        elif kind is ReturnCredits:
-            await self._return_credits()
-        else:
-            raise TypeError(f"exchange actor got an unexpected message {message!r}")
-        return None
-
-    async def _owe(self, sender: int) -> None:
-        owed = self.owed.get(sender, 0) + 1
-        self.owed[sender] = owed
-        if owed >= self.return_at:
-            await self._return_credits()
-        else:
-            self.continue_with(ReturnCredits())
-
-    async def _return_credits(self) -> None:
-        owed, self.owed = self.owed, {}
-        env = self.env
-        for sender, count in owed.items():
-            await env.kernel.ref(flow_control_name(sender)).tell(
-                Credit(self.stage, env.index, count)
-            )
-
-
-class FlowControlActor(Actor):
-    """Takes the credits other workers' exchanges hand back to this worker's senders."""
-
-    def __init__(self, env: WorkerEnv) -> None:
-        self.env = env
-
-    async def receive(self, message: Any) -> Any:
-        if type(message) is not Credit:
-            raise TypeError(f"flow-control actor got an unexpected message {message!r}")
-        self.env.credits.grant(message.stage, message.worker, message.count)
-        return None
 
 
 class WorkerController(Actor):

@@ -13,9 +13,10 @@ from typing import Any
 
 import pytest
 from shoal.actors import ActorFailedError, open_worker
+from shoal.runtime._keygroup import KeyGroupActor
 from shoal.runtime._messages import Data
 from shoal.runtime._plan import actor_name, compile_plan
-from shoal.runtime._worker import KeyGroupActor, WorkerEnv
+from shoal.runtime._worker import WorkerEnv
 from shoal.storage import MemoryBackend
 
 from shoal import (

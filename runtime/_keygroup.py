@@ -1,0 +1,292 @@
+"""The key-group actor: the only owner of one (keyed operator, key group) state, its store and
+its runner; aligns checkpoint barriers and commits epochs."""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any
+
+from shoal.actors import Actor
+from shoal.actors._log import get_logger
+from shoal.storage import (
+    EpochDelta,
+    KeyGroupStore,
+    RollbackError,
+)
+
+from ._alignment import BarrierAlignment
+from ._messages import (
+    Barrier,
+    BarrierAck,
+    Data,
+    Drained,
+    EndOfStream,
+    SnapshotDrained,
+    WriteSnapshot,
+)
+from ._names import (
+    JOB_ACTOR,
+    checkpoint_writer_name,
+)
+from ._operators import KeyedRunner
+from ._plan import actor_name
+
+if TYPE_CHECKING:
+    from ._worker import WorkerEnv
+
+__all__ = (
+    "FLUSH_EVERY_RECORDS",
+    "STATE_SAMPLE_EVERY",
+    "KeyGroupActor",
+)
+
+# A key-group actor flushes its dirty state to its store at least this often (in records) and at
+# end of stream. Checkpoint barriers will make the flush barrier-aligned; until then this bounds
+# the memory a long unbounded run holds in dirty entries.
+FLUSH_EVERY_RECORDS = 250_000
+# Every this many batches, a key-group actor times one state read for the metrics.
+STATE_SAMPLE_EVERY = 64
+
+
+class KeyGroupActor(Actor):
+    """The only owner of one (keyed operator, key group) state: its store and its runner."""
+
+    def __init__(self, env: WorkerEnv, stage: int, key_group: int) -> None:
+        self.env = env
+        self.stage = env.plan.stages[stage]
+        self.key_group = key_group
+        # Records held for the next epoch while a barrier aligns: at most this many batches'
+        # worth (a few mailboxes), so a stalled channel cannot make a key group hoard memory.
+        self.alignment = BarrierAlignment(
+            set(env.plan.channels_into(stage)), max_held=4 * env.mailbox_size * env.batch_size
+        )
+        self.store: KeyGroupStore | None = None
+        self.runner: KeyedRunner | None = None
+        self.unflushed = 0
+        self.batches = 0
+        self.drained = False
+        # The newest completed checkpoint this key group has heard of (via barriers).
+        self.base = 0
+        # Its snapshot at the writer, not closed yet (closed before the store, in on_stop).
+        self.writing: WriteSnapshot | None = None
+        self._delta: EpochDelta | None = None  # the last flush_epoch's, for the writer
+        op = self.stage.operator
+        self.sample_state = op.states[0].name if op is not None and op.states else None
+        self.log = get_logger("shoal.keygroup").bind(
+            worker=env.index,
+            actor=actor_name(self.stage.name, key_group),
+            operator=self.stage.name,
+            key_group=key_group,
+        )
+
+    async def on_start(self) -> None:
+        op = self.stage.operator
+        assert op is not None
+        self.store = self.env.backend.open_store(op.name, self.key_group, op.states)
+        self.runner = KeyedRunner(op, self.store, self.key_group)
+
+    async def on_stop(self) -> None:
+        if self.writing is not None:
+            # The writer closes it (written, or dropped when the writer stops first).
+            await self.writing.done.wait()
+        if self.store is not None:
+            store, self.store = self.store, None
+            try:
+                store.flush()
+            except Exception as exc:
+                # The kernel only logs what on_stop raises: a final flush that failed must fail
+                # the worker (its `async with` raises ActorFailedError), hence the job.
+                self._cell._escalate(exc, "failed its final flush")
+            finally:
+                store.close()
+
+    async def receive(self, message: Any) -> Any:
+        if type(message) is SnapshotDrained:
+            await self._snapshot_drained(message)
+            return None
+        alignment = self.alignment
+        if alignment.epoch is not None and alignment.must_hold(message.channel):
+            records = len(message.keys) if type(message) is Data else 0
+            if not alignment.hold(message, records):
+                await self._abort_alignment()
+            return None
+        await self._handle(message)
+        return None
+
+    async def _handle(self, message: Any) -> None:
+        kind = type(message)
+        if kind is Data:
+            await self._data(message)
+        elif kind is Barrier:
+            verdict = self.alignment.barrier(message.channel, message.epoch, time.perf_counter())
+            self.base = max(self.base, message.base)
+            if verdict == "aligned":
+                await self._snapshot()
+        elif kind is EndOfStream:
+            if self.alignment.end(message.channel):
+                await self._snapshot()
+            if not self.alignment.open_channels:
+                await self._end()
+        else:
+            raise TypeError(f"key-group actor got an unexpected message {message!r}")
+
+    async def _snapshot(self) -> None:
+        """Every open channel delivered the barrier: commit the epoch, ack, pass it on, and
+        release what was held for the next epoch."""
+        alignment = self.alignment
+        epoch = alignment.epoch
+        assert epoch is not None
+        env = self.env
+        aligned_s = time.perf_counter() - alignment.started_at
+        if alignment.aborted:
+            error = (
+                f"{self.name}: alignment of checkpoint {epoch} held more than"
+                f" {alignment.max_held} records; checkpoint aborted"
+            )
+            await env.kernel.ref(JOB_ACTOR).tell(
+                BarrierAck(epoch, self.name, env.index, {}, {"alignment_s": aligned_s}, error)
+            )
+        else:
+            await self._take_snapshot(epoch, {"alignment_s": aligned_s})
+        if self.stage.next_key_fn is not None:
+            await env.broadcast(self.stage.index + 1, Barrier(epoch, self.name, self.base))
+        held = alignment.finish()
+        while held:
+            message = held.popleft()
+            if alignment.epoch is not None and alignment.must_hold(message.channel):
+                records = len(message.keys) if type(message) is Data else 0
+                alignment.hold(message, records)
+                continue
+            await self._handle(message)
+
+    async def _snapshot_drained(self, message: SnapshotDrained) -> None:
+        """A drained key group's part of a checkpoint: its final state, committed as the epoch."""
+        assert self.drained, "SnapshotDrained is sent only to key groups that reported Drained"
+        assert self.store is not None
+        if (self.store.epoch or 0) >= message.epoch:
+            return  # it took its part at the barrier; its ack (from the writer) is on its way
+        self.base = max(self.base, message.base)
+        await self._take_snapshot(message.epoch, {"alignment_s": 0.0, "drained": True})
+
+    async def _take_snapshot(self, epoch: int, stats: dict[str, Any]) -> None:
+        """Commit ``epoch`` locally (the processing pause), then hand the file write to the
+        worker's checkpoint writer, which acks; without a checkpoint store, ack at once."""
+        env = self.env
+        store = self.store
+        assert store is not None
+        started = time.perf_counter()
+        written = self._commit_epoch(epoch)
+        job: WriteSnapshot | None = None
+        if env.checkpoint_store is not None:
+            delta = self._delta
+            if delta is not None and self.base > 0 and delta.since != self.base:
+                # An earlier checkpoint failed: the file must carry every change since the
+                # base. Read from the undo log (it reaches back to the base: pruned up to it).
+                try:
+                    delta = store.delta_since(self.base)
+                except RollbackError:
+                    delta = None  # the writer falls back to a full
+            job = WriteSnapshot(
+                epoch, self.base, self.name, env.index, delta, store.snapshot(), stats
+            )
+        self._delta = None
+        stats.update(written=written, pause_s=time.perf_counter() - started)
+        stats["entries"], stats["bytes"] = env.metrics.state_size[(self.stage.name, self.key_group)]
+        if job is None:
+            await env.kernel.ref(JOB_ACTOR).tell(BarrierAck(epoch, self.name, env.index, {}, stats))
+            return
+        if self.writing is not None and not self.writing.done.is_set():
+            # The previous checkpoint's file is still being written (that checkpoint timed
+            # out): one snapshot per key group at a time, so this one is not taken.
+            job.snapshot.close()
+            await env.kernel.ref(JOB_ACTOR).tell(
+                BarrierAck(
+                    epoch,
+                    self.name,
+                    env.index,
+                    {},
+                    stats,
+                    f"{self.name}: checkpoint {epoch}: the previous file is still being written",
+                )
+            )
+            return
+        self.writing = job
+        env.pending_snapshots.add(job)
+        await env.kernel.ref(checkpoint_writer_name(env.index)).tell(job)
+
+    async def _abort_alignment(self) -> None:
+        self.log.warning(
+            "checkpoint alignment over its bound; aborting the checkpoint",
+            epoch=self.alignment.epoch,
+            held_records=self.alignment.held_records,
+        )
+        self.alignment.abort()
+        await self._snapshot()
+
+    async def _data(self, data: Data) -> None:
+        runner = self.runner
+        assert runner is not None
+        env = self.env
+        count = len(data.keys)
+        self.batches += 1
+        if self.sample_state is not None and self.batches % STATE_SAMPLE_EVERY == 1:
+            # A real read of this batch's first key, timed; reading per record would cost
+            # more than the reads themselves (~0.1 µs on a cache hit).
+            assert self.store is not None
+            started = time.perf_counter()
+            self.store.get(self.sample_state, data.keys[0])
+            env.metrics.observe_state_access(time.perf_counter() - started)
+        started = time.perf_counter()
+        values, offsets = runner.run(data.keys, data.values, data.offsets, data.split, env.dead)
+        env.metrics.observe_operator(
+            runner.operator, count, len(values), time.perf_counter() - started
+        )
+        self.unflushed += count
+        if self.unflushed >= FLUSH_EVERY_RECORDS and not env.checkpoints:
+            self._flush()
+        await env.emit(self.stage, self.name, data.split, values, offsets)
+
+    def _flush(self, meta: dict[str, Any] | None = None) -> int:
+        store = self.store
+        assert store is not None
+        started = time.perf_counter()
+        written = store.flush(meta=meta)
+        self.env.metrics.observe_flush(written, time.perf_counter() - started)
+        self.unflushed = 0
+        stats = store.statistics()
+        self.env.metrics.state_size[(self.stage.name, self.key_group)] = (
+            stats.entries,
+            stats.bytes,
+        )
+        return written
+
+    def _commit_epoch(self, epoch: int) -> int:
+        """Commit epoch ``epoch`` (with an undo record, so it can be rolled back if the
+        checkpoint never completes) and forget rollbacks older than the completed base."""
+        store = self.store
+        assert store is not None
+        started = time.perf_counter()
+        delta = store.flush_epoch(epoch)
+        self._delta = delta
+        if self.base > 0:
+            store.prune_undo(self.base)
+        self.env.metrics.observe_flush(len(delta), time.perf_counter() - started)
+        self.unflushed = 0
+        stats = store.statistics()
+        self.env.metrics.state_size[(self.stage.name, self.key_group)] = (
+            stats.entries,
+            stats.bytes,
+        )
+        return len(delta)
+
+    async def _end(self) -> None:
+        if self.drained:  # an end of stream replayed from the held messages got here first
+            return
+        self.drained = True
+        self._flush()
+        entries, size = self.env.metrics.state_size[(self.stage.name, self.key_group)]
+        self.log.debug("key group drained", entries=entries, bytes=size)
+        await self.env.end_stage(self.stage, self.name)
+        # Every key group says so (not only the last stage's): a drained key group takes no
+        # more barriers, and the checkpoint coordinator stops waiting for it.
+        await self.env.kernel.ref(JOB_ACTOR).tell(Drained(self.name, self.env.index))

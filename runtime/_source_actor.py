@@ -1,0 +1,118 @@
+"""The source actor: reads one split batch by batch and feeds the first exchange; takes
+checkpoint barriers between batches."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import anyio
+from shoal.actors import Actor
+from shoal.actors._log import get_logger
+
+from ._messages import (
+    Barrier,
+    BarrierAck,
+    Drained,
+    InjectBarrier,
+    Pull,
+)
+from ._names import (
+    JOB_ACTOR,
+)
+from ._sources import SplitReader, drain_reader
+
+if TYPE_CHECKING:
+    from ._worker import WorkerEnv
+
+__all__ = ("SourceActor",)
+
+
+class SourceActor(Actor):
+    """Reads one split and feeds the first exchange."""
+
+    def __init__(self, env: WorkerEnv, split: str) -> None:
+        self.env = env
+        self.split = split
+        self.reader: SplitReader | None = None
+        self.stage = env.plan.stages[0]
+        self.stopping = False
+        self.records = 0
+        # The split's position after the last batch sent downstream (None: not read yet); a
+        # barrier records it, and a restore reopens the split there.
+        self.position: Any = None
+        self.ended = False
+        self._reading: anyio.CancelScope | None = None
+        self.log = get_logger("shoal.source").bind(worker=env.index, split=split)
+
+    async def on_start(self) -> None:
+        host = self.env.source_host
+        assert host is not None, "start_worker spawns the source host before any source"
+        self.reader = host.open_split(self.split)
+        self.env.sources[self.split] = self
+        self.stopping = self.env.stopping
+        self.continue_with(Pull())
+
+    async def on_stop(self) -> None:
+        self.env.sources.pop(self.split, None)
+        if self.reader is not None:
+            reader, self.reader = self.reader, None
+            await reader.aclose()
+
+    def request_stop(self) -> None:
+        """End this split at the next opportunity, even while a read is waiting for data.
+
+        A waiting read is cancelled; what the reader took before that is drained and processed
+        (see ``_sources``: reads are cancel-safe), so every record handed out goes through.
+        """
+        self.stopping = True
+        if self._reading is not None:
+            self._reading.cancel()
+
+    async def receive(self, message: Any) -> Any:
+        kind = type(message)
+        if kind is InjectBarrier:
+            await self._barrier(message.epoch, message.base)
+            return None
+        if kind is not Pull:
+            raise TypeError(f"source actor got an unexpected message {message!r}")
+        if self.reader is None:
+            return None
+        env = self.env
+        batch = None
+        if not self.stopping:
+            with anyio.CancelScope() as self._reading:
+                batch = await self.reader.read_batch(env.batch_size)
+            self._reading = None
+        if batch is None and self.stopping:
+            # Records a cancelled read had taken (a drained reader returns None).
+            batch = drain_reader(self.reader)
+        if batch is None:
+            self.log.debug("split ended", stopped=self.stopping, records=self.records)
+            self.ended = True
+            await env.end_stage(self.stage, self.split)
+            reader, self.reader = self.reader, None
+            await reader.aclose()
+            if self.stage.next_key_fn is None:  # no keyed operator: the sources are the last stage
+                await env.kernel.ref(JOB_ACTOR).tell(Drained(self.name, env.index))
+            return None
+        env.metrics.records_in += len(batch.values)
+        self.records += len(batch.values)
+        for error in batch.errors:
+            env.dead.add_source_error(error, self.split)
+        await env.emit(self.stage, self.split, self.split, batch.values, batch.offsets)
+        self.position = batch.position
+        self.continue_with(Pull())
+        return None
+
+    async def _barrier(self, epoch: int, base: int) -> None:
+        """Checkpoint ``epoch`` between two batches: record the position, pass the barrier on.
+
+        An ended split has already sent its end of stream (its downstream channels are closed):
+        it only reports its final position.
+        """
+        env = self.env
+        if not self.ended and self.stage.next_key_fn is not None:
+            await env.broadcast(self.stage.index + 1, Barrier(epoch, self.split, base))
+        await env.kernel.ref(JOB_ACTOR).tell(
+            BarrierAck(epoch, self.name, env.index, {self.split: self.position}, {})
+        )
