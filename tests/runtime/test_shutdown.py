@@ -162,22 +162,34 @@ async def test_unencodable_state_on_a_worker_names_the_operator(tmp_path: Path) 
 # -- item 11: shutdown is quick and leaves nothing behind ------------------------------------
 
 
+STOPPED: list[str] = []
+
+
 class Stuck(Actor):
-    """Never finishes the message in hand (until cancelled)."""
+    """Never finishes the message in hand (until cancelled); records its on_stop."""
 
     async def receive(self, message: Any) -> Any:
         await anyio.sleep_forever()
 
+    async def on_stop(self) -> None:
+        STOPPED.append(self.name)
+
 
 @pytest.mark.asyncio
 async def test_a_worker_stops_its_actors_under_one_deadline() -> None:
-    # Five actors each stuck in a message: one 1 s deadline for all of them, not 1 s each.
-    with anyio.fail_after(3):
+    # Five actors each stuck in a message: one 1 s deadline for all of them, not 1 s each
+    # (5 s one after the other). The bound leaves 1.5 s of slack for a loaded machine.
+    STOPPED.clear()
+    with anyio.fail_after(10):
         async with open_worker(0, stop_timeout=1.0) as worker:
             for i in range(5):
                 ref = await worker.spawn(Stuck, name=f"stuck{i}")
                 await ref.tell("go")
             await anyio.wait_all_tasks_blocked()
+            leaving = anyio.current_time()
+        took = anyio.current_time() - leaving
+    assert 1.0 <= took < 2.5, took
+    assert sorted(STOPPED) == [f"stuck{i}" for i in range(5)]  # each was cancelled, on_stop ran
 
 
 DRIVER_SCRIPT = """
