@@ -60,10 +60,6 @@ class CompletedCheckpoint:
         """The longest processing pause of one key group for this checkpoint (its flush)."""
         return max((s.get("pause_s", 0.0) for s in self.key_groups.values()), default=0.0)
 
-    @property
-    def max_alignment_s(self) -> float:
-        return max((s.get("alignment_s", 0.0) for s in self.key_groups.values()), default=0.0)
-
 
 @dataclass(frozen=True, slots=True)
 class CheckpointStatistics:

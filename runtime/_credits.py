@@ -72,16 +72,6 @@ class CreditGate:
             self._room = anyio.Event()
         await self._room.wait()
 
-    async def wait_room(self) -> None:
-        while self.available <= 0:
-            if self.lost is not None:
-                raise self.lost
-            if self._room is None:
-                self._room = anyio.Event()
-            await self._room.wait()
-        if self.lost is not None:
-            raise self.lost
-
 
 class Credits:
     """Every credit gate of one worker, keyed by (stage, destination worker)."""
@@ -90,7 +80,7 @@ class Credits:
         self,
         window: int = DEFAULT_WINDOW,
         *,
-        wait_lost: Callable[[int], Awaitable[BaseException]] | None = None,
+        wait_lost: Callable[[int], Awaitable[BaseException]],
     ) -> None:
         """Args:
         window: credits per (stage, destination worker).
@@ -123,16 +113,12 @@ class Credits:
             self._waits += 1
             started = anyio.current_time()
             try:
-                if self._wait_lost is None:
-                    await gate.wait_room()
-                else:
-                    await self._wait_room_or_loss(gate, worker)
+                await self._wait_room_or_loss(gate, worker)
             finally:
                 self._waited += anyio.current_time() - started
         gate.available -= 1
 
     async def _wait_room_or_loss(self, gate: CreditGate, worker: int) -> None:
-        assert self._wait_lost is not None
         wait_lost = self._wait_lost
 
         async def watch(scope: anyio.CancelScope) -> None:

@@ -12,7 +12,7 @@ import shutil
 import tempfile
 import time
 import weakref
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from functools import partial
@@ -21,6 +21,7 @@ from types import TracebackType
 from typing import Any
 
 import anyio
+from anyio.abc import TaskGroup
 from shoal.actors import (
     ActorFailedError,
     PeerLostError,
@@ -537,17 +538,7 @@ async def _run_in_loop(run: _Run, backend: StateBackend, workers: int) -> JobRes
                 return [env.report() for env in envs]
 
             async with anyio.create_task_group() as tg:
-                if run.on_progress is not None:
-                    tg.start_soon(_watch_progress, all_reports, started, run.on_progress)
-                if run.stop is not None:
-                    tg.start_soon(_stop_when_set, run.stop, controllers)
-                if run.checkpoint_interval is not None:
-                    tg.start_soon(
-                        _checkpoint_every,
-                        run.checkpoint_interval,
-                        kernel.ref(JOB_ACTOR),
-                        supervisor,
-                    )
+                _start_companions(tg, run, all_reports, started, controllers, kernel, supervisor)
                 await _start_and_wait(controllers, supervisor)
                 tg.cancel_scope.cancel()
             elapsed = time.perf_counter() - started
@@ -608,6 +599,25 @@ def _supervisor(
         controllers=controllers,
         target=target,
     )
+
+
+def _start_companions(
+    tg: TaskGroup,
+    run: _Run,
+    reports: Callable[[], Awaitable[list[dict[str, Any]]]],
+    started: float,
+    controllers: Sequence[Ref],
+    kernel: Worker,
+    supervisor: JobSupervisor,
+) -> None:
+    """The driver's tasks beside a running job (both ways of running): progress reports, the
+    stop event, the checkpoint trigger."""
+    if run.on_progress is not None:
+        tg.start_soon(_watch_progress, reports, started, run.on_progress)
+    if run.stop is not None:
+        tg.start_soon(_stop_when_set, run.stop, controllers)
+    if run.checkpoint_interval is not None:
+        tg.start_soon(_checkpoint_every, run.checkpoint_interval, kernel.ref(JOB_ACTOR), supervisor)
 
 
 async def _checkpoint_every(interval: float, job: Ref, supervisor: JobSupervisor) -> None:
@@ -742,17 +752,9 @@ async def _run_processes(run: _Run, ref: str, params: Mapping[str, Any], workers
                 async with anyio.create_task_group() as tg:
                     for index in range(workers):
                         tg.start_soon(watch, index, tg.cancel_scope)
-                    if run.on_progress is not None:
-                        tg.start_soon(_watch_progress, all_reports, started, run.on_progress)
-                    if run.stop is not None:
-                        tg.start_soon(_stop_when_set, run.stop, controllers)
-                    if run.checkpoint_interval is not None:
-                        tg.start_soon(
-                            _checkpoint_every,
-                            run.checkpoint_interval,
-                            kernel.ref(JOB_ACTOR),
-                            supervisor,
-                        )
+                    _start_companions(
+                        tg, run, all_reports, started, controllers, kernel, supervisor
+                    )
                     try:
                         await _start_and_wait(controllers, supervisor)
                     except* PeerLostError as group:

@@ -247,6 +247,9 @@ class WorkerEnv:
             depth for _name, depth in self.kernel.statistics().mailbox_depths
         )
         report["key_groups"] = len(self.owned_groups())
+        credits = self.credits.statistics()  # senders held back by full remote exchanges
+        report["credit_waits"] = credits.waits
+        report["credit_wait_s"] = credits.waited_s
         return report
 
 
