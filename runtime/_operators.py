@@ -117,9 +117,16 @@ def _drop_failed(
     """Dead-letter the failed records (in input order) and return the others' columns."""
     for index, exc in failed:
         dead.add(name, exc, split, offsets[index], values[index])
-    drop = {index for index, _exc in failed}
-    keep = [index not in drop for index in range(len(values))]
+    keep = _kept(failed, len(values))
     return list(compress(values, keep)), list(compress(offsets, keep))
+
+
+def _kept(failed: list[tuple[int, Exception]], count: int) -> list[bool]:
+    """A mask of the ``count`` records that did not fail."""
+    keep = [True] * count
+    for index, _exc in failed:
+        keep[index] = False
+    return keep
 
 
 def _flat_map(
@@ -189,24 +196,21 @@ def key_and_route(
             return router.route(keys, values, offsets)
         except TypeError:
             failed = []
-    else:
+    raised = _kept(failed, len(values))  # False where the key function raised
+    if failed:
         # Line the keys up with the records again: a record whose key function raised has none.
-        failed_at = {index for index, _exc in failed}
         found = iter(keys)
-        keys = [None if index in failed_at else next(found) for index in range(len(values))]
+        keys = [next(found) if ok else None for ok in raised]
     # Some key function raised or some key is not a valid key: find the invalid keys without
     # calling key_fn again, then dead-letter every failed record in input order.
-    failed_at = {index for index, _exc in failed}
     for index, key in enumerate(keys):
-        if index not in failed_at:
+        if raised[index]:
             try:
                 router.group_of(key)
             except TypeError as exc:
                 failed.append((index, exc))
     failed.sort(key=itemgetter(0))
-    keep = [True] * len(keys)
-    for index, _exc in failed:
-        keep[index] = False
+    keep = _kept(failed, len(keys))
     values, offsets = _drop_failed(where, failed, values, offsets, split, dead)
     return router.route(list(compress(keys, keep)), values, offsets)
 
