@@ -104,14 +104,19 @@ class KeyGroupActor(Actor):
         if type(message) is SnapshotDrained:
             await self._snapshot_drained(message)
             return None
+        await self._accept(message)
+        return None
+
+    async def _accept(self, message: Any) -> None:
+        """Hold ``message`` for the next epoch if its channel already delivered the barrier
+        being aligned (aborting that epoch past the bound), else handle it."""
         alignment = self.alignment
         if alignment.epoch is not None and alignment.must_hold(message.channel):
             records = len(message.keys) if type(message) is Data else 0
             if not alignment.hold(message, records):
                 await self._abort_alignment()
-            return None
+            return
         await self._handle(message)
-        return None
 
     async def _handle(self, message: Any) -> None:
         kind = type(message)
@@ -151,13 +156,8 @@ class KeyGroupActor(Actor):
         if self.stage.next_key_fn is not None:
             await env.broadcast(self.stage.index + 1, Barrier(epoch, self.name, self.base))
         held = alignment.finish()
-        while held:
-            message = held.popleft()
-            if alignment.epoch is not None and alignment.must_hold(message.channel):
-                records = len(message.keys) if type(message) is Data else 0
-                alignment.hold(message, records)
-                continue
-            await self._handle(message)
+        while held:  # in arrival order; a barrier among them may start the next alignment
+            await self._accept(held.popleft())
 
     async def _snapshot_drained(self, message: SnapshotDrained) -> None:
         """A drained key group's part of a checkpoint: its final state, committed as the epoch."""
