@@ -133,6 +133,9 @@ class JobResult:
     checkpoints: CheckpointStatistics | None = None
     #: Where the checkpoints were written (a directory or fsspec URL; None: checkpoints off).
     checkpoint_dir: str | None = None
+    #: One entry per recovery while the job ran: seconds from the failure being noticed to
+    #: every worker processing again from the last completed checkpoint.
+    recoveries: tuple[float, ...] = ()
     _temporary: _TemporaryState | None = field(default=None, repr=False, compare=False)
 
     def close(self) -> None:
