@@ -8,6 +8,7 @@ from typing import Any
 from shoal.actors import Worker, register_message
 from shoal.storage import CheckpointStore, LmdbBackend
 
+from ._faults import Fault, Faults
 from ._loader import load_flow
 from ._logging import configure_logging
 from ._messages import (
@@ -86,6 +87,11 @@ async def bootstrap(worker: Worker, args: dict[str, Any]) -> None:
     plan = compile_plan(flow)
     index, workers = int(args["index"]), int(args["workers"])
     group_owner = place_key_groups(plan.num_key_groups, workers)
+    store = CheckpointStore(args["checkpoint_dir"]) if args.get("checkpoint_dir") else None
+    restore_epoch = args.get("restore_epoch")
+    if restore_epoch is not None and store is None:
+        raise ValueError("a worker told to restore a checkpoint was given no checkpoint_dir")
+    attempt = int(args.get("attempt", 0))
     env = WorkerEnv(
         plan=plan,
         index=index,
@@ -98,8 +104,16 @@ async def bootstrap(worker: Worker, args: dict[str, Any]) -> None:
         batch_size=int(args["batch_size"]),
         mailbox_size=int(args["mailbox_size"]),
         checkpoints=bool(args.get("checkpoints", False)),
-        checkpoint_store=(
-            CheckpointStore(args["checkpoint_dir"]) if args.get("checkpoint_dir") else None
+        checkpoint_store=store,
+        restoring=bool(args.get("restoring", False)),
+        restore_from=(
+            None if restore_epoch is None or store is None else store.read_manifest(restore_epoch)
+        ),
+        faults=Faults(
+            [Fault.from_data(f) for f in args.get("faults", ())],
+            worker=index,
+            attempt=attempt,
+            in_process=True,
         ),
         sink=None if plan.sink.gather else plan.sink.open_partition(index, workers),
         dead_sink=None,

@@ -22,6 +22,7 @@ from shoal.actors import Actor, Ref
 from shoal.actors._log import get_logger
 from shoal.storage import CheckpointError, CheckpointStore, GroupRecord, Manifest
 
+from ._faults import Faults
 from ._messages import BarrierAck, WriteSnapshot
 
 __all__ = ("CheckpointWriter", "abort_checkpoint", "commit_checkpoint", "write_snapshot")
@@ -87,10 +88,17 @@ class CheckpointWriter(Actor):
     own.
     """
 
-    def __init__(self, store: CheckpointStore, job_actor: Ref, pending: set[WriteSnapshot]) -> None:
+    def __init__(
+        self,
+        store: CheckpointStore,
+        job_actor: Ref,
+        pending: set[WriteSnapshot],
+        faults: Faults | None = None,
+    ) -> None:
         self.store = store
         self.job_actor = job_actor
         self.pending = pending
+        self.faults = faults if faults is not None else Faults()
 
     async def receive(self, message: Any) -> Any:
         if message == "settle":
@@ -147,6 +155,7 @@ class CheckpointWriter(Actor):
         results: list[GroupRecord | str] = []
         for job in jobs:
             try:
+                self.faults.hit("checkpoint.write")
                 results.append(write_snapshot(self.store, job))
             except (CheckpointError, OSError) as exc:
                 results.append(str(exc))

@@ -127,6 +127,32 @@ class CheckpointCoordinator:
         self.skipped = 0
         self._next = first_epoch
         self._pending: ReadyCheckpoint | None = None
+        # The checkpoint the job was restored from (0: none); deltas build on it until one of
+        # this run completes.
+        self._restored = 0
+        self._completed_at_restart = 0
+
+    @property
+    def next_epoch(self) -> int:
+        """The epoch the next checkpoint will have."""
+        return self._next
+
+    @property
+    def base(self) -> int:
+        """The checkpoint key groups' next files build on: the newest completed since the
+        job (re)started, else the one it was restored from (0: none)."""
+        if len(self.completed) > self._completed_at_restart:
+            return self.completed[-1].epoch
+        return self._restored
+
+    def restart(self, *, restored: int, first_epoch: int) -> None:
+        """The job restarts from checkpoint ``restored`` (0: from nothing): a checkpoint in
+        flight is failed, drained key groups run again, epochs go on from ``first_epoch``."""
+        self.abort("the job restarts after a failure")
+        self.drained.clear()
+        self._restored = restored
+        self._completed_at_restart = len(self.completed)
+        self._next = max(self._next, first_epoch)
 
     @property
     def in_progress(self) -> int | None:

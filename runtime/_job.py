@@ -24,15 +24,19 @@ import anyio
 from anyio.abc import TaskGroup
 from shoal.actors import (
     ActorFailedError,
+    ActorStartError,
+    ActorStoppedError,
     PeerLostError,
     Ref,
     Worker,
     WorkerProcess,
+    WorkerProcessError,
     open_worker,
     open_worker_process,
 )
 from shoal.actors._log import get_logger
 from shoal.storage import (
+    CheckpointCorruptError,
     CheckpointStore,
     KeyGroupStatistics,
     LmdbBackend,
@@ -45,10 +49,12 @@ from ._boot import register_runtime_messages
 from ._checkpoints import CheckpointCoordinator, CheckpointStatistics
 from ._dataflow import Flow, KeyedOp
 from ._exceptions import JobError, WorkerFailedError, WorkerLostError
+from ._faults import Fault, Faults
 from ._loader import load_flow, normalize_ref
 from ._messages import Finish, StartSources, StopSources, TriggerCheckpoint
 from ._names import JOB_ACTOR, controller_name, source_actor_name
 from ._plan import Plan, actor_name, compile_plan, place_key_groups, place_splits
+from ._recovery import AttemptFailed, Attempts, StartPoint
 from ._sinks import DeadLetter, DeadLetterSink, Sink, SinkPartition
 from ._sources import check_bounded
 from ._statedir import claim_state_dir
@@ -242,6 +248,10 @@ class _Run:
     checkpoint_interval: float | None = None
     link_buffer: int = DEFAULT_LINK_BUFFER
     checkpoint_dir: str | None = None
+    max_restarts: int = 3
+    restart_backoff: float = 0.1
+    faults: tuple[Fault, ...] = ()
+    start: StartPoint = field(default_factory=StartPoint)
 
     def checkpoint_store(self) -> CheckpointStore | None:
         """A handle on the job's checkpoint store (None: checkpoints are off)."""
@@ -274,6 +284,9 @@ async def run_job(
     checkpoint_interval: float | None = None,
     checkpoint_dir: str | Path | None = None,
     link_buffer: int = DEFAULT_LINK_BUFFER,
+    max_restarts: int = 3,
+    restart_backoff: float = 0.1,
+    faults: Sequence[Fault] = (),
 ) -> JobResult:
     """Run ``flow`` until its bounded source is exhausted and every record is processed.
 
@@ -314,6 +327,15 @@ async def run_job(
             checkpoints whose manifest was written. A checkpoint whose files or manifest
             cannot be written (e.g. no space left) is aborted, counted as failed, and the job
             goes on. (Recovery from them comes next.)
+        max_restarts: with checkpoints on, a worker that fails (a process killed, an engine
+            error) makes the job restart every worker from the last completed checkpoint:
+            state comes back to it and sources reread from its positions, so every record's
+            effect on state counts once. The job fails (:class:`JobError`) after
+            ``max_restarts`` failures in a row with no checkpoint completed in between. With
+            checkpoints off, the first failure fails the job.
+        restart_backoff: seconds before the first restart, doubled after each failure in a
+            row (at most 10 s).
+        faults: a schedule of injected failures (:class:`Fault`), for testing recovery.
         checkpoint_dir: where checkpoints are written: a directory or any fsspec URL
             (``memory://...`` only with ``processes=False``: each process has its own memory
             filesystem). Default ``<state_dir>/checkpoints``. Ignored without
@@ -344,6 +366,18 @@ async def run_job(
             f"checkpoint_interval must be a positive number of seconds or None; "
             f"got {checkpoint_interval!r}"
         )
+    if isinstance(max_restarts, bool) or not isinstance(max_restarts, int) or max_restarts < 0:
+        raise ValueError(f"max_restarts must be an int >= 0; got {max_restarts!r}")
+    if (
+        isinstance(restart_backoff, bool)
+        or not isinstance(restart_backoff, int | float)
+        or not restart_backoff >= 0
+    ):
+        raise ValueError(
+            f"restart_backoff must be a number of seconds >= 0; got {restart_backoff!r}"
+        )
+    if not all(isinstance(fault, Fault) for fault in faults):
+        raise TypeError(f"faults must be Fault objects; got {list(faults)!r}")
     if log_format not in ("console", "json"):
         raise ValueError(f"log_format must be 'console' or 'json'; got {log_format!r}")
     if log_level not in ("debug", "info", "warning", "error"):
@@ -404,6 +438,9 @@ async def run_job(
             None if checkpoint_interval is None else float(checkpoint_interval),
             link_buffer,
             str(directory / "checkpoints") if checkpoint_dir is None else str(checkpoint_dir),
+            max_restarts,
+            float(restart_backoff),
+            tuple(faults),
         )
         if use_processes:
             assert ref is not None
@@ -462,6 +499,7 @@ def _result(
     reports: Sequence[dict[str, Any]],
     backend: StateBackend,
     supervisor: JobSupervisor,
+    attempts: Attempts,
 ) -> JobResult:
     plan = run.plan
     coordinator = supervisor.coordinator
@@ -480,6 +518,7 @@ def _result(
         backend=backend,
         checkpoints=None if coordinator is None else coordinator.statistics(),
         checkpoint_dir=None if coordinator is None else run.checkpoint_dir,
+        recoveries=tuple(attempts.recoveries),
         _temporary=_TemporaryState(run.state_dir) if run.temporary else None,
     )
 
@@ -491,16 +530,52 @@ async def _run_in_loop(run: _Run, backend: StateBackend, workers: int) -> JobRes
     namespace of this run's own, so another job in this loop has its own worker 0. They reach
     each other by reference (no encoding), through the same exchanges and credits as
     processes. Sinks are written where the records are: a gathering sink's one partition is
-    shared, others get one partition per worker.
+    shared, others get one partition per worker. A worker that fails (an engine error in one of
+    its actors) fails the attempt; with checkpoints on, the job restarts from the last one.
     """
+    plan = run.plan
+    shared = _ClosesOnce(plan.sink.open_partition(0, 1)) if plan.sink.gather else None
+    sinks = [shared or _ClosesOnce(plan.sink.open_partition(i, workers)) for i in range(workers)]
+    dead_sink = _ClosesOnce(run.dlq.open_partition(0, 1))
+    store = run.checkpoint_store()  # one for every worker here: it is thread-safe
+    attempts = _attempts(run, store)
+    try:
+        return await attempts.run(
+            run.start,
+            partial(_loop_attempt, run, backend, workers, sinks, dead_sink, store, attempts),
+            plan.flow.name,
+        )
+    finally:
+        with anyio.CancelScope(shield=True):
+            for partition in {id(p): p for p in sinks}.values():
+                await partition.aclose()
+            await dead_sink.aclose()
+
+
+def _attempts(run: _Run, store: CheckpointStore | None) -> Attempts:
+    return Attempts(
+        max_restarts=run.max_restarts,
+        backoff_s=run.restart_backoff,
+        coordinator=_coordinator(run),
+        store=store,
+    )
+
+
+async def _loop_attempt(
+    run: _Run,
+    backend: StateBackend,
+    workers: int,
+    sinks: Sequence[SinkPartition],
+    dead_sink: SinkPartition,
+    store: CheckpointStore | None,
+    attempts: Attempts,
+    start: StartPoint,
+) -> JobResult:
     plan = run.plan
     driver = workers
     peers = list(range(workers + 1))
     groups = place_key_groups(plan.num_key_groups, workers)
-    shared = _ClosesOnce(plan.sink.open_partition(0, 1)) if plan.sink.gather else None
-    sinks = [shared or _ClosesOnce(plan.sink.open_partition(i, workers)) for i in range(workers)]
-    dead_sink = _ClosesOnce(run.dlq.open_partition(0, 1))
-    namespace = f"job-{run.run_id}"
+    namespace = f"job-{run.run_id}-{start.attempt}"
     try:
         async with AsyncExitStack() as stack:
             kernel = await stack.enter_async_context(
@@ -508,8 +583,9 @@ async def _run_in_loop(run: _Run, backend: StateBackend, workers: int) -> JobRes
             )
             place_directory(kernel, plan, groups, driver, workers)
             controllers = [kernel.ref(controller_name(i)) for i in range(workers)]
-            store = run.checkpoint_store()  # one for every worker here: it is thread-safe
-            supervisor = _supervisor(run, groups, None, dead_sink, controllers, kernel, store)
+            supervisor = _supervisor(
+                run, groups, None, dead_sink, controllers, kernel, store, attempts.coordinator
+            )
             await kernel.spawn(lambda: supervisor, name=JOB_ACTOR)
             envs: list[WorkerEnv] = []
             for index in range(workers):
@@ -531,6 +607,9 @@ async def _run_in_loop(run: _Run, backend: StateBackend, workers: int) -> JobRes
                     dead_sink=dead_sink,
                     checkpoints=run.checkpoint_interval is not None,
                     checkpoint_store=store,
+                    restoring=start.restoring,
+                    restore_from=start.manifest,
+                    faults=Faults(run.faults, worker=index, attempt=start.attempt),
                 )
                 place_directory(worker, plan, groups, driver, workers)
                 await start_worker(env)
@@ -542,17 +621,41 @@ async def _run_in_loop(run: _Run, backend: StateBackend, workers: int) -> JobRes
 
             async with anyio.create_task_group() as tg:
                 _start_companions(tg, run, all_reports, started, controllers, kernel, supervisor)
-                await _start_and_wait(controllers, supervisor)
+                await _start_and_wait(controllers, supervisor, attempts.running)
                 tg.cancel_scope.cancel()
             elapsed = time.perf_counter() - started
             reports = [await controller.ask(Finish()) for controller in controllers]
             await kernel.ref(JOB_ACTOR).ask("settle")
-        return _result(run, workers, False, elapsed, reports, backend, supervisor)
-    finally:
-        with anyio.CancelScope(shield=True):
-            for partition in {id(p): p for p in sinks}.values():
-                await partition.aclose()
-            await dead_sink.aclose()
+        return _result(run, workers, False, elapsed, reports, backend, supervisor, attempts)
+    except (ActorFailedError, ActorStartError) as exc:
+        raise _loop_failure(run, exc) from exc
+
+
+def _loop_failure(run: _Run, exc: ActorFailedError | ActorStartError) -> BaseException:
+    """What an in-loop attempt's failure means: a worker's actor failed (a restart from the
+    last checkpoint may repair it), or the driver's own (the job fails).
+
+    When one actor fails, others fail in turn (a peer's exchange is gone); the exceptions
+    chain, and the one whose cause is not such a consequence is named.
+    """
+    noticed = time.perf_counter()
+    failures: list[BaseException] = []
+    seen: BaseException | None = exc
+    while seen is not None and len(failures) < 100:
+        if isinstance(seen, ActorFailedError | ActorStartError):
+            failures.append(seen)
+        seen = seen.__context__
+    consequences = (PeerLostError, ActorStoppedError)
+    root = next((f for f in failures if not isinstance(f.__cause__, consequences)), exc)
+    error = JobError(f"job {run.plan.flow.name!r} failed: {root}")
+    if getattr(root, "actor", None) == JOB_ACTOR:
+        return error
+    cause: BaseException | None = root
+    corrupt = False
+    while cause is not None:
+        corrupt = corrupt or isinstance(cause, CheckpointCorruptError)
+        cause = cause.__cause__
+    return AttemptFailed(error, noticed=noticed, corrupt=corrupt)
 
 
 def _supervisor(
@@ -563,9 +666,9 @@ def _supervisor(
     controllers: Sequence[Ref],
     kernel: Any,
     store: CheckpointStore | None,
+    coordinator: CheckpointCoordinator | None,
 ) -> JobSupervisor:
     plan = run.plan
-    coordinator = None
     target = None
     if store is not None:
         target = CheckpointTarget(
@@ -583,16 +686,6 @@ def _supervisor(
                 for group in range(plan.num_key_groups)
             },
         )
-    if run.checkpoint_interval is not None:
-        coordinator = CheckpointCoordinator(
-            sources={source_actor_name(split) for split in plan.splits},
-            key_groups={
-                actor_name(stage.name, group)
-                for stage in plan.keyed_stages
-                for group in range(plan.num_key_groups)
-            },
-            clock=time.perf_counter,
-        )
     return JobSupervisor(
         expected=_last_stage_actors(plan),
         group_owner=groups,
@@ -602,6 +695,30 @@ def _supervisor(
         controllers=controllers,
         target=target,
     )
+
+
+def _coordinator(run: _Run) -> CheckpointCoordinator | None:
+    """The job's checkpoint coordinator (None: checkpoints off); it outlives attempts."""
+    if run.checkpoint_interval is None:
+        return None
+    plan = run.plan
+    store = run.checkpoint_store()
+    start = run.start
+    coordinator = CheckpointCoordinator(
+        sources={source_actor_name(split) for split in plan.splits},
+        key_groups={
+            actor_name(stage.name, group)
+            for stage in plan.keyed_stages
+            for group in range(plan.num_key_groups)
+        },
+        clock=time.perf_counter,
+        # Epochs only grow, across restarts and resumed runs: a checkpoint is never named
+        # like one already in the store.
+        first_epoch=(max(store.epochs(), default=0) if store is not None else 0) + 1,
+    )
+    if start.restoring:
+        coordinator.restart(restored=start.epoch, first_epoch=coordinator.next_epoch)
+    return coordinator
 
 
 def _start_companions(
@@ -686,13 +803,15 @@ def _mark_aborting(
     return False
 
 
-async def _abort_all(procs: Sequence[WorkerProcess]) -> None:
-    """Terminate every worker still running and wait until all have exited (bounded)."""
-    for proc in procs:
-        proc.terminate()
-    with anyio.move_on_after(_ABORT_GRACE_S):
+async def _abort_all(procs: Sequence[WorkerProcess], grace: float = _ABORT_GRACE_S) -> None:
+    """Terminate every worker still running and wait until all have exited (SIGKILL after
+    ``grace`` seconds)."""
+    if grace > 0:
         for proc in procs:
-            await proc.wait()
+            proc.terminate()
+        with anyio.move_on_after(grace):
+            for proc in procs:
+                await proc.wait()
     for proc in procs:
         proc.kill()
     for proc in procs:
@@ -700,15 +819,45 @@ async def _abort_all(procs: Sequence[WorkerProcess]) -> None:
 
 
 async def _run_processes(run: _Run, ref: str, params: Mapping[str, Any], workers: int) -> JobResult:
+    """Every worker in a process of its own; a worker that dies or fails fails the attempt, and
+    with checkpoints on the job restarts from the last one (see ``_recovery``)."""
+    plan = run.plan
+    sink = _ClosesOnce(plan.sink.open_partition(0, 1)) if plan.sink.gather else None
+    dead_sink = _ClosesOnce(run.dlq.open_partition(0, 1))
+    store = run.checkpoint_store()
+    attempts = _attempts(run, store)
+    try:
+        return await attempts.run(
+            run.start,
+            partial(_process_attempt, run, ref, params, workers, sink, dead_sink, store, attempts),
+            plan.flow.name,
+        )
+    finally:
+        with anyio.CancelScope(shield=True):
+            if sink is not None:
+                await sink.aclose()
+            await dead_sink.aclose()
+
+
+async def _process_attempt(
+    run: _Run,
+    ref: str,
+    params: Mapping[str, Any],
+    workers: int,
+    sink: SinkPartition | None,
+    dead_sink: SinkPartition,
+    store: CheckpointStore | None,
+    attempts: Attempts,
+    start: StartPoint,
+) -> JobResult:
     plan = run.plan
     driver = workers
     peers = list(range(workers + 1))
     groups = place_key_groups(plan.num_key_groups, workers)
-    sink = _ClosesOnce(plan.sink.open_partition(0, 1)) if plan.sink.gather else None
-    dead_sink = _ClosesOnce(run.dlq.open_partition(0, 1))
     mesh_dir = Path(tempfile.mkdtemp(prefix="shoal-mesh-", dir=_mesh_parent()))
     # Processes in the order they ended while the job ran (the first cause comes first).
     ended: list[int] = []
+    noticed: list[float] = []
     driver_lost: list[PeerLostError] = []
     reports: list[dict[str, Any]] = []
     procs: list[WorkerProcess] = []
@@ -719,7 +868,7 @@ async def _run_processes(run: _Run, ref: str, params: Mapping[str, Any], workers
             place_directory(kernel, plan, groups, driver, workers)
             controllers = [kernel.ref(controller_name(i)) for i in range(workers)]
             supervisor = _supervisor(
-                run, groups, sink, dead_sink, controllers, kernel, run.checkpoint_store()
+                run, groups, sink, dead_sink, controllers, kernel, store, attempts.coordinator
             )
             await kernel.spawn(lambda: supervisor, name=JOB_ACTOR)
             async with AsyncExitStack() as stack:
@@ -731,7 +880,7 @@ async def _run_processes(run: _Run, ref: str, params: Mapping[str, Any], workers
                                 mesh_dir,
                                 peers,
                                 bootstrap="shoal.runtime._boot:bootstrap",
-                                args=_worker_args(run, ref, params, index, workers, driver),
+                                args=_worker_args(run, ref, params, index, workers, driver, start),
                                 # If this driver dies, its workers remove what it cannot.
                                 cleanup=[run.state_dir] if run.temporary else [],
                                 link_buffer=run.link_buffer,
@@ -750,6 +899,7 @@ async def _run_processes(run: _Run, ref: str, params: Mapping[str, Any], workers
                     await procs[index].wait()
                     if not supervisor.finished.is_set():
                         ended.append(index)
+                        noticed.append(time.perf_counter())
                         scope.cancel()
 
                 async with anyio.create_task_group() as tg:
@@ -759,15 +909,18 @@ async def _run_processes(run: _Run, ref: str, params: Mapping[str, Any], workers
                         tg, run, all_reports, started, controllers, kernel, supervisor
                     )
                     try:
-                        await _start_and_wait(controllers, supervisor)
+                        await _start_and_wait(controllers, supervisor, attempts.running)
                     except* PeerLostError as group:
                         # A connection to a worker broke: the job cannot finish. Which worker
                         # failed first, and why, is read from the processes below.
+                        noticed.append(time.perf_counter())
                         driver_lost.extend(group.exceptions)  # type: ignore[arg-type]
                     tg.cancel_scope.cancel()
                 elapsed = time.perf_counter() - started
                 if ended or driver_lost:
-                    await _abort_all(procs)
+                    # With checkpoints, the job restarts: nothing of the survivors is kept but
+                    # their LMDB, which is crash-safe, so they go at once.
+                    await _abort_all(procs, grace=0.0 if store is not None else _ABORT_GRACE_S)
                 else:
                     reports = [await c.ask(Finish()) for c in controllers]
                     await kernel.ref(JOB_ACTOR).ask("settle")
@@ -777,23 +930,39 @@ async def _run_processes(run: _Run, ref: str, params: Mapping[str, Any], workers
         # The driver's own actors (a gathering sink, the dead-letter sink) failed.
         first = group.exceptions[0]
         raise JobError(f"job {plan.flow.name!r} failed: {first}") from first
+    except* WorkerProcessError as group:
+        # A worker died or failed while starting (restoring its key groups, say).
+        start_error = group.exceptions[0]
+        raise AttemptFailed(
+            WorkerLostError(f"job {plan.flow.name!r}: {start_error}"),
+            noticed=time.perf_counter(),
+            corrupt="CheckpointCorruptError" in str(start_error),
+        ) from start_error
     except* PeerLostError:
         if not (ended or driver_lost):
             raise
     finally:
         shutil.rmtree(mesh_dir, ignore_errors=True)
-        with anyio.CancelScope(shield=True):
-            if sink is not None:
-                await sink.aclose()
-            await dead_sink.aclose()
     if ended or driver_lost:
-        raise _first_cause(plan, procs, ended, driver_lost)
+        error = _first_cause(plan, procs, ended, driver_lost)
+        corrupt = isinstance(error, WorkerFailedError) and "CheckpointCorruptError" in (
+            f"{error.error_type} {error.error_message}"
+        )
+        raise AttemptFailed(error, noticed=min(noticed), corrupt=corrupt)
     log.debug("job finished", job=plan.flow.name, workers=workers, seconds=round(elapsed, 3))
-    return _result(run, workers, True, elapsed, reports, LmdbBackend(run.state_dir), supervisor)
+    return _result(
+        run, workers, True, elapsed, reports, LmdbBackend(run.state_dir), supervisor, attempts
+    )
 
 
 def _worker_args(
-    run: _Run, ref: str, params: Mapping[str, Any], index: int, workers: int, driver: int
+    run: _Run,
+    ref: str,
+    params: Mapping[str, Any],
+    index: int,
+    workers: int,
+    driver: int,
+    start: StartPoint,
 ) -> dict[str, Any]:
     return {
         "flow": ref,
@@ -808,10 +977,16 @@ def _worker_args(
         "log_level": run.log_level,
         "checkpoints": run.checkpoint_interval is not None,
         "checkpoint_dir": run.checkpoint_dir if run.checkpoint_interval is not None else None,
+        "attempt": start.attempt,
+        "restoring": start.restoring,
+        "restore_epoch": None if start.manifest is None else start.manifest.epoch,
+        "faults": [fault.to_data() for fault in run.faults],
     }
 
 
-async def _start_and_wait(controllers: Sequence[Any], supervisor: JobSupervisor) -> None:
+async def _start_and_wait(
+    controllers: Sequence[Any], supervisor: JobSupervisor, on_running: Callable[[], None]
+) -> None:
     # All at once: a worker answers only after a turn of its (now busy) event loop, and
     # starting them one by one measurably delayed the last worker (~0.2 s), which then
     # finished that much later.
@@ -819,6 +994,7 @@ async def _start_and_wait(controllers: Sequence[Any], supervisor: JobSupervisor)
         for controller in controllers:
             starting.start_soon(controller.ask, StartSources())
     supervisor.sources_started.set()
+    on_running()
     await supervisor.finished.wait()
 
 

@@ -83,7 +83,29 @@ class KeyGroupActor(Actor):
         op = self.stage.operator
         assert op is not None
         self.store = self.env.backend.open_store(op.name, self.key_group, op.states)
+        if self.env.restoring:
+            self._restore()
         self.runner = KeyedRunner(op, self.store, self.key_group)
+
+    def _restore(self) -> None:
+        """Bring the store back to the checkpoint being recovered from, in one transaction:
+        from its own LMDB when its committed epoch is the checkpoint's (or rolls back to it),
+        else from the checkpoint's files (verified as they are read)."""
+        env = self.env
+        store = self.store
+        assert store is not None
+        assert env.checkpoint_store is not None
+        env.faults.hit("keygroup.restore")
+        started = time.perf_counter()
+        manifest = env.restore_from
+        path = env.checkpoint_store.restore_store(store, manifest, local=True)
+        seconds = time.perf_counter() - started
+        self.base = 0 if manifest is None else manifest.epoch
+        env.restores[path] = env.restores.get(path, 0) + 1
+        env.restore_s = max(env.restore_s, seconds)
+        stats = store.statistics()
+        env.metrics.state_size[(self.stage.name, self.key_group)] = (stats.entries, stats.bytes)
+        self.log.debug("key group restored", epoch=self.base, path=path, seconds=seconds)
 
     async def on_stop(self) -> None:
         if self.writing is not None:
@@ -127,6 +149,8 @@ class KeyGroupActor(Actor):
             self.base = max(self.base, message.base)
             if verdict == "aligned":
                 await self._snapshot()
+            elif verdict == "waiting" and self.env.faults:
+                self.env.faults.hit("keygroup.aligning")
         elif kind is EndOfStream:
             if self.alignment.end(message.channel):
                 await self._snapshot()
@@ -176,6 +200,8 @@ class KeyGroupActor(Actor):
         assert store is not None
         started = time.perf_counter()
         written = self._commit_epoch(epoch)
+        if env.faults:
+            env.faults.hit("keygroup.committed")
         job: WriteSnapshot | None = None
         if env.checkpoint_store is not None:
             delta = self._delta
@@ -242,6 +268,8 @@ class KeyGroupActor(Actor):
             runner.operator, count, len(values), time.perf_counter() - started
         )
         self.unflushed += count
+        if env.faults:
+            env.faults.hit("keygroup.batch")
         if self.unflushed >= FLUSH_EVERY_RECORDS and not env.checkpoints:
             self._flush()
         await env.emit(self.stage, self.name, data.split, values, offsets)

@@ -47,7 +47,10 @@ class SourceActor(Actor):
     async def on_start(self) -> None:
         host = self.env.source_host
         assert host is not None, "start_worker spawns the source host before any source"
-        self.reader = host.open_split(self.split)
+        # After a failure, the split reopens where the checkpoint recovered from found it;
+        # a barrier taken before the first batch records that same position.
+        self.position = self.env.start_position(self.split)
+        self.reader = host.open_split(self.split, self.position)
         self.env.sources[self.split] = self
         self.stopping = self.env.stopping
         self.continue_with(Pull())
@@ -101,6 +104,8 @@ class SourceActor(Actor):
             env.dead.add_source_error(error, self.split)
         await env.emit(self.stage, self.split, self.split, batch.values, batch.offsets)
         self.position = batch.position
+        if env.faults:
+            env.faults.hit("source.batch")
         self.continue_with(Pull())
         return None
 

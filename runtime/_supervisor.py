@@ -118,8 +118,7 @@ class JobSupervisor(Actor):
 
     def _base(self) -> int:
         assert self.coordinator is not None
-        base = self.coordinator.last_completed
-        return 0 if base is None else base.epoch
+        return self.coordinator.base
 
     async def _trigger(self) -> int | None:
         coordinator = self.coordinator

@@ -23,12 +23,14 @@ from shoal.actors import Actor, PeerLostError, Ref, Worker
 from shoal.actors._log import get_logger
 from shoal.storage import (
     CheckpointStore,
+    Manifest,
     StateBackend,
 )
 
 from ._checkpoint_io import CheckpointWriter
 from ._credits import DEFAULT_WINDOW, Credits, exchange_mailbox_size
 from ._exchange import ExchangeActor, FlowControlActor
+from ._faults import Faults
 from ._keygroup import KeyGroupActor
 from ._keys import KeyGroupRouter
 from ._messages import (
@@ -90,6 +92,12 @@ class WorkerEnv:
     # Where key groups write their checkpoint files (None: checkpoints are only committed
     # locally, nothing is written to a store).
     checkpoint_store: CheckpointStore | None = None
+    # Recovering: every key group is brought back to ``restore_from`` (None: no checkpoint had
+    # completed, so to empty state) and every split reopens at its position there.
+    restoring: bool = False
+    restore_from: Manifest | None = None
+    # Faults scheduled for this worker in this attempt (tests and soak runs; see _faults.py).
+    faults: Faults = field(default_factory=Faults)
     # Snapshots handed to the checkpoint writer and not closed yet (see CheckpointWriter).
     pending_snapshots: set[WriteSnapshot] = field(init=False, default_factory=set)
     dead: DeadLetters = field(init=False)
@@ -101,6 +109,9 @@ class WorkerEnv:
     # Set by StopSources, which may arrive before StartSources: sources started later end at once.
     stopping: bool = field(init=False, default=False)
     source_host: SourceHost | None = field(init=False, default=None)  # set by start_worker
+    # How key groups came back when restoring: "local" / "rolled back" / "restored" / "empty".
+    restores: dict[str, int] = field(init=False, default_factory=dict)
+    restore_s: float = field(init=False, default=0.0)  # the slowest key group's restore
 
     def __post_init__(self) -> None:
         self.dead = DeadLetters(self.index)
@@ -123,6 +134,14 @@ class WorkerEnv:
             ]
             self._targets[stage] = refs
         return refs
+
+    def start_position(self, split: str) -> Any:
+        """Where ``split`` starts: its position in the checkpoint being restored, else None
+        (its beginning)."""
+        if not self.restoring or self.restore_from is None:
+            return None
+        positions = self.restore_from.positions or {}
+        return positions.get(split)
 
     def owned_groups(self) -> list[int]:
         return [g for g, owner in enumerate(self.group_owner) if owner == self.index]
@@ -250,6 +269,8 @@ class WorkerEnv:
         credits = self.credits.statistics()  # senders held back by full remote exchanges
         report["credit_waits"] = credits.waits
         report["credit_wait_s"] = credits.waited_s
+        report["restores"] = dict(self.restores)
+        report["restore_s"] = self.restore_s
         return report
 
 
@@ -335,6 +356,7 @@ async def start_worker(env: WorkerEnv) -> None:
                 env.checkpoint_store,
                 kernel.ref(JOB_ACTOR),
                 env.pending_snapshots,
+                env.faults,
             ),
             name=checkpoint_writer_name(env.index),
             mailbox_size=2 * len(env.plan.keyed_stages) * max(1, len(env.owned_groups())) + 2,

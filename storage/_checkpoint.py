@@ -33,7 +33,7 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from typing import Any
 
 import cbor2
@@ -256,6 +256,7 @@ class CheckpointStore:
         *,
         verify: bool = True,
         on_skip: Callable[[int, CheckpointCorruptError], None] | None = None,
+        exclude: Collection[int] = (),
     ) -> Manifest | None:
         """Return the newest checkpoint whose manifest and files all verify, or None.
 
@@ -267,8 +268,11 @@ class CheckpointStore:
                 file exists with its recorded size (cheap; for the local fast path, where
                 the files are read only if a key group must be restored from them).
             on_skip: Called with each skipped epoch and why.
+            exclude: Epochs not to consider (e.g. found corrupt while restoring).
         """
         for epoch in reversed(self.epochs()):
+            if epoch in exclude:
+                continue
             try:
                 manifest = self.read_manifest(epoch)
                 if verify:
@@ -544,6 +548,24 @@ class CheckpointStore:
         if self.location.exists(self.manifest_name(epoch)):
             raise CheckpointError(f"checkpoint {epoch} is complete; it cannot be aborted")
         self.location.delete_tree(_epoch_dir(epoch))
+
+    def discard_incomplete(self) -> list[int]:
+        """Remove the files of every checkpoint above the newest manifest: checkpoints that
+        never completed. Only while nothing writes to the store (a job restarting after a
+        failure: the writers of those files are gone).
+
+        Returns:
+            The epochs whose files were removed.
+        """
+        newest = max(self.epochs(), default=0)
+        removed = []
+        for name in self.location.files("data"):
+            epoch_part = name.split("/")[1]
+            if epoch_part.isdigit() and int(epoch_part) > newest:
+                removed.append(int(epoch_part))
+        for epoch in sorted(set(removed)):
+            self.location.delete_tree(_epoch_dir(epoch))
+        return sorted(set(removed))
 
     def collect_garbage(self) -> list[str]:
         """Apply retention: keep the newest ``retain`` readable manifests and their files.

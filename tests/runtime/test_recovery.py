@@ -1,0 +1,240 @@
+"""Recovery: a job whose workers fail (SIGKILL, engine errors) at any point restarts from its
+last completed checkpoint, and its final state equals the oracle: every record's effect exactly
+once, recomputed from the input alone."""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+import recovery_flows as flows
+from shoal.runtime._faults import FAULT_POINTS, Fault, Faults, InjectedFault
+from shoal.storage import CheckpointStore
+
+from shoal import JobError, run_job
+
+FLOWS = str(Path(flows.__file__).resolve())
+PARAMS: dict[str, Any] = {
+    "seed": 5,
+    "n": 20_000,
+    "vocabulary": 300,
+    "splits": 3,
+    "key_groups": 8,
+    "stages": 1,
+}
+# Seeded random fault schedules per run of the suite (the soak sets more: see docs/testing).
+SCHEDULES = int(os.environ.get("SHOAL_FAULT_SCHEDULES", "3"))
+
+
+def restores(result: Any) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for report in result.reports:
+        for path, n in report["restores"].items():
+            out[path] = out.get(path, 0) + n
+    return out
+
+
+async def run_stats(
+    tmp_path: Path, params: dict[str, Any], faults: list[Fault], *, processes: bool, **kw: Any
+) -> Any:
+    job: Any = f"{FLOWS}:stats" if processes else flows.stats(**params)
+    return await run_job(
+        job,
+        params=params if processes else None,
+        workers=2,
+        processes=processes,
+        state_dir=tmp_path / "state",
+        batch_size=16,
+        mailbox_size=2,
+        checkpoint_interval=0.05,
+        restart_backoff=0.0,
+        faults=faults,
+        **kw,
+    )
+
+
+def test_a_fault_names_a_known_point_and_action() -> None:
+    with pytest.raises(ValueError, match=r"^unknown fault point 'nowhere'; known: "):
+        Fault("nowhere")
+    with pytest.raises(ValueError, match=r"^fault action must be one of "):
+        Fault("source.batch", action="explode")
+    with pytest.raises(ValueError, match=r"^fault hit must be an int >= 1; got 0$"):
+        Fault("source.batch", hit=0)
+    assert Fault.from_data(Fault("keygroup.batch", 1, 2, 3, "fail").to_data()) == Fault(
+        "keygroup.batch", 1, 2, 3, "fail"
+    )
+
+
+def test_faults_fire_on_their_hit_of_their_worker_and_attempt_only() -> None:
+    schedule = [Fault("source.batch", worker=1, attempt=0, hit=3, action="fail")]
+    assert not Faults(schedule, worker=0, attempt=0)
+    assert not Faults(schedule, worker=1, attempt=1)
+    faults = Faults(schedule, worker=1, attempt=0)
+    faults.hit("keygroup.batch")  # another point: not counted
+    faults.hit("source.batch")
+    faults.hit("source.batch")
+    with pytest.raises(InjectedFault, match=r"^fault injected at source.batch \(hit 3\)$"):
+        faults.hit("source.batch")
+    faults.hit("source.batch")  # fired once
+    with pytest.raises(OSError, match="No space left on device"):
+        Faults([Fault("checkpoint.write", action="enospc")]).hit("checkpoint.write")
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize(
+    "point", ["source.batch", "keygroup.batch", "keygroup.aligning", "keygroup.committed"]
+)
+async def test_a_worker_failing_in_the_loop_recovers_to_exactly_once_state(
+    tmp_path: Path, point: str
+) -> None:
+    params = {**PARAMS, "stages": 2}
+    hit = {"source.batch": 200, "keygroup.batch": 400}.get(point, 12)
+    faults = [
+        Fault(point, worker=1, attempt=0, hit=hit, action="fail"),
+        Fault(point, worker=0, attempt=1, hit=hit // 2, action="fail"),
+    ]
+    result = await run_stats(tmp_path, params, faults, processes=False)
+    assert flows.final_state(result, params) == flows.oracle(params)
+    assert len(result.recoveries) == 2
+    assert result.checkpoints is not None
+    assert result.checkpoints.completed >= 1
+    # Every key group of the last attempt was restored, by one of the paths.
+    assert sum(restores(result).values()) == 2 * params["key_groups"]
+
+
+@pytest.mark.asyncio
+async def test_past_max_restarts_the_job_fails_naming_the_last_failure(tmp_path: Path) -> None:
+    faults = [
+        Fault("keygroup.batch", worker=0, attempt=attempt, hit=1, action="fail")
+        for attempt in range(3)
+    ]
+    with pytest.raises(
+        JobError,
+        match=r"^job 'stats' failed 2 times in a row with no checkpoint completed in between "
+        r"\(max_restarts=1\); last failure: job 'stats' failed: .*InjectedFault",
+    ):
+        await run_stats(tmp_path, PARAMS, faults, processes=False, max_restarts=1)
+
+
+@pytest.mark.asyncio
+async def test_without_checkpoints_a_failure_fails_the_job(tmp_path: Path) -> None:
+    with pytest.raises(JobError, match=r"InjectedFault: fault injected at keygroup.batch"):
+        await run_job(
+            flows.stats(**PARAMS),
+            state_dir=tmp_path,
+            batch_size=16,
+            faults=[Fault("keygroup.batch", hit=5, action="fail")],
+        )
+
+
+@pytest.mark.asyncio
+async def test_a_corrupt_checkpoint_file_falls_back_to_the_previous_checkpoint(
+    tmp_path: Path,
+) -> None:
+    """Corrupt every data file of the newest checkpoint before recovery reads it: the key
+    groups that must restore from files detect it, and the job recovers from the one before."""
+    params = {**PARAMS, "n": 30_000}
+    corrupted: list[str] = []
+
+    def corrupt_newest(store: CheckpointStore) -> None:
+        epoch = store.epochs()[-1]
+        manifest = store.read_manifest(epoch)
+        for record in manifest.files():
+            if record.epoch == epoch:
+                path = Path(store.location.url) / record.path
+                data = bytearray(path.read_bytes())
+                data[len(data) // 2] ^= 0xFF
+                path.write_bytes(bytes(data))
+                corrupted.append(record.path)
+
+    import shoal.runtime._recovery as recovery
+
+    original = recovery.recovery_point
+
+    def corrupting(store: CheckpointStore, **kw: Any) -> Any:
+        if not corrupted:
+            assert len(store.epochs()) >= 2, "the fault fired before two checkpoints completed"
+            corrupt_newest(store)
+            # And the local state is lost (a disk replaced): every key group must restore from
+            # the checkpoint's files, so the corruption cannot go unread.
+            shutil.rmtree(tmp_path / "state" / "per_word")
+        return original(store, **kw)
+
+    recovery.recovery_point = corrupting  # type: ignore[assignment]
+    try:
+        result = await run_stats(
+            tmp_path,
+            params,
+            # The 13th local commit of worker 1's four key groups: epoch 4 is being taken, so
+            # epochs 1-3 completed (one checkpoint at a time).
+            [Fault("keygroup.committed", worker=1, hit=13, action="fail")],
+            processes=False,
+        )
+    finally:
+        recovery.recovery_point = original  # type: ignore[assignment]
+    assert corrupted
+    assert flows.final_state(result, params) == flows.oracle(params)
+    # One recovery, which took two attempts: the first failed on the corrupt file.
+    assert len(result.recoveries) == 1
+
+
+@pytest.mark.processes
+@pytest.mark.asyncio
+async def test_workers_killed_with_sigkill_recover_to_exactly_once_state(tmp_path: Path) -> None:
+    """Three real kill -9s: worker 1 between a key group's local commit and the manifest,
+    worker 0 in the middle of the stream after the restart, worker 1 while restoring."""
+    params = {**PARAMS, "stages": 2}
+    faults = [
+        Fault("keygroup.committed", worker=1, attempt=0, hit=9),
+        Fault("source.batch", worker=0, attempt=1, hit=150),
+        Fault("keygroup.restore", worker=1, attempt=2, hit=2),
+    ]
+    result = await run_stats(tmp_path, params, faults, processes=True)
+    assert flows.final_state(result, params) == flows.oracle(params)
+    assert len(result.recoveries) == 2  # the third kill happened during the second recovery
+    assert all(0 < seconds < 30 for seconds in result.recoveries)
+    assert sum(restores(result).values()) == 2 * params["key_groups"]
+
+
+def random_schedule(seed: int) -> tuple[dict[str, Any], list[Fault]]:
+    """A seeded job and one to three kills, each in the attempt after the previous one."""
+    rng = random.Random(seed)
+    params = {**PARAMS, "seed": seed, "stages": rng.choice([1, 2])}
+    hits = {
+        "source.batch": 400,
+        "keygroup.batch": 1500,
+        "keygroup.committed": 40,
+        "checkpoint.write": 40,
+        "keygroup.restore": 4,
+    }
+    if params["stages"] == 2:
+        hits["keygroup.aligning"] = 40
+    faults = []
+    for attempt in range(rng.randint(1, 3)):
+        points = sorted(hits) if attempt else sorted(set(hits) - {"keygroup.restore"})
+        point = rng.choice(points)
+        action = "enospc" if point == "checkpoint.write" and rng.random() < 0.3 else "kill"
+        faults.append(Fault(point, rng.randrange(2), attempt, rng.randint(1, hits[point]), action))
+    return params, faults
+
+
+def test_random_schedules_cover_every_fault_point() -> None:
+    points = {f.point for seed in range(40) for f in random_schedule(seed)[1]}
+    assert points == set(FAULT_POINTS) - {"sink.commit"}
+
+
+@pytest.mark.processes
+@pytest.mark.asyncio
+@pytest.mark.parametrize("seed", range(SCHEDULES))
+async def test_random_kill_schedules_across_processes_keep_state_exactly_once(
+    tmp_path: Path, seed: int
+) -> None:
+    params, faults = random_schedule(seed)
+    result = await run_stats(tmp_path, params, faults, processes=True, max_restarts=5)
+    assert flows.final_state(result, params) == flows.oracle(params), faults
+    assert len(result.recoveries) <= len(faults)
+    assert result.checkpoints is not None
