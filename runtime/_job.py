@@ -54,7 +54,7 @@ from ._loader import load_flow, normalize_ref
 from ._messages import Finish, StartSources, StopSources, TriggerCheckpoint
 from ._names import JOB_ACTOR, controller_name, source_actor_name
 from ._plan import Plan, actor_name, compile_plan, place_key_groups, place_splits
-from ._recovery import AttemptFailed, Attempts, StartPoint
+from ._recovery import AttemptFailed, Attempts, StartPoint, recovery_point
 from ._sinks import DeadLetter, DeadLetterSink, Sink, SinkPartition
 from ._sources import check_bounded
 from ._statedir import claim_state_dir
@@ -287,6 +287,7 @@ async def run_job(
     max_restarts: int = 3,
     restart_backoff: float = 0.1,
     faults: Sequence[Fault] = (),
+    resume: bool = False,
 ) -> JobResult:
     """Run ``flow`` until its bounded source is exhausted and every record is processed.
 
@@ -304,10 +305,17 @@ async def run_job(
             flow control as processes, without encoding; for tests, embedding and
             debugging). Default: processes when ``workers > 1``.
         state_dir: where LMDB state lives. It must be fresh (missing or without a shoal
-            manifest): a run records itself there and a second run into the same directory
-            raises :class:`StateDirectoryInUseError` rather than applying its input twice. If
-            omitted, a temporary directory that the result owns (removed by
-            :meth:`JobResult.close`, when the result is garbage-collected, or at exit).
+            manifest) unless ``resume``: a run records itself there and a second run into the
+            same directory raises :class:`StateDirectoryInUseError` rather than applying its
+            input twice; a run holds a lock on it while it runs. If omitted, a temporary
+            directory that the result owns (removed by :meth:`JobResult.close`, when the
+            result is garbage-collected, or at exit).
+        resume: go on from the latest complete checkpoint of the earlier run recorded in
+            ``state_dir`` (same job; needs ``checkpoint_interval``): key groups come back to
+            it, sources reopen at its positions. ``checkpoint_dir`` defaults to the earlier
+            run's. A run that finished took a final checkpoint at its end: resuming it reads
+            nothing more. With no checkpoint completed, the job starts from the beginning
+            with empty state.
         backend: ``"lmdb"`` (default) or ``"memory"`` (workers in this loop only).
         dead_letters: where records that failed go; by default an in-memory sink that also
             writes ``dead-letters.jsonl`` in the state directory.
@@ -376,6 +384,12 @@ async def run_job(
         raise ValueError(
             f"restart_backoff must be a number of seconds >= 0; got {restart_backoff!r}"
         )
+    if resume and (state_dir is None or checkpoint_interval is None):
+        raise ValueError(
+            "resume=True needs the state_dir of the run to resume and checkpoints on "
+            "(checkpoint_interval): it restores that run's latest checkpoint and goes on "
+            "checkpointing"
+        )
     if not all(isinstance(fault, Fault) for fault in faults):
         raise TypeError(f"faults must be Fault objects; got {list(faults)!r}")
     if log_format not in ("console", "json"):
@@ -415,8 +429,22 @@ async def run_job(
     directory = (
         Path(tempfile.mkdtemp(prefix="shoal-state-")) if state_dir is None else Path(state_dir)
     )
+    claim = None
     try:
-        manifest = claim_state_dir(directory, plan.flow.name)
+        claim = claim_state_dir(
+            directory,
+            plan.flow.name,
+            resume=resume,
+            checkpoint_dir=(
+                str(checkpoint_dir)
+                if checkpoint_dir is not None
+                else None
+                if resume
+                else str(directory / "checkpoints")
+            ),
+        )
+        manifest = claim.manifest
+        checkpoints = manifest.checkpoint_dir or str(directory / "checkpoints")
         dlq = (
             dead_letters
             if dead_letters is not None
@@ -437,10 +465,11 @@ async def run_job(
             log_level,
             None if checkpoint_interval is None else float(checkpoint_interval),
             link_buffer,
-            str(directory / "checkpoints") if checkpoint_dir is None else str(checkpoint_dir),
+            checkpoints,
             max_restarts,
             float(restart_backoff),
             tuple(faults),
+            _resume_point(checkpoints) if resume else StartPoint(),
         )
         if use_processes:
             assert ref is not None
@@ -454,6 +483,22 @@ async def run_job(
         if temporary:  # nobody can read a failed run's temporary state
             shutil.rmtree(directory, ignore_errors=True)
         raise
+    finally:
+        if claim is not None:
+            claim.release()
+
+
+def _resume_point(checkpoint_dir: str) -> StartPoint:
+    """Where a resumed run starts: the earlier run's latest complete checkpoint."""
+    store = CheckpointStore(checkpoint_dir)
+    start = recovery_point(store, attempt=0)
+    if start.manifest is None:
+        log.warning(
+            "no complete checkpoint to resume from; the job starts from the beginning",
+            checkpoint_dir=checkpoint_dir,
+        )
+    store.discard_incomplete()
+    return start
 
 
 def _last_stage_actors(plan: Plan) -> set[str]:
@@ -621,7 +666,9 @@ async def _loop_attempt(
 
             async with anyio.create_task_group() as tg:
                 _start_companions(tg, run, all_reports, started, controllers, kernel, supervisor)
-                await _start_and_wait(controllers, supervisor, attempts.running)
+                await _start_and_wait(
+                    controllers, supervisor, attempts.running, kernel.ref(JOB_ACTOR)
+                )
                 tg.cancel_scope.cancel()
             elapsed = time.perf_counter() - started
             reports = [await controller.ask(Finish()) for controller in controllers]
@@ -897,7 +944,7 @@ async def _process_attempt(
 
                 async def watch(index: int, scope: anyio.CancelScope) -> None:
                     await procs[index].wait()
-                    if not supervisor.finished.is_set():
+                    if not supervisor.ended.is_set():
                         ended.append(index)
                         noticed.append(time.perf_counter())
                         scope.cancel()
@@ -909,7 +956,9 @@ async def _process_attempt(
                         tg, run, all_reports, started, controllers, kernel, supervisor
                     )
                     try:
-                        await _start_and_wait(controllers, supervisor, attempts.running)
+                        await _start_and_wait(
+                            controllers, supervisor, attempts.running, kernel.ref(JOB_ACTOR)
+                        )
                     except* PeerLostError as group:
                         # A connection to a worker broke: the job cannot finish. Which worker
                         # failed first, and why, is read from the processes below.
@@ -985,7 +1034,10 @@ def _worker_args(
 
 
 async def _start_and_wait(
-    controllers: Sequence[Any], supervisor: JobSupervisor, on_running: Callable[[], None]
+    controllers: Sequence[Any],
+    supervisor: JobSupervisor,
+    on_running: Callable[[], None],
+    job: Ref,
 ) -> None:
     # All at once: a worker answers only after a turn of its (now busy) event loop, and
     # starting them one by one measurably delayed the last worker (~0.2 s), which then
@@ -996,6 +1048,11 @@ async def _start_and_wait(
     supervisor.sources_started.set()
     on_running()
     await supervisor.finished.wait()
+    if supervisor.coordinator is not None and not await supervisor.final_checkpoint(job):
+        # The job's output and state are complete; a resumed run would replay from the last
+        # completed checkpoint (state stays exact; an at-least-once sink repeats output).
+        log.warning("the final checkpoint failed")
+    supervisor.ended.set()
 
 
 def _first_cause(

@@ -178,8 +178,12 @@ class Barrier:
 class TriggerCheckpoint:
     """Driver -> job supervisor (ask): start the next checkpoint now.
 
-    Answers its epoch, or ``None`` when a checkpoint is still in flight (one at a time).
+    Answers its epoch, or ``None`` when a checkpoint is still in flight (one at a time), or
+    when the job has drained and ``final`` is not set (``final``: the checkpoint of a drained
+    job, which records every split's end and every key group's final state).
     """
+
+    final: bool = False
 
 
 @dataclass(frozen=True, slots=True)

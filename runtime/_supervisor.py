@@ -79,12 +79,17 @@ class JobSupervisor(Actor):
         self.sources_started = anyio.Event()
         #: Set (and replaced) each time a checkpoint completes.
         self.checkpointed = anyio.Event()
+        #: Set (and replaced) each time a checkpoint starts, completes or is aborted.
+        self.checkpoint_changed = anyio.Event()
         self.expected = set(expected)
         self.placement = list(group_owner)
         self.sink = sink
         self.dead_sink = dead_sink
         self.done: set[str] = set()
         self.finished = anyio.Event()
+        #: Set once the drained job's final checkpoint is taken (or checkpoints are off): from
+        #: then on, workers exiting is the job's end, not a failure.
+        self.ended = anyio.Event()
 
     async def receive(self, message: Any) -> Any:
         kind = type(message)
@@ -100,14 +105,18 @@ class JobSupervisor(Actor):
         elif kind is BarrierAck:
             if self.coordinator is not None:
                 await self._ack(self.coordinator, message)
+                self._changed()
         elif kind is Drained:
             self.done.add(message.actor)
             if self.coordinator is not None and self.coordinator.drain(message.actor):
                 await self._ask_drained([message.actor])
             if self.done >= self.expected:
                 self.finished.set()
+            self._changed()
         elif kind is TriggerCheckpoint:
-            return await self._trigger()
+            epoch = await self._trigger(final=message.final)
+            self._changed()
+            return epoch
         elif message == "settle":
             await self._settle()
         elif message == "placement":
@@ -120,14 +129,18 @@ class JobSupervisor(Actor):
         assert self.coordinator is not None
         return self.coordinator.base
 
-    async def _trigger(self) -> int | None:
+    def _changed(self) -> None:
+        event, self.checkpoint_changed = self.checkpoint_changed, anyio.Event()
+        event.set()
+
+    async def _trigger(self, *, final: bool = False) -> int | None:
         coordinator = self.coordinator
         if coordinator is None:
             raise RuntimeError("checkpoints are off for this job (checkpoint_interval=None)")
         expired = coordinator.expire()
         if expired is not None:
             await self._remove_files(expired)
-        if self.finished.is_set():
+        if self.finished.is_set() and not final:
             return None
         epoch = coordinator.begin()
         if epoch is not None:
@@ -202,6 +215,25 @@ class JobSupervisor(Actor):
         epoch = coordinator.abort("the job ended before every part acked", failed=False)
         if epoch is not None:
             await self._remove_files(epoch)
+
+    async def final_checkpoint(self, job: Ref, *, tries: int = 3) -> bool:
+        """Take the checkpoint of a drained job (every split at its end, every key group's
+        final state), after the one in flight; retried ``tries`` times. Runs beside the actor
+        (it asks it), on the driver. Returns whether one completed."""
+        coordinator = self.coordinator
+        assert coordinator is not None
+        for _ in range(tries):
+            while coordinator.pending is not None:
+                await self.checkpoint_changed.wait()
+            epoch = await job.ask(TriggerCheckpoint(final=True))
+            if epoch is None:
+                continue
+            while coordinator.in_progress == epoch:
+                await self.checkpoint_changed.wait()
+            last = coordinator.last_completed
+            if last is not None and last.epoch == epoch:
+                return True
+        return False
 
     def _completed(self, done: CompletedCheckpoint | None) -> None:
         if done is not None:

@@ -15,7 +15,14 @@ import recovery_flows as flows
 from shoal.runtime._faults import FAULT_POINTS, Fault, Faults, InjectedFault
 from shoal.storage import CheckpointStore
 
-from shoal import JobError, run_job
+from shoal import (
+    CollectingSink,
+    Flow,
+    IterableSource,
+    JobError,
+    StateDirectoryInUseError,
+    run_job,
+)
 
 FLOWS = str(Path(flows.__file__).resolve())
 PARAMS: dict[str, Any] = {
@@ -238,3 +245,126 @@ async def test_random_kill_schedules_across_processes_keep_state_exactly_once(
     assert flows.final_state(result, params) == flows.oracle(params), faults
     assert len(result.recoveries) <= len(faults)
     assert result.checkpoints is not None
+
+
+# Resuming a run from its state directory.
+
+
+@pytest.mark.asyncio
+async def test_a_finished_run_ends_with_a_final_checkpoint_and_resuming_it_reads_nothing(
+    tmp_path: Path,
+) -> None:
+    first = await run_stats(tmp_path, PARAMS, [], processes=False)
+    assert first.checkpoint_dir is not None
+    store = CheckpointStore(first.checkpoint_dir)
+    final = store.latest_complete()
+    assert final is not None
+    assert final.epoch == first.checkpoints.last_completed  # type: ignore[union-attr]
+    # Every split at its end: the IterableSource position is the next item's index.
+    n, splits = PARAMS["n"], PARAMS["splits"]
+    assert final.positions == {f"items:{i}": (i + 1) * n // splits for i in range(splits)}
+    again = await run_stats(tmp_path, PARAMS, [], processes=False, resume=True)
+    assert again.records_in == 0
+    assert flows.final_state(again, PARAMS) == flows.oracle(PARAMS)
+    assert restores(again) == {"local": PARAMS["key_groups"]}
+
+
+RESUMABLE = """
+import asyncio, sys
+sys.path.insert(0, {here!r})
+import recovery_flows as flows
+from shoal import run_job
+
+asyncio.run(run_job(flows.stats(**{params!r}), state_dir={state!r}, batch_size=4,
+                    checkpoint_interval=0.05, resume={resume!r}))
+"""
+
+
+def test_a_run_killed_with_sigkill_resumes_from_its_last_checkpoint(tmp_path: Path) -> None:
+    """The driver itself (one process, every worker in its loop) is killed with kill -9 once
+    two checkpoints exist; `resume=True` finishes the job with exactly-once state."""
+    import subprocess
+    import sys
+
+    params = {**PARAMS, "n": 80_000}
+    state = tmp_path / "state"
+    here = str(Path(__file__).parent)
+    script = RESUMABLE.format(here=here, params=params, state=str(state), resume=False)
+    proc = subprocess.Popen([sys.executable, "-c", script], stderr=subprocess.DEVNULL)
+    manifests = state / "checkpoints" / "manifests"
+    import time
+
+    deadline = time.monotonic() + 60
+    while proc.poll() is None and time.monotonic() < deadline:
+        if manifests.exists() and len(list(manifests.iterdir())) >= 2:
+            break
+        time.sleep(0.01)  # polling for a file another process writes
+    proc.kill()
+    assert proc.wait() == -9, "the job ended before two checkpoints were taken"
+    resumed = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            RESUMABLE.format(here=here, params=params, state=str(state), resume=True),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert resumed.returncode == 0, resumed.stderr
+    import asyncio
+
+    async def read() -> dict[str, dict[Any, Any]]:
+        # A third run resumes from the second one's final checkpoint: nothing left to read,
+        # and its result reads the state.
+        result = await run_job(
+            flows.stats(**params), state_dir=state, checkpoint_interval=1.0, resume=True
+        )
+        assert result.records_in == 0
+        return flows.final_state(result, params)
+
+    assert asyncio.run(read()) == flows.oracle(params)
+
+
+@pytest.mark.asyncio
+async def test_resume_is_refused_without_state_of_this_job_or_without_checkpoints(
+    tmp_path: Path,
+) -> None:
+    with pytest.raises(
+        ValueError,
+        match=r"^resume=True needs the state_dir of the run to resume and checkpoints on",
+    ):
+        await run_job(flows.stats(**PARAMS), state_dir=tmp_path, resume=True)
+    with pytest.raises(
+        StateDirectoryInUseError,
+        match=rf"^nothing to resume in '{tmp_path / 'fresh'}': it holds no shoal state",
+    ):
+        await run_job(
+            flows.stats(**PARAMS), state_dir=tmp_path / "fresh", checkpoint_interval=1, resume=True
+        )
+    other = Flow("other", num_key_groups=2)
+    other.source(IterableSource([1])).key_by(str).count(name="n").sink(CollectingSink())
+    await run_job(other, state_dir=tmp_path / "other")
+    with pytest.raises(
+        StateDirectoryInUseError,
+        match=r"holds the state of job 'other', not 'stats': a job resumes only its own state$",
+    ):
+        await run_job(
+            flows.stats(**PARAMS), state_dir=tmp_path / "other", checkpoint_interval=1, resume=True
+        )
+
+
+def test_a_state_directory_in_use_by_a_running_job_is_refused(tmp_path: Path) -> None:
+    from shoal.runtime._statedir import claim_state_dir
+
+    claim = claim_state_dir(tmp_path, "stats")
+    try:
+        with pytest.raises(
+            StateDirectoryInUseError,
+            match=rf"^state directory '{tmp_path}' is in use by a running job "
+            rf"\(pid {os.getpid()}\)",
+        ):
+            claim_state_dir(tmp_path, "stats", resume=True)
+    finally:
+        claim.release()
+    claim_state_dir(tmp_path, "stats", resume=True).release()  # free again

@@ -31,8 +31,8 @@ async def test_a_second_run_into_a_used_state_directory_is_refused(tmp_path: Pat
         StateDirectoryInUseError,
         match=rf"^state directory '{tmp_path}' already holds the state of job 'counting' "
         rf"\(run {manifest['run_id']}, started [0-9T:+-]+\); running into it again would "
-        r"apply the input twice\. Pass a fresh state directory \(or delete this one\); "
-        r"resuming a job from its checkpoints is not supported yet$",
+        r"apply the input twice\. Pass a fresh state directory \(or delete this one\), or "
+        r"resume the job from its last checkpoint \(resume=True, shoal run --resume\)$",
     ):
         await run_job(counting(), state_dir=tmp_path)
     assert first.read_state("n", "value") == {"a": 2}  # untouched
