@@ -17,6 +17,9 @@ from ._exceptions import ScenarioError as ScenarioError
 from ._exceptions import StateDirectoryInUseError as StateDirectoryInUseError
 from ._exceptions import WorkerFailedError as WorkerFailedError
 from ._exceptions import WorkerLostError as WorkerLostError
+from ._faults import FAULT_POINTS as FAULT_POINTS
+from ._faults import Fault as Fault
+from ._faults import InjectedFault as InjectedFault
 from ._job import JobResult as JobResult
 from ._job import Progress as Progress
 from ._job import run_job as run_job
@@ -58,6 +61,9 @@ __all__ = (
     "run_job",
     "JobResult",
     "CheckpointStatistics",
+    "FAULT_POINTS",
+    "Fault",
+    "InjectedFault",
     "Progress",
     # scenarios
     "Scenario",

@@ -6,7 +6,7 @@ import gc
 from typing import Any
 
 from shoal.actors import Worker, register_message
-from shoal.storage import CheckpointStore, LmdbBackend
+from shoal.storage import CheckpointStore, LmdbBackend, read_savepoint
 
 from ._faults import Fault, Faults
 from ._loader import load_flow
@@ -89,7 +89,8 @@ async def bootstrap(worker: Worker, args: dict[str, Any]) -> None:
     group_owner = place_key_groups(plan.num_key_groups, workers)
     store = CheckpointStore(args["checkpoint_dir"]) if args.get("checkpoint_dir") else None
     restore_epoch = args.get("restore_epoch")
-    if restore_epoch is not None and store is None:
+    savepoint = args.get("restore_savepoint")
+    if restore_epoch is not None and store is None and savepoint is None:
         raise ValueError("a worker told to restore a checkpoint was given no checkpoint_dir")
     attempt = int(args.get("attempt", 0))
     env = WorkerEnv(
@@ -107,8 +108,13 @@ async def bootstrap(worker: Worker, args: dict[str, Any]) -> None:
         checkpoint_store=store,
         restoring=bool(args.get("restoring", False)),
         restore_from=(
-            None if restore_epoch is None or store is None else store.read_manifest(restore_epoch)
+            read_savepoint(savepoint)
+            if savepoint is not None
+            else None
+            if restore_epoch is None or store is None
+            else store.read_manifest(restore_epoch)
         ),
+        restore_savepoint=savepoint,
         faults=Faults(
             [Fault.from_data(f) for f in args.get("faults", ())],
             worker=index,

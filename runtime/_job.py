@@ -37,16 +37,19 @@ from shoal.actors import (
 from shoal.actors._log import get_logger
 from shoal.storage import (
     CheckpointCorruptError,
+    CheckpointError,
     CheckpointStore,
     KeyGroupStatistics,
     LmdbBackend,
     MemoryBackend,
     StateBackend,
     describe_specs,
+    read_savepoint,
 )
 
 from ._boot import register_runtime_messages
 from ._checkpoints import CheckpointCoordinator, CheckpointStatistics
+from ._control import JobControl, write_savepoint_of
 from ._dataflow import Flow, KeyedOp
 from ._exceptions import JobError, WorkerFailedError, WorkerLostError
 from ._faults import Fault, Faults
@@ -59,6 +62,7 @@ from ._sinks import DeadLetter, DeadLetterSink, Sink, SinkPartition
 from ._sources import check_bounded
 from ._statedir import claim_state_dir
 from ._supervisor import CheckpointTarget, JobSupervisor
+from ._timeline import At, Checkpoint, KillWorker, Savepoint, Stop, TimelineRunner
 from ._worker import WorkerEnv, place_directory, start_worker
 
 __all__ = ("JobResult", "Progress", "run_job")
@@ -252,6 +256,7 @@ class _Run:
     restart_backoff: float = 0.1
     faults: tuple[Fault, ...] = ()
     start: StartPoint = field(default_factory=StartPoint)
+    timeline: TimelineRunner | None = None
 
     def checkpoint_store(self) -> CheckpointStore | None:
         """A handle on the job's checkpoint store (None: checkpoints are off)."""
@@ -288,6 +293,8 @@ async def run_job(
     restart_backoff: float = 0.1,
     faults: Sequence[Fault] = (),
     resume: bool = False,
+    from_savepoint: str | Path | None = None,
+    timeline: Sequence[At] = (),
 ) -> JobResult:
     """Run ``flow`` until its bounded source is exhausted and every record is processed.
 
@@ -343,6 +350,16 @@ async def run_job(
             checkpoints off, the first failure fails the job.
         restart_backoff: seconds before the first restart, doubled after each failure in a
             row (at most 10 s).
+        from_savepoint: start from this savepoint (a directory or fsspec URL written by a
+            savepoint action, ``shoal state savepoint``, or ``shoal state rewrite``): every key
+            group's state is loaded from it and each split reopens at its position. Any
+            worker count; the flow's ``num_key_groups`` must be the savepoint's, and each of
+            its operators' states must be declared by the flow with the same kind (states
+            the flow adds start empty). Into a fresh ``state_dir``, or with ``resume`` into
+            the job's own (its checkpoints then go on above the savepoint's epoch).
+        timeline: actions on the running job at record counts or times (``at(...)`` steps,
+            see ``shoal.runtime._timeline``): checkpoints, kill -9 of a worker process,
+            savepoints, stop. Scenario files give theirs to ``shoal run``.
         faults: a schedule of injected failures (:class:`Fault`), for testing recovery.
         checkpoint_dir: where checkpoints are written: a directory or any fsspec URL
             (``memory://...`` only with ``processes=False``: each process has its own memory
@@ -390,6 +407,8 @@ async def run_job(
             "(checkpoint_interval): it restores that run's latest checkpoint and goes on "
             "checkpointing"
         )
+    use_processes = workers > 1 if processes is None else processes
+    _check_timeline(timeline, workers, use_processes, checkpoint_interval)
     if not all(isinstance(fault, Fault) for fault in faults):
         raise TypeError(f"faults must be Fault objects; got {list(faults)!r}")
     if log_format not in ("console", "json"):
@@ -404,7 +423,6 @@ async def run_job(
         )
     if isinstance(link_buffer, bool) or not isinstance(link_buffer, int) or link_buffer < 1024:
         raise ValueError(f"link_buffer must be an int of at least 1024 bytes; got {link_buffer!r}")
-    use_processes = workers > 1 if processes is None else processes
     if backend not in ("lmdb", "memory"):
         raise ValueError(f"backend must be 'lmdb' or 'memory'; got {backend!r}")
     if use_processes and backend != "lmdb":
@@ -469,23 +487,113 @@ async def run_job(
             max_restarts,
             float(restart_backoff),
             tuple(faults),
-            _resume_point(checkpoints) if resume else StartPoint(),
+            (
+                _savepoint_point(str(from_savepoint), plan)
+                if from_savepoint is not None
+                else _resume_point(checkpoints)
+                if resume
+                else StartPoint()
+            ),
+            TimelineRunner(timeline) if timeline else None,
         )
         if use_processes:
             assert ref is not None
-            return await _run_processes(run, ref, params or {}, workers)
-        state: StateBackend = LmdbBackend(directory) if backend == "lmdb" else MemoryBackend()
-        try:
-            return await _run_in_loop(run, state, workers)
-        except ActorFailedError as exc:
-            raise JobError(f"job {plan.flow.name!r} failed: {exc}") from exc
+            result = await _run_processes(run, ref, params or {}, workers)
+        else:
+            state: StateBackend = LmdbBackend(directory) if backend == "lmdb" else MemoryBackend()
+            try:
+                result = await _run_in_loop(run, state, workers)
+            except ActorFailedError as exc:
+                raise JobError(f"job {plan.flow.name!r} failed: {exc}") from exc
+        await _stop_savepoint(run, result)
     except BaseException:
         if temporary:  # nobody can read a failed run's temporary state
             shutil.rmtree(directory, ignore_errors=True)
         raise
+    else:
+        return result
     finally:
         if claim is not None:
             claim.release()
+
+
+def _check_timeline(
+    timeline: Sequence[At], workers: int, processes: bool, checkpoint_interval: float | None
+) -> None:
+    for step in timeline:
+        if not isinstance(step, At):
+            raise TypeError(
+                f"timeline steps are at(...) records; got {step!r} (resume(...) steps belong "
+                "to scenario timelines: each run of the scenario is one run_job)"
+            )
+        action = step.action
+        if isinstance(action, KillWorker):
+            if not processes:
+                raise ValueError(
+                    f"{action}: kill_worker needs worker processes (workers > 1, or processes=True)"
+                )
+            if action.worker >= workers:
+                raise ValueError(f"{action}: the job has workers 0..{workers - 1}")
+        needs = isinstance(action, Checkpoint | KillWorker | Savepoint) or (
+            isinstance(action, Stop) and action.savepoint is not None
+        )
+        if needs and checkpoint_interval is None:
+            raise ValueError(f"{action}: this timeline action needs checkpoints on")
+
+
+async def _stop_savepoint(run: _Run, result: JobResult) -> None:
+    """A timeline's ``stop(savepoint=...)``: the final checkpoint, written as a savepoint."""
+    runner = run.timeline
+    if runner is not None and runner.error is not None:
+        raise JobError(f"job {run.plan.flow.name!r}: {runner.error}")
+    if runner is None or runner.stop_savepoint is None:
+        return
+    store = run.checkpoint_store()
+    if store is None or result.checkpoints is None or not result.checkpoints.last_completed:
+        raise JobError(f"stop(savepoint={runner.stop_savepoint!r}): no checkpoint completed")
+    url = runner.stop_savepoint
+    if "://" not in url and not Path(url).is_absolute():
+        url = str(run.state_dir / url)
+    await anyio.to_thread.run_sync(
+        write_savepoint_of, store, result.checkpoints.last_completed, url
+    )
+
+
+def _savepoint_point(url: str, plan: Plan) -> StartPoint:
+    """Where a run from a savepoint starts; refuses a savepoint this flow cannot load.
+
+    Raises:
+        CheckpointCorruptError: the savepoint's manifest is missing or fails its checksum.
+        ValueError: its key-group count, operators or states do not fit the flow (named).
+    """
+    manifest = read_savepoint(url)
+    name = plan.flow.name
+    if manifest.num_key_groups != plan.num_key_groups:
+        raise ValueError(
+            f"savepoint {url!r} has {manifest.num_key_groups} key groups; flow {name!r} has "
+            f"{plan.num_key_groups}: rewrite it first (shoal state rewrite {url} --key-groups "
+            f"{plan.num_key_groups} OUT)"
+        )
+    declared = {
+        stage.operator.name: {s["name"]: s["kind"] for s in describe_specs(stage.operator.states)}
+        for stage in plan.keyed_stages
+        if stage.operator is not None
+    }
+    for operator, states in manifest.operators.items():
+        if operator not in declared:
+            raise ValueError(
+                f"savepoint {url!r} holds state of operator {operator!r}, which flow {name!r} "
+                f"does not have (its keyed operators: {', '.join(sorted(declared)) or 'none'})"
+            )
+        for state in states:
+            kind = declared[operator].get(state["name"])
+            if kind != state["kind"]:
+                found = "does not declare it" if kind is None else f"declares it as {kind}"
+                raise ValueError(
+                    f"savepoint {url!r} holds {state['kind']} state {operator}.{state['name']};"
+                    f" flow {name!r} {found}"
+                )
+    return StartPoint(restoring=True, manifest=manifest, savepoint=url)
 
 
 def _resume_point(checkpoint_dir: str) -> StartPoint:
@@ -654,6 +762,7 @@ async def _loop_attempt(
                     checkpoint_store=store,
                     restoring=start.restoring,
                     restore_from=start.manifest,
+                    restore_savepoint=start.savepoint,
                     faults=Faults(run.faults, worker=index, attempt=start.attempt),
                 )
                 place_directory(worker, plan, groups, driver, workers)
@@ -665,7 +774,16 @@ async def _loop_attempt(
                 return [env.report() for env in envs]
 
             async with anyio.create_task_group() as tg:
-                _start_companions(tg, run, all_reports, started, controllers, kernel, supervisor)
+                control = JobControl(
+                    job=kernel.ref(JOB_ACTOR),
+                    supervisor=supervisor,
+                    controllers=controllers,
+                    store=store,
+                    reports=all_reports,
+                    kill=None,
+                    state_dir=run.state_dir,
+                )
+                _start_companions(tg, run, all_reports, started, control)
                 await _start_and_wait(
                     controllers, supervisor, attempts.running, kernel.ref(JOB_ACTOR)
                 )
@@ -761,10 +879,11 @@ def _coordinator(run: _Run) -> CheckpointCoordinator | None:
         clock=time.perf_counter,
         # Epochs only grow, across restarts and resumed runs: a checkpoint is never named
         # like one already in the store.
-        first_epoch=(max(store.epochs(), default=0) if store is not None else 0) + 1,
+        first_epoch=max(max(store.epochs(), default=0) if store is not None else 0, start.epoch)
+        + 1,
     )
     if start.restoring:
-        coordinator.restart(restored=start.epoch, first_epoch=coordinator.next_epoch)
+        coordinator.restart(restored=start.base, first_epoch=coordinator.next_epoch)
     return coordinator
 
 
@@ -773,18 +892,35 @@ def _start_companions(
     run: _Run,
     reports: Callable[[], Awaitable[list[dict[str, Any]]]],
     started: float,
-    controllers: Sequence[Ref],
-    kernel: Worker,
-    supervisor: JobSupervisor,
+    control: JobControl,
 ) -> None:
     """The driver's tasks beside a running job (both ways of running): progress reports, the
-    stop event, the checkpoint trigger."""
+    stop event, the checkpoint trigger, the timeline."""
+    supervisor = control.supervisor
     if run.on_progress is not None:
-        tg.start_soon(_watch_progress, reports, started, run.on_progress)
+        tg.start_soon(_companion, _watch_progress(reports, started, run.on_progress))
     if run.stop is not None:
-        tg.start_soon(_stop_when_set, run.stop, controllers)
+        tg.start_soon(_companion, _stop_when_set(run.stop, control.controllers))
     if run.checkpoint_interval is not None:
-        tg.start_soon(_checkpoint_every, run.checkpoint_interval, kernel.ref(JOB_ACTOR), supervisor)
+        tg.start_soon(
+            _companion, _checkpoint_every(run.checkpoint_interval, control.job, supervisor)
+        )
+    if run.timeline is not None:
+        tg.start_soon(_companion, _run_timeline(run.timeline, control))
+
+
+async def _companion(task: Awaitable[None]) -> None:
+    """A companion ends quietly when a worker is lost under it: the attempt's own watch
+    (the failed worker's exit, or the kernels' failure) reports that, with its cause."""
+    try:
+        await task
+    except PeerLostError as exc:
+        log.debug("driver task ended: a worker was lost", error=str(exc))
+
+
+async def _run_timeline(runner: TimelineRunner, control: JobControl) -> None:
+    await control.supervisor.sources_started.wait()
+    await runner.run(control)
 
 
 async def _checkpoint_every(interval: float, job: Ref, supervisor: JobSupervisor) -> None:
@@ -952,9 +1088,16 @@ async def _process_attempt(
                 async with anyio.create_task_group() as tg:
                     for index in range(workers):
                         tg.start_soon(watch, index, tg.cancel_scope)
-                    _start_companions(
-                        tg, run, all_reports, started, controllers, kernel, supervisor
+                    control = JobControl(
+                        job=kernel.ref(JOB_ACTOR),
+                        supervisor=supervisor,
+                        controllers=controllers,
+                        store=store,
+                        reports=all_reports,
+                        kill=lambda index: procs[index].kill(),
+                        state_dir=run.state_dir,
                     )
+                    _start_companions(tg, run, all_reports, started, control)
                     try:
                         await _start_and_wait(
                             controllers, supervisor, attempts.running, kernel.ref(JOB_ACTOR)
@@ -1029,6 +1172,7 @@ def _worker_args(
         "attempt": start.attempt,
         "restoring": start.restoring,
         "restore_epoch": None if start.manifest is None else start.manifest.epoch,
+        "restore_savepoint": start.savepoint,
         "faults": [fault.to_data() for fault in run.faults],
     }
 
@@ -1048,10 +1192,13 @@ async def _start_and_wait(
     supervisor.sources_started.set()
     on_running()
     await supervisor.finished.wait()
-    if supervisor.coordinator is not None and not await supervisor.final_checkpoint(job):
-        # The job's output and state are complete; a resumed run would replay from the last
-        # completed checkpoint (state stays exact; an at-least-once sink repeats output).
-        log.warning("the final checkpoint failed")
+    if supervisor.coordinator is not None:
+        try:
+            await supervisor.take_checkpoint(job, final=True)
+        except CheckpointError as exc:
+            # The job's output and state are complete; a resumed run would replay from the
+            # last completed checkpoint (state stays exact; an at-least-once sink repeats).
+            log.warning("the final checkpoint failed", error=str(exc))
     supervisor.ended.set()
 
 

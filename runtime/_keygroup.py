@@ -12,6 +12,7 @@ from shoal.storage import (
     EpochDelta,
     KeyGroupStore,
     RollbackError,
+    load_savepoint_group,
 )
 
 from ._alignment import BarrierAlignment
@@ -94,13 +95,26 @@ class KeyGroupActor(Actor):
         env = self.env
         store = self.store
         assert store is not None
-        assert env.checkpoint_store is not None
         env.faults.hit("keygroup.restore")
         started = time.perf_counter()
         manifest = env.restore_from
-        path = env.checkpoint_store.restore_store(store, manifest, local=True)
+        if env.restore_savepoint is not None:
+            assert manifest is not None
+            entries = (
+                load_savepoint_group(
+                    env.restore_savepoint, manifest, store.operator, store.key_group
+                )
+                if (store.operator, store.key_group) in manifest.groups
+                else []  # a savepoint holds only key groups with state
+            )
+            store.restore(entries, epoch=manifest.epoch, check=False)
+            path = "savepoint"
+            self.base = 0  # the savepoint is not in the checkpoint store: the next file is full
+        else:
+            assert env.checkpoint_store is not None
+            path = env.checkpoint_store.restore_store(store, manifest, local=True)
+            self.base = 0 if manifest is None else manifest.epoch
         seconds = time.perf_counter() - started
-        self.base = 0 if manifest is None else manifest.epoch
         env.restores[path] = env.restores.get(path, 0) + 1
         env.restore_s = max(env.restore_s, seconds)
         stats = store.statistics()

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TypeVar
 
 import anyio
@@ -59,10 +59,18 @@ class StartPoint:
     attempt: int = 0
     restoring: bool = False
     manifest: Manifest | None = None
+    #: The savepoint ``manifest`` is of (None: it is a checkpoint of the job's own store).
+    savepoint: str | None = None
 
     @property
     def epoch(self) -> int:
         return 0 if self.manifest is None else self.manifest.epoch
+
+    @property
+    def base(self) -> int:
+        """The checkpoint of the job's store that the next files can build on (0: none; a
+        savepoint is not in the store, so the first checkpoint after it is full)."""
+        return 0 if self.savepoint is not None else self.epoch
 
 
 class AttemptFailed(Exception):
@@ -119,6 +127,7 @@ class Attempts:
     async def run(
         self, start: StartPoint, attempt: Callable[[StartPoint], Awaitable[T]], job: str
     ) -> T:
+        first = start
         failures = 0  # consecutive, with no checkpoint completed in between
         completed_before = self._completed()
         bad: set[int] = set()
@@ -146,6 +155,9 @@ class Attempts:
                 start = await anyio.to_thread.run_sync(
                     _restart_point, self.store, start.attempt + 1, bad
                 )
+                if first.savepoint is not None and start.epoch < first.epoch:
+                    # No checkpoint since the job started from a savepoint: from it again.
+                    start = replace(first, attempt=start.attempt)
                 log.warning(
                     "job failed; restarting from the last completed checkpoint",
                     job=job,
@@ -155,7 +167,7 @@ class Attempts:
                     backoff_s=delay,
                 )
                 self.coordinator.restart(
-                    restored=start.epoch,
+                    restored=start.base,
                     first_epoch=max(self.store.epochs(), default=0) + 1,
                 )
                 await anyio.sleep(delay)

@@ -9,17 +9,18 @@ from __future__ import annotations
 
 import inspect
 import traceback
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from ._dataflow import Flow
 from ._exceptions import ScenarioError
-from ._job import JobResult
+from ._job import JobResult, run_job
 from ._loader import load_module
+from ._timeline import Step, split_timeline
 
-__all__ = ("Check", "Scenario", "load_scenario")
+__all__ = ("Check", "Scenario", "load_scenario", "run_scenario")
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +45,10 @@ class Scenario:
         checks: a function ``checks(result, params)`` returning :class:`Check` records.
         params: default parameters; ``shoal run --param key=value`` overrides them.
         description: one line for ``shoal run --help`` and the summary.
+        timeline: actions on the running job (``at(...)``) and further runs (``resume(...)``),
+            see ``shoal.runtime._timeline``.
+        checkpoint_interval: the scenario's checkpoint interval in seconds (None: the
+            runner's default); a timeline that kills, checkpoints or resumes needs one.
     """
 
     name: str
@@ -51,6 +56,14 @@ class Scenario:
     checks: Callable[[JobResult, Mapping[str, Any]], Iterable[Check]]
     params: Mapping[str, Any] = field(default_factory=dict)
     description: str = ""
+    timeline: Sequence[Step] = ()
+    checkpoint_interval: float | None = None
+
+    def __post_init__(self) -> None:
+        try:
+            split_timeline(self.timeline)
+        except (TypeError, ValueError) as exc:
+            raise ScenarioError(f"scenario {self.name!r}: timeline: {exc}") from exc
 
     def resolve_params(self, overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
         """Defaults merged with ``overrides``; unknown names are a ScenarioError naming them."""
@@ -193,3 +206,59 @@ def load_scenario(path: str | Path) -> tuple[Scenario, str]:
         raise ScenarioError(f"{path} defines several Scenarios; name the one to run `scenario`")
     attr, scenario = (named or found)[0]
     return scenario, f"{file.resolve()}:{attr}"
+
+
+async def run_scenario(
+    scenario: Scenario, ref: str, *, workers: int = 1, state_dir: str | Path, **options: Any
+) -> JobResult:
+    """Run ``scenario``'s flow (``ref``) through its timeline: one run, then one more per
+    ``resume(...)`` step (from the state directory, optionally from a savepoint and with
+    another worker count). Returns the last run's result, with the runs' counters, recoveries
+    and checkpoints summed.
+
+    ``options`` go to every :func:`run_job`; the scenario's ``checkpoint_interval`` is used
+    unless they give one.
+    """
+    if options.get("checkpoint_interval") is None and scenario.checkpoint_interval is not None:
+        options["checkpoint_interval"] = scenario.checkpoint_interval
+    results: list[JobResult] = []
+    for start, steps in split_timeline(scenario.timeline):
+        run_options = dict(options)
+        if start is not None:
+            run_options["resume"] = True
+            if start.savepoint is not None:
+                savepoint = start.savepoint
+                if "://" not in savepoint and not Path(savepoint).is_absolute():
+                    savepoint = str(Path(state_dir) / savepoint)
+                run_options["from_savepoint"] = savepoint
+            workers = start.workers or workers
+        results.append(
+            await run_job(ref, workers=workers, state_dir=state_dir, timeline=steps, **run_options)
+        )
+    return _combined(results)
+
+
+def _combined(results: list[JobResult]) -> JobResult:
+    last = results[-1]
+    if len(results) == 1:
+        return last
+    stats = [r.checkpoints for r in results if r.checkpoints is not None]
+    checkpoints = last.checkpoints
+    if checkpoints is not None and stats:
+        checkpoints = replace(
+            checkpoints,
+            completed=sum(s.completed for s in stats),
+            failed=sum(s.failed for s in stats),
+            skipped=sum(s.skipped for s in stats),
+            durations_s=tuple(d for s in stats for d in s.durations_s),
+            max_pause_s=max(s.max_pause_s for s in stats),
+        )
+    return replace(
+        last,
+        records_in=sum(r.records_in for r in results),
+        records_out=sum(r.records_out for r in results),
+        dead_letters=sum(r.dead_letters for r in results),
+        elapsed_s=sum(r.elapsed_s for r in results),
+        recoveries=tuple(s for r in results for s in r.recoveries),
+        checkpoints=checkpoints,
+    )

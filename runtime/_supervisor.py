@@ -216,24 +216,44 @@ class JobSupervisor(Actor):
         if epoch is not None:
             await self._remove_files(epoch)
 
-    async def final_checkpoint(self, job: Ref, *, tries: int = 3) -> bool:
-        """Take the checkpoint of a drained job (every split at its end, every key group's
-        final state), after the one in flight; retried ``tries`` times. Runs beside the actor
-        (it asks it), on the driver. Returns whether one completed."""
+    async def take_checkpoint(self, job: Ref, *, final: bool = False, tries: int = 3) -> int:
+        """Take a checkpoint now (after the one in flight) and wait for it; ``final``: the
+        checkpoint of a drained job (every split at its end, every key group's final state).
+        Runs beside the actor (it asks it), on the driver.
+
+        Returns:
+            The epoch of the checkpoint that completed.
+
+        Raises:
+            CheckpointError: ``tries`` checkpoints in a row did not complete.
+        """
         coordinator = self.coordinator
-        assert coordinator is not None
+        if coordinator is None:
+            raise RuntimeError("checkpoints are off for this job (checkpoint_interval=None)")
         for _ in range(tries):
             while coordinator.pending is not None:
                 await self.checkpoint_changed.wait()
-            epoch = await job.ask(TriggerCheckpoint(final=True))
+            epoch = await job.ask(TriggerCheckpoint(final=final))
             if epoch is None:
                 continue
             while coordinator.in_progress == epoch:
                 await self.checkpoint_changed.wait()
             last = coordinator.last_completed
             if last is not None and last.epoch == epoch:
-                return True
-        return False
+                return last.epoch
+        raise CheckpointError(f"{tries} checkpoints in a row failed (see the log for why)")
+
+    async def start_checkpoint(self, job: Ref) -> int:
+        """Start a checkpoint now (after the one in flight) and return its epoch at once."""
+        coordinator = self.coordinator
+        if coordinator is None:
+            raise RuntimeError("checkpoints are off for this job (checkpoint_interval=None)")
+        while True:
+            while coordinator.pending is not None:
+                await self.checkpoint_changed.wait()
+            epoch = await job.ask(TriggerCheckpoint())
+            if epoch is not None:
+                return int(epoch)
 
     def _completed(self, done: CompletedCheckpoint | None) -> None:
         if done is not None:

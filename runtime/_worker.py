@@ -96,6 +96,8 @@ class WorkerEnv:
     # completed, so to empty state) and every split reopens at its position there.
     restoring: bool = False
     restore_from: Manifest | None = None
+    # ``restore_from`` is the manifest of this savepoint (None: of a checkpoint in the store).
+    restore_savepoint: str | None = None
     # Faults scheduled for this worker in this attempt (tests and soak runs; see _faults.py).
     faults: Faults = field(default_factory=Faults)
     # Snapshots handed to the checkpoint writer and not closed yet (see CheckpointWriter).

@@ -24,6 +24,7 @@ if _typing.TYPE_CHECKING:
     from shoal.runtime import CountingSink as CountingSink
     from shoal.runtime import DeadLetter as DeadLetter
     from shoal.runtime import DeadLetterSink as DeadLetterSink
+    from shoal.runtime import Fault as Fault
     from shoal.runtime import Flow as Flow
     from shoal.runtime import IterableSource as IterableSource
     from shoal.runtime import JobCollector as JobCollector
@@ -73,6 +74,7 @@ _HOME: dict[str, str] = {
     "run_job": "shoal.runtime",
     "JobResult": "shoal.runtime",
     "CheckpointStatistics": "shoal.runtime",
+    "Fault": "shoal.runtime",
     "Progress": "shoal.runtime",
     "Scenario": "shoal.runtime",
     "Check": "shoal.runtime",
@@ -122,6 +124,7 @@ __all__ = (
     "run_job",
     "JobResult",
     "CheckpointStatistics",
+    "Fault",
     "Progress",
     "Scenario",
     "Check",

@@ -1,0 +1,101 @@
+"""A running job, seen from its driver: checkpoint it, savepoint it, kill a worker, stop it.
+
+One :class:`JobControl` per attempt of a job (see ``_recovery``); scenario timelines act
+through it (``_timeline``), and so will a job handle.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import anyio
+from shoal.actors import Ref
+from shoal.storage import CheckpointStore, Manifest, savepoint_from_checkpoint
+
+from ._messages import StopSources
+from ._supervisor import JobSupervisor
+
+__all__ = ("JobControl", "write_savepoint_of")
+
+
+def write_savepoint_of(store: CheckpointStore, epoch: int, url: str) -> Manifest:
+    """Materialize completed checkpoint ``epoch`` of ``store`` as a savepoint at ``url``."""
+    return savepoint_from_checkpoint(store, store.read_manifest(epoch), url)
+
+
+class JobControl:
+    """What can be done to one running attempt of a job."""
+
+    def __init__(
+        self,
+        *,
+        job: Ref,
+        supervisor: JobSupervisor,
+        controllers: Sequence[Ref],
+        store: CheckpointStore | None,
+        reports: Callable[[], Awaitable[list[dict[str, Any]]]],
+        kill: Callable[[int], None] | None,
+        state_dir: Path,
+    ) -> None:
+        self.job = job
+        self.supervisor = supervisor
+        self.controllers = list(controllers)
+        self.store = store
+        self._reports = reports
+        self._kill = kill
+        self.state_dir = state_dir
+
+    @property
+    def workers(self) -> int:
+        return len(self.controllers)
+
+    async def records_in(self) -> int:
+        """Records the sources of this attempt have read so far."""
+        return sum(int(report["records_in"]) for report in await self._reports())
+
+    async def checkpoint(self) -> int:
+        """Take a checkpoint now and wait until it completes; return its epoch.
+
+        Raises:
+            CheckpointError: it (and two retries) failed.
+        """
+        return await self.supervisor.take_checkpoint(self.job)
+
+    async def start_checkpoint(self) -> int:
+        """Start a checkpoint (barriers injected) and return its epoch without waiting."""
+        return await self.supervisor.start_checkpoint(self.job)
+
+    def resolve(self, path: str | os.PathLike[str]) -> str:
+        """A savepoint path: URLs and absolute paths as given, others under the state dir."""
+        text = os.fspath(path)
+        if "://" in text or Path(text).is_absolute():
+            return text
+        return str(self.state_dir / text)
+
+    async def savepoint(self, path: str | os.PathLike[str]) -> Manifest:
+        """Take a checkpoint and write it as a self-contained savepoint at ``path``."""
+        store = self.store
+        if store is None:
+            raise RuntimeError("a savepoint needs checkpoints on (checkpoint_interval)")
+        epoch = await self.checkpoint()
+        url = self.resolve(path)
+        return await anyio.to_thread.run_sync(write_savepoint_of, store, epoch, url)
+
+    def kill_worker(self, index: int) -> None:
+        """SIGKILL worker process ``index`` (a real ``kill -9``)."""
+        if self._kill is None:
+            raise RuntimeError(
+                "kill_worker needs worker processes; this job runs its workers in one loop"
+            )
+        if not 0 <= index < self.workers:
+            raise ValueError(f"no worker {index}: the job has workers 0..{self.workers - 1}")
+        self._kill(index)
+
+    async def stop(self) -> None:
+        """End every split now: what was read drains, a final checkpoint is taken, the job
+        ends."""
+        for controller in self.controllers:
+            await controller.ask(StopSources())
