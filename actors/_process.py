@@ -81,6 +81,14 @@ class WorkerProcess:
         self._stop_requested = False
         self._signalled = False
 
+    async def wait_ready(self) -> None:
+        """Wait until the child's bootstrap has returned.
+
+        Raises:
+            WorkerProcessError: the child failed or exited before it was ready.
+        """
+        await _wait_ready(self, self.worker_id)
+
     async def _reap(self) -> None:
         # The only waiter on the OS process. Shielded: it must outlive a cancellation of the
         # caller, or nothing would ever set _exited and the teardown (which waits for it) would
@@ -245,8 +253,13 @@ async def open_worker_process(
     stop_timeout: float = 10.0,
     cleanup: Sequence[str | os.PathLike[str]] = (),
     link_buffer: int | None = None,
+    wait_ready: bool = True,
 ) -> AsyncIterator[WorkerProcess]:
     """Start a worker process in the mesh and yield once its bootstrap has returned.
+
+    ``wait_ready=False`` yields as soon as the process is spawned: start several that way,
+    then ``await proc.wait_ready()`` on each, and they boot in parallel (an interpreter's
+    start-up and imports take most of a second).
 
     Leaving the block normally stops the child in order (it halts its actors under one deadline
     of ``stop_timeout``); leaving it by an error or a cancellation aborts the child (SIGTERM,
@@ -331,7 +344,8 @@ async def open_worker_process(
         reaper.start_soon(proc._read_status)
         try:
             try:
-                await _wait_ready(proc, worker_id)
+                if wait_ready:
+                    await proc.wait_ready()
             except Exception as exc:
                 error = exc
             else:

@@ -244,6 +244,11 @@ class Worker:
             if self.directory.lookup(cell.name) == self.worker_id:
                 self.directory.remove(cell.name)
 
+    @property
+    def failure(self) -> ActorFailedError | None:
+        """The first actor failure escalated to this worker (which then stopped), or None."""
+        return self._failure
+
     def _escalate(self, error: ActorFailedError) -> None:
         if self._failure is None:
             self._failure = error

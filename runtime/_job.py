@@ -8,7 +8,9 @@ this driver over Unix sockets; the splits and key groups are spread over them.
 
 from __future__ import annotations
 
+import os
 import shutil
+import signal
 import tempfile
 import time
 import weakref
@@ -729,6 +731,7 @@ async def _loop_attempt(
     peers = list(range(workers + 1))
     groups = place_key_groups(plan.num_key_groups, workers)
     namespace = f"job-{run.run_id}-{start.attempt}"
+    kernels: list[Worker] = []
     try:
         async with AsyncExitStack() as stack:
             kernel = await stack.enter_async_context(
@@ -745,6 +748,7 @@ async def _loop_attempt(
                 worker = await stack.enter_async_context(
                     open_worker(worker_id=index, peers=peers, namespace=namespace)
                 )
+                kernels.append(worker)
                 env = WorkerEnv(
                     plan=plan,
                     index=index,
@@ -793,10 +797,12 @@ async def _loop_attempt(
             await kernel.ref(JOB_ACTOR).ask("settle")
         return _result(run, workers, False, elapsed, reports, backend, supervisor, attempts)
     except (ActorFailedError, ActorStartError) as exc:
-        raise _loop_failure(run, exc) from exc
+        raise _loop_failure(run, exc, kernels) from exc
 
 
-def _loop_failure(run: _Run, exc: ActorFailedError | ActorStartError) -> BaseException:
+def _loop_failure(
+    run: _Run, exc: ActorFailedError | ActorStartError, kernels: Sequence[Worker]
+) -> BaseException:
     """What an in-loop attempt's failure means: a worker's actor failed (a restart from the
     last checkpoint may repair it), or the driver's own (the job fails).
 
@@ -804,7 +810,7 @@ def _loop_failure(run: _Run, exc: ActorFailedError | ActorStartError) -> BaseExc
     chain, and the one whose cause is not such a consequence is named.
     """
     noticed = time.perf_counter()
-    failures: list[BaseException] = []
+    failures: list[BaseException] = [k.failure for k in kernels if k.failure is not None]
     seen: BaseException | None = exc
     while seen is not None and len(failures) < 100:
         if isinstance(seen, ActorFailedError | ActorStartError):
@@ -1067,9 +1073,12 @@ async def _process_attempt(
                                 # If this driver dies, its workers remove what it cannot.
                                 cleanup=[run.state_dir] if run.temporary else [],
                                 link_buffer=run.link_buffer,
+                                wait_ready=False,  # they boot in parallel; waited for below
                             )
                         )
                     )
+                for proc in procs:
+                    await proc.wait_ready()
                 # Unwinding by an exception (a cancellation: Ctrl-C twice) marks the driver as
                 # aborting before the processes are terminated: their going is then no news.
                 stack.push(partial(_mark_aborting, kernel))
@@ -1094,7 +1103,8 @@ async def _process_attempt(
                         controllers=controllers,
                         store=store,
                         reports=all_reports,
-                        kill=lambda index: procs[index].kill(),
+                        # A real kill -9, like one from outside: reported as the cause.
+                        kill=lambda index: os.kill(procs[index].pid, signal.SIGKILL),
                         state_dir=run.state_dir,
                     )
                     _start_companions(tg, run, all_reports, started, control)

@@ -122,9 +122,16 @@ class KeyGroupActor(Actor):
         self.log.debug("key group restored", epoch=self.base, path=path, seconds=seconds)
 
     async def on_stop(self) -> None:
-        if self.writing is not None:
-            # The writer closes it (written, or dropped when the writer stops first).
-            await self.writing.done.wait()
+        try:
+            if self.writing is not None:
+                # The writer closes it (written, or dropped when the writer stops first).
+                await self.writing.done.wait()
+        finally:
+            # Even when the wait is cancelled (the stop deadline): a store left open would
+            # refuse the next attempt of the job (StoreBusyError).
+            self._close_store()
+
+    def _close_store(self) -> None:
         if self.store is not None:
             store, self.store = self.store, None
             try:
@@ -252,7 +259,14 @@ class KeyGroupActor(Actor):
             return
         self.writing = job
         env.pending_snapshots.add(job)
-        await env.kernel.ref(checkpoint_writer_name(env.index)).tell(job)
+        try:
+            await env.kernel.ref(checkpoint_writer_name(env.index)).tell(job)
+        except BaseException:
+            # The writer has stopped (the worker is going down): nobody else will close it.
+            env.pending_snapshots.discard(job)
+            job.snapshot.close()
+            job.done.set()
+            raise
 
     async def _abort_alignment(self) -> None:
         self.log.warning(

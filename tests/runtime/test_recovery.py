@@ -368,3 +368,22 @@ def test_a_state_directory_in_use_by_a_running_job_is_refused(tmp_path: Path) ->
     finally:
         claim.release()
     claim_state_dir(tmp_path, "stats", resume=True).release()  # free again
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("point", ["source.batch", "keygroup.committed"])
+async def test_the_failure_named_is_the_root_cause_not_its_consequences(
+    tmp_path: Path, point: str
+) -> None:
+    """Other actors fail in turn (a peer's exchange is gone, the writer stopped); the error
+    names the one that failed first."""
+    with pytest.raises(
+        JobError, match=rf"last failure: .*InjectedFault: fault injected at {point} \(hit 3\)$"
+    ):
+        await run_stats(
+            tmp_path,
+            {**PARAMS, "stages": 2},
+            [Fault(point, worker=1, hit=3, action="fail")],
+            processes=False,
+            max_restarts=0,
+        )
