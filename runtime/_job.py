@@ -230,6 +230,16 @@ class _ClosesOnce:
     async def write_batch(self, items: list[Any]) -> None:
         await self._partition.write_batch(items)
 
+    # A transactional partition's phases (see _txn_sink.py), passed through.
+    async def write_epoch(self, epoch: int, items: list[Any]) -> None:
+        await self._partition.write_epoch(epoch, items)  # type: ignore[attr-defined]
+
+    async def pre_commit(self, epoch: int) -> None:
+        await self._partition.pre_commit(epoch)  # type: ignore[attr-defined]
+
+    async def commit(self, epoch: int) -> None:
+        await self._partition.commit(epoch)  # type: ignore[attr-defined]
+
     async def aclose(self) -> None:
         if not self._closed:
             self._closed = True
@@ -732,6 +742,7 @@ async def _loop_attempt(
     groups = place_key_groups(plan.num_key_groups, workers)
     namespace = f"job-{run.run_id}-{start.attempt}"
     kernels: list[Worker] = []
+    await _recover_sink(run, start)
     try:
         async with AsyncExitStack() as stack:
             kernel = await stack.enter_async_context(
@@ -800,6 +811,16 @@ async def _loop_attempt(
         raise _loop_failure(run, exc, kernels) from exc
 
 
+async def _recover_sink(run: _Run, start: StartPoint) -> None:
+    """Before an attempt starts, a transactional sink publishes the output of the checkpoint
+    it starts from that a crash kept from being published, and drops what came after."""
+    sink = run.plan.sink
+    if getattr(sink, "transactional", False):
+        committed = start.epoch if start.restoring and start.epoch else None
+        report = await anyio.to_thread.run_sync(sink.recover, committed)  # type: ignore[attr-defined]
+        log.debug("transactional sink recovered", committed=committed, report=str(report))
+
+
 def _loop_failure(
     run: _Run, exc: ActorFailedError | ActorStartError, kernels: Sequence[Worker]
 ) -> BaseException:
@@ -865,6 +886,7 @@ def _supervisor(
         coordinator=coordinator,
         controllers=controllers,
         target=target,
+        transactional=bool(getattr(plan.sink, "transactional", False)),
     )
 
 
@@ -1043,6 +1065,7 @@ async def _process_attempt(
     driver = workers
     peers = list(range(workers + 1))
     groups = place_key_groups(plan.num_key_groups, workers)
+    await _recover_sink(run, start)
     mesh_dir = Path(tempfile.mkdtemp(prefix="shoal-mesh-", dir=_mesh_parent()))
     # Processes in the order they ended while the job ran (the first cause comes first).
     ended: list[int] = []

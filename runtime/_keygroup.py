@@ -68,6 +68,8 @@ class KeyGroupActor(Actor):
         self.drained = False
         # The newest completed checkpoint this key group has heard of (via barriers).
         self.base = 0
+        # The checkpoint what it emits now is output of: its next barrier's.
+        self.epoch_out = env.first_epoch()
         # Its snapshot at the writer, not closed yet (closed before the store, in on_stop).
         self.writing: WriteSnapshot | None = None
         self._delta: EpochDelta | None = None  # the last flush_epoch's, for the writer
@@ -188,6 +190,7 @@ class KeyGroupActor(Actor):
         assert epoch is not None
         env = self.env
         aligned_s = time.perf_counter() - alignment.started_at
+        self.epoch_out = epoch + 1
         if alignment.aborted:
             error = (
                 f"{self.name}: alignment of checkpoint {epoch} held more than"
@@ -300,7 +303,7 @@ class KeyGroupActor(Actor):
             env.faults.hit("keygroup.batch")
         if self.unflushed >= FLUSH_EVERY_RECORDS and not env.checkpoints:
             self._flush()
-        await env.emit(self.stage, self.name, data.split, values, offsets)
+        await env.emit(self.stage, self.name, data.split, values, offsets, self.epoch_out)
 
     def _flush(self, meta: dict[str, Any] | None = None) -> int:
         store = self.store

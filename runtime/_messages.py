@@ -274,17 +274,38 @@ class Pull:
 
 @dataclass(frozen=True, slots=True)
 class Gathered:
-    """Sink items (column-encoded) or dead letters shipped to the driver's gathering actor."""
+    """Sink items (column-encoded) or dead letters shipped to the driver's gathering actor.
+
+    ``epoch``: the checkpoint epoch the items are output of (a transactional sink stages them
+    under it; 0 when the job has no checkpoints).
+    """
 
     kind: str
     items: list[Any]
+    epoch: int = 0
 
     def to_wire(self) -> list[Any]:
-        return [self.kind, encode_records(self.items)]
+        return [self.kind, encode_records(self.items), self.epoch]
 
     @classmethod
     def from_wire(cls, data: list[Any]) -> Gathered:
-        return cls(data[0], decode_records(data[1]))
+        return cls(data[0], decode_records(data[1]), data[2])
+
+
+@dataclass(frozen=True, slots=True)
+class PreCommitSink:
+    """Job supervisor -> worker controller (ask): make every output of epochs <= ``epoch``
+    durable in the transactional sink's partition (phase one; before the manifest)."""
+
+    epoch: int
+
+
+@dataclass(frozen=True, slots=True)
+class CommitSink:
+    """Job supervisor -> worker controller: checkpoint ``epoch`` completed; publish every
+    output of epochs <= ``epoch`` (phase two; idempotent)."""
+
+    epoch: int
 
 
 @dataclass(frozen=True, slots=True)

@@ -41,6 +41,8 @@ class SourceActor(Actor):
         # barrier records it, and a restore reopens the split there.
         self.position: Any = None
         self.ended = False
+        # The checkpoint what it emits now is output of (its next barrier's).
+        self.epoch_out = env.first_epoch()
         self._reading: anyio.CancelScope | None = None
         self.log = get_logger("shoal.source").bind(worker=env.index, split=split)
 
@@ -102,7 +104,9 @@ class SourceActor(Actor):
         self.records += len(batch.values)
         for error in batch.errors:
             env.dead.add_source_error(error, self.split)
-        await env.emit(self.stage, self.split, self.split, batch.values, batch.offsets)
+        await env.emit(
+            self.stage, self.split, self.split, batch.values, batch.offsets, self.epoch_out
+        )
         self.position = batch.position
         if env.faults:
             env.faults.hit("source.batch")
@@ -116,6 +120,7 @@ class SourceActor(Actor):
         it only reports its final position.
         """
         env = self.env
+        self.epoch_out = epoch + 1
         if not self.ended and self.stage.next_key_fn is not None:
             await env.broadcast(self.stage.index + 1, Barrier(epoch, self.split, base))
         await env.kernel.ref(JOB_ACTOR).tell(

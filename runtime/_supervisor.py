@@ -15,22 +15,27 @@ from typing import Any
 
 import anyio
 import anyio.lowlevel
-from shoal.actors import Actor, Ref
+from shoal.actors import Actor, PeerLostError, Ref
+from shoal.actors._log import get_logger
 from shoal.storage import CheckpointError, CheckpointStore
 
 from ._checkpoint_io import abort_checkpoint, commit_checkpoint
 from ._checkpoints import CheckpointCoordinator, CompletedCheckpoint, ReadyCheckpoint
 from ._messages import (
     BarrierAck,
+    CommitSink,
     Drained,
     Gathered,
     InjectBarrier,
+    PreCommitSink,
     SnapshotDrained,
     TriggerCheckpoint,
 )
 from ._sinks import DeadLetter, SinkPartition
 
 __all__ = ("CheckpointTarget", "JobSupervisor")
+
+log = get_logger("shoal.job")
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,8 +76,12 @@ class JobSupervisor(Actor):
         coordinator: CheckpointCoordinator | None = None,
         controllers: Sequence[Ref] = (),
         target: CheckpointTarget | None = None,
+        transactional: bool = False,
     ) -> None:
         self.coordinator = coordinator
+        #: The sink is transactional: each checkpoint pre-commits it before the manifest and
+        #: commits it after (two-phase; see _txn_sink.py).
+        self.transactional = transactional
         self.target = target
         self.controllers = list(controllers)
         #: Set once every worker has spawned its source actors (checkpoints start then).
@@ -98,7 +107,10 @@ class JobSupervisor(Actor):
                 assert self.sink is not None, (
                     "a worker gathered sink items for a non-gathering sink"
                 )
-                await self.sink.write_batch(message.items)
+                if self.transactional:
+                    await self.sink.write_epoch(message.epoch, message.items)  # type: ignore[attr-defined]
+                else:
+                    await self.sink.write_batch(message.items)
             else:
                 letters = [DeadLetter.from_json(item) for item in message.items]
                 await self.dead_sink.write_batch(letters)
@@ -176,6 +188,13 @@ class JobSupervisor(Actor):
         """
         target = self.target
         started = time.perf_counter()
+        if self.transactional:
+            try:
+                await self._pre_commit_sink(ready.epoch)
+            except Exception as exc:  # a partition's disk, or a worker going down
+                coordinator.abort(f"sink pre-commit failed: {type(exc).__name__}: {exc}")
+                await self._remove_files(ready.epoch)
+                return
         if target is not None:
             try:
                 # The manifest is small (a few hundred bytes a key group): written on the loop,
@@ -195,9 +214,31 @@ class JobSupervisor(Actor):
                 coordinator.abort(f"manifest not written: {exc}")
                 await self._remove_files(ready.epoch)
                 return
-        self._completed(
-            coordinator.committed(ready.epoch, manifest_s=time.perf_counter() - started)
-        )
+        done = coordinator.committed(ready.epoch, manifest_s=time.perf_counter() - started)
+        if self.transactional and done is not None:
+            await self._commit_sink(done.epoch)
+        self._completed(done)
+
+    async def _pre_commit_sink(self, epoch: int) -> None:
+        """Phase one: every partition makes its output of epochs <= ``epoch`` durable. Every
+        key group has acked ``epoch``, and wrote its output before its snapshot."""
+        if self.sink is not None:
+            await self.sink.pre_commit(epoch)  # type: ignore[attr-defined]
+        else:
+            for controller in self.controllers:
+                await controller.ask(PreCommitSink(epoch))
+
+    async def _commit_sink(self, epoch: int) -> None:
+        """Phase two, after the manifest: publish. A partition that does not get here (its
+        worker died) is published by ``recover`` before the next attempt starts."""
+        try:
+            if self.sink is not None:
+                await self.sink.commit(epoch)  # type: ignore[attr-defined]
+            else:
+                for controller in self.controllers:
+                    await controller.tell(CommitSink(epoch))
+        except PeerLostError as exc:
+            log.info("sink commit left to recovery", epoch=epoch, error=str(exc))
 
     async def _remove_files(self, epoch: int) -> None:
         if self.target is not None:

@@ -35,11 +35,13 @@ from ._keygroup import KeyGroupActor
 from ._keys import KeyGroupRouter
 from ._messages import (
     Broadcast,
+    CommitSink,
     Data,
     EndOfStream,
     Finish,
     Gathered,
     InjectBarrier,
+    PreCommitSink,
     Shipment,
     StartSources,
     StopSources,
@@ -108,6 +110,7 @@ class WorkerEnv:
     router: KeyGroupRouter = field(init=False)
     _targets: dict[int, list[Ref]] = field(init=False, default_factory=dict)
     sources: dict[str, SourceActor] = field(init=False, default_factory=dict)
+    transactional: bool = field(init=False, default=False)
     # Set by StopSources, which may arrive before StartSources: sources started later end at once.
     stopping: bool = field(init=False, default=False)
     source_host: SourceHost | None = field(init=False, default=None)  # set by start_worker
@@ -116,6 +119,9 @@ class WorkerEnv:
     restore_s: float = field(init=False, default=0.0)  # the slowest key group's restore
 
     def __post_init__(self) -> None:
+        # A transactional sink stages output per checkpoint epoch and publishes it when the
+        # checkpoint completes (see _txn_sink.py).
+        self.transactional = bool(getattr(self.plan.sink, "transactional", False))
         self.dead = DeadLetters(self.index)
         self.metrics = WorkerMetrics(self.index)
         self.router = KeyGroupRouter(self.plan.num_key_groups)
@@ -137,6 +143,11 @@ class WorkerEnv:
             self._targets[stage] = refs
         return refs
 
+    def first_epoch(self) -> int:
+        """The epoch of the output produced before this start's first barrier."""
+        manifest = self.restore_from if self.restoring else None
+        return 1 if manifest is None else manifest.epoch + 1
+
     def start_position(self, split: str) -> Any:
         """Where ``split`` starts: its position in the checkpoint being restored, else None
         (its beginning)."""
@@ -156,9 +167,18 @@ class WorkerEnv:
         ]
 
     async def emit(
-        self, stage: Stage, channel: str, split: str, values: list[Any], offsets: list[int]
+        self,
+        stage: Stage,
+        channel: str,
+        split: str,
+        values: list[Any],
+        offsets: list[int],
+        epoch: int = 0,
     ) -> None:
-        """Pass one batch that left ``stage``'s operator through its chain and exit."""
+        """Pass one batch that left ``stage``'s operator through its chain and exit.
+
+        ``epoch``: the checkpoint the batch is output of (the emitting actor's next barrier).
+        """
         if stage.chain:
             values, offsets = apply_chain(stage.chain, values, offsets, split, self.dead)
         if values:
@@ -176,10 +196,12 @@ class WorkerEnv:
                 await self._send(stage.index + 1, channel, split, routed)
             else:
                 self.metrics.records_out += len(values)
-                if self.sink is not None:
-                    await self.sink.write_batch(values)
+                if self.sink is None:
+                    await self.kernel.ref(JOB_ACTOR).tell(Gathered("sink", values, epoch))
+                elif self.transactional:
+                    await self.sink.write_epoch(epoch, values)  # type: ignore[attr-defined]
                 else:
-                    await self.kernel.ref(JOB_ACTOR).tell(Gathered("sink", values))
+                    await self.sink.write_batch(values)
         if self.dead.pending:
             await self.ship_dead_letters()
 
@@ -311,6 +333,15 @@ class WorkerController(Actor):
                 if partition is not None:
                     await partition.aclose()
             return env.report()
+        if type(message) is PreCommitSink:
+            if env.transactional and env.sink is not None:
+                await env.sink.pre_commit(message.epoch)  # type: ignore[attr-defined]
+            return None
+        if type(message) is CommitSink:
+            if env.transactional and env.sink is not None:
+                env.faults.hit("sink.commit")
+                await env.sink.commit(message.epoch)  # type: ignore[attr-defined]
+            return None
         if message == "report":
             return env.report()
         raise TypeError(f"worker controller got an unexpected message {message!r}")
