@@ -46,7 +46,8 @@ class Scenario:
         params: default parameters; ``shoal run --param key=value`` overrides them.
         description: one line for ``shoal run --help`` and the summary.
         timeline: actions on the running job (``at(...)``) and further runs (``resume(...)``),
-            see ``shoal.runtime._timeline``.
+            see ``shoal.runtime._timeline``; or a function of the parameters returning them
+            (to act at fractions of a workload whose size is a parameter).
         checkpoint_interval: the scenario's checkpoint interval in seconds (None: the
             runner's default); a timeline that kills, checkpoints or resumes needs one.
     """
@@ -56,14 +57,33 @@ class Scenario:
     checks: Callable[[JobResult, Mapping[str, Any]], Iterable[Check]]
     params: Mapping[str, Any] = field(default_factory=dict)
     description: str = ""
-    timeline: Sequence[Step] = ()
+    timeline: Sequence[Step] | Callable[[Mapping[str, Any]], Sequence[Step]] = ()
     checkpoint_interval: float | None = None
 
     def __post_init__(self) -> None:
+        if not callable(self.timeline):
+            self.steps({})
+
+    def steps(self, params: Mapping[str, Any]) -> Sequence[Step]:
+        """The timeline for these parameters.
+
+        Raises:
+            ScenarioError: it is not a valid timeline (the message says why).
+        """
         try:
-            split_timeline(self.timeline)
+            steps = self.timeline(params) if callable(self.timeline) else self.timeline
+            split_timeline(steps)
         except (TypeError, ValueError) as exc:
             raise ScenarioError(f"scenario {self.name!r}: timeline: {exc}") from exc
+        return steps
+
+    def bind(self, params: Mapping[str, Any], state_dir: str | Path) -> dict[str, Any]:
+        """``params`` with ``{state_dir}`` in string values replaced by the run's state
+        directory (a scenario's output can live beside its state)."""
+        return {
+            key: value.replace("{state_dir}", str(state_dir)) if isinstance(value, str) else value
+            for key, value in params.items()
+        }
 
     def resolve_params(self, overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
         """Defaults merged with ``overrides``; unknown names are a ScenarioError naming them."""
@@ -209,20 +229,27 @@ def load_scenario(path: str | Path) -> tuple[Scenario, str]:
 
 
 async def run_scenario(
-    scenario: Scenario, ref: str, *, workers: int = 1, state_dir: str | Path, **options: Any
+    scenario: Scenario,
+    ref: str,
+    params: Mapping[str, Any],
+    *,
+    workers: int = 1,
+    state_dir: str | Path,
+    **options: Any,
 ) -> JobResult:
     """Run ``scenario``'s flow (``ref``) through its timeline: one run, then one more per
     ``resume(...)`` step (from the state directory, optionally from a savepoint and with
     another worker count). Returns the last run's result, with the runs' counters, recoveries
     and checkpoints summed.
 
-    ``options`` go to every :func:`run_job`; the scenario's ``checkpoint_interval`` is used
-    unless they give one.
+    ``params`` are bound to the state directory (:meth:`Scenario.bind`); ``options`` go to
+    every :func:`run_job`; the scenario's ``checkpoint_interval`` is used unless they give one.
     """
+    params = scenario.bind(params, state_dir)
     if options.get("checkpoint_interval") is None and scenario.checkpoint_interval is not None:
         options["checkpoint_interval"] = scenario.checkpoint_interval
     results: list[JobResult] = []
-    for start, steps in split_timeline(scenario.timeline):
+    for start, steps in split_timeline(scenario.steps(params)):
         run_options = dict(options)
         if start is not None:
             run_options["resume"] = True
@@ -233,7 +260,14 @@ async def run_scenario(
                 run_options["from_savepoint"] = savepoint
             workers = start.workers or workers
         results.append(
-            await run_job(ref, workers=workers, state_dir=state_dir, timeline=steps, **run_options)
+            await run_job(
+                ref,
+                params=params,
+                workers=workers,
+                state_dir=state_dir,
+                timeline=steps,
+                **run_options,
+            )
         )
     return _combined(results)
 

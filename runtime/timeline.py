@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from ._timeline import At as At
 from ._timeline import Resume as Resume
+from ._timeline import Step as Step
 from ._timeline import at as at
 from ._timeline import checkpoint as checkpoint
 from ._timeline import kill_worker as kill_worker
@@ -23,4 +24,4 @@ from ._timeline import resume as resume
 from ._timeline import savepoint as savepoint
 from ._timeline import stop as stop
 
-__all__ = ("At", "Resume", "at", "checkpoint", "kill_worker", "resume", "savepoint", "stop")
+__all__ = ("At", "Resume", "Step", "at", "checkpoint", "kill_worker", "resume", "savepoint", "stop")

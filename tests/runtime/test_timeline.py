@@ -95,7 +95,7 @@ async def test_a_timeline_kills_savepoints_stops_and_resumes_with_three_workers(
     result = await run_scenario(
         scenario,
         f"{FLOWS}:stats",
-        params=PARAMS,
+        PARAMS,
         workers=2,
         state_dir=state,
         batch_size=16,
