@@ -14,10 +14,13 @@ window's accumulator is kept until the watermark reaches ``end + L``: a late rec
 time updates it and the window fires again at once with the updated value (the last result
 per window is the final one). Then its state is removed: state never grows without bound.
 
-A record that belongs to no window that can still fire (its windows' ends plus the allowed
-lateness are at or below the watermark) is **late**: it goes to the dead-letter sink with
-``error_type == "LateRecordError"`` (its operator, key, split and position), and is counted
-with the dead letters. It is never dropped silently.
+A record is **late** when one of its windows can no longer fire (that window's end plus the
+allowed lateness is at or below the watermark). A late record goes whole to the dead-letter
+sink, with ``error_type == "LateRecordError"`` (its operator, key, split and position), and is
+counted with the dead letters; it adds to none of its windows (for a sliding window, not even to
+those still open). So every record is either in every window it belongs to or in the late
+output, never in part and never dropped silently: a job's results can be checked against its
+input.
 """
 
 from __future__ import annotations
@@ -216,8 +219,8 @@ class WindowRunner:
     ) -> list[list[Any]]:
         spec = self._spec
         lateness = spec.allowed_lateness
-        live = [(s, e) for s, e in self._spec.assigner.assign(ts) if e + lateness > watermark]  # type: ignore[union-attr]
-        if not live:
+        live = self._spec.assigner.assign(ts)  # type: ignore[union-attr]
+        if live[0][1] + lateness <= watermark:  # the earliest window can no longer fire
             raise _Late
         updated = [list(entry) for entry in windows]
         for start, end in live:
