@@ -212,3 +212,26 @@ def test_assigners_cut_half_open_epoch_aligned_windows() -> None:
     assert Sliding(10, 5).assign(12) == [(5, 15), (10, 20)]
     assert Sliding(10, 3).assign(9) == [(0, 10), (3, 13), (6, 16), (9, 19)]
     assert Tumbling(0.5).assign(1.25) == [(1.0, 1.5)]
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize(("kind", "size", "slide"), KINDS)
+async def test_window_results_are_unchanged_by_checkpoint_barriers(
+    tmp_path: Path, kind: str, size: int, slide: int
+) -> None:
+    # Barriers align over the same channels as watermarks: held watermarks must not be lost.
+    p = params(kind, size, slide, count=400, seed=9, disorder=6, delay=6)
+    result = await run_job(
+        f"{FLOWS}:windowed",
+        params=p,
+        workers=2,
+        processes=False,
+        state_dir=tmp_path,
+        batch_size=2,
+        mailbox_size=1,
+        checkpoint_interval=0.005,
+    )
+    data = flows.events(400, seed=9, disorder=6)
+    assert result.checkpoints is not None
+    assert result.checkpoints.completed > 0
+    assert flows.results(result.sink.items) == flows.oracle(data, kind, size, slide)  # type: ignore[attr-defined]
