@@ -12,7 +12,9 @@ from ._clickstream import clickstream_oracle as clickstream_oracle
 from ._dataflow import Flow as Flow
 from ._dataflow import KeyedStream as KeyedStream
 from ._dataflow import Stream as Stream
+from ._dataflow import WindowedStream as WindowedStream
 from ._exceptions import JobError as JobError
+from ._exceptions import LateRecordError as LateRecordError
 from ._exceptions import ScenarioError as ScenarioError
 from ._exceptions import StateDirectoryInUseError as StateDirectoryInUseError
 from ._exceptions import WorkerFailedError as WorkerFailedError
@@ -49,13 +51,37 @@ from ._sources import SourceBatch as SourceBatch
 from ._sources import SourceContext as SourceContext
 from ._sources import SourceError as SourceError
 from ._sources import SplitReader as SplitReader
+from ._time import Clock as Clock
+from ._time import ManualClock as ManualClock
+from ._time import SystemClock as SystemClock
+from ._timers import Timers as Timers
+from ._watermarks import BoundedOutOfOrderness as BoundedOutOfOrderness
+from ._watermarks import Monotonous as Monotonous
+from ._watermarks import WatermarkGenerator as WatermarkGenerator
+from ._watermarks import WatermarkStrategy as WatermarkStrategy
+from ._windows import Session as Session
+from ._windows import Sliding as Sliding
+from ._windows import Tumbling as Tumbling
 
 __all__ = (
     # dataflow
     "Flow",
     "Stream",
     "KeyedStream",
+    "WindowedStream",
     "ProcessContext",
+    # event time, timers and windows
+    "BoundedOutOfOrderness",
+    "Monotonous",
+    "WatermarkStrategy",
+    "WatermarkGenerator",
+    "Timers",
+    "Tumbling",
+    "Sliding",
+    "Session",
+    "Clock",
+    "SystemClock",
+    "ManualClock",
     # running
     "run",
     "run_job",
@@ -98,6 +124,7 @@ __all__ = (
     "serve_metrics",
     # errors
     "JobError",
+    "LateRecordError",
     "StateDirectoryInUseError",
     "WorkerFailedError",
     "WorkerLostError",

@@ -30,6 +30,7 @@ from ._messages import (
     SnapshotDrained,
     StartSources,
     StopSources,
+    Watermark,
 )
 from ._plan import compile_plan, place_key_groups, place_splits
 from ._worker import WorkerEnv, place_directory, start_worker
@@ -50,6 +51,7 @@ _MESSAGES = (
     (Credit, "shoal.Credit"),
     (ReturnCredits, "shoal.ReturnCredits"),
     (EndOfStream, "shoal.EndOfStream"),
+    (Watermark, "shoal.Watermark"),
     (Gathered, "shoal.Gathered"),
     (PreCommitSink, "shoal.PreCommitSink"),
     (CommitSink, "shoal.CommitSink"),

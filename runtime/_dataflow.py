@@ -18,10 +18,18 @@ from shoal.storage import StateSpec, ValueStateSpec
 from ._keys import DEFAULT_KEY_GROUPS, check_num_key_groups
 from ._sinks import Sink
 from ._sources import Source
+from ._timers import timers_spec
+from ._watermarks import (
+    Monotonous,
+    WatermarkStrategy,
+    check_timestamp_assigner,
+)
+from ._windows import Session, Sliding, Tumbling, WindowSpec, windows_spec
 
 __all__ = (
     "AggregateOp",
     "CountOp",
+    "EventTime",
     "FilterOp",
     "FlatMapOp",
     "Flow",
@@ -31,6 +39,8 @@ __all__ = (
     "ReduceOp",
     "SinkOp",
     "Stream",
+    "WindowOp",
+    "WindowedStream",
 )
 
 _NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
@@ -65,6 +75,7 @@ class ProcessOp:
     key_fn: Callable[[Any], Any]
     fn: Callable[[Any, Any, Any], Any]
     states: tuple[StateSpec, ...]
+    on_timer: Callable[[Any, Any, Any], Any] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,7 +115,27 @@ class CountOp:
     states: tuple[StateSpec, ...]
 
 
-KeyedOp = ProcessOp | ReduceOp | AggregateOp | CountOp
+@dataclass(frozen=True, slots=True)
+class WindowOp:
+    """Keyed event-time windows folded incrementally; emits ``(key, start, end, value)`` when a
+    window fires (see ``_windows.py``). Its windows and timers are internal states."""
+
+    name: str
+    key_fn: Callable[[Any], Any]
+    window: WindowSpec
+    states: tuple[StateSpec, ...]
+
+
+KeyedOp = ProcessOp | ReduceOp | AggregateOp | CountOp | WindowOp
+
+
+@dataclass(frozen=True, slots=True)
+class EventTime:
+    """A flow's event time: how records are stamped and how splits make watermarks."""
+
+    timestamps: Callable[[Any], Any]
+    watermarks: WatermarkStrategy
+    idle_timeout: float | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,6 +147,7 @@ class SinkOp:
 @dataclass(slots=True)
 class _Graph:
     source: Source | None = None
+    time: EventTime | None = None
     ops: list[StatelessOp | KeyedOp | SinkOp] = field(default_factory=list)
     tail: object | None = None  # the stream that may still be extended
 
@@ -164,8 +196,28 @@ class Flow:
         self.num_key_groups = check_num_key_groups(num_key_groups)
         self._graph = _Graph()
 
-    def source(self, source: Source) -> Stream:
-        """Start the flow at ``source``; a flow has exactly one source."""
+    def source(
+        self,
+        source: Source,
+        *,
+        timestamps: Callable[[Any], Any] | None = None,
+        watermarks: WatermarkStrategy | None = None,
+        idle_timeout: float | None = None,
+    ) -> Stream:
+        """Start the flow at ``source``; a flow has exactly one source.
+
+        Args:
+            source: where records come from.
+            timestamps: the event-time assigner, ``record -> int | float``, run on every
+                record the source reads (before the stateless chain). A record for which it
+                raises, or returns anything else, is a dead letter. Without it the flow has no
+                event time (no windows, no event-time timers before the end of input).
+            watermarks: how each split turns timestamps into watermarks:
+                ``BoundedOutOfOrderness(delay)`` (default ``Monotonous()``), or any object
+                with ``create_generator()`` (see ``WatermarkStrategy``).
+            idle_timeout: seconds of processing time after which a split that reads nothing
+                stops holding the watermark back (``None``: never). Checked between reads.
+        """
         if self._graph.source is not None:
             raise ValueError(f"Flow {self.name!r} already has a source; a flow has exactly one")
         for attribute in ("splits", "open_split"):
@@ -173,8 +225,35 @@ class Flow:
                 raise TypeError(
                     f"source must provide splits() and open_split(); got {type(source).__name__}"
                 )
+        if timestamps is None:
+            if watermarks is not None or idle_timeout is not None:
+                raise ValueError(
+                    "watermarks and idle_timeout need event time: pass timestamps=<function "
+                    "record -> timestamp> too"
+                )
+        else:
+            _check_callable(timestamps, "timestamps")
+            check_timestamp_assigner(timestamps)
+            strategy = Monotonous() if watermarks is None else watermarks
+            if not callable(getattr(strategy, "create_generator", None)):
+                raise TypeError(
+                    "watermarks must be a watermark strategy (BoundedOutOfOrderness(delay), "
+                    f"Monotonous(), or an object with create_generator()); got {strategy!r}"
+                )
+            if idle_timeout is not None and (
+                isinstance(idle_timeout, bool)
+                or not isinstance(idle_timeout, int | float)
+                or not idle_timeout > 0
+            ):
+                raise ValueError(f"idle_timeout must be seconds > 0 or None; got {idle_timeout!r}")
+            self._graph.time = EventTime(timestamps, strategy, idle_timeout)
         self._graph.source = source
         return Stream(self._graph)
+
+    @property
+    def event_time(self) -> EventTime | None:
+        """The flow's event time (None: the source was given no timestamps)."""
+        return self._graph.time
 
     def get_source(self) -> Source:
         """The flow's source (ValueError if none was set)."""
@@ -192,7 +271,7 @@ class Flow:
         return tuple(
             op
             for op in self._graph.ops
-            if isinstance(op, ProcessOp | ReduceOp | AggregateOp | CountOp)
+            if isinstance(op, ProcessOp | ReduceOp | AggregateOp | CountOp | WindowOp)
         )
 
     def validate(self) -> None:
@@ -278,24 +357,76 @@ class KeyedStream(_Extendable):
         fn: Callable[[Any, Any, Any], Any],
         *,
         states: Sequence[StateSpec] = (),
+        on_timer: Callable[[Any, Any, Any], Any] | None = None,
         name: str = "process",
     ) -> Stream:
         """Run ``fn(key, value, ctx)`` for every record, with the declared keyed states.
 
         ``ctx.state.<name>`` is the state handle scoped to the current key, ``ctx.emit(x)``
-        sends ``x`` downstream, ``ctx.key`` and ``ctx.key_group`` say where you are. ``fn`` may
-        be an object with a ``process`` method and a ``states`` attribute instead.
+        sends ``x`` downstream, ``ctx.key`` and ``ctx.key_group`` say where you are,
+        ``ctx.timestamp`` is the record's event time (None without event time). With
+        ``on_timer``, ``ctx.timers`` registers timers for the current key and
+        ``on_timer(key, ts, ctx)`` runs when one fires (see ``_timers.py``). ``fn`` may be an
+        object with a ``process`` method (and optionally ``on_timer`` and ``states``) instead.
         """
         if not callable(fn) and callable(getattr(fn, "process", None)):
             states = tuple(states) or tuple(getattr(fn, "states", ()))
+            if on_timer is None and callable(getattr(fn, "on_timer", None)):
+                on_timer = fn.on_timer
             fn = fn.process
         _check_callable(fn, "process function")
         specs = tuple(states)
         for spec in specs:
             if not hasattr(spec, "name"):
                 raise TypeError(f"states must be state specs (ValueStateSpec, ...); got {spec!r}")
-        self._append(ProcessOp(self._unique(name), self._key_fn, fn, specs))
+            if spec.name.startswith("_shoal"):
+                raise ValueError(
+                    f"state name {spec.name!r} starts with '_shoal', which is reserved for "
+                    "shoal's internal states (timers, windows); pick another name"
+                )
+        if on_timer is not None:
+            _check_callable(on_timer, "on_timer")
+            specs = (*specs, timers_spec())
+        self._append(ProcessOp(self._unique(name), self._key_fn, fn, specs, on_timer))
         return Stream(self._graph)
+
+    def window(
+        self,
+        assigner: Tumbling | Sliding | Session,
+        *,
+        allowed_lateness: float = 0,
+    ) -> WindowedStream:
+        """Group each key's records into event-time windows (then ``reduce`` / ``aggregate``
+        / ``count``).
+
+        Args:
+            assigner: ``Tumbling(size)``, ``Sliding(size, slide)`` or ``Session(gap)``, in
+                timestamp units; windows are half-open ``[start, end)``, aligned to 0.
+            allowed_lateness: how long past a window's end (in watermark terms) its state is
+                kept; a late record in that time fires it again with the updated value.
+                Records later than that are dead letters (``LateRecordError``).
+        """
+        if self._graph.time is None:
+            raise ValueError(
+                "windows need event time: give the source a timestamp assigner, "
+                "flow.source(source, timestamps=lambda record: ...)"
+            )
+        if not isinstance(assigner, Tumbling | Sliding | Session):
+            raise TypeError(
+                "window takes Tumbling(size), Sliding(size, slide) or Session(gap); "
+                f"got {assigner!r}"
+            )
+        if (
+            isinstance(allowed_lateness, bool)
+            or not isinstance(allowed_lateness, int | float)
+            or not 0 <= allowed_lateness < float("inf")
+        ):
+            raise ValueError(
+                f"allowed_lateness must be a finite number >= 0; got {allowed_lateness!r}"
+            )
+        if self._graph.tail is not self:
+            raise ValueError("this stream was already extended; flows are linear pipelines")
+        return WindowedStream(self, assigner, allowed_lateness)
 
     def reduce(self, fn: Callable[[Any, Any], Any], *, name: str = "reduce") -> Stream:
         """Keep ``acc = fn(acc, value)`` per key and emit ``(key, acc)`` for every record."""
@@ -333,3 +464,89 @@ class KeyedStream(_Extendable):
 
 def _identity(value: Any) -> Any:
     return value
+
+
+def _count_add(acc: int, _value: Any) -> int:
+    return acc + 1
+
+
+def _add(a: Any, b: Any) -> Any:
+    return a + b
+
+
+def _zero() -> int:
+    return 0
+
+
+class _First:
+    """The accumulator of a windowed reduce before its first record (never stored)."""
+
+
+_FIRST = _First()
+
+
+def _reducer(fn: Callable[[Any, Any], Any]) -> Callable[[Any, Any], Any]:
+    def add(acc: Any, value: Any) -> Any:
+        return value if acc is _FIRST else fn(acc, value)
+
+    return add
+
+
+def _first() -> Any:
+    return _FIRST
+
+
+class WindowedStream:
+    """A keyed stream cut into windows: fold each window with ``reduce``, ``aggregate`` or
+    ``count``; each fired window emits ``(key, window_start, window_end, value)``."""
+
+    __slots__ = ("_assigner", "_keyed", "_lateness")
+
+    def __init__(
+        self, keyed: KeyedStream, assigner: Tumbling | Sliding | Session, lateness: float
+    ) -> None:
+        self._keyed = keyed
+        self._assigner = assigner
+        self._lateness = lateness
+
+    def _finish(self, name: str, spec: WindowSpec) -> Stream:
+        keyed = self._keyed
+        op = WindowOp(keyed._unique(name), keyed._key_fn, spec, (windows_spec(), timers_spec()))
+        keyed._append(op)
+        return Stream(keyed._graph)
+
+    def reduce(self, fn: Callable[[Any, Any], Any], *, name: str = "window") -> Stream:
+        """Each window's value is its records folded with ``fn(a, b)`` (the first as is)."""
+        _check_callable(fn, "reduce function")
+        spec = WindowSpec(self._assigner, self._lateness, _first, _reducer(fn), _identity, fn)
+        return self._finish(name, spec)
+
+    def aggregate(
+        self,
+        create: Callable[[], Any],
+        add: Callable[[Any, Any], Any],
+        result: Callable[[Any], Any] | None = None,
+        *,
+        merge: Callable[[Any, Any], Any] | None = None,
+        name: str = "window",
+    ) -> Stream:
+        """Each window keeps ``acc = add(acc, value)`` from ``create()``; its value is
+        ``result(acc)``. Session windows also need ``merge(acc_a, acc_b)``."""
+        _check_callable(create, "aggregate create")
+        _check_callable(add, "aggregate add")
+        finish = result if result is not None else _identity
+        _check_callable(finish, "aggregate result")
+        if merge is not None:
+            _check_callable(merge, "aggregate merge")
+        elif isinstance(self._assigner, Session):
+            raise ValueError(
+                "session windows merge: aggregate over Session(...) needs "
+                "merge=<function (acc, acc) -> acc>"
+            )
+        spec = WindowSpec(self._assigner, self._lateness, create, add, finish, merge)
+        return self._finish(name, spec)
+
+    def count(self, *, name: str = "window") -> Stream:
+        """Each window's value is how many records it holds."""
+        spec = WindowSpec(self._assigner, self._lateness, _zero, _count_add, _identity, _add)
+        return self._finish(name, spec)

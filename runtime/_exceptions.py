@@ -4,6 +4,7 @@ from __future__ import annotations
 
 __all__ = (
     "JobError",
+    "LateRecordError",
     "ScenarioError",
     "StateDirectoryInUseError",
     "WorkerFailedError",
@@ -62,3 +63,7 @@ class StateDirectoryInUseError(ValueError):
 
 class ScenarioError(Exception):
     """A scenario file is malformed (missing flow, bad parameters, bad checks)."""
+
+
+class LateRecordError(Exception):
+    """A record arrived after every window it belongs to could no longer fire (a dead letter)."""

@@ -48,12 +48,20 @@ class ExchangeActor(Actor):
         if kind is Shipment:
             targets = self.env.targets(message.stage)
             keys, values, offsets = message.keys, message.values, message.offsets
+            stamps = message.timestamps
             channel, split = message.channel, message.split
             start = 0
             for group, count in zip(message.groups, message.counts, strict=True):
                 end = start + count
                 await targets[group].tell(
-                    Data(channel, split, keys[start:end], values[start:end], offsets[start:end])
+                    Data(
+                        channel,
+                        split,
+                        keys[start:end],
+                        values[start:end],
+                        offsets[start:end],
+                        None if stamps is None else stamps[start:end],
+                    )
                 )
                 start = end
             await self._owe(message.sender)

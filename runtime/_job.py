@@ -64,6 +64,7 @@ from ._sinks import DeadLetter, DeadLetterSink, Sink, SinkPartition
 from ._sources import check_bounded
 from ._statedir import claim_state_dir
 from ._supervisor import CheckpointTarget, JobSupervisor
+from ._time import Clock, SystemClock
 from ._timeline import At, Checkpoint, KillWorker, Savepoint, Stop, TimelineRunner
 from ._worker import WorkerEnv, place_directory, start_worker
 
@@ -269,6 +270,7 @@ class _Run:
     faults: tuple[Fault, ...] = ()
     start: StartPoint = field(default_factory=StartPoint)
     timeline: TimelineRunner | None = None
+    clock: Clock | None = None  # None: the system clock
 
     def checkpoint_store(self) -> CheckpointStore | None:
         """A handle on the job's checkpoint store (None: checkpoints are off)."""
@@ -307,6 +309,7 @@ async def run_job(
     resume: bool = False,
     from_savepoint: str | Path | None = None,
     timeline: Sequence[At] = (),
+    clock: Clock | None = None,
 ) -> JobResult:
     """Run ``flow`` until its bounded source is exhausted and every record is processed.
 
@@ -373,6 +376,8 @@ async def run_job(
             see ``shoal.runtime._timeline``): checkpoints, kill -9 of a worker process,
             savepoints, stop. Scenario files give theirs to ``shoal run``.
         faults: a schedule of injected failures (:class:`Fault`), for testing recovery.
+        clock: where processing time comes from (processing-time timers, idle splits):
+            a ``ManualClock`` in tests; default the system clock. Workers in this loop only.
         checkpoint_dir: where checkpoints are written: a directory or any fsspec URL
             (``memory://...`` only with ``processes=False``: each process has its own memory
             filesystem). Default ``<state_dir>/checkpoints``. Ignored without
@@ -435,6 +440,11 @@ async def run_job(
         )
     if isinstance(link_buffer, bool) or not isinstance(link_buffer, int) or link_buffer < 1024:
         raise ValueError(f"link_buffer must be an int of at least 1024 bytes; got {link_buffer!r}")
+    if clock is not None and use_processes:
+        raise ValueError(
+            "a clock object cannot cross into worker processes; pass clock= with "
+            "processes=False (worker processes use the system clock)"
+        )
     if backend not in ("lmdb", "memory"):
         raise ValueError(f"backend must be 'lmdb' or 'memory'; got {backend!r}")
     if use_processes and backend != "lmdb":
@@ -507,6 +517,7 @@ async def run_job(
                 else StartPoint()
             ),
             TimelineRunner(timeline) if timeline else None,
+            clock=clock,
         )
         if use_processes:
             assert ref is not None
@@ -779,6 +790,7 @@ async def _loop_attempt(
                     restore_from=start.manifest,
                     restore_savepoint=start.savepoint,
                     faults=Faults(run.faults, worker=index, attempt=start.attempt),
+                    clock=SystemClock() if run.clock is None else run.clock,
                 )
                 place_directory(worker, plan, groups, driver, workers)
                 await start_worker(env)

@@ -23,6 +23,7 @@ from ._messages import (
     Drained,
     EndOfStream,
     SnapshotDrained,
+    Watermark,
     WriteSnapshot,
 )
 from ._names import (
@@ -31,6 +32,7 @@ from ._names import (
 )
 from ._operators import KeyedRunner
 from ._plan import actor_name
+from ._timers import KeyedTime
 
 if TYPE_CHECKING:
     from ._worker import WorkerEnv
@@ -63,6 +65,7 @@ class KeyGroupActor(Actor):
         )
         self.store: KeyGroupStore | None = None
         self.runner: KeyedRunner | None = None
+        self.time: KeyedTime | None = None  # its watermark and timers (see _timers.py)
         self.unflushed = 0
         self.batches = 0
         self.drained = False
@@ -88,7 +91,10 @@ class KeyGroupActor(Actor):
         self.store = self.env.backend.open_store(op.name, self.key_group, op.states)
         if self.env.restoring:
             self._restore()
-        self.runner = KeyedRunner(op, self.store, self.key_group)
+        # After the restore: the timers' queues are rebuilt from the restored store.
+        channels = self.env.plan.channels_into(self.stage.index)
+        self.time = KeyedTime.for_operator(channels, self.env.clock, self.store, op.states)
+        self.runner = KeyedRunner(op, self.store, self.key_group, self.time)
 
     def _restore(self) -> None:
         """Bring the store back to the checkpoint being recovered from, in one transaction:
@@ -174,13 +180,33 @@ class KeyGroupActor(Actor):
                 await self._snapshot()
             elif verdict == "waiting" and self.env.faults:
                 self.env.faults.hit("keygroup.aligning")
+        elif kind is Watermark:
+            assert self.time is not None
+            mark = self.time.combiner.update(message.channel, message.timestamp, message.idle)
+            if mark is not None:
+                await self._advance(mark)
         elif kind is EndOfStream:
+            assert self.time is not None
+            mark = self.time.combiner.end(message.channel)  # the last one: +inf
+            if mark is not None:
+                await self._advance(mark)
             if self.alignment.end(message.channel):
                 await self._snapshot()
             if not self.alignment.open_channels:
                 await self._end()
         else:
             raise TypeError(f"key-group actor got an unexpected message {message!r}")
+
+    async def _advance(self, watermark: float | None) -> None:
+        """Fire the timers due (event time at ``watermark``, None: only processing time) and
+        pass the watermark on to the next keyed stage, behind what they emitted."""
+        runner = self.runner
+        assert runner is not None
+        env = self.env
+        values, offsets, stamps = runner.fire_timers(watermark, self.name, env.dead)
+        await env.emit(self.stage, self.name, self.name, values, offsets, self.epoch_out, stamps)
+        if watermark is not None and self.stage.next_key_fn is not None:
+            await env.broadcast(self.stage.index + 1, Watermark(self.name, watermark))
 
     async def _snapshot(self) -> None:
         """Every open channel delivered the barrier: commit the epoch, ack, pass it on, and
@@ -294,7 +320,9 @@ class KeyGroupActor(Actor):
             self.store.get(self.sample_state, data.keys[0])
             env.metrics.observe_state_access(time.perf_counter() - started)
         started = time.perf_counter()
-        values, offsets = runner.run(data.keys, data.values, data.offsets, data.split, env.dead)
+        values, offsets, stamps = runner.run(
+            data.keys, data.values, data.offsets, data.split, env.dead, data.timestamps
+        )
         env.metrics.observe_operator(
             runner.operator, count, len(values), time.perf_counter() - started
         )
@@ -303,7 +331,9 @@ class KeyGroupActor(Actor):
             env.faults.hit("keygroup.batch")
         if self.unflushed >= FLUSH_EVERY_RECORDS and not env.checkpoints:
             self._flush()
-        await env.emit(self.stage, self.name, data.split, values, offsets, self.epoch_out)
+        await env.emit(self.stage, self.name, data.split, values, offsets, self.epoch_out, stamps)
+        if self.time is not None and self.time.timers is not None:
+            await self._advance(None)  # processing-time timers the clock has passed
 
     def _flush(self, meta: dict[str, Any] | None = None) -> int:
         store = self.store

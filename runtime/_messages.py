@@ -19,6 +19,7 @@ from ._columns import (
     decode_column,
     decode_keys,
     decode_records,
+    encode_column,
     encode_int_column,
     encode_keys,
     encode_records,
@@ -43,6 +44,7 @@ __all__ = (
     "StartSources",
     "TriggerCheckpoint",
     "StopSources",
+    "Watermark",
 )
 
 
@@ -53,6 +55,7 @@ class Data:
     ``keys``, ``values`` and ``offsets`` are parallel columns; ``offsets`` are the records'
     source positions in ``split`` (what a dead letter names). ``channel`` names the upstream
     sender (a split, or an upstream key-group actor): barriers are aligned per channel.
+    ``timestamps`` is the records' event-time column in a flow with event time, else None.
     """
 
     channel: str
@@ -60,6 +63,7 @@ class Data:
     keys: list[Any]
     values: list[Any]
     offsets: list[int]
+    timestamps: list[Any] | None = None
 
     def to_wire(self) -> list[Any]:
         return [
@@ -68,13 +72,19 @@ class Data:
             encode_keys(self.keys),
             encode_records(self.values),
             encode_int_column(self.offsets),
+            None if self.timestamps is None else encode_column(self.timestamps),
         ]
 
     @classmethod
     def from_wire(cls, data: list[Any]) -> Data:
-        channel, split, keys, values, offsets = data
+        channel, split, keys, values, offsets, stamps = data
         return cls(
-            channel, split, decode_keys(keys), decode_records(values), decode_column(offsets)
+            channel,
+            split,
+            decode_keys(keys),
+            decode_records(values),
+            decode_column(offsets),
+            None if stamps is None else decode_column(stamps),
         )
 
 
@@ -97,6 +107,7 @@ class Shipment:
     keys: list[Any]
     values: list[Any]
     offsets: list[int]
+    timestamps: list[Any] | None = None
 
     def to_wire(self) -> list[Any]:
         return [
@@ -109,11 +120,12 @@ class Shipment:
             encode_keys(self.keys),
             encode_records(self.values),
             encode_int_column(self.offsets),
+            None if self.timestamps is None else encode_column(self.timestamps),
         ]
 
     @classmethod
     def from_wire(cls, data: list[Any]) -> Shipment:
-        sender, stage, channel, split, groups, counts, keys, values, offsets = data
+        sender, stage, channel, split, groups, counts, keys, values, offsets, stamps = data
         return cls(
             sender,
             stage,
@@ -124,6 +136,7 @@ class Shipment:
             decode_keys(keys),
             decode_records(values),
             decode_column(offsets),
+            None if stamps is None else decode_column(stamps),
         )
 
 
@@ -258,6 +271,20 @@ class WriteSnapshot:
     stats: dict[str, Any]
     done: anyio.Event = field(default_factory=anyio.Event)
     started: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Watermark:
+    """Event time on ``channel`` reached ``timestamp``: no later record on it is older.
+
+    In band with the channel's data, like :class:`Barrier`. ``idle`` marks a split that read
+    nothing for its idle timeout: it does not hold the combined watermark back until it sends a
+    watermark that is not idle (see ``_watermarks.py``).
+    """
+
+    channel: str
+    timestamp: float
+    idle: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -26,14 +26,27 @@ from ._dataflow import (
     MapOp,
     ProcessOp,
     ReduceOp,
+    WindowOp,
 )
 from ._keys import KeyGroupRouter
 from ._sinks import DeadLetter
+from ._time import MIN_WATERMARK
+from ._timers import EVENT_TIME, PROCESSING_TIME, KeyedTime, Timers
+from ._windows import WindowRunner
 
-__all__ = ("DeadLetters", "KeyedRunner", "ProcessContext", "apply_chain", "key_and_route")
+__all__ = (
+    "DeadLetters",
+    "KeyedRunner",
+    "ProcessContext",
+    "apply_chain",
+    "apply_chain_timed",
+    "key_and_route",
+    "key_and_route_timed",
+)
 
 StatelessOp = MapOp | FilterOp | FlatMapOp
 Routed = dict[int, tuple[list[Any], list[Any], list[int]]]
+RoutedTimed = dict[int, tuple[list[Any], list[Any], list[int], list[Any]]]
 
 
 class DeadLetters:
@@ -189,13 +202,55 @@ def key_and_route(
     A key function that raises, or returns something that is not a valid key, sends that
     record to the dead letters (operator ``<operator>.key_by``).
     """
-    where = f"{operator}.key_by"
     keys, failed = _apply_once(key_fn, values)
     if failed is None:
         try:
             return router.route(keys, values, offsets)
         except TypeError:
             failed = []
+    keys, keep = _key_failures(operator, router, keys, failed, values, offsets, split, dead)
+    return router.route(keys, list(compress(values, keep)), list(compress(offsets, keep)))
+
+
+def key_and_route_timed(
+    operator: str,
+    key_fn: Callable[[Any], Any],
+    router: KeyGroupRouter,
+    values: list[Any],
+    offsets: list[int],
+    timestamps: list[Any],
+    split: str,
+    dead: DeadLetters,
+) -> RoutedTimed:
+    """:func:`key_and_route` for a batch with an event-time column."""
+    keys, failed = _apply_once(key_fn, values)
+    if failed is None:
+        try:
+            return router.route_timed(keys, values, offsets, timestamps)
+        except TypeError:
+            failed = []
+    keys, keep = _key_failures(operator, router, keys, failed, values, offsets, split, dead)
+    return router.route_timed(
+        keys,
+        list(compress(values, keep)),
+        list(compress(offsets, keep)),
+        list(compress(timestamps, keep)),
+    )
+
+
+def _key_failures(
+    operator: str,
+    router: KeyGroupRouter,
+    keys: list[Any],
+    failed: list[tuple[int, Exception]],
+    values: list[Any],
+    offsets: list[int],
+    split: str,
+    dead: DeadLetters,
+) -> tuple[list[Any], list[bool]]:
+    """Dead-letter the records whose key function raised or gave an invalid key (in input
+    order); return the other records' keys and the mask of the records kept."""
+    where = f"{operator}.key_by"
     raised = _kept(failed, len(values))  # False where the key function raised
     if failed:
         # Line the keys up with the records again: a record whose key function raised has none.
@@ -210,9 +265,56 @@ def key_and_route(
             except TypeError as exc:
                 failed.append((index, exc))
     failed.sort(key=itemgetter(0))
+    for index, error in failed:
+        dead.add(where, error, split, offsets[index], values[index])
     keep = _kept(failed, len(keys))
-    values, offsets = _drop_failed(where, failed, values, offsets, split, dead)
-    return router.route(list(compress(keys, keep)), values, offsets)
+    return list(compress(keys, keep)), keep
+
+
+def apply_chain_timed(
+    chain: Sequence[StatelessOp],
+    values: list[Any],
+    offsets: list[int],
+    timestamps: list[Any],
+    split: str,
+    dead: DeadLetters,
+) -> tuple[list[Any], list[int], list[Any]]:
+    """:func:`apply_chain` for a batch with an event-time column: every record keeps its
+    timestamp through map and filter; a flat_map's records inherit their input's."""
+    for op in chain:
+        if not values:
+            break
+        if type(op) is FlatMapOp:
+            out_values: list[Any] = []
+            out_offsets: list[int] = []
+            out_stamps: list[Any] = []
+            fn = op.fn
+            for value, offset, stamp in zip(values, offsets, timestamps, strict=True):
+                try:
+                    items = list(fn(value))
+                except Exception as exc:
+                    dead.add(op.name, exc, split, offset, value)
+                    continue
+                out_values.extend(items)
+                out_offsets.extend([offset] * len(items))
+                out_stamps.extend([stamp] * len(items))
+            values, offsets, timestamps = out_values, out_offsets, out_stamps
+            continue
+        results, failed = _apply_once(op.fn, values)
+        if failed is not None:
+            for index, error in failed:
+                dead.add(op.name, error, split, offsets[index], values[index])
+            keep = _kept(failed, len(values))
+            values = list(compress(values, keep))
+            offsets = list(compress(offsets, keep))
+            timestamps = list(compress(timestamps, keep))
+        if type(op) is MapOp:
+            values = results
+        elif not all(results):
+            values = list(compress(values, results))
+            offsets = list(compress(offsets, results))
+            timestamps = list(compress(timestamps, results))
+    return values, offsets, timestamps
 
 
 class ProcessContext:
@@ -224,21 +326,49 @@ class ProcessContext:
             position (what a dead letter downstream would name).
         key_group: the key group this actor owns.
         operator: the operator's name.
+        timestamp: the current record's event time (in ``on_timer``: the timer's), or None in a
+            flow without event time.
+        timers: the current key's timers (``register_event_time(ts)``, ...; see
+            ``_timers.py``); usable in an operator declared with ``on_timer``.
     """
 
-    __slots__ = ("_store", "emit", "key_group", "operator", "state")
+    __slots__ = ("_store", "_time", "emit", "key_group", "operator", "state", "timers", "timestamp")
 
-    def __init__(self, operator: str, key_group: int, store: KeyGroupStore) -> None:
+    def __init__(
+        self, operator: str, key_group: int, store: KeyGroupStore, time: KeyedTime | None = None
+    ) -> None:
         self.operator = operator
         self.key_group = key_group
         self._store = store
+        self._time = time
         self.state = store.states
         self.emit: Callable[[Any], None] = _no_output
+        self.timestamp: Any = None
+        self.timers: Timers | None = None if time is None else Timers(time)
 
     @property
     def key(self) -> Any:
         """The current key."""
         return self._store.key
+
+    @property
+    def watermark(self) -> float:
+        """The key group's watermark: records older than it are late (``-inf`` at first)."""
+        return MIN_WATERMARK if self._time is None else self._time.watermark
+
+
+class _Unpaired:
+    """Dead letters for a batch whose offsets are ``(offset, timestamp)`` pairs."""
+
+    __slots__ = ("_dead",)
+
+    def __init__(self, dead: DeadLetters) -> None:
+        self._dead = dead
+
+    def add(
+        self, operator: str, exc: BaseException, split: str, offset: Any, record: Any, key: Any
+    ) -> None:
+        self._dead.add(operator, exc, split, offset[0], record, key)
 
 
 def _no_output(_value: Any) -> None:
@@ -256,14 +386,22 @@ class KeyedRunner:
     operator, key group, state, key and type (see ``shoal.storage``).
     """
 
-    __slots__ = ("_ctx", "_op", "_store", "_value", "operator")
+    __slots__ = ("_ctx", "_op", "_store", "_time", "_value", "_window", "operator")
 
-    def __init__(self, op: KeyedOp, store: KeyGroupStore, key_group: int) -> None:
+    def __init__(
+        self, op: KeyedOp, store: KeyGroupStore, key_group: int, time: KeyedTime | None = None
+    ) -> None:
         self._op = op
         self._store = store
+        self._time = time
         self.operator = op.name
-        self._ctx = ProcessContext(op.name, key_group, store)
-        self._value = None if isinstance(op, ProcessOp) else store.state("value")
+        self._ctx = ProcessContext(op.name, key_group, store, time)
+        self._value = None if isinstance(op, ProcessOp | WindowOp) else store.state("value")
+        self._window: WindowRunner | None = None
+        if type(op) is WindowOp:
+            assert time is not None
+            assert time.timers is not None
+            self._window = WindowRunner(op.name, op.window, store, time.timers)
 
     def run(
         self,
@@ -272,17 +410,102 @@ class KeyedRunner:
         offsets: list[int],
         split: str,
         dead: DeadLetters,
-    ) -> tuple[list[Any], list[int]]:
-        """Apply the operator to one batch; return the emitted values and their offsets."""
+        timestamps: list[Any] | None = None,
+    ) -> tuple[list[Any], list[int], list[Any] | None]:
+        """Apply the operator to one batch; return the emitted values, their offsets and their
+        timestamps (None when the batch had none): an output inherits its input's."""
         op = self._op
+        if type(op) is WindowOp:
+            assert self._window is not None
+            assert timestamps is not None
+            assert self._time is not None
+            return self._window.run(
+                keys, values, offsets, timestamps, split, dead, self._time.watermark
+            )
         if type(op) is ProcessOp:
-            return self._run_process(op, keys, values, offsets, split, dead)
-        if type(op) is ReduceOp:
-            return self._run_reduce(op, keys, values, offsets, split, dead)
+            return self._run_process(op, keys, values, offsets, split, dead, timestamps)
         if type(op) is CountOp:
-            return self._run_count(keys, offsets)
-        assert type(op) is AggregateOp
-        return self._run_aggregate(op, keys, values, offsets, split, dead)
+            out, out_offsets = self._run_count(keys, offsets)
+            return out, out_offsets, timestamps
+        if timestamps is None:
+            if type(op) is ReduceOp:
+                out, out_offsets = self._run_reduce(op, keys, values, offsets, split, dead)
+            else:
+                assert type(op) is AggregateOp
+                out, out_offsets = self._run_aggregate(op, keys, values, offsets, split, dead)
+            return out, out_offsets, None
+        # An output per input that did not fail: carry the timestamps along with the offsets,
+        # paired, and split them after (no cost to the untimed path).
+        paired: list[Any] = list(zip(offsets, timestamps, strict=True))
+        unpair: Any = _Unpaired(dead)
+        if type(op) is ReduceOp:
+            out, out_pairs = self._run_reduce(op, keys, values, paired, split, unpair)
+        else:
+            assert type(op) is AggregateOp
+            out, out_pairs = self._run_aggregate(op, keys, values, paired, split, unpair)
+        pairs: list[Any] = out_pairs
+        return out, [pair[0] for pair in pairs], [pair[1] for pair in pairs]
+
+    def fire_timers(
+        self, watermark: float | None, split: str, dead: DeadLetters
+    ) -> tuple[list[Any], list[int], list[Any]]:
+        """Run every event-time timer due at ``watermark`` (None: none) and every
+        processing-time timer due at the clock's now, in timestamp order; return what they
+        emitted."""
+        out: tuple[list[Any], list[int], list[Any]] = ([], [], [])
+        time = self._time
+        if time is None or time.timers is None:
+            return out
+        timers = time.timers
+        window = self._window
+        current = time.watermark
+        due: list[tuple[int, float]] = []
+        if watermark is not None:
+            due.append((EVENT_TIME, watermark))
+        if window is None:  # windows set event-time timers only
+            now = time.clock.now()
+            next_due = timers.next_due(PROCESSING_TIME)
+            if next_due is not None and next_due <= now:
+                due.append((PROCESSING_TIME, now))
+        for kind, upto in due:
+            for ts, key in timers.due(kind, upto):
+                if window is not None:
+                    window.on_timer(key, ts, out)
+                else:
+                    self._on_timer(key, ts, kind, current, out, split, dead)
+        return out
+
+    def _on_timer(
+        self,
+        key: Any,
+        ts: Any,
+        kind: int,
+        watermark: float,
+        out: tuple[list[Any], list[int], list[Any]],
+        split: str,
+        dead: DeadLetters,
+    ) -> None:
+        op = self._op
+        assert type(op) is ProcessOp
+        assert op.on_timer is not None
+        ctx = self._ctx
+        values = out[0]
+        before = len(values)
+        # An output of a timer is stamped with the timer's time (event time), or with the
+        # watermark (processing time: never late downstream).
+        stamp = ts if kind == EVENT_TIME else watermark
+        ctx.timestamp = stamp
+        ctx.emit = values.append
+        try:
+            op.on_timer(key, ts, ctx)
+        except Exception as exc:
+            dead.add(f"{op.name}.on_timer", exc, split, -1, ts, key)
+        finally:
+            ctx.emit = _no_output
+            ctx.timestamp = None
+        emitted = len(values) - before
+        out[1].extend([-1] * emitted)
+        out[2].extend([stamp] * emitted)
 
     def _run_process(
         self,
@@ -292,18 +515,22 @@ class KeyedRunner:
         offsets: list[int],
         split: str,
         dead: DeadLetters,
-    ) -> tuple[list[Any], list[int]]:
+        timestamps: list[Any] | None,
+    ) -> tuple[list[Any], list[int], list[Any] | None]:
         store = self._store
         ctx = self._ctx
         fn = op.fn
         out_values: list[Any] = []
         out_offsets: list[int] = []
+        out_stamps: list[Any] | None = None if timestamps is None else []
+        stamps = [None] * len(keys) if timestamps is None else timestamps
         # emit is the list's own append (no Python-level call); offsets are caught up after
         # each record, which costs two len() calls instead of a method call per emit.
         ctx.emit = out_values.append
         try:
-            for key, value, offset in zip(keys, values, offsets, strict=True):
+            for key, value, offset, stamp in zip(keys, values, offsets, stamps, strict=True):
                 store.key = key
+                ctx.timestamp = stamp
                 try:
                     fn(key, value, ctx)
                 except Exception as exc:
@@ -314,9 +541,12 @@ class KeyedRunner:
                         out_offsets.append(offset)
                     else:
                         out_offsets.extend([offset] * behind)
+                    if out_stamps is not None:
+                        out_stamps.extend([stamp] * behind)
         finally:
             ctx.emit = _no_output
-        return out_values, out_offsets
+            ctx.timestamp = None
+        return out_values, out_offsets, out_stamps
 
     def _run_reduce(
         self,

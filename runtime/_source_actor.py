@@ -15,11 +15,13 @@ from ._messages import (
     Drained,
     InjectBarrier,
     Pull,
+    Watermark,
 )
 from ._names import (
     JOB_ACTOR,
 )
 from ._sources import SplitReader, drain_reader
+from ._watermarks import SplitTime
 
 if TYPE_CHECKING:
     from ._worker import WorkerEnv
@@ -44,6 +46,12 @@ class SourceActor(Actor):
         # The checkpoint what it emits now is output of (its next barrier's).
         self.epoch_out = env.first_epoch()
         self._reading: anyio.CancelScope | None = None
+        time = env.plan.flow.event_time  # stamps the batches and makes the split's watermarks
+        self.time = (
+            None
+            if time is None
+            else SplitTime(split, time.timestamps, time.watermarks, time.idle_timeout, env.clock)
+        )
         self.log = get_logger("shoal.source").bind(worker=env.index, split=split)
 
     async def on_start(self) -> None:
@@ -104,9 +112,18 @@ class SourceActor(Actor):
         self.records += len(batch.values)
         for error in batch.errors:
             env.dead.add_source_error(error, self.split)
-        await env.emit(
-            self.stage, self.split, self.split, batch.values, batch.offsets, self.epoch_out
-        )
+        if self.time is None:
+            await env.emit(
+                self.stage, self.split, self.split, batch.values, batch.offsets, self.epoch_out
+            )
+        else:
+            values, offsets, stamps = self.time.stamp(batch.values, batch.offsets, env.dead)
+            await env.emit(
+                self.stage, self.split, self.split, values, offsets, self.epoch_out, stamps
+            )
+            mark = self.time.after_batch(len(batch.values))
+            if mark is not None and self.stage.next_key_fn is not None:
+                await env.broadcast(self.stage.index + 1, Watermark(self.split, *mark))
         self.position = batch.position
         if env.faults:
             env.faults.hit("source.batch")

@@ -56,12 +56,19 @@ from ._names import (
     flow_control_name,
     source_actor_name,
 )
-from ._operators import DeadLetters, apply_chain, key_and_route
+from ._operators import (
+    DeadLetters,
+    apply_chain,
+    apply_chain_timed,
+    key_and_route,
+    key_and_route_timed,
+)
 from ._plan import Plan, Stage, actor_name
 from ._sinks import DeadLetter, SinkPartition
 from ._source_actor import SourceActor
 from ._source_host import SourceHost, source_host_name
 from ._sources import SourceContext
+from ._time import Clock, SystemClock
 
 __all__ = (
     "WorkerController",
@@ -104,6 +111,8 @@ class WorkerEnv:
     faults: Faults = field(default_factory=Faults)
     # Snapshots handed to the checkpoint writer and not closed yet (see CheckpointWriter).
     pending_snapshots: set[WriteSnapshot] = field(init=False, default_factory=set)
+    # Processing time, for processing-time timers and idle splits (see _time.py).
+    clock: Clock = field(default_factory=SystemClock)
     dead: DeadLetters = field(init=False)
     credits: Credits = field(init=False)
     metrics: WorkerMetrics = field(init=False)
@@ -174,25 +183,45 @@ class WorkerEnv:
         values: list[Any],
         offsets: list[int],
         epoch: int = 0,
+        timestamps: list[Any] | None = None,
     ) -> None:
         """Pass one batch that left ``stage``'s operator through its chain and exit.
 
         ``epoch``: the checkpoint the batch is output of (the emitting actor's next barrier).
+        ``timestamps``: the records' event time, a column carried along, or None.
         """
         if stage.chain:
-            values, offsets = apply_chain(stage.chain, values, offsets, split, self.dead)
+            if timestamps is None:
+                values, offsets = apply_chain(stage.chain, values, offsets, split, self.dead)
+            else:
+                values, offsets, timestamps = apply_chain_timed(
+                    stage.chain, values, offsets, timestamps, split, self.dead
+                )
         if values:
             if stage.next_key_fn is not None:
                 assert stage.next_operator is not None
-                routed = key_and_route(
-                    stage.next_operator,
-                    stage.next_key_fn,
-                    self.router,
-                    values,
-                    offsets,
-                    split,
-                    self.dead,
-                )
+                routed: dict[int, tuple[list[Any], ...]]
+                if timestamps is None:
+                    routed = key_and_route(  # type: ignore[assignment]
+                        stage.next_operator,
+                        stage.next_key_fn,
+                        self.router,
+                        values,
+                        offsets,
+                        split,
+                        self.dead,
+                    )
+                else:
+                    routed = key_and_route_timed(  # type: ignore[assignment]
+                        stage.next_operator,
+                        stage.next_key_fn,
+                        self.router,
+                        values,
+                        offsets,
+                        timestamps,
+                        split,
+                        self.dead,
+                    )
                 await self._send(stage.index + 1, channel, split, routed)
             else:
                 self.metrics.records_out += len(values)
@@ -210,18 +239,19 @@ class WorkerEnv:
         stage: int,
         channel: str,
         split: str,
-        routed: dict[int, tuple[list[Any], list[Any], list[int]]],
+        routed: dict[int, tuple[list[Any], ...]],
     ) -> None:
         """Deliver routed groups: local groups straight to their actors, the rest in one
-        :class:`Shipment` per destination worker."""
+        :class:`Shipment` per destination worker. A group is ``(keys, values, offsets)``, or
+        with a fourth column, the timestamps."""
         targets = self.targets(stage)
         owner = self.group_owner
         here = self.index
         remote: dict[int, list[int]] | None = None
-        for group, (keys, values, offsets) in routed.items():
+        for group, columns in routed.items():
             worker = owner[group]
             if worker == here:
-                await targets[group].tell(Data(channel, split, keys, values, offsets))
+                await targets[group].tell(Data(channel, split, *columns))
             elif remote is None:
                 remote = {worker: [group]}
             else:
@@ -230,19 +260,18 @@ class WorkerEnv:
             return
         for worker, groups in remote.items():
             if len(groups) == 1:
-                keys, values, offsets = routed[groups[0]]
-                counts = [len(keys)]
+                columns = routed[groups[0]]
+                counts = [len(columns[0])]
             else:
-                keys, values, offsets, counts = [], [], [], []
+                columns = tuple([] for _ in routed[groups[0]])
+                counts = []
                 for group in groups:
-                    group_keys, group_values, group_offsets = routed[group]
-                    keys += group_keys
-                    values += group_values
-                    offsets += group_offsets
-                    counts.append(len(group_keys))
+                    for column, part in zip(columns, routed[group], strict=True):
+                        column += part
+                    counts.append(len(routed[group][0]))
             await self.credits.acquire(stage, worker)
             await self.exchange(worker, stage).tell(
-                Shipment(here, stage, channel, split, groups, counts, keys, values, offsets)
+                Shipment(here, stage, channel, split, groups, counts, *columns)
             )
 
     def exchange(self, worker: int, stage: int) -> Ref:

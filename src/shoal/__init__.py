@@ -16,10 +16,12 @@ import typing as _typing
 if _typing.TYPE_CHECKING:
     from shoal.runtime import DEFAULT_KEY_GROUPS as DEFAULT_KEY_GROUPS
     from shoal.runtime import AsyncIterableSource as AsyncIterableSource
+    from shoal.runtime import BoundedOutOfOrderness as BoundedOutOfOrderness
     from shoal.runtime import CallbackSink as CallbackSink
     from shoal.runtime import Check as Check
     from shoal.runtime import CheckpointStatistics as CheckpointStatistics
     from shoal.runtime import ClickstreamSource as ClickstreamSource
+    from shoal.runtime import Clock as Clock
     from shoal.runtime import CollectingSink as CollectingSink
     from shoal.runtime import CountingSink as CountingSink
     from shoal.runtime import DeadLetter as DeadLetter
@@ -33,12 +35,17 @@ if _typing.TYPE_CHECKING:
     from shoal.runtime import JsonlSink as JsonlSink
     from shoal.runtime import JsonlSource as JsonlSource
     from shoal.runtime import KeyedStream as KeyedStream
+    from shoal.runtime import LateRecordError as LateRecordError
+    from shoal.runtime import ManualClock as ManualClock
+    from shoal.runtime import Monotonous as Monotonous
     from shoal.runtime import ProcessContext as ProcessContext
     from shoal.runtime import Progress as Progress
     from shoal.runtime import Scenario as Scenario
     from shoal.runtime import ScenarioError as ScenarioError
+    from shoal.runtime import Session as Session
     from shoal.runtime import Sink as Sink
     from shoal.runtime import SinkPartition as SinkPartition
+    from shoal.runtime import Sliding as Sliding
     from shoal.runtime import Source as Source
     from shoal.runtime import SourceBatch as SourceBatch
     from shoal.runtime import SourceContext as SourceContext
@@ -46,6 +53,12 @@ if _typing.TYPE_CHECKING:
     from shoal.runtime import SplitReader as SplitReader
     from shoal.runtime import StateDirectoryInUseError as StateDirectoryInUseError
     from shoal.runtime import Stream as Stream
+    from shoal.runtime import SystemClock as SystemClock
+    from shoal.runtime import Timers as Timers
+    from shoal.runtime import Tumbling as Tumbling
+    from shoal.runtime import WatermarkGenerator as WatermarkGenerator
+    from shoal.runtime import WatermarkStrategy as WatermarkStrategy
+    from shoal.runtime import WindowedStream as WindowedStream
     from shoal.runtime import WorkerFailedError as WorkerFailedError
     from shoal.runtime import WorkerLostError as WorkerLostError
     from shoal.runtime import clickstream_oracle as clickstream_oracle
@@ -107,6 +120,19 @@ _HOME: dict[str, str] = {
     "WorkerFailedError": "shoal.runtime",
     "WorkerLostError": "shoal.runtime",
     "ScenarioError": "shoal.runtime",
+    "WindowedStream": "shoal.runtime",
+    "BoundedOutOfOrderness": "shoal.runtime",
+    "Monotonous": "shoal.runtime",
+    "WatermarkStrategy": "shoal.runtime",
+    "WatermarkGenerator": "shoal.runtime",
+    "Timers": "shoal.runtime",
+    "Tumbling": "shoal.runtime",
+    "Sliding": "shoal.runtime",
+    "Session": "shoal.runtime",
+    "Clock": "shoal.runtime",
+    "SystemClock": "shoal.runtime",
+    "ManualClock": "shoal.runtime",
+    "LateRecordError": "shoal.runtime",
     "StateSpec": "shoal.storage",
     "ValueStateSpec": "shoal.storage",
     "ListStateSpec": "shoal.storage",
@@ -157,6 +183,19 @@ __all__ = (
     "WorkerFailedError",
     "WorkerLostError",
     "ScenarioError",
+    "WindowedStream",
+    "BoundedOutOfOrderness",
+    "Monotonous",
+    "WatermarkStrategy",
+    "WatermarkGenerator",
+    "Timers",
+    "Tumbling",
+    "Sliding",
+    "Session",
+    "Clock",
+    "SystemClock",
+    "ManualClock",
+    "LateRecordError",
     "StateSpec",
     "ValueStateSpec",
     "ListStateSpec",

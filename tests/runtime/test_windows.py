@@ -1,0 +1,237 @@
+"""Windows: results equal an oracle recomputed from the input, in one loop and across worker
+processes, with out-of-order input, tiny batches and tiny mailboxes; late records are accounted
+for; window state is removed once its windows can no longer fire."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import time_flows as flows
+from shoal.runtime._windows import WINDOWS_STATE
+
+from shoal import (
+    CollectingSink,
+    DeadLetterSink,
+    Flow,
+    IterableSource,
+    Session,
+    Sliding,
+    Tumbling,
+    run_job,
+)
+
+FLOWS = str(Path(flows.__file__).resolve())
+KINDS = [("tumbling", 20, 20), ("sliding", 20, 7), ("session", 0, 4)]
+
+
+def params(kind: str, size: int, slide: int, **extra: Any) -> dict[str, Any]:
+    return {"kind": kind, "size": size, "slide": slide, **extra}
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize(("kind", "size", "slide"), KINDS)
+@pytest.mark.parametrize("fold", ["count", "reduce", "aggregate"])
+async def test_window_results_equal_the_oracle_in_one_loop(
+    kind: str, size: int, slide: int, fold: str
+) -> None:
+    p = params(kind, size, slide, fold=fold)
+    flow = flows.windowed(**p)
+    result = await run_job(flow, backend="memory", batch_size=16)
+    data = flows.events(400, seed=1, disorder=10)
+    assert flows.results(result.sink.items) == flows.oracle(data, kind, size, slide, fold)  # type: ignore[attr-defined]
+    assert result.dead_letters == 0
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize(("kind", "size", "slide"), KINDS)
+@pytest.mark.parametrize("batch_size", [1, 2, 3, 7])
+async def test_window_results_with_two_workers_tiny_batches_and_mailboxes(
+    tmp_path: Path, kind: str, size: int, slide: int, batch_size: int
+) -> None:
+    p = params(kind, size, slide, count=150, seed=batch_size, disorder=6, delay=6)
+    result = await run_job(
+        f"{FLOWS}:windowed",
+        params=p,
+        workers=2,
+        processes=False,
+        state_dir=tmp_path,
+        batch_size=batch_size,
+        mailbox_size=1,
+    )
+    data = flows.events(150, seed=batch_size, disorder=6)
+    assert flows.results(result.sink.items) == flows.oracle(data, kind, size, slide)  # type: ignore[attr-defined]
+    assert result.dead_letters == 0
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize(("kind", "size", "slide"), KINDS)
+async def test_window_results_across_worker_processes_equal_the_oracle(
+    tmp_path: Path, kind: str, size: int, slide: int
+) -> None:
+    p = params(kind, size, slide, count=300, seed=5, fold="aggregate")
+    result = await run_job(
+        f"{FLOWS}:windowed", params=p, workers=2, state_dir=tmp_path, batch_size=5
+    )
+    data = flows.events(300, seed=5, disorder=10)
+    assert flows.results(result.sink.items) == flows.oracle(data, kind, size, slide, "aggregate")  # type: ignore[attr-defined]
+    assert result.dead_letters == 0
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize(("kind", "size", "slide"), KINDS)
+@pytest.mark.parametrize("lateness", [0, 15])
+async def test_late_records_go_to_the_dead_letters_and_the_rest_equal_the_oracle(
+    kind: str, size: int, slide: int, lateness: int
+) -> None:
+    # Disorder far beyond the watermark delay: many records are late. Every record is either
+    # in its windows' final results or a LateRecordError dead letter, never both, never lost.
+    dead = DeadLetterSink()
+    p = params(kind, size, slide, count=300, seed=3, disorder=60, delay=5, lateness=lateness)
+    result = await run_job(
+        flows.windowed(**p), backend="memory", batch_size=4, mailbox_size=1, dead_letters=dead
+    )
+    data = flows.events(300, seed=3, disorder=60)
+    late = [letter for letter in dead.letters if letter.error_type == "LateRecordError"]
+    assert late, "the input was meant to have late records"
+    assert len(late) == result.dead_letters
+    assert all(letter.operator == "w" for letter in late)
+    late_records = {(letter.split, letter.offset) for letter in late}
+    kept = [
+        event
+        for split_events, split in _by_split(data, 3)
+        for offset, event in split_events
+        if (split, offset) not in late_records
+    ]
+    final: dict[tuple[Any, Any, Any], Any] = {}
+    for key, start, end, value in result.sink.items:  # type: ignore[attr-defined]
+        final[(key, start, end)] = value  # a late firing replaces the window's result
+    if kind == "session":  # a late record can merge fired sessions: the merged one supersedes
+        final = {
+            (key, start, end): value
+            for (key, start, end), value in final.items()
+            if not any(
+                other[0] == key
+                and other[1] <= start
+                and end <= other[2]
+                and other != (key, start, end)
+                for other in final
+            )
+        }
+    got = flows.results([(*window, value) for window, value in final.items()])
+    assert got == flows.oracle(kept, kind, size, slide)
+
+
+def _by_split(data: list[Any], splits: int) -> list[tuple[list[tuple[int, Any]], str]]:
+    """IterableSource's contiguous splits, as (offset, event) lists with their split ids."""
+    source = IterableSource(data, splits=splits)
+    ids = list(source.splits())
+    size, extra = divmod(len(data), splits)
+    out, start = [], 0
+    for index, split in enumerate(ids):
+        end = start + size + (1 if index < extra else 0)
+        out.append(([(offset, data[offset]) for offset in range(start, end)], split))
+        start = end
+    return out
+
+
+@pytest.mark.asyncio
+async def test_window_state_is_removed_once_its_windows_fired(tmp_path: Path) -> None:
+    flow = flows.windowed("sliding", size=20, slide=7, lateness=5)
+    result = await run_job(flow, state_dir=tmp_path, batch_size=8)
+    assert result.read_state("w", WINDOWS_STATE) == {}
+    assert result.read_state("w", "_shoal_timers") == {}
+    assert flows.results(result.sink.items)  # type: ignore[attr-defined]
+
+
+@pytest.mark.asyncio
+async def test_a_fired_window_carries_its_last_instant_as_timestamp() -> None:
+    # Two tumbling windows in a row: the second (size 20) must see each result of the first
+    # (size 10) inside the window that holds its whole range.
+    flow = Flow("nested", num_key_groups=4)
+    data = [("a", ts) for ts in (1, 4, 12, 15, 19, 22, 38)]
+    sink = CollectingSink()
+    (
+        flow.source(IterableSource(data, splits=2), timestamps=lambda e: e[1])
+        .key_by(lambda e: e[0])
+        .window(Tumbling(10))
+        .count(name="tens")
+        .key_by(lambda result: result[0])
+        .window(Tumbling(20))
+        .aggregate(lambda: 0, lambda acc, result: acc + result[3], name="twenties")
+        .sink(sink)
+    )
+    result = await run_job(flow, backend="memory", batch_size=1, mailbox_size=1)
+    assert sorted(sink.items) == [("a", 0, 20, 5), ("a", 20, 40, 2)]
+    assert result.dead_letters == 0
+
+
+def test_window_arguments_are_checked() -> None:
+    flow = Flow("bad")
+    keyed = flow.source(IterableSource([1]), timestamps=lambda v: v).key_by(lambda v: v)
+    with pytest.raises(
+        ValueError, match=r"^Tumbling: size must be a number > 0 \(timestamp units\); got 0$"
+    ):
+        Tumbling(0)
+    with pytest.raises(
+        ValueError, match=r"^Sliding: slide must be a number > 0 \(timestamp units\); got -1$"
+    ):
+        Sliding(10, -1)
+    with pytest.raises(ValueError, match=r"^Session: gap must be finite; got inf$"):
+        Session(float("inf"))
+    with pytest.raises(
+        TypeError,
+        match=r"^window takes Tumbling\(size\), Sliding\(size, slide\) or Session\(gap\); got 10$",
+    ):
+        keyed.window(10)  # type: ignore[arg-type]
+    with pytest.raises(
+        ValueError, match=r"^allowed_lateness must be a finite number >= 0; got -1$"
+    ):
+        keyed.window(Tumbling(5), allowed_lateness=-1)
+    with pytest.raises(
+        ValueError,
+        match=r"^session windows merge: aggregate over Session\(\.\.\.\) needs "
+        r"merge=<function \(acc, acc\) -> acc>$",
+    ):
+        keyed.window(Session(5)).aggregate(list, lambda acc, v: acc)
+    untimed = Flow("untimed").source(IterableSource([1])).key_by(lambda v: v)
+    with pytest.raises(
+        ValueError,
+        match=r"^windows need event time: give the source a timestamp assigner, "
+        r"flow.source\(source, timestamps=lambda record: \.\.\.\)$",
+    ):
+        untimed.window(Tumbling(5))
+
+
+def test_assigners_cut_half_open_epoch_aligned_windows() -> None:
+    assert Tumbling(10).assign(0) == [(0, 10)]
+    assert Tumbling(10).assign(9) == [(0, 10)]
+    assert Tumbling(10).assign(10) == [(10, 20)]
+    assert Tumbling(10).assign(-1) == [(-10, 0)]
+    assert Sliding(10, 5).assign(12) == [(5, 15), (10, 20)]
+    assert Sliding(10, 3).assign(9) == [(0, 10), (3, 13), (6, 16), (9, 19)]
+    assert Tumbling(0.5).assign(1.25) == [(1.0, 1.5)]
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize(("kind", "size", "slide"), KINDS)
+async def test_window_results_are_unchanged_by_checkpoint_barriers(
+    tmp_path: Path, kind: str, size: int, slide: int
+) -> None:
+    # Barriers align over the same channels as watermarks: held watermarks must not be lost.
+    p = params(kind, size, slide, count=400, seed=9, disorder=6, delay=6)
+    result = await run_job(
+        f"{FLOWS}:windowed",
+        params=p,
+        workers=2,
+        processes=False,
+        state_dir=tmp_path,
+        batch_size=2,
+        mailbox_size=1,
+        checkpoint_interval=0.005,
+    )
+    data = flows.events(400, seed=9, disorder=6)
+    assert result.checkpoints is not None
+    assert result.checkpoints.completed > 0
+    assert flows.results(result.sink.items) == flows.oracle(data, kind, size, slide)  # type: ignore[attr-defined]
