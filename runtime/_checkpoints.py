@@ -21,6 +21,7 @@ from typing import Any
 
 from shoal.actors._log import get_logger
 
+from ._checkpoint_stats import CheckpointFigures, CheckpointStatistics
 from ._messages import BarrierAck
 
 __all__ = (
@@ -59,18 +60,6 @@ class CompletedCheckpoint:
     def max_pause_s(self) -> float:
         """The longest processing pause of one key group for this checkpoint (its flush)."""
         return max((s.get("pause_s", 0.0) for s in self.key_groups.values()), default=0.0)
-
-
-@dataclass(frozen=True, slots=True)
-class CheckpointStatistics:
-    """Checkpoints so far: counts and the figures of the completed ones."""
-
-    completed: int
-    failed: int
-    skipped: int
-    last_completed: int
-    durations_s: tuple[float, ...]
-    max_pause_s: float
 
 
 @dataclass(slots=True)
@@ -123,6 +112,9 @@ class CheckpointCoordinator:
         self.timeout_s = timeout_s
         self.drained: set[str] = set()
         self.completed: list[CompletedCheckpoint] = []
+        #: Durations, pauses, bytes written of the completed checkpoints (statistics());
+        #: the supervisor adds each recovery with ``figures.recovered(seconds)``.
+        self.figures = CheckpointFigures()
         self.failed = 0
         self.skipped = 0
         self._next = first_epoch
@@ -251,12 +243,9 @@ class CheckpointCoordinator:
             manifest_s,
         )
         self.completed.append(done)
+        written = self.figures.add(done.epoch, done.duration_s, done.key_groups)
         log.info(
-            "checkpoint completed",
-            epoch=done.epoch,
-            duration_ms=round(done.duration_s * 1000, 2),
-            manifest_ms=round(manifest_s * 1000, 2),
-            max_pause_ms=round(done.max_pause_s * 1000, 2),
+            "checkpoint completed", manifest_ms=round(manifest_s * 1000, 2), **written.log_fields()
         )
         return done
 
@@ -306,11 +295,5 @@ class CheckpointCoordinator:
         return pending
 
     def statistics(self) -> CheckpointStatistics:
-        return CheckpointStatistics(
-            completed=len(self.completed),
-            failed=self.failed,
-            skipped=self.skipped,
-            last_completed=self.completed[-1].epoch if self.completed else 0,
-            durations_s=tuple(c.duration_s for c in self.completed),
-            max_pause_s=max((c.max_pause_s for c in self.completed), default=0.0),
-        )
+        """Counts and figures of every checkpoint so far (see ``_checkpoint_stats``)."""
+        return self.figures.statistics(failed=self.failed, skipped=self.skipped)
