@@ -162,8 +162,10 @@ class CheckpointStatistics:
         duration_p50_s / duration_p99_s: of ``durations_s``.
         duration_sum_s: of every completed checkpoint (for a Prometheus summary).
         pause_p99_s: of the key groups' pauses, one sample per key group per checkpoint.
+        pause_samples / pause_sum_s: how many pauses, and their seconds, over the run.
         alignment_p99_s / max_alignment_s: of the key groups' barrier alignment (first
             barrier to the last input channel's).
+        alignment_samples / alignment_sum_s: likewise.
         full_files / delta_files: key-group files written, by kind.
         full_bytes / delta_bytes: their bytes.
         entries_written: the entries in them.
@@ -181,8 +183,12 @@ class CheckpointStatistics:
     duration_p99_s: float | None = None
     duration_sum_s: float = 0.0
     pause_p99_s: float | None = None
+    pause_samples: int = 0
+    pause_sum_s: float = 0.0
     alignment_p99_s: float | None = None
     max_alignment_s: float = 0.0
+    alignment_samples: int = 0
+    alignment_sum_s: float = 0.0
     full_files: int = 0
     delta_files: int = 0
     full_bytes: int = 0
@@ -210,6 +216,9 @@ class CheckpointFigures:
         self._pauses: deque[float] = deque(maxlen=SAMPLE_WINDOW)
         self._alignments: deque[float] = deque(maxlen=SAMPLE_WINDOW)
         self._duration_sum = 0.0
+        # [samples, seconds] over the whole run
+        self._pause_total = [0, 0.0]
+        self._alignment_total = [0, 0.0]
         self._max_pause = 0.0
         self._max_alignment = 0.0
         self._totals = {"full_files": 0, "delta_files": 0, "full_bytes": 0, "delta_bytes": 0}
@@ -229,6 +238,10 @@ class CheckpointFigures:
         self._duration_sum += duration_s
         self._pauses.extend(pauses)
         self._alignments.extend(alignments)
+        self._pause_total[0] += len(pauses)
+        self._pause_total[1] += sum(pauses)
+        self._alignment_total[0] += len(alignments)
+        self._alignment_total[1] += sum(alignments)
         self._max_pause = max(self._max_pause, written.max_pause_s)
         self._max_alignment = max(self._max_alignment, written.max_alignment_s)
         self._totals["full_files"] += written.full_files
@@ -262,8 +275,12 @@ class CheckpointFigures:
             duration_p99_s=percentile(durations, 0.99),
             duration_sum_s=self._duration_sum,
             pause_p99_s=percentile(self._pauses, 0.99),
+            pause_samples=int(self._pause_total[0]),
+            pause_sum_s=float(self._pause_total[1]),
             alignment_p99_s=percentile(self._alignments, 0.99),
             max_alignment_s=self._max_alignment,
+            alignment_samples=int(self._alignment_total[0]),
+            alignment_sum_s=float(self._alignment_total[1]),
             full_files=self._totals["full_files"],
             delta_files=self._totals["delta_files"],
             full_bytes=self._totals["full_bytes"],

@@ -97,6 +97,8 @@ class Progress:
     per_worker_in: tuple[int, ...]
     mailbox_depth: tuple[int, ...]
     reports: tuple[dict[str, Any], ...]
+    #: The job's checkpoints so far (None: checkpoints are off).
+    checkpoints: CheckpointStatistics | None = None
 
     @property
     def events_per_s(self) -> float:
@@ -641,12 +643,16 @@ def _last_stage_actors(plan: Plan) -> set[str]:
 
 
 async def _watch_progress(
-    reports: Callable[[], Any], started: float, on_progress: Callable[[Progress], None]
+    reports: Callable[[], Any],
+    started: float,
+    on_progress: Callable[[Progress], None],
+    coordinator: CheckpointCoordinator | None,
 ) -> None:
     while True:
         await anyio.sleep(_PROGRESS_INTERVAL_S)
         snaps = await reports()
-        on_progress(_progress(snaps, time.perf_counter() - started))
+        checkpoints = None if coordinator is None else coordinator.statistics()
+        on_progress(_progress(snaps, time.perf_counter() - started, checkpoints))
 
 
 async def _stop_when_set(stop: anyio.Event, controllers: Sequence[Any]) -> None:
@@ -655,7 +661,9 @@ async def _stop_when_set(stop: anyio.Event, controllers: Sequence[Any]) -> None:
         await controller.ask(StopSources())
 
 
-def _progress(snaps: Sequence[dict[str, Any]], elapsed: float) -> Progress:
+def _progress(
+    snaps: Sequence[dict[str, Any]], elapsed: float, checkpoints: CheckpointStatistics | None
+) -> Progress:
     return Progress(
         elapsed_s=elapsed,
         records_in=sum(s["records_in"] for s in snaps),
@@ -664,6 +672,7 @@ def _progress(snaps: Sequence[dict[str, Any]], elapsed: float) -> Progress:
         per_worker_in=tuple(s["records_in"] for s in snaps),
         mailbox_depth=tuple(s["mailbox_depth"] for s in snaps),
         reports=tuple(snaps),
+        checkpoints=checkpoints,
     )
 
 
@@ -938,7 +947,10 @@ def _start_companions(
     stop event, the checkpoint trigger, the timeline."""
     supervisor = control.supervisor
     if run.on_progress is not None:
-        tg.start_soon(_companion, _watch_progress(reports, started, run.on_progress))
+        tg.start_soon(
+            _companion,
+            _watch_progress(reports, started, run.on_progress, supervisor.coordinator),
+        )
     if run.stop is not None:
         tg.start_soon(_companion, _stop_when_set(run.stop, control.controllers))
     if run.checkpoint_interval is not None:

@@ -3,7 +3,10 @@
 The data path only adds to ints and floats on a :class:`WorkerMetrics`; nothing there touches
 prometheus-client. A :class:`JobCollector` turns the latest per-worker reports into Prometheus
 metric families when a server scrapes ``/metrics`` (served on loopback by :func:`serve_metrics`,
-and only when the user asks for a port).
+and only when the user asks for a port). Checkpoint figures live on the driver (the checkpoint
+coordinator's :class:`CheckpointStatistics`, which ``Progress.checkpoints`` carries): the
+collector reads them from a second callable, and exports no checkpoint family while it returns
+None (checkpoints off).
 """
 
 from __future__ import annotations
@@ -13,8 +16,15 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, SummaryMetricFamily
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    Metric,
+    SummaryMetricFamily,
+)
 from prometheus_client.registry import Collector, CollectorRegistry
+
+from ._checkpoint_stats import CheckpointStatistics
 
 __all__ = ("JobCollector", "WorkerMetrics", "serve_metrics")
 
@@ -79,11 +89,18 @@ class WorkerMetrics:
 
 
 class JobCollector(Collector):
-    """Exports the latest worker snapshots (from ``source()``) as Prometheus metrics."""
+    """Exports the latest worker snapshots (from ``source()``) as Prometheus metrics, and the
+    job's checkpoint statistics (from ``checkpoints()``, when given and not None)."""
 
-    def __init__(self, job: str, source: Callable[[], Iterable[dict[str, Any]]]) -> None:
+    def __init__(
+        self,
+        job: str,
+        source: Callable[[], Iterable[dict[str, Any]]],
+        checkpoints: Callable[[], CheckpointStatistics | None] | None = None,
+    ) -> None:
         self._job = job
         self._source = source
+        self._checkpoints = checkpoints
 
     def collect(self) -> Iterator[Any]:
         # Counters are named with their ``_total`` suffix, as Prometheus' naming rules ask; the
@@ -145,6 +162,133 @@ class JobCollector(Collector):
             flush.add_metric(w, snap["flushes"], snap["flush_seconds"])
             depth.add_metric(w, snap.get("mailbox_depth", 0))
         yield from (rin, rout, dead, op_in, op_out, entries, size, access, flush, depth)
+        stats = None if self._checkpoints is None else self._checkpoints()
+        if stats is not None:
+            yield from checkpoint_families(self._job, stats)
+
+
+def _summary(name: str, doc: str, job: str, quantiles: dict[str, float | None]) -> Metric:
+    """A summary family with quantile samples (prometheus-client's SummaryMetricFamily takes
+    only count and sum); the caller adds ``_count`` and ``_sum``."""
+    family = Metric(name, doc, "summary")
+    for q, value in quantiles.items():
+        if value is not None:
+            family.add_sample(name, {"job": job, "quantile": q}, value)
+    return family
+
+
+def checkpoint_families(job: str, stats: CheckpointStatistics) -> list[Metric]:
+    """The checkpoint coordinator's figures as Prometheus metric families (label ``job``).
+
+    Durations are a summary (p50 and p99 of the recent window, count and sum of every completed
+    checkpoint); pauses and alignment a summary of their p99 (one sample per key group per
+    checkpoint) beside a gauge of the run's maximum; bytes and files written are counters by
+    ``kind`` (``full`` or ``delta``).
+    """
+    label = [job]
+    completed = CounterMetricFamily(
+        "shoal_checkpoints_completed_total",
+        "Checkpoints whose manifest was written",
+        labels=["job"],
+    )
+    completed.add_metric(label, stats.completed)
+    failed = CounterMetricFamily(
+        "shoal_checkpoints_failed_total", "Checkpoints aborted", labels=["job"]
+    )
+    failed.add_metric(label, stats.failed)
+    skipped = CounterMetricFamily(
+        "shoal_checkpoints_skipped_total",
+        "Checkpoint triggers skipped while one was in flight",
+        labels=["job"],
+    )
+    skipped.add_metric(label, stats.skipped)
+    last = GaugeMetricFamily(
+        "shoal_checkpoint_last_completed_epoch",
+        "The newest completed checkpoint's epoch",
+        labels=["job"],
+    )
+    last.add_metric(label, stats.last_completed)
+    duration = _summary(
+        "shoal_checkpoint_duration_seconds",
+        "Checkpoint trigger to manifest written",
+        job,
+        {"0.5": stats.duration_p50_s, "0.99": stats.duration_p99_s},
+    )
+    duration.add_sample("shoal_checkpoint_duration_seconds_count", {"job": job}, stats.completed)
+    duration.add_sample("shoal_checkpoint_duration_seconds_sum", {"job": job}, stats.duration_sum_s)
+    pause = _summary(
+        "shoal_checkpoint_pause_seconds",
+        "Processing pause of one key group for a checkpoint (its local epoch commit)",
+        job,
+        {"0.99": stats.pause_p99_s},
+    )
+    pause.add_sample("shoal_checkpoint_pause_seconds_count", {"job": job}, stats.pause_samples)
+    pause.add_sample("shoal_checkpoint_pause_seconds_sum", {"job": job}, stats.pause_sum_s)
+    max_pause = GaugeMetricFamily(
+        "shoal_checkpoint_pause_max_seconds",
+        "The longest processing pause of one key group for a checkpoint",
+        labels=["job"],
+    )
+    max_pause.add_metric(label, stats.max_pause_s)
+    alignment = _summary(
+        "shoal_checkpoint_alignment_seconds",
+        "Barrier alignment of one key group (first barrier to the last input channel's)",
+        job,
+        {"0.99": stats.alignment_p99_s},
+    )
+    alignment.add_sample(
+        "shoal_checkpoint_alignment_seconds_count", {"job": job}, stats.alignment_samples
+    )
+    alignment.add_sample(
+        "shoal_checkpoint_alignment_seconds_sum", {"job": job}, stats.alignment_sum_s
+    )
+    max_alignment = GaugeMetricFamily(
+        "shoal_checkpoint_alignment_max_seconds",
+        "The longest barrier alignment of one key group",
+        labels=["job"],
+    )
+    max_alignment.add_metric(label, stats.max_alignment_s)
+    written = CounterMetricFamily(
+        "shoal_checkpoint_written_bytes_total",
+        "Bytes of key-group checkpoint files written, by kind",
+        labels=["job", "kind"],
+    )
+    written.add_metric([job, "full"], stats.full_bytes)
+    written.add_metric([job, "delta"], stats.delta_bytes)
+    files = CounterMetricFamily(
+        "shoal_checkpoint_files_total",
+        "Key-group checkpoint files written, by kind",
+        labels=["job", "kind"],
+    )
+    files.add_metric([job, "full"], stats.full_files)
+    files.add_metric([job, "delta"], stats.delta_files)
+    entries = CounterMetricFamily(
+        "shoal_checkpoint_written_entries_total",
+        "State entries in the checkpoint files written",
+        labels=["job"],
+    )
+    entries.add_metric(label, stats.entries_written)
+    recovery = SummaryMetricFamily(
+        "shoal_recovery_seconds",
+        "Failure noticed to every worker processing again from the last completed checkpoint",
+        labels=["job"],
+    )
+    recovery.add_metric(label, len(stats.recoveries_s), sum(stats.recoveries_s))
+    return [
+        completed,
+        failed,
+        skipped,
+        last,
+        duration,
+        pause,
+        max_pause,
+        alignment,
+        max_alignment,
+        written,
+        files,
+        entries,
+        recovery,
+    ]
 
 
 def serve_metrics(collector: Collector, port: int, addr: str = "127.0.0.1") -> Callable[[], None]:

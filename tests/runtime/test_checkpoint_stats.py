@@ -137,6 +137,9 @@ def test_statistics_aggregate_durations_pauses_alignment_and_files_by_kind() -> 
     assert stats.duration_sum_s == 0.75
     assert stats.max_pause_s == 0.010
     assert stats.pause_p99_s == 0.010
+    assert (stats.pause_samples, stats.alignment_samples) == (4, 4)
+    assert stats.pause_sum_s == pytest.approx(0.017)
+    assert stats.alignment_sum_s == pytest.approx(0.006)
     assert (stats.alignment_p99_s, stats.max_alignment_s) == (0.003, 0.003)
     assert (stats.full_files, stats.full_bytes) == (2, 1400)
     assert (stats.delta_files, stats.delta_bytes) == (1, 120)

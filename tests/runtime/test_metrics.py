@@ -13,6 +13,7 @@ import prometheus_client
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from shoal.runtime import _job
+from shoal.runtime._checkpoint_stats import CheckpointFigures, CheckpointStatistics
 from shoal.runtime._metrics import WorkerMetrics
 
 from shoal import (
@@ -121,6 +122,80 @@ def test_the_collector_reads_its_source_at_every_scrape() -> None:
     reports[:] = snapshots()
     _types, samples = parse(scrape(collector))
     assert samples[("shoal_records_in_total", labels(job="clicks", worker="0"))] == 100
+
+
+def checkpoint_statistics() -> CheckpointStatistics:
+    """Two completed checkpoints (a full, then a delta), one failed, one recovery."""
+    figures = CheckpointFigures()
+    chain = [
+        {"kind": "full", "epoch": 1, "size": 1000, "entries": 40},
+        {"kind": "delta", "epoch": 2, "size": 100, "entries": 4},
+    ]
+    figures.add(
+        1, 0.5, {"op#0": {"pause_s": 0.004, "alignment_s": 0.001, "record": {"chain": chain[:1]}}}
+    )
+    figures.add(
+        2, 0.25, {"op#0": {"pause_s": 0.002, "alignment_s": 0.003, "record": {"chain": chain}}}
+    )
+    figures.recovered(0.75)
+    return figures.statistics(failed=1, skipped=3)
+
+
+def test_the_collector_exports_the_checkpoint_statistics_it_is_given() -> None:
+    stats = checkpoint_statistics()
+    types, samples = parse(scrape(JobCollector("clicks", lambda: [], lambda: stats)))
+    checkpoint_types = {name: kind for name, kind in types.items() if "checkpoint" in name}
+    assert checkpoint_types == {
+        "shoal_checkpoints_completed": "counter",
+        "shoal_checkpoints_failed": "counter",
+        "shoal_checkpoints_skipped": "counter",
+        "shoal_checkpoint_last_completed_epoch": "gauge",
+        "shoal_checkpoint_duration_seconds": "summary",
+        "shoal_checkpoint_pause_seconds": "summary",
+        "shoal_checkpoint_pause_max_seconds": "gauge",
+        "shoal_checkpoint_alignment_seconds": "summary",
+        "shoal_checkpoint_alignment_max_seconds": "gauge",
+        "shoal_checkpoint_written_bytes": "counter",
+        "shoal_checkpoint_files": "counter",
+        "shoal_checkpoint_written_entries": "counter",
+    }
+    assert types["shoal_recovery_seconds"] == "summary"
+    job = labels(job="clicks")
+    assert samples[("shoal_checkpoints_completed_total", job)] == 2
+    assert samples[("shoal_checkpoints_failed_total", job)] == 1
+    assert samples[("shoal_checkpoints_skipped_total", job)] == 3
+    assert samples[("shoal_checkpoint_last_completed_epoch", job)] == 2
+    assert samples[("shoal_checkpoint_duration_seconds", job | labels(quantile="0.5"))] == 0.25
+    assert samples[("shoal_checkpoint_duration_seconds", job | labels(quantile="0.99"))] == 0.5
+    assert samples[("shoal_checkpoint_duration_seconds_count", job)] == 2
+    assert samples[("shoal_checkpoint_duration_seconds_sum", job)] == 0.75
+    assert samples[("shoal_checkpoint_pause_seconds", job | labels(quantile="0.99"))] == 0.004
+    assert samples[("shoal_checkpoint_pause_seconds_count", job)] == 2
+    assert samples[("shoal_checkpoint_pause_seconds_sum", job)] == pytest.approx(0.006)
+    assert samples[("shoal_checkpoint_pause_max_seconds", job)] == 0.004
+    assert samples[("shoal_checkpoint_alignment_seconds", job | labels(quantile="0.99"))] == 0.003
+    assert samples[("shoal_checkpoint_alignment_max_seconds", job)] == 0.003
+    assert samples[("shoal_checkpoint_written_bytes_total", job | labels(kind="full"))] == 1000
+    assert samples[("shoal_checkpoint_written_bytes_total", job | labels(kind="delta"))] == 100
+    assert samples[("shoal_checkpoint_files_total", job | labels(kind="full"))] == 1
+    assert samples[("shoal_checkpoint_files_total", job | labels(kind="delta"))] == 1
+    assert samples[("shoal_checkpoint_written_entries_total", job)] == 44
+    assert samples[("shoal_recovery_seconds_count", job)] == 1
+    assert samples[("shoal_recovery_seconds_sum", job)] == 0.75
+
+
+def test_before_any_checkpoint_completed_no_quantile_is_exported() -> None:
+    stats = CheckpointFigures().statistics(failed=0, skipped=0)
+    _types, samples = parse(scrape(JobCollector("j", lambda: [], lambda: stats)))
+    assert samples[("shoal_checkpoints_completed_total", labels(job="j"))] == 0
+    assert samples[("shoal_checkpoint_duration_seconds_count", labels(job="j"))] == 0
+    assert not any("quantile" in dict(label) for _name, label in samples)
+
+
+@pytest.mark.parametrize("checkpoints", [None, lambda: None], ids=["no-source", "off"])
+def test_without_checkpoint_statistics_no_checkpoint_family_is_exported(checkpoints: Any) -> None:
+    types, _samples = parse(scrape(JobCollector("j", snapshots, checkpoints)))
+    assert not [name for name in types if "checkpoint" in name or "recover" in name]
 
 
 def test_a_report_without_mailbox_depth_counts_as_empty_mailboxes() -> None:
@@ -244,3 +319,43 @@ async def test_progress_reports_of_a_running_job_feed_the_collector(
     assert (
         samples[("shoal_operator_records_in_total", worker | labels(operator="counts"))] == 2 * half
     )
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("interval", [0.05, None], ids=["checkpoints", "off"])
+async def test_progress_carries_the_checkpoint_statistics_of_the_running_job(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, interval: float | None
+) -> None:
+    # As above: the source waits for one report mid-job, so one is always taken.
+    monkeypatch.setattr(_job, "_PROGRESS_INTERVAL_S", 0.01)
+    caught: list[Progress] = []
+    reported = anyio.Event()
+
+    def on_progress(progress: Progress) -> None:
+        caught.append(progress)
+        reported.set()
+
+    async def values() -> AsyncIterator[int]:
+        yield 1
+        await reported.wait()
+        yield 2
+
+    flow = Flow("gated", num_key_groups=4)
+    (
+        flow.source(AsyncIterableSource(values))
+        .key_by(lambda v: v % 3)
+        .process(count_clicks, states=[ValueStateSpec("n", default=0)], name="counts")
+        .sink(CountingSink())
+    )
+    with anyio.fail_after(30):
+        result = await run_job(
+            flow, state_dir=tmp_path, on_progress=on_progress, checkpoint_interval=interval
+        )
+    assert caught
+    if interval is None:
+        assert all(progress.checkpoints is None for progress in caught)
+        return
+    assert result.checkpoints is not None
+    for progress in caught:
+        assert isinstance(progress.checkpoints, CheckpointStatistics)
+        assert progress.checkpoints.completed <= result.checkpoints.completed
