@@ -6,11 +6,16 @@ on stdout, also when the run failed). Exit status: 0 when every check passed, 1 
 failed or the job failed, 2 on bad usage or a bad scenario file (with a short message saying
 what is wrong, never a traceback). ``shoal --version`` prints the installed version.
 ``shoal state ...`` works on savepoints and checkpoint directories offline (``_state_cli``).
+
+``shoal run`` checkpoints every second by default (``--checkpoint-interval SECONDS``, or
+``off``), to ``--checkpoint-dir`` (default ``<state-dir>/checkpoints``); the summary reports
+the checkpoints and recoveries (with checkpoints off: counts 0, figures ``null``).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import shutil
@@ -26,6 +31,7 @@ from typing import Any, NoReturn
 import anyio
 import structlog
 
+from ._checkpoint_stats import CheckpointStatistics
 from ._exceptions import JobError, ScenarioError
 from ._job import JobResult, Progress, run_job
 from ._logging import configure_logging
@@ -44,6 +50,8 @@ DEFAULT_DEAD_LETTERS = "shoal-dead-letters.jsonl"
 """Where dead letters are kept when the state directory is temporary (current directory)."""
 SAMPLES = 3
 """How many dead letters the summary shows."""
+DEFAULT_CHECKPOINT_INTERVAL = 1.0
+"""Seconds between checkpoints unless ``--checkpoint-interval`` says otherwise (or ``off``)."""
 
 
 class _UsageError(Exception):
@@ -81,6 +89,20 @@ def _port(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected a port number, got {text!r}") from None
     if not 0 < value < 65536:
         raise argparse.ArgumentTypeError(f"expected a port number from 1 to 65535, got {text!r}")
+    return value
+
+
+def _interval(text: str) -> float | None:
+    if text == "off":
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(
+            f"expected a positive number of seconds or 'off', got {text!r}"
+        )
     return value
 
 
@@ -139,6 +161,19 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     run.add_argument(
+        "--checkpoint-interval",
+        type=_interval,
+        default=DEFAULT_CHECKPOINT_INTERVAL,
+        metavar="SECONDS",
+        help=(f"seconds between checkpoints, or 'off' (default {DEFAULT_CHECKPOINT_INTERVAL:g})"),
+    )
+    run.add_argument(
+        "--checkpoint-dir",
+        metavar="DIR",
+        help="write checkpoints here: a directory or fsspec URL (default: DIR/checkpoints "
+        "of the state directory)",
+    )
+    run.add_argument(
         "--batch-size", type=_positive, default=None, metavar="N", help="records per source batch"
     )
     run.add_argument(
@@ -172,8 +207,36 @@ def _sample(letter: DeadLetter) -> dict[str, Any]:
     }
 
 
+def _ms(seconds: float | None, digits: int = 1) -> float | None:
+    return None if seconds is None else round(seconds * 1000, digits)
+
+
+def _checkpoint_summary(result: JobResult, interval: float | None) -> dict[str, Any]:
+    """The checkpoint and recovery fields of the summary.
+
+    Counts are 0 and figures ``None`` (JSON ``null``) when nothing was measured: checkpoints
+    off, or none completed. ``checkpoint_interval_s`` (``None``: off) tells the two apart.
+    """
+    stats = result.checkpoints
+    done = stats is not None and stats.completed > 0
+    return {
+        "checkpoint_interval_s": interval if stats is not None else None,
+        "checkpoints_completed": 0 if stats is None else stats.completed,
+        "checkpoints_failed": 0 if stats is None else stats.failed,
+        "checkpoint_ms_p50": _ms(stats.duration_p50_s) if stats is not None else None,
+        "checkpoint_ms_p99": _ms(stats.duration_p99_s) if stats is not None else None,
+        "max_pause_ms": _ms(stats.max_pause_s, 2) if stats is not None and done else None,
+        "recoveries": len(result.recoveries),
+        "recovery_ms": [round(s * 1000, 1) for s in result.recoveries],
+    }
+
+
 def _summary(
-    name: str, result: JobResult, checks: list[Check], dead_letters_file: Path | None
+    name: str,
+    result: JobResult,
+    checks: list[Check],
+    dead_letters_file: Path | None,
+    checkpoint_interval: float | None = None,
 ) -> dict[str, Any]:
     warnings = []
     if result.records_in > 0 and result.dead_letters >= result.records_in:
@@ -193,6 +256,7 @@ def _summary(
         "elapsed_s": round(result.elapsed_s, 4),
         "events_per_s": round(result.events_per_s, 1),
         "key_groups": result.plan.num_key_groups,
+        **_checkpoint_summary(result, checkpoint_interval),
         "checks": [check.to_json() for check in checks],
         "warnings": warnings,
         "passed": all(check.passed for check in checks),
@@ -229,10 +293,31 @@ def _print_summary(summary: dict[str, Any], out: Any) -> None:
         f"{summary['elapsed_s']:.2f} s, {summary['events_per_s']:,.0f} events/s",
         file=out,
     )
+    print(f"  {_checkpoint_line(summary)}", file=out)
+    if summary["recoveries"]:
+        times = ", ".join(f"{ms:,.0f} ms" for ms in summary["recovery_ms"])
+        print(f"  {summary['recoveries']} recoveries ({times})", file=out)
     for check in summary["checks"]:
         tick = "ok  " if check["passed"] else "FAIL"
         detail = f" — {check['detail']}" if check["detail"] else ""
         print(f"  [{tick}] {check['name']}{detail}", file=out)
+
+
+def _checkpoint_line(summary: dict[str, Any]) -> str:
+    interval = summary["checkpoint_interval_s"]
+    if interval is None:
+        return "checkpoints off"
+    line = (
+        f"checkpoints every {interval:g} s: {summary['checkpoints_completed']:,} completed, "
+        f"{summary['checkpoints_failed']:,} failed"
+    )
+    if summary["checkpoints_completed"]:
+        line += (
+            f", duration p50 {summary['checkpoint_ms_p50']:,.0f} ms"
+            f" p99 {summary['checkpoint_ms_p99']:,.0f} ms,"
+            f" max pause {summary['max_pause_ms']:,.1f} ms"
+        )
+    return line
 
 
 def _failure_json(scenario: str | None, failure: _Failure) -> dict[str, Any]:
@@ -289,11 +374,13 @@ async def _run_job(
     display: ProgressDisplay | None,
     latest: list[dict[str, Any]],
     metrics: bool,
+    checkpoints: list[CheckpointStatistics | None],
 ) -> JobResult:
     """Run the job; every failure leaves as a :class:`_Failure`, never as an ExceptionGroup."""
 
     def on_progress(progress: Progress) -> None:
         latest[:] = progress.reports
+        checkpoints[:] = [progress.checkpoints]
         if display is not None:
             display.update(progress)
 
@@ -320,6 +407,8 @@ async def _run_job(
                     stop=stop,
                     log_format=args.log_format,
                     log_level=args.log_level,
+                    checkpoint_interval=args.checkpoint_interval,
+                    checkpoint_dir=args.checkpoint_dir,
                     **extra,
                 )
         except Exception as exc:
@@ -360,11 +449,13 @@ async def _run(
 ) -> dict[str, Any]:
     configure_logging(args.log_format, args.log_level)
     latest: list[dict[str, Any]] = []
+    checkpoints: list[CheckpointStatistics | None] = [None]  # the newest, for the collector
     stop_metrics = None
     if args.metrics_port:
         try:
             stop_metrics = serve_metrics(
-                JobCollector(scenario.name, lambda: latest), args.metrics_port
+                JobCollector(scenario.name, lambda: latest, lambda: checkpoints[0]),
+                args.metrics_port,
             )
         except OSError as exc:
             raise _Failure(
@@ -394,11 +485,16 @@ async def _run(
                 display,
                 latest,
                 stop_metrics is not None,
+                checkpoints,
             )
         finally:
             if display is not None:
                 display.stop()
         latest[:] = list(result.reports)
+        if result.checkpoints is not None:  # the result's recoveries are the final word
+            checkpoints[:] = [
+                dataclasses.replace(result.checkpoints, recoveries_s=result.recoveries)
+            ]
         try:
             checks = scenario.run_checks(result, params)
         except ScenarioError as exc:
@@ -409,7 +505,7 @@ async def _run(
             stop_metrics()
         if temporary:
             shutil.rmtree(state_dir, ignore_errors=True)
-    summary = _summary(scenario.name, result, checks, kept)
+    summary = _summary(scenario.name, result, checks, kept, args.checkpoint_interval)
     summary["description"] = scenario.description
     return summary
 

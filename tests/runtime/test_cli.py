@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -231,6 +232,15 @@ USAGE_ERRORS = [
         r"expected a port number from 1 to 65535, got '70000'\n",
         id="metrics-port-too-large",
     ),
+    *(
+        pytest.param(
+            [CLICKSTREAM, "--checkpoint-interval", value],
+            r"shoal: error: argument --checkpoint-interval: "
+            rf"expected a positive number of seconds or 'off', got '{value}'\n",
+            id=f"checkpoint-interval-{value}",
+        )
+        for value in ("0", "-1", "soon", "nan", "inf")
+    ),
 ]
 
 
@@ -369,6 +379,9 @@ def test_metrics_port_serves_the_final_reports_until_the_run_ends(
     worker = labels(job="wrong_count", worker="0")
     assert samples[("shoal_records_in_total", worker)] == summary["records_in"] == 50
     assert samples[("shoal_operator_records_in_total", worker | labels(operator="counts"))] == 50
+    job = labels(job="wrong_count")
+    assert samples[("shoal_checkpoints_completed_total", job)] == summary["checkpoints_completed"]
+    assert samples[("shoal_checkpoints_failed_total", job)] == summary["checkpoints_failed"]
 
 
 def test_a_metrics_port_in_use_exits_2_naming_the_port(
@@ -588,3 +601,128 @@ def test_a_scenario_imports_a_module_beside_it_in_worker_processes(
     summary = json.loads(done.stdout)
     assert summary["passed"] is True
     assert summary["workers"] == 2
+
+
+# --- checkpoints and recoveries in the summary -------------------------------------------------
+
+CHECKPOINT_KEYS = {
+    "checkpoint_interval_s",
+    "checkpoints_completed",
+    "checkpoints_failed",
+    "checkpoint_ms_p50",
+    "checkpoint_ms_p99",
+    "max_pause_ms",
+    "recoveries",
+    "recovery_ms",
+}
+# Small batches keep the loop turning, so checkpoints every 10 ms complete during the run.
+CHECKPOINTED = [*SMALL, "--in-process", "--batch-size", "64", "--checkpoint-interval", "0.01"]
+
+
+def test_json_summary_reports_the_checkpoints_of_the_run(
+    capsys: pytest.CaptureFixture[str], private_tmp: Path
+) -> None:
+    code, summary, _err = run_json(capsys, CLICKSTREAM, *CHECKPOINTED)
+    assert code == 0
+    check_summary(summary, workers=1, processes=False)
+    assert set(summary) >= CHECKPOINT_KEYS
+    assert summary["checkpoint_interval_s"] == 0.01
+    assert summary["checkpoints_completed"] >= 1
+    assert summary["checkpoints_failed"] == 0
+    p50, p99 = summary["checkpoint_ms_p50"], summary["checkpoint_ms_p99"]
+    assert isinstance(p50, float)
+    assert isinstance(p99, float)
+    assert 0 < p50 <= p99
+    assert isinstance(summary["max_pause_ms"], float)
+    assert summary["max_pause_ms"] > 0
+    assert summary["recoveries"] == 0
+    assert summary["recovery_ms"] == []
+    assert list(private_tmp.iterdir()) == []  # the temporary checkpoints went with the state
+
+
+def test_json_summary_with_checkpoints_off_has_zero_counts_and_null_figures(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    code, summary, _err = run_json(
+        capsys, CLICKSTREAM, *SMALL, "--in-process", "--checkpoint-interval", "off"
+    )
+    assert code == 0
+    assert {key: summary[key] for key in CHECKPOINT_KEYS} == {
+        "checkpoint_interval_s": None,
+        "checkpoints_completed": 0,
+        "checkpoints_failed": 0,
+        "checkpoint_ms_p50": None,
+        "checkpoint_ms_p99": None,
+        "max_pause_ms": None,
+        "recoveries": 0,
+        "recovery_ms": [],
+    }
+
+
+def test_shoal_run_checkpoints_every_second_by_default(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    seen: list[dict[str, Any]] = []
+    real = _cli.run_job
+
+    async def spy(*args: Any, **kwargs: Any) -> Any:
+        seen.append(kwargs)
+        return await real(*args, **kwargs)
+
+    monkeypatch.setattr(_cli, "run_job", spy)
+    state = tmp_path / "state"
+    code, summary, _err = run_json(
+        capsys, scenario("typed_params"), "--in-process", "--state-dir", str(state)
+    )
+    assert code == 0
+    [kwargs] = seen
+    assert (kwargs["checkpoint_interval"], kwargs["checkpoint_dir"]) == (1.0, None)
+    assert summary["checkpoint_interval_s"] == 1.0
+
+
+def test_checkpoint_dir_is_where_the_checkpoints_are_written(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    from shoal.storage import CheckpointStore
+
+    target = tmp_path / "elsewhere"
+    code, summary, _err = run_json(
+        capsys, CLICKSTREAM, *CHECKPOINTED, "--checkpoint-dir", str(target)
+    )
+    assert code == 0
+    latest = CheckpointStore(str(target)).latest_complete()
+    assert latest is not None
+    assert summary["checkpoints_completed"] >= 1
+    assert latest.epoch <= summary["checkpoints_completed"]
+
+
+def test_recoveries_of_the_result_are_counted_and_listed_in_milliseconds(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Recovery itself is tested with the supervisor; here: how the summary reports it.
+    real = _cli.run_job
+
+    async def recovered_twice(*args: Any, **kwargs: Any) -> Any:
+        result = await real(*args, **kwargs)
+        return dataclasses.replace(result, recoveries=(1.23456, 0.5))
+
+    monkeypatch.setattr(_cli, "run_job", recovered_twice)
+    code, summary, _err = run_json(capsys, scenario("typed_params"), "--in-process")
+    assert code == 0
+    assert (summary["recoveries"], summary["recovery_ms"]) == (2, [1234.6, 500.0])
+    assert main(["run", scenario("typed_params"), "--in-process"]) == 0
+    assert "  2 recoveries (1,235 ms, 500 ms)\n" in capsys.readouterr().out
+
+
+def test_the_human_summary_has_a_checkpoint_line(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["run", CLICKSTREAM, *CHECKPOINTED]) == 0
+    out = capsys.readouterr().out
+    assert re.search(
+        r"^  checkpoints every 0\.01 s: [1-9][\d,]* completed, 0 failed, "
+        r"duration p50 [\d,]+ ms p99 [\d,]+ ms, max pause [\d.,]+ ms$",
+        out,
+        re.MULTILINE,
+    ), out
+    assert "recoveries" not in out
+    assert main(["run", CLICKSTREAM, *SMALL, "--in-process", "--checkpoint-interval", "off"]) == 0
+    assert re.search(r"^  checkpoints off$", capsys.readouterr().out, re.MULTILINE)
