@@ -67,7 +67,7 @@ class CheckpointWritten:
         full_files / delta_files: key-group files written for this epoch, by kind (an
             unchanged key group writes none).
         full_bytes / delta_bytes: their bytes.
-        entries_written: the entries in them (a delta's deletions included).
+        full_entries / delta_entries: the entries in them (a delta's deletions included).
     """
 
     epoch: int
@@ -79,11 +79,16 @@ class CheckpointWritten:
     delta_files: int
     full_bytes: int
     delta_bytes: int
-    entries_written: int
+    full_entries: int
+    delta_entries: int
 
     @property
     def bytes_written(self) -> int:
         return self.full_bytes + self.delta_bytes
+
+    @property
+    def entries_written(self) -> int:
+        return self.full_entries + self.delta_entries
 
     def log_fields(self) -> dict[str, Any]:
         """The fields of the ``checkpoint completed`` log line (milliseconds rounded)."""
@@ -105,15 +110,14 @@ def checkpoint_written(
 ) -> CheckpointWritten:
     """Sum up one checkpoint's key-group acknowledgements (see the module docstring)."""
     pauses, alignments = _samples(key_groups.values())
-    files = {"full": [0, 0], "delta": [0, 0]}  # kind -> [files, bytes]
-    entries = 0
+    files = {"full": [0, 0, 0], "delta": [0, 0, 0]}  # kind -> [files, bytes, entries]
     for stats in key_groups.values():
         # Figures never fail a checkpoint: a record without a chain counts no file.
         for file in stats.get("record", {}).get("chain", ()):
             if file["epoch"] == epoch and file["kind"] in files:
                 files[file["kind"]][0] += 1
                 files[file["kind"]][1] += file["size"]
-                entries += file["entries"]
+                files[file["kind"]][2] += file["entries"]
     return CheckpointWritten(
         epoch=epoch,
         duration_s=duration_s,
@@ -124,7 +128,8 @@ def checkpoint_written(
         delta_files=files["delta"][0],
         full_bytes=files["full"][1],
         delta_bytes=files["delta"][1],
-        entries_written=entries,
+        full_entries=files["full"][2],
+        delta_entries=files["delta"][2],
     )
 
 
@@ -168,7 +173,7 @@ class CheckpointStatistics:
         alignment_samples / alignment_sum_s: likewise.
         full_files / delta_files: key-group files written, by kind.
         full_bytes / delta_bytes: their bytes.
-        entries_written: the entries in them.
+        full_entries / delta_entries: the entries in them.
         last: what the newest completed checkpoint wrote (None: none yet).
         recoveries_s: seconds per recovery (failure noticed to processing again).
     """
@@ -193,7 +198,8 @@ class CheckpointStatistics:
     delta_files: int = 0
     full_bytes: int = 0
     delta_bytes: int = 0
-    entries_written: int = 0
+    full_entries: int = 0
+    delta_entries: int = 0
     last: CheckpointWritten | None = None
     recoveries_s: tuple[float, ...] = ()
 
@@ -201,6 +207,11 @@ class CheckpointStatistics:
     def bytes_written(self) -> int:
         """Bytes of every key-group file written by completed checkpoints."""
         return self.full_bytes + self.delta_bytes
+
+    @property
+    def entries_written(self) -> int:
+        """Entries in every key-group file written by completed checkpoints."""
+        return self.full_entries + self.delta_entries
 
 
 class CheckpointFigures:
@@ -221,8 +232,17 @@ class CheckpointFigures:
         self._alignment_total = [0, 0.0]
         self._max_pause = 0.0
         self._max_alignment = 0.0
-        self._totals = {"full_files": 0, "delta_files": 0, "full_bytes": 0, "delta_bytes": 0}
-        self._entries = 0
+        self._totals = dict.fromkeys(
+            (
+                "full_files",
+                "delta_files",
+                "full_bytes",
+                "delta_bytes",
+                "full_entries",
+                "delta_entries",
+            ),
+            0,
+        )
         self._last: CheckpointWritten | None = None
         self._recoveries: list[float] = []
         self._cache: tuple[CheckpointStatistics, ...] = ()
@@ -244,11 +264,8 @@ class CheckpointFigures:
         self._alignment_total[1] += sum(alignments)
         self._max_pause = max(self._max_pause, written.max_pause_s)
         self._max_alignment = max(self._max_alignment, written.max_alignment_s)
-        self._totals["full_files"] += written.full_files
-        self._totals["delta_files"] += written.delta_files
-        self._totals["full_bytes"] += written.full_bytes
-        self._totals["delta_bytes"] += written.delta_bytes
-        self._entries += written.entries_written
+        for name in self._totals:
+            self._totals[name] += getattr(written, name)
         self._last = written
         self._cache = ()
         return written
@@ -281,11 +298,7 @@ class CheckpointFigures:
             max_alignment_s=self._max_alignment,
             alignment_samples=int(self._alignment_total[0]),
             alignment_sum_s=float(self._alignment_total[1]),
-            full_files=self._totals["full_files"],
-            delta_files=self._totals["delta_files"],
-            full_bytes=self._totals["full_bytes"],
-            delta_bytes=self._totals["delta_bytes"],
-            entries_written=self._entries,
+            **self._totals,
             last=self._last,
             recoveries_s=tuple(self._recoveries),
         )

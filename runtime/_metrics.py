@@ -264,10 +264,11 @@ def checkpoint_families(job: str, stats: CheckpointStatistics) -> list[Metric]:
     files.add_metric([job, "delta"], stats.delta_files)
     entries = CounterMetricFamily(
         "shoal_checkpoint_written_entries_total",
-        "State entries in the checkpoint files written",
-        labels=["job"],
+        "State entries in the key-group checkpoint files written, by kind",
+        labels=["job", "kind"],
     )
-    entries.add_metric(label, stats.entries_written)
+    entries.add_metric([job, "full"], stats.full_entries)
+    entries.add_metric([job, "delta"], stats.delta_entries)
     recovery = SummaryMetricFamily(
         "shoal_recovery_seconds",
         "Failure noticed to every worker processing again from the last completed checkpoint",

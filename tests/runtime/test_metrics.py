@@ -179,7 +179,8 @@ def test_the_collector_exports_the_checkpoint_statistics_it_is_given() -> None:
     assert samples[("shoal_checkpoint_written_bytes_total", job | labels(kind="delta"))] == 100
     assert samples[("shoal_checkpoint_files_total", job | labels(kind="full"))] == 1
     assert samples[("shoal_checkpoint_files_total", job | labels(kind="delta"))] == 1
-    assert samples[("shoal_checkpoint_written_entries_total", job)] == 44
+    assert samples[("shoal_checkpoint_written_entries_total", job | labels(kind="full"))] == 40
+    assert samples[("shoal_checkpoint_written_entries_total", job | labels(kind="delta"))] == 4
     assert samples[("shoal_recovery_seconds_count", job)] == 1
     assert samples[("shoal_recovery_seconds_sum", job)] == 0.75
 
