@@ -121,7 +121,10 @@ class Attempts:
     def running(self) -> None:
         """The current attempt's sources run: a recovery in progress is complete."""
         if self._noticed is not None:
-            self.recoveries.append(time.perf_counter() - self._noticed)
+            seconds = time.perf_counter() - self._noticed
+            self.recoveries.append(seconds)
+            if self.coordinator is not None:  # for Progress.checkpoints and the metrics
+                self.coordinator.figures.recovered(seconds)
             self._noticed = None
 
     async def run(

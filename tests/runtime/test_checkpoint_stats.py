@@ -293,3 +293,34 @@ async def test_a_checkpointed_job_reports_durations_pauses_and_the_files_it_wrot
     assert stats.entries_written > 0
     assert stats.last is not None
     assert stats.last.epoch == stats.last_completed
+
+
+@pytest.mark.asyncio
+async def test_recoveries_reach_the_statistics_and_the_collector(tmp_path: Path) -> None:
+    import recovery_flows
+    from shoal.runtime._faults import Fault
+    from test_metrics import labels, parse, scrape
+
+    from shoal import JobCollector
+
+    params = {"seed": 5, "n": 20_000, "vocabulary": 300, "splits": 3, "key_groups": 8}
+    result = await run_job(
+        recovery_flows.stats(**params),
+        workers=2,
+        processes=False,
+        state_dir=tmp_path,
+        batch_size=16,
+        mailbox_size=2,
+        checkpoint_interval=0.05,
+        restart_backoff=0.0,
+        faults=[Fault("keygroup.batch", worker=1, attempt=0, hit=400, action="fail")],
+    )
+    assert result.recoveries  # at least the injected failure's (what follows holds for any)
+    stats = result.checkpoints
+    assert stats is not None
+    assert stats.recoveries_s == result.recoveries
+    _types, samples = parse(scrape(JobCollector("stats", lambda: [], lambda: stats)))
+    assert samples[("shoal_recovery_seconds_count", labels(job="stats"))] == len(result.recoveries)
+    assert samples[("shoal_recovery_seconds_sum", labels(job="stats"))] == pytest.approx(
+        sum(result.recoveries)
+    )
