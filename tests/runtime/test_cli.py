@@ -324,7 +324,10 @@ def test_the_console_script_exit_status(argv: list[str], status: int, private_tm
 
 @pytest.mark.processes
 def test_a_killed_worker_fails_the_run_with_status_1_and_a_message(private_tmp: Path) -> None:
-    done = shoal_command(scenario("worker_dies"), "--json", tmp=private_tmp)
+    # Without checkpoints there is nothing to recover from: the first loss fails the run.
+    done = shoal_command(
+        scenario("worker_dies"), "--json", "--checkpoint-interval", "off", tmp=private_tmp
+    )
     assert done.returncode == 1, done.stderr
     error = assert_one_json_error(done.stdout, "job")
     assert error["message"] in done.stderr
@@ -337,6 +340,25 @@ def test_a_killed_worker_fails_the_run_with_status_1_and_a_message(private_tmp: 
         )
         for line in done.stderr.splitlines()
     ), done.stderr
+    assert list(private_tmp.iterdir()) == []
+
+
+@pytest.mark.processes
+def test_a_worker_killed_on_every_attempt_fails_the_run_once_restarts_are_spent(
+    private_tmp: Path,
+) -> None:
+    # Checkpoints are on by default: the job restarts, and fails once its budget is spent.
+    done = shoal_command(scenario("worker_dies"), "--json", tmp=private_tmp)
+    assert done.returncode == 1, done.stderr
+    error = assert_one_json_error(done.stdout, "job")
+    assert re.fullmatch(
+        r"job 'worker_dies' failed 4 times in a row with no checkpoint completed in between "
+        r"\(max_restarts=3\); last failure: worker 0 \(pid \d+\) was killed by SIGKILL "
+        r"while the job was running",
+        error["message"],
+    ), error
+    assert f"shoal: job failed: {error['message']}" in done.stderr.splitlines()
+    assert "Traceback" not in done.stderr, done.stderr
     assert list(private_tmp.iterdir()) == []
 
 
