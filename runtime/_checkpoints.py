@@ -164,7 +164,7 @@ class CheckpointCoordinator:
         pending = self._pending
         if pending is None or pending.committing or pending.failed is not None:
             return []
-        return sorted(self.drained - pending.key_groups.keys())
+        return sorted((self.drained & self.key_groups) - pending.key_groups.keys())
 
     def asked(self, actors: Iterable[str]) -> None:
         """The supervisor asked these drained key groups for their part of the checkpoint in

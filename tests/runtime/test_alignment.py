@@ -103,3 +103,11 @@ def test_a_failed_part_or_a_timeout_aborts_and_late_acks_are_ignored() -> None:
     assert coord.in_progress is None
     assert coord.statistics().failed == 2
     assert coord.statistics().completed == 0
+
+
+def test_a_drained_source_is_not_owed_a_key_group_snapshot() -> None:
+    # A flow without a keyed stage reports its sources drained: nothing to ask them for.
+    coord = _coordinator(FakeClock())
+    assert coord.begin() == 1
+    assert coord.drain("src:a") is False
+    assert coord.owing() == []
