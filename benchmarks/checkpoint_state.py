@@ -129,6 +129,7 @@ def measure_recovery(params: dict[str, Any], interval: float) -> dict[str, Any] 
     completed, and report ``result.recoveries`` (seconds from the loss noticed to every worker
     processing again), at ``--keys 100000`` and at 1M (on the local fast path it should not
     grow with the key count). Returns None until then; the report prints "not measured".
+    ``benchmarks/recovery.py`` measures recovery on its own workload meanwhile.
     """
     return None
 
