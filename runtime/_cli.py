@@ -33,12 +33,12 @@ import structlog
 
 from ._checkpoint_stats import CheckpointStatistics
 from ._exceptions import JobError, ScenarioError
-from ._job import JobResult, Progress, run_job
+from ._job import JobResult, Progress
 from ._logging import configure_logging
 from ._metrics import JobCollector, serve_metrics
 from ._progress import ProgressDisplay
 from ._run import loop_options
-from ._scenario import Check, Scenario, load_scenario
+from ._scenario import Check, Scenario, load_scenario, run_scenario
 from ._sinks import DeadLetter, DeadLetterSink
 from ._state_cli import add_state_parser, run_state
 
@@ -51,6 +51,8 @@ DEFAULT_DEAD_LETTERS = "shoal-dead-letters.jsonl"
 SAMPLES = 3
 """How many dead letters the summary shows."""
 DEFAULT_CHECKPOINT_INTERVAL = 1.0
+# --checkpoint-interval not given: the scenario's own interval, else the default.
+_SCENARIO_DEFAULT = "scenario"
 """Seconds between checkpoints unless ``--checkpoint-interval`` says otherwise (or ``off``)."""
 
 
@@ -163,9 +165,17 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--checkpoint-interval",
         type=_interval,
-        default=DEFAULT_CHECKPOINT_INTERVAL,
+        default=_SCENARIO_DEFAULT,
         metavar="SECONDS",
-        help=(f"seconds between checkpoints, or 'off' (default {DEFAULT_CHECKPOINT_INTERVAL:g})"),
+        help=(
+            "seconds between checkpoints, or 'off' (default: the scenario's, else "
+            f"{DEFAULT_CHECKPOINT_INTERVAL:g})"
+        ),
+    )
+    run.add_argument(
+        "--resume",
+        action="store_true",
+        help="go on from the last checkpoint of the run recorded in --state-dir",
     )
     run.add_argument(
         "--checkpoint-dir",
@@ -338,6 +348,19 @@ def _load(args: argparse.Namespace) -> tuple[Scenario, str, dict[str, Any]]:
         raise _Failure(
             "--in-process runs one worker; drop --workers or --in-process", EXIT_USAGE, "usage"
         )
+    if args.resume and args.state_dir is None:
+        raise _Failure(
+            "--resume goes on from the checkpoints of a run's state directory: give it with "
+            "--state-dir DIR",
+            EXIT_USAGE,
+            "usage",
+        )
+    if args.checkpoint_interval == _SCENARIO_DEFAULT:
+        args.checkpoint_interval = (
+            scenario.checkpoint_interval
+            if scenario.checkpoint_interval is not None
+            else DEFAULT_CHECKPOINT_INTERVAL
+        )
     return scenario, ref, params
 
 
@@ -367,6 +390,7 @@ async def _stop_on_interrupt(stop: anyio.Event, job: anyio.CancelScope) -> None:
 
 async def _run_job(
     args: argparse.Namespace,
+    scenario: Scenario,
     ref: str,
     params: dict[str, Any],
     state_dir: Path,
@@ -396,9 +420,10 @@ async def _run_job(
         # themselves rather than wrapped in an ExceptionGroup.
         try:
             with job:
-                outcome = await run_job(
+                outcome = await run_scenario(
+                    scenario,
                     ref,
-                    params=params,
+                    params,
                     workers=args.workers,
                     processes=not args.in_process,
                     state_dir=state_dir,
@@ -409,6 +434,7 @@ async def _run_job(
                     log_level=args.log_level,
                     checkpoint_interval=args.checkpoint_interval,
                     checkpoint_dir=args.checkpoint_dir,
+                    resume=args.resume,
                     **extra,
                 )
         except Exception as exc:
@@ -465,6 +491,7 @@ async def _run(
             ) from exc
     temporary = args.state_dir is None
     state_dir = Path(tempfile.mkdtemp(prefix="shoal-state-")) if temporary else Path(args.state_dir)
+    params = scenario.bind(params, state_dir)
     letters_path = (
         Path(args.dead_letters) if args.dead_letters else state_dir / "dead-letters.jsonl"
     )
@@ -478,6 +505,7 @@ async def _run(
         try:
             result = await _run_job(
                 args,
+                scenario,
                 ref,
                 params,
                 state_dir,
