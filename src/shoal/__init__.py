@@ -45,6 +45,7 @@ if _typing.TYPE_CHECKING:
     from shoal.runtime import Session as Session
     from shoal.runtime import Sink as Sink
     from shoal.runtime import SinkPartition as SinkPartition
+    from shoal.runtime import SinkRecovery as SinkRecovery
     from shoal.runtime import Sliding as Sliding
     from shoal.runtime import Source as Source
     from shoal.runtime import SourceBatch as SourceBatch
@@ -55,6 +56,8 @@ if _typing.TYPE_CHECKING:
     from shoal.runtime import Stream as Stream
     from shoal.runtime import SystemClock as SystemClock
     from shoal.runtime import Timers as Timers
+    from shoal.runtime import TransactionalJsonlSink as TransactionalJsonlSink
+    from shoal.runtime import TransactionalPartition as TransactionalPartition
     from shoal.runtime import Tumbling as Tumbling
     from shoal.runtime import WatermarkGenerator as WatermarkGenerator
     from shoal.runtime import WatermarkStrategy as WatermarkStrategy
@@ -106,6 +109,9 @@ _HOME: dict[str, str] = {
     "CollectingSink": "shoal.runtime",
     "CallbackSink": "shoal.runtime",
     "JsonlSink": "shoal.runtime",
+    "TransactionalJsonlSink": "shoal.runtime",
+    "TransactionalPartition": "shoal.runtime",
+    "SinkRecovery": "shoal.runtime",
     "CountingSink": "shoal.runtime",
     "DeadLetter": "shoal.runtime",
     "DeadLetterSink": "shoal.runtime",
@@ -169,6 +175,9 @@ __all__ = (
     "CollectingSink",
     "CallbackSink",
     "JsonlSink",
+    "TransactionalJsonlSink",
+    "TransactionalPartition",
+    "SinkRecovery",
     "CountingSink",
     "DeadLetter",
     "DeadLetterSink",
