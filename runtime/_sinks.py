@@ -6,7 +6,8 @@ worker's output. A partition receives batches in order and is closed once.
 
 None of these sinks is transactional: after a restore from a checkpoint, records emitted since
 that checkpoint may be written again (at-least-once output); exactly-once output needs a
-transactional sink that commits at checkpoint completion.
+transactional sink that commits at checkpoint completion (``TransactionalJsonlSink`` in
+``_txn_sink.py``; docs/reference.md, "Delivery guarantees", says which sink gives what).
 """
 
 from __future__ import annotations
