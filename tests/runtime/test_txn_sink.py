@@ -15,11 +15,14 @@ import random
 import subprocess
 import sys
 import tempfile
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
+import anyio
+import anyio.lowlevel
 import pytest
 import txn_sink_child as child
 from hypothesis import HealthCheck, given, settings
@@ -128,6 +131,48 @@ async def test_interleaved_epochs_stage_into_their_own_files_in_arrival_order(
     await part.pre_commit(5)
     await part.commit(5)
     assert sink.read() == [1, 2, 10, 11, 12]
+    await part.aclose()
+
+
+@pytest.mark.anyio
+async def test_writes_and_commits_meanwhile_a_pre_commit_waits_on_the_disk(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # pre_commit(1) is held inside its thread; meanwhile the loop goes on: epoch 2 is written,
+    # epoch 1 is refused, and commit(1) and a second pre_commit(1) wait for the first to end.
+    entered, release = threading.Event(), threading.Event()
+    real = _txn_sink._make_durable
+
+    def held(files: list[Any], staging: Path) -> None:
+        entered.set()
+        release.wait()
+        real(files, staging)
+
+    monkeypatch.setattr(_txn_sink, "_make_durable", held)
+    sink = TransactionalJsonlSink(tmp_path)
+    part = sink.open_partition(0, 1)
+    await part.write_epoch(1, ["a"])
+    order: list[str] = []
+
+    async def run(name: str, call: Any) -> None:
+        await call
+        order.append(name)
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(run, "pre_commit", part.pre_commit(1))
+        await anyio.to_thread.run_sync(entered.wait)
+        with pytest.raises(RuntimeError, match=r"^TransactionalJsonlSink.write_epoch: epoch 1 "):
+            await part.write_epoch(1, ["late"])
+        await part.write_epoch(2, ["b"])
+        tg.start_soon(run, "commit", part.commit(1))
+        tg.start_soon(run, "pre_commit again", part.pre_commit(1))
+        await anyio.lowlevel.checkpoint()
+        assert order == []
+        release.set()
+    assert order[0] == "pre_commit"
+    assert sorted(order) == ["commit", "pre_commit", "pre_commit again"]
+    assert sink.read() == ["a"]
+    assert part.open_epochs == [2]
     await part.aclose()
 
 
