@@ -15,6 +15,7 @@ import typing as _typing
 
 if _typing.TYPE_CHECKING:
     from shoal.runtime import DEFAULT_KEY_GROUPS as DEFAULT_KEY_GROUPS
+    from shoal.runtime import FAULT_POINTS as FAULT_POINTS
     from shoal.runtime import AsyncIterableSource as AsyncIterableSource
     from shoal.runtime import BoundedOutOfOrderness as BoundedOutOfOrderness
     from shoal.runtime import CallbackSink as CallbackSink
@@ -28,6 +29,7 @@ if _typing.TYPE_CHECKING:
     from shoal.runtime import DeadLetterSink as DeadLetterSink
     from shoal.runtime import Fault as Fault
     from shoal.runtime import Flow as Flow
+    from shoal.runtime import InjectedFault as InjectedFault
     from shoal.runtime import IterableSource as IterableSource
     from shoal.runtime import JobCollector as JobCollector
     from shoal.runtime import JobError as JobError
@@ -90,7 +92,9 @@ _HOME: dict[str, str] = {
     "run_job": "shoal.runtime",
     "JobResult": "shoal.runtime",
     "CheckpointStatistics": "shoal.runtime",
+    "FAULT_POINTS": "shoal.runtime",
     "Fault": "shoal.runtime",
+    "InjectedFault": "shoal.runtime",
     "Progress": "shoal.runtime",
     "Scenario": "shoal.runtime",
     "Check": "shoal.runtime",
@@ -156,7 +160,9 @@ __all__ = (
     "run_job",
     "JobResult",
     "CheckpointStatistics",
+    "FAULT_POINTS",
     "Fault",
+    "InjectedFault",
     "Progress",
     "Scenario",
     "Check",
