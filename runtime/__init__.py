@@ -55,6 +55,9 @@ from ._time import Clock as Clock
 from ._time import ManualClock as ManualClock
 from ._time import SystemClock as SystemClock
 from ._timers import Timers as Timers
+from ._txn_sink import SinkRecovery as SinkRecovery
+from ._txn_sink import TransactionalJsonlSink as TransactionalJsonlSink
+from ._txn_sink import TransactionalPartition as TransactionalPartition
 from ._watermarks import BoundedOutOfOrderness as BoundedOutOfOrderness
 from ._watermarks import Monotonous as Monotonous
 from ._watermarks import WatermarkGenerator as WatermarkGenerator
@@ -111,6 +114,9 @@ __all__ = (
     "CollectingSink",
     "CallbackSink",
     "JsonlSink",
+    "TransactionalJsonlSink",
+    "TransactionalPartition",
+    "SinkRecovery",
     "CountingSink",
     "DeadLetter",
     "DeadLetterSink",

@@ -6,7 +6,8 @@ worker's output. A partition receives batches in order and is closed once.
 
 None of these sinks is transactional: after a restore from a checkpoint, records emitted since
 that checkpoint may be written again (at-least-once output); exactly-once output needs a
-transactional sink that commits at checkpoint completion.
+transactional sink that commits at checkpoint completion (``TransactionalJsonlSink`` in
+``_txn_sink.py``; docs/reference.md, "Delivery guarantees", says which sink gives what).
 """
 
 from __future__ import annotations
@@ -234,16 +235,7 @@ class _JsonlPartition:
             raise RuntimeError("JsonlSink: write_batch on a closed partition")
         if not items:
             return
-        encode = _ENCODER.encode
-        try:
-            text = "\n".join([encode(item) for item in items])
-        except (TypeError, ValueError) as exc:
-            bad = next(item for item in items if not _encodes(item))
-            raise TypeError(
-                f"JsonlSink: item of type {type(bad).__name__} is not JSON-serializable: {exc}"
-            ) from exc
-        f.write(text.encode("utf-8"))
-        f.write(b"\n")
+        f.write(_encode_lines("JsonlSink", items))
 
     async def aclose(self) -> None:
         f, self._file = self._file, None
@@ -254,6 +246,24 @@ class _JsonlPartition:
             await anyio.to_thread.run_sync(os.fsync, f.fileno())
         finally:
             f.close()
+
+
+def _encode_lines(owner: str, items: list[Any]) -> bytes:
+    """Encode ``items`` as JSON lines (UTF-8, each ending in a newline), all or nothing.
+
+    Raises:
+        TypeError: an item is not JSON-serializable (the message names ``owner`` and its type).
+    """
+    encode = _ENCODER.encode
+    try:
+        lines = [encode(item) for item in items]
+    except (TypeError, ValueError) as exc:
+        bad = next(item for item in items if not _encodes(item))
+        raise TypeError(
+            f"{owner}: item of type {type(bad).__name__} is not JSON-serializable: {exc}"
+        ) from exc
+    lines.append("")  # the last line's newline, without copying the joined text again
+    return "\n".join(lines).encode("utf-8")
 
 
 def _encodes(item: Any) -> bool:

@@ -15,6 +15,7 @@ import typing as _typing
 
 if _typing.TYPE_CHECKING:
     from shoal.runtime import DEFAULT_KEY_GROUPS as DEFAULT_KEY_GROUPS
+    from shoal.runtime import FAULT_POINTS as FAULT_POINTS
     from shoal.runtime import AsyncIterableSource as AsyncIterableSource
     from shoal.runtime import BoundedOutOfOrderness as BoundedOutOfOrderness
     from shoal.runtime import CallbackSink as CallbackSink
@@ -28,6 +29,7 @@ if _typing.TYPE_CHECKING:
     from shoal.runtime import DeadLetterSink as DeadLetterSink
     from shoal.runtime import Fault as Fault
     from shoal.runtime import Flow as Flow
+    from shoal.runtime import InjectedFault as InjectedFault
     from shoal.runtime import IterableSource as IterableSource
     from shoal.runtime import JobCollector as JobCollector
     from shoal.runtime import JobError as JobError
@@ -45,6 +47,7 @@ if _typing.TYPE_CHECKING:
     from shoal.runtime import Session as Session
     from shoal.runtime import Sink as Sink
     from shoal.runtime import SinkPartition as SinkPartition
+    from shoal.runtime import SinkRecovery as SinkRecovery
     from shoal.runtime import Sliding as Sliding
     from shoal.runtime import Source as Source
     from shoal.runtime import SourceBatch as SourceBatch
@@ -55,6 +58,8 @@ if _typing.TYPE_CHECKING:
     from shoal.runtime import Stream as Stream
     from shoal.runtime import SystemClock as SystemClock
     from shoal.runtime import Timers as Timers
+    from shoal.runtime import TransactionalJsonlSink as TransactionalJsonlSink
+    from shoal.runtime import TransactionalPartition as TransactionalPartition
     from shoal.runtime import Tumbling as Tumbling
     from shoal.runtime import WatermarkGenerator as WatermarkGenerator
     from shoal.runtime import WatermarkStrategy as WatermarkStrategy
@@ -87,7 +92,9 @@ _HOME: dict[str, str] = {
     "run_job": "shoal.runtime",
     "JobResult": "shoal.runtime",
     "CheckpointStatistics": "shoal.runtime",
+    "FAULT_POINTS": "shoal.runtime",
     "Fault": "shoal.runtime",
+    "InjectedFault": "shoal.runtime",
     "Progress": "shoal.runtime",
     "Scenario": "shoal.runtime",
     "Check": "shoal.runtime",
@@ -106,6 +113,9 @@ _HOME: dict[str, str] = {
     "CollectingSink": "shoal.runtime",
     "CallbackSink": "shoal.runtime",
     "JsonlSink": "shoal.runtime",
+    "TransactionalJsonlSink": "shoal.runtime",
+    "TransactionalPartition": "shoal.runtime",
+    "SinkRecovery": "shoal.runtime",
     "CountingSink": "shoal.runtime",
     "DeadLetter": "shoal.runtime",
     "DeadLetterSink": "shoal.runtime",
@@ -150,7 +160,9 @@ __all__ = (
     "run_job",
     "JobResult",
     "CheckpointStatistics",
+    "FAULT_POINTS",
     "Fault",
+    "InjectedFault",
     "Progress",
     "Scenario",
     "Check",
@@ -169,6 +181,9 @@ __all__ = (
     "CollectingSink",
     "CallbackSink",
     "JsonlSink",
+    "TransactionalJsonlSink",
+    "TransactionalPartition",
+    "SinkRecovery",
     "CountingSink",
     "DeadLetter",
     "DeadLetterSink",
