@@ -51,8 +51,9 @@ DEFAULT_DEAD_LETTERS = "shoal-dead-letters.jsonl"
 SAMPLES = 3
 """How many dead letters the summary shows."""
 DEFAULT_CHECKPOINT_INTERVAL = 1.0
-# --checkpoint-interval not given: the scenario's own interval, else the default.
-_SCENARIO_DEFAULT = "scenario"
+# --checkpoint-interval not given: the scenario's own interval, else the default. (Not a
+# string: argparse would pass a string default through the option's type.)
+_SCENARIO_DEFAULT: Any = object()
 """Seconds between checkpoints unless ``--checkpoint-interval`` says otherwise (or ``off``)."""
 
 
@@ -355,7 +356,7 @@ def _load(args: argparse.Namespace) -> tuple[Scenario, str, dict[str, Any]]:
             EXIT_USAGE,
             "usage",
         )
-    if args.checkpoint_interval == _SCENARIO_DEFAULT:
+    if args.checkpoint_interval is _SCENARIO_DEFAULT:
         args.checkpoint_interval = (
             scenario.checkpoint_interval
             if scenario.checkpoint_interval is not None

@@ -571,6 +571,14 @@ async def _stop_savepoint(run: _Run, result: JobResult) -> None:
     runner = run.timeline
     if runner is not None and runner.error is not None:
         raise JobError(f"job {run.plan.flow.name!r}: {runner.error}")
+    if runner is not None and runner.done < len(runner.steps):
+        raise JobError(
+            f"job {run.plan.flow.name!r} ended before its timeline step "
+            f"{runner.steps[runner.done]} ran ({runner.done} of {len(runner.steps)} steps ran); "
+            "a step at more records than the job reads never runs, and a fast job can pass "
+            "the later steps while an earlier one (a checkpoint) is being taken: pace the "
+            "source, or move the steps"
+        )
     if runner is None or runner.stop_savepoint is None:
         return
     store = run.checkpoint_store()
@@ -966,7 +974,7 @@ async def _companion(task: Awaitable[None]) -> None:
     (the failed worker's exit, or the kernels' failure) reports that, with its cause."""
     try:
         await task
-    except PeerLostError as exc:
+    except (PeerLostError, ActorStoppedError) as exc:
         log.debug("driver task ended: a worker was lost", error=str(exc))
 
 
@@ -1166,12 +1174,19 @@ async def _process_attempt(
                         driver_lost.extend(group.exceptions)  # type: ignore[arg-type]
                     tg.cancel_scope.cancel()
                 elapsed = time.perf_counter() - started
+                if not (ended or driver_lost):
+                    try:
+                        reports = [await c.ask(Finish()) for c in controllers]
+                    except PeerLostError as exc:
+                        # A worker died after the final checkpoint, before its report: the
+                        # next attempt restores that checkpoint and finishes at once.
+                        noticed.append(time.perf_counter())
+                        driver_lost.append(exc)
                 if ended or driver_lost:
                     # With checkpoints, the job restarts: nothing of the survivors is kept but
                     # their LMDB, which is crash-safe, so they go at once.
                     await _abort_all(procs, grace=0.0 if store is not None else _ABORT_GRACE_S)
                 else:
-                    reports = [await c.ask(Finish()) for c in controllers]
                     await kernel.ref(JOB_ACTOR).ask("settle")
                     for proc in procs:  # all at once; leaving the stack then waits for each
                         proc.request_stop()

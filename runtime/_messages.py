@@ -328,6 +328,17 @@ class PreCommitSink:
 
 
 @dataclass(frozen=True, slots=True)
+class SinkPreCommitted:
+    """Worker controller -> job supervisor: its partition pre-committed ``epoch`` (or failed:
+    ``error``). A message, not an ask's reply: the supervisor never waits inside a message
+    for a worker (its socket reader could be blocked on the supervisor's full mailbox)."""
+
+    epoch: int
+    worker: int
+    error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class CommitSink:
     """Job supervisor -> worker controller: checkpoint ``epoch`` completed; publish every
     output of epochs <= ``epoch`` (phase two; idempotent)."""

@@ -28,6 +28,7 @@ from ._messages import (
     Gathered,
     InjectBarrier,
     PreCommitSink,
+    SinkPreCommitted,
     SnapshotDrained,
     TriggerCheckpoint,
 )
@@ -82,6 +83,9 @@ class JobSupervisor(Actor):
         #: The sink is transactional: each checkpoint pre-commits it before the manifest and
         #: commits it after (two-phase; see _txn_sink.py).
         self.transactional = transactional
+        # A checkpoint whose sink partitions are pre-committing: (it, workers still to answer,
+        # when its commit started).
+        self._precommitting: tuple[ReadyCheckpoint, set[int], float] | None = None
         self.target = target
         self.controllers = list(controllers)
         #: Set once every worker has spawned its source actors (checkpoints start then).
@@ -101,6 +105,18 @@ class JobSupervisor(Actor):
         self.ended = anyio.Event()
 
     async def receive(self, message: Any) -> Any:
+        try:
+            return await self._receive(message)
+        except PeerLostError as exc:
+            # A worker is gone (its process died): telling it anything fails. The attempt's
+            # watch reports the loss with its cause, and the job restarts; the supervisor
+            # itself must not fail (a failed driver actor fails the job).
+            log.debug(
+                "supervisor: a worker was lost", message=type(message).__name__, error=str(exc)
+            )
+            return None
+
+    async def _receive(self, message: Any) -> Any:
         kind = type(message)
         if kind is Gathered:
             if message.kind == "sink":
@@ -118,6 +134,9 @@ class JobSupervisor(Actor):
             if self.coordinator is not None:
                 await self._ack(self.coordinator, message)
                 self._changed()
+        elif kind is SinkPreCommitted:
+            await self._sink_precommitted(message)
+            self._changed()
         elif kind is Drained:
             self.done.add(message.actor)
             if self.coordinator is not None and self.coordinator.drain(message.actor):
@@ -186,15 +205,44 @@ class JobSupervisor(Actor):
         The supervisor's mailbox waits meanwhile (a few ms on a local disk): acks of the next
         checkpoint cannot arrive before it is triggered, and that waits for this one.
         """
-        target = self.target
         started = time.perf_counter()
+        if self.transactional and self.sink is None:
+            # Phase one on every worker's partition; each answers with SinkPreCommitted, and
+            # the last answer writes the manifest (_sink_precommitted).
+            self._precommitting = (ready, set(range(len(self.controllers))), started)
+            for controller in self.controllers:
+                await controller.tell(PreCommitSink(ready.epoch))
+            return
         if self.transactional:
-            try:
-                await self._pre_commit_sink(ready.epoch)
-            except Exception as exc:  # a partition's disk, or a worker going down
+            assert self.sink is not None
+            try:  # the gathering sink's one partition, here on the driver
+                await self.sink.pre_commit(ready.epoch)  # type: ignore[attr-defined]
+            except Exception as exc:  # its disk: the checkpoint fails, not the job
                 coordinator.abort(f"sink pre-commit failed: {type(exc).__name__}: {exc}")
                 await self._remove_files(ready.epoch)
                 return
+        await self._write_manifest(coordinator, ready, started)
+
+    async def _sink_precommitted(self, message: SinkPreCommitted) -> None:
+        coordinator = self.coordinator
+        waiting = self._precommitting
+        if coordinator is None or waiting is None or waiting[0].epoch != message.epoch:
+            return
+        ready, workers, started = waiting
+        if message.error is not None:
+            self._precommitting = None
+            coordinator.abort(f"sink pre-commit failed: {message.error}")
+            await self._remove_files(ready.epoch)
+            return
+        workers.discard(message.worker)
+        if not workers:
+            self._precommitting = None
+            await self._write_manifest(coordinator, ready, started)
+
+    async def _write_manifest(
+        self, coordinator: CheckpointCoordinator, ready: ReadyCheckpoint, started: float
+    ) -> None:
+        target = self.target
         if target is not None:
             try:
                 # The manifest is small (a few hundred bytes a key group): written on the loop,
@@ -218,15 +266,6 @@ class JobSupervisor(Actor):
         if self.transactional and done is not None:
             await self._commit_sink(done.epoch)
         self._completed(done)
-
-    async def _pre_commit_sink(self, epoch: int) -> None:
-        """Phase one: every partition makes its output of epochs <= ``epoch`` durable. Every
-        key group has acked ``epoch``, and wrote its output before its snapshot."""
-        if self.sink is not None:
-            await self.sink.pre_commit(epoch)  # type: ignore[attr-defined]
-        else:
-            for controller in self.controllers:
-                await controller.ask(PreCommitSink(epoch))
 
     async def _commit_sink(self, epoch: int) -> None:
         """Phase two, after the manifest: publish. A partition that does not get here (its

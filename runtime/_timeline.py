@@ -207,6 +207,8 @@ class TimelineRunner:
         while self.done < len(self.steps):
             step = self.steps[self.done]
             await self._wait_for(step, control)
+            if control.supervisor.finished.is_set():
+                return  # the job has drained: too late for this step (the run reports it)
             self.done += 1  # before acting: a kill ends this attempt, and must not repeat
             try:
                 await self._act(step.action, control)

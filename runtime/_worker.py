@@ -43,6 +43,7 @@ from ._messages import (
     InjectBarrier,
     PreCommitSink,
     Shipment,
+    SinkPreCommitted,
     StartSources,
     StopSources,
     WriteSnapshot,
@@ -363,8 +364,13 @@ class WorkerController(Actor):
                     await partition.aclose()
             return env.report()
         if type(message) is PreCommitSink:
+            error = None
             if env.transactional and env.sink is not None:
-                await env.sink.pre_commit(message.epoch)  # type: ignore[attr-defined]
+                try:
+                    await env.sink.pre_commit(message.epoch)  # type: ignore[attr-defined]
+                except Exception as exc:  # its disk: the checkpoint fails, not the job
+                    error = f"worker {env.index}: sink pre-commit: {type(exc).__name__}: {exc}"
+            await env.kernel.ref(JOB_ACTOR).tell(SinkPreCommitted(message.epoch, env.index, error))
             return None
         if type(message) is CommitSink:
             if env.transactional and env.sink is not None:

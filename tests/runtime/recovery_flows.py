@@ -11,7 +11,14 @@ import random
 from collections import Counter
 from typing import Any
 
-from shoal import CollectingSink, Flow, IterableSource, ProcessContext, ValueStateSpec
+from shoal import (
+    CollectingSink,
+    Flow,
+    IterableSource,
+    ProcessContext,
+    TransactionalJsonlSink,
+    ValueStateSpec,
+)
 
 
 def records(seed: int, n: int, vocabulary: int) -> list[dict[str, Any]]:
@@ -47,7 +54,10 @@ def stats(
     splits: int = 3,
     key_groups: int = 8,
     stages: int = 1,
+    output: str = "",
 ) -> Flow:
+    """``output``: a directory for a transactional sink (exactly-once output); else the
+    output is collected (at-least-once across recoveries)."""
     flow = Flow("stats", num_key_groups=key_groups)
     out = (
         flow.source(IterableSource(records(seed, n, vocabulary), splits=splits))
@@ -65,7 +75,7 @@ def stats(
     )
     if stages == 2:
         out = out.key_by(last_letter).count(name="per_letter")
-    out.sink(CollectingSink())
+    out.sink(TransactionalJsonlSink(output) if output else CollectingSink())
     return flow
 
 
@@ -82,6 +92,28 @@ def oracle(params: dict[str, Any]) -> dict[str, dict[Any, Any]]:
     if params.get("stages", 1) == 2:
         out["per_letter"] = dict(Counter(record["word"][-1] for record in inputs))
     return out
+
+
+def check_output(params: dict[str, Any]) -> None:
+    """The transactional sink published each running count exactly once: per key, the counts
+    ``1..n`` (for the last stage: per word, or per letter with two stages)."""
+    inputs = records(params["seed"], params["n"], params["vocabulary"])
+    if params.get("stages", 1) == 2:
+        expected = Counter(record["word"][-1] for record in inputs)
+    else:
+        expected = Counter(record["word"] for record in inputs)
+    published: dict[str, list[int]] = {}
+    for key, count in TransactionalJsonlSink(params["output"]).read():
+        published.setdefault(key, []).append(count)
+    wrong = {
+        key: (sorted(published.get(key, [])), n)
+        for key, n in expected.items()
+        if sorted(published.get(key, [])) != list(range(1, n + 1))
+    }
+    assert not wrong, (
+        f"{len(wrong)} keys' published counts are not 1..n, e.g. {next(iter(wrong.items()))}"
+    )
+    assert set(published) == set(expected)
 
 
 def final_state(result: Any, params: dict[str, Any]) -> dict[str, dict[Any, Any]]:

@@ -193,8 +193,9 @@ async def test_a_corrupt_checkpoint_file_falls_back_to_the_previous_checkpoint(
 @pytest.mark.asyncio
 async def test_workers_killed_with_sigkill_recover_to_exactly_once_state(tmp_path: Path) -> None:
     """Three real kill -9s: worker 1 between a key group's local commit and the manifest,
-    worker 0 in the middle of the stream after the restart, worker 1 while restoring."""
-    params = {**PARAMS, "stages": 2}
+    worker 0 in the middle of the stream after the restart, worker 1 while restoring. State
+    and the transactional sink's output are exactly once."""
+    params = {**PARAMS, "stages": 2, "output": str(tmp_path / "out")}
     faults = [
         Fault("keygroup.committed", worker=1, attempt=0, hit=9),
         Fault("source.batch", worker=0, attempt=1, hit=150),
@@ -202,16 +203,18 @@ async def test_workers_killed_with_sigkill_recover_to_exactly_once_state(tmp_pat
     ]
     result = await run_stats(tmp_path, params, faults, processes=True)
     assert flows.final_state(result, params) == flows.oracle(params)
+    flows.check_output(params)
     assert len(result.recoveries) == 2  # the third kill happened during the second recovery
     assert all(0 < seconds < 30 for seconds in result.recoveries)
     assert sum(restores(result).values()) == 2 * params["key_groups"]
 
 
-def random_schedule(seed: int) -> tuple[dict[str, Any], list[Fault]]:
+def random_schedule(seed: int, output: str = "") -> tuple[dict[str, Any], list[Fault]]:
     """A seeded job and one to three kills, each in the attempt after the previous one."""
     rng = random.Random(seed)
-    params = {**PARAMS, "seed": seed, "stages": rng.choice([1, 2])}
+    params = {**PARAMS, "seed": seed, "stages": rng.choice([1, 2]), "output": output}
     hits = {
+        "sink.commit": 10,
         "source.batch": 400,
         "keygroup.batch": 1500,
         "keygroup.committed": 40,
@@ -231,7 +234,7 @@ def random_schedule(seed: int) -> tuple[dict[str, Any], list[Fault]]:
 
 def test_random_schedules_cover_every_fault_point() -> None:
     points = {f.point for seed in range(40) for f in random_schedule(seed)[1]}
-    assert points == set(FAULT_POINTS) - {"sink.commit"}
+    assert points == set(FAULT_POINTS)
 
 
 @pytest.mark.processes
@@ -240,9 +243,12 @@ def test_random_schedules_cover_every_fault_point() -> None:
 async def test_random_kill_schedules_across_processes_keep_state_exactly_once(
     tmp_path: Path, seed: int
 ) -> None:
-    params, faults = random_schedule(seed)
+    """State and the transactional sink's output are exactly once: the oracle recomputes
+    per-key count, sum, min and max, and every published running count, from the input."""
+    params, faults = random_schedule(seed, output=str(tmp_path / "out"))
     result = await run_stats(tmp_path, params, faults, processes=True, max_restarts=5)
     assert flows.final_state(result, params) == flows.oracle(params), faults
+    flows.check_output(params)
     assert len(result.recoveries) <= len(faults)
     assert result.checkpoints is not None
 
@@ -387,3 +393,17 @@ async def test_the_failure_named_is_the_root_cause_not_its_consequences(
             processes=False,
             max_restarts=0,
         )
+
+
+@pytest.mark.processes
+@pytest.mark.asyncio
+async def test_a_worker_killed_while_publishing_its_output_loses_and_repeats_nothing(
+    tmp_path: Path,
+) -> None:
+    """Killed between the manifest and its partition's publish: recovery publishes it."""
+    params = {**PARAMS, "output": str(tmp_path / "out")}
+    faults = [Fault("sink.commit", worker=1, hit=3), Fault("sink.commit", worker=0, attempt=1)]
+    result = await run_stats(tmp_path, params, faults, processes=True)
+    assert flows.final_state(result, params) == flows.oracle(params)
+    flows.check_output(params)
+    assert len(result.recoveries) == 2

@@ -10,7 +10,12 @@ import pytest
 import recovery_flows as flows
 from shoal.runtime._scenario import run_scenario
 from shoal.runtime.timeline import at, checkpoint, kill_worker, resume, savepoint, stop
-from shoal.storage import read_savepoint, verify_savepoint
+from shoal.storage import (
+    CheckpointStore,
+    read_savepoint,
+    savepoint_from_checkpoint,
+    verify_savepoint,
+)
 
 from shoal import (
     Check,
@@ -168,13 +173,13 @@ async def test_a_savepoint_the_flow_cannot_load_is_refused_before_anything_runs(
 ) -> None:
     small = {**PARAMS, "n": 2_000, "stages": 1}
     state = tmp_path / "state"
-    await run_job(
-        flows.stats(**small),
-        state_dir=state,
-        checkpoint_interval=10.0,
-        timeline=[at(stop(savepoint="sp"), records=1)],
-    )
+    first = await run_job(flows.stats(**small), state_dir=state, checkpoint_interval=10.0)
+    assert first.checkpoint_dir is not None
+    store = CheckpointStore(first.checkpoint_dir)
+    final = store.latest_complete()  # the final checkpoint, as a savepoint
+    assert final is not None
     sp = state / "sp"
+    savepoint_from_checkpoint(store, final, sp)
     with pytest.raises(
         ValueError,
         match=rf"^savepoint '{sp}' has 8 key groups; flow 'stats' has 16: rewrite it first "
