@@ -748,3 +748,61 @@ def test_the_human_summary_has_a_checkpoint_line(capsys: pytest.CaptureFixture[s
     assert "recoveries" not in out
     assert main(["run", CLICKSTREAM, *SMALL, "--in-process", "--checkpoint-interval", "off"]) == 0
     assert re.search(r"^  checkpoints off$", capsys.readouterr().out, re.MULTILINE)
+
+
+@pytest.mark.processes
+def test_the_crash_recovery_scenario_passes_through_two_kills_and_a_rescale(
+    private_tmp: Path,
+) -> None:
+    """The issue's acceptance run, smaller: `--workers 2 --json` passes with at least two
+    recoveries and completed checkpoints; the output and state checks are the scenario's."""
+    done = shoal_command(
+        str(ROOT / "scenarios" / "crash_recovery.py"),
+        "--workers",
+        "2",
+        "--json",
+        "--param",
+        "events=150000",
+        "--param",
+        "users=5000",
+        "--param",
+        "rate=100000",
+        tmp=private_tmp,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    summary = json.loads(done.stdout)
+    assert summary["passed"] is True
+    assert summary["recoveries"] >= 2
+    assert len(summary["recovery_ms"]) == summary["recoveries"]
+    assert summary["checkpoints_completed"] > 0
+    names = {check["name"]: check["passed"] for check in summary["checks"]}
+    assert names["the sink published every event's effect exactly once"] is True
+    assert summary["workers"] == 3
+
+
+def test_resume_needs_a_state_dir(capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["run", CLICKSTREAM, "--resume"])
+    _out, err = capsys.readouterr()
+    assert code == 2
+    assert err.strip().endswith(
+        "--resume goes on from the checkpoints of a run's state directory: give it with "
+        "--state-dir DIR"
+    )
+
+
+def test_resume_goes_on_from_the_last_checkpoint_of_the_state_dir(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    state = str(tmp_path / "state")
+    small = ["--param", "events=20000", "--param", "users=2000", "--in-process"]
+    code, first, _err = run_json(capsys, CLICKSTREAM, "--state-dir", state, *small)
+    assert code == 0
+    assert first["records_in"] == 20000
+    # The first run ended with a final checkpoint: the resumed run reads nothing, and its
+    # state still equals the oracle (the "every event read" check, which counts this run's
+    # reads, is the one that fails).
+    code, again, _err = run_json(capsys, CLICKSTREAM, "--state-dir", state, "--resume", *small)
+    assert again["records_in"] == 0
+    failed = [check["name"] for check in again["checks"] if not check["passed"]]
+    assert failed == ["every event read", "one running count per event"]
+    assert code == 1
