@@ -818,15 +818,7 @@ async def _loop_attempt(
                 return [env.report() for env in envs]
 
             async with anyio.create_task_group() as tg:
-                control = JobControl(
-                    job=kernel.ref(JOB_ACTOR),
-                    supervisor=supervisor,
-                    controllers=controllers,
-                    store=store,
-                    reports=all_reports,
-                    kill=None,
-                    state_dir=run.state_dir,
-                )
+                control = _control(run, kernel, supervisor, controllers, store, all_reports, None)
                 _start_companions(tg, run, all_reports, started, control)
                 await _start_and_wait(
                     controllers, supervisor, attempts.running, kernel.ref(JOB_ACTOR)
@@ -942,6 +934,27 @@ def _coordinator(run: _Run) -> CheckpointCoordinator | None:
     if start.restoring:
         coordinator.restart(restored=start.base, first_epoch=coordinator.next_epoch)
     return coordinator
+
+
+def _control(
+    run: _Run,
+    kernel: Worker,
+    supervisor: JobSupervisor,
+    controllers: Sequence[Ref],
+    store: CheckpointStore | None,
+    reports: Callable[[], Awaitable[list[dict[str, Any]]]],
+    kill: Callable[[int], None] | None,
+) -> JobControl:
+    """This attempt's :class:`JobControl` (``kill``: None when the workers share this loop)."""
+    return JobControl(
+        job=kernel.ref(JOB_ACTOR),
+        supervisor=supervisor,
+        controllers=controllers,
+        store=store,
+        reports=reports,
+        kill=kill,
+        state_dir=run.state_dir,
+    )
 
 
 def _start_companions(
@@ -1152,15 +1165,15 @@ async def _process_attempt(
                 async with anyio.create_task_group() as tg:
                     for index in range(workers):
                         tg.start_soon(watch, index, tg.cancel_scope)
-                    control = JobControl(
-                        job=kernel.ref(JOB_ACTOR),
-                        supervisor=supervisor,
-                        controllers=controllers,
-                        store=store,
-                        reports=all_reports,
+                    control = _control(
+                        run,
+                        kernel,
+                        supervisor,
+                        controllers,
+                        store,
+                        all_reports,
                         # A real kill -9, like one from outside: reported as the cause.
-                        kill=lambda index: os.kill(procs[index].pid, signal.SIGKILL),
-                        state_dir=run.state_dir,
+                        lambda index: os.kill(procs[index].pid, signal.SIGKILL),
                     )
                     _start_companions(tg, run, all_reports, started, control)
                     try:

@@ -25,6 +25,9 @@ from collections import defaultdict
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
+# The clickstream scenario's keyed function (beside this file: importable here and in every
+# worker process).
+from clickstream import track_user, user_of
 from shoal.runtime.timeline import Step, at, checkpoint, kill_worker, resume, stop
 
 from shoal import (
@@ -32,28 +35,11 @@ from shoal import (
     ClickstreamSource,
     Flow,
     JobResult,
-    ProcessContext,
     Scenario,
     TransactionalJsonlSink,
     ValueStateSpec,
     clickstream_oracle,
 )
-
-
-def user_of(click: tuple[int, str, int]) -> int:
-    return click[0]
-
-
-def track_user(user: int, click: tuple[int, str, int], ctx: ProcessContext) -> None:
-    """Count the user's clicks, remember the page of their latest click, emit the count."""
-    state = ctx.state
-    clicks = state.clicks.value() + 1
-    state.clicks.update(clicks)
-    _user, page, ts = click
-    last = state.last.value()
-    if last is None or ts > last[1]:
-        state.last.update((page, ts))
-    ctx.emit([user, clicks])
 
 
 def source(params: Mapping[str, Any]) -> ClickstreamSource:
