@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 import structlog
-from shoal.runtime import _cli
+from shoal.runtime import _cli, _scenario
 from shoal.runtime._cli import main
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -685,13 +685,13 @@ def test_shoal_run_checkpoints_every_second_by_default(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     seen: list[dict[str, Any]] = []
-    real = _cli.run_job
+    real = _scenario.run_job  # the CLI runs a scenario's runs through run_scenario
 
     async def spy(*args: Any, **kwargs: Any) -> Any:
         seen.append(kwargs)
         return await real(*args, **kwargs)
 
-    monkeypatch.setattr(_cli, "run_job", spy)
+    monkeypatch.setattr(_scenario, "run_job", spy)
     state = tmp_path / "state"
     code, summary, _err = run_json(
         capsys, scenario("typed_params"), "--in-process", "--state-dir", str(state)
@@ -722,13 +722,13 @@ def test_recoveries_of_the_result_are_counted_and_listed_in_milliseconds(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Recovery itself is tested with the supervisor; here: how the summary reports it.
-    real = _cli.run_job
+    real = _scenario.run_job
 
     async def recovered_twice(*args: Any, **kwargs: Any) -> Any:
         result = await real(*args, **kwargs)
         return dataclasses.replace(result, recoveries=(1.23456, 0.5))
 
-    monkeypatch.setattr(_cli, "run_job", recovered_twice)
+    monkeypatch.setattr(_scenario, "run_job", recovered_twice)
     code, summary, _err = run_json(capsys, scenario("typed_params"), "--in-process")
     assert code == 0
     assert (summary["recoveries"], summary["recovery_ms"]) == (2, [1234.6, 500.0])
