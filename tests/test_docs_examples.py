@@ -276,6 +276,7 @@ EXPECTED_SKIPS = [
     ("docs/benchmarks.md", _BENCHMARK),
     ("docs/benchmarks.md", _BENCHMARK),
     ("docs/benchmarks.md", _BENCHMARK),
+    ("docs/benchmarks.md", _BENCHMARK),
     (
         "docs/benchmarks.md",
         "N is a placeholder; the command runs in docs/getting-started.md's test",
