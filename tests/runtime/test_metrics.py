@@ -12,7 +12,7 @@ import anyio
 import prometheus_client
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
-from shoal.runtime import _job
+from shoal.runtime import _attempt
 from shoal.runtime._checkpoint_stats import CheckpointFigures, CheckpointStatistics
 from shoal.runtime._metrics import WorkerMetrics
 
@@ -273,7 +273,7 @@ async def test_progress_reports_of_a_running_job_feed_the_collector(
     # Reports arrive every _PROGRESS_INTERVAL_S; a short interval keeps the test fast. The
     # source holds back its second half until a report has shown the first half through the
     # sink, so one report is taken mid-job, whatever the machine's speed.
-    monkeypatch.setattr(_job, "_PROGRESS_INTERVAL_S", 0.01)
+    monkeypatch.setattr(_attempt, "_PROGRESS_INTERVAL_S", 0.01)
     half = 10
     caught: list[Progress] = []
     first_half_done = anyio.Event()
@@ -328,7 +328,7 @@ async def test_progress_carries_the_checkpoint_statistics_of_the_running_job(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, interval: float | None
 ) -> None:
     # As above: the source waits for one report mid-job, so one is always taken.
-    monkeypatch.setattr(_job, "_PROGRESS_INTERVAL_S", 0.01)
+    monkeypatch.setattr(_attempt, "_PROGRESS_INTERVAL_S", 0.01)
     caught: list[Progress] = []
     reported = anyio.Event()
 

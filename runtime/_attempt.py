@@ -1,0 +1,376 @@
+"""What both ways of running a job share: the validated run (:class:`Run`), the driver's
+supervisor and coordinator, its companion tasks (progress, stop, checkpoint trigger, timeline)
+and the result of an attempt. One attempt is one start of every worker (see ``_recovery``).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import anyio
+from anyio.abc import TaskGroup
+from shoal.actors import (
+    ActorStoppedError,
+    PeerLostError,
+    Ref,
+    Worker,
+)
+from shoal.actors._log import get_logger
+from shoal.storage import (
+    CheckpointError,
+    CheckpointStore,
+    StateBackend,
+    describe_specs,
+)
+
+from ._checkpoints import CheckpointCoordinator, CheckpointStatistics
+from ._control import JobControl
+from ._faults import Fault
+from ._messages import StartSources, StopSources, TriggerCheckpoint
+from ._names import JOB_ACTOR, source_actor_name
+from ._plan import Plan, actor_name
+from ._recovery import Attempts, StartPoint
+from ._result import JobResult, Progress, TemporaryState
+from ._sinks import DeadLetterSink, SinkPartition
+from ._supervisor import CheckpointTarget, JobSupervisor
+from ._time import Clock
+from ._timeline import TimelineRunner
+
+__all__ = (
+    "DEFAULT_LINK_BUFFER",
+    "ClosesOnce",
+    "Run",
+    "attempt_control",
+    "attempt_result",
+    "make_attempts",
+    "make_supervisor",
+    "recover_sink",
+    "start_and_wait",
+    "start_companions",
+)
+
+log = get_logger("shoal.job")
+
+# Bytes buffered per peer link (and asked for as kernel socket buffers): with the ~200 KiB
+# default socket buffers a peer moved at most that much per event-loop turn (~350k records/s).
+DEFAULT_LINK_BUFFER = 4 * 1024 * 1024
+
+
+_PROGRESS_INTERVAL_S = 0.5
+
+
+class ClosesOnce:
+    """A sink partition whose ``aclose`` runs once, whoever calls it first (finish or failure)."""
+
+    __slots__ = ("_closed", "_partition")
+
+    def __init__(self, partition: SinkPartition) -> None:
+        self._partition = partition
+        self._closed = False
+
+    async def write_batch(self, items: list[Any]) -> None:
+        await self._partition.write_batch(items)
+
+    # A transactional partition's phases (see _txn_sink.py), passed through.
+    async def write_epoch(self, epoch: int, items: list[Any]) -> None:
+        await self._partition.write_epoch(epoch, items)  # type: ignore[attr-defined]
+
+    async def pre_commit(self, epoch: int) -> None:
+        await self._partition.pre_commit(epoch)  # type: ignore[attr-defined]
+
+    async def commit(self, epoch: int) -> None:
+        await self._partition.commit(epoch)  # type: ignore[attr-defined]
+
+    async def aclose(self) -> None:
+        if not self._closed:
+            self._closed = True
+            await self._partition.aclose()
+
+
+@dataclass(frozen=True, slots=True)
+class Run:
+    """What both ways of running a job need, validated once by :func:`run_job`."""
+
+    plan: Plan
+    state_dir: Path
+    temporary: bool
+    run_id: str
+    dlq: DeadLetterSink
+    batch_size: int
+    mailbox_size: int
+    on_progress: Callable[[Progress], None] | None
+    stop: anyio.Event | None
+    log_format: str
+    log_level: str
+    checkpoint_interval: float | None = None
+    link_buffer: int = DEFAULT_LINK_BUFFER
+    checkpoint_dir: str | None = None
+    max_restarts: int = 3
+    restart_backoff: float = 0.1
+    faults: tuple[Fault, ...] = ()
+    start: StartPoint = field(default_factory=StartPoint)
+    timeline: TimelineRunner | None = None
+    clock: Clock | None = None  # None: the system clock
+
+    def checkpoint_store(self) -> CheckpointStore | None:
+        """A handle on the job's checkpoint store (None: checkpoints are off)."""
+        if self.checkpoint_interval is None or self.checkpoint_dir is None:
+            return None
+        return CheckpointStore(self.checkpoint_dir)
+
+
+def _last_stage_actors(plan: Plan) -> set[str]:
+    """The actors whose :class:`Drained` reports mean the whole job has drained."""
+    last = plan.stages[-1]
+    if last.operator is None:  # no keyed operator: the source actors, one per split
+        return {source_actor_name(split) for split in plan.splits}
+    return {actor_name(last.name, group) for group in range(plan.num_key_groups)}
+
+
+async def _watch_progress(
+    reports: Callable[[], Any],
+    started: float,
+    on_progress: Callable[[Progress], None],
+    coordinator: CheckpointCoordinator | None,
+) -> None:
+    while True:
+        await anyio.sleep(_PROGRESS_INTERVAL_S)
+        snaps = await reports()
+        checkpoints = None if coordinator is None else coordinator.statistics()
+        on_progress(_progress(snaps, time.perf_counter() - started, checkpoints))
+
+
+async def _stop_when_set(stop: anyio.Event, controllers: Sequence[Any]) -> None:
+    await stop.wait()
+    for controller in controllers:
+        await controller.ask(StopSources())
+
+
+def _progress(
+    snaps: Sequence[dict[str, Any]], elapsed: float, checkpoints: CheckpointStatistics | None
+) -> Progress:
+    return Progress(
+        elapsed_s=elapsed,
+        records_in=sum(s["records_in"] for s in snaps),
+        records_out=sum(s["records_out"] for s in snaps),
+        dead_letters=sum(s["dead_letters"] for s in snaps),
+        per_worker_in=tuple(s["records_in"] for s in snaps),
+        mailbox_depth=tuple(s["mailbox_depth"] for s in snaps),
+        reports=tuple(snaps),
+        checkpoints=checkpoints,
+    )
+
+
+def attempt_result(
+    run: Run,
+    workers: int,
+    processes: bool,
+    elapsed: float,
+    reports: Sequence[dict[str, Any]],
+    backend: StateBackend,
+    supervisor: JobSupervisor,
+    attempts: Attempts,
+) -> JobResult:
+    plan = run.plan
+    coordinator = supervisor.coordinator
+    return JobResult(
+        name=plan.flow.name,
+        workers=workers,
+        processes=processes,
+        records_in=sum(r["records_in"] for r in reports),
+        records_out=sum(r["records_out"] for r in reports),
+        dead_letters=sum(r["dead_letters"] for r in reports),
+        elapsed_s=elapsed,
+        state_dir=run.state_dir,
+        plan=plan,
+        reports=tuple(reports),
+        dead_letter_sink=run.dlq,
+        backend=backend,
+        checkpoints=None if coordinator is None else coordinator.statistics(),
+        checkpoint_dir=None if coordinator is None else run.checkpoint_dir,
+        recoveries=tuple(attempts.recoveries),
+        _temporary=TemporaryState(run.state_dir) if run.temporary else None,
+    )
+
+
+def make_attempts(run: Run, store: CheckpointStore | None) -> Attempts:
+    return Attempts(
+        max_restarts=run.max_restarts,
+        backoff_s=run.restart_backoff,
+        coordinator=_coordinator(run),
+        store=store,
+    )
+
+
+async def recover_sink(run: Run, start: StartPoint) -> None:
+    """Before an attempt starts, a transactional sink publishes the output of the checkpoint
+    it starts from that a crash kept from being published, and drops what came after."""
+    sink = run.plan.sink
+    if getattr(sink, "transactional", False):
+        committed = start.epoch if start.restoring and start.epoch else None
+        report = await anyio.to_thread.run_sync(sink.recover, committed)  # type: ignore[attr-defined]
+        log.debug("transactional sink recovered", committed=committed, report=str(report))
+
+
+def make_supervisor(
+    run: Run,
+    groups: list[int],
+    sink: SinkPartition | None,
+    dead_sink: SinkPartition,
+    controllers: Sequence[Ref],
+    kernel: Any,
+    store: CheckpointStore | None,
+    coordinator: CheckpointCoordinator | None,
+) -> JobSupervisor:
+    plan = run.plan
+    target = None
+    if store is not None:
+        target = CheckpointTarget(
+            store=store,
+            num_key_groups=plan.num_key_groups,
+            operators={
+                stage.operator.name: describe_specs(stage.operator.states)
+                for stage in plan.keyed_stages
+                if stage.operator is not None
+            },
+            layout={"workers": len(controllers), "group_owner": list(groups)},
+            key_groups={
+                actor_name(stage.name, group): kernel.ref(actor_name(stage.name, group))
+                for stage in plan.keyed_stages
+                for group in range(plan.num_key_groups)
+            },
+        )
+    return JobSupervisor(
+        expected=_last_stage_actors(plan),
+        group_owner=groups,
+        sink=sink,
+        dead_sink=dead_sink,
+        coordinator=coordinator,
+        controllers=controllers,
+        target=target,
+        transactional=bool(getattr(plan.sink, "transactional", False)),
+    )
+
+
+def _coordinator(run: Run) -> CheckpointCoordinator | None:
+    """The job's checkpoint coordinator (None: checkpoints off); it outlives attempts."""
+    if run.checkpoint_interval is None:
+        return None
+    plan = run.plan
+    store = run.checkpoint_store()
+    start = run.start
+    coordinator = CheckpointCoordinator(
+        sources={source_actor_name(split) for split in plan.splits},
+        key_groups={
+            actor_name(stage.name, group)
+            for stage in plan.keyed_stages
+            for group in range(plan.num_key_groups)
+        },
+        clock=time.perf_counter,
+        # Epochs only grow, across restarts and resumed runs: a checkpoint is never named
+        # like one already in the store.
+        first_epoch=max(max(store.epochs(), default=0) if store is not None else 0, start.epoch)
+        + 1,
+    )
+    if start.restoring:
+        coordinator.restart(restored=start.base, first_epoch=coordinator.next_epoch)
+    return coordinator
+
+
+def attempt_control(
+    run: Run,
+    kernel: Worker,
+    supervisor: JobSupervisor,
+    controllers: Sequence[Ref],
+    store: CheckpointStore | None,
+    reports: Callable[[], Awaitable[list[dict[str, Any]]]],
+    kill: Callable[[int], None] | None,
+) -> JobControl:
+    """This attempt's :class:`JobControl` (``kill``: None when the workers share this loop)."""
+    return JobControl(
+        job=kernel.ref(JOB_ACTOR),
+        supervisor=supervisor,
+        controllers=controllers,
+        store=store,
+        reports=reports,
+        kill=kill,
+        state_dir=run.state_dir,
+    )
+
+
+def start_companions(
+    tg: TaskGroup,
+    run: Run,
+    reports: Callable[[], Awaitable[list[dict[str, Any]]]],
+    started: float,
+    control: JobControl,
+) -> None:
+    """The driver's tasks beside a running job (both ways of running): progress reports, the
+    stop event, the checkpoint trigger, the timeline."""
+    supervisor = control.supervisor
+    if run.on_progress is not None:
+        tg.start_soon(
+            _companion,
+            _watch_progress(reports, started, run.on_progress, supervisor.coordinator),
+        )
+    if run.stop is not None:
+        tg.start_soon(_companion, _stop_when_set(run.stop, control.controllers))
+    if run.checkpoint_interval is not None:
+        tg.start_soon(
+            _companion, _checkpoint_every(run.checkpoint_interval, control.job, supervisor)
+        )
+    if run.timeline is not None:
+        tg.start_soon(_companion, _run_timeline(run.timeline, control))
+
+
+async def _companion(task: Awaitable[None]) -> None:
+    """A companion ends quietly when a worker is lost under it: the attempt's own watch
+    (the failed worker's exit, or the kernels' failure) reports that, with its cause."""
+    try:
+        await task
+    except (PeerLostError, ActorStoppedError) as exc:
+        log.debug("driver task ended: a worker was lost", error=str(exc))
+
+
+async def _run_timeline(runner: TimelineRunner, control: JobControl) -> None:
+    await control.supervisor.sources_started.wait()
+    await runner.run(control)
+
+
+async def _checkpoint_every(interval: float, job: Ref, supervisor: JobSupervisor) -> None:
+    """Trigger a checkpoint every ``interval`` seconds (skipped while one is in flight), from
+    the moment every worker's source actors exist: a barrier injected before that would reach
+    no source and wait for acks that never come."""
+    await supervisor.sources_started.wait()
+    while True:
+        await anyio.sleep(interval)
+        await job.ask(TriggerCheckpoint())
+
+
+async def start_and_wait(
+    controllers: Sequence[Any],
+    supervisor: JobSupervisor,
+    on_running: Callable[[], None],
+    job: Ref,
+) -> None:
+    # All at once: a worker answers only after a turn of its (now busy) event loop, and
+    # starting them one by one measurably delayed the last worker (~0.2 s), which then
+    # finished that much later.
+    async with anyio.create_task_group() as starting:
+        for controller in controllers:
+            starting.start_soon(controller.ask, StartSources())
+    supervisor.sources_started.set()
+    on_running()
+    await supervisor.finished.wait()
+    if supervisor.coordinator is not None:
+        try:
+            await supervisor.take_checkpoint(job, final=True)
+        except CheckpointError as exc:
+            # The job's output and state are complete; a resumed run would replay from the
+            # last completed checkpoint (state stays exact; an at-least-once sink repeats).
+            log.warning("the final checkpoint failed", error=str(exc))
+    supervisor.ended.set()

@@ -1,0 +1,334 @@
+"""Run a job's workers in processes of their own, connected over Unix sockets."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import tempfile
+import time
+from collections.abc import Mapping, Sequence
+from contextlib import AsyncExitStack
+from functools import partial
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import anyio
+from shoal.actors import (
+    ActorFailedError,
+    PeerLostError,
+    Worker,
+    WorkerProcess,
+    WorkerProcessError,
+    open_worker,
+    open_worker_process,
+)
+from shoal.actors._log import get_logger
+from shoal.storage import (
+    CheckpointStore,
+    LmdbBackend,
+)
+
+from ._attempt import (
+    ClosesOnce,
+    Run,
+    attempt_control,
+    attempt_result,
+    make_attempts,
+    make_supervisor,
+    recover_sink,
+    start_and_wait,
+    start_companions,
+)
+from ._exceptions import JobError, WorkerFailedError, WorkerLostError
+from ._messages import Finish
+from ._names import JOB_ACTOR, controller_name
+from ._plan import Plan, place_key_groups
+from ._recovery import AttemptFailed, Attempts, StartPoint
+from ._result import JobResult
+from ._sinks import SinkPartition
+from ._worker import place_directory
+
+__all__ = ("run_processes",)
+
+log = get_logger("shoal.job")
+
+# After a worker failed, how long the others have to exit on SIGTERM before SIGKILL.
+_ABORT_GRACE_S = 1.0
+
+
+def _mesh_parent() -> str:
+    """Where the mesh's socket folder goes: the temp dir, unless its path is too long.
+
+    A Unix socket path is limited to ~100 bytes; ``<dir>/shoal-mesh-XXXXXXXX/w<id>.sock``
+    must fit.
+    """
+    parent = tempfile.gettempdir()
+    return parent if len(parent.encode()) <= 60 else "/tmp"
+
+
+def _failure_cause(plan: Plan, index: int, proc: WorkerProcess) -> tuple[int, JobError] | None:
+    """Why worker ``index`` ended while the job ran, ranked: 0 a root cause (its own error, or
+    a signal nobody here sent), 1 an unexplained exit, 2 a consequence (it lost a peer)."""
+    name = plan.flow.name
+    failure = proc.failure
+    code = proc.returncode
+    if failure is not None:
+        operator = key_group = None
+        op_name, sep, group = (failure.actor or "").rpartition("#")
+        if sep and group.isdigit() and any(s.name == op_name for s in plan.keyed_stages):
+            operator, key_group = op_name, int(group)
+        error = WorkerFailedError(
+            f"job {name!r} failed on worker {index} (pid {proc.pid}): "
+            f"{failure.type_name}: {failure.message}",
+            worker=index,
+            pid=proc.pid,
+            error_type=failure.type_name,
+            error_message=failure.message,
+            actor=failure.actor,
+            operator=operator,
+            key_group=key_group,
+            remote_traceback=failure.traceback,
+        )
+        return (2 if failure.type_name == "PeerLostError" else 0), error
+    if code is None or proc.signalled_by_parent:
+        return None  # still running, or stopped by this driver after the first failure
+    rank = 0 if code < 0 else 1
+    return rank, WorkerLostError(
+        f"worker {index} (pid {proc.pid}) {proc.describe_exit()} while the job was running"
+    )
+
+
+def _mark_aborting(
+    kernel: Worker,
+    exc_type: type[BaseException] | None,
+    exc: BaseException | None,
+    tb: TracebackType | None,
+) -> bool:
+    if exc_type is not None:
+        kernel.aborting = True
+    return False
+
+
+async def _abort_all(procs: Sequence[WorkerProcess], grace: float = _ABORT_GRACE_S) -> None:
+    """Terminate every worker still running and wait until all have exited (SIGKILL after
+    ``grace`` seconds)."""
+    if grace > 0:
+        for proc in procs:
+            proc.terminate()
+        with anyio.move_on_after(grace):
+            for proc in procs:
+                await proc.wait()
+    for proc in procs:
+        proc.kill()
+    for proc in procs:
+        await proc.wait()
+
+
+async def run_processes(run: Run, ref: str, params: Mapping[str, Any], workers: int) -> JobResult:
+    """Every worker in a process of its own; a worker that dies or fails fails the attempt, and
+    with checkpoints on the job restarts from the last one (see ``_recovery``)."""
+    plan = run.plan
+    sink = ClosesOnce(plan.sink.open_partition(0, 1)) if plan.sink.gather else None
+    dead_sink = ClosesOnce(run.dlq.open_partition(0, 1))
+    store = run.checkpoint_store()
+    attempts = make_attempts(run, store)
+    try:
+        return await attempts.run(
+            run.start,
+            partial(_process_attempt, run, ref, params, workers, sink, dead_sink, store, attempts),
+            plan.flow.name,
+        )
+    finally:
+        with anyio.CancelScope(shield=True):
+            if sink is not None:
+                await sink.aclose()
+            await dead_sink.aclose()
+
+
+async def _process_attempt(
+    run: Run,
+    ref: str,
+    params: Mapping[str, Any],
+    workers: int,
+    sink: SinkPartition | None,
+    dead_sink: SinkPartition,
+    store: CheckpointStore | None,
+    attempts: Attempts,
+    start: StartPoint,
+) -> JobResult:
+    plan = run.plan
+    driver = workers
+    peers = list(range(workers + 1))
+    groups = place_key_groups(plan.num_key_groups, workers)
+    await recover_sink(run, start)
+    mesh_dir = Path(tempfile.mkdtemp(prefix="shoal-mesh-", dir=_mesh_parent()))
+    # Processes in the order they ended while the job ran (the first cause comes first).
+    ended: list[int] = []
+    noticed: list[float] = []
+    driver_lost: list[PeerLostError] = []
+    reports: list[dict[str, Any]] = []
+    procs: list[WorkerProcess] = []
+    try:
+        async with open_worker(
+            worker_id=driver, mesh_dir=mesh_dir, peers=peers, link_buffer=run.link_buffer
+        ) as kernel:
+            place_directory(kernel, plan, groups, driver, workers)
+            controllers = [kernel.ref(controller_name(i)) for i in range(workers)]
+            supervisor = make_supervisor(
+                run, groups, sink, dead_sink, controllers, kernel, store, attempts.coordinator
+            )
+            await kernel.spawn(lambda: supervisor, name=JOB_ACTOR)
+            async with AsyncExitStack() as stack:
+                for index in range(workers):
+                    procs.append(
+                        await stack.enter_async_context(
+                            open_worker_process(
+                                index,
+                                mesh_dir,
+                                peers,
+                                bootstrap="shoal.runtime._boot:bootstrap",
+                                args=_worker_args(run, ref, params, index, workers, driver, start),
+                                # If this driver dies, its workers remove what it cannot.
+                                cleanup=[run.state_dir] if run.temporary else [],
+                                link_buffer=run.link_buffer,
+                                wait_ready=False,  # they boot in parallel; waited for below
+                            )
+                        )
+                    )
+                for proc in procs:
+                    await proc.wait_ready()
+                # Unwinding by an exception (a cancellation: Ctrl-C twice) marks the driver as
+                # aborting before the processes are terminated: their going is then no news.
+                stack.push(partial(_mark_aborting, kernel))
+                started = time.perf_counter()
+
+                async def all_reports() -> list[dict[str, Any]]:
+                    return [await c.ask("report") for c in controllers]
+
+                async def watch(index: int, scope: anyio.CancelScope) -> None:
+                    await procs[index].wait()
+                    if not supervisor.ended.is_set():
+                        ended.append(index)
+                        noticed.append(time.perf_counter())
+                        scope.cancel()
+
+                async with anyio.create_task_group() as tg:
+                    for index in range(workers):
+                        tg.start_soon(watch, index, tg.cancel_scope)
+                    control = attempt_control(
+                        run,
+                        kernel,
+                        supervisor,
+                        controllers,
+                        store,
+                        all_reports,
+                        # A real kill -9, like one from outside: reported as the cause.
+                        lambda index: os.kill(procs[index].pid, signal.SIGKILL),
+                    )
+                    start_companions(tg, run, all_reports, started, control)
+                    try:
+                        await start_and_wait(
+                            controllers, supervisor, attempts.running, kernel.ref(JOB_ACTOR)
+                        )
+                    except* PeerLostError as group:
+                        # A connection to a worker broke: the job cannot finish. Which worker
+                        # failed first, and why, is read from the processes below.
+                        noticed.append(time.perf_counter())
+                        driver_lost.extend(group.exceptions)  # type: ignore[arg-type]
+                    tg.cancel_scope.cancel()
+                elapsed = time.perf_counter() - started
+                if not (ended or driver_lost):
+                    try:
+                        reports = [await c.ask(Finish()) for c in controllers]
+                    except PeerLostError as exc:
+                        # A worker died after the final checkpoint, before its report: the
+                        # next attempt restores that checkpoint and finishes at once.
+                        noticed.append(time.perf_counter())
+                        driver_lost.append(exc)
+                if ended or driver_lost:
+                    # With checkpoints, the job restarts: nothing of the survivors is kept but
+                    # their LMDB, which is crash-safe, so they go at once.
+                    await _abort_all(procs, grace=0.0 if store is not None else _ABORT_GRACE_S)
+                else:
+                    await kernel.ref(JOB_ACTOR).ask("settle")
+                    for proc in procs:  # all at once; leaving the stack then waits for each
+                        proc.request_stop()
+    except* ActorFailedError as group:
+        # The driver's own actors (a gathering sink, the dead-letter sink) failed.
+        first = group.exceptions[0]
+        raise JobError(f"job {plan.flow.name!r} failed: {first}") from first
+    except* WorkerProcessError as group:
+        # A worker died or failed while starting (restoring its key groups, say).
+        start_error = group.exceptions[0]
+        raise AttemptFailed(
+            WorkerLostError(f"job {plan.flow.name!r}: {start_error}"),
+            noticed=time.perf_counter(),
+            corrupt="CheckpointCorruptError" in str(start_error),
+        ) from start_error
+    except* PeerLostError:
+        if not (ended or driver_lost):
+            raise
+    finally:
+        shutil.rmtree(mesh_dir, ignore_errors=True)
+    if ended or driver_lost:
+        error = _first_cause(plan, procs, ended, driver_lost)
+        corrupt = isinstance(error, WorkerFailedError) and "CheckpointCorruptError" in (
+            f"{error.error_type} {error.error_message}"
+        )
+        raise AttemptFailed(error, noticed=min(noticed), corrupt=corrupt)
+    log.debug("job finished", job=plan.flow.name, workers=workers, seconds=round(elapsed, 3))
+    return attempt_result(
+        run, workers, True, elapsed, reports, LmdbBackend(run.state_dir), supervisor, attempts
+    )
+
+
+def _worker_args(
+    run: Run,
+    ref: str,
+    params: Mapping[str, Any],
+    index: int,
+    workers: int,
+    driver: int,
+    start: StartPoint,
+) -> dict[str, Any]:
+    return {
+        "flow": ref,
+        "params": dict(params),
+        "index": index,
+        "workers": workers,
+        "driver": driver,
+        "state_dir": str(run.state_dir),
+        "batch_size": run.batch_size,
+        "mailbox_size": run.mailbox_size,
+        "log_format": run.log_format,
+        "log_level": run.log_level,
+        "checkpoints": run.checkpoint_interval is not None,
+        "checkpoint_dir": run.checkpoint_dir if run.checkpoint_interval is not None else None,
+        "attempt": start.attempt,
+        "restoring": start.restoring,
+        "restore_epoch": None if start.manifest is None else start.manifest.epoch,
+        "restore_savepoint": start.savepoint,
+        "faults": [fault.to_data() for fault in run.faults],
+    }
+
+
+def _first_cause(
+    plan: Plan,
+    procs: Sequence[WorkerProcess],
+    ended: Sequence[int],
+    driver_lost: Sequence[PeerLostError],
+) -> JobError:
+    """The error that names the first cause of a failed multi-process run.
+
+    Every worker has exited (see _abort_all). Workers are ranked in the order they ended (those
+    that ended by themselves first): a worker's own error or a signal from outside beats an
+    unexplained exit, which beats losing a peer (the consequence of another's death).
+    """
+    order = list(dict.fromkeys([*ended, *range(len(procs))]))
+    causes = [c for c in (_failure_cause(plan, i, procs[i]) for i in order) if c is not None]
+    if causes:
+        return min(causes, key=lambda cause: cause[0])[1]
+    lost = driver_lost[0] if driver_lost else None
+    return JobError(f"job {plan.flow.name!r} failed: lost a worker: {lost}")
