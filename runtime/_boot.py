@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+from pathlib import Path
 from typing import Any
 
 from shoal.actors import Worker, register_message
@@ -34,6 +35,7 @@ from ._messages import (
     Watermark,
 )
 from ._plan import compile_plan, place_key_groups, place_splits
+from ._statedir import hold_as_worker
 from ._worker import WorkerEnv, place_directory, start_worker
 
 __all__ = ("bootstrap", "register_runtime_messages", "tune_gc")
@@ -90,6 +92,7 @@ def tune_gc() -> None:
 async def bootstrap(worker: Worker, args: dict[str, Any]) -> None:
     """Entry point of a worker process (see ``shoal.actors.open_worker_process``)."""
     configure_logging(args.get("log_format", "console"), args.get("log_level", "warning"))
+    hold_as_worker(Path(args["state_dir"]))
     register_runtime_messages()
     flow = load_flow(args["flow"], args.get("params"))
     plan = compile_plan(flow)

@@ -20,8 +20,10 @@ from shoal.actors import (
 )
 from shoal.actors._log import get_logger
 from shoal.storage import (
+    CheckpointCorruptError,
     CheckpointStore,
     LmdbBackend,
+    Manifest,
     MemoryBackend,
     StateBackend,
     describe_specs,
@@ -251,20 +253,24 @@ async def run_job(
     )
     claim = None
     try:
+        # Checked before the state directory is claimed: a refused savepoint leaves no trace.
+        savepoint_start = (
+            _savepoint_point(str(from_savepoint), plan) if from_savepoint is not None else None
+        )
         claim = claim_state_dir(
             directory,
             plan.flow.name,
             resume=resume,
             checkpoint_dir=(
-                str(checkpoint_dir)
+                _recorded_checkpoint_dir(checkpoint_dir, directory)
                 if checkpoint_dir is not None
                 else None
                 if resume
-                else str(directory / "checkpoints")
+                else "checkpoints"  # relative to the state directory: a copy stays whole
             ),
         )
         manifest = claim.manifest
-        checkpoints = manifest.checkpoint_dir or str(directory / "checkpoints")
+        checkpoints = _checkpoint_location(manifest.checkpoint_dir or "checkpoints", directory)
         dlq = (
             dead_letters
             if dead_letters is not None
@@ -290,9 +296,9 @@ async def run_job(
             float(restart_backoff),
             tuple(faults),
             (
-                _savepoint_point(str(from_savepoint), plan)
-                if from_savepoint is not None
-                else _resume_point(checkpoints)
+                savepoint_start
+                if savepoint_start is not None
+                else _resume_point(checkpoints, plan)
                 if resume
                 else StartPoint()
             ),
@@ -374,15 +380,56 @@ def _savepoint_point(url: str, plan: Plan) -> StartPoint:
     """Where a run from a savepoint starts; refuses a savepoint this flow cannot load.
 
     Raises:
-        CheckpointCorruptError: the savepoint's manifest is missing or fails its checksum.
-        ValueError: its key-group count, operators or states do not fit the flow (named).
+        ValueError: no savepoint there; or its key-group count, operators or states do not fit
+            the flow (named).
+        CheckpointCorruptError: the savepoint's manifest fails its checksum.
     """
-    manifest = read_savepoint(url)
+    try:
+        manifest = read_savepoint(url)
+    except CheckpointCorruptError as exc:
+        if "missing" not in str(exc):
+            raise
+        raise ValueError(f"from_savepoint: no savepoint at {url!r} ({exc})") from None
+    _check_fits(manifest, plan, f"savepoint {url!r}", f"shoal state rewrite {url}")
+    return StartPoint(restoring=True, manifest=manifest, savepoint=url)
+
+
+def _recorded_checkpoint_dir(checkpoint_dir: str | Path, state_dir: Path) -> str:
+    """How the state manifest records a checkpoint directory: URLs as given, local paths
+    absolute (or relative to the state directory when inside it), never relative to the
+    working directory of the run that wrote it.
+
+    Raises:
+        ValueError: a local path that exists and is not a directory.
+    """
+    text = str(checkpoint_dir)
+    if "://" in text:
+        return text
+    path = Path(text).resolve()
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"checkpoint_dir {text!r} is a file; give a directory (or a URL)")
+    try:
+        return str(path.relative_to(state_dir.resolve()))
+    except ValueError:
+        return str(path)
+
+
+def _checkpoint_location(recorded: str, state_dir: Path) -> str:
+    """Where a recorded checkpoint directory is: URLs and absolute paths as they are, relative
+    paths under the state directory."""
+    if "://" in recorded or Path(recorded).is_absolute():
+        return recorded
+    return str(state_dir / recorded)
+
+
+def _check_fits(manifest: Manifest, plan: Plan, what: str, rewrite: str) -> None:
+    """Refuse state this flow cannot load: another key-group count, or an operator or state the
+    flow does not declare with the same kind."""
     name = plan.flow.name
     if manifest.num_key_groups != plan.num_key_groups:
         raise ValueError(
-            f"savepoint {url!r} has {manifest.num_key_groups} key groups; flow {name!r} has "
-            f"{plan.num_key_groups}: rewrite it first (shoal state rewrite {url} --key-groups "
+            f"{what} has {manifest.num_key_groups} key groups; flow {name!r} has "
+            f"{plan.num_key_groups}: rewrite it first ({rewrite} --key-groups "
             f"{plan.num_key_groups} OUT)"
         )
     declared = {
@@ -393,7 +440,7 @@ def _savepoint_point(url: str, plan: Plan) -> StartPoint:
     for operator, states in manifest.operators.items():
         if operator not in declared:
             raise ValueError(
-                f"savepoint {url!r} holds state of operator {operator!r}, which flow {name!r} "
+                f"{what} holds state of operator {operator!r}, which flow {name!r} "
                 f"does not have (its keyed operators: {', '.join(sorted(declared)) or 'none'})"
             )
         for state in states:
@@ -401,16 +448,23 @@ def _savepoint_point(url: str, plan: Plan) -> StartPoint:
             if kind != state["kind"]:
                 found = "does not declare it" if kind is None else f"declares it as {kind}"
                 raise ValueError(
-                    f"savepoint {url!r} holds {state['kind']} state {operator}.{state['name']};"
+                    f"{what} holds {state['kind']} state {operator}.{state['name']};"
                     f" flow {name!r} {found}"
                 )
-    return StartPoint(restoring=True, manifest=manifest, savepoint=url)
 
 
-def _resume_point(checkpoint_dir: str) -> StartPoint:
-    """Where a resumed run starts: the earlier run's latest complete checkpoint."""
+def _resume_point(checkpoint_dir: str, plan: Plan) -> StartPoint:
+    """Where a resumed run starts: the earlier run's latest complete checkpoint, which must fit
+    the flow (a resumed run with another key-group count would hash keys elsewhere)."""
     store = CheckpointStore(checkpoint_dir)
     start = recovery_point(store, attempt=0)
+    if start.manifest is not None:
+        _check_fits(
+            start.manifest,
+            plan,
+            f"the checkpoint to resume ({checkpoint_dir}, epoch {start.epoch})",
+            f"shoal state savepoint {checkpoint_dir} SP, then shoal state rewrite SP",
+        )
     if start.manifest is None:
         log.warning(
             "no complete checkpoint to resume from; the job starts from the beginning",

@@ -23,10 +23,20 @@ from pathlib import Path
 
 from ._exceptions import StateDirectoryInUseError
 
-__all__ = ("MANIFEST_NAME", "StateClaim", "StateManifest", "claim_state_dir", "read_manifest")
+__all__ = (
+    "MANIFEST_NAME",
+    "StateClaim",
+    "StateManifest",
+    "claim_state_dir",
+    "hold_as_worker",
+    "read_manifest",
+)
 
 MANIFEST_NAME = "shoal-state.json"
 LOCK_NAME = "shoal-state.lock"
+# Held shared by every worker process while it lives: its driver's lock goes with the driver,
+# and the workers of a driver killed with kill -9 take a moment to notice and exit.
+WORKERS_LOCK_NAME = "shoal-state.workers.lock"
 MANIFEST_FORMAT = 1
 
 
@@ -87,7 +97,37 @@ def _lock(directory: Path) -> int:
         ) from None
     os.ftruncate(fd, 0)
     os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    try:
+        _check_no_workers(directory)
+    except BaseException:
+        os.close(fd)
+        raise
     return fd
+
+
+def _check_no_workers(directory: Path) -> None:
+    fd = os.open(directory / WORKERS_LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        raise StateDirectoryInUseError(
+            f"state directory {str(directory)!r} is still in use by worker processes of an "
+            "earlier run whose driver is gone (they notice within seconds and exit); try "
+            "again in a few seconds"
+        ) from None
+    finally:
+        os.close(fd)
+
+
+_held: list[int] = []
+
+
+def hold_as_worker(directory: Path) -> None:
+    """A worker process shares the state directory for as long as it lives (the kernel drops
+    the lock when it exits, however): no run can claim the directory meanwhile."""
+    fd = os.open(directory / WORKERS_LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
+    fcntl.flock(fd, fcntl.LOCK_SH)
+    _held.append(fd)
 
 
 def claim_state_dir(

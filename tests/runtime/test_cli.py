@@ -762,11 +762,11 @@ def test_the_crash_recovery_scenario_passes_through_two_kills_and_a_rescale(
         "2",
         "--json",
         "--param",
-        "events=150000",
+        "events=100000",
         "--param",
         "users=5000",
         "--param",
-        "rate=100000",
+        "rate=50000",
         tmp=private_tmp,
     )
     assert done.returncode == 0, done.stderr[-3000:]

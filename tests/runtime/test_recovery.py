@@ -407,3 +407,80 @@ async def test_a_worker_killed_while_publishing_its_output_loses_and_repeats_not
     assert flows.final_state(result, params) == flows.oracle(params)
     flows.check_output(params)
     assert len(result.recoveries) == 2
+
+
+@pytest.mark.asyncio
+async def test_resume_refuses_a_checkpoint_of_another_key_group_count(tmp_path: Path) -> None:
+    """Resuming with another num_key_groups would hash keys into other groups: refused,
+    naming the fix, before anything runs."""
+    await run_stats(tmp_path, PARAMS, [], processes=False)
+    state = tmp_path / "state"
+    with pytest.raises(
+        ValueError,
+        match=rf"^the checkpoint to resume \({state / 'checkpoints'}, epoch \d+\) has 8 key "
+        r"groups; flow 'stats' has 16: rewrite it first \(shoal state savepoint ",
+    ):
+        await run_job(
+            flows.stats(**{**PARAMS, "key_groups": 16}),
+            state_dir=state,
+            checkpoint_interval=1.0,
+            resume=True,
+        )
+
+
+@pytest.mark.asyncio
+async def test_the_checkpoint_dir_is_recorded_so_a_copied_state_dir_resumes_on_its_own(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Recorded relative to the state directory (not the working directory): a copy of the
+    directory resumes from its own checkpoints and leaves the original's alone."""
+    import json
+
+    await run_stats(tmp_path, PARAMS, [], processes=False)
+    state = tmp_path / "state"
+    assert json.loads((state / "shoal-state.json").read_text())["checkpoint_dir"] == "checkpoints"
+    before = CheckpointStore(state / "checkpoints").epochs()
+    copy = tmp_path / "copy"
+    shutil.copytree(state, copy)
+    monkeypatch.chdir(tmp_path.parent)  # resolved against the state directory, not the cwd
+    again = await run_job(
+        flows.stats(**PARAMS), state_dir=copy, checkpoint_interval=1.0, resume=True
+    )
+    assert again.records_in == 0
+    assert again.checkpoint_dir == str(copy / "checkpoints")
+    assert CheckpointStore(state / "checkpoints").epochs() == before
+
+
+@pytest.mark.asyncio
+async def test_bad_checkpoint_dirs_and_savepoints_are_refused_leaving_no_trace(
+    tmp_path: Path,
+) -> None:
+    afile = tmp_path / "afile"
+    afile.write_text("")
+    with pytest.raises(ValueError, match=r"^checkpoint_dir '.*afile' is a file; give a directory"):
+        await run_job(
+            flows.stats(**PARAMS),
+            state_dir=tmp_path / "a",
+            checkpoint_interval=1.0,
+            checkpoint_dir=afile,
+        )
+    with pytest.raises(ValueError, match=r"^from_savepoint: no savepoint at '/nonexistent' "):
+        await run_job(
+            flows.stats(**PARAMS), state_dir=tmp_path / "b", from_savepoint="/nonexistent"
+        )
+    assert not (tmp_path / "b" / "shoal-state.json").exists()  # a retry is not refused
+
+
+def test_a_state_dir_still_used_by_workers_of_a_dead_driver_is_refused(tmp_path: Path) -> None:
+    from shoal.runtime import _statedir
+
+    _statedir.hold_as_worker(tmp_path)  # as a worker process whose driver was killed
+    try:
+        with pytest.raises(
+            StateDirectoryInUseError,
+            match=r"is still in use by worker processes of an earlier run whose driver is gone",
+        ):
+            _statedir.claim_state_dir(tmp_path, "stats", resume=False)
+    finally:
+        os.close(_statedir._held.pop())
+    _statedir.claim_state_dir(tmp_path, "stats").release()  # free once they are gone
