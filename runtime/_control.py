@@ -16,6 +16,7 @@ from shoal.actors import Ref
 from shoal.storage import CheckpointStore, Manifest, savepoint_from_checkpoint
 
 from ._messages import StopSources
+from ._statedir import under_state_dir
 from ._supervisor import JobSupervisor
 
 __all__ = ("JobControl", "write_savepoint_of")
@@ -64,16 +65,14 @@ class JobControl:
         """
         return await self.supervisor.take_checkpoint(self.job)
 
-    async def start_checkpoint(self) -> int:
-        """Start a checkpoint (barriers injected) and return its epoch without waiting."""
+    async def start_checkpoint(self) -> int | None:
+        """Start a checkpoint (barriers injected) and return its epoch without waiting; None
+        once the job has drained."""
         return await self.supervisor.start_checkpoint(self.job)
 
     def resolve(self, path: str | os.PathLike[str]) -> str:
         """A savepoint path: URLs and absolute paths as given, others under the state dir."""
-        text = os.fspath(path)
-        if "://" in text or Path(text).is_absolute():
-            return text
-        return str(self.state_dir / text)
+        return under_state_dir(path, self.state_dir)
 
     async def savepoint(self, path: str | os.PathLike[str]) -> Manifest:
         """Take a checkpoint and write it as a self-contained savepoint at ``path``."""

@@ -307,15 +307,12 @@ class JobSupervisor(Actor):
         Raises:
             CheckpointError: ``tries`` checkpoints in a row did not complete.
         """
-        coordinator = self.coordinator
-        if coordinator is None:
-            raise RuntimeError("checkpoints are off for this job (checkpoint_interval=None)")
         for _ in range(tries):
-            while coordinator.pending is not None:
-                await self.checkpoint_changed.wait()
-            epoch = await job.ask(TriggerCheckpoint(final=final))
+            epoch = await self.start_checkpoint(job, final=final)
             if epoch is None:
-                continue
+                raise CheckpointError("the job has drained: only its final checkpoint is left")
+            coordinator = self.coordinator
+            assert coordinator is not None
             while coordinator.in_progress == epoch:
                 await self.checkpoint_changed.wait()
             last = coordinator.last_completed
@@ -323,15 +320,18 @@ class JobSupervisor(Actor):
                 return last.epoch
         raise CheckpointError(f"{tries} checkpoints in a row failed (see the log for why)")
 
-    async def start_checkpoint(self, job: Ref) -> int:
-        """Start a checkpoint now (after the one in flight) and return its epoch at once."""
+    async def start_checkpoint(self, job: Ref, *, final: bool = False) -> int | None:
+        """Start a checkpoint now (after the one in flight) and return its epoch at once;
+        None once the job has drained (then only ``final`` starts one)."""
         coordinator = self.coordinator
         if coordinator is None:
             raise RuntimeError("checkpoints are off for this job (checkpoint_interval=None)")
         while True:
             while coordinator.pending is not None:
                 await self.checkpoint_changed.wait()
-            epoch = await job.ask(TriggerCheckpoint())
+            if self.finished.is_set() and not final:
+                return None
+            epoch = await job.ask(TriggerCheckpoint(final=final))
             if epoch is not None:
                 return int(epoch)
 
