@@ -24,13 +24,12 @@ from shoal.storage import (
     CheckpointError,
     CheckpointStore,
     StateBackend,
-    describe_specs,
 )
 
 from ._checkpoints import CheckpointCoordinator, CheckpointStatistics
 from ._control import JobControl
 from ._faults import Fault
-from ._messages import StartSources, StopSources, TriggerCheckpoint
+from ._messages import StartSources, TriggerCheckpoint
 from ._names import JOB_ACTOR, source_actor_name
 from ._plan import Plan, actor_name
 from ._recovery import Attempts, StartPoint
@@ -144,10 +143,9 @@ async def _watch_progress(
         on_progress(_progress(snaps, time.perf_counter() - started, checkpoints))
 
 
-async def _stop_when_set(stop: anyio.Event, controllers: Sequence[Any]) -> None:
+async def _stop_when_set(stop: anyio.Event, control: JobControl) -> None:
     await stop.wait()
-    for controller in controllers:
-        await controller.ask(StopSources())
+    await control.stop()
 
 
 def _progress(
@@ -210,7 +208,7 @@ async def recover_sink(run: Run, start: StartPoint) -> None:
     """Before an attempt starts, a transactional sink publishes the output of the checkpoint
     it starts from that a crash kept from being published, and drops what came after."""
     sink = run.plan.sink
-    if getattr(sink, "transactional", False):
+    if run.plan.transactional:
         committed = start.epoch if start.restoring and start.epoch else None
         report = await anyio.to_thread.run_sync(sink.recover, committed)  # type: ignore[attr-defined]
         log.debug("transactional sink recovered", committed=committed, report=str(report))
@@ -232,17 +230,9 @@ def make_supervisor(
         target = CheckpointTarget(
             store=store,
             num_key_groups=plan.num_key_groups,
-            operators={
-                stage.operator.name: describe_specs(stage.operator.states)
-                for stage in plan.keyed_stages
-                if stage.operator is not None
-            },
+            operators=plan.state_declarations(),
             layout={"workers": len(controllers), "group_owner": list(groups)},
-            key_groups={
-                actor_name(stage.name, group): kernel.ref(actor_name(stage.name, group))
-                for stage in plan.keyed_stages
-                for group in range(plan.num_key_groups)
-            },
+            key_groups={name: kernel.ref(name) for name in plan.key_group_actors()},
         )
     return JobSupervisor(
         expected=_last_stage_actors(plan),
@@ -252,7 +242,7 @@ def make_supervisor(
         coordinator=coordinator,
         controllers=controllers,
         target=target,
-        transactional=bool(getattr(plan.sink, "transactional", False)),
+        transactional=plan.transactional,
     )
 
 
@@ -265,11 +255,7 @@ def _coordinator(run: Run) -> CheckpointCoordinator | None:
     start = run.start
     coordinator = CheckpointCoordinator(
         sources={source_actor_name(split) for split in plan.splits},
-        key_groups={
-            actor_name(stage.name, group)
-            for stage in plan.keyed_stages
-            for group in range(plan.num_key_groups)
-        },
+        key_groups=set(plan.key_group_actors()),
         clock=time.perf_counter,
         # Epochs only grow, across restarts and resumed runs: a checkpoint is never named
         # like one already in the store.
@@ -318,7 +304,7 @@ def start_companions(
             _watch_progress(reports, started, run.on_progress, supervisor.coordinator),
         )
     if run.stop is not None:
-        tg.start_soon(_companion, _stop_when_set(run.stop, control.controllers))
+        tg.start_soon(_companion, _stop_when_set(run.stop, control))
     if run.checkpoint_interval is not None:
         tg.start_soon(
             _companion, _checkpoint_every(run.checkpoint_interval, control.job, supervisor)

@@ -26,7 +26,6 @@ from shoal.storage import (
     Manifest,
     MemoryBackend,
     StateBackend,
-    describe_specs,
     read_savepoint,
 )
 
@@ -45,7 +44,7 @@ from ._run_loop import run_in_loop
 from ._run_processes import run_processes
 from ._sinks import DeadLetterSink
 from ._sources import check_bounded
-from ._statedir import claim_state_dir
+from ._statedir import claim_state_dir, under_state_dir
 from ._time import Clock
 from ._timeline import At, Checkpoint, KillWorker, Savepoint, Stop, TimelineRunner
 
@@ -270,7 +269,7 @@ async def run_job(
             ),
         )
         manifest = claim.manifest
-        checkpoints = _checkpoint_location(manifest.checkpoint_dir or "checkpoints", directory)
+        checkpoints = under_state_dir(manifest.checkpoint_dir or "checkpoints", directory)
         dlq = (
             dead_letters
             if dead_letters is not None
@@ -368,9 +367,7 @@ async def _stop_savepoint(run: Run, result: JobResult) -> None:
     store = run.checkpoint_store()
     if store is None or result.checkpoints is None or not result.checkpoints.last_completed:
         raise JobError(f"stop(savepoint={runner.stop_savepoint!r}): no checkpoint completed")
-    url = runner.stop_savepoint
-    if "://" not in url and not Path(url).is_absolute():
-        url = str(run.state_dir / url)
+    url = under_state_dir(runner.stop_savepoint, run.state_dir)
     await anyio.to_thread.run_sync(
         write_savepoint_of, store, result.checkpoints.last_completed, url
     )
@@ -414,14 +411,6 @@ def _recorded_checkpoint_dir(checkpoint_dir: str | Path, state_dir: Path) -> str
         return str(path)
 
 
-def _checkpoint_location(recorded: str, state_dir: Path) -> str:
-    """Where a recorded checkpoint directory is: URLs and absolute paths as they are, relative
-    paths under the state directory."""
-    if "://" in recorded or Path(recorded).is_absolute():
-        return recorded
-    return str(state_dir / recorded)
-
-
 def _check_fits(manifest: Manifest, plan: Plan, what: str, rewrite: str) -> None:
     """Refuse state this flow cannot load: another key-group count, or an operator or state the
     flow does not declare with the same kind."""
@@ -433,9 +422,8 @@ def _check_fits(manifest: Manifest, plan: Plan, what: str, rewrite: str) -> None
             f"{plan.num_key_groups} OUT)"
         )
     declared = {
-        stage.operator.name: {s["name"]: s["kind"] for s in describe_specs(stage.operator.states)}
-        for stage in plan.keyed_stages
-        if stage.operator is not None
+        operator: {state["name"]: state["kind"] for state in states}
+        for operator, states in plan.state_declarations().items()
     }
     for operator, states in manifest.operators.items():
         if operator not in declared:

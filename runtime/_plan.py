@@ -12,6 +12,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from shoal.storage import describe_specs
+
 from ._dataflow import FilterOp, FlatMapOp, Flow, KeyedOp, MapOp, SinkOp
 from ._sinks import Sink
 
@@ -51,6 +53,29 @@ class Plan:
     @property
     def keyed_stages(self) -> tuple[Stage, ...]:
         return self.stages[1:]
+
+    @property
+    def transactional(self) -> bool:
+        """The sink is transactional: it stages output per checkpoint epoch and publishes it
+        when the checkpoint completes (``_txn_sink.py``); the engine drives its phases."""
+        return bool(getattr(self.sink, "transactional", False))
+
+    def key_group_actors(self) -> tuple[str, ...]:
+        """The actor name of every key group of every keyed operator."""
+        return tuple(
+            actor_name(stage.name, group)
+            for stage in self.keyed_stages
+            for group in range(self.num_key_groups)
+        )
+
+    def state_declarations(self) -> dict[str, list[dict[str, str]]]:
+        """Per keyed operator, its states as plain data (``describe_specs``: name and kind),
+        as checkpoint and savepoint manifests record them."""
+        return {
+            stage.operator.name: describe_specs(stage.operator.states)
+            for stage in self.keyed_stages
+            if stage.operator is not None
+        }
 
     def channels_into(self, stage: int) -> tuple[str, ...]:
         """The upstream channel names feeding every key-group actor of ``stage`` (>= 1)."""

@@ -18,6 +18,7 @@ from ._dataflow import Flow
 from ._exceptions import ScenarioError
 from ._job import JobResult, run_job
 from ._loader import load_module
+from ._statedir import under_state_dir
 from ._timeline import Step, split_timeline
 
 __all__ = ("Check", "Scenario", "load_scenario", "run_scenario")
@@ -254,10 +255,7 @@ async def run_scenario(
         if start is not None:
             run_options["resume"] = True
             if start.savepoint is not None:
-                savepoint = start.savepoint
-                if "://" not in savepoint and not Path(savepoint).is_absolute():
-                    savepoint = str(Path(state_dir) / savepoint)
-                run_options["from_savepoint"] = savepoint
+                run_options["from_savepoint"] = under_state_dir(start.savepoint, state_dir)
             workers = start.workers or workers
         results.append(
             await run_job(

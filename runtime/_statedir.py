@@ -30,6 +30,7 @@ __all__ = (
     "claim_state_dir",
     "hold_as_worker",
     "read_manifest",
+    "under_state_dir",
 )
 
 MANIFEST_NAME = "shoal-state.json"
@@ -50,6 +51,16 @@ class StateManifest:
     created: str  # ISO 8601, UTC
     checkpoint_dir: str | None = None  # where its checkpoints go (None: not recorded)
     runs: int = 1  # runs so far: the first and every resume
+
+
+def under_state_dir(path: str | os.PathLike[str], state_dir: str | os.PathLike[str]) -> str:
+    """Where a path a run names is: URLs and absolute paths as they are, relative paths under
+    the run's state directory (never its working directory: a state directory is resumed
+    from anywhere, and a copy of it is whole)."""
+    text = os.fspath(path)
+    if "://" in text or Path(text).is_absolute():
+        return text
+    return str(Path(state_dir) / text)
 
 
 def read_manifest(directory: Path) -> StateManifest | None:

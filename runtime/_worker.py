@@ -131,7 +131,7 @@ class WorkerEnv:
     def __post_init__(self) -> None:
         # A transactional sink stages output per checkpoint epoch and publishes it when the
         # checkpoint completes (see _txn_sink.py).
-        self.transactional = bool(getattr(self.plan.sink, "transactional", False))
+        self.transactional = self.plan.transactional
         self.dead = DeadLetters(self.index)
         self.metrics = WorkerMetrics(self.index)
         self.router = KeyGroupRouter(self.plan.num_key_groups)
