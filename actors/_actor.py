@@ -81,6 +81,20 @@ class Actor:
     async def rehydrate(self, state: Any) -> None:
         """Take over ``state`` from :meth:`dehydrate` on the target worker, before ``on_start``."""
 
+    def hand_off(self, to_worker: int) -> None:
+        """Stop once the message in hand is handled: a successor of the same name has taken
+        (or is taking) over this actor's work on worker ``to_worker``.
+
+        ``on_stop`` runs as usual; then every message still in the mailbox, and every message
+        that reaches this worker for this name later, is forwarded to ``to_worker``, and this
+        worker's directory and refs point there. Unlike :meth:`Worker.migrate` nothing is
+        dehydrated: the actor hands its state over itself (a message to its successor), at a
+        point of its own protocol's choosing. A pending :meth:`continue_with` is dropped.
+        """
+        if to_worker == self.worker.worker_id:
+            raise ValueError(f"actor {self.name!r} cannot hand off to its own worker {to_worker}")
+        self._cell.forward_to = int(to_worker)
+
     def continue_with(self, message: Any) -> None:
         """Deliver ``message`` to this actor once its mailbox has nothing else waiting.
 

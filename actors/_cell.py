@@ -73,6 +73,8 @@ class Cell:
         self.halting = False
         self.migration: Migration | None = None
         self.migrated = False
+        #: Set by ``Actor.hand_off``: the worker its successor runs on.
+        self.forward_to: int | None = None
         self._restarts: deque[float] = deque()
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -128,7 +130,12 @@ class Cell:
     async def _teardown(self) -> None:
         with anyio.move_on_after(TEARDOWN_TIMEOUT_S):
             await self._stop_instance()
-        if not self.migrated:
+        if self.forward_to is not None and not self.halting:
+            # Handed off: the mailbox goes to the successor (the worker retires the cell).
+            self.migrated = True
+            self.continuation = None
+            await self.worker._hand_off(self, self.forward_to)
+        elif not self.migrated:
             # What is queued, and what senders still wait to queue, is rejected; those
             # senders' tells return (the messages count as dead letters), asks get the error.
             for item in self.mailbox.close():
@@ -187,6 +194,8 @@ class Cell:
                         return
                 else:
                     item.reply.ok(result)
+                if self.forward_to is not None:
+                    return
             elif kind is StopMarker:
                 return
             elif kind is MigrateMarker:
@@ -199,6 +208,8 @@ class Cell:
                 except Exception as exc:
                     if not await self._failed(exc):
                         return
+                if self.forward_to is not None:
+                    return
 
     async def _failed(self, exc: Exception) -> bool:
         """Apply the supervision policy; return whether the loop goes on."""

@@ -283,6 +283,12 @@ class Worker:
 
     # -- peers -------------------------------------------------------------------------------
 
+    def admit(self, *worker_ids: int) -> None:
+        """Add workers to this worker's mesh (membership is dynamic: a job that scales up
+        starts a worker with a new id and admits it everywhere before anything is sent to it).
+        Ids are never reused within a mesh: a retired worker's id stays retired."""
+        self.peers = self.peers | frozenset(int(w) for w in worker_ids)
+
     def _link(self, worker_id: int) -> Link:
         known = self._links.get(worker_id)
         if known is not None:
@@ -581,6 +587,20 @@ class Worker:
             raise
         migration.committed = True
         migration.verdict.set()
+        await self._forward_held(cell, to_worker, link)
+
+    async def _hand_off(self, cell: Cell, to_worker: int) -> None:
+        """Retire ``cell`` after its actor handed its work to ``to_worker`` (see
+        :meth:`Actor.hand_off`): what waits in its mailbox goes there, and so does what arrives
+        later (the directory and this worker's ref point there)."""
+        try:
+            link = self._link(to_worker)
+        except PeerLostError as exc:
+            for item in cell.mailbox.close():
+                self._reject(cell.name, item, exc)
+            if self._cells.get(cell.name) is cell:
+                del self._cells[cell.name]
+            return
         await self._forward_held(cell, to_worker, link)
 
     async def _forward_held(self, cell: Cell, to_worker: int, link: Link) -> None:

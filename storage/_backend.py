@@ -106,6 +106,12 @@ class LmdbBackend:
         names = [spec.name for spec in checked] + list(INTERNAL_DBS)
         try:
             engine = LmdbEngine(path, names, map_size=self.map_size, sync=self.sync)
+        except StoreBusyError as exc:
+            # The ownership fence: one writer per environment, across processes too.
+            where = str(exc).rpartition(" is already open ")[2]
+            raise StoreBusyError(
+                f"store {operator}/kg-{key_group:05d} is already open {where}"
+            ) from None
         except lmdb.Error as exc:
             if "already open" in str(exc):
                 raise StoreBusyError(

@@ -9,6 +9,8 @@ resize or pin old pages).
 
 from __future__ import annotations
 
+import fcntl
+import os
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from itertools import chain
@@ -19,7 +21,7 @@ from typing import Any, Final, NamedTuple, Protocol, TypeVar, cast
 import cbor2
 import lmdb
 
-from ._exceptions import DecodeError, EncodeError, StorageError
+from ._exceptions import DecodeError, EncodeError, StorageError, StoreBusyError
 
 __all__ = (
     "DELETE",
@@ -219,31 +221,70 @@ class LmdbSnapshot:
             self._on_close()
 
 
-class LmdbEngine:
-    """One LMDB environment with a named database per name given."""
+#: The ownership fence of an environment: the process that has it open holds an exclusive
+#: ``flock`` on this file (released by the kernel when the process dies, even by kill -9).
+OWNER_LOCK = "shoal-owner.lock"
 
-    __slots__ = ("_dbs", "_env", "_lock", "_path", "_snapshots")
+
+def _take_fence(path: Path) -> int:
+    """Lock ``path``'s owner file, or raise StoreBusyError naming the holder's pid."""
+    fd = os.open(path / OWNER_LOCK, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
+        os.close(fd)
+        where = (
+            "in this process"
+            if holder == str(os.getpid())
+            else f"by another process (pid {holder or 'unknown'})"
+        )
+        raise StoreBusyError(f"the environment {path} is already open {where}") from None
+    except BaseException:
+        os.close(fd)
+        raise
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, str(os.getpid()).encode("ascii"), 0)
+    return fd
+
+
+class LmdbEngine:
+    """One LMDB environment with a named database per name given.
+
+    Fenced: while it is open, no other engine (in this process or another) can open the same
+    environment (``StoreBusyError``): a key group that moves between workers is closed by its
+    old owner before its new owner opens it, and a bug that broke that order fails loudly
+    instead of two writers sharing one environment.
+    """
+
+    __slots__ = ("_dbs", "_env", "_fence", "_lock", "_path", "_snapshots")
 
     def __init__(self, path: Path, names: Sequence[str], *, map_size: int, sync: bool) -> None:
         path.mkdir(parents=True, exist_ok=True)
+        self._fence = _take_fence(path)
         self._path = path
         self._lock = threading.Lock()
         self._snapshots = 0  # open read snapshots: the map cannot be resized under them
-        self._env = lmdb.open(
-            str(path),
-            map_size=map_size,
-            subdir=True,
-            max_dbs=len(names),
-            sync=sync,
-            metasync=sync,
-            writemap=False,
-            readahead=False,
-            lock=True,
-        )
+        try:
+            self._env = lmdb.open(
+                str(path),
+                map_size=map_size,
+                subdir=True,
+                max_dbs=len(names),
+                sync=sync,
+                metasync=sync,
+                writemap=False,
+                readahead=False,
+                lock=True,
+            )
+        except BaseException:
+            os.close(self._fence)
+            raise
         try:
             self._dbs = {name: self._env.open_db(name.encode("ascii")) for name in names}
         except BaseException:
             self._env.close()
+            os.close(self._fence)
             raise
 
     @property
@@ -510,7 +551,12 @@ class LmdbEngine:
                 txn.drop(handle, delete=False)
 
     def close(self) -> None:
-        self._env.close()
+        try:
+            self._env.close()
+        finally:
+            if self._fence >= 0:
+                fence, self._fence = self._fence, -1
+                os.close(fence)  # releases the flock
 
 
 class MemorySnapshot:

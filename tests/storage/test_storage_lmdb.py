@@ -24,7 +24,11 @@ def test_environment_layout(tmp_path: Path) -> None:
     backend = LmdbBackend(tmp_path / "root")
     with backend.open_store("clicks.v2", 42, SPECS) as store:
         assert store.path == tmp_path / "root" / "clicks.v2" / "kg-00042"
-        assert sorted(p.name for p in store.path.iterdir()) == ["data.mdb", "lock.mdb"]
+        assert sorted(p.name for p in store.path.iterdir()) == [
+            "data.mdb",
+            "lock.mdb",
+            "shoal-owner.lock",
+        ]
     assert backend.path_for("clicks.v2", 42) == store.path
     assert MemoryBackend().open_store("op", 0, SPECS).path is None
 
@@ -104,3 +108,29 @@ def test_sync_backend_commits(tmp_path: Path) -> None:
         store.flush()
     with backend.open_store("op", 0, SPECS) as store:
         assert store.get("count", "k") == 1
+
+
+def test_another_process_cannot_open_a_store_that_is_open(tmp_path: Path) -> None:
+    """The ownership fence: one writer per environment across processes; it is released at
+    close (and by the kernel when the holder dies, even by kill -9)."""
+    import subprocess
+    import sys
+
+    probe = (
+        "import sys; from shoal.storage import LmdbBackend, ValueStateSpec, StoreBusyError\n"
+        "try:\n"
+        f"    LmdbBackend(sys.argv[1]).open_store('op', 0, [ValueStateSpec('count', default=0)]).close()\n"
+        "except StoreBusyError as exc:\n"
+        "    print(exc); sys.exit(3)\n"
+    )
+    backend = LmdbBackend(tmp_path)
+    with backend.open_store("op", 0, SPECS):
+        busy = subprocess.run(
+            [sys.executable, "-c", probe, str(tmp_path)], capture_output=True, text=True
+        )
+    assert busy.returncode == 3, busy.stderr
+    assert busy.stdout.strip() == (
+        f"store op/kg-00000 is already open by another process (pid {os.getpid()})"
+    )
+    free = subprocess.run([sys.executable, "-c", probe, str(tmp_path)], capture_output=True)
+    assert free.returncode == 0, free.stderr
