@@ -101,6 +101,29 @@ class BarrierAlignment:
     def aborted(self) -> bool:
         return self._aborted
 
+    def to_data(self) -> dict[str, Any]:
+        """The alignment as plain values (its held messages as they are), for a successor on
+        another worker (live migration): it goes on exactly where this one stands."""
+        return {
+            "open": sorted(self.open_channels),
+            "epoch": self.epoch,
+            "last_epoch": self.last_epoch,
+            "aligned": sorted(self._aligned),
+            "held": list(self._held),
+            "held_records": self._held_records,
+            "aborted": self._aborted,
+        }
+
+    def restore(self, data: dict[str, Any]) -> None:
+        """Take over :meth:`to_data`'s state (the clock of an alignment in progress restarts)."""
+        self.open_channels = set(data["open"])
+        self.epoch = data["epoch"]
+        self.last_epoch = int(data["last_epoch"])
+        self._aligned = set(data["aligned"])
+        self._held = deque(data["held"])
+        self._held_records = int(data["held_records"])
+        self._aborted = bool(data["aborted"])
+
     def finish(self) -> deque[Any]:
         """The epoch is snapshotted (or aborted): stop holding; return the held messages."""
         held, self._held = self._held, deque()

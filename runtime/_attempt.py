@@ -31,13 +31,16 @@ from ._control import JobControl
 from ._faults import Fault
 from ._messages import StartSources, TriggerCheckpoint
 from ._names import JOB_ACTOR, source_actor_name
+from ._placement import Placement
 from ._plan import Plan, actor_name
 from ._recovery import Attempts, StartPoint
+from ._rescale import DEFAULT_MAX_MOVES, Rescaler, Scaling
 from ._result import JobResult, Progress, TemporaryState
 from ._sinks import DeadLetterSink, SinkPartition
 from ._supervisor import CheckpointTarget, JobSupervisor
 from ._time import Clock
 from ._timeline import TimelineRunner
+from ._worker import place_workers
 
 __all__ = (
     "DEFAULT_LINK_BUFFER",
@@ -114,6 +117,10 @@ class Run:
     start: StartPoint = field(default_factory=StartPoint)
     timeline: TimelineRunner | None = None
     clock: Clock | None = None  # None: the system clock
+    # Key groups moved at once by a rescale (its pacing; see _rescale.py).
+    max_moves: int = DEFAULT_MAX_MOVES
+    # The job's worker count (a rescale changes it) and the moves made, across attempts.
+    scaling: Scaling = field(default_factory=lambda: Scaling(1))
 
     def checkpoint_store(self) -> CheckpointStore | None:
         """A handle on the job's checkpoint store (None: checkpoints are off)."""
@@ -191,6 +198,8 @@ def attempt_result(
         checkpoints=None if coordinator is None else coordinator.statistics(),
         checkpoint_dir=None if coordinator is None else run.checkpoint_dir,
         recoveries=tuple(attempts.recoveries),
+        migrations=tuple(run.scaling.moves),
+        rescales=tuple(run.scaling.rescales),
         _temporary=TemporaryState(run.state_dir) if run.temporary else None,
     )
 
@@ -216,10 +225,10 @@ async def recover_sink(run: Run, start: StartPoint) -> None:
 
 def make_supervisor(
     run: Run,
-    groups: list[int],
+    placement: Placement,
     sink: SinkPartition | None,
     dead_sink: SinkPartition,
-    controllers: Sequence[Ref],
+    controllers: dict[int, Ref],
     kernel: Any,
     store: CheckpointStore | None,
     coordinator: CheckpointCoordinator | None,
@@ -231,18 +240,31 @@ def make_supervisor(
             store=store,
             num_key_groups=plan.num_key_groups,
             operators=plan.state_declarations(),
-            layout={"workers": len(controllers), "group_owner": list(groups)},
             key_groups={name: kernel.ref(name) for name in plan.key_group_actors()},
         )
+
+    def admit_driver(workers: Sequence[int]) -> None:
+        kernel.admit(*workers)
+        place_workers(kernel, plan, workers)
+
+    rescaler = Rescaler(
+        plan=plan,
+        placement=placement,
+        members=dict(controllers),
+        admit_driver=admit_driver,
+        scaling=run.scaling,
+        max_moves=run.max_moves,
+    )
     return JobSupervisor(
         expected=_last_stage_actors(plan),
-        group_owner=groups,
+        group_owner=list(placement.group_owner),
         sink=sink,
         dead_sink=dead_sink,
         coordinator=coordinator,
-        controllers=controllers,
         target=target,
         transactional=plan.transactional,
+        rescaler=rescaler,
+        directory=kernel.directory,
     )
 
 
@@ -271,7 +293,6 @@ def attempt_control(
     run: Run,
     kernel: Worker,
     supervisor: JobSupervisor,
-    controllers: Sequence[Ref],
     store: CheckpointStore | None,
     reports: Callable[[], Awaitable[list[dict[str, Any]]]],
     kill: Callable[[int], None] | None,
@@ -280,7 +301,6 @@ def attempt_control(
     return JobControl(
         job=kernel.ref(JOB_ACTOR),
         supervisor=supervisor,
-        controllers=controllers,
         store=store,
         reports=reports,
         kill=kill,

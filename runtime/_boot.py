@@ -13,6 +13,7 @@ from ._faults import Fault, Faults
 from ._loader import load_flow
 from ._logging import configure_logging
 from ._messages import (
+    Admit,
     Barrier,
     BarrierAck,
     Broadcast,
@@ -22,19 +23,31 @@ from ._messages import (
     Drained,
     EndOfStream,
     Finish,
+    FlushChannel,
     Gathered,
+    GroupHandoff,
+    HandoffMarker,
     InjectBarrier,
+    MovedIn,
+    MoveOut,
+    PlacementUpdate,
     PreCommitSink,
+    PrepareMoves,
     Pull,
+    Retire,
     ReturnCredits,
+    SendMarkers,
     Shipment,
     SinkPreCommitted,
     SnapshotDrained,
+    SplitHandoff,
+    StartHandoffs,
     StartSources,
     StopSources,
     Watermark,
 )
-from ._plan import compile_plan, place_key_groups, place_splits
+from ._placement import Placement
+from ._plan import compile_plan
 from ._statedir import hold_as_worker
 from ._worker import WorkerEnv, place_directory, start_worker
 
@@ -64,6 +77,18 @@ _MESSAGES = (
     (StartSources, "shoal.StartSources"),
     (StopSources, "shoal.StopSources"),
     (Finish, "shoal.Finish"),
+    (Admit, "shoal.Admit"),
+    (PrepareMoves, "shoal.PrepareMoves"),
+    (PlacementUpdate, "shoal.PlacementUpdate"),
+    (MoveOut, "shoal.MoveOut"),
+    (SendMarkers, "shoal.SendMarkers"),
+    (HandoffMarker, "shoal.HandoffMarker"),
+    (FlushChannel, "shoal.FlushChannel"),
+    (GroupHandoff, "shoal.GroupHandoff"),
+    (SplitHandoff, "shoal.SplitHandoff"),
+    (MovedIn, "shoal.MovedIn"),
+    (Retire, "shoal.Retire"),
+    (StartHandoffs, "shoal.StartHandoffs"),
 )
 
 
@@ -97,7 +122,12 @@ async def bootstrap(worker: Worker, args: dict[str, Any]) -> None:
     flow = load_flow(args["flow"], args.get("params"))
     plan = compile_plan(flow)
     index, workers = int(args["index"]), int(args["workers"])
-    group_owner = place_key_groups(plan.num_key_groups, workers)
+    placement = (
+        Placement.from_data(args["placement"])
+        if args.get("placement") is not None
+        else Placement.initial(plan.num_key_groups, len(plan.splits), workers)
+    )
+    peers = [int(p) for p in args.get("peers", placement.workers)]
     store = CheckpointStore(args["checkpoint_dir"]) if args.get("checkpoint_dir") else None
     restore_epoch = args.get("restore_epoch")
     savepoint = args.get("restore_savepoint")
@@ -111,8 +141,8 @@ async def bootstrap(worker: Worker, args: dict[str, Any]) -> None:
         driver=int(args["driver"]),
         kernel=worker,
         backend=LmdbBackend(args["state_dir"]),
-        group_owner=group_owner,
-        split_owner=place_splits(plan.splits, workers),
+        group_owner=list(placement.group_owner),
+        split_owner=list(placement.split_owner),
         batch_size=int(args["batch_size"]),
         mailbox_size=int(args["mailbox_size"]),
         checkpoints=bool(args.get("checkpoints", False)),
@@ -132,10 +162,12 @@ async def bootstrap(worker: Worker, args: dict[str, Any]) -> None:
             attempt=attempt,
             in_process=True,
         ),
-        sink=None if plan.sink.gather else plan.sink.open_partition(index, workers),
+        sink=None if plan.sink.gather else plan.sink.open_partition(index, max(peers) + 1),
         dead_sink=None,
+        peers=peers,
+        placement_version=placement.version,
     )
-    place_directory(worker, plan, group_owner, env.driver, workers)
+    place_directory(worker, plan, placement.group_owner, env.driver, peers, placement.split_owner)
     worker.parent = env.driver  # the driver gone, the job is over: its teardown is no news
     await start_worker(env)
     if args.get("tune_gc", True):

@@ -7,7 +7,7 @@ through it (``_timeline``), and so will a job handle.
 from __future__ import annotations
 
 import os
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +16,7 @@ from shoal.actors import Ref
 from shoal.storage import CheckpointStore, Manifest, savepoint_from_checkpoint
 
 from ._messages import StopSources
+from ._rescale import RescaleRecord
 from ._statedir import under_state_dir
 from ._supervisor import JobSupervisor
 
@@ -35,7 +36,6 @@ class JobControl:
         *,
         job: Ref,
         supervisor: JobSupervisor,
-        controllers: Sequence[Ref],
         store: CheckpointStore | None,
         reports: Callable[[], Awaitable[list[dict[str, Any]]]],
         kill: Callable[[int], None] | None,
@@ -43,19 +43,32 @@ class JobControl:
     ) -> None:
         self.job = job
         self.supervisor = supervisor
-        self.controllers = list(controllers)
         self.store = store
         self._reports = reports
         self._kill = kill
         self.state_dir = state_dir
 
     @property
+    def controllers(self) -> list[Ref]:
+        """The active workers' controllers."""
+        return self.supervisor.controllers
+
+    @property
     def workers(self) -> int:
-        return len(self.controllers)
+        """How many workers the job runs on now."""
+        return len(self.supervisor.members)
+
+    async def rescale(self, workers: int) -> RescaleRecord:
+        """Scale the running job to ``workers`` workers, moving key groups and splits live
+        (see ``_rescale.py``); return once every move is done."""
+        return await self.supervisor.rescale(workers)
 
     async def records_in(self) -> int:
         """Records the sources of this attempt have read so far."""
-        return sum(int(report["records_in"]) for report in await self._reports())
+        reports = await self._reports()
+        if self.supervisor.rescaler is not None:  # and what retired workers had read
+            reports = [*reports, *self.supervisor.rescaler.retired_reports]
+        return sum(int(report["records_in"]) for report in reports)
 
     async def checkpoint(self) -> int:
         """Take a checkpoint now and wait until it completes; return its epoch.
@@ -89,8 +102,9 @@ class JobControl:
             raise RuntimeError(
                 "kill_worker needs worker processes; this job runs its workers in one loop"
             )
-        if not 0 <= index < self.workers:
-            raise ValueError(f"no worker {index}: the job has workers 0..{self.workers - 1}")
+        members = sorted(self.supervisor.members)
+        if index not in members:
+            raise ValueError(f"no worker {index}: the job's workers are {members}")
         self._kill(index)
 
     async def stop(self) -> None:

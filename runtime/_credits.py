@@ -23,12 +23,17 @@ from dataclasses import dataclass
 
 import anyio
 
-__all__ = ("CreditGate", "Credits", "CreditStatistics", "exchange_mailbox_size")
+__all__ = ("MAX_WORKERS", "CreditGate", "Credits", "CreditStatistics", "exchange_mailbox_size")
 
 #: Default credits per (stage, destination worker): messages a sender may have in flight. A
 #: message is one source batch's records for that worker, so 8 keeps a link busy across a
 #: credit round trip (a few event-loop turns) while holding at most 8 batches per sender.
 DEFAULT_WINDOW = 8
+
+
+#: The most workers one job may have at once (a rescale beyond it is refused): what exchange
+#: mailboxes are sized for (a bound, not an allocation).
+MAX_WORKERS = 256
 
 
 def exchange_mailbox_size(window: int, workers: int) -> int:

@@ -11,6 +11,7 @@ from ._messages import (
     Broadcast,
     Credit,
     Data,
+    FlushChannel,
     ReturnCredits,
     Shipment,
 )
@@ -72,6 +73,9 @@ class ExchangeActor(Actor):
             await self._owe(message.sender)
         elif kind is ReturnCredits:
             await self._return_credits()
+        elif kind is FlushChannel:
+            # Everything its worker sent before is in the key groups' mailboxes (answered).
+            await self._owe(message.sender)
         else:
             raise TypeError(f"exchange actor got an unexpected message {message!r}")
         return None

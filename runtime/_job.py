@@ -38,6 +38,7 @@ from ._faults import Fault
 from ._loader import load_flow, normalize_ref
 from ._plan import Plan, compile_plan
 from ._recovery import StartPoint, recovery_point
+from ._rescale import Scaling
 from ._result import JobResult as JobResult
 from ._result import Progress as Progress
 from ._run_loop import run_in_loop
@@ -46,7 +47,7 @@ from ._sinks import DeadLetterSink
 from ._sources import check_bounded
 from ._statedir import claim_state_dir, under_state_dir
 from ._time import Clock
-from ._timeline import At, Checkpoint, KillWorker, Savepoint, Stop, TimelineRunner
+from ._timeline import At, Checkpoint, KillWorker, Rescale, Savepoint, Stop, TimelineRunner
 
 __all__ = ("JobResult", "Progress", "run_job")
 
@@ -303,10 +304,11 @@ async def run_job(
             ),
             TimelineRunner(timeline) if timeline else None,
             clock=clock,
+            scaling=Scaling(workers),
         )
         if use_processes:
             assert ref is not None
-            result = await run_processes(run, ref, params or {}, workers)
+            result = await run_processes(run, ref, params or {})
         else:
             state: StateBackend = LmdbBackend(directory) if backend == "lmdb" else MemoryBackend()
             try:
@@ -328,6 +330,7 @@ async def run_job(
 def _check_timeline(
     timeline: Sequence[At], workers: int, processes: bool, checkpoint_interval: float | None
 ) -> None:
+    rescaled = False
     for step in timeline:
         if not isinstance(step, At):
             raise TypeError(
@@ -340,8 +343,14 @@ def _check_timeline(
                 raise ValueError(
                     f"{action}: kill_worker needs worker processes (workers > 1, or processes=True)"
                 )
-            if action.worker >= workers:
+            if action.worker >= workers and not rescaled:
                 raise ValueError(f"{action}: the job has workers 0..{workers - 1}")
+        if isinstance(action, Rescale):
+            rescaled = True
+            if action.kill_worker is not None and not processes:
+                raise ValueError(
+                    f"{action}: kill_worker needs worker processes (workers > 1, or processes=True)"
+                )
         needs = isinstance(action, Checkpoint | KillWorker | Savepoint) or (
             isinstance(action, Stop) and action.savepoint is not None
         )

@@ -3,9 +3,12 @@ its runner; aligns checkpoint barriers and commits epochs."""
 
 from __future__ import annotations
 
+import contextlib
 import time
+from collections import deque
 from typing import TYPE_CHECKING, Any
 
+import anyio
 from shoal.actors import Actor
 from shoal.actors._log import get_logger
 from shoal.storage import (
@@ -22,13 +25,20 @@ from ._messages import (
     Data,
     Drained,
     EndOfStream,
+    GroupHandoff,
+    HandoffMarker,
+    MovedIn,
+    MoveOut,
+    SendMarkers,
     SnapshotDrained,
     Watermark,
     WriteSnapshot,
 )
+from ._moves import flush_downstream, paused_now, pay_markers, sync_driver
 from ._names import (
     JOB_ACTOR,
     checkpoint_writer_name,
+    controller_name,
 )
 from ._operators import KeyedRunner
 from ._plan import actor_name
@@ -51,11 +61,32 @@ FLUSH_EVERY_RECORDS = 250_000
 STATE_SAMPLE_EVERY = 64
 
 
-class KeyGroupActor(Actor):
-    """The only owner of one (keyed operator, key group) state: its store and its runner."""
+class _Wake:
+    """A successor's wake-up: its handoff has arrived (see take_over)."""
 
-    def __init__(self, env: WorkerEnv, stage: int, key_group: int) -> None:
+
+class KeyGroupActor(Actor):
+    """The only owner of one (keyed operator, key group) state: its store and its runner.
+
+    ``arriving``: the placement version this actor is the successor of a moving key group in
+    (None: it starts owning the key group). An arriving actor opens nothing: it queues what it
+    receives, outside its mailbox, until the old owner's :class:`GroupHandoff` is in.
+    """
+
+    def __init__(
+        self, env: WorkerEnv, stage: int, key_group: int, arriving: int | None = None
+    ) -> None:
         self.env = env
+        # Live migration (see _moves.py). Arriving: what came before the handoff, in order.
+        self.arriving = arriving
+        self.queued: deque[Any] = deque()
+        self.queued_records = 0
+        self.queued_max = 0
+        self.handoff: GroupHandoff | None = None
+        # Leaving: (version, target) once told MoveOut; the channels whose marker came in.
+        self.leaving: tuple[int, int] | None = None
+        self.marked: set[str] = set()
+        self.marked_version = 0
         self.stage = env.plan.stages[stage]
         self.key_group = key_group
         # Records held for the next epoch while a barrier aligns: at most this many batches'
@@ -86,6 +117,9 @@ class KeyGroupActor(Actor):
         )
 
     async def on_start(self) -> None:
+        if self.arriving is not None:
+            self.env.arrivals[self.name] = self
+            return  # opens the store when the old owner hands it over
         op = self.stage.operator
         assert op is not None
         self.store = self.env.backend.open_store(op.name, self.key_group, op.states)
@@ -93,6 +127,13 @@ class KeyGroupActor(Actor):
             self._restore()
         # After the restore: the timers' queues are rebuilt from the restored store.
         channels = self.env.plan.channels_into(self.stage.index)
+        self._start_runner(channels)
+        self.env.key_groups[self.name] = self
+
+    def _start_runner(self, channels: Any) -> None:
+        op = self.stage.operator
+        assert op is not None
+        assert self.store is not None
         self.time = KeyedTime.for_operator(channels, self.env.clock, self.store, op.states)
         self.runner = KeyedRunner(op, self.store, self.key_group, self.time)
 
@@ -130,6 +171,9 @@ class KeyGroupActor(Actor):
         self.log.debug("key group restored", epoch=self.base, path=path, seconds=seconds)
 
     async def on_stop(self) -> None:
+        self.env.key_groups.pop(self.name, None)
+        if self.env.arrivals.get(self.name) is self:
+            del self.env.arrivals[self.name]
         try:
             if self.writing is not None:
                 # The writer closes it (written, or dropped when the writer stops first).
@@ -152,11 +196,130 @@ class KeyGroupActor(Actor):
                 store.close()
 
     async def receive(self, message: Any) -> Any:
-        if type(message) is SnapshotDrained:
-            await self._snapshot_drained(message)
-            return None
-        await self._accept(message)
+        if self.arriving is not None:
+            if self.handoff is None:
+                self._queue(message)
+                return None
+            await self._take_over()
+        await self._dispatch(message)
+        if self.leaving is not None and self.marked >= self.alignment.open_channels:
+            await self._leave()
         return None
+
+    async def _dispatch(self, message: Any) -> None:
+        kind = type(message)
+        if kind is SnapshotDrained:
+            await self._snapshot_drained(message)
+        elif kind is HandoffMarker:
+            if message.version > self.marked_version:
+                self.marked_version, self.marked = message.version, set()
+            if message.version == self.marked_version:
+                self.marked.add(message.channel)
+            # else: a stale marker (forwarded after an earlier move): nothing to do
+        elif kind is MoveOut:
+            self.leaving = (message.version, message.target)
+            if message.version > self.marked_version:
+                self.marked_version, self.marked = message.version, set()
+        elif kind is SendMarkers:
+            await pay_markers(self.env, self.name)
+        elif kind is _Wake:
+            pass
+        else:
+            await self._accept(message)
+
+    # -- live migration (see _moves.py) ------------------------------------------------------
+
+    def _queue(self, message: Any) -> None:
+        """Arriving: keep ``message`` for after the handoff (never block the mailbox: the
+        worker's exchange delivers every key group's records through it)."""
+        if type(message) is _Wake:
+            return
+        self.queued.append(message)
+        if type(message) is Data:
+            self.queued_records += len(message.keys)
+            self.queued_max = max(self.queued_max, self.queued_records)
+
+    def take_over(self, handoff: GroupHandoff) -> None:
+        """The old owner's handoff is in (called by this worker's controller): wake up."""
+        self.handoff = handoff
+        with contextlib.suppress(anyio.WouldBlock):  # full: its next message wakes it
+            self.ref.tell_nowait(_Wake())
+
+    async def _take_over(self) -> None:
+        """Open the store the old owner closed, take its state, handle what was queued."""
+        handoff = self.handoff
+        assert handoff is not None
+        assert self.arriving is not None
+        env = self.env
+        state = handoff.state
+        op = self.stage.operator
+        assert op is not None
+        self.store = env.backend.open_store(op.name, self.key_group, op.states)
+        self.alignment.restore(state["alignment"])
+        self._start_runner(sorted(self.alignment.open_channels))
+        assert self.time is not None
+        self.time.combiner.restore(state["watermarks"])
+        self.drained = bool(state["drained"])
+        self.base = int(state["base"])
+        self.epoch_out = int(state["epoch_out"])
+        self.marked_version = handoff.version
+        version, self.arriving, self.handoff = self.arriving, None, None
+        stats = self.store.statistics()
+        env.metrics.state_size[(self.stage.name, self.key_group)] = (stats.entries, stats.bytes)
+        env.key_groups[self.name] = self
+        await env.kernel.ref(JOB_ACTOR).tell(
+            MovedIn(
+                version,
+                "group",
+                self.name,
+                handoff.source,
+                env.index,
+                paused_now() - handoff.paused_at,
+                stats.bytes,
+            )
+        )
+        queued, self.queued = self.queued, deque()
+        self.queued_records = 0
+        while queued:
+            await self._dispatch(queued.popleft())
+
+    async def _leave(self) -> None:
+        """Every open channel has sent its marker: hand the key group to its new owner."""
+        assert self.leaving is not None
+        version, target = self.leaving
+        env = self.env
+        paused_at = paused_now()
+        await pay_markers(env, self.name)  # as a sender to the next stage
+        if self.stage.next_key_fn is not None:
+            await flush_downstream(env, self.stage.index + 1)
+        else:
+            await sync_driver(env)
+        if self.writing is not None:
+            await self.writing.done.wait()  # its snapshot reads the environment
+        store = self.store
+        assert store is not None
+        assert self.time is not None
+        # A plain flush: undo-logged once checkpoints run, so recovery still rolls back to
+        # the last completed checkpoint; the successor's next epoch commit includes it.
+        self._flush()
+        size = store.statistics().bytes
+        self.store = None
+        store.close()  # releases the environment's fence for the successor
+        env.key_groups.pop(self.name, None)
+        env.metrics.state_size.pop((self.stage.name, self.key_group), None)
+        state = {
+            "alignment": self.alignment.to_data(),
+            "watermarks": self.time.combiner.to_data(),
+            "drained": self.drained,
+            "base": self.base,
+            "epoch_out": self.epoch_out,
+            "bytes": size,
+        }
+        await env.kernel.ref(controller_name(target)).tell(
+            GroupHandoff(version, self.name, env.index, state, paused_at)
+        )
+        self.leaving = None
+        self.hand_off(target)
 
     async def _accept(self, message: Any) -> None:
         """Hold ``message`` for the next epoch if its channel already delivered the barrier

@@ -26,6 +26,18 @@ from ._columns import (
 )
 
 __all__ = (
+    "Admit",
+    "FlushChannel",
+    "GroupHandoff",
+    "HandoffMarker",
+    "MoveOut",
+    "MovedIn",
+    "PlacementUpdate",
+    "PrepareMoves",
+    "Retire",
+    "SendMarkers",
+    "SplitHandoff",
+    "StartHandoffs",
     "Barrier",
     "BarrierAck",
     "Broadcast",
@@ -375,3 +387,126 @@ class StopSources:
 @dataclass(frozen=True, slots=True)
 class Finish:
     """Driver -> worker controller: every key group is done; close sinks and report."""
+
+
+# -- live migration (see _moves.py for the protocol) -------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Admit:
+    """Job supervisor -> worker controller (ask): the mesh's workers are now ``workers`` (new
+    ones are admitted; retired ones are no longer peers)."""
+
+    workers: list[int]
+
+
+@dataclass(frozen=True, slots=True)
+class PrepareMoves:
+    """Job supervisor -> a new owner's controller (ask): spawn the successors of ``groups``
+    (every keyed stage's actor of each), waiting for their handoff; answered once they exist,
+    before any sender is told to route to them."""
+
+    version: int
+    groups: list[int]
+
+
+@dataclass(frozen=True, slots=True)
+class PlacementUpdate:
+    """Job supervisor -> every worker controller (ask): placement ``version``.
+
+    ``groups`` and ``splits`` are ``[item, source, target]`` moves. A worker routes by the new
+    table from then on, tells its moving actors :class:`MoveOut`, and has every sender it hosts
+    owe a :class:`HandoffMarker` to each moved key group's old owner.
+    """
+
+    version: int
+    groups: list[list[int]]
+    splits: list[list[Any]]
+
+
+@dataclass(frozen=True, slots=True)
+class StartHandoffs:
+    """Job supervisor -> every worker controller (ask), once every worker applied placement
+    ``version``: tell the actors leaving this worker to hand over."""
+
+    version: int
+
+
+@dataclass(frozen=True, slots=True)
+class MoveOut:
+    """Worker controller -> a moving key-group or source actor: hand over to ``target`` once
+    everything before the move is done."""
+
+    version: int
+    target: int
+
+
+@dataclass(frozen=True, slots=True)
+class SendMarkers:
+    """Worker controller -> a sender (source or key-group actor): send the handoff markers
+    owed for placement ``version`` now, even if there is no data to send."""
+
+    version: int
+
+
+@dataclass(frozen=True, slots=True)
+class HandoffMarker:
+    """In band, sender -> a moving key group's old owner: ``channel`` sends this key group
+    nothing more here (its later records go to the new owner)."""
+
+    channel: str
+    version: int
+
+
+@dataclass(frozen=True, slots=True)
+class FlushChannel:
+    """A moving sender -> an exchange (ask, credited): answered once every message ``sender``'s
+    worker sent the exchange before it is in its key groups' mailboxes, so what the sender's
+    successor sends next cannot overtake it."""
+
+    sender: int
+
+
+@dataclass(frozen=True, slots=True)
+class GroupHandoff:
+    """Old owner's key-group actor -> new owner's controller: the actor's state (its store is
+    committed and closed: the environment changes owner), ``paused_at`` its clock when it
+    stopped processing."""
+
+    version: int
+    actor: str
+    source: int
+    state: dict[str, Any]
+    paused_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class SplitHandoff:
+    """Old owner's source actor -> new owner's controller: reopen ``split`` from ``state``."""
+
+    version: int
+    split: str
+    source: int
+    state: dict[str, Any]
+    paused_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class MovedIn:
+    """New owner -> job supervisor: ``name`` (a key-group actor or a split) of placement
+    ``version`` runs on ``target`` now; ``pause_s``: from when the old owner stopped
+    processing it to when the new one started."""
+
+    version: int
+    kind: str
+    name: str
+    source: int
+    target: int
+    pause_s: float
+    bytes: int
+
+
+@dataclass(frozen=True, slots=True)
+class Retire:
+    """Job supervisor -> a retiring worker's controller (ask): it hosts nothing any more;
+    close its sinks and answer its final report."""

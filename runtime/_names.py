@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 __all__ = (
+    "DRIVER_ID",
     "JOB_ACTOR",
     "checkpoint_writer_name",
     "controller_name",
@@ -13,6 +14,10 @@ __all__ = (
 
 #: The driver's job supervisor.
 JOB_ACTOR = "job"
+
+#: The driver's worker id in a job's mesh: apart from the workers' ids (0, 1, ... and the ids a
+#: rescale adds), so a worker started later can never collide with it.
+DRIVER_ID = 65_535
 
 
 def controller_name(worker: int) -> str:

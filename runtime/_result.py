@@ -18,6 +18,7 @@ from shoal.storage import (
 from ._checkpoints import CheckpointStatistics
 from ._dataflow import Flow, KeyedOp
 from ._plan import Plan
+from ._rescale import MoveRecord, RescaleRecord
 from ._sinks import DeadLetter, DeadLetterSink, Sink
 
 __all__ = ("JobResult", "Progress", "TemporaryState")
@@ -88,6 +89,10 @@ class JobResult:
     #: One entry per recovery while the job ran: seconds from the failure being noticed to
     #: every worker processing again from the last completed checkpoint.
     recoveries: tuple[float, ...] = ()
+    #: Every live move of a key group or split while the job ran (see ``rescale``), in order.
+    migrations: tuple[MoveRecord, ...] = ()
+    #: Every rescale while the job ran, in order.
+    rescales: tuple[RescaleRecord, ...] = ()
     _temporary: TemporaryState | None = field(default=None, repr=False, compare=False)
 
     def close(self) -> None:

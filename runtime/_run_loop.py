@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from contextlib import AsyncExitStack
 from functools import partial
 from typing import Any
 
 import anyio
+import anyio.abc
+from anyio.abc import TaskGroup
 from shoal.actors import (
     ActorFailedError,
     ActorStartError,
     ActorStoppedError,
     PeerLostError,
+    Ref,
     Worker,
     open_worker,
 )
@@ -37,8 +39,8 @@ from ._attempt import (
 from ._exceptions import JobError
 from ._faults import Faults
 from ._messages import Finish
-from ._names import JOB_ACTOR, controller_name
-from ._plan import place_key_groups, place_splits
+from ._names import DRIVER_ID, JOB_ACTOR, controller_name
+from ._placement import Placement
 from ._recovery import AttemptFailed, Attempts, StartPoint
 from ._result import JobResult
 from ._sinks import SinkPartition
@@ -51,7 +53,7 @@ __all__ = ("run_in_loop",)
 async def run_in_loop(run: Run, backend: StateBackend, workers: int) -> JobResult:
     """Every worker, and the driver's job supervisor, in this event loop.
 
-    The workers are separate kernels (ids ``0..workers-1``, the driver ``workers``) in a
+    The workers are separate kernels (ids ``0, 1, ...``, the driver :data:`DRIVER_ID`) in a
     namespace of this run's own, so another job in this loop has its own worker 0. They reach
     each other by reference (no encoding), through the same exchanges and credits as
     processes. Sinks are written where the records are: a gathering sink's one partition is
@@ -60,101 +62,242 @@ async def run_in_loop(run: Run, backend: StateBackend, workers: int) -> JobResul
     """
     plan = run.plan
     shared = ClosesOnce(plan.sink.open_partition(0, 1)) if plan.sink.gather else None
-    sinks = [shared or ClosesOnce(plan.sink.open_partition(i, workers)) for i in range(workers)]
+    sinks = _Partitions(run, shared, workers)
     dead_sink = ClosesOnce(run.dlq.open_partition(0, 1))
     store = run.checkpoint_store()  # one for every worker here: it is thread-safe
     attempts = make_attempts(run, store)
     try:
         return await attempts.run(
             run.start,
-            partial(_loop_attempt, run, backend, workers, sinks, dead_sink, store, attempts),
+            partial(_loop_attempt, run, backend, sinks, dead_sink, store, attempts),
             plan.flow.name,
         )
     finally:
         with anyio.CancelScope(shield=True):
-            for partition in {id(p): p for p in sinks}.values():
-                await partition.aclose()
+            await sinks.aclose()
             await dead_sink.aclose()
+
+
+class _Partitions:
+    """Sink partitions by worker id, opened on first use and kept across attempts (a worker
+    id can come back in a restarted attempt); closed once, at the end of the job."""
+
+    def __init__(self, run: Run, shared: SinkPartition | None, workers: int) -> None:
+        self._run = run
+        self._shared = shared
+        self._workers = workers
+        self._by_id: dict[int, ClosesOnce] = {}
+
+    def get(self, worker: int) -> SinkPartition:
+        if self._shared is not None:
+            return self._shared
+        partition = self._by_id.get(worker)
+        if partition is None:
+            space = max(self._workers, worker + 1)
+            partition = ClosesOnce(self._run.plan.sink.open_partition(worker, space))
+            self._by_id[worker] = partition
+        return partition
+
+    async def aclose(self) -> None:
+        for partition in [*self._by_id.values(), *([self._shared] if self._shared else [])]:
+            await partition.aclose()
+
+
+class _LoopPool:
+    """The workers of one in-loop attempt, each a kernel in a task of its own: started at the
+    attempt's start or by a rescale, stopped when retired or at the end."""
+
+    def __init__(
+        self,
+        run: Run,
+        backend: StateBackend,
+        sinks: _Partitions,
+        dead_sink: SinkPartition,
+        store: CheckpointStore | None,
+        start: StartPoint,
+        namespace: str,
+        tg: TaskGroup,
+    ) -> None:
+        self.run = run
+        self.backend = backend
+        self.sinks = sinks
+        self.dead_sink = dead_sink
+        self.store = store
+        self.start_point = start
+        self.namespace = namespace
+        self.tg = tg
+        self.envs: dict[int, WorkerEnv] = {}
+        self.kernels: dict[int, Worker] = {}
+        self._stops: dict[int, anyio.Event] = {}
+
+    async def stop(self, worker: int) -> None:
+        self._stops[worker].set()
+
+    def stop_all(self) -> None:
+        for stop in self._stops.values():
+            stop.set()
+
+    async def _run_worker(
+        self,
+        index: int,
+        placement: Placement,
+        members: list[int],
+        *,
+        task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
+    ) -> None:
+        run = self.run
+        plan = run.plan
+        start = self.start_point
+        peers = sorted({*members, index})
+        async with open_worker(
+            worker_id=index, peers=[*peers, DRIVER_ID], namespace=self.namespace
+        ) as worker:
+            env = WorkerEnv(
+                plan=plan,
+                index=index,
+                workers=len(peers),
+                driver=DRIVER_ID,
+                kernel=worker,
+                backend=self.backend,
+                group_owner=list(placement.group_owner),
+                split_owner=list(placement.split_owner),
+                batch_size=run.batch_size,
+                mailbox_size=run.mailbox_size,
+                sink=self.sinks.get(index),
+                dead_sink=self.dead_sink,
+                checkpoints=run.checkpoint_interval is not None,
+                checkpoint_store=self.store,
+                restoring=start.restoring,
+                restore_from=start.manifest,
+                restore_savepoint=start.savepoint,
+                faults=Faults(run.faults, worker=index, attempt=start.attempt),
+                clock=SystemClock() if run.clock is None else run.clock,
+                peers=peers,
+                placement_version=placement.version,
+                close_sinks=False,  # shared across attempts: closed at the job's end
+            )
+            place_directory(
+                worker, plan, placement.group_owner, DRIVER_ID, peers, placement.split_owner
+            )
+            await start_worker(env)
+            self.kernels[index] = worker
+            self.envs[index] = env
+            stop = self._stops[index] = anyio.Event()
+            task_status.started()
+            await stop.wait()
 
 
 async def _loop_attempt(
     run: Run,
     backend: StateBackend,
-    workers: int,
-    sinks: Sequence[SinkPartition],
+    sinks: _Partitions,
     dead_sink: SinkPartition,
     store: CheckpointStore | None,
     attempts: Attempts,
     start: StartPoint,
 ) -> JobResult:
     plan = run.plan
-    driver = workers
-    peers = list(range(workers + 1))
-    groups = place_key_groups(plan.num_key_groups, workers)
+    workers = run.scaling.workers
+    placement = Placement.initial(plan.num_key_groups, len(plan.splits), workers)
     namespace = f"job-{run.run_id}-{start.attempt}"
-    kernels: list[Worker] = []
+    pool: _LoopPool | None = None
     await recover_sink(run, start)
     try:
-        async with AsyncExitStack() as stack:
-            kernel = await stack.enter_async_context(
-                open_worker(worker_id=driver, peers=peers, namespace=namespace)
+        async with open_worker(
+            worker_id=DRIVER_ID, peers=[*placement.workers, DRIVER_ID], namespace=namespace
+        ) as kernel:
+            place_directory(
+                kernel,
+                plan,
+                placement.group_owner,
+                DRIVER_ID,
+                placement.workers,
+                placement.split_owner,
             )
-            place_directory(kernel, plan, groups, driver, workers)
-            controllers = [kernel.ref(controller_name(i)) for i in range(workers)]
+            controllers = {i: kernel.ref(controller_name(i)) for i in placement.workers}
             supervisor = make_supervisor(
-                run, groups, None, dead_sink, controllers, kernel, store, attempts.coordinator
+                run, placement, None, dead_sink, controllers, kernel, store, attempts.coordinator
             )
             await kernel.spawn(lambda: supervisor, name=JOB_ACTOR)
-            envs: list[WorkerEnv] = []
-            for index in range(workers):
-                worker = await stack.enter_async_context(
-                    open_worker(worker_id=index, peers=peers, namespace=namespace)
+            async with anyio.create_task_group() as worker_tasks:
+                pool = _LoopPool(
+                    run, backend, sinks, dead_sink, store, start, namespace, worker_tasks
                 )
-                kernels.append(worker)
-                env = WorkerEnv(
-                    plan=plan,
-                    index=index,
-                    workers=workers,
-                    driver=driver,
-                    kernel=worker,
-                    backend=backend,
-                    group_owner=groups,
-                    split_owner=place_splits(plan.splits, workers),
-                    batch_size=run.batch_size,
-                    mailbox_size=run.mailbox_size,
-                    sink=sinks[index],
-                    dead_sink=dead_sink,
-                    checkpoints=run.checkpoint_interval is not None,
-                    checkpoint_store=store,
-                    restoring=start.restoring,
-                    restore_from=start.manifest,
-                    restore_savepoint=start.savepoint,
-                    faults=Faults(run.faults, worker=index, attempt=start.attempt),
-                    clock=SystemClock() if run.clock is None else run.clock,
-                )
-                place_directory(worker, plan, groups, driver, workers)
-                await start_worker(env)
-                envs.append(env)
-            started = time.perf_counter()
+                for index in placement.workers:
+                    await worker_tasks.start(
+                        pool._run_worker, index, placement, list(placement.workers)
+                    )
+                assert supervisor.rescaler is not None
+                supervisor.rescaler.pool = _LoopPoolHandle(pool, kernel)
+                started = time.perf_counter()
+                envs = pool.envs
 
-            async def all_reports() -> list[dict[str, Any]]:
-                return [env.report() for env in envs]
+                async def all_reports() -> list[dict[str, Any]]:
+                    return [
+                        env.report() for env in envs.values() if env.index in supervisor.members
+                    ]
 
-            async with anyio.create_task_group() as tg:
-                control = attempt_control(
-                    run, kernel, supervisor, controllers, store, all_reports, None
-                )
-                start_companions(tg, run, all_reports, started, control)
-                await start_and_wait(
-                    controllers, supervisor, attempts.running, kernel.ref(JOB_ACTOR)
-                )
-                tg.cancel_scope.cancel()
-            elapsed = time.perf_counter() - started
-            reports = [await controller.ask(Finish()) for controller in controllers]
-            await kernel.ref(JOB_ACTOR).ask("settle")
-        return attempt_result(run, workers, False, elapsed, reports, backend, supervisor, attempts)
-    except (ActorFailedError, ActorStartError) as exc:
-        raise _loop_failure(run, exc, kernels) from exc
+                async with anyio.create_task_group() as tg:
+                    control = attempt_control(run, kernel, supervisor, store, all_reports, None)
+                    start_companions(tg, run, all_reports, started, control)
+                    await start_and_wait(
+                        supervisor.controllers, supervisor, attempts.running, kernel.ref(JOB_ACTOR)
+                    )
+                    tg.cancel_scope.cancel()
+                elapsed = time.perf_counter() - started
+                reports = [await controller.ask(Finish()) for controller in supervisor.controllers]
+                reports += supervisor.rescaler.retired_reports
+                await kernel.ref(JOB_ACTOR).ask("settle")
+                pool.stop_all()
+        return attempt_result(
+            run, len(supervisor.members), False, elapsed, reports, backend, supervisor, attempts
+        )
+    except BaseException as exc:
+        failure = _first_failure(exc)
+        if failure is None:
+            single = _single(exc)
+            if single is exc:
+                raise
+            raise single from None  # one error out of the worker tasks' group: as itself
+        raise _loop_failure(
+            run, failure, list(pool.kernels.values()) if pool is not None else []
+        ) from failure
+
+
+class _LoopPoolHandle:
+    """The :class:`WorkerPool` a rescale uses in this loop."""
+
+    def __init__(self, pool: _LoopPool, driver: Worker) -> None:
+        self._pool = pool
+        self._driver = driver
+
+    async def start(self, ids: Sequence[int], placement: Placement) -> dict[int, Ref]:
+        members = sorted({*placement.workers, *ids})
+        for index in ids:
+            await self._pool.tg.start(self._pool._run_worker, index, placement, members)
+        return {index: self._driver.ref(controller_name(index)) for index in ids}
+
+    async def stop(self, worker: int) -> None:
+        await self._pool.stop(worker)
+
+
+def _single(exc: BaseException) -> BaseException:
+    """``exc`` without the exception groups of one exception around it."""
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    return exc
+
+
+def _first_failure(exc: BaseException) -> ActorFailedError | ActorStartError | None:
+    """The worker failure in ``exc`` (maybe inside exception groups from the worker tasks)."""
+    if isinstance(exc, ActorFailedError | ActorStartError):
+        return exc
+    if isinstance(exc, BaseExceptionGroup):
+        for inner in exc.exceptions:
+            found = _first_failure(inner)
+            if found is not None:
+                return found
+    return None
 
 
 def _loop_failure(

@@ -7,7 +7,7 @@ import shutil
 import signal
 import tempfile
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import AsyncExitStack
 from functools import partial
 from pathlib import Path
@@ -15,9 +15,11 @@ from types import TracebackType
 from typing import Any
 
 import anyio
+from anyio.abc import TaskGroup
 from shoal.actors import (
     ActorFailedError,
     PeerLostError,
+    Ref,
     Worker,
     WorkerProcess,
     WorkerProcessError,
@@ -43,8 +45,9 @@ from ._attempt import (
 )
 from ._exceptions import JobError, WorkerFailedError, WorkerLostError
 from ._messages import Finish
-from ._names import JOB_ACTOR, controller_name
-from ._plan import Plan, place_key_groups
+from ._names import DRIVER_ID, JOB_ACTOR, controller_name
+from ._placement import Placement
+from ._plan import Plan
 from ._recovery import AttemptFailed, Attempts, StartPoint
 from ._result import JobResult
 from ._sinks import SinkPartition
@@ -126,7 +129,7 @@ async def _abort_all(procs: Sequence[WorkerProcess], grace: float = _ABORT_GRACE
         await proc.wait()
 
 
-async def run_processes(run: Run, ref: str, params: Mapping[str, Any], workers: int) -> JobResult:
+async def run_processes(run: Run, ref: str, params: Mapping[str, Any]) -> JobResult:
     """Every worker in a process of its own; a worker that dies or fails fails the attempt, and
     with checkpoints on the job restarts from the last one (see ``_recovery``)."""
     plan = run.plan
@@ -137,7 +140,7 @@ async def run_processes(run: Run, ref: str, params: Mapping[str, Any], workers: 
     try:
         return await attempts.run(
             run.start,
-            partial(_process_attempt, run, ref, params, workers, sink, dead_sink, store, attempts),
+            partial(_process_attempt, run, ref, params, sink, dead_sink, store, attempts),
             plan.flow.name,
         )
     finally:
@@ -147,11 +150,78 @@ async def run_processes(run: Run, ref: str, params: Mapping[str, Any], workers: 
             await dead_sink.aclose()
 
 
+class _ProcessPool:
+    """The worker processes of one attempt: started at its start or by a rescale (each in the
+    attempt's exit stack, so an aborted attempt takes them all down), and watched: a process
+    that ends while the job runs, unless it was retired, fails the attempt."""
+
+    def __init__(
+        self,
+        run: Run,
+        ref: str,
+        params: Mapping[str, Any],
+        start: StartPoint,
+        mesh_dir: Path,
+        stack: AsyncExitStack,
+        kernel: Worker,
+    ) -> None:
+        self.run = run
+        self.ref = ref
+        self.params = params
+        self.start_point = start
+        self.mesh_dir = mesh_dir
+        self.stack = stack
+        self.kernel = kernel
+        self.procs: dict[int, WorkerProcess] = {}
+        self.retired: set[int] = set()
+        self.watch: Callable[[int], None] | None = None  # set once the attempt runs
+
+    async def open(self, ids: Sequence[int], placement: Placement) -> None:
+        """Start processes ``ids`` routing by ``placement``; they boot in parallel."""
+        members = sorted({*placement.workers, *ids})
+        started = []
+        for index in ids:
+            proc = await self.stack.enter_async_context(
+                open_worker_process(
+                    index,
+                    self.mesh_dir,
+                    [*members, DRIVER_ID],
+                    bootstrap="shoal.runtime._boot:bootstrap",
+                    args=_worker_args(
+                        self.run, self.ref, self.params, index, members, placement, self.start_point
+                    ),
+                    # If this driver dies, its workers remove what it cannot.
+                    cleanup=[self.run.state_dir] if self.run.temporary else [],
+                    link_buffer=self.run.link_buffer,
+                    wait_ready=False,  # they boot in parallel; waited for below
+                )
+            )
+            self.procs[index] = proc
+            started.append(proc)
+        for proc in started:
+            await proc.wait_ready()
+        if self.watch is not None:
+            for index in ids:
+                self.watch(index)
+
+    async def start(self, ids: Sequence[int], placement: Placement) -> dict[int, Ref]:
+        await self.open(ids, placement)
+        return {index: self.kernel.ref(controller_name(index)) for index in ids}
+
+    async def stop(self, worker: int) -> None:
+        self.retired.add(worker)
+        proc = self.procs[worker]
+        proc.request_stop()
+        await proc.wait()
+
+    def running(self) -> list[WorkerProcess]:
+        return [proc for index, proc in self.procs.items() if index not in self.retired]
+
+
 async def _process_attempt(
     run: Run,
     ref: str,
     params: Mapping[str, Any],
-    workers: int,
     sink: SinkPartition | None,
     dead_sink: SinkPartition,
     store: CheckpointStore | None,
@@ -159,9 +229,7 @@ async def _process_attempt(
     start: StartPoint,
 ) -> JobResult:
     plan = run.plan
-    driver = workers
-    peers = list(range(workers + 1))
-    groups = place_key_groups(plan.num_key_groups, workers)
+    placement = Placement.initial(plan.num_key_groups, len(plan.splits), run.scaling.workers)
     await recover_sink(run, start)
     mesh_dir = Path(tempfile.mkdtemp(prefix="shoal-mesh-", dir=_mesh_parent()))
     # Processes in the order they ended while the job ran (the first cause comes first).
@@ -169,68 +237,72 @@ async def _process_attempt(
     noticed: list[float] = []
     driver_lost: list[PeerLostError] = []
     reports: list[dict[str, Any]] = []
-    procs: list[WorkerProcess] = []
+    pool: _ProcessPool | None = None
     try:
         async with open_worker(
-            worker_id=driver, mesh_dir=mesh_dir, peers=peers, link_buffer=run.link_buffer
+            worker_id=DRIVER_ID,
+            mesh_dir=mesh_dir,
+            peers=[*placement.workers, DRIVER_ID],
+            link_buffer=run.link_buffer,
         ) as kernel:
-            place_directory(kernel, plan, groups, driver, workers)
-            controllers = [kernel.ref(controller_name(i)) for i in range(workers)]
+            place_directory(
+                kernel,
+                plan,
+                placement.group_owner,
+                DRIVER_ID,
+                placement.workers,
+                placement.split_owner,
+            )
+            controllers = {i: kernel.ref(controller_name(i)) for i in placement.workers}
             supervisor = make_supervisor(
-                run, groups, sink, dead_sink, controllers, kernel, store, attempts.coordinator
+                run, placement, sink, dead_sink, controllers, kernel, store, attempts.coordinator
             )
             await kernel.spawn(lambda: supervisor, name=JOB_ACTOR)
             async with AsyncExitStack() as stack:
-                for index in range(workers):
-                    procs.append(
-                        await stack.enter_async_context(
-                            open_worker_process(
-                                index,
-                                mesh_dir,
-                                peers,
-                                bootstrap="shoal.runtime._boot:bootstrap",
-                                args=_worker_args(run, ref, params, index, workers, driver, start),
-                                # If this driver dies, its workers remove what it cannot.
-                                cleanup=[run.state_dir] if run.temporary else [],
-                                link_buffer=run.link_buffer,
-                                wait_ready=False,  # they boot in parallel; waited for below
-                            )
-                        )
-                    )
-                for proc in procs:
-                    await proc.wait_ready()
+                pool = _ProcessPool(run, ref, params, start, mesh_dir, stack, kernel)
+                await pool.open(list(placement.workers), placement)
+                assert supervisor.rescaler is not None
+                supervisor.rescaler.pool = pool
                 # Unwinding by an exception (a cancellation: Ctrl-C twice) marks the driver as
                 # aborting before the processes are terminated: their going is then no news.
                 stack.push(partial(_mark_aborting, kernel))
                 started = time.perf_counter()
 
                 async def all_reports() -> list[dict[str, Any]]:
-                    return [await c.ask("report") for c in controllers]
+                    return [await c.ask("report") for c in supervisor.controllers]
 
                 async def watch(index: int, scope: anyio.CancelScope) -> None:
-                    await procs[index].wait()
-                    if not supervisor.ended.is_set():
+                    assert pool is not None
+                    await pool.procs[index].wait()
+                    if not supervisor.ended.is_set() and index not in pool.retired:
                         ended.append(index)
                         noticed.append(time.perf_counter())
                         scope.cancel()
 
                 async with anyio.create_task_group() as tg:
-                    for index in range(workers):
+                    for index in placement.workers:
                         tg.start_soon(watch, index, tg.cancel_scope)
+
+                    def watch_new(index: int, tg: TaskGroup = tg) -> None:
+                        tg.start_soon(watch, index, tg.cancel_scope)
+
+                    pool.watch = watch_new
                     control = attempt_control(
                         run,
                         kernel,
                         supervisor,
-                        controllers,
                         store,
                         all_reports,
                         # A real kill -9, like one from outside: reported as the cause.
-                        lambda index: os.kill(procs[index].pid, signal.SIGKILL),
+                        lambda index: os.kill(pool.procs[index].pid, signal.SIGKILL),
                     )
                     start_companions(tg, run, all_reports, started, control)
                     try:
                         await start_and_wait(
-                            controllers, supervisor, attempts.running, kernel.ref(JOB_ACTOR)
+                            supervisor.controllers,
+                            supervisor,
+                            attempts.running,
+                            kernel.ref(JOB_ACTOR),
                         )
                     except* PeerLostError as group:
                         # A connection to a worker broke: the job cannot finish. Which worker
@@ -241,7 +313,8 @@ async def _process_attempt(
                 elapsed = time.perf_counter() - started
                 if not (ended or driver_lost):
                     try:
-                        reports = [await c.ask(Finish()) for c in controllers]
+                        reports = [await c.ask(Finish()) for c in supervisor.controllers]
+                        reports += supervisor.rescaler.retired_reports
                     except PeerLostError as exc:
                         # A worker died after the final checkpoint, before its report: the
                         # next attempt restores that checkpoint and finishes at once.
@@ -250,10 +323,12 @@ async def _process_attempt(
                 if ended or driver_lost:
                     # With checkpoints, the job restarts: nothing of the survivors is kept but
                     # their LMDB, which is crash-safe, so they go at once.
-                    await _abort_all(procs, grace=0.0 if store is not None else _ABORT_GRACE_S)
+                    await _abort_all(
+                        pool.running(), grace=0.0 if store is not None else _ABORT_GRACE_S
+                    )
                 else:
                     await kernel.ref(JOB_ACTOR).ask("settle")
-                    for proc in procs:  # all at once; leaving the stack then waits for each
+                    for proc in pool.running():  # all at once; leaving the stack waits for each
                         proc.request_stop()
     except* ActorFailedError as group:
         # The driver's own actors (a gathering sink, the dead-letter sink) failed.
@@ -273,14 +348,22 @@ async def _process_attempt(
     finally:
         shutil.rmtree(mesh_dir, ignore_errors=True)
     if ended or driver_lost:
-        error = _first_cause(plan, procs, ended, driver_lost)
+        assert pool is not None
+        error = _first_cause(plan, pool.procs, ended, driver_lost)
         corrupt = isinstance(error, WorkerFailedError) and "CheckpointCorruptError" in (
             f"{error.error_type} {error.error_message}"
         )
         raise AttemptFailed(error, noticed=min(noticed), corrupt=corrupt)
-    log.debug("job finished", job=plan.flow.name, workers=workers, seconds=round(elapsed, 3))
+    log.debug("job finished", job=plan.flow.name, seconds=round(elapsed, 3))
     return attempt_result(
-        run, workers, True, elapsed, reports, LmdbBackend(run.state_dir), supervisor, attempts
+        run,
+        len(supervisor.members),
+        True,
+        elapsed,
+        reports,
+        LmdbBackend(run.state_dir),
+        supervisor,
+        attempts,
     )
 
 
@@ -289,16 +372,18 @@ def _worker_args(
     ref: str,
     params: Mapping[str, Any],
     index: int,
-    workers: int,
-    driver: int,
+    members: Sequence[int],
+    placement: Placement,
     start: StartPoint,
 ) -> dict[str, Any]:
     return {
         "flow": ref,
         "params": dict(params),
         "index": index,
-        "workers": workers,
-        "driver": driver,
+        "workers": len(members),
+        "peers": list(members),
+        "placement": placement.to_data(),
+        "driver": DRIVER_ID,
         "state_dir": str(run.state_dir),
         "batch_size": run.batch_size,
         "mailbox_size": run.mailbox_size,
@@ -316,7 +401,7 @@ def _worker_args(
 
 def _first_cause(
     plan: Plan,
-    procs: Sequence[WorkerProcess],
+    procs: Mapping[int, WorkerProcess],
     ended: Sequence[int],
     driver_lost: Sequence[PeerLostError],
 ) -> JobError:
@@ -326,7 +411,7 @@ def _first_cause(
     that ended by themselves first): a worker's own error or a signal from outside beats an
     unexplained exit, which beats losing a peer (the consequence of another's death).
     """
-    order = list(dict.fromkeys([*ended, *range(len(procs))]))
+    order = list(dict.fromkeys([*ended, *procs]))
     causes = [c for c in (_failure_cause(plan, i, procs[i]) for i in order) if c is not None]
     if causes:
         return min(causes, key=lambda cause: cause[0])[1]

@@ -14,11 +14,16 @@ from ._messages import (
     BarrierAck,
     Drained,
     InjectBarrier,
+    MoveOut,
     Pull,
+    SendMarkers,
+    SplitHandoff,
     Watermark,
 )
+from ._moves import flush_downstream, paused_now, pay_markers, sync_driver
 from ._names import (
     JOB_ACTOR,
+    controller_name,
 )
 from ._sources import SplitReader, drain_reader
 from ._watermarks import SplitTime
@@ -30,10 +35,15 @@ __all__ = ("SourceActor",)
 
 
 class SourceActor(Actor):
-    """Reads one split and feeds the first exchange."""
+    """Reads one split and feeds the first exchange.
 
-    def __init__(self, env: WorkerEnv, split: str) -> None:
+    ``handed``: the state of the split's previous actor on another worker (live migration:
+    see ``_moves.py``); it reopens the split where that one stopped.
+    """
+
+    def __init__(self, env: WorkerEnv, split: str, handed: dict[str, Any] | None = None) -> None:
         self.env = env
+        self.handed = handed
         self.split = split
         self.reader: SplitReader | None = None
         self.stage = env.plan.stages[0]
@@ -59,11 +69,20 @@ class SourceActor(Actor):
         assert host is not None, "start_worker spawns the source host before any source"
         # After a failure, the split reopens where the checkpoint recovered from found it;
         # a barrier taken before the first batch records that same position.
-        self.position = self.env.start_position(self.split)
-        self.reader = host.open_split(self.split, self.position)
+        handed = self.handed
+        if handed is None:
+            self.position = self.env.start_position(self.split)
+        else:
+            self.position = handed["position"]
+            self.ended = bool(handed["ended"])
+            self.epoch_out = int(handed["epoch_out"])
+            self.records = int(handed["records"])
         self.env.sources[self.split] = self
         self.stopping = self.env.stopping
-        self.continue_with(Pull())
+        if not self.ended:
+            await host.adopt()
+            self.reader = host.open_split(self.split, self.position)
+            self.continue_with(Pull())
 
     async def on_stop(self) -> None:
         self.env.sources.pop(self.split, None)
@@ -85,6 +104,12 @@ class SourceActor(Actor):
         kind = type(message)
         if kind is InjectBarrier:
             await self._barrier(message.epoch, message.base)
+            return None
+        if kind is SendMarkers:
+            await pay_markers(self.env, self.split)
+            return None
+        if kind is MoveOut:
+            await self._leave(message.version, message.target)
             return None
         if kind is not Pull:
             raise TypeError(f"source actor got an unexpected message {message!r}")
@@ -129,6 +154,30 @@ class SourceActor(Actor):
             env.faults.hit("source.batch")
         self.continue_with(Pull())
         return None
+
+    async def _leave(self, version: int, target: int) -> None:
+        """Hand the split to worker ``target`` between two batches (see ``_moves.py``)."""
+        env = self.env
+        paused_at = paused_now()
+        await pay_markers(env, self.split)
+        if self.stage.next_key_fn is not None:
+            await flush_downstream(env, self.stage.index + 1)
+        else:
+            await sync_driver(env)
+        if self.reader is not None:
+            reader, self.reader = self.reader, None
+            await reader.aclose()
+        env.sources.pop(self.split, None)
+        state = {
+            "position": self.position,
+            "ended": self.ended,
+            "epoch_out": self.epoch_out,
+            "records": self.records,
+        }
+        await env.kernel.ref(controller_name(target)).tell(
+            SplitHandoff(version, self.split, env.index, state, paused_at)
+        )
+        self.hand_off(target)
 
     async def _barrier(self, epoch: int, base: int) -> None:
         """Checkpoint ``epoch`` between two batches: record the position, pass the barrier on.

@@ -37,15 +37,22 @@ class SourceHost(Actor):
 
     async def on_start(self) -> None:
         if not self.context.splits:
-            return  # a worker without splits never opens the source
+            return  # a worker without splits never opens the source (until one moves here)
+        await self.adopt()
+        for split in self.context.splits:
+            self._ready[split] = self.source.open_split(split, None)
+
+    async def adopt(self) -> None:
+        """Open the source on this worker if it is not yet (its ``open`` hook runs once): a
+        split moved here from another worker is about to be read."""
+        if self._opened:
+            return
         open_hook: Callable[[SourceContext], Awaitable[None]] | None = getattr(
             self.source, "open", None
         )
         if open_hook is not None:
             await open_hook(self.context)
         self._opened = True
-        for split in self.context.splits:
-            self._ready[split] = self.source.open_split(split, None)
 
     def open_split(self, split: str, position: Any | None = None) -> SplitReader:
         """A reader for ``split``: the one opened at start, or a new one at ``position``."""

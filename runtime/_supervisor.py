@@ -27,11 +27,15 @@ from ._messages import (
     Drained,
     Gathered,
     InjectBarrier,
+    MovedIn,
+    PlacementUpdate,
     PreCommitSink,
     SinkPreCommitted,
     SnapshotDrained,
     TriggerCheckpoint,
 )
+from ._placement import Placement
+from ._rescale import Rescaler, RescaleRecord, driver_directory_moves
 from ._sinks import DeadLetter, SinkPartition
 
 __all__ = ("CheckpointTarget", "JobSupervisor")
@@ -47,14 +51,12 @@ class CheckpointTarget:
         store: The job's checkpoint store.
         num_key_groups: The job's key-group count.
         operators: Per keyed operator, its states as plain data (``describe_specs``).
-        layout: The key-group layout recorded in each manifest (placement, worker count).
         key_groups: Key-group actor name -> its ref (to ask drained ones for their part).
     """
 
     store: CheckpointStore
     num_key_groups: int
     operators: Mapping[str, Sequence[Mapping[str, str]]]
-    layout: Any
     key_groups: Mapping[str, Ref]
 
 
@@ -78,8 +80,13 @@ class JobSupervisor(Actor):
         controllers: Sequence[Ref] = (),
         target: CheckpointTarget | None = None,
         transactional: bool = False,
+        rescaler: Rescaler | None = None,
+        directory: Any = None,
     ) -> None:
         self.coordinator = coordinator
+        #: Placement, membership and live migration (None: this job cannot rescale).
+        self.rescaler = rescaler
+        self._directory = directory  # the driver's: follows every placement update
         #: The sink is transactional: each checkpoint pre-commits it before the manifest and
         #: commits it after (two-phase; see _txn_sink.py).
         self.transactional = transactional
@@ -87,7 +94,10 @@ class JobSupervisor(Actor):
         # when its commit started).
         self._precommitting: tuple[ReadyCheckpoint, set[int], float] | None = None
         self.target = target
-        self.controllers = list(controllers)
+        #: Active worker id -> its controller (shared with the rescaler, which changes it).
+        self.members: dict[int, Ref] = (
+            rescaler.members if rescaler is not None else dict(enumerate(controllers))
+        )
         #: Set once every worker has spawned its source actors (checkpoints start then).
         self.sources_started = anyio.Event()
         #: Set (and replaced) each time a checkpoint completes.
@@ -95,7 +105,7 @@ class JobSupervisor(Actor):
         #: Set (and replaced) each time a checkpoint starts, completes or is aborted.
         self.checkpoint_changed = anyio.Event()
         self.expected = set(expected)
-        self.placement = list(group_owner)
+        self._group_owner = list(group_owner)
         self.sink = sink
         self.dead_sink = dead_sink
         self.done: set[str] = set()
@@ -148,13 +158,65 @@ class JobSupervisor(Actor):
             epoch = await self._trigger(final=message.final)
             self._changed()
             return epoch
+        elif kind is MovedIn:
+            assert self.rescaler is not None
+            self.rescaler.moved_in(message)
+        elif message == "sync":
+            return None  # everything a worker sent before is handled
         elif message == "settle":
             await self._settle()
         elif message == "placement":
-            return list(self.placement)
+            return list(self.placement.group_owner)
         else:
             raise TypeError(f"job supervisor got an unexpected message {message!r}")
         return None
+
+    @property
+    def controllers(self) -> list[Ref]:
+        """The active workers' controllers."""
+        return list(self.members.values())
+
+    @property
+    def placement(self) -> Placement:
+        """The placement table in force."""
+        if self.rescaler is not None:
+            return self.rescaler.placement
+        return Placement(0, tuple(self.members), tuple(self._group_owner), ())
+
+    @property
+    def moving(self) -> bool:
+        return self.rescaler is not None and self.rescaler.moving
+
+    async def handing_off(self) -> None:
+        """Return once a placement version's handoffs have started (tests, timelines)."""
+        assert self.rescaler is not None
+        await self.rescaler.handoffs_started.wait()
+
+    def follow(self, update: PlacementUpdate) -> None:
+        """The driver's directory follows placement ``update`` (its refs to key groups)."""
+        if self._directory is not None and self.rescaler is not None:
+            for name, worker in driver_directory_moves(update, self.rescaler.plan):
+                self._directory.place(name, worker)
+
+    def changed(self) -> None:
+        self._changed()
+
+    async def wait_no_checkpoint(self) -> None:
+        """Return once no checkpoint is in flight (a placement version may start then)."""
+        coordinator = self.coordinator
+        while coordinator is not None and coordinator.pending is not None:
+            await self.checkpoint_changed.wait()
+
+    async def rescale(self, workers: int) -> RescaleRecord:
+        """Scale the running job to ``workers`` workers (see ``_rescale.py``). Runs beside the
+        actor, on the driver."""
+        if self.rescaler is None:
+            raise RuntimeError("this job cannot rescale")
+        return await self.rescaler.rescale(self, workers)
+
+    def _layout(self) -> dict[str, Any]:
+        placement = self.placement
+        return {"workers": len(placement.workers), "group_owner": list(placement.group_owner)}
 
     def _base(self) -> int:
         assert self.coordinator is not None
@@ -171,8 +233,8 @@ class JobSupervisor(Actor):
         expired = coordinator.expire()
         if expired is not None:
             await self._remove_files(expired)
-        if self.finished.is_set() and not final:
-            return None
+        if (self.finished.is_set() and not final) or self.moving:
+            return None  # a placement version in flight: no barrier may cross a moving channel
         epoch = coordinator.begin()
         if epoch is not None:
             base = self._base()
@@ -209,7 +271,7 @@ class JobSupervisor(Actor):
         if self.transactional and self.sink is None:
             # Phase one on every worker's partition; each answers with SinkPreCommitted, and
             # the last answer writes the manifest (_sink_precommitted).
-            self._precommitting = (ready, set(range(len(self.controllers))), started)
+            self._precommitting = (ready, set(self.members), started)
             for controller in self.controllers:
                 await controller.tell(PreCommitSink(ready.epoch))
             return
@@ -255,7 +317,7 @@ class JobSupervisor(Actor):
                         num_key_groups=target.num_key_groups,
                         operators=target.operators,
                         positions=ready.positions,
-                        layout=target.layout,
+                        layout=self._layout(),
                     )
                 )
             except (CheckpointError, OSError) as exc:
@@ -327,7 +389,7 @@ class JobSupervisor(Actor):
         if coordinator is None:
             raise RuntimeError("checkpoints are off for this job (checkpoint_interval=None)")
         while True:
-            while coordinator.pending is not None:
+            while coordinator.pending is not None or self.moving:
                 await self.checkpoint_changed.wait()
             if self.finished.is_set() and not final:
                 return None

@@ -16,7 +16,9 @@ since the run's sources started; steps fire in order. ``resume(...)`` ends a run
 job is run again from its state directory (``resume=True``), optionally from a savepoint and
 with another worker count, and the steps after it act on that run.
 
-Actions: ``checkpoint()`` takes one and waits for it; ``kill_worker(i)`` sends SIGKILL to
+Actions: ``rescale(n)`` scales the running job to ``n`` workers, live, and waits until it is
+done (``kill_worker=i``: SIGKILL worker ``i`` while the first key groups are handed over);
+``checkpoint()`` takes one and waits for it; ``kill_worker(i)`` sends SIGKILL to
 worker process ``i`` (``during_checkpoint=True``: right after a checkpoint's barriers are
 injected, so it dies with the checkpoint in flight); ``savepoint(path)`` takes a checkpoint
 and writes it as a savepoint; ``stop(savepoint=None)`` ends every split (what was read drains,
@@ -26,12 +28,13 @@ savepoint paths are under the state directory.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import anyio
-from shoal.actors import PeerLostError
+from shoal.actors import ActorStoppedError, PeerLostError
 from shoal.actors._log import get_logger
 
 from ._control import JobControl
@@ -40,6 +43,7 @@ __all__ = (
     "At",
     "Checkpoint",
     "KillWorker",
+    "Rescale",
     "Resume",
     "Savepoint",
     "Stop",
@@ -47,6 +51,7 @@ __all__ = (
     "at",
     "checkpoint",
     "kill_worker",
+    "rescale",
     "resume",
     "savepoint",
     "split_timeline",
@@ -86,7 +91,17 @@ class Stop:
     savepoint: str | None = None
 
 
-Action = Checkpoint | KillWorker | Savepoint | Stop
+@dataclass(frozen=True, slots=True)
+class Rescale:
+    """Scale the running job to ``workers`` workers, live, and wait until it is done; with
+    ``kill_worker``: SIGKILL that worker once the first key groups are being handed over (the
+    job then recovers from its last checkpoint, at the new size)."""
+
+    workers: int
+    kill_worker: int | None = None
+
+
+Action = Checkpoint | KillWorker | Savepoint | Stop | Rescale
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,10 +113,10 @@ class At:
     seconds: float | None = None
 
     def __post_init__(self) -> None:
-        if not isinstance(self.action, Checkpoint | KillWorker | Savepoint | Stop):
+        if not isinstance(self.action, Checkpoint | KillWorker | Savepoint | Stop | Rescale):
             raise TypeError(
-                "at(...) takes an action: checkpoint(), kill_worker(i), savepoint(path) or "
-                f"stop(); got {self.action!r}"
+                "at(...) takes an action: checkpoint(), kill_worker(i), savepoint(path), "
+                f"rescale(n) or stop(); got {self.action!r}"
             )
         if (self.records is None) == (self.seconds is None):
             raise ValueError("at(...) needs exactly one of records=N or seconds=S")
@@ -138,6 +153,14 @@ def kill_worker(worker: int, *, during_checkpoint: bool = False) -> KillWorker:
     if type(worker) is not int or worker < 0:
         raise ValueError(f"kill_worker takes a worker index >= 0; got {worker!r}")
     return KillWorker(worker, during_checkpoint)
+
+
+def rescale(workers: int, *, kill_worker: int | None = None) -> Rescale:
+    if type(workers) is not int or workers < 1:
+        raise ValueError(f"rescale takes a worker count >= 1; got {workers!r}")
+    if kill_worker is not None and (type(kill_worker) is not int or kill_worker < 0):
+        raise ValueError(f"rescale(kill_worker=...) takes a worker id >= 0; got {kill_worker!r}")
+    return Rescale(workers, kill_worker)
 
 
 def savepoint(path: str) -> Savepoint:
@@ -232,6 +255,26 @@ class TimelineRunner:
                 return
             await anyio.sleep(_POLL_S)
 
+    async def _rescale(self, action: Rescale, control: JobControl) -> None:
+        if action.kill_worker is None:
+            record = await control.rescale(action.workers)
+            self.log.append(
+                f"rescaled {record.workers_before} -> {record.workers_after} workers in"
+                f" {record.seconds:.3f} s ({record.moves} moves)"
+            )
+            return
+        victim = action.kill_worker
+
+        async def rescale_until_killed() -> None:
+            with contextlib.suppress(PeerLostError, ActorStoppedError):
+                await control.rescale(action.workers)
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(rescale_until_killed)
+            await control.supervisor.handing_off()
+            control.kill_worker(victim)
+        # Only reached if the rescale finished before the kill took effect.
+
     async def _act(self, action: Action, control: JobControl) -> None:
         read = self.records_before + self._seen
         self.log.append(f"{action} at {read} records")
@@ -244,6 +287,8 @@ class TimelineRunner:
             control.kill_worker(action.worker)
         elif isinstance(action, Savepoint):
             await control.savepoint(action.path)
+        elif isinstance(action, Rescale):
+            await self._rescale(action, control)
         else:
             self.stop_savepoint = action.savepoint
             await control.stop()

@@ -254,6 +254,17 @@ class WatermarkCombiner:
             self._idle.discard(channel)
         return self._recompute()
 
+    def to_data(self) -> dict[str, Any]:
+        """Per channel its watermark, the idle channels and the combined one (for a successor
+        on another worker: live migration)."""
+        return {"marks": dict(self._marks), "idle": sorted(self._idle), "current": self.current}
+
+    def restore(self, data: dict[str, Any]) -> None:
+        """Take over :meth:`to_data`'s state."""
+        self._marks = {str(k): float(v) for k, v in data["marks"].items()}
+        self._idle = set(data["idle"])
+        self.current = float(data["current"])
+
     def end(self, channel: str) -> float | None:
         """``channel`` ended; the new combined watermark if that advanced it, else None."""
         self._marks.pop(channel, None)

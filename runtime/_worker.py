@@ -28,27 +28,36 @@ from shoal.storage import (
 )
 
 from ._checkpoint_io import CheckpointWriter
-from ._credits import DEFAULT_WINDOW, Credits, exchange_mailbox_size
+from ._credits import DEFAULT_WINDOW, MAX_WORKERS, Credits, exchange_mailbox_size
 from ._exchange import ExchangeActor, FlowControlActor
 from ._faults import Faults
 from ._keygroup import KeyGroupActor
 from ._keys import KeyGroupRouter
 from ._messages import (
+    Admit,
     Broadcast,
     CommitSink,
     Data,
     EndOfStream,
     Finish,
     Gathered,
+    GroupHandoff,
     InjectBarrier,
+    MovedIn,
+    PlacementUpdate,
     PreCommitSink,
+    PrepareMoves,
+    Retire,
     Shipment,
     SinkPreCommitted,
+    SplitHandoff,
+    StartHandoffs,
     StartSources,
     StopSources,
     WriteSnapshot,
 )
 from ._metrics import WorkerMetrics
+from ._moves import apply_update, nudge_senders, paused_now, pay_markers, start_handoffs
 from ._names import (
     JOB_ACTOR,
     checkpoint_writer_name,
@@ -74,8 +83,10 @@ from ._time import Clock, SystemClock
 __all__ = (
     "WorkerController",
     "WorkerEnv",
+    "admit",
     "letters_from_json",
     "place_directory",
+    "place_workers",
     "start_worker",
 )
 
@@ -114,6 +125,19 @@ class WorkerEnv:
     pending_snapshots: set[WriteSnapshot] = field(init=False, default_factory=set)
     # Processing time, for processing-time timers and idle splits (see _time.py).
     clock: Clock = field(default_factory=SystemClock)
+    # The active worker ids (the mesh's members but the driver); None: 0..workers-1.
+    peers: list[int] = field(default_factory=list)
+    # The placement table's version this worker routes by (see _moves.py).
+    placement_version: int = 0
+    # Whether retiring closes the sink partitions (False: the run closes them at the end).
+    close_sinks: bool = True
+    # Live migration (see _moves.py): markers each sender channel here still owes, as
+    # (stage, key group, old owner); the actors leaving in the version being applied; this
+    # worker's running key-group actors by name, and the successors waiting for a handoff.
+    owed: dict[str, list[tuple[int, int, int]]] = field(init=False, default_factory=dict)
+    departing: list[tuple[str, int]] = field(init=False, default_factory=list)
+    key_groups: dict[str, KeyGroupActor] = field(init=False, default_factory=dict)
+    arrivals: dict[str, KeyGroupActor] = field(init=False, default_factory=dict)
     dead: DeadLetters = field(init=False)
     credits: Credits = field(init=False)
     metrics: WorkerMetrics = field(init=False)
@@ -136,6 +160,8 @@ class WorkerEnv:
         self.metrics = WorkerMetrics(self.index)
         self.router = KeyGroupRouter(self.plan.num_key_groups)
         self.credits = Credits(self.credit_window, wait_lost=self._wait_lost)
+        if not self.peers:
+            self.peers = list(range(self.workers))
 
     async def _wait_lost(self, worker: int) -> BaseException:
         await self.kernel.wait_peer_lost(worker)
@@ -191,6 +217,8 @@ class WorkerEnv:
         ``epoch``: the checkpoint the batch is output of (the emitting actor's next barrier).
         ``timestamps``: the records' event time, a column carried along, or None.
         """
+        if self.owed:  # a placement change: the old owners hear first that this is all
+            await pay_markers(self, channel)
         if stage.chain:
             if timestamps is None:
                 values, offsets = apply_chain(stage.chain, values, offsets, split, self.dead)
@@ -309,6 +337,9 @@ class WorkerEnv:
         """Tell everything downstream of ``stage`` that ``channel`` has ended."""
         if self.dead.pending:
             await self.ship_dead_letters()
+        if self.owed:
+            # Its end goes to the new owners: the old ones must hear it has nothing more.
+            await pay_markers(self, channel)
         if stage.next_key_fn is not None:
             await self.broadcast(stage.index + 1, EndOfStream(channel))
 
@@ -379,23 +410,102 @@ class WorkerController(Actor):
             return None
         if message == "report":
             return env.report()
-        raise TypeError(f"worker controller got an unexpected message {message!r}")
+        return await self._placement(message)
+
+    async def _placement(self, message: Any) -> Any:
+        """Membership and live migration (see ``_moves.py``)."""
+        env = self.env
+        kind = type(message)
+        if kind is Admit:
+            admit(env, message.workers)
+        elif kind is PrepareMoves:
+            for stage in env.plan.keyed_stages:
+                for group in message.groups:
+                    name = actor_name(stage.name, group)
+                    await env.kernel.spawn(
+                        partial(KeyGroupActor, env, stage.index, group, arriving=message.version),
+                        name=name,
+                        mailbox_size=env.mailbox_size,
+                    )
+        elif kind is PlacementUpdate:
+            await nudge_senders(env, apply_update(env, message))
+        elif kind is StartHandoffs:
+            await start_handoffs(env, message.version)
+        elif kind is GroupHandoff:
+            successor = env.arrivals.pop(message.actor)
+            successor.take_over(message)
+        elif kind is SplitHandoff:
+            await env.kernel.spawn(
+                partial(SourceActor, env, message.split, handed=message.state),
+                name=source_actor_name(message.split),
+                mailbox_size=env.mailbox_size,
+            )
+            await env.kernel.ref(JOB_ACTOR).tell(
+                MovedIn(
+                    message.version,
+                    "split",
+                    message.split,
+                    message.source,
+                    env.index,
+                    paused_now() - message.paused_at,
+                    0,
+                )
+            )
+        elif kind is Retire:
+            return await self._retire()
+        else:
+            raise TypeError(f"worker controller got an unexpected message {message!r}")
+        return None
+
+    async def _retire(self) -> dict[str, Any]:
+        """This worker hosts nothing any more: settle its files, close its sinks, report."""
+        env = self.env
+        if env.checkpoint_store is not None:
+            await env.kernel.ref(checkpoint_writer_name(env.index)).ask("settle")
+        await env.ship_dead_letters()
+        if env.close_sinks:
+            for partition in (env.sink, env.dead_sink):
+                if partition is not None:
+                    await partition.aclose()
+        return env.report()
 
 
 def place_directory(
-    kernel: Worker, plan: Plan, group_owner: Sequence[int], driver: int, workers: int
+    kernel: Worker,
+    plan: Plan,
+    group_owner: Sequence[int],
+    driver: int,
+    workers: Sequence[int],
+    split_owner: Sequence[int] = (),
 ) -> None:
-    """Fill a worker's directory: key-group actors, controllers, and the driver's job actor."""
+    """Fill a worker's directory: key-group and source actors, each worker's controller and
+    exchanges, and the driver's job actor."""
     directory = kernel.directory
     for stage in plan.keyed_stages:
         for group, owner in enumerate(group_owner):
             directory.place(actor_name(stage.name, group), owner)
-    for worker in range(workers):
+    for split, owner in zip(plan.splits, split_owner, strict=False):
+        directory.place(source_actor_name(split), owner)
+    place_workers(kernel, plan, workers)
+    directory.place(JOB_ACTOR, driver)
+
+
+def place_workers(kernel: Worker, plan: Plan, workers: Sequence[int]) -> None:
+    """Place the per-worker actors of ``workers`` (controllers, exchanges) in the directory."""
+    directory = kernel.directory
+    for worker in workers:
         directory.place(controller_name(worker), worker)
         directory.place(flow_control_name(worker), worker)
         for stage in plan.keyed_stages:
             directory.place(exchange_name(worker, stage.index), worker)
-    directory.place(JOB_ACTOR, driver)
+
+
+def admit(env: WorkerEnv, workers: Sequence[int]) -> None:
+    """The mesh's workers are now ``workers``: reach the new ones; the others are gone."""
+    new = [int(w) for w in workers if int(w) not in env.peers and int(w) != env.index]
+    env.kernel.admit(*new)
+    place_workers(env.kernel, env.plan, new)
+    env.peers = sorted({*(int(w) for w in workers), env.index})
 
 
 async def start_worker(env: WorkerEnv) -> None:
@@ -410,7 +520,7 @@ async def start_worker(env: WorkerEnv) -> None:
     for stage in env.plan.keyed_stages:
         for group in env.owned_groups():
             await kernel.spawn(
-                partial(KeyGroupActor, env, stage.index, group),
+                partial(KeyGroupActor, env, stage.index, group, arriving=None),
                 name=actor_name(stage.name, group),
                 mailbox_size=env.mailbox_size,
             )
@@ -427,18 +537,20 @@ async def start_worker(env: WorkerEnv) -> None:
                 env.faults,
             ),
             name=checkpoint_writer_name(env.index),
-            mailbox_size=2 * len(env.plan.keyed_stages) * max(1, len(env.owned_groups())) + 2,
+            mailbox_size=2 * len(env.plan.keyed_stages) * env.plan.num_key_groups + 2,
         )
-    if env.workers > 1:
-        # Room for every credit granted (so the socket reader never waits on an exchange) and
-        # for the credit messages coming back (a handful per peer and stage at a time).
-        room = exchange_mailbox_size(env.credit_window, env.workers)
-        for stage in env.plan.keyed_stages:
-            await kernel.spawn(
-                partial(ExchangeActor, env, stage.index),
-                name=exchange_name(env.index, stage.index),
-                mailbox_size=room,
-            )
+    # Also with one worker: a rescale may add others, whose records come through here.
+    # Room for every credit granted (so the socket reader never waits on an exchange) and
+    # for the credit messages coming back (a handful per peer and stage at a time). Sized
+    # for the most workers a job may have: a bound, not an allocation.
+    room = exchange_mailbox_size(env.credit_window, MAX_WORKERS)
+    for stage in env.plan.keyed_stages:
+        await kernel.spawn(
+            partial(ExchangeActor, env, stage.index),
+            name=exchange_name(env.index, stage.index),
+            mailbox_size=room,
+        )
+    if env.plan.keyed_stages:
         await kernel.spawn(
             partial(FlowControlActor, env),
             name=flow_control_name(env.index),

@@ -79,12 +79,14 @@ async def test_hand_off_to_its_own_worker_is_refused() -> None:
 
 @pytest.mark.asyncio
 async def test_admit_adds_a_peer_to_a_running_mesh() -> None:
-    async with open_worker(0, peers=[0], namespace="admit") as w0:
-        async with open_worker(5, peers=[0, 5], namespace="admit") as w5:
-            await w5.spawn(Counter, name="c")
-            w0.directory.place("c", 5)
-            with pytest.raises(PeerLostError, match=r"^worker 5 is not a peer of worker 0"):
-                await w0.ref("c").tell(1)
-            w0.admit(5)
+    async with (
+        open_worker(0, peers=[0], namespace="admit") as w0,
+        open_worker(5, peers=[0, 5], namespace="admit") as w5,
+    ):
+        await w5.spawn(Counter, name="c")
+        w0.directory.place("c", 5)
+        with pytest.raises(PeerLostError, match=r"^worker 5 is not a peer of worker 0"):
             await w0.ref("c").tell(1)
-            assert await w0.ref("c").ask("count") == (5, 1)
+        w0.admit(5)
+        await w0.ref("c").tell(1)
+        assert await w0.ref("c").ask("count") == (5, 1)

@@ -119,7 +119,8 @@ def test_another_process_cannot_open_a_store_that_is_open(tmp_path: Path) -> Non
     probe = (
         "import sys; from shoal.storage import LmdbBackend, ValueStateSpec, StoreBusyError\n"
         "try:\n"
-        f"    LmdbBackend(sys.argv[1]).open_store('op', 0, [ValueStateSpec('count', default=0)]).close()\n"
+        "    spec = ValueStateSpec('count', default=0)\n"
+        "    LmdbBackend(sys.argv[1]).open_store('op', 0, [spec]).close()\n"
         "except StoreBusyError as exc:\n"
         "    print(exc); sys.exit(3)\n"
     )

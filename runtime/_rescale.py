@@ -1,0 +1,283 @@
+"""Rescaling, the supervisor side: start or retire workers and move key groups and splits
+between them, one placement version at a time, while the job runs (the worker side of a move
+is ``_moves.py``).
+
+A rescale to ``n`` workers:
+
+1. if ``n`` is larger, start the new workers (new ids, never reused), admit them into every
+   worker's mesh, and start them (they own nothing yet);
+2. compute the balanced table over the ``n`` workers with the fewest moves
+   (:meth:`Placement.rescaled`), and apply its key-group moves in versions of at most
+   ``max_moves`` moves (the pacing: that many key groups paused at once), then its split moves;
+3. if ``n`` is smaller, retire the workers that own nothing any more: each settles its files,
+   closes its sinks and reports its counters (kept for the job's result), then stops.
+
+A version starts only when no checkpoint is in flight, and no checkpoint starts while one is
+applied: barriers never cross a moving channel.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Coroutine, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
+
+import anyio
+from shoal.actors import Ref
+from shoal.storage import CheckpointError
+
+from ._credits import MAX_WORKERS
+from ._messages import (
+    Admit,
+    MovedIn,
+    PlacementUpdate,
+    PrepareMoves,
+    Retire,
+    StartHandoffs,
+    StartSources,
+)
+from ._names import source_actor_name
+from ._placement import Move, Placement
+from ._plan import Plan, actor_name
+
+if TYPE_CHECKING:
+    from ._supervisor import JobSupervisor
+
+__all__ = (
+    "DEFAULT_MAX_MOVES",
+    "MoveRecord",
+    "RescaleRecord",
+    "Rescaler",
+    "Scaling",
+    "WorkerPool",
+)
+
+#: Key groups (or splits) moved at once by default: the pacing of a rescale.
+DEFAULT_MAX_MOVES = 8
+
+
+class WorkerPool(Protocol):
+    """How a run mode starts and stops single workers (a process, or a kernel in this loop)."""
+
+    async def start(self, ids: Sequence[int], placement: Placement) -> dict[int, Ref]:
+        """Start workers ``ids`` routing by ``placement``; return their controllers."""
+        ...
+
+    async def stop(self, worker: int) -> None:
+        """Stop retired worker ``worker`` (it hosts nothing and has reported)."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class MoveRecord:
+    """One completed move: what, from where to where, the pause, the state it carried."""
+
+    version: int
+    kind: str
+    name: str
+    source: int
+    target: int
+    pause_s: float
+    bytes: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "version": self.version,
+            "kind": self.kind,
+            "name": self.name,
+            "from": self.source,
+            "to": self.target,
+            "pause_ms": round(self.pause_s * 1000, 3),
+            "bytes": self.bytes,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class RescaleRecord:
+    """One completed rescale."""
+
+    workers_before: int
+    workers_after: int
+    seconds: float
+    moves: int
+
+
+@dataclass
+class Scaling:
+    """A job's scale across its attempts: the worker count a restarted attempt starts with
+    (a rescale changes it first, so a failure during a rescale restarts at the new size), and
+    every move and rescale completed."""
+
+    workers: int
+    moves: list[MoveRecord] = field(default_factory=list)
+    rescales: list[RescaleRecord] = field(default_factory=list)
+
+
+@dataclass
+class Rescaler:
+    """The supervisor's rescaling state (one per attempt)."""
+
+    plan: Plan
+    placement: Placement
+    members: dict[int, Ref]
+    admit_driver: Callable[[Sequence[int]], None]
+    scaling: Scaling
+    max_moves: int = DEFAULT_MAX_MOVES
+    pool: WorkerPool | None = None
+    retired_reports: list[dict[str, Any]] = field(default_factory=list)
+    #: True while a placement version is applied (no checkpoint may start).
+    moving: bool = False
+    #: Set once the first version's handoffs have started (kill tests wait for it).
+    handoffs_started: anyio.Event = field(default_factory=anyio.Event)
+    _expected: set[str] = field(default_factory=set)
+    _moved: anyio.Event = field(default_factory=anyio.Event)
+    _lock: anyio.Lock = field(default_factory=anyio.Lock)
+    _next_id: int = 0
+
+    def __post_init__(self) -> None:
+        self._next_id = max(self.placement.workers, default=-1) + 1
+
+    def moved_in(self, message: MovedIn) -> None:
+        self.scaling.moves.append(
+            MoveRecord(
+                message.version,
+                message.kind,
+                message.name,
+                message.source,
+                message.target,
+                message.pause_s,
+                message.bytes,
+            )
+        )
+        self._expected.discard(message.name)
+        if not self._expected:
+            self._moved.set()
+
+    async def rescale(self, supervisor: JobSupervisor, workers: int) -> RescaleRecord:
+        """Scale the job to ``workers`` workers (see the module docstring)."""
+        if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+            raise ValueError(f"rescale needs a worker count >= 1; got {workers!r}")
+        if workers > MAX_WORKERS:
+            raise ValueError(f"rescale to {workers} workers: at most {MAX_WORKERS} are supported")
+        async with self._lock:
+            started = time.perf_counter()
+            current = list(self.placement.workers)
+            self.scaling.workers = workers  # a restart from here on starts at the new size
+            if workers > len(current):
+                if self.pool is None:
+                    raise RuntimeError("this job cannot start workers (no worker pool)")
+                new = list(range(self._next_id, self._next_id + workers - len(current)))
+                self._next_id += len(new)
+                members = [*self.members, *new]
+                await _each(self.members.values(), lambda c: c.ask(Admit(members)))
+                self.admit_driver(new)
+                started_refs = await self.pool.start(new, self.placement)
+                self.members.update(started_refs)
+                await _each(started_refs.values(), lambda c: c.ask(StartSources()))
+                keep = current + new
+            else:
+                keep = current[:workers]
+            self.placement = Placement(
+                self.placement.version,
+                tuple(sorted(set(self.placement.workers) | set(keep))),
+                self.placement.group_owner,
+                self.placement.split_owner,
+            )
+            target = self.placement.rescaled(keep)
+            group_moves = self.placement.group_moves(target)
+            split_moves = self.placement.split_moves(target, self.plan.splits)
+            for chunk in _chunks(group_moves, self.max_moves):
+                await self._apply(supervisor, chunk, [])
+            for chunk in _chunks(split_moves, self.max_moves):
+                await self._apply(supervisor, [], chunk)
+            retiring = [w for w in current if w not in keep]
+            if retiring and supervisor.coordinator is not None and supervisor.transactional:
+                # What the retiring workers' sink partitions staged is published by a
+                # checkpoint they take part in (their pre-commit and commit).
+                try:
+                    await supervisor.take_checkpoint(supervisor.ref)
+                except CheckpointError:
+                    # The job drained meanwhile: its final checkpoint (with every worker still
+                    # a member) publishes it all; the workers stop with the job.
+                    retiring = []
+            for worker in retiring:
+                controller = self.members.pop(worker)
+                self.retired_reports.append(await controller.ask(Retire()))
+                assert self.pool is not None
+                await self.pool.stop(worker)
+            if retiring:
+                members = list(self.members)
+                await _each(self.members.values(), lambda c: c.ask(Admit(members)))
+            self.placement = Placement(
+                self.placement.version,
+                tuple(sorted({*keep, *self.members})),
+                self.placement.group_owner,
+                self.placement.split_owner,
+            )
+            record = RescaleRecord(
+                len(current),
+                workers,
+                time.perf_counter() - started,
+                len(group_moves) + len(split_moves),
+            )
+            self.scaling.rescales.append(record)
+            return record
+
+    async def _apply(
+        self, supervisor: JobSupervisor, groups: Sequence[Move], splits: Sequence[Move]
+    ) -> None:
+        """Apply one placement version: ``groups`` and ``splits`` move (see ``_moves.py``)."""
+        await supervisor.wait_no_checkpoint()
+        self.moving = True
+        try:
+            version = self.placement.version + 1
+            by_target: dict[int, list[int]] = {}
+            for move in groups:
+                by_target.setdefault(move.target, []).append(int(move.item))
+            await _each(
+                list(by_target.items()),
+                lambda item: self.members[item[0]].ask(PrepareMoves(version, item[1])),
+            )
+            expected = {
+                actor_name(stage.name, int(move.item))
+                for move in groups
+                for stage in self.plan.keyed_stages
+            } | {str(move.item) for move in splits}
+            self._expected, self._moved = set(expected), anyio.Event()
+            if not expected:
+                self._moved.set()
+            update = PlacementUpdate(
+                version, [m.to_data() for m in groups], [m.to_data() for m in splits]
+            )
+            supervisor.follow(update)
+            await _each(self.members.values(), lambda c: c.ask(update))
+            await _each(self.members.values(), lambda c: c.ask(StartHandoffs(version)))
+            self.handoffs_started.set()
+            await self._moved.wait()
+            self.placement = self.placement.applied(groups, splits, self.plan.splits)
+        finally:
+            self.moving = False
+            supervisor.changed()
+
+
+def driver_directory_moves(update: PlacementUpdate, plan: Plan) -> list[tuple[str, int]]:
+    """Actor names whose worker changes with ``update``, and the new worker."""
+    names = [
+        (actor_name(stage.name, int(group)), int(target))
+        for group, _source, target in update.groups
+        for stage in plan.keyed_stages
+    ]
+    names += [(source_actor_name(split), int(target)) for split, _source, target in update.splits]
+    return names
+
+
+def _chunks(moves: Sequence[Move], size: int) -> list[list[Move]]:
+    return [list(moves[i : i + size]) for i in range(0, len(moves), size)]
+
+
+async def _each(items: Any, fn: Callable[[Any], Coroutine[Any, Any, Any]]) -> None:
+    """Run ``fn`` on every item at once; wait for all."""
+    async with anyio.create_task_group() as tg:
+        for item in list(items):
+            tg.start_soon(fn, item)

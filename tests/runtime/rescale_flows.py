@@ -1,0 +1,75 @@
+"""Flows of the rescaling tests, importable by worker processes (which rebuild them): the
+recovery tests' ``stats`` flow over a paced source, so a timeline can act while it runs."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import anyio
+from recovery_flows import last_letter, records, track, word_of
+from shoal.runtime import SourceBatch, SplitReader
+
+from shoal import (
+    CollectingSink,
+    Flow,
+    IterableSource,
+    TransactionalJsonlSink,
+    ValueStateSpec,
+)
+
+
+class PacedSource(IterableSource):
+    """An IterableSource that reads at most ``rate`` records per second in total."""
+
+    def __init__(self, items: list[Any], *, splits: int, rate: float) -> None:
+        super().__init__(items, splits=splits)
+        self._per_split = rate / splits
+
+    def open_split(self, split: str, position: Any | None = None) -> SplitReader:
+        return _Paced(super().open_split(split, position), self._per_split)
+
+
+class _Paced:
+    def __init__(self, reader: SplitReader, rate: float) -> None:
+        self._reader = reader
+        self._rate = rate
+
+    async def read_batch(self, max_records: int) -> SourceBatch | None:
+        max_records = min(max_records, 256)
+        await anyio.sleep(max_records / self._rate)  # before reading: cancel-safe
+        return await self._reader.read_batch(max_records)
+
+    async def aclose(self) -> None:
+        await self._reader.aclose()
+
+
+def paced_stats(
+    seed: int = 0,
+    n: int = 20_000,
+    vocabulary: int = 300,
+    splits: int = 4,
+    key_groups: int = 16,
+    stages: int = 1,
+    rate: float = 20_000.0,
+    output: str = "",
+) -> Flow:
+    """``recovery_flows.stats`` over a :class:`PacedSource` (same oracle)."""
+    flow = Flow("stats", num_key_groups=key_groups)
+    out = (
+        flow.source(PacedSource(records(seed, n, vocabulary), splits=splits, rate=rate))
+        .key_by(word_of)
+        .process(
+            track,
+            states=[
+                ValueStateSpec("count", default=0),
+                ValueStateSpec("sum", default=0),
+                ValueStateSpec("min", default=0),
+                ValueStateSpec("max", default=0),
+            ],
+            name="per_word",
+        )
+    )
+    if stages == 2:
+        out = out.key_by(last_letter).count(name="per_letter")
+    out.sink(TransactionalJsonlSink(output) if output else CollectingSink())
+    return flow
