@@ -201,11 +201,7 @@ class Rescaler:
                     # The job drained meanwhile: its final checkpoint (with every worker still
                     # a member) publishes it all; the workers stop with the job.
                     retiring = []
-            for worker in retiring:
-                controller = self.members.pop(worker)
-                self.retired_reports.append(await controller.ask(Retire()))
-                assert self.pool is not None
-                await self.pool.stop(worker)
+            await _each(retiring, self._retire)
             if retiring:
                 members = list(self.members)
                 await _each(self.members.values(), lambda c: c.ask(Admit(members)))
@@ -223,6 +219,12 @@ class Rescaler:
             )
             self.scaling.rescales.append(record)
             return record
+
+    async def _retire(self, worker: int) -> None:
+        controller = self.members.pop(worker)
+        self.retired_reports.append(await controller.ask(Retire()))
+        assert self.pool is not None
+        await self.pool.stop(worker)
 
     async def _apply(
         self, supervisor: JobSupervisor, groups: Sequence[Move], splits: Sequence[Move]

@@ -8,10 +8,8 @@ import signal
 import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
-from contextlib import AsyncExitStack
 from functools import partial
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 import anyio
@@ -51,6 +49,7 @@ from ._plan import Plan
 from ._recovery import AttemptFailed, Attempts, StartPoint
 from ._result import JobResult
 from ._sinks import SinkPartition
+from ._supervisor import JobSupervisor
 from ._worker import place_directory
 
 __all__ = ("run_processes",)
@@ -103,17 +102,6 @@ def _failure_cause(plan: Plan, index: int, proc: WorkerProcess) -> tuple[int, Jo
     )
 
 
-def _mark_aborting(
-    kernel: Worker,
-    exc_type: type[BaseException] | None,
-    exc: BaseException | None,
-    tb: TracebackType | None,
-) -> bool:
-    if exc_type is not None:
-        kernel.aborting = True
-    return False
-
-
 async def _abort_all(procs: Sequence[WorkerProcess], grace: float = _ABORT_GRACE_S) -> None:
     """Terminate every worker still running and wait until all have exited (SIGKILL after
     ``grace`` seconds)."""
@@ -151,9 +139,10 @@ async def run_processes(run: Run, ref: str, params: Mapping[str, Any]) -> JobRes
 
 
 class _ProcessPool:
-    """The worker processes of one attempt: started at its start or by a rescale (each in the
-    attempt's exit stack, so an aborted attempt takes them all down), and watched: a process
-    that ends while the job runs, unless it was retired, fails the attempt."""
+    """The worker processes of one attempt, each held open by a task of its own (started at
+    the attempt's start or by a rescale), and watched: a process that ends while the job runs,
+    unless it was retired, fails the attempt. Releasing a worker's task stops its process in
+    order; cancelling the tasks aborts them."""
 
     def __init__(
         self,
@@ -162,7 +151,7 @@ class _ProcessPool:
         params: Mapping[str, Any],
         start: StartPoint,
         mesh_dir: Path,
-        stack: AsyncExitStack,
+        tg: TaskGroup,
         kernel: Worker,
     ) -> None:
         self.run = run
@@ -170,39 +159,48 @@ class _ProcessPool:
         self.params = params
         self.start_point = start
         self.mesh_dir = mesh_dir
-        self.stack = stack
+        self.tg = tg
         self.kernel = kernel
         self.procs: dict[int, WorkerProcess] = {}
         self.retired: set[int] = set()
         self.watch: Callable[[int], None] | None = None  # set once the attempt runs
+        self._release: dict[int, anyio.Event] = {}
 
     async def open(self, ids: Sequence[int], placement: Placement) -> None:
         """Start processes ``ids`` routing by ``placement``; they boot in parallel."""
         members = sorted({*placement.workers, *ids})
-        started = []
-        for index in ids:
-            proc = await self.stack.enter_async_context(
-                open_worker_process(
-                    index,
-                    self.mesh_dir,
-                    [*members, DRIVER_ID],
-                    bootstrap="shoal.runtime._boot:bootstrap",
-                    args=_worker_args(
-                        self.run, self.ref, self.params, index, members, placement, self.start_point
-                    ),
-                    # If this driver dies, its workers remove what it cannot.
-                    cleanup=[self.run.state_dir] if self.run.temporary else [],
-                    link_buffer=self.run.link_buffer,
-                    wait_ready=False,  # they boot in parallel; waited for below
-                )
-            )
-            self.procs[index] = proc
-            started.append(proc)
+        started = [await self.tg.start(self._hold, index, members, placement) for index in ids]
         for proc in started:
             await proc.wait_ready()
         if self.watch is not None:
             for index in ids:
                 self.watch(index)
+
+    async def _hold(
+        self,
+        index: int,
+        members: list[int],
+        placement: Placement,
+        *,
+        task_status: anyio.abc.TaskStatus[WorkerProcess] = anyio.TASK_STATUS_IGNORED,
+    ) -> None:
+        release = self._release[index] = anyio.Event()
+        async with open_worker_process(
+            index,
+            self.mesh_dir,
+            [*members, DRIVER_ID],
+            bootstrap="shoal.runtime._boot:bootstrap",
+            args=_worker_args(
+                self.run, self.ref, self.params, index, members, placement, self.start_point
+            ),
+            # If this driver dies, its workers remove what it cannot.
+            cleanup=[self.run.state_dir] if self.run.temporary else [],
+            link_buffer=self.run.link_buffer,
+            wait_ready=False,  # they boot in parallel; waited for by open()
+        ) as proc:
+            self.procs[index] = proc
+            task_status.started(proc)
+            await release.wait()
 
     async def start(self, ids: Sequence[int], placement: Placement) -> dict[int, Ref]:
         await self.open(ids, placement)
@@ -210,9 +208,13 @@ class _ProcessPool:
 
     async def stop(self, worker: int) -> None:
         self.retired.add(worker)
-        proc = self.procs[worker]
-        proc.request_stop()
-        await proc.wait()
+        self._release[worker].set()
+        await self.procs[worker].wait()
+
+    def release_all(self) -> None:
+        """Let every process go: in order if it still runs (see open_worker_process)."""
+        for release in self._release.values():
+            release.set()
 
     def running(self) -> list[WorkerProcess]:
         return [proc for index, proc in self.procs.items() if index not in self.retired]
@@ -237,6 +239,7 @@ async def _process_attempt(
     noticed: list[float] = []
     driver_lost: list[PeerLostError] = []
     reports: list[dict[str, Any]] = []
+    elapsed = 0.0
     pool: _ProcessPool | None = None
     try:
         async with open_worker(
@@ -258,78 +261,22 @@ async def _process_attempt(
                 run, placement, sink, dead_sink, controllers, kernel, store, attempts.coordinator
             )
             await kernel.spawn(lambda: supervisor, name=JOB_ACTOR)
-            async with AsyncExitStack() as stack:
-                pool = _ProcessPool(run, ref, params, start, mesh_dir, stack, kernel)
-                await pool.open(list(placement.workers), placement)
-                assert supervisor.rescaler is not None
-                supervisor.rescaler.pool = pool
-                # Unwinding by an exception (a cancellation: Ctrl-C twice) marks the driver as
-                # aborting before the processes are terminated: their going is then no news.
-                stack.push(partial(_mark_aborting, kernel))
-                started = time.perf_counter()
-
-                async def all_reports() -> list[dict[str, Any]]:
-                    return [await c.ask("report") for c in supervisor.controllers]
-
-                async def watch(index: int, scope: anyio.CancelScope) -> None:
-                    assert pool is not None
-                    await pool.procs[index].wait()
-                    if not supervisor.ended.is_set() and index not in pool.retired:
-                        ended.append(index)
-                        noticed.append(time.perf_counter())
-                        scope.cancel()
-
-                async with anyio.create_task_group() as tg:
-                    for index in placement.workers:
-                        tg.start_soon(watch, index, tg.cancel_scope)
-
-                    def watch_new(index: int, tg: TaskGroup = tg) -> None:
-                        tg.start_soon(watch, index, tg.cancel_scope)
-
-                    pool.watch = watch_new
-                    control = attempt_control(
-                        run,
-                        kernel,
-                        supervisor,
-                        store,
-                        all_reports,
-                        # A real kill -9, like one from outside: reported as the cause.
-                        lambda index: os.kill(pool.procs[index].pid, signal.SIGKILL),
+            async with anyio.create_task_group() as holders:
+                pool = _ProcessPool(run, ref, params, start, mesh_dir, holders, kernel)
+                try:
+                    await pool.open(list(placement.workers), placement)
+                    assert supervisor.rescaler is not None
+                    supervisor.rescaler.pool = pool
+                    elapsed, reports = await _run_attempt(
+                        run, kernel, supervisor, pool, store, attempts, ended, noticed, driver_lost
                     )
-                    start_companions(tg, run, all_reports, started, control)
-                    try:
-                        await start_and_wait(
-                            supervisor.controllers,
-                            supervisor,
-                            attempts.running,
-                            kernel.ref(JOB_ACTOR),
-                        )
-                    except* PeerLostError as group:
-                        # A connection to a worker broke: the job cannot finish. Which worker
-                        # failed first, and why, is read from the processes below.
-                        noticed.append(time.perf_counter())
-                        driver_lost.extend(group.exceptions)  # type: ignore[arg-type]
-                    tg.cancel_scope.cancel()
-                elapsed = time.perf_counter() - started
-                if not (ended or driver_lost):
-                    try:
-                        reports = [await c.ask(Finish()) for c in supervisor.controllers]
-                        reports += supervisor.rescaler.retired_reports
-                    except PeerLostError as exc:
-                        # A worker died after the final checkpoint, before its report: the
-                        # next attempt restores that checkpoint and finishes at once.
-                        noticed.append(time.perf_counter())
-                        driver_lost.append(exc)
-                if ended or driver_lost:
-                    # With checkpoints, the job restarts: nothing of the survivors is kept but
-                    # their LMDB, which is crash-safe, so they go at once.
-                    await _abort_all(
-                        pool.running(), grace=0.0 if store is not None else _ABORT_GRACE_S
-                    )
-                else:
-                    await kernel.ref(JOB_ACTOR).ask("settle")
-                    for proc in pool.running():  # all at once; leaving the stack waits for each
-                        proc.request_stop()
+                except BaseException:
+                    # Unwinding by an exception (a cancellation: Ctrl-C twice) marks the driver
+                    # as aborting before the processes go: their going is then no news.
+                    kernel.aborting = True
+                    raise
+                finally:
+                    pool.release_all()
     except* ActorFailedError as group:
         # The driver's own actors (a gathering sink, the dead-letter sink) failed.
         first = group.exceptions[0]
@@ -365,6 +312,85 @@ async def _process_attempt(
         supervisor,
         attempts,
     )
+
+
+async def _run_attempt(
+    run: Run,
+    kernel: Worker,
+    supervisor: JobSupervisor,
+    pool: _ProcessPool,
+    store: CheckpointStore | None,
+    attempts: Attempts,
+    ended: list[int],
+    noticed: list[float],
+    driver_lost: list[PeerLostError],
+) -> tuple[float, list[dict[str, Any]]]:
+    """Run the started workers until the job ends or a worker is lost; return the elapsed
+    time and the workers' final reports (none when a worker was lost)."""
+    reports: list[dict[str, Any]] = []
+    started = time.perf_counter()
+    assert supervisor.rescaler is not None
+
+    async def all_reports() -> list[dict[str, Any]]:
+        return [await c.ask("report") for c in supervisor.controllers]
+
+    async def watch(index: int, scope: anyio.CancelScope) -> None:
+        await pool.procs[index].wait()
+        if not supervisor.ended.is_set() and index not in pool.retired:
+            ended.append(index)
+            noticed.append(time.perf_counter())
+            scope.cancel()
+
+    async with anyio.create_task_group() as tg:
+        for index in list(pool.procs):
+            tg.start_soon(watch, index, tg.cancel_scope)
+
+        def watch_new(index: int, tg: TaskGroup = tg) -> None:
+            tg.start_soon(watch, index, tg.cancel_scope)
+
+        pool.watch = watch_new
+        control = attempt_control(
+            run,
+            kernel,
+            supervisor,
+            store,
+            all_reports,
+            # A real kill -9, like one from outside: reported as the cause.
+            lambda index: os.kill(pool.procs[index].pid, signal.SIGKILL),
+        )
+        start_companions(tg, run, all_reports, started, control)
+        try:
+            await start_and_wait(
+                supervisor.controllers,
+                supervisor,
+                attempts.running,
+                kernel.ref(JOB_ACTOR),
+            )
+        except* PeerLostError as group:
+            # A connection to a worker broke: the job cannot finish. Which worker
+            # failed first, and why, is read from the processes below.
+            noticed.append(time.perf_counter())
+            driver_lost.extend(group.exceptions)  # type: ignore[arg-type]
+        tg.cancel_scope.cancel()
+    elapsed = time.perf_counter() - started
+    if not (ended or driver_lost):
+        try:
+            reports = [await c.ask(Finish()) for c in supervisor.controllers]
+            reports += supervisor.rescaler.retired_reports
+        except PeerLostError as exc:
+            # A worker died after the final checkpoint, before its report: the
+            # next attempt restores that checkpoint and finishes at once.
+            noticed.append(time.perf_counter())
+            driver_lost.append(exc)
+    if ended or driver_lost:
+        # With checkpoints, the job restarts: nothing of the survivors is kept but
+        # their LMDB, which is crash-safe, so they go at once.
+        await _abort_all(pool.running(), grace=0.0 if store is not None else _ABORT_GRACE_S)
+    else:
+        await kernel.ref(JOB_ACTOR).ask("settle")
+        for proc in pool.running():  # all at once; leaving the stack waits for each
+            proc.request_stop()
+    return elapsed, reports
 
 
 def _worker_args(

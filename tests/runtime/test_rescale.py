@@ -67,3 +67,32 @@ async def test_two_keyed_stages_rescale_with_checkpoints_and_exactly_once_output
     assert result.checkpoints.completed > 0
     assert final_state(result, p) == oracle(p)
     check_output(p)
+
+
+@pytest.mark.asyncio
+async def test_worker_processes_rescale_2_4_1_3_with_exact_state_and_output(
+    tmp_path: Path,
+) -> None:
+    p = params(rate=3_000.0, stages=2, output=str(tmp_path / "out"))
+    result = await run_job(
+        f"{FLOWS}:paced_stats",
+        params=p,
+        workers=2,
+        state_dir=tmp_path / "state",
+        checkpoint_interval=0.1,
+        timeline=[
+            at(rescale(4), records=2_000),
+            at(rescale(1), records=7_000),
+            at(rescale(3), records=12_000),
+        ],
+    )
+    assert result.processes
+    assert [(r.workers_before, r.workers_after) for r in result.rescales] == [
+        (2, 4),
+        (4, 1),
+        (1, 3),
+    ]
+    assert result.workers == 3
+    assert result.records_in == p["n"]
+    assert final_state(result, p) == oracle(p)
+    check_output(p)
