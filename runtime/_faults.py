@@ -36,6 +36,9 @@ FAULT_POINTS: Mapping[str, str] = {
     "keygroup.restore": "a key group is being restored after a failure (recovery)",
     "checkpoint.write": "a worker writes a key group's checkpoint file",
     "sink.commit": "a transactional sink publishes a completed epoch's output",
+    "keygroup.handoff": "a moving key group closed its store; its successor has not got it",
+    "keygroup.takeover": "a moving key group's successor got the handoff, opens the store",
+    "source.handoff": "a moving split's actor stopped reading; the new owner has not got it",
 }
 _ACTIONS = ("kill", "fail", "enospc")
 

@@ -254,6 +254,8 @@ class KeyGroupActor(Actor):
         state = handoff.state
         op = self.stage.operator
         assert op is not None
+        if env.faults:
+            env.faults.hit("keygroup.takeover")
         self.store = env.backend.open_store(op.name, self.key_group, op.states)
         self.alignment.restore(state["alignment"])
         self._start_runner(sorted(self.alignment.open_channels))
@@ -315,6 +317,8 @@ class KeyGroupActor(Actor):
             "epoch_out": self.epoch_out,
             "bytes": size,
         }
+        if env.faults:
+            env.faults.hit("keygroup.handoff")
         await env.kernel.ref(controller_name(target)).tell(
             GroupHandoff(version, self.name, env.index, state, paused_at)
         )

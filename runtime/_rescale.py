@@ -279,7 +279,14 @@ def _chunks(moves: Sequence[Move], size: int) -> list[list[Move]]:
 
 
 async def _each(items: Any, fn: Callable[[Any], Coroutine[Any, Any, Any]]) -> None:
-    """Run ``fn`` on every item at once; wait for all."""
-    async with anyio.create_task_group() as tg:
-        for item in list(items):
-            tg.start_soon(fn, item)
+    """Run ``fn`` on every item at once; wait for all. The first error is raised as itself
+    (a lost worker is a ``PeerLostError``, not a group of them)."""
+    try:
+        async with anyio.create_task_group() as tg:
+            for item in list(items):
+                tg.start_soon(fn, item)
+    except BaseExceptionGroup as group:
+        first = group.exceptions[0]
+        while isinstance(first, BaseExceptionGroup):
+            first = first.exceptions[0]
+        raise first from None

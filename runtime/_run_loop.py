@@ -19,6 +19,7 @@ from shoal.actors import (
     Worker,
     open_worker,
 )
+from shoal.actors._log import get_logger
 from shoal.storage import (
     CheckpointCorruptError,
     CheckpointStore,
@@ -49,6 +50,8 @@ from ._worker import WorkerEnv, place_directory, start_worker
 
 __all__ = ("run_in_loop",)
 
+log = get_logger("shoal.job")
+
 
 async def run_in_loop(run: Run, backend: StateBackend, workers: int) -> JobResult:
     """Every worker, and the driver's job supervisor, in this event loop.
@@ -61,8 +64,7 @@ async def run_in_loop(run: Run, backend: StateBackend, workers: int) -> JobResul
     its actors) fails the attempt; with checkpoints on, the job restarts from the last one.
     """
     plan = run.plan
-    shared = ClosesOnce(plan.sink.open_partition(0, 1)) if plan.sink.gather else None
-    sinks = _Partitions(run, shared, workers)
+    sinks = _Partitions(run, workers)
     dead_sink = ClosesOnce(run.dlq.open_partition(0, 1))
     store = run.checkpoint_store()  # one for every worker here: it is thread-safe
     attempts = make_attempts(run, store)
@@ -79,28 +81,42 @@ async def run_in_loop(run: Run, backend: StateBackend, workers: int) -> JobResul
 
 
 class _Partitions:
-    """Sink partitions by worker id, opened on first use and kept across attempts (a worker
-    id can come back in a restarted attempt); closed once, at the end of the job."""
+    """Sink partitions by worker id (one shared partition for a gathering sink), opened on
+    first use. A plain sink's partitions are kept across attempts (a worker id can come back
+    in a restarted attempt; reopening would truncate its file) and closed once, at the end of
+    the job; a transactional sink's are opened afresh in every attempt, after ``recover``."""
 
-    def __init__(self, run: Run, shared: SinkPartition | None, workers: int) -> None:
+    def __init__(self, run: Run, workers: int) -> None:
         self._run = run
-        self._shared = shared
         self._workers = workers
         self._by_id: dict[int, ClosesOnce] = {}
 
     def get(self, worker: int) -> SinkPartition:
-        if self._shared is not None:
-            return self._shared
-        partition = self._by_id.get(worker)
+        sink = self._run.plan.sink
+        key = -1 if sink.gather else worker
+        partition = self._by_id.get(key)
         if partition is None:
-            space = max(self._workers, worker + 1)
-            partition = ClosesOnce(self._run.plan.sink.open_partition(worker, space))
-            self._by_id[worker] = partition
+            partition = ClosesOnce(
+                sink.open_partition(0, 1)
+                if sink.gather
+                else sink.open_partition(worker, max(self._workers, worker + 1))
+            )
+            self._by_id[key] = partition
         return partition
 
+    async def renew(self) -> None:
+        """Before an attempt: a transactional sink's partitions of the last one are closed
+        (the sink's ``recover`` then sorts out what they staged)."""
+        if self._run.plan.transactional:
+            await self.aclose()
+
     async def aclose(self) -> None:
-        for partition in [*self._by_id.values(), *([self._shared] if self._shared else [])]:
-            await partition.aclose()
+        partitions, self._by_id = list(self._by_id.values()), {}
+        for partition in partitions:
+            try:
+                await partition.aclose()
+            except Exception as exc:  # a failed partition: recover() cleans up after it
+                log.debug("sink partition did not close cleanly", error=str(exc))
 
 
 class _LoopPool:
@@ -142,12 +158,15 @@ class _LoopPool:
         index: int,
         placement: Placement,
         members: list[int],
+        joining: bool = False,
         *,
         task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
     ) -> None:
+        """Run worker ``index`` until it is stopped; ``joining``: started by a rescale (it
+        owns nothing yet, so it restores nothing)."""
         run = self.run
         plan = run.plan
-        start = self.start_point
+        start = StartPoint(attempt=self.start_point.attempt) if joining else self.start_point
         peers = sorted({*members, index})
         async with open_worker(
             worker_id=index, peers=[*peers, DRIVER_ID], namespace=self.namespace
@@ -201,6 +220,7 @@ async def _loop_attempt(
     placement = Placement.initial(plan.num_key_groups, len(plan.splits), workers)
     namespace = f"job-{run.run_id}-{start.attempt}"
     pool: _LoopPool | None = None
+    await sinks.renew()
     await recover_sink(run, start)
     try:
         async with open_worker(
@@ -274,7 +294,7 @@ class _LoopPoolHandle:
     async def start(self, ids: Sequence[int], placement: Placement) -> dict[int, Ref]:
         members = sorted({*placement.workers, *ids})
         for index in ids:
-            await self._pool.tg.start(self._pool._run_worker, index, placement, members)
+            await self._pool.tg.start(self._pool._run_worker, index, placement, members, True)
         return {index: self._driver.ref(controller_name(index)) for index in ids}
 
     async def stop(self, worker: int) -> None:

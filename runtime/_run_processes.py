@@ -166,10 +166,14 @@ class _ProcessPool:
         self.watch: Callable[[int], None] | None = None  # set once the attempt runs
         self._release: dict[int, anyio.Event] = {}
 
-    async def open(self, ids: Sequence[int], placement: Placement) -> None:
-        """Start processes ``ids`` routing by ``placement``; they boot in parallel."""
+    async def open(self, ids: Sequence[int], placement: Placement, *, joining: bool) -> None:
+        """Start processes ``ids`` routing by ``placement``; they boot in parallel.
+        ``joining``: started by a rescale (they own nothing yet, so restore nothing)."""
         members = sorted({*placement.workers, *ids})
-        started = [await self.tg.start(self._hold, index, members, placement) for index in ids]
+        start = StartPoint(attempt=self.start_point.attempt) if joining else self.start_point
+        started = [
+            await self.tg.start(self._hold, index, members, placement, start) for index in ids
+        ]
         for proc in started:
             await proc.wait_ready()
         if self.watch is not None:
@@ -181,6 +185,7 @@ class _ProcessPool:
         index: int,
         members: list[int],
         placement: Placement,
+        start: StartPoint,
         *,
         task_status: anyio.abc.TaskStatus[WorkerProcess] = anyio.TASK_STATUS_IGNORED,
     ) -> None:
@@ -190,9 +195,7 @@ class _ProcessPool:
             self.mesh_dir,
             [*members, DRIVER_ID],
             bootstrap="shoal.runtime._boot:bootstrap",
-            args=_worker_args(
-                self.run, self.ref, self.params, index, members, placement, self.start_point
-            ),
+            args=_worker_args(self.run, self.ref, self.params, index, members, placement, start),
             # If this driver dies, its workers remove what it cannot.
             cleanup=[self.run.state_dir] if self.run.temporary else [],
             link_buffer=self.run.link_buffer,
@@ -203,7 +206,7 @@ class _ProcessPool:
             await release.wait()
 
     async def start(self, ids: Sequence[int], placement: Placement) -> dict[int, Ref]:
-        await self.open(ids, placement)
+        await self.open(ids, placement, joining=True)
         return {index: self.kernel.ref(controller_name(index)) for index in ids}
 
     async def stop(self, worker: int) -> None:
@@ -264,7 +267,7 @@ async def _process_attempt(
             async with anyio.create_task_group() as holders:
                 pool = _ProcessPool(run, ref, params, start, mesh_dir, holders, kernel)
                 try:
-                    await pool.open(list(placement.workers), placement)
+                    await pool.open(list(placement.workers), placement, joining=False)
                     assert supervisor.rescaler is not None
                     supervisor.rescaler.pool = pool
                     elapsed, reports = await _run_attempt(

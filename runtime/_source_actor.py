@@ -174,6 +174,8 @@ class SourceActor(Actor):
             "epoch_out": self.epoch_out,
             "records": self.records,
         }
+        if env.faults:
+            env.faults.hit("source.handoff")
         await env.kernel.ref(controller_name(target)).tell(
             SplitHandoff(version, self.split, env.index, state, paused_at)
         )

@@ -28,13 +28,12 @@ savepoint paths are under the state directory.
 
 from __future__ import annotations
 
-import contextlib
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import anyio
-from shoal.actors import ActorStoppedError, PeerLostError
+from shoal.actors import PeerLostError
 from shoal.actors._log import get_logger
 
 from ._control import JobControl
@@ -266,8 +265,10 @@ class TimelineRunner:
         victim = action.kill_worker
 
         async def rescale_until_killed() -> None:
-            with contextlib.suppress(PeerLostError, ActorStoppedError):
+            try:
                 await control.rescale(action.workers)
+            except Exception as exc:  # a consequence of the kill: the attempt's watch reports it
+                log.debug("rescale ended by the kill", error=f"{type(exc).__name__}: {exc}")
 
         async with anyio.create_task_group() as tg:
             tg.start_soon(rescale_until_killed)

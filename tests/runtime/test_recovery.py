@@ -232,9 +232,13 @@ def random_schedule(seed: int, output: str = "") -> tuple[dict[str, Any], list[F
     return params, faults
 
 
+#: The points of live migration: tests/runtime/test_rescale.py schedules faults there.
+MIGRATION_POINTS = {"keygroup.handoff", "keygroup.takeover", "source.handoff"}
+
+
 def test_random_schedules_cover_every_fault_point() -> None:
     points = {f.point for seed in range(40) for f in random_schedule(seed)[1]}
-    assert points == set(FAULT_POINTS)
+    assert points == set(FAULT_POINTS) - MIGRATION_POINTS
 
 
 @pytest.mark.processes

@@ -3,12 +3,15 @@ and output equal an oracle recomputed from the input."""
 
 from __future__ import annotations
 
+import os
+import random
 from pathlib import Path
 from typing import Any
 
 import pytest
 from recovery_flows import check_output, final_state, oracle
 from rescale_flows import paced_stats
+from shoal.runtime._faults import Fault
 from shoal.runtime.timeline import at, rescale
 
 from shoal import run_job
@@ -96,3 +99,99 @@ async def test_worker_processes_rescale_2_4_1_3_with_exact_state_and_output(
     assert result.records_in == p["n"]
     assert final_state(result, p) == oracle(p)
     check_output(p)
+
+
+# Seeded random schedules: rescales, checkpoints, and faults in the middle of moves.
+
+SCHEDULES = int(os.environ.get("SHOAL_FAULT_SCHEDULES", "3"))
+MIGRATION_POINTS = ("keygroup.handoff", "keygroup.takeover", "source.handoff")
+
+
+def random_rescales(
+    seed: int, *, processes: bool, output: str
+) -> tuple[dict[str, Any], list[Any], list[Fault], dict[str, Any]]:
+    """A seeded job, a timeline of two or three rescales (to 1..4 workers), and maybe one
+    fault at a point of a move (kill -9 in a process, an engine error in one loop), or a
+    kill -9 of a worker while a rescale hands key groups over."""
+    rng = random.Random(seed)
+    n = 30_000 if processes else 20_000
+    p = params(
+        seed=seed,
+        n=n,
+        splits=rng.randint(2, 5),
+        key_groups=rng.choice([8, 16]),
+        stages=rng.choice([1, 2]),
+        rate=4_000.0 if processes else 10_000.0,
+        output=output,
+    )
+    steps: list[Any] = []
+    workers = 2
+    for index, records in enumerate(sorted(rng.sample(range(n // 10, n * 7 // 10, 100), 3))):
+        target = rng.choice([w for w in (1, 2, 3, 4) if w != workers])
+        kill = None
+        if processes and index == 1 and rng.random() < 0.5:
+            kill = rng.choice(range(workers))  # a worker that exists when the rescale starts
+        steps.append(at(rescale(target, kill_worker=kill), records=records))
+        workers = target
+        if kill is not None:
+            break  # the attempt restarts at the new size; later steps would race it
+    faults = []
+    if rng.random() < 0.7 and not any(s.action.kill_worker is not None for s in steps):
+        point = rng.choice(MIGRATION_POINTS)
+        faults.append(Fault(point, worker=rng.randrange(4), attempt=0, hit=rng.randint(1, 3)))
+    options = {"checkpoint_interval": rng.choice([0.05, 0.2])}
+    return p, steps, faults, options
+
+
+def test_random_rescale_schedules_cover_every_migration_point() -> None:
+    points = {
+        f.point for seed in range(40) for f in random_rescales(seed, processes=False, output="")[2]
+    }
+    assert points == set(MIGRATION_POINTS)
+    kills = [
+        s
+        for seed in range(40)
+        for s in random_rescales(seed, processes=True, output="")[1]
+        if s.action.kill_worker is not None
+    ]
+    assert kills
+
+
+async def run_schedule(tmp_path: Path, seed: int, *, processes: bool) -> None:
+    p, steps, faults, options = random_rescales(
+        seed, processes=processes, output=str(tmp_path / "out")
+    )
+    result = await run_job(
+        f"{FLOWS}:paced_stats" if processes else paced_stats(**p),
+        params=p if processes else None,
+        workers=2,
+        processes=processes,
+        state_dir=tmp_path / "state",
+        timeline=steps,
+        faults=faults,
+        max_restarts=5,
+        **options,
+    )
+    assert final_state(result, p) == oracle(p), (steps, faults)
+    check_output(p)
+    if not faults and not result.recoveries:
+        # Every rescale completed live.
+        assert len(result.rescales) == len(steps), (steps, result.rescales)
+        assert result.migrations
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("seed", range(SCHEDULES))
+async def test_random_rescales_in_one_loop_keep_state_and_output_exactly_once(
+    tmp_path: Path, seed: int
+) -> None:
+    await run_schedule(tmp_path, seed, processes=False)
+
+
+@pytest.mark.processes
+@pytest.mark.asyncio
+@pytest.mark.parametrize("seed", range(SCHEDULES))
+async def test_random_rescales_and_kills_across_processes_keep_state_exactly_once(
+    tmp_path: Path, seed: int
+) -> None:
+    await run_schedule(tmp_path, 1000 + seed, processes=True)
