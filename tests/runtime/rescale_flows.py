@@ -52,8 +52,10 @@ def paced_stats(
     stages: int = 1,
     rate: float = 20_000.0,
     output: str = "",
+    collect: CollectingSink | None = None,
 ) -> Flow:
-    """``recovery_flows.stats`` over a :class:`PacedSource` (same oracle)."""
+    """``recovery_flows.stats`` over a :class:`PacedSource` (same oracle); ``collect``: the
+    sink to collect the output in (in one loop: a test watches it while the job runs)."""
     flow = Flow("stats", num_key_groups=key_groups)
     out = (
         flow.source(PacedSource(records(seed, n, vocabulary), splits=splits, rate=rate))
@@ -71,5 +73,11 @@ def paced_stats(
     )
     if stages == 2:
         out = out.key_by(last_letter).count(name="per_letter")
-    out.sink(TransactionalJsonlSink(output) if output else CollectingSink())
+    out.sink(
+        TransactionalJsonlSink(output)
+        if output
+        else collect
+        if collect is not None
+        else CollectingSink()
+    )
     return flow

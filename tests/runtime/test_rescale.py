@@ -8,13 +8,16 @@ import random
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
 from recovery_flows import check_output, final_state, oracle
 from rescale_flows import paced_stats
 from shoal.runtime._faults import Fault
+from shoal.runtime._keygroup import KeyGroupActor
+from shoal.runtime._keys import KeyGroupRouter
 from shoal.runtime.timeline import at, rescale
 
-from shoal import run_job
+from shoal import CollectingSink, run_job
 
 FLOWS = Path(__file__).parent / "rescale_flows.py"
 
@@ -195,3 +198,84 @@ async def test_random_rescales_and_kills_across_processes_keep_state_exactly_onc
     tmp_path: Path, seed: int
 ) -> None:
     await run_schedule(tmp_path, 1000 + seed, processes=True)
+
+
+class WatchedSink(CollectingSink):
+    """A collecting sink a test can wait on: ``await sink.reached(n)``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._waiting: list[tuple[int, anyio.Event]] = []
+
+    def open_partition(self, worker: int, workers: int) -> Any:
+        watched = self
+
+        class Partition:
+            async def write_batch(self, items: list[Any]) -> None:
+                watched.items.extend(items)
+                for count, event in watched._waiting:
+                    if len(watched.items) >= count:
+                        event.set()
+
+            async def aclose(self) -> None:
+                pass
+
+        return Partition()
+
+    async def reached(self, count: int) -> None:
+        event = anyio.Event()
+        self._waiting.append((count, event))
+        if len(self.items) >= count:
+            event.set()
+        await event.wait()
+
+
+@pytest.mark.asyncio
+async def test_while_one_key_group_is_held_mid_move_the_others_keep_flowing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Key group 6 moves (2 -> 3 workers) and its old owner is held just before it hands
+    over; meanwhile the other key groups' output advances, key group 6's does not; once
+    released, the state is exact."""
+    held_group = 6
+    entered, release = anyio.Event(), anyio.Event()
+    leave = KeyGroupActor._leave
+
+    async def held_leave(self: KeyGroupActor) -> None:
+        if self.key_group == held_group:
+            entered.set()
+            await release.wait()
+        await leave(self)
+
+    monkeypatch.setattr(KeyGroupActor, "_leave", held_leave)
+    sink = WatchedSink()
+    p = params(rate=10_000.0, n=30_000)
+    router = KeyGroupRouter(p["key_groups"])
+    result: list[Any] = []
+
+    async def job() -> None:
+        result.append(
+            await run_job(
+                paced_stats(**p, collect=sink),
+                workers=2,
+                processes=False,
+                state_dir=tmp_path / "state",
+                timeline=[at(rescale(3), records=3_000)],
+            )
+        )
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(job)
+        with anyio.fail_after(30):
+            await entered.wait()
+        before = len(sink.items)
+        with anyio.fail_after(30):
+            await sink.reached(before + 3_000)  # others advance while it is held
+        during = sink.items[before:]
+        assert not [word for word, _count in during if router.group_of(word) == held_group]
+        assert len({router.group_of(word) for word, _count in during}) >= p["key_groups"] - 1
+        release.set()
+    (done,) = result
+    moved = {m.name: m for m in done.migrations}
+    assert moved["per_word#6"].pause_s > 0
+    assert final_state(done, p) == oracle(p)
