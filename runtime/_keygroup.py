@@ -38,7 +38,7 @@ from ._moves import flush_downstream, paused_now, pay_markers, sync_driver
 from ._names import (
     JOB_ACTOR,
     checkpoint_writer_name,
-    controller_name,
+    handoffs_name,
 )
 from ._operators import KeyedRunner
 from ._plan import actor_name
@@ -296,7 +296,7 @@ class KeyGroupActor(Actor):
             await flush_downstream(env, self.stage.index + 1)
         else:
             await sync_driver(env)
-        if self.writing is not None:
+        if self.writing is not None and not self.writing.done.is_set():
             await self.writing.done.wait()  # its snapshot reads the environment
         store = self.store
         assert store is not None
@@ -319,7 +319,7 @@ class KeyGroupActor(Actor):
         }
         if env.faults:
             env.faults.hit("keygroup.handoff")
-        await env.kernel.ref(controller_name(target)).tell(
+        await env.kernel.ref(handoffs_name(target)).tell(
             GroupHandoff(version, self.name, env.index, state, paused_at)
         )
         self.leaving = None

@@ -9,6 +9,7 @@ __all__ = (
     "controller_name",
     "exchange_name",
     "flow_control_name",
+    "handoffs_name",
     "source_actor_name",
 )
 
@@ -36,6 +37,12 @@ def exchange_name(worker: int, stage: int) -> str:
 
 def flow_control_name(worker: int) -> str:
     return f"credits:{worker}"
+
+
+def handoffs_name(worker: int) -> str:
+    """The actor taking the key groups and splits handed over to ``worker`` (live
+    migration): apart from the controller, so a handoff never waits behind control work."""
+    return f"handoffs:{worker}"
 
 
 def checkpoint_writer_name(worker: int) -> str:

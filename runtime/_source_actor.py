@@ -23,7 +23,7 @@ from ._messages import (
 from ._moves import flush_downstream, paused_now, pay_markers, sync_driver
 from ._names import (
     JOB_ACTOR,
-    controller_name,
+    handoffs_name,
 )
 from ._sources import SplitReader, drain_reader
 from ._watermarks import SplitTime
@@ -176,7 +176,7 @@ class SourceActor(Actor):
         }
         if env.faults:
             env.faults.hit("source.handoff")
-        await env.kernel.ref(controller_name(target)).tell(
+        await env.kernel.ref(handoffs_name(target)).tell(
             SplitHandoff(version, self.split, env.index, state, paused_at)
         )
         self.hand_off(target)

@@ -64,6 +64,7 @@ from ._names import (
     controller_name,
     exchange_name,
     flow_control_name,
+    handoffs_name,
     source_actor_name,
 )
 from ._operators import (
@@ -359,6 +360,39 @@ class WorkerEnv:
         return report
 
 
+class HandoffReceiver(Actor):
+    """Takes what other workers hand over to this one (see ``_moves.py``): a key group's
+    state goes to its waiting successor; a split gets a source actor here."""
+
+    def __init__(self, env: WorkerEnv) -> None:
+        self.env = env
+
+    async def receive(self, message: Any) -> Any:
+        env = self.env
+        if type(message) is GroupHandoff:
+            env.arrivals.pop(message.actor).take_over(message)
+            return None
+        if type(message) is not SplitHandoff:
+            raise TypeError(f"handoff receiver got an unexpected message {message!r}")
+        await env.kernel.spawn(
+            partial(SourceActor, env, message.split, handed=message.state),
+            name=source_actor_name(message.split),
+            mailbox_size=env.mailbox_size,
+        )
+        await env.kernel.ref(JOB_ACTOR).tell(
+            MovedIn(
+                message.version,
+                "split",
+                message.split,
+                message.source,
+                env.index,
+                paused_now() - message.paused_at,
+                0,
+            )
+        )
+        return None
+
+
 class WorkerController(Actor):
     """The driver's handle on one worker: start its sources, report counters, finish."""
 
@@ -431,26 +465,6 @@ class WorkerController(Actor):
             await nudge_senders(env, apply_update(env, message))
         elif kind is StartHandoffs:
             await start_handoffs(env, message.version)
-        elif kind is GroupHandoff:
-            successor = env.arrivals.pop(message.actor)
-            successor.take_over(message)
-        elif kind is SplitHandoff:
-            await env.kernel.spawn(
-                partial(SourceActor, env, message.split, handed=message.state),
-                name=source_actor_name(message.split),
-                mailbox_size=env.mailbox_size,
-            )
-            await env.kernel.ref(JOB_ACTOR).tell(
-                MovedIn(
-                    message.version,
-                    "split",
-                    message.split,
-                    message.source,
-                    env.index,
-                    paused_now() - message.paused_at,
-                    0,
-                )
-            )
         elif kind is Retire:
             return await self._retire()
         else:
@@ -495,6 +509,7 @@ def place_workers(kernel: Worker, plan: Plan, workers: Sequence[int]) -> None:
     directory = kernel.directory
     for worker in workers:
         directory.place(controller_name(worker), worker)
+        directory.place(handoffs_name(worker), worker)
         directory.place(flow_control_name(worker), worker)
         for stage in plan.keyed_stages:
             directory.place(exchange_name(worker, stage.index), worker)
@@ -556,6 +571,12 @@ async def start_worker(env: WorkerEnv) -> None:
             name=flow_control_name(env.index),
             mailbox_size=room * len(env.plan.keyed_stages),
         )
+    await kernel.spawn(
+        partial(HandoffReceiver, env),
+        name=handoffs_name(env.index),
+        # One message per key-group actor or split handed over: never a wait.
+        mailbox_size=len(env.plan.keyed_stages) * env.plan.num_key_groups + len(env.plan.splits),
+    )
     await kernel.spawn(lambda: WorkerController(env), name=controller_name(env.index))
     get_logger("shoal.worker").info(
         "worker started",

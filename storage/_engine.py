@@ -156,6 +156,10 @@ class Engine(Protocol):
         self, db: str, start: bytes, stop: bytes | None, prefix: bytes
     ) -> Iterator[tuple[bytes, bytes]]: ...
 
+    def any_in(self, db: str, start: bytes, stop: bytes) -> bool:
+        """Whether ``db`` has a key in ``[start, stop)`` (one cursor seek)."""
+        ...
+
     def write(self, ops: Sequence[Op], puts: Sequence[Puts] = ()) -> int: ...
 
     def write_logged(
@@ -243,8 +247,8 @@ def _take_fence(path: Path) -> int:
     except BaseException:
         os.close(fd)
         raise
-    os.ftruncate(fd, 0)
-    os.pwrite(fd, str(os.getpid()).encode("ascii"), 0)
+    # Fixed width, so no truncate is needed (it costs ~1 ms: on every handoff's open).
+    os.pwrite(fd, f"{os.getpid():>12}".encode("ascii"), 0)
     return fd
 
 
@@ -299,6 +303,11 @@ class LmdbEngine:
     def get(self, db: str, key: bytes) -> bytes | None:
         with self._env.begin(db=self._dbs[db], buffers=False) as txn:
             return txn.get(key)
+
+    def any_in(self, db: str, start: bytes, stop: bytes) -> bool:
+        with self._env.begin(db=self._dbs[db], buffers=True) as txn:
+            cursor = txn.cursor()
+            return bool(cursor.set_range(start)) and bytes(cursor.key()) < stop
 
     def scan(
         self, db: str, start: bytes, stop: bytes | None, prefix: bytes
@@ -608,6 +617,9 @@ class MemoryEngine:
             (k, v) for k, v in entries.items() if k >= start and _in_range(k, stop, prefix)
         )
         yield from selected
+
+    def any_in(self, db: str, start: bytes, stop: bytes) -> bool:
+        return any(start <= key < stop for key in self._dbs[db])
 
     def write(self, ops: Sequence[Op], puts: Sequence[Puts] = ()) -> int:
         written = 0

@@ -166,9 +166,7 @@ class KeyGroupStore:
         # Undo records above the committed epoch come from plain flushes after it: the next
         # flush_epoch must then read its delta from the log rather than from its own write.
         above = tag_bytes((self._epoch or 0) + 1)
-        self._partial = self._floor is not None and any(
-            True for _ in self._engine.scan(UNDO_DB, above, _TAGS_END, b"")
-        )
+        self._partial = self._floor is not None and self._engine.any_in(UNDO_DB, above, _TAGS_END)
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else "open"
