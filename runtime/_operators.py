@@ -473,6 +473,8 @@ class KeyedRunner:
                     window.on_timer(key, ts, out)
                 else:
                     self._on_timer(key, ts, kind, current, out, split, dead)
+        if window is None:
+            timers.rearm()  # wake the key group at the next processing-time timer
         return out
 
     def _on_timer(
