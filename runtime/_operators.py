@@ -470,7 +470,7 @@ class KeyedRunner:
         for kind, upto in due:
             for ts, key in timers.due(kind, upto):
                 if window is not None:
-                    window.on_timer(key, ts, out)
+                    window.on_timer(key, ts, out, split, dead)
                 else:
                     self._on_timer(key, ts, kind, current, out, split, dead)
         if window is None:
