@@ -14,6 +14,8 @@ from shoal.runtime._windows import WINDOWS_STATE
 from shoal import (
     CollectingSink,
     DeadLetterSink,
+    Fault,
+    TransactionalJsonlSink,
     Flow,
     IterableSource,
     Session,
@@ -296,3 +298,36 @@ async def test_window_results_are_unchanged_by_checkpoint_barriers(
     assert result.checkpoints is not None
     assert result.checkpoints.completed > 0
     assert flows.results(result.sink.items) == flows.oracle(data, kind, size, slide)  # type: ignore[attr-defined]
+
+
+@pytest.mark.processes
+@pytest.mark.asyncio
+@pytest.mark.parametrize(("kind", "size", "slide"), KINDS)
+async def test_windows_fire_exactly_once_across_kills_and_checkpoint_restores(
+    tmp_path: Path, kind: str, size: int, slide: int
+) -> None:
+    # Two kill -9s (one mid-stream, one in the recovered attempt): open windows and their
+    # timers come back from the checkpoint with the rest of the key group's state, and the
+    # transactional sink publishes each window's result exactly once.
+    output = tmp_path / "out"
+    p = params(kind, size, slide, count=3000, seed=11, disorder=6, delay=6, output=str(output))
+    result = await run_job(
+        f"{FLOWS}:windowed",
+        params=p,
+        workers=2,
+        state_dir=tmp_path / "state",
+        batch_size=4,
+        mailbox_size=2,
+        checkpoint_interval=0.02,
+        restart_backoff=0.0,
+        faults=[
+            Fault("keygroup.batch", worker=1, attempt=0, hit=150),
+            Fault("source.batch", worker=0, attempt=1, hit=100),
+        ],
+    )
+    assert len(result.recoveries) == 2
+    assert result.checkpoints is not None
+    assert result.checkpoints.completed >= 1
+    data = flows.events(3000, seed=11, disorder=6)
+    published = TransactionalJsonlSink(str(output)).read()
+    assert flows.results(published) == flows.oracle(data, kind, size, slide)

@@ -13,6 +13,7 @@ from shoal import (
     IterableSource,
     Session,
     Sliding,
+    TransactionalJsonlSink,
     Tumbling,
 )
 
@@ -56,9 +57,11 @@ def windowed(
     lateness: int = 0,
     splits: int = 3,
     fold: str = "count",
+    output: str | None = None,
 ) -> Flow:
     """Windows over :func:`events`: ``fold`` is count, reduce (sum of values) or aggregate
-    (min and max of values)."""
+    (min and max of values); ``output``: a directory for a transactional sink (exactly-once
+    output), else a collecting sink."""
     flow = Flow(f"windowed_{kind}", num_key_groups=8)
     data = events(count, seed=seed, disorder=disorder)
     keyed = (
@@ -80,7 +83,7 @@ def windowed(
         stream = keyed.aggregate(_zero, _sum, merge=_plus, name="w")
     else:
         stream = keyed.aggregate(_none, _min_max, merge=_merge_min_max, name="w")
-    stream.sink(CollectingSink())
+    stream.sink(TransactionalJsonlSink(output) if output else CollectingSink())
     return flow
 
 
