@@ -15,11 +15,11 @@ from shoal import (
     CollectingSink,
     DeadLetterSink,
     Fault,
-    TransactionalJsonlSink,
     Flow,
     IterableSource,
     Session,
     Sliding,
+    TransactionalJsonlSink,
     Tumbling,
     run_job,
 )
