@@ -73,7 +73,8 @@ async def main() -> None:
             rates[kind].append(rate)
             print(
                 f"{kind:>8}: {rate:>10,.0f} events/s ({result.elapsed_s:.2f} s in the job, "
-                f"{wall:.2f} s wall), {result.records_out:,} out, peak RSS {peak_rss_mib():,.0f} MiB"
+                f"{wall:.2f} s wall), {result.records_out:,} out, "
+                f"peak RSS {peak_rss_mib():,.0f} MiB"
             )
     running = statistics.median(rates["running"])
     windowed = statistics.median(rates["windowed"])
