@@ -474,6 +474,15 @@ def _add(a: Any, b: Any) -> Any:
     return a + b
 
 
+def _append(acc: list[Any], value: Any) -> list[Any]:
+    acc.append(value)
+    return acc
+
+
+def _concat(a: list[Any], b: list[Any]) -> list[Any]:
+    return [*a, *b]
+
+
 def _zero() -> int:
     return 0
 
@@ -498,7 +507,8 @@ def _first() -> Any:
 
 class WindowedStream:
     """A keyed stream cut into windows: fold each window with ``reduce``, ``aggregate`` or
-    ``count``; each fired window emits ``(key, window_start, window_end, value)``."""
+    ``count``, or hand its records to ``process``; each fired window emits
+    ``(key, window_start, window_end, value)``."""
 
     __slots__ = ("_assigner", "_keyed", "_lateness")
 
@@ -544,6 +554,23 @@ class WindowedStream:
                 "merge=<function (acc, acc) -> acc>"
             )
         spec = WindowSpec(self._assigner, self._lateness, create, add, finish, merge)
+        return self._finish(name, spec)
+
+    def process(
+        self,
+        fn: Callable[[Any, tuple[Any, Any], list[Any]], Any],
+        *,
+        name: str = "window",
+    ) -> Stream:
+        """Each window's value is ``fn(key, (start, end), records)``, called when it fires
+        with every record of the window (in arrival order; a merged session's parts in the
+        order they merged). The window keeps its records, not an accumulator: use ``reduce``
+        / ``aggregate`` / ``count`` when a fold will do. A ``fn`` that raises sends the
+        window's records to the dead letters (operator ``<name>.process``)."""
+        _check_callable(fn, "window process function")
+        spec = WindowSpec(
+            self._assigner, self._lateness, list, _append, _identity, _concat, process=fn
+        )
         return self._finish(name, spec)
 
     def count(self, *, name: str = "window") -> Stream:

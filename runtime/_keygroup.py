@@ -31,6 +31,7 @@ from ._messages import (
     MoveOut,
     SendMarkers,
     SnapshotDrained,
+    TimersDue,
     Watermark,
     WriteSnapshot,
 )
@@ -42,7 +43,7 @@ from ._names import (
 )
 from ._operators import KeyedRunner
 from ._plan import actor_name
-from ._timers import KeyedTime
+from ._timers import KeyedTime, tell_soon
 
 if TYPE_CHECKING:
     from ._worker import WorkerEnv
@@ -136,6 +137,7 @@ class KeyGroupActor(Actor):
         assert self.store is not None
         self.time = KeyedTime.for_operator(channels, self.env.clock, self.store, op.states)
         self.runner = KeyedRunner(op, self.store, self.key_group, self.time)
+        self.time.wake(tell_soon(self.ref, TimersDue()))  # processing-time timers, no record
 
     def _restore(self) -> None:
         """Bring the store back to the checkpoint being recovered from, in one transaction:
@@ -174,6 +176,8 @@ class KeyGroupActor(Actor):
         self.env.key_groups.pop(self.name, None)
         if self.env.arrivals.get(self.name) is self:
             del self.env.arrivals[self.name]
+        if self.time is not None:
+            self.time.close()
         try:
             if self.writing is not None:
                 # The writer closes it (written, or dropped when the writer stops first).
@@ -224,6 +228,9 @@ class KeyGroupActor(Actor):
             await pay_markers(self.env, self.name)
         elif kind is _Wake:
             pass
+        elif kind is TimersDue:  # the clock passed a processing-time timer (see _timers.py)
+            if not self.drained:
+                await self._advance(None)
         else:
             await self._accept(message)
 
@@ -307,6 +314,7 @@ class KeyGroupActor(Actor):
         size = store.statistics().bytes
         self.store = None
         store.close()  # releases the environment's fence for the successor
+        self.time.close()  # its wake-ups: the successor arms its own
         env.key_groups.pop(self.name, None)
         env.metrics.state_size.pop((self.stage.name, self.key_group), None)
         state = {

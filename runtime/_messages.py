@@ -51,6 +51,7 @@ __all__ = (
     "WriteSnapshot",
     "Drained",
     "Pull",
+    "TimersDue",
     "ReturnCredits",
     "Shipment",
     "StartSources",
@@ -297,6 +298,12 @@ class Watermark:
     channel: str
     timestamp: float
     idle: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class TimersDue:
+    """The clock passed a key group's earliest processing-time timer (a local wake-up, sent by
+    the key group's own :class:`~._time.Wakeup`; see ``_timers.py``)."""
 
 
 @dataclass(frozen=True, slots=True)

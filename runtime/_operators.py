@@ -386,7 +386,7 @@ class KeyedRunner:
     operator, key group, state, key and type (see ``shoal.storage``).
     """
 
-    __slots__ = ("_ctx", "_op", "_store", "_time", "_value", "_window", "operator")
+    __slots__ = ("_ctx", "_op", "_store", "_time", "_ttl", "_value", "_window", "operator")
 
     def __init__(
         self, op: KeyedOp, store: KeyGroupStore, key_group: int, time: KeyedTime | None = None
@@ -398,6 +398,14 @@ class KeyedRunner:
         self._ctx = ProcessContext(op.name, key_group, store, time)
         self._value = None if isinstance(op, ProcessOp | WindowOp) else store.state("value")
         self._window: WindowRunner | None = None
+        # TTL states (see shoal.storage's _ttl.py): "now" is the clock for processing-time
+        # TTL; for event-time TTL the current record's (or timer's) timestamp, else the
+        # watermark. Each batch runs an incremental cleanup pass over them.
+        self._ttl = any(getattr(spec, "ttl", None) is not None for spec in op.states)
+        if self._ttl and time is not None:
+            ctx = self._ctx
+            store.processing_time = time.clock.now
+            store.event_time = lambda: time.watermark if ctx.timestamp is None else ctx.timestamp
         if type(op) is WindowOp:
             assert time is not None
             assert time.timers is not None
@@ -423,7 +431,10 @@ class KeyedRunner:
                 keys, values, offsets, timestamps, split, dead, self._time.watermark
             )
         if type(op) is ProcessOp:
-            return self._run_process(op, keys, values, offsets, split, dead, timestamps)
+            processed = self._run_process(op, keys, values, offsets, split, dead, timestamps)
+            if self._ttl:  # the incremental pass: a bounded cost per record
+                self._store.cleanup_expired(2 * len(keys))
+            return processed
         if type(op) is CountOp:
             out, out_offsets = self._run_count(keys, offsets)
             return out, out_offsets, timestamps
@@ -470,9 +481,11 @@ class KeyedRunner:
         for kind, upto in due:
             for ts, key in timers.due(kind, upto):
                 if window is not None:
-                    window.on_timer(key, ts, out)
+                    window.on_timer(key, ts, out, split, dead)
                 else:
                     self._on_timer(key, ts, kind, current, out, split, dead)
+        if window is None:
+            timers.rearm()  # wake the key group at the next processing-time timer
         return out
 
     def _on_timer(

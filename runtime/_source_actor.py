@@ -119,7 +119,10 @@ class SourceActor(Actor):
         batch = None
         if not self.stopping:
             with anyio.CancelScope() as self._reading:
-                batch = await self.reader.read_batch(env.batch_size)
+                if self.time is None:
+                    batch = await self.reader.read_batch(env.batch_size)
+                else:  # an idle split's watermark goes out while the read waits
+                    batch = await self.time.read(self.reader, env.batch_size, self._send_mark)
             self._reading = None
         if batch is None and self.stopping:
             # Records a cancelled read had taken (a drained reader returns None).
@@ -147,8 +150,8 @@ class SourceActor(Actor):
                 self.stage, self.split, self.split, values, offsets, self.epoch_out, stamps
             )
             mark = self.time.after_batch(len(batch.values))
-            if mark is not None and self.stage.next_key_fn is not None:
-                await env.broadcast(self.stage.index + 1, Watermark(self.split, *mark))
+            if mark is not None:
+                await self._send_mark(mark)
         self.position = batch.position
         if env.faults:
             env.faults.hit("source.batch")
@@ -180,6 +183,11 @@ class SourceActor(Actor):
             SplitHandoff(version, self.split, env.index, state, paused_at)
         )
         self.hand_off(target)
+
+    async def _send_mark(self, mark: tuple[float, bool]) -> None:
+        """Send the split's ``(watermark, idle)`` downstream, behind what it sent before."""
+        if self.stage.next_key_fn is not None:
+            await self.env.broadcast(self.stage.index + 1, Watermark(self.split, *mark))
 
     async def _barrier(self, epoch: int, base: int) -> None:
         """Checkpoint ``epoch`` between two batches: record the position, pass the barrier on.

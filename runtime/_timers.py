@@ -10,17 +10,25 @@ Timers live in the key group's store, in the internal state :data:`TIMERS_STATE`
 ``[kind, timestamp]`` per key), so a checkpoint commits them with the epoch's other state, and a
 store opened again (a restore, a migration) rebuilds the in-memory queues from it. The queues
 (one heap per kind) make finding the due timers cost ``O(log n)`` per timer, not a scan.
+
+Processing-time timers do not wait for a record: the key group arms a :class:`~._time.Wakeup`
+on its clock at its earliest processing-time timer, and when the clock reaches it the key group
+is sent :class:`~._messages.TimersDue`, handled like any message (in order, on the actor's own
+task). A ``ManualClock`` advanced in a test therefore fires them, with no sleep anywhere.
 """
 
 from __future__ import annotations
 
 import heapq
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import suppress
 from typing import Any
 
+from anyio import WouldBlock
+from shoal.actors import ActorStoppedError
 from shoal.storage import KeyGroupStore, ValueStateSpec
 
-from ._time import Clock
+from ._time import Clock, Wakeup
 from ._watermarks import WatermarkCombiner
 
 __all__ = (
@@ -30,6 +38,7 @@ __all__ = (
     "KeyedTime",
     "TimerService",
     "Timers",
+    "tell_soon",
     "timers_spec",
 )
 
@@ -44,6 +53,18 @@ def timers_spec() -> ValueStateSpec:
     return ValueStateSpec(TIMERS_STATE)
 
 
+def tell_soon(ref: Any, message: Any) -> Callable[[], None]:
+    """A wake-up callback that tells ``ref`` ``message`` without waiting. A full mailbox drops
+    the wake-up: the key group has messages to handle, and it checks its processing-time
+    timers after every batch and watermark; a stopped actor needs no wake-up."""
+
+    def notify() -> None:
+        with suppress(WouldBlock, ActorStoppedError):
+            ref.tell_nowait(message)
+
+    return notify
+
+
 def _check_ts(ts: object, what: str) -> float:
     if isinstance(ts, bool) or not isinstance(ts, int | float) or ts != ts:
         raise TypeError(f"{what} takes a timestamp (an int or a float); got {ts!r}")
@@ -53,10 +74,12 @@ def _check_ts(ts: object, what: str) -> float:
 class TimerService:
     """The registered timers of one key group, in its store and in two in-memory heaps."""
 
-    __slots__ = ("_heaps", "_pending", "_seq", "_state", "_store")
+    __slots__ = ("_heaps", "_pending", "_seq", "_state", "_store", "wakeup")
 
     def __init__(self, store: KeyGroupStore) -> None:
         self._store = store
+        #: Armed at the earliest processing-time timer (None: nothing wakes the key group).
+        self.wakeup: Wakeup | None = None
         self._state = store.state(TIMERS_STATE)
         self._pending: set[tuple[int, Any, Any]] = set()
         # (timestamp, sequence, key): the sequence keeps keys of different types uncompared.
@@ -76,7 +99,27 @@ class TimerService:
         self._pending.add(entry)
         self._seq += 1
         heapq.heappush(self._heaps[kind], (ts, self._seq, key))
+        if kind == PROCESSING_TIME and self.wakeup is not None:
+            self.wakeup.arm(ts)
         return True
+
+    def wake_with(self, clock: Clock, notify: Callable[[], object]) -> None:
+        """Call ``notify`` whenever ``clock`` passes the earliest processing-time timer (armed
+        now for the timers already registered, e.g. restored from a checkpoint)."""
+        self.wakeup = Wakeup(clock, notify)
+        self.rearm()
+
+    def rearm(self) -> None:
+        """Arm the wake-up at the earliest processing-time timer left (after firing)."""
+        if self.wakeup is not None:
+            due = self.next_due(PROCESSING_TIME)
+            if due is not None:
+                self.wakeup.arm(due)
+
+    def close(self) -> None:
+        """Call off the wake-up (the key group stops)."""
+        if self.wakeup is not None:
+            self.wakeup.cancel()
 
     def register(self, kind: int, ts: Any) -> None:
         """Register a timer for the store's current key (idempotent)."""
@@ -200,3 +243,14 @@ class KeyedTime:
     @property
     def watermark(self) -> float:
         return self.combiner.current
+
+    def wake(self, notify: Callable[[], object]) -> None:
+        """Have ``notify`` called when a processing-time timer falls due with no message in
+        sight (see :meth:`TimerService.wake_with`); nothing without timers."""
+        if self.timers is not None:
+            self.timers.wake_with(self.clock, notify)
+
+    def close(self) -> None:
+        """Call off the wake-ups (the key group stops or migrates)."""
+        if self.timers is not None:
+            self.timers.close()

@@ -11,7 +11,10 @@ watermark reaches ``end``, and an event-time timer at ``t`` fires once the water
   :class:`~._messages.Watermark` on its channel, in band behind the batch's data, exactly as a
   checkpoint barrier travels.
 * A split that read nothing for ``idle_timeout`` seconds of processing time says so (a watermark
-  marked idle): it stops holding time back until it reads again.
+  marked idle): it stops holding time back until it reads again. The check does not wait for
+  the read to return: while a read waits for data, a :class:`~._time.Wakeup` on the worker's
+  clock wakes the split at ``last record + idle_timeout`` (:meth:`SplitTime.read`), and the
+  idle watermark goes out while the read goes on.
 * Each key-group actor combines its input channels (:class:`WatermarkCombiner`): the minimum
   over the channels that are neither idle nor ended. Its watermark never moves back. When every
   channel has ended (a bounded input is exhausted) it is ``+inf``, so every timer and window
@@ -24,14 +27,17 @@ The classes here are bookkeeping only (no sending, no awaiting), testable alone.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from itertools import compress
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
-from ._time import MAX_WATERMARK, MIN_WATERMARK, Clock
+import anyio
+
+from ._time import MAX_WATERMARK, MIN_WATERMARK, Clock, Wakeup
 
 if TYPE_CHECKING:
     from ._operators import DeadLetters
+    from ._sources import SourceBatch, SplitReader
 
 __all__ = (
     "BoundedOutOfOrderness",
@@ -225,6 +231,40 @@ class SplitTime:
             self.idle = True
             return self._sent, True
         return None
+
+    async def read(
+        self,
+        reader: SplitReader,
+        max_records: int,
+        send_idle: Callable[[tuple[float, bool]], Awaitable[None]],
+    ) -> SourceBatch | None:
+        """``reader.read_batch(max_records)``, and meanwhile, if the read waits past the idle
+        timeout (on the clock, which must be able to wake: ``call_at``), ``send_idle`` the
+        split's idle watermark. The read itself is never interrupted (cancelling an async
+        generator's ``anext`` would end the generator); sending is shielded, so a read that
+        returns meanwhile waits for the watermark to be out (it then comes behind it)."""
+        timeout = self._idle_timeout
+        if timeout is None or self.idle or getattr(self._clock, "call_at", None) is None:
+            return await reader.read_batch(max_records)
+        woke = anyio.Event()
+        wakeup = Wakeup(self._clock, woke.set)
+
+        async def watch() -> None:
+            await woke.wait()
+            mark = self.after_batch(0)
+            if mark is not None:
+                with anyio.CancelScope(shield=True):
+                    await send_idle(mark)
+
+        try:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(watch)
+                wakeup.arm(self._active_at + timeout)
+                batch = await reader.read_batch(max_records)
+                tg.cancel_scope.cancel()
+        finally:
+            wakeup.cancel()
+        return batch
 
 
 class WatermarkCombiner:

@@ -4,7 +4,8 @@ Windows are half-open ``[start, end)`` and aligned to the epoch (timestamp 0): a
 window of size 10 holds timestamps 0..9.999, then 10..19.999, and so on. A window keeps its
 accumulator, never its records (``reduce`` / ``aggregate`` / ``count`` are incremental), in the
 key group's store (internal state :data:`WINDOWS_STATE`: one list of ``[start, end, acc]`` per
-key), so checkpoints carry open windows.
+key), so checkpoints carry open windows. ``process`` is the exception: its accumulator is the
+list of the window's records, handed whole to the user function when the window fires.
 
 A window fires when the key group's watermark reaches its end: it emits
 ``(key, window_start, window_end, value)``, stamped with the window's last instant
@@ -136,7 +137,8 @@ WindowAssigner = Tumbling | Sliding | Session
 @dataclass(frozen=True, slots=True)
 class WindowSpec:
     """How one windowed operator folds records: ``acc = add(acc or create(), value)``,
-    ``merge(a, b)`` for merging sessions, ``result(acc)`` when the window fires."""
+    ``merge(a, b)`` for merging sessions, ``result(acc)`` when the window fires; with
+    ``process``, ``process(key, (start, end), records)`` instead of ``result``."""
 
     assigner: WindowAssigner
     allowed_lateness: float
@@ -144,6 +146,7 @@ class WindowSpec:
     add: Callable[[Any, Any], Any]
     result: Callable[[Any], Any]
     merge: Callable[[Any, Any], Any] | None
+    process: Callable[[Any, tuple[Any, Any], list[Any]], Any] | None = None
 
 
 class WindowRunner:
@@ -205,7 +208,7 @@ class WindowRunner:
             state.update(updated)
             for start, end, acc in updated:
                 if end <= watermark <= end + lateness and start <= ts < end:
-                    self._emit(out, key, start, end, acc, offset)
+                    self._emit(out, key, start, end, acc, offset, split, dead)
         return out
 
     def _register(self, end: Any, watermark: float) -> None:
@@ -265,7 +268,14 @@ class WindowRunner:
         kept.append([start, end, acc])
         return kept
 
-    def on_timer(self, key: Any, ts: Any, out: tuple[list[Any], list[int], list[Any]]) -> None:
+    def on_timer(
+        self,
+        key: Any,
+        ts: Any,
+        out: tuple[list[Any], list[int], list[Any]],
+        split: str,
+        dead: DeadLetters,
+    ) -> None:
         """The watermark reached ``ts``: fire the key's windows ending at ``ts``, and remove
         those that can no longer fire (the store's current key is ``key``)."""
         state = self._state
@@ -276,7 +286,7 @@ class WindowRunner:
         left = []
         for start, end, acc in windows:
             if end == ts:
-                self._emit(out, key, start, end, acc, -1)
+                self._emit(out, key, start, end, acc, -1, split, dead)
             if end + lateness > ts:
                 left.append([start, end, acc])
         if len(left) != len(windows):
@@ -293,8 +303,19 @@ class WindowRunner:
         end: Any,
         acc: Any,
         offset: int,
+        split: str,
+        dead: DeadLetters,
     ) -> None:
-        out[0].append((key, start, end, self._spec.result(acc)))
+        process = self._spec.process
+        if process is None:
+            value = self._spec.result(acc)
+        else:
+            try:
+                value = process(key, (start, end), list(acc))
+            except Exception as exc:  # the window's records, whole, to the dead letters
+                dead.add(f"{self._name}.process", exc, split, offset, list(acc), key)
+                return
+        out[0].append((key, start, end, value))
         out[1].append(offset)
         out[2].append(last_instant(end))
 

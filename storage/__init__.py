@@ -71,6 +71,7 @@ from ._specs import ListStateSpec as ListStateSpec
 from ._specs import MapStateSpec as MapStateSpec
 from ._specs import ReducingStateSpec as ReducingStateSpec
 from ._specs import StateSpec as StateSpec
+from ._specs import StateTtl as StateTtl
 from ._specs import ValueStateSpec as ValueStateSpec
 from ._store import KeyGroupStatistics as KeyGroupStatistics
 from ._store import KeyGroupStore as KeyGroupStore
@@ -83,6 +84,7 @@ __all__ = (
     "ReducingStateSpec",
     "AggregatingStateSpec",
     "StateSpec",
+    "StateTtl",
     # backends and stores
     "StateBackend",
     "LmdbBackend",

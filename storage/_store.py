@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, cast
 
 from ._codec import check_key, decode_key, decode_value, encode_key, encode_value, split_composite
 from ._engine import (
@@ -34,6 +35,7 @@ from ._exceptions import (
 from ._handles import ABSENT, MapState, StateHandle, make_handle
 from ._snapshot import EpochDelta, StateChanges, StoreSnapshot
 from ._specs import StateSpec
+from ._ttl import TtlHandle, make_ttl_handle
 
 __all__ = ("INTERNAL_DBS", "META_DB", "UNDO_DB", "KeyGroupStatistics", "KeyGroupStore")
 
@@ -66,6 +68,7 @@ class KeyGroupStatistics:
             bytes, meta included).
         dirty: Entries changed since the last flush.
         cached: Entries held in the in-memory cache (a MapState also counts one per key).
+        expired: Entries of TTL states removed because they expired, since the store opened.
     """
 
     operator: str
@@ -75,6 +78,7 @@ class KeyGroupStatistics:
     bytes: int
     dirty: int
     cached: int
+    expired: int = 0
 
 
 class _States:
@@ -123,9 +127,12 @@ class KeyGroupStore:
         "_handles",
         "_on_close",
         "_partial",
+        "_ttl_handles",
+        "event_time",
         "key",
         "key_group",
         "operator",
+        "processing_time",
         "states",
     )
 
@@ -148,8 +155,23 @@ class KeyGroupStore:
         self._on_close = on_close
         self._closed = False
         self._handles: dict[str, StateHandle] = {
-            spec.name: make_handle(self, engine, spec) for spec in specs
+            spec.name: (
+                make_handle(self, engine, spec)
+                if getattr(spec, "ttl", None) is None
+                else make_ttl_handle(self, engine, spec)
+            )
+            for spec in specs
         }
+        self._ttl_handles: tuple[TtlHandle, ...] = tuple(
+            cast("TtlHandle", handle)
+            for handle in self._handles.values()
+            if hasattr(handle, "_cleanup")
+        )
+        #: "Now" for processing-time TTL states (the runtime passes its clock's ``now``).
+        self.processing_time: Callable[[], float] = time.time
+        #: "Now" for event-time TTL states (the runtime passes the key group's event time;
+        #: until then nothing expires).
+        self.event_time: Callable[[], float] = _never
         self.states: Any = _States(self._handles)
         self._epoch: int | None = None
         self._floor: int | None = None
@@ -278,6 +300,21 @@ class KeyGroupStore:
         for handle in self._handles.values():
             handle._flushed()
         self._evict_if_needed()
+
+    def cleanup_expired(self, budget: int | None = None) -> int:
+        """Remove expired entries of the TTL states: the cached ones that are due, then up to
+        ``budget`` committed entries per state from where the last call stopped, wrapping
+        around (None: all of them). Removals are written by the next flush.
+
+        Call it regularly (the runtime does, once per batch, with a budget proportional to the
+        batch's records) and every committed entry is visited again and again at a bounded
+        cost per record, so a state whose keys come and go stays bounded.
+
+        Returns:
+            The number of entries removed.
+        """
+        self._check_open()
+        return sum(handle._cleanup(budget) for handle in self._ttl_handles)
 
     @property
     def epoch(self) -> int | None:
@@ -641,6 +678,7 @@ class KeyGroupStore:
             bytes=self._engine.size_bytes(),
             dirty=sum(handle._dirty_count() for handle in self._handles.values()),
             cached=sum(handle._cached_count() for handle in self._handles.values()),
+            expired=sum(handle.expired for handle in self._ttl_handles),
         )
 
     def close(self) -> None:
@@ -660,6 +698,10 @@ class KeyGroupStore:
         finally:
             if self._on_close is not None:
                 self._on_close()
+
+
+def _never() -> float:
+    return -math.inf
 
 
 def _last_wins(keys: list[bytes], values: list[bytes]) -> tuple[list[bytes], list[bytes]]:

@@ -78,6 +78,7 @@ if _typing.TYPE_CHECKING:
     from shoal.storage import MapStateSpec as MapStateSpec
     from shoal.storage import ReducingStateSpec as ReducingStateSpec
     from shoal.storage import StateSpec as StateSpec
+    from shoal.storage import StateTtl as StateTtl
     from shoal.storage import ValueStateSpec as ValueStateSpec
 
 __version__ = "0.1.0"
@@ -144,6 +145,7 @@ _HOME: dict[str, str] = {
     "ManualClock": "shoal.runtime",
     "LateRecordError": "shoal.runtime",
     "StateSpec": "shoal.storage",
+    "StateTtl": "shoal.storage",
     "ValueStateSpec": "shoal.storage",
     "ListStateSpec": "shoal.storage",
     "MapStateSpec": "shoal.storage",
@@ -212,6 +214,7 @@ __all__ = (
     "ManualClock",
     "LateRecordError",
     "StateSpec",
+    "StateTtl",
     "ValueStateSpec",
     "ListStateSpec",
     "MapStateSpec",

@@ -20,6 +20,7 @@ from shoal.runtime._cli import main
 
 ROOT = Path(__file__).resolve().parents[2]
 CLICKSTREAM = str(ROOT / "scenarios" / "clickstream.py")
+WINDOWS = str(ROOT / "scenarios" / "windows.py")
 SCENARIOS = Path(__file__).parent / "scenarios"
 SMALL = ["--param", "events=20000", "--param", "users=2000"]
 SUMMARY_KEYS = {
@@ -110,6 +111,24 @@ def test_json_summary_of_the_default_scenario_with_two_worker_processes(
     assert code == 0
     check_summary(summary, workers=2, processes=True)
     assert list(private_tmp.iterdir()) == []
+
+
+@pytest.mark.processes
+@pytest.mark.parametrize("workers", ["1", "2", "4"])
+def test_the_windows_scenario_passes_its_oracle_checks(
+    capsys: pytest.CaptureFixture[str], workers: str
+) -> None:
+    small = ["--param", "events=16000", "--param", "users=1000"]
+    code, summary, _err = run_json(capsys, WINDOWS, *small, "--workers", workers)
+    assert code == 0, summary["checks"]
+    assert summary["passed"] is True
+    assert [check["name"] for check in summary["checks"]] == [
+        "every event read",
+        "no late records, no dead letters",
+        "every event counted in exactly one fired window",
+        "per-user per-second counts equal the oracle",
+        "no window state left behind",
+    ]
 
 
 def test_a_failing_check_exits_1_and_is_listed(capsys: pytest.CaptureFixture[str]) -> None:

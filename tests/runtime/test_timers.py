@@ -6,12 +6,14 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
 import time_flows as flows
 from shoal.runtime._timers import EVENT_TIME, PROCESSING_TIME, TIMERS_STATE, TimerService
 from shoal.storage import MemoryBackend
 
 from shoal import (
+    AsyncIterableSource,
     CollectingSink,
     Flow,
     IterableSource,
@@ -105,10 +107,12 @@ async def test_processing_timers_fire_when_the_clock_passes_them(tmp_path: Path)
         .sink(CollectingSink())
     )
     result = await run_job(flow, state_dir=tmp_path, batch_size=1, clock=clock)
-    # keys 1 and 2 (values 1, 100 and 2) fire at 5.0 once the clock is at 10; key 0 (value 3)
-    # deleted its timer at 5.0 (it had none: nothing happens); the timers at 1000 never fire
-    # and stay in the store, where a checkpoint would carry them.
-    assert sorted(result.sink.items) == [(1, 5.0, 10.0), (2, 5.0, 10.0)]  # type: ignore[attr-defined]
+    # keys 1 and 2 (values 1 and 2) fire at 5.0 as soon as the clock is at 10 (advanced
+    # before value 100 is keyed); value 100 (key 1) then registers 5.0 again, already passed,
+    # so it fires at once; key 0 (value 3) deleted its timer at 5.0 (it had none: nothing
+    # happens); the timers at 1000 never fire and stay in the store, where a checkpoint would
+    # carry them.
+    assert sorted(result.sink.items) == [(1, 5.0, 10.0), (1, 5.0, 10.0), (2, 5.0, 10.0)]  # type: ignore[attr-defined]
     assert result.read_state("p", TIMERS_STATE) == {1: [[1, 1000.0]], 2: [[1, 1000.0]]}
 
 
@@ -164,3 +168,74 @@ def test_timer_timestamps_and_reserved_state_names_are_checked() -> None:
             match=r"^register_event_time takes a timestamp \(an int or a float\); got '5'$",
         ):
             timers.register_event_time("5")  # type: ignore[arg-type]
+
+
+@pytest.mark.asyncio
+async def test_processing_timers_fire_when_the_clock_passes_them_with_no_record_arriving() -> None:
+    # The source yields one record and then waits: no batch, watermark or end of stream
+    # reaches the key group. Advancing the clock alone must fire its timer.
+    clock = ManualClock(0.0)
+    registered, stop, release = anyio.Event(), anyio.Event(), anyio.Event()
+    fired = {5.0: anyio.Event(), 8.0: anyio.Event()}
+
+    async def feed() -> Any:
+        yield 1
+        await release.wait()
+
+    def schedule(key: int, value: int, ctx: ProcessContext) -> None:
+        assert ctx.timers is not None
+        ctx.timers.register_processing_time(5.0)
+        ctx.timers.register_processing_time(8.0)
+        registered.set()
+
+    def note(key: int, ts: Any, ctx: ProcessContext) -> None:
+        assert ctx.timers is not None
+        ctx.emit((key, ts, ctx.timers.processing_time()))
+        fired[ts].set()
+
+    flow = Flow("idle_ticks", num_key_groups=2)
+    (
+        flow.source(AsyncIterableSource(feed, bounded=False))
+        .key_by(lambda v: v)
+        .process(schedule, on_timer=note, name="p")
+        .sink(CollectingSink())
+    )
+    result: list[Any] = []
+
+    async def run() -> None:
+        result.append(await run_job(flow, backend="memory", batch_size=1, clock=clock, stop=stop))
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(run)
+        await registered.wait()
+        with anyio.fail_after(10):  # a bound on a failure, not an ordering
+            clock.advance(6.0)  # passes 5.0 only
+            await fired[5.0].wait()
+            clock.advance(4.0)  # passes 8.0
+            await fired[8.0].wait()
+        stop.set()
+        release.set()
+    assert result[0].sink.items == [(1, 5.0, 6.0), (1, 8.0, 10.0)]
+
+
+def test_a_wakeup_runs_once_at_the_earliest_deadline_armed() -> None:
+    from shoal.runtime._time import Wakeup
+
+    clock = ManualClock(0.0)
+    calls: list[float] = []
+    wakeup = Wakeup(clock, lambda: calls.append(clock.now()))
+    wakeup.arm(10.0)
+    wakeup.arm(20.0)  # later: changes nothing
+    wakeup.arm(5.0)  # earlier: moves it
+    clock.advance(4.0)
+    assert calls == []
+    clock.advance(3.0)
+    assert calls == [7.0]  # once, when the clock passed 5.0
+    clock.advance(10.0)
+    assert calls == [7.0]
+    wakeup.arm(30.0)
+    wakeup.cancel()
+    clock.advance(20.0)
+    assert calls == [7.0]
+    wakeup.arm(1.0)  # already passed: at once
+    assert calls == [7.0, 37.0]

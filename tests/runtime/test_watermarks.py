@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import anyio
 import pytest
 from shoal.runtime._operators import DeadLetters
 from shoal.runtime._watermarks import SplitTime, WatermarkCombiner
@@ -18,6 +19,8 @@ from shoal import (
     ManualClock,
     Monotonous,
     ProcessContext,
+    SourceBatch,
+    Tumbling,
     run_job,
 )
 
@@ -175,3 +178,98 @@ def test_source_time_arguments_are_checked() -> None:
         BoundedOutOfOrderness(-1)
     with pytest.raises(TypeError, match=r"^timestamps must be callable; got int$"):
         Flow("d").source(source, timestamps=5)  # type: ignore[arg-type]
+
+
+class _Reader:
+    """Hands out its batches one read at a time; then waits for ``release`` (and ends)."""
+
+    def __init__(self, batches: list[tuple[anyio.Event | None, list[int]]], release: Any) -> None:
+        self.batches = batches
+        self.release = release
+        self.offset = 0
+
+    async def read_batch(self, max_records: int) -> SourceBatch | None:
+        if self.batches:
+            gate, values = self.batches[0]
+            if gate is not None:
+                await gate.wait()  # nothing is taken before the gate opens: cancel-safe
+            self.batches.pop(0)
+            offsets = list(range(self.offset, self.offset + len(values)))
+            self.offset += len(values)
+            return SourceBatch(values, offsets, self.offset)
+        await self.release.wait()
+        return None
+
+    async def aclose(self) -> None:
+        pass
+
+
+class _BusyAndQuiet:
+    """Split ``busy`` reads timestamps 1..25, then (once ``more`` is set) 40; split ``quiet``
+    reads nothing at all until the job stops."""
+
+    bounded = False
+
+    def __init__(self, more: anyio.Event, release: anyio.Event) -> None:
+        self.more = more
+        self.release = release
+
+    def splits(self) -> tuple[str, ...]:
+        return ("busy", "quiet")
+
+    def open_split(self, split: str, position: Any = None) -> _Reader:
+        if split == "quiet":
+            return _Reader([], self.release)
+        return _Reader([(None, [1, 5, 12, 25]), (self.more, [40])], self.release)
+
+
+@pytest.mark.asyncio
+async def test_a_quiet_split_goes_idle_on_the_clock_while_its_read_waits() -> None:
+    # The quiet split's read never returns: only the clock can make it idle. Once it is, the
+    # watermark is the busy split's and the windows before 40 fire while the job runs.
+    clock = ManualClock(0.0)
+    more, release, stop = anyio.Event(), anyio.Event(), anyio.Event()
+    seen: dict[int, anyio.Event] = {25: anyio.Event(), 40: anyio.Event()}
+    three_fired = anyio.Event()
+    fired: list[Any] = []
+
+    def saw(ts: int) -> int:
+        if ts in seen:
+            seen[ts].set()
+        return ts
+
+    def note(window: Any) -> Any:
+        fired.append(window)
+        if len(fired) == 3:
+            three_fired.set()
+        return window
+
+    flow = Flow("idle", num_key_groups=2)
+    (
+        flow.source(_BusyAndQuiet(more, release), timestamps=lambda ts: ts, idle_timeout=5.0)
+        .map(saw)
+        .key_by(lambda ts: "k")
+        .window(Tumbling(10))
+        .count()
+        .map(note)
+        .sink(CollectingSink())
+    )
+    result: list[Any] = []
+
+    async def run() -> None:
+        result.append(await run_job(flow, backend="memory", clock=clock, stop=stop))
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(run)
+        with anyio.fail_after(10):  # a bound on a failure, not an ordering
+            await seen[25].wait()
+            clock.advance(4.0)  # both splits still active (they last read at 0)
+            more.set()
+            await seen[40].wait()  # busy read again at 4: its timeout is now 9
+            clock.advance(2.0)  # 6: quiet (last read at 0) is idle, busy is not
+            await three_fired.wait()
+        early = list(fired)
+        stop.set()
+        release.set()
+    assert early == [("k", 0, 10, 2), ("k", 10, 20, 1), ("k", 20, 30, 1)]
+    assert sorted(result[0].sink.items) == [*early, ("k", 40, 50, 1)]

@@ -14,10 +14,12 @@ from shoal.runtime._windows import WINDOWS_STATE
 from shoal import (
     CollectingSink,
     DeadLetterSink,
+    Fault,
     Flow,
     IterableSource,
     Session,
     Sliding,
+    TransactionalJsonlSink,
     Tumbling,
     run_job,
 )
@@ -32,7 +34,7 @@ def params(kind: str, size: int, slide: int, **extra: Any) -> dict[str, Any]:
 
 @pytest.mark.asyncio
 @pytest.mark.parametrize(("kind", "size", "slide"), KINDS)
-@pytest.mark.parametrize("fold", ["count", "reduce", "aggregate"])
+@pytest.mark.parametrize("fold", ["count", "reduce", "aggregate", "process"])
 async def test_window_results_equal_the_oracle_in_one_loop(
     kind: str, size: int, slide: int, fold: str
 ) -> None:
@@ -63,6 +65,67 @@ async def test_window_results_with_two_workers_tiny_batches_and_mailboxes(
     data = flows.events(150, seed=batch_size, disorder=6)
     assert flows.results(result.sink.items) == flows.oracle(data, kind, size, slide)  # type: ignore[attr-defined]
     assert result.dead_letters == 0
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize(("kind", "size", "slide"), KINDS[:2])
+async def test_process_windows_equal_the_oracle_with_late_firings_and_leave_no_state(
+    tmp_path: Path, kind: str, size: int, slide: int
+) -> None:
+    # allowed lateness: a window fires again with the late record among its records; the last
+    # result per window is what the oracle over the records that were not late says.
+    dead = DeadLetterSink()
+    p = params(kind, size, slide, count=300, seed=4, disorder=30, delay=5, lateness=15)
+    p["fold"] = "process"
+    result = await run_job(
+        flows.windowed(**p), state_dir=tmp_path, batch_size=4, mailbox_size=1, dead_letters=dead
+    )
+    data = flows.events(300, seed=4, disorder=30)
+    late = {(d.split, d.offset) for d in dead.letters if d.error_type == "LateRecordError"}
+    assert len(late) == result.dead_letters
+    kept = [
+        event
+        for split_events, split in _by_split(data, 3)
+        for offset, event in split_events
+        if (split, offset) not in late
+    ]
+    final: dict[tuple[Any, Any, Any], Any] = {}
+    for key, start, end, value in result.sink.items:  # type: ignore[attr-defined]
+        final[(key, start, end)] = value
+    got = flows.results([(*window, value) for window, value in final.items()])
+    assert got == flows.oracle(kept, kind, size, slide, "process")
+    assert result.read_state("w", WINDOWS_STATE) == {}
+
+
+def _raise_on_big(key: str, window: tuple[int, int], records: list[Any]) -> int:
+    if len(records) > 2:
+        raise ValueError(f"{len(records)} records")
+    return len(records)
+
+
+@pytest.mark.asyncio
+async def test_a_raising_window_process_function_dead_letters_the_windows_records() -> None:
+    dead = DeadLetterSink()
+    flow = Flow("raising", num_key_groups=2)
+    sink = CollectingSink()
+    data = [("a", 1), ("a", 2), ("a", 3), ("a", 11), ("b", 4)]
+    (
+        flow.source(IterableSource(data), timestamps=lambda e: e[1])
+        .key_by(lambda e: e[0])
+        .window(Tumbling(10))
+        .process(_raise_on_big, name="big")
+        .sink(sink)
+    )
+    result = await run_job(flow, backend="memory", dead_letters=dead)
+    assert sorted(sink.items) == [("a", 10, 20, 1), ("b", 0, 10, 1)]
+    (letter,) = dead.letters
+    assert (letter.operator, letter.error, letter.key) == ("big.process", "3 records", "a")
+    assert letter.record == [["a", 1], ["a", 2], ["a", 3]] or letter.record == [
+        ("a", 1),
+        ("a", 2),
+        ("a", 3),
+    ]
+    assert result.dead_letters == 1
 
 
 @pytest.mark.asyncio
@@ -235,3 +298,36 @@ async def test_window_results_are_unchanged_by_checkpoint_barriers(
     assert result.checkpoints is not None
     assert result.checkpoints.completed > 0
     assert flows.results(result.sink.items) == flows.oracle(data, kind, size, slide)  # type: ignore[attr-defined]
+
+
+@pytest.mark.processes
+@pytest.mark.asyncio
+@pytest.mark.parametrize(("kind", "size", "slide"), KINDS)
+async def test_windows_fire_exactly_once_across_kills_and_checkpoint_restores(
+    tmp_path: Path, kind: str, size: int, slide: int
+) -> None:
+    # Two kill -9s (one mid-stream, one in the recovered attempt): open windows and their
+    # timers come back from the checkpoint with the rest of the key group's state, and the
+    # transactional sink publishes each window's result exactly once.
+    output = tmp_path / "out"
+    p = params(kind, size, slide, count=3000, seed=11, disorder=6, delay=6, output=str(output))
+    result = await run_job(
+        f"{FLOWS}:windowed",
+        params=p,
+        workers=2,
+        state_dir=tmp_path / "state",
+        batch_size=4,
+        mailbox_size=2,
+        checkpoint_interval=0.02,
+        restart_backoff=0.0,
+        faults=[
+            Fault("keygroup.batch", worker=1, attempt=0, hit=150),
+            Fault("source.batch", worker=0, attempt=1, hit=100),
+        ],
+    )
+    assert len(result.recoveries) == 2
+    assert result.checkpoints is not None
+    assert result.checkpoints.completed >= 1
+    data = flows.events(3000, seed=11, disorder=6)
+    published = TransactionalJsonlSink(str(output)).read()
+    assert flows.results(published) == flows.oracle(data, kind, size, slide)

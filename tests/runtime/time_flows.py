@@ -13,6 +13,7 @@ from shoal import (
     IterableSource,
     Session,
     Sliding,
+    TransactionalJsonlSink,
     Tumbling,
 )
 
@@ -56,9 +57,11 @@ def windowed(
     lateness: int = 0,
     splits: int = 3,
     fold: str = "count",
+    output: str | None = None,
 ) -> Flow:
     """Windows over :func:`events`: ``fold`` is count, reduce (sum of values) or aggregate
-    (min and max of values)."""
+    (min and max of values); ``output``: a directory for a transactional sink (exactly-once
+    output), else a collecting sink."""
     flow = Flow(f"windowed_{kind}", num_key_groups=8)
     data = events(count, seed=seed, disorder=disorder)
     keyed = (
@@ -74,12 +77,20 @@ def windowed(
         stream = keyed.count(name="w")
     elif fold == "reduce":
         stream = keyed.reduce(_sum_events, name="w")
+    elif fold == "process":
+        stream = keyed.process(_sorted_values, name="w")
     elif fold == "aggregate_sum":
         stream = keyed.aggregate(_zero, _sum, merge=_plus, name="w")
     else:
         stream = keyed.aggregate(_none, _min_max, merge=_merge_min_max, name="w")
-    stream.sink(CollectingSink())
+    stream.sink(TransactionalJsonlSink(output) if output else CollectingSink())
     return flow
+
+
+def _sorted_values(key: str, window: tuple[int, int], records: list[Event]) -> list[int]:
+    start, end = window
+    assert all(record[0] == key and start <= record[1] < end for record in records)
+    return sorted(record[2] for record in records)
 
 
 def _sum_events(a: Event, b: Event) -> Event:
@@ -141,6 +152,8 @@ def oracle(
     for (key, start, end), values in members.items():
         if fold == "count":
             result: Any = len(values)
+        elif fold == "process":
+            result = sorted(values)
         elif fold in ("reduce", "aggregate_sum"):
             result = sum(values)
         else:

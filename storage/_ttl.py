@@ -1,0 +1,372 @@
+"""State time-to-live: handles whose values expire (a spec with ``ttl=StateTtl(...)``).
+
+A TTL state stores ``[value, timestamp]`` per key (the timestamp of the last write, or read
+with ``update="on_read_and_write"``); the handles hand out the value alone, exactly as the
+plain handles do. "Now" comes from the store: ``store.processing_time()`` or
+``store.event_time()`` (the runtime sets both; this layer knows no clock). An entry is
+expired once ``now - timestamp >= ttl`` (so nothing expires while "now" is ``-inf``, an event
+time not known yet). It is removed:
+
+* **on access**, with ``visibility="never_return_expired"``: reading an expired value removes
+  it and reads as absent; a write then starts afresh;
+* **incrementally**: :meth:`KeyGroupStore.cleanup_expired` (the runtime calls it once per
+  batch with a budget proportional to the batch) pops the expired cached entries from an
+  expiry queue, then scans up to ``budget`` committed entries from where the last pass
+  stopped, wrapping around, so the whole state is visited again and again at a cost bounded
+  per record;
+* **when flushed** (so at every checkpoint): an expired changed entry is deleted, never written.
+
+With ``visibility="return_expired_if_not_cleaned_up"`` an expired value stays readable (and
+writable: a write revives it) until one of the passes above removes it.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Iterator
+from itertools import islice
+from typing import Any
+
+from ._codec import check_key, decode_key, decode_value, encode_key, encode_value
+from ._engine import DELETE, Engine, Op, Puts
+from ._exceptions import EncodeError
+from ._handles import (
+    ABSENT,
+    AggregatingState,
+    ListState,
+    ReducingState,
+    ValueState,
+    _KeyHolder,
+    _merge,
+)
+from ._specs import (
+    EVENT_TIME_TTL,
+    NEVER_RETURN_EXPIRED,
+    ON_READ_AND_WRITE,
+    AggregatingStateSpec,
+    ListStateSpec,
+    ReducingStateSpec,
+    StateSpec,
+    StateTtl,
+    ValueStateSpec,
+)
+
+__all__ = (
+    "TtlAggregatingState",
+    "TtlListState",
+    "TtlReducingState",
+    "TtlValueState",
+    "make_ttl_handle",
+)
+
+_SLOTS = (
+    "_cursor",
+    "_event",
+    "_expiry",
+    "_gone",
+    "_hide",
+    "_queued",
+    "_refresh",
+    "_seq",
+    "_stamps",
+    "_ttl",
+    "expired",
+)
+
+
+class _Ttl:
+    """The expiry behaviour shared by the TTL handles (mixed into a cached handle; no
+    ``__slots__`` of its own: two bases with slots cannot be combined)."""
+
+    # Provided by the cached handle this is mixed into.
+    _cache: dict[Any, Any]
+    _dirty: set[Any]
+    _store: Any
+    _engine: Engine
+    _maybe_filled: bool
+    name: str
+    # Its own (in the concrete classes' slots).
+    _cursor: bytes
+    _event: bool
+    _expiry: list[tuple[Any, int, Any]]
+    _gone: list[Any]
+    _hide: bool
+    _queued: set[Any]
+    _refresh: bool
+    _seq: int
+    _stamps: dict[Any, Any]
+    _ttl: float
+    expired: int
+
+    def _init_ttl(self, ttl: StateTtl) -> None:
+        self._ttl = ttl.ttl
+        self._refresh = ttl.update == ON_READ_AND_WRITE
+        self._hide = ttl.visibility == NEVER_RETURN_EXPIRED
+        self._event = ttl.time == EVENT_TIME_TTL
+        self._stamps = {}
+        self._expiry = []
+        self._queued = set()
+        self._seq = 0
+        self._cursor = b""
+        self._gone = []  # keys removed since the last flush: dropped from the cache by it
+        #: Entries removed because they expired (on access, by a pass, at a flush).
+        self.expired = 0
+
+    def _now(self) -> Any:
+        store = self._store
+        return store.event_time() if self._event else store.processing_time()
+
+    def _stamp(self, key: Any, stamp: Any) -> None:
+        self._stamps[key] = stamp
+        if key not in self._queued:
+            self._queued.add(key)
+            self._seq += 1
+            heapq.heappush(self._expiry, (stamp, self._seq, key))
+
+    def _drop(self, key: Any) -> None:
+        """Remove ``key``'s value because it expired (deleted by the next flush)."""
+        self._cache[key] = ABSENT
+        self._dirty.add(key)
+        self._stamps.pop(key, None)
+        self._gone.append(key)
+        self.expired += 1
+
+    def _flushed(self) -> None:
+        super()._flushed()  # type: ignore[misc]
+        cache = self._cache
+        for key in self._gone:  # the deletions are written: keep no marker of them
+            if cache.get(key, None) is ABSENT:
+                del cache[key]
+        self._gone.clear()
+
+    def _load(self, key: Any) -> Any:
+        encoded = encode_key(key)  # also checks the key
+        raw = self._engine.get(self.name, encoded) if self._maybe_filled else None
+        if raw is None:
+            value = ABSENT
+        else:
+            value, stamp = decode_value(raw)
+            self._stamp(key, stamp)
+        self._cache[key] = value
+        return value
+
+    def _current(self) -> Any:
+        key = self._store.key
+        try:
+            value = self._cache[key]
+        except KeyError:
+            value = self._load(key)
+        except TypeError:
+            check_key(key)
+            raise
+        if value is ABSENT:
+            return ABSENT
+        now = self._now()
+        if now - self._stamps[key] >= self._ttl:
+            if self._hide:
+                self._drop(key)
+                return ABSENT
+            return value
+        if self._refresh and self._stamps[key] != now:
+            self._stamp(key, now)
+            self._dirty.add(key)
+        return value
+
+    def _set(self, value: Any) -> None:
+        super()._set(value)  # type: ignore[misc]
+        key = self._store.key
+        if value is ABSENT:
+            self._stamps.pop(key, None)
+        else:
+            self._stamp(key, self._now())
+
+    def _touch(self) -> None:
+        self._stamp(self._store.key, self._now())
+
+    def _visible(self, stored: Any, stamp: Any) -> bool:
+        return stored is not ABSENT and not (self._hide and self._now() - stamp >= self._ttl)
+
+    def _read(self, key: Any) -> Any:
+        try:
+            stored = self._cache[key]
+            stamp = self._stamps.get(key)
+        except KeyError:
+            raw = self._engine.get(self.name, encode_key(key))
+            stored, stamp = (ABSENT, None) if raw is None else decode_value(raw)
+        if not self._visible(stored, stamp):
+            return ABSENT
+        return self._present(stored)  # type: ignore[attr-defined]
+
+    def _iter_items(self) -> Iterator[tuple[Any, Any]]:
+        cache = self._cache
+        stamps = self._stamps
+        overlay = sorted(
+            (
+                encode_key(key),
+                key,
+                ABSENT if cache[key] is ABSENT else [cache[key], stamps[key]],
+            )
+            for key in self._dirty
+        )
+        committed = self._engine.scan(self.name, b"", None, b"")
+        for _encoded, key, (stored, stamp) in _merge(committed, 0, overlay):
+            if self._visible(stored, stamp):
+                yield key, self._present(stored)  # type: ignore[attr-defined]
+
+    def _collect(self, ops: list[Op], puts: list[Puts]) -> None:
+        dirty = self._dirty
+        if not dirty:
+            return
+        name = self.name
+        cache = self._cache
+        stamps = self._stamps
+        now = self._now()
+        ttl = self._ttl
+        keys: list[bytes] = []
+        values: list[bytes] = []
+        for key in dirty:
+            encoded = encode_key(key)
+            value = cache[key]
+            if value is not ABSENT and now - stamps[key] >= ttl:
+                self._drop(key)  # expired: a flush (a checkpoint) never writes it
+                value = ABSENT
+            if value is ABSENT:
+                ops.append((DELETE, name, encoded, None))
+                continue
+            try:
+                values.append(encode_value([value, stamps[key]]))
+            except EncodeError as exc:
+                raise self._encode_error(key, value) from exc  # type: ignore[attr-defined]
+            keys.append(encoded)
+        if keys:
+            puts.append((name, keys, values))
+
+    def _evict(self, count: int) -> None:
+        cache = self._cache
+        stamps = self._stamps
+        for key in list(islice(cache, count)):
+            del cache[key]
+            stamps.pop(key, None)
+
+    def _reset(self) -> None:
+        super()._reset()  # type: ignore[misc]
+        self._stamps.clear()
+        self._expiry.clear()
+        self._queued.clear()
+        self._gone.clear()
+        self._cursor = b""
+
+    def _cleanup(self, budget: int | None) -> int:
+        """Remove expired entries: the cached ones due in the expiry queue, then up to
+        ``budget`` committed ones from where the last pass stopped (None: all)."""
+        before = self.expired
+        now = self._now()
+        ttl = self._ttl
+        cache = self._cache
+        stamps = self._stamps
+        expiry = self._expiry
+        queued = self._queued
+        while expiry and now - expiry[0][0] >= ttl:
+            _stamp, _seq, key = heapq.heappop(expiry)
+            queued.discard(key)
+            stamp = stamps.get(key)
+            if stamp is None or cache.get(key, ABSENT) is ABSENT:
+                continue  # removed or evicted meanwhile
+            if now - stamp >= ttl:
+                self._drop(key)
+            else:  # refreshed since it was queued
+                self._stamp(key, stamp)
+        if self._maybe_filled:
+            scan = self._engine.scan(self.name, self._cursor, None, b"")
+            entries = list(scan if budget is None else islice(scan, budget))
+            if budget is None or len(entries) < budget:
+                self._cursor = b""  # wrapped around
+            else:
+                self._cursor = entries[-1][0] + b"\x00"  # just after the last one seen
+            for raw_key, raw_value in entries:
+                key = decode_key(raw_key)
+                if key in cache:
+                    continue  # the cached entry is newer: the queue above covers it
+                _value, stamp = decode_value(raw_value)
+                if now - stamp >= ttl:
+                    self._drop(key)
+        return self.expired - before
+
+
+class TtlValueState(_Ttl, ValueState):
+    """A :class:`ValueState` whose values expire (see the module docstring)."""
+
+    __slots__ = _SLOTS
+
+    def __init__(self, store: _KeyHolder, engine: Engine, spec: ValueStateSpec) -> None:
+        ValueState.__init__(self, store, engine, spec)
+        assert spec.ttl is not None
+        self._init_ttl(spec.ttl)
+
+    def value(self) -> Any:
+        value = self._current()
+        if value is ABSENT:
+            return super().value()  # the default (a copy of it when mutable)
+        return value
+
+    def update(self, value: Any) -> None:
+        super().update(value)
+        self._touch()
+
+
+class TtlListState(_Ttl, ListState):
+    """A :class:`ListState` whose lists expire as a whole (see the module docstring)."""
+
+    __slots__ = _SLOTS
+
+    def __init__(self, store: _KeyHolder, engine: Engine, spec: ListStateSpec) -> None:
+        ListState.__init__(self, store, engine, spec)
+        assert spec.ttl is not None
+        self._init_ttl(spec.ttl)
+
+    def add(self, value: Any) -> None:
+        super().add(value)
+        self._touch()
+
+    def add_all(self, values: Any) -> None:
+        new = list(values)
+        super().add_all(new)
+        if new:
+            self._touch()
+
+
+class TtlReducingState(_Ttl, ReducingState):
+    """A :class:`ReducingState` whose accumulators expire (see the module docstring)."""
+
+    __slots__ = _SLOTS
+
+    def __init__(self, store: _KeyHolder, engine: Engine, spec: ReducingStateSpec) -> None:
+        ReducingState.__init__(self, store, engine, spec)
+        assert spec.ttl is not None
+        self._init_ttl(spec.ttl)
+
+
+class TtlAggregatingState(_Ttl, AggregatingState):
+    """An :class:`AggregatingState` whose accumulators expire (see the module docstring)."""
+
+    __slots__ = _SLOTS
+
+    def __init__(self, store: _KeyHolder, engine: Engine, spec: AggregatingStateSpec) -> None:
+        AggregatingState.__init__(self, store, engine, spec)
+        assert spec.ttl is not None
+        self._init_ttl(spec.ttl)
+
+
+TtlHandle = TtlValueState | TtlListState | TtlReducingState | TtlAggregatingState
+
+
+def make_ttl_handle(store: _KeyHolder, engine: Engine, spec: StateSpec) -> TtlHandle:
+    """The TTL handle for ``spec`` (whose ``ttl`` is set)."""
+    if isinstance(spec, ValueStateSpec):
+        return TtlValueState(store, engine, spec)
+    if isinstance(spec, ListStateSpec):
+        return TtlListState(store, engine, spec)
+    if isinstance(spec, ReducingStateSpec):
+        return TtlReducingState(store, engine, spec)
+    assert isinstance(spec, AggregatingStateSpec)
+    return TtlAggregatingState(store, engine, spec)
