@@ -601,9 +601,11 @@ class Worker:
             if self._cells.get(cell.name) is cell:
                 del self._cells[cell.name]
             return
-        await self._forward_held(cell, to_worker, link)
+        await self._forward_held(cell, to_worker, link, quiet=True)
 
-    async def _forward_held(self, cell: Cell, to_worker: int, link: Link) -> None:
+    async def _forward_held(
+        self, cell: Cell, to_worker: int, link: Link, *, quiet: bool = False
+    ) -> None:
         name = cell.name
         mailbox = cell.mailbox
         while True:
@@ -629,7 +631,9 @@ class Worker:
         assert not left, left  # take_nowait() found nothing, and nothing ran since
         if self._cells.get(name) is cell:
             del self._cells[name]
-        log.info("actor migrated", actor=name, worker=self.worker_id, to_worker=to_worker)
+        (log.debug if quiet else log.info)(
+            "actor migrated", actor=name, worker=self.worker_id, to_worker=to_worker
+        )
 
     async def _accept_migration(
         self,

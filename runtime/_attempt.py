@@ -354,7 +354,7 @@ async def _checkpoint_every(interval: float, job: Ref, supervisor: JobSupervisor
     await supervisor.sources_started.wait()
     while True:
         await anyio.sleep(interval)
-        await job.ask(TriggerCheckpoint())
+        await job.ask(TriggerCheckpoint(periodic=True))
 
 
 async def start_and_wait(

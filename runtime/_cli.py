@@ -37,6 +37,7 @@ from ._job import JobResult, Progress
 from ._logging import configure_logging
 from ._metrics import JobCollector, serve_metrics
 from ._progress import ProgressDisplay
+from ._rescale import rescale_summary
 from ._run import loop_options
 from ._scenario import Check, Scenario, load_scenario, run_scenario
 from ._sinks import DeadLetter, DeadLetterSink
@@ -268,6 +269,7 @@ def _summary(
         "events_per_s": round(result.events_per_s, 1),
         "key_groups": result.plan.num_key_groups,
         **_checkpoint_summary(result, checkpoint_interval),
+        **rescale_summary(result.migrations, result.rescales),
         "checks": [check.to_json() for check in checks],
         "warnings": warnings,
         "passed": all(check.passed for check in checks),
@@ -308,10 +310,23 @@ def _print_summary(summary: dict[str, Any], out: Any) -> None:
     if summary["recoveries"]:
         times = ", ".join(f"{ms:,.0f} ms" for ms in summary["recovery_ms"])
         print(f"  {summary['recoveries']} recoveries ({times})", file=out)
+    if summary["rescales"]:
+        print(f"  {_rescale_line(summary)}", file=out)
     for check in summary["checks"]:
         tick = "ok  " if check["passed"] else "FAIL"
         detail = f" — {check['detail']}" if check["detail"] else ""
         print(f"  [{tick}] {check['name']}{detail}", file=out)
+
+
+def _rescale_line(summary: dict[str, Any]) -> str:
+    times = ", ".join(f"{s:.2f} s" for s in summary["rescales"])
+    return (
+        f"{len(summary['rescales'])} rescales ({times}), {summary['migrations']:,} moves,"
+        f" pause p50 {summary['migration_pause_ms_p50']} ms"
+        f" p99 {summary['migration_pause_ms_p99']} ms"
+        f" max {summary['migration_pause_ms_max']} ms,"
+        f" {summary['events_per_s_during_rescale']:,.0f} events/s while rescaling"
+    )
 
 
 def _checkpoint_line(summary: dict[str, Any]) -> str:

@@ -6,6 +6,7 @@ through it (``_timeline``), and so will a job handle.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -61,7 +62,12 @@ class JobControl:
     async def rescale(self, workers: int) -> RescaleRecord:
         """Scale the running job to ``workers`` workers, moving key groups and splits live
         (see ``_rescale.py``); return once every move is done."""
-        return await self.supervisor.rescale(workers)
+        before = await self.records_in()
+        record = await self.supervisor.rescale(workers)
+        record = dataclasses.replace(record, records=await self.records_in() - before)
+        assert self.supervisor.rescaler is not None
+        self.supervisor.rescaler.scaling.rescales[-1] = record
+        return record
 
     async def records_in(self) -> int:
         """Records the sources of this attempt have read so far."""

@@ -206,10 +206,13 @@ class TriggerCheckpoint:
 
     Answers its epoch, or ``None`` when a checkpoint is still in flight (one at a time), or
     when the job has drained and ``final`` is not set (``final``: the checkpoint of a drained
-    job, which records every split's end and every key group's final state).
+    job, which records every split's end and every key group's final state). A ``periodic``
+    one (the interval's) is skipped while a rescale moves key groups: it would hold up every
+    placement version behind it.
     """
 
     final: bool = False
+    periodic: bool = False
 
 
 @dataclass(frozen=True, slots=True)

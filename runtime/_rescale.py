@@ -51,6 +51,7 @@ __all__ = (
     "Rescaler",
     "Scaling",
     "WorkerPool",
+    "rescale_summary",
 )
 
 #: Key groups (or splits) moved at once by default: the pacing of a rescale.
@@ -95,12 +96,39 @@ class MoveRecord:
 
 @dataclass(frozen=True, slots=True)
 class RescaleRecord:
-    """One completed rescale."""
+    """One completed rescale (``records``: what the sources read meanwhile)."""
 
     workers_before: int
     workers_after: int
     seconds: float
     moves: int
+    records: int = 0
+
+
+def rescale_summary(
+    migrations: Sequence[MoveRecord], rescales: Sequence[RescaleRecord]
+) -> dict[str, Any]:
+    """The summary fields of a job's rescales (``--json``): moves, their pauses (key-group
+    moves: the processing pause of the key group that moved), each rescale's seconds, and the
+    events per second read while rescales ran (None: no rescale)."""
+    pauses = sorted(m.pause_s for m in migrations if m.kind == "group")
+    seconds = sum(r.seconds for r in rescales)
+
+    def at(quantile: float) -> float | None:
+        if not pauses:
+            return None
+        return round(pauses[min(len(pauses) - 1, int(quantile * len(pauses)))] * 1000, 2)
+
+    return {
+        "migrations": len(migrations),
+        "migration_pause_ms_p50": at(0.5),
+        "migration_pause_ms_p99": at(0.99),
+        "migration_pause_ms_max": at(1.0),
+        "rescales": [round(r.seconds, 3) for r in rescales],
+        "events_per_s_during_rescale": (
+            round(sum(r.records for r in rescales) / seconds, 1) if seconds > 0 else None
+        ),
+    }
 
 
 @dataclass
@@ -128,8 +156,12 @@ class Rescaler:
     retired_reports: list[dict[str, Any]] = field(default_factory=list)
     #: True while a placement version is applied (no checkpoint may start).
     moving: bool = False
-    #: Set once the first version's handoffs have started (kill tests wait for it).
-    handoffs_started: anyio.Event = field(default_factory=anyio.Event)
+    #: True while a rescale runs (periodic checkpoints are skipped meanwhile).
+    rescaling: bool = False
+    #: Placement versions whose handoffs have started, and an event set (and replaced) at
+    #: each (a timeline's kill during a rescale waits for it).
+    handoffs: int = 0
+    handoff_started: anyio.Event = field(default_factory=anyio.Event)
     _expected: set[str] = field(default_factory=set)
     _moved: anyio.Event = field(default_factory=anyio.Event)
     _lock: anyio.Lock = field(default_factory=anyio.Lock)
@@ -161,64 +193,71 @@ class Rescaler:
         if workers > MAX_WORKERS:
             raise ValueError(f"rescale to {workers} workers: at most {MAX_WORKERS} are supported")
         async with self._lock:
-            started = time.perf_counter()
-            current = list(self.placement.workers)
-            self.scaling.workers = workers  # a restart from here on starts at the new size
-            if workers > len(current):
-                if self.pool is None:
-                    raise RuntimeError("this job cannot start workers (no worker pool)")
-                new = list(range(self._next_id, self._next_id + workers - len(current)))
-                self._next_id += len(new)
-                members = [*self.members, *new]
-                await _each(self.members.values(), lambda c: c.ask(Admit(members)))
-                self.admit_driver(new)
-                started_refs = await self.pool.start(new, self.placement)
-                self.members.update(started_refs)
-                await _each(started_refs.values(), lambda c: c.ask(StartSources()))
-                keep = current + new
-            else:
-                keep = current[:workers]
-            self.placement = Placement(
-                self.placement.version,
-                tuple(sorted(set(self.placement.workers) | set(keep))),
-                self.placement.group_owner,
-                self.placement.split_owner,
-            )
-            target = self.placement.rescaled(keep)
-            group_moves = self.placement.group_moves(target)
-            split_moves = self.placement.split_moves(target, self.plan.splits)
-            for chunk in _chunks(group_moves, self.max_moves):
-                await self._apply(supervisor, chunk, [])
-            for chunk in _chunks(split_moves, self.max_moves):
-                await self._apply(supervisor, [], chunk)
-            retiring = [w for w in current if w not in keep]
-            if retiring and supervisor.coordinator is not None and supervisor.transactional:
-                # What the retiring workers' sink partitions staged is published by a
-                # checkpoint they take part in (their pre-commit and commit).
-                try:
-                    await supervisor.take_checkpoint(supervisor.ref)
-                except CheckpointError:
-                    # The job drained meanwhile: its final checkpoint (with every worker still
-                    # a member) publishes it all; the workers stop with the job.
-                    retiring = []
-            await _each(retiring, self._retire)
-            if retiring:
-                members = list(self.members)
-                await _each(self.members.values(), lambda c: c.ask(Admit(members)))
-            self.placement = Placement(
-                self.placement.version,
-                tuple(sorted({*keep, *self.members})),
-                self.placement.group_owner,
-                self.placement.split_owner,
-            )
-            record = RescaleRecord(
-                len(current),
-                workers,
-                time.perf_counter() - started,
-                len(group_moves) + len(split_moves),
-            )
-            self.scaling.rescales.append(record)
-            return record
+            self.rescaling = True
+            try:
+                return await self._rescale(supervisor, workers)
+            finally:
+                self.rescaling = False
+
+    async def _rescale(self, supervisor: JobSupervisor, workers: int) -> RescaleRecord:
+        started = time.perf_counter()
+        current = list(self.placement.workers)
+        self.scaling.workers = workers  # a restart from here on starts at the new size
+        if workers > len(current):
+            if self.pool is None:
+                raise RuntimeError("this job cannot start workers (no worker pool)")
+            new = list(range(self._next_id, self._next_id + workers - len(current)))
+            self._next_id += len(new)
+            members = [*self.members, *new]
+            await _each(self.members.values(), lambda c: c.ask(Admit(members)))
+            self.admit_driver(new)
+            started_refs = await self.pool.start(new, self.placement)
+            self.members.update(started_refs)
+            await _each(started_refs.values(), lambda c: c.ask(StartSources()))
+            keep = current + new
+        else:
+            keep = current[:workers]
+        self.placement = Placement(
+            self.placement.version,
+            tuple(sorted(set(self.placement.workers) | set(keep))),
+            self.placement.group_owner,
+            self.placement.split_owner,
+        )
+        target = self.placement.rescaled(keep)
+        group_moves = self.placement.group_moves(target)
+        split_moves = self.placement.split_moves(target, self.plan.splits)
+        for chunk in _chunks(group_moves, self.max_moves):
+            await self._apply(supervisor, chunk, [])
+        for chunk in _chunks(split_moves, self.max_moves):
+            await self._apply(supervisor, [], chunk)
+        retiring = [w for w in current if w not in keep]
+        if retiring and supervisor.coordinator is not None and supervisor.transactional:
+            # What the retiring workers' sink partitions staged is published by a
+            # checkpoint they take part in (their pre-commit and commit).
+            try:
+                await supervisor.take_checkpoint(supervisor.ref)
+            except CheckpointError:
+                # The job drained meanwhile: its final checkpoint (with every worker still
+                # a member) publishes it all; the workers stop with the job.
+                retiring = []
+        await _each(retiring, self._retire)
+        if retiring:
+            members = list(self.members)
+            await _each(self.members.values(), lambda c: c.ask(Admit(members)))
+        self.placement = Placement(
+            self.placement.version,
+            tuple(sorted({*keep, *self.members})),
+            self.placement.group_owner,
+            self.placement.split_owner,
+        )
+        record = RescaleRecord(
+            len(current),
+            workers,
+            time.perf_counter() - started,
+            len(group_moves) + len(split_moves),
+        )
+        self.scaling.rescales.append(record)
+        return record
 
     async def _retire(self, worker: int) -> None:
         controller = self.members.pop(worker)
@@ -255,7 +294,9 @@ class Rescaler:
             supervisor.follow(update)
             await _each(self.members.values(), lambda c: c.ask(update))
             await _each(self.members.values(), lambda c: c.ask(StartHandoffs(version)))
-            self.handoffs_started.set()
+            self.handoffs += 1
+            self.handoff_started.set()
+            self.handoff_started = anyio.Event()
             await self._moved.wait()
             self.placement = self.placement.applied(groups, splits, self.plan.splits)
         finally:

@@ -155,7 +155,7 @@ class JobSupervisor(Actor):
                 self.finished.set()
             self._changed()
         elif kind is TriggerCheckpoint:
-            epoch = await self._trigger(final=message.final)
+            epoch = await self._trigger(final=message.final, periodic=message.periodic)
             self._changed()
             return epoch
         elif kind is MovedIn:
@@ -187,10 +187,13 @@ class JobSupervisor(Actor):
     def moving(self) -> bool:
         return self.rescaler is not None and self.rescaler.moving
 
-    async def handing_off(self) -> None:
-        """Return once a placement version's handoffs have started (tests, timelines)."""
-        assert self.rescaler is not None
-        await self.rescaler.handoffs_started.wait()
+    async def handing_off(self, since: int) -> None:
+        """Return once more than ``since`` placement versions have started their handoffs
+        (a timeline's kill in the middle of a rescale)."""
+        rescaler = self.rescaler
+        assert rescaler is not None
+        while rescaler.handoffs <= since:
+            await rescaler.handoff_started.wait()
 
     def follow(self, update: PlacementUpdate) -> None:
         """The driver's directory follows placement ``update`` (its refs to key groups)."""
@@ -226,7 +229,7 @@ class JobSupervisor(Actor):
         event, self.checkpoint_changed = self.checkpoint_changed, anyio.Event()
         event.set()
 
-    async def _trigger(self, *, final: bool = False) -> int | None:
+    async def _trigger(self, *, final: bool = False, periodic: bool = False) -> int | None:
         coordinator = self.coordinator
         if coordinator is None:
             raise RuntimeError("checkpoints are off for this job (checkpoint_interval=None)")
@@ -235,6 +238,8 @@ class JobSupervisor(Actor):
             await self._remove_files(expired)
         if (self.finished.is_set() and not final) or self.moving:
             return None  # a placement version in flight: no barrier may cross a moving channel
+        if periodic and self.rescaler is not None and self.rescaler.rescaling:
+            return None  # a rescale goes first (it is short); explicit checkpoints wait for it
         epoch = coordinator.begin()
         if epoch is not None:
             base = self._base()

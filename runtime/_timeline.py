@@ -270,9 +270,11 @@ class TimelineRunner:
             except Exception as exc:  # a consequence of the kill: the attempt's watch reports it
                 log.debug("rescale ended by the kill", error=f"{type(exc).__name__}: {exc}")
 
+        rescaler = control.supervisor.rescaler
+        since = rescaler.handoffs if rescaler is not None else 0
         async with anyio.create_task_group() as tg:
             tg.start_soon(rescale_until_killed)
-            await control.supervisor.handing_off()
+            await control.supervisor.handing_off(since)
             control.kill_worker(victim)
         # Only reached if the rescale finished before the kill took effect.
 

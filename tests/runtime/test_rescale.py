@@ -15,6 +15,7 @@ from rescale_flows import paced_stats
 from shoal.runtime._faults import Fault
 from shoal.runtime._keygroup import KeyGroupActor
 from shoal.runtime._keys import KeyGroupRouter
+from shoal.runtime._rescale import MoveRecord, RescaleRecord, rescale_summary
 from shoal.runtime.timeline import at, rescale
 
 from shoal import CollectingSink, run_job
@@ -279,3 +280,62 @@ async def test_while_one_key_group_is_held_mid_move_the_others_keep_flowing(
     moved = {m.name: m for m in done.migrations}
     assert moved["per_word#6"].pause_s > 0
     assert final_state(done, p) == oracle(p)
+
+
+@pytest.mark.processes
+def test_the_rescale_scenario_passes_with_live_moves_and_a_kill(tmp_path: Path) -> None:
+    """The issue's acceptance run: `shoal run scenarios/rescale.py --workers 2 --json` passes,
+    with migrations and every rescale completed."""
+    import json
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [
+            str(Path(sys.executable).with_name("shoal")),
+            "run",
+            str(Path(__file__).parents[2] / "scenarios" / "rescale.py"),
+            "--workers",
+            "2",
+            "--json",
+            "--state-dir",
+            str(tmp_path / "state"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    summary = json.loads(done.stdout)
+    assert summary["passed"] is True, summary["checks"]
+    assert summary["migrations"] > 0
+    assert len(summary["rescales"]) >= 3
+    assert all(seconds > 0 for seconds in summary["rescales"])
+    assert summary["events_per_s_during_rescale"] > 0
+    assert 0 < summary["migration_pause_ms_p50"] <= summary["migration_pause_ms_max"]
+    assert summary["recoveries"] >= 1
+    assert summary["workers"] == 2
+
+
+def test_the_rescale_summary_of_a_job_without_rescales_is_zero_and_null() -> None:
+    assert rescale_summary((), ()) == {
+        "migrations": 0,
+        "migration_pause_ms_p50": None,
+        "migration_pause_ms_p99": None,
+        "migration_pause_ms_max": None,
+        "rescales": [],
+        "events_per_s_during_rescale": None,
+    }
+
+
+def test_the_rescale_summary_has_pause_percentiles_and_events_per_second() -> None:
+    moves = [MoveRecord(1, "group", f"op#{i}", 0, 1, (i + 1) / 1000, 0) for i in range(100)]
+    moves.append(MoveRecord(1, "split", "s", 0, 1, 5.0, 0))  # splits are not key-group pauses
+    summary = rescale_summary(moves, [RescaleRecord(2, 4, 2.0, 101, 50_000)])
+    assert summary["migrations"] == 101
+    assert summary["migration_pause_ms_p50"] == 51.0
+    assert summary["migration_pause_ms_p99"] == 100.0
+    assert summary["migration_pause_ms_max"] == 100.0
+    assert summary["rescales"] == [2.0]
+    assert summary["events_per_s_during_rescale"] == 25_000.0
