@@ -28,6 +28,7 @@ from shoal.storage import (
 
 from ._checkpoints import CheckpointCoordinator, CheckpointStatistics
 from ._control import JobControl
+from ._control_socket import serve_control
 from ._faults import Fault
 from ._messages import StartSources, TriggerCheckpoint
 from ._names import JOB_ACTOR, source_actor_name
@@ -121,6 +122,8 @@ class Run:
     max_moves: int = DEFAULT_MAX_MOVES
     # The job's worker count (a rescale changes it) and the moves made, across attempts.
     scaling: Scaling = field(default_factory=lambda: Scaling(1))
+    # Where the running job listens for `shoal rescale` / `shoal status` (None: nowhere).
+    control_socket: Path | None = None
 
     def checkpoint_store(self) -> CheckpointStore | None:
         """A handle on the job's checkpoint store (None: checkpoints are off)."""
@@ -331,6 +334,8 @@ def start_companions(
         )
     if run.timeline is not None:
         tg.start_soon(_companion, _run_timeline(run.timeline, control))
+    if run.control_socket is not None:
+        tg.start_soon(_companion, serve_control(run.control_socket, control))
 
 
 async def _companion(task: Awaitable[None]) -> None:

@@ -32,6 +32,8 @@ import anyio
 import structlog
 
 from ._checkpoint_stats import CheckpointStatistics
+from ._control_socket import CONTROL_SOCKET
+from ._ctl_cli import add_control_parsers, run_control
 from ._exceptions import JobError, ScenarioError
 from ._job import JobResult, Progress
 from ._logging import configure_logging
@@ -200,6 +202,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--no-progress", action="store_true", help="no live progress display")
     add_state_parser(commands)
+    add_control_parsers(commands, _positive)
     return parser
 
 
@@ -451,6 +454,8 @@ async def _run_job(
                     checkpoint_interval=args.checkpoint_interval,
                     checkpoint_dir=args.checkpoint_dir,
                     resume=args.resume,
+                    # `shoal rescale N --state-dir DIR` and `shoal status` reach the job here.
+                    control_socket=state_dir / CONTROL_SOCKET,
                     **extra,
                 )
         except Exception as exc:
@@ -597,6 +602,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _command(args)
     if args.command == "state":
         return run_state(args)
+    if args.command in ("rescale", "status"):
+        return run_control(args)
     return EXIT_USAGE  # pragma: no cover - argparse requires a command
 
 

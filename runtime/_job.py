@@ -38,7 +38,7 @@ from ._faults import Fault
 from ._loader import load_flow, normalize_ref
 from ._plan import Plan, compile_plan
 from ._recovery import StartPoint, recovery_point
-from ._rescale import Scaling
+from ._rescale import DEFAULT_MAX_MOVES, Scaling
 from ._result import JobResult as JobResult
 from ._result import Progress as Progress
 from ._run_loop import run_in_loop
@@ -92,6 +92,8 @@ async def run_job(
     from_savepoint: str | Path | None = None,
     timeline: Sequence[At] = (),
     clock: Clock | None = None,
+    max_moves: int = DEFAULT_MAX_MOVES,
+    control_socket: str | Path | None = None,
 ) -> JobResult:
     """Run ``flow`` until its bounded source is exhausted and every record is processed.
 
@@ -160,6 +162,10 @@ async def run_job(
         faults: a schedule of injected failures (:class:`Fault`), for testing recovery.
         clock: where processing time comes from (processing-time timers, idle splits):
             a ``ManualClock`` in tests; default the system clock. Workers in this loop only.
+        max_moves: how many key groups (or splits) a rescale moves at once, per placement
+            version: its pacing (more: a shorter rescale, more key groups paused at once).
+        control_socket: a Unix socket path the running job listens on for control requests
+            (``shoal rescale``, ``shoal status``; see ``_control_socket.py``); None: none.
         checkpoint_dir: where checkpoints are written: a directory or any fsspec URL
             (``memory://...`` only with ``processes=False``: each process has its own memory
             filesystem). Default ``<state_dir>/checkpoints``. Ignored without
@@ -181,6 +187,7 @@ async def run_job(
     _check_positive("workers", workers)
     _check_positive("batch_size", batch_size)
     _check_positive("mailbox_size", mailbox_size)
+    _check_positive("max_moves", max_moves)
     if checkpoint_interval is not None and (
         isinstance(checkpoint_interval, bool)
         or not isinstance(checkpoint_interval, int | float)
@@ -305,6 +312,8 @@ async def run_job(
             TimelineRunner(timeline) if timeline else None,
             clock=clock,
             scaling=Scaling(workers),
+            max_moves=max_moves,
+            control_socket=None if control_socket is None else Path(control_socket),
         )
         if use_processes:
             assert ref is not None

@@ -12,6 +12,7 @@ import anyio
 import pytest
 from recovery_flows import check_output, final_state, oracle
 from rescale_flows import paced_stats
+from shoal.runtime._control_socket import CONTROL_SOCKET, request
 from shoal.runtime._faults import Fault
 from shoal.runtime._keygroup import KeyGroupActor
 from shoal.runtime._keys import KeyGroupRouter
@@ -339,3 +340,61 @@ def test_the_rescale_summary_has_pause_percentiles_and_events_per_second() -> No
     assert summary["migration_pause_ms_max"] == 100.0
     assert summary["rescales"] == [2.0]
     assert summary["events_per_s_during_rescale"] == 25_000.0
+
+
+@pytest.mark.asyncio
+async def test_a_running_job_rescales_through_its_control_socket(tmp_path: Path) -> None:
+    """`shoal rescale N --state-dir DIR` and `shoal status` talk to this socket."""
+    p = params(rate=10_000.0, n=30_000)
+    state = tmp_path / "state"
+    answers: list[Any] = []
+
+    async def control() -> None:
+        socket = state / CONTROL_SOCKET
+        with anyio.fail_after(30):
+            while True:  # the socket appears once the job runs
+                try:
+                    answers.append(await request(state, {"command": "status"}))
+                    break
+                except ConnectionError:
+                    await anyio.sleep(0.05)
+        answers.append(await request(state, {"command": "rescale", "workers": 3}))
+        answers.append(await request(state, {"command": "rescale", "workers": 0}))
+        answers.append(await request(state, {"command": "launch"}))
+        answers.append(await request(state, {"command": "status"}))
+        assert socket.exists()
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(control)
+        result = await run_job(
+            paced_stats(**p),
+            workers=2,
+            processes=False,
+            state_dir=state,
+            control_socket=state / CONTROL_SOCKET,
+        )
+    first, rescaled, refused, unknown, last = answers
+    assert first["ok"] is True
+    assert first["workers"] == 2
+    assert first["worker_ids"] == [0, 1]
+    assert (rescaled["ok"], rescaled["workers_before"], rescaled["workers_after"]) == (True, 2, 3)
+    assert refused == {
+        "ok": False,
+        "error": "ValueError: rescale needs a worker count >= 1; got 0",
+    }
+    assert unknown == {
+        "ok": False,
+        "error": "ValueError: unknown command 'launch'; known: 'rescale', 'status'",
+    }
+    assert last["workers"] == 3
+    assert last["placement_version"] > 0
+    assert not (state / CONTROL_SOCKET).exists()  # removed when the job ended
+    assert final_state(result, p) == oracle(p)
+
+
+@pytest.mark.asyncio
+async def test_no_job_listening_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(
+        ConnectionError, match=r"^no running job listens at .*shoal-control\.sock \("
+    ):
+        await request(tmp_path, {"command": "status"})

@@ -1,0 +1,125 @@
+"""A running job's control socket: ``shoal rescale`` and ``shoal status`` reach a job started
+by ``shoal run`` through a Unix socket in its state directory.
+
+A Unix socket, not TCP: nothing listens on the network, and who may control the job is who
+may open the state directory (the socket is created with the directory's permissions). One
+request per connection, one JSON object per line each way::
+
+    {"command": "rescale", "workers": 4}   ->  {"ok": true, "seconds": 1.8, "moves": 70, ...}
+    {"command": "status"}                  ->  {"ok": true, "workers": 4, "records_in": ...}
+
+A request that cannot be served answers ``{"ok": false, "error": "..."}`` naming why.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import anyio
+from anyio.abc import SocketStream
+from shoal.actors._log import get_logger
+
+from ._control import JobControl
+
+__all__ = ("CONTROL_SOCKET", "request", "serve_control")
+
+log = get_logger("shoal.control")
+
+#: The control socket's name in the state directory.
+CONTROL_SOCKET = "shoal-control.sock"
+# A Unix socket path is limited to ~108 bytes.
+_MAX_PATH = 100
+_MAX_REQUEST = 64 * 1024
+
+
+async def serve_control(path: Path, control: JobControl) -> None:
+    """Serve control requests on ``path`` until cancelled (a companion of the attempt)."""
+    if len(str(path).encode()) > _MAX_PATH:
+        log.warning("no control socket: its path is too long for a Unix socket", path=str(path))
+        return
+    _remove(path)  # a previous run's (a socket file outlives a killed process)
+    listener = await anyio.create_unix_listener(path)
+    try:
+        async with listener, anyio.create_task_group() as tg:
+            while True:
+                stream = await listener.accept()
+                tg.start_soon(_serve_one, stream, control)
+    finally:
+        _remove(path)
+
+
+def _remove(path: Path) -> None:
+    with contextlib.suppress(OSError):
+        os.unlink(path)  # a tiny call: not worth a thread
+
+
+async def _serve_one(stream: SocketStream, control: JobControl) -> None:
+    async with stream:
+        try:
+            request = json.loads(await _read_line(stream))
+            answer = await _answer(request, control)
+        except Exception as exc:  # the request's fault or the job's: say which
+            answer = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
+        with contextlib.suppress(OSError, anyio.BrokenResourceError):
+            await stream.send((json.dumps(answer) + "\n").encode())
+
+
+async def _read_line(stream: SocketStream) -> str:
+    data = b""
+    while not data.endswith(b"\n"):
+        chunk = await stream.receive()
+        data += chunk
+        if len(data) > _MAX_REQUEST:
+            raise ValueError("request too long")
+    return data.decode()
+
+
+async def _answer(request: Any, control: JobControl) -> dict[str, Any]:
+    if not isinstance(request, dict) or "command" not in request:
+        raise ValueError(f"a request is a JSON object with a 'command'; got {request!r}")
+    command = request["command"]
+    if command == "status":
+        placement = control.supervisor.placement
+        return {
+            "ok": True,
+            "workers": control.workers,
+            "worker_ids": list(placement.workers),
+            "placement_version": placement.version,
+            "records_in": await control.records_in(),
+        }
+    if command == "rescale":
+        workers = request.get("workers")
+        record = await control.rescale(workers)  # type: ignore[arg-type]
+        return {
+            "ok": True,
+            "workers_before": record.workers_before,
+            "workers_after": record.workers_after,
+            "seconds": round(record.seconds, 3),
+            "moves": record.moves,
+        }
+    raise ValueError(f"unknown command {command!r}; known: 'rescale', 'status'")
+
+
+async def request(state_dir: Path, message: dict[str, Any], timeout: float = 120.0) -> Any:  # noqa: ASYNC109
+    """Send one request to the job running in ``state_dir``; return its answer.
+
+    Raises:
+        ConnectionError: no job is listening there (none runs, or it was not started by
+            ``shoal run``).
+    """
+    path = state_dir / CONTROL_SOCKET
+    try:
+        stream = await anyio.connect_unix(path)
+    except OSError as exc:
+        raise ConnectionError(
+            f"no running job listens at {path} ({os.strerror(exc.errno or 0) or exc}): "
+            "start one with `shoal run ... --state-dir` first"
+        ) from None
+    async with stream:
+        await stream.send((json.dumps(message) + "\n").encode())
+        with anyio.fail_after(timeout):
+            return json.loads(await _read_line(stream))

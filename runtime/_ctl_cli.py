@@ -1,0 +1,71 @@
+"""``shoal rescale`` and ``shoal status``: control a job that ``shoal run`` is running, through
+its control socket in the state directory (see ``_control_socket.py``)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import anyio
+
+from ._control_socket import request
+
+__all__ = ("add_control_parsers", "run_control")
+
+#: Exit status: the job answered that the request failed, or no job listens there.
+EXIT_FAILED = 1
+
+
+def add_control_parsers(commands: Any, positive: Any) -> None:
+    """Add ``rescale`` and ``status`` to the ``shoal`` parser's subcommands."""
+    rescale = commands.add_parser(
+        "rescale",
+        help="scale a running `shoal run` job to N workers, live",
+        description=(
+            "Scale the job that `shoal run ... --state-dir DIR` is running to N worker "
+            "processes while it runs: key groups and splits move one placement version at "
+            "a time, every other key group keeps processing. Returns once it is done."
+        ),
+    )
+    rescale.add_argument("workers", metavar="N", type=positive, help="the new worker count")
+    status = commands.add_parser(
+        "status",
+        help="workers, placement version and records read of a running `shoal run` job",
+    )
+    for command in (rescale, status):
+        command.add_argument(
+            "--state-dir",
+            required=True,
+            metavar="DIR",
+            help="the running job's state directory (its --state-dir)",
+        )
+        command.add_argument("--json", action="store_true", help="print the answer as JSON")
+
+
+def run_control(args: argparse.Namespace) -> int:
+    """Run a parsed ``shoal rescale`` / ``shoal status``; return its exit status."""
+    message: dict[str, Any] = {"command": args.command}
+    if args.command == "rescale":
+        message["workers"] = args.workers
+    try:
+        answer = anyio.run(request, Path(args.state_dir), message)
+    except ConnectionError as exc:
+        answer = {"ok": False, "error": str(exc)}
+    if args.json:
+        print(json.dumps(answer))
+    elif not answer.get("ok"):
+        print(f"shoal: error: {answer.get('error')}", file=sys.stderr)
+    elif args.command == "rescale":
+        print(
+            f"rescaled {answer['workers_before']} -> {answer['workers_after']} workers in "
+            f"{answer['seconds']:.2f} s ({answer['moves']} moves)"
+        )
+    else:
+        print(
+            f"{answer['workers']} workers {answer['worker_ids']}, placement version "
+            f"{answer['placement_version']}, {answer['records_in']:,} records read"
+        )
+    return 0 if answer.get("ok") else EXIT_FAILED
