@@ -372,6 +372,12 @@ async def _stop_savepoint(run: Run, result: JobResult) -> None:
     runner = run.timeline
     if runner is not None and runner.error is not None:
         raise JobError(f"job {run.plan.flow.name!r}: {runner.error}")
+    if runner is not None and runner.acting is not None:
+        raise JobError(
+            f"job {run.plan.flow.name!r} ended while its timeline step {runner.acting} was "
+            "still running (the job read all its input first): pace the source, or move the "
+            "step earlier"
+        )
     if runner is not None and runner.done < len(runner.steps):
         raise JobError(
             f"job {run.plan.flow.name!r} ended before its timeline step "

@@ -218,10 +218,13 @@ class TimelineRunner:
         self.stop_savepoint: str | None = None
         #: Why a step failed (the job was then stopped; the run raises it).
         self.error: str | None = None
+        #: The step being acted on; still set when the job's end cut it short.
+        self.acting: At | None = None
         self.log: list[str] = []
 
     async def run(self, control: JobControl) -> None:
         """Fire the remaining steps in order against this attempt (a companion task)."""
+        self.acting = None  # a step the last attempt's end interrupted (a kill) is over
         self.records_before += self._seen
         self._seen = 0
         if self._started is None:
@@ -232,6 +235,7 @@ class TimelineRunner:
             if control.supervisor.finished.is_set():
                 return  # the job has drained: too late for this step (the run reports it)
             self.done += 1  # before acting: a kill ends this attempt, and must not repeat
+            self.acting = step
             try:
                 await self._act(step.action, control)
             except (PeerLostError, anyio.get_cancelled_exc_class()):
@@ -239,8 +243,10 @@ class TimelineRunner:
             except Exception as exc:
                 self.error = f"timeline step {step} failed: {type(exc).__name__}: {exc}"
                 log.warning("timeline step failed; stopping the job", error=self.error)
+                self.acting = None
                 await control.stop()
                 return
+            self.acting = None
 
     async def _wait_for(self, step: At, control: JobControl) -> None:
         if step.seconds is not None:

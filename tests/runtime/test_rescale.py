@@ -12,6 +12,7 @@ import anyio
 import pytest
 from recovery_flows import check_output, final_state, oracle
 from rescale_flows import paced_stats
+from shoal.runtime._control import JobControl
 from shoal.runtime._control_socket import CONTROL_SOCKET, request
 from shoal.runtime._faults import Fault
 from shoal.runtime._keygroup import KeyGroupActor
@@ -19,7 +20,7 @@ from shoal.runtime._keys import KeyGroupRouter
 from shoal.runtime._rescale import MoveRecord, RescaleRecord, rescale_summary
 from shoal.runtime.timeline import at, rescale
 
-from shoal import CollectingSink, run_job
+from shoal import CollectingSink, JobError, run_job
 
 FLOWS = Path(__file__).parent / "rescale_flows.py"
 
@@ -398,3 +399,30 @@ async def test_no_job_listening_is_a_clear_error(tmp_path: Path) -> None:
         ConnectionError, match=r"^no running job listens at .*shoal-control\.sock \("
     ):
         await request(tmp_path, {"command": "status"})
+
+
+@pytest.mark.asyncio
+async def test_a_job_that_ends_while_a_rescale_step_runs_says_so(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A step cut short by the job's end is an error, not a silent skip."""
+
+    async def never_done(self: Any, workers: int) -> Any:
+        await anyio.sleep_forever()
+
+    monkeypatch.setattr(JobControl, "rescale", never_done)
+    p = params(n=2_000, rate=100_000.0)
+    with pytest.raises(
+        JobError,
+        match=(
+            r"^job 'stats' ended while its timeline step At\(action=Rescale\(workers=3, "
+            r"kill_worker=None\), records=100, seconds=None\) was still running"
+        ),
+    ):
+        await run_job(
+            paced_stats(**p),
+            workers=2,
+            processes=False,
+            state_dir=tmp_path / "state",
+            timeline=[at(rescale(3), records=100)],
+        )
