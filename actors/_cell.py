@@ -28,6 +28,10 @@ log = get_logger("shoal.actors")
 
 #: How long on_stop may take when the actor is torn down by cancellation.
 TEARDOWN_TIMEOUT_S = 10.0
+#: How long an actor handles messages in a row before it lets the other ready tasks of its
+#: event loop run (see Cell._loop): without it, an actor with a full mailbox kept the loop for
+#: its whole backlog (tens to hundreds of ms), and every control message on the loop waited.
+TURN_S = 0.002
 
 
 class Migration:
@@ -162,10 +166,18 @@ class Cell:
     async def _loop(self) -> None:
         mailbox = self.mailbox
         get_nowait = mailbox.get_nowait
+        clock = time.perf_counter
+        turn = clock()
         while True:
             # Emptiness is a return value, not an exception: this is every message's path.
             item = get_nowait()
+            if item is not EMPTY and clock() - turn > TURN_S:
+                # A fair turn: an actor with a full mailbox lets the other ready tasks run
+                # every TURN_S (a control message elsewhere waits at most that long for it).
+                await checkpoint()
+                turn = clock()
             if item is EMPTY:
+                turn = clock()
                 if self.continuation is None:
                     try:
                         item = await mailbox.get()
