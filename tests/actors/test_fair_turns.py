@@ -12,14 +12,21 @@ from shoal.actors import Actor, open_worker
 from shoal.actors._cell import TURN_S
 
 
+def _work(seconds: float) -> None:
+    """Keep the CPU (the event loop) busy for ``seconds``: what a heavy batch does."""
+    until = time.perf_counter() + seconds
+    while time.perf_counter() < until:
+        pass
+
+
 class Busy(Actor):
-    """Each message costs a millisecond of CPU (a blocking sleep stands in for work)."""
+    """Each message costs a millisecond of CPU."""
 
     def __init__(self, handled: list[int]) -> None:
         self.handled = handled
 
     async def receive(self, message: Any) -> Any:
-        time.sleep(0.001)
+        _work(0.001)
         self.handled.append(message)
 
 
