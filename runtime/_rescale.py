@@ -47,12 +47,18 @@ if TYPE_CHECKING:
 __all__ = (
     "DEFAULT_MAX_MOVES",
     "MoveRecord",
+    "RescaleError",
     "RescaleRecord",
     "Rescaler",
     "Scaling",
     "WorkerPool",
     "rescale_summary",
 )
+
+
+class RescaleError(RuntimeError):
+    """A rescale that cannot go on (the job drained meanwhile); the job itself is fine."""
+
 
 #: Key groups (or splits) moved at once by default: the pacing of a rescale.
 DEFAULT_MAX_MOVES = 8
@@ -268,8 +274,11 @@ class Rescaler:
     async def _apply(
         self, supervisor: JobSupervisor, groups: Sequence[Move], splits: Sequence[Move]
     ) -> None:
-        """Apply one placement version: ``groups`` and ``splits`` move (see ``_moves.py``)."""
+        """Apply one placement version: ``groups`` and ``splits`` move (see ``_moves.py``).
+        Nothing moves once the job has drained: its final checkpoint is being taken."""
         await supervisor.wait_no_checkpoint()
+        if supervisor.finished.is_set():
+            raise RescaleError("the job has drained (read all its input): nothing to move")
         self.moving = True
         try:
             version = self.placement.version + 1
