@@ -285,6 +285,7 @@ class KeyGroupActor(Actor):
                 env.index,
                 paused_now() - handoff.paused_at,
                 stats.bytes,
+                self.queued_max,
             )
         )
         queued, self.queued = self.queued, deque()

@@ -505,7 +505,8 @@ class SplitHandoff:
 class MovedIn:
     """New owner -> job supervisor: ``name`` (a key-group actor or a split) of placement
     ``version`` runs on ``target`` now; ``pause_s``: from when the old owner stopped
-    processing it to when the new one started."""
+    processing it to when the new one started; ``held_records``: what the successor queued
+    meanwhile (a key group's records that waited for the move)."""
 
     version: int
     kind: str
@@ -514,6 +515,7 @@ class MovedIn:
     target: int
     pause_s: float
     bytes: int
+    held_records: int = 0  # what the successor queued before the handoff (records)
 
 
 @dataclass(frozen=True, slots=True)

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import anyio
 from shoal.actors import Ref
+from shoal.actors._log import get_logger
 from shoal.storage import CheckpointError
 
 from ._credits import MAX_WORKERS
@@ -60,6 +61,8 @@ class RescaleError(RuntimeError):
     """A rescale that cannot go on (the job drained meanwhile); the job itself is fine."""
 
 
+log = get_logger("shoal.rescale")
+
 #: Key groups (or splits) moved at once by default: the pacing of a rescale.
 DEFAULT_MAX_MOVES = 8
 
@@ -78,7 +81,8 @@ class WorkerPool(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class MoveRecord:
-    """One completed move: what, from where to where, the pause, the state it carried."""
+    """One completed move: what, from where to where, the pause, the state it carried (its
+    environment's bytes) and the records its successor held until the handoff."""
 
     version: int
     kind: str
@@ -87,6 +91,7 @@ class MoveRecord:
     target: int
     pause_s: float
     bytes: int
+    held_records: int = 0
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -97,6 +102,7 @@ class MoveRecord:
             "to": self.target,
             "pause_ms": round(self.pause_s * 1000, 3),
             "bytes": self.bytes,
+            "held_records": self.held_records,
         }
 
 
@@ -177,16 +183,26 @@ class Rescaler:
         self._next_id = max(self.placement.workers, default=-1) + 1
 
     def moved_in(self, message: MovedIn) -> None:
-        self.scaling.moves.append(
-            MoveRecord(
-                message.version,
-                message.kind,
-                message.name,
-                message.source,
-                message.target,
-                message.pause_s,
-                message.bytes,
-            )
+        record = MoveRecord(
+            message.version,
+            message.kind,
+            message.name,
+            message.source,
+            message.target,
+            message.pause_s,
+            message.bytes,
+            message.held_records,
+        )
+        self.scaling.moves.append(record)
+        log.info(
+            "key group moved" if record.kind == "group" else "split moved",
+            name=record.name,
+            version=record.version,
+            source=record.source,
+            target=record.target,
+            pause_ms=round(record.pause_s * 1000, 2),
+            bytes=record.bytes,
+            held_records=record.held_records,
         )
         self._expected.discard(message.name)
         if not self._expected:

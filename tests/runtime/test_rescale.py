@@ -281,6 +281,7 @@ async def test_while_one_key_group_is_held_mid_move_the_others_keep_flowing(
     (done,) = result
     moved = {m.name: m for m in done.migrations}
     assert moved["per_word#6"].pause_s > 0
+    assert moved["per_word#6"].held_records > 0  # its records waited for it, in order
     assert final_state(done, p) == oracle(p)
 
 
