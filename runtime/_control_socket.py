@@ -34,6 +34,10 @@ CONTROL_SOCKET = "shoal-control.sock"
 # A Unix socket path is limited to ~108 bytes.
 _MAX_PATH = 100
 _MAX_REQUEST = 64 * 1024
+_ENDED = (
+    "the job's run ended (it finished, was stopped, or lost a worker and restarts) before "
+    "the request was done"
+)
 
 
 async def serve_control(path: Path, control: JobControl) -> None:
@@ -62,10 +66,19 @@ async def _serve_one(stream: SocketStream, control: JobControl) -> None:
         try:
             request = json.loads(await _read_line(stream))
             answer = await _answer(request, control)
+        except anyio.get_cancelled_exc_class():
+            # The attempt ended (the job finished or stopped, or a worker was lost): say so.
+            with anyio.CancelScope(shield=True):
+                await _send(stream, {"ok": False, "error": _ENDED})
+            raise
         except Exception as exc:  # the request's fault or the job's: say which
             answer = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
-        with contextlib.suppress(OSError, anyio.BrokenResourceError):
-            await stream.send((json.dumps(answer) + "\n").encode())
+        await _send(stream, answer)
+
+
+async def _send(stream: SocketStream, answer: dict[str, Any]) -> None:
+    with contextlib.suppress(OSError, anyio.BrokenResourceError, anyio.ClosedResourceError):
+        await stream.send((json.dumps(answer) + "\n").encode())
 
 
 async def _read_line(stream: SocketStream) -> str:
@@ -122,4 +135,7 @@ async def request(state_dir: Path, message: dict[str, Any], timeout: float = 120
     async with stream:
         await stream.send((json.dumps(message) + "\n").encode())
         with anyio.fail_after(timeout):
-            return json.loads(await _read_line(stream))
+            try:
+                return json.loads(await _read_line(stream))
+            except (anyio.EndOfStream, anyio.BrokenResourceError, OSError):
+                return {"ok": False, "error": _ENDED}
