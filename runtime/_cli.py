@@ -323,13 +323,16 @@ def _print_summary(summary: dict[str, Any], out: Any) -> None:
 
 def _rescale_line(summary: dict[str, Any]) -> str:
     times = ", ".join(f"{s:.2f} s" for s in summary["rescales"])
-    return (
-        f"{len(summary['rescales'])} rescales ({times}), {summary['migrations']:,} moves,"
-        f" pause p50 {summary['migration_pause_ms_p50']} ms"
-        f" p99 {summary['migration_pause_ms_p99']} ms"
-        f" max {summary['migration_pause_ms_max']} ms,"
-        f" {summary['events_per_s_during_rescale']:,.0f} events/s while rescaling"
-    )
+    line = f"{len(summary['rescales'])} rescales ({times}), {summary['migrations']:,} moves"
+    if summary["migration_pause_ms_p50"] is not None:
+        line += (
+            f", pause p50 {summary['migration_pause_ms_p50']} ms"
+            f" p99 {summary['migration_pause_ms_p99']} ms"
+            f" max {summary['migration_pause_ms_max']} ms"
+        )
+    if summary["events_per_s_during_rescale"] is not None:
+        line += f", {summary['events_per_s_during_rescale']:,.0f} events/s while rescaling"
+    return line
 
 
 def _checkpoint_line(summary: dict[str, Any]) -> str:

@@ -66,7 +66,9 @@ class JobControl:
         record = await self.supervisor.rescale(workers)
         record = dataclasses.replace(record, records=await self.records_in() - before)
         assert self.supervisor.rescaler is not None
-        self.supervisor.rescaler.scaling.rescales[-1] = record
+        done = self.supervisor.rescaler.scaling.rescales
+        if done and done[-1].seconds == record.seconds:  # it was recorded (not a no-op)
+            done[-1] = record
         return record
 
     async def records_in(self) -> int:

@@ -278,7 +278,8 @@ class Rescaler:
             time.perf_counter() - started,
             len(group_moves) + len(split_moves),
         )
-        self.scaling.rescales.append(record)
+        if record.moves or record.workers_before != record.workers_after:
+            self.scaling.rescales.append(record)  # a rescale to the same size is no news
         return record
 
     async def _retire(self, worker: int) -> None:
