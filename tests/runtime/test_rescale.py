@@ -361,6 +361,8 @@ async def test_a_running_job_rescales_through_its_control_socket(tmp_path: Path)
                 except ConnectionError:
                     await anyio.sleep(0.05)
         answers.append(await request(state, {"command": "rescale", "workers": 3}))
+        same = await request(state, {"command": "rescale", "workers": 3})  # a no-op
+        assert (same["ok"], same["moves"]) == (True, 0)
         answers.append(await request(state, {"command": "rescale", "workers": 0}))
         answers.append(await request(state, {"command": "launch"}))
         answers.append(await request(state, {"command": "status"}))
@@ -391,6 +393,7 @@ async def test_a_running_job_rescales_through_its_control_socket(tmp_path: Path)
     assert last["workers"] == 3
     assert last["placement_version"] > 0
     assert not (state / CONTROL_SOCKET).exists()  # removed when the job ended
+    assert [(r.workers_before, r.workers_after) for r in result.rescales] == [(2, 3)]
     assert final_state(result, p) == oracle(p)
 
 
