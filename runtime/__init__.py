@@ -22,6 +22,8 @@ from ._exceptions import WorkerLostError as WorkerLostError
 from ._faults import FAULT_POINTS as FAULT_POINTS
 from ._faults import Fault as Fault
 from ._faults import InjectedFault as InjectedFault
+from ._handle import Job as Job
+from ._handle import start_job as start_job
 from ._job import JobResult as JobResult
 from ._job import Progress as Progress
 from ._job import run_job as run_job
@@ -88,6 +90,8 @@ __all__ = (
     # running
     "run",
     "run_job",
+    "start_job",
+    "Job",
     "JobResult",
     "CheckpointStatistics",
     "FAULT_POINTS",

@@ -124,6 +124,8 @@ class Run:
     scaling: Scaling = field(default_factory=lambda: Scaling(1))
     # Where the running job listens for `shoal rescale` / `shoal status` (None: nowhere).
     control_socket: Path | None = None
+    # Told each attempt's JobControl when it starts, and None when it ends (start_job's Job).
+    on_control: Callable[[JobControl | None], None] | None = None
 
     def checkpoint_store(self) -> CheckpointStore | None:
         """A handle on the job's checkpoint store (None: checkpoints are off)."""
@@ -336,6 +338,17 @@ def start_companions(
         tg.start_soon(_companion, _run_timeline(run.timeline, control))
     if run.control_socket is not None:
         tg.start_soon(_companion, serve_control(run.control_socket, control))
+    if run.on_control is not None:
+        tg.start_soon(_companion, _attached(run.on_control, control))
+
+
+async def _attached(on_control: Callable[[JobControl | None], None], control: JobControl) -> None:
+    """Hand ``control`` to a job handle for as long as this attempt runs."""
+    on_control(control)
+    try:
+        await anyio.sleep_forever()
+    finally:
+        on_control(None)
 
 
 async def _companion(task: Awaitable[None]) -> None:

@@ -31,7 +31,7 @@ from shoal.storage import (
 
 from ._attempt import DEFAULT_LINK_BUFFER, Run
 from ._boot import register_runtime_messages
-from ._control import write_savepoint_of
+from ._control import JobControl, write_savepoint_of
 from ._dataflow import Flow
 from ._exceptions import JobError
 from ._faults import Fault
@@ -94,6 +94,7 @@ async def run_job(
     clock: Clock | None = None,
     max_moves: int = DEFAULT_MAX_MOVES,
     control_socket: str | Path | None = None,
+    on_control: Callable[[JobControl | None], None] | None = None,
 ) -> JobResult:
     """Run ``flow`` until its bounded source is exhausted and every record is processed.
 
@@ -166,6 +167,8 @@ async def run_job(
             version: its pacing (more: a shorter rescale, more key groups paused at once).
         control_socket: a Unix socket path the running job listens on for control requests
             (``shoal rescale``, ``shoal status``; see ``_control_socket.py``); None: none.
+        on_control: called with each attempt's ``JobControl`` when it starts and with None
+            when it ends (what :func:`start_job` builds its ``Job`` on).
         checkpoint_dir: where checkpoints are written: a directory or any fsspec URL
             (``memory://...`` only with ``processes=False``: each process has its own memory
             filesystem). Default ``<state_dir>/checkpoints``. Ignored without
@@ -314,6 +317,7 @@ async def run_job(
             scaling=Scaling(workers),
             max_moves=max_moves,
             control_socket=None if control_socket is None else Path(control_socket),
+            on_control=on_control,
         )
         if use_processes:
             assert ref is not None

@@ -31,6 +31,7 @@ if _typing.TYPE_CHECKING:
     from shoal.runtime import Flow as Flow
     from shoal.runtime import InjectedFault as InjectedFault
     from shoal.runtime import IterableSource as IterableSource
+    from shoal.runtime import Job as Job
     from shoal.runtime import JobCollector as JobCollector
     from shoal.runtime import JobError as JobError
     from shoal.runtime import JobResult as JobResult
@@ -73,6 +74,7 @@ if _typing.TYPE_CHECKING:
     from shoal.runtime import run as run
     from shoal.runtime import run_job as run_job
     from shoal.runtime import serve_metrics as serve_metrics
+    from shoal.runtime import start_job as start_job
     from shoal.storage import AggregatingStateSpec as AggregatingStateSpec
     from shoal.storage import ListStateSpec as ListStateSpec
     from shoal.storage import MapStateSpec as MapStateSpec
@@ -91,6 +93,8 @@ _HOME: dict[str, str] = {
     "ProcessContext": "shoal.runtime",
     "run": "shoal.runtime",
     "run_job": "shoal.runtime",
+    "start_job": "shoal.runtime",
+    "Job": "shoal.runtime",
     "JobResult": "shoal.runtime",
     "CheckpointStatistics": "shoal.runtime",
     "FAULT_POINTS": "shoal.runtime",
@@ -160,6 +164,8 @@ __all__ = (
     "ProcessContext",
     "run",
     "run_job",
+    "start_job",
+    "Job",
     "JobResult",
     "CheckpointStatistics",
     "FAULT_POINTS",

@@ -3,11 +3,13 @@ recovery tests' ``stats`` flow over a paced source, so a timeline can act while 
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import Any
 
 import anyio
 from recovery_flows import last_letter, records, track, word_of
 from shoal.runtime import SourceBatch, SplitReader
+from shoal.storage import CheckpointStore
 
 from shoal import (
     CollectingSink,
@@ -81,3 +83,46 @@ def paced_stats(
         else CollectingSink()
     )
     return flow
+
+
+def read_records(p: dict[str, Any], checkpoint_dir: str) -> list[dict[str, Any]]:
+    """The records the job read: each split's prefix up to its position in the final
+    checkpoint (an IterableSource split ``i`` covers ``[i*n//splits, (i+1)*n//splits)`` and
+    its position is the next index)."""
+    final = CheckpointStore(checkpoint_dir).latest_complete()
+    assert final is not None
+    inputs = records(p["seed"], p["n"], p["vocabulary"])
+    n, splits = p["n"], p["splits"]
+    read: list[dict[str, Any]] = []
+    for i in range(splits):
+        start = i * n // splits
+        position = final.positions.get(f"items:{i}")
+        read += inputs[start : start if position is None else int(position)]
+    return read
+
+
+def oracle_of(read: list[dict[str, Any]], stages: int) -> dict[str, dict[Any, Any]]:
+    out: dict[str, dict[Any, Any]] = {"count": {}, "sum": {}, "min": {}, "max": {}}
+    for record in read:
+        word, n = record["word"], record["n"]
+        out["count"][word] = out["count"].get(word, 0) + 1
+        out["sum"][word] = out["sum"].get(word, 0) + n
+        out["min"][word] = min(out["min"].get(word, n), n)
+        out["max"][word] = max(out["max"].get(word, n), n)
+    if stages == 2:
+        out["per_letter"] = dict(Counter(record["word"][-1] for record in read))
+    return out
+
+
+def check_output_of(read: list[dict[str, Any]], p: dict[str, Any]) -> None:
+    """Every published running count exactly once: per key, ``1..n``."""
+    key = (lambda r: r["word"][-1]) if p.get("stages", 1) == 2 else (lambda r: r["word"])
+    expected = Counter(key(record) for record in read)
+    published: dict[str, list[int]] = {}
+    for word, count in TransactionalJsonlSink(p["output"]).read():
+        published.setdefault(word, []).append(count)
+    wrong = {
+        k: n for k, n in expected.items() if sorted(published.get(k, [])) != list(range(1, n + 1))
+    }
+    assert not wrong, f"{len(wrong)} keys' published counts are not 1..n"
+    assert set(published) == set(expected)

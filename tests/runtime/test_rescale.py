@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import os
 import random
-from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import anyio
 import pytest
-from recovery_flows import check_output, final_state, oracle, records
-from rescale_flows import paced_stats
+from recovery_flows import check_output, final_state, oracle
+from rescale_flows import check_output_of, oracle_of, paced_stats, read_records
 from shoal.runtime._control import JobControl
 from shoal.runtime._control_socket import CONTROL_SOCKET, request
 from shoal.runtime._faults import Fault
@@ -20,9 +19,8 @@ from shoal.runtime._keygroup import KeyGroupActor
 from shoal.runtime._keys import KeyGroupRouter
 from shoal.runtime._rescale import MoveRecord, RescaleRecord, rescale_summary
 from shoal.runtime.timeline import at, rescale, stop
-from shoal.storage import CheckpointStore
 
-from shoal import CollectingSink, JobError, TransactionalJsonlSink, run_job
+from shoal import CollectingSink, JobError, run_job
 
 FLOWS = Path(__file__).parent / "rescale_flows.py"
 
@@ -157,49 +155,6 @@ def random_rescales(
         faults.append(Fault(point, worker=rng.randrange(4), attempt=0, hit=rng.randint(1, 3)))
     options = {"checkpoint_interval": rng.choice([0.05, 0.2])}
     return p, steps, faults, options
-
-
-def read_records(p: dict[str, Any], checkpoint_dir: str) -> list[dict[str, Any]]:
-    """The records the job read: each split's prefix up to its position in the final
-    checkpoint (an IterableSource split ``i`` covers ``[i*n//splits, (i+1)*n//splits)`` and
-    its position is the next index)."""
-    final = CheckpointStore(checkpoint_dir).latest_complete()
-    assert final is not None
-    inputs = records(p["seed"], p["n"], p["vocabulary"])
-    n, splits = p["n"], p["splits"]
-    read: list[dict[str, Any]] = []
-    for i in range(splits):
-        start = i * n // splits
-        position = final.positions.get(f"items:{i}")
-        read += inputs[start : start if position is None else int(position)]
-    return read
-
-
-def oracle_of(read: list[dict[str, Any]], stages: int) -> dict[str, dict[Any, Any]]:
-    out: dict[str, dict[Any, Any]] = {"count": {}, "sum": {}, "min": {}, "max": {}}
-    for record in read:
-        word, n = record["word"], record["n"]
-        out["count"][word] = out["count"].get(word, 0) + 1
-        out["sum"][word] = out["sum"].get(word, 0) + n
-        out["min"][word] = min(out["min"].get(word, n), n)
-        out["max"][word] = max(out["max"].get(word, n), n)
-    if stages == 2:
-        out["per_letter"] = dict(Counter(record["word"][-1] for record in read))
-    return out
-
-
-def check_output_of(read: list[dict[str, Any]], p: dict[str, Any]) -> None:
-    """Every published running count exactly once: per key, ``1..n``."""
-    key = (lambda r: r["word"][-1]) if p.get("stages", 1) == 2 else (lambda r: r["word"])
-    expected = Counter(key(record) for record in read)
-    published: dict[str, list[int]] = {}
-    for word, count in TransactionalJsonlSink(p["output"]).read():
-        published.setdefault(word, []).append(count)
-    wrong = {
-        k: n for k, n in expected.items() if sorted(published.get(k, [])) != list(range(1, n + 1))
-    }
-    assert not wrong, f"{len(wrong)} keys' published counts are not 1..n"
-    assert set(published) == set(expected)
 
 
 def test_random_rescale_schedules_cover_every_migration_point() -> None:
