@@ -56,7 +56,12 @@ def source(params: Mapping[str, Any]) -> ClickstreamSource:
 
 
 def build(**params: Any) -> Flow:
-    flow = Flow("crash_recovery", num_key_groups=params["key_groups"])
+    return clickstream_flow("crash_recovery", params)
+
+
+def clickstream_flow(name: str, params: Mapping[str, Any]) -> Flow:
+    """The clickstream job into a transactional sink (also scenarios/rescale.py's)."""
+    flow = Flow(name, num_key_groups=params["key_groups"])
     (
         flow.source(source(params))
         .key_by(user_of)

@@ -25,27 +25,15 @@ from typing import Any
 
 # The crash-recovery scenario's workload and checks (beside this file: importable here and in
 # every worker process).
-from clickstream import track_user, user_of
 from crash_recovery import checks as crash_checks
-from crash_recovery import source
+from crash_recovery import clickstream_flow
 from shoal.runtime.timeline import Step, at, rescale
 
-from shoal import Check, Flow, JobResult, Scenario, TransactionalJsonlSink, ValueStateSpec
+from shoal import Check, Flow, JobResult, Scenario
 
 
 def build(**params: Any) -> Flow:
-    flow = Flow("rescale", num_key_groups=params["key_groups"])
-    (
-        flow.source(source(params))
-        .key_by(user_of)
-        .process(
-            track_user,
-            states=[ValueStateSpec("clicks", default=0), ValueStateSpec("last")],
-            name="users",
-        )
-        .sink(TransactionalJsonlSink(params["output"]))
-    )
-    return flow
+    return clickstream_flow("rescale", params)
 
 
 def timeline(params: Mapping[str, Any]) -> Sequence[Step]:

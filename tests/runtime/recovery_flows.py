@@ -58,9 +58,22 @@ def stats(
 ) -> Flow:
     """``output``: a directory for a transactional sink (exactly-once output); else the
     output is collected (at-least-once across recoveries)."""
+    source = IterableSource(records(seed, n, vocabulary), splits=splits)
+    return stats_over(source, key_groups=key_groups, stages=stages, output=output)
+
+
+def stats_over(
+    source: Any,
+    *,
+    key_groups: int,
+    stages: int,
+    output: str = "",
+    collect: CollectingSink | None = None,
+) -> Flow:
+    """The ``stats`` flow over ``source`` (``collect``: the sink to collect the output in)."""
     flow = Flow("stats", num_key_groups=key_groups)
     out = (
-        flow.source(IterableSource(records(seed, n, vocabulary), splits=splits))
+        flow.source(source)
         .key_by(word_of)
         .process(
             track,
@@ -75,7 +88,10 @@ def stats(
     )
     if stages == 2:
         out = out.key_by(last_letter).count(name="per_letter")
-    out.sink(TransactionalJsonlSink(output) if output else CollectingSink())
+    sink: Any = CollectingSink() if collect is None else collect  # (an empty one is falsy)
+    if output:
+        sink = TransactionalJsonlSink(output)
+    out.sink(sink)
     return flow
 
 

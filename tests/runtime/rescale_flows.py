@@ -7,7 +7,7 @@ from collections import Counter
 from typing import Any
 
 import anyio
-from recovery_flows import last_letter, records, track, word_of
+from recovery_flows import records, stats_over
 from shoal.runtime import SourceBatch, SplitReader
 from shoal.storage import CheckpointStore
 
@@ -16,7 +16,6 @@ from shoal import (
     Flow,
     IterableSource,
     TransactionalJsonlSink,
-    ValueStateSpec,
 )
 
 
@@ -58,31 +57,8 @@ def paced_stats(
 ) -> Flow:
     """``recovery_flows.stats`` over a :class:`PacedSource` (same oracle); ``collect``: the
     sink to collect the output in (in one loop: a test watches it while the job runs)."""
-    flow = Flow("stats", num_key_groups=key_groups)
-    out = (
-        flow.source(PacedSource(records(seed, n, vocabulary), splits=splits, rate=rate))
-        .key_by(word_of)
-        .process(
-            track,
-            states=[
-                ValueStateSpec("count", default=0),
-                ValueStateSpec("sum", default=0),
-                ValueStateSpec("min", default=0),
-                ValueStateSpec("max", default=0),
-            ],
-            name="per_word",
-        )
-    )
-    if stages == 2:
-        out = out.key_by(last_letter).count(name="per_letter")
-    out.sink(
-        TransactionalJsonlSink(output)
-        if output
-        else collect
-        if collect is not None
-        else CollectingSink()
-    )
-    return flow
+    source = PacedSource(records(seed, n, vocabulary), splits=splits, rate=rate)
+    return stats_over(source, key_groups=key_groups, stages=stages, output=output, collect=collect)
 
 
 def read_records(p: dict[str, Any], checkpoint_dir: str) -> list[dict[str, Any]]:
