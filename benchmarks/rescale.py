@@ -157,9 +157,9 @@ class Tier:
 
 # 100 MB per key group: 10 key groups, ~1 GB in all (also the "~1 GB rescale" figure).
 TIERS = {
-    1: Tier(1, 64, 256, events=4_000_000, steady=1_000_000),
-    10: Tier(10, 32, 256, events=4_000_000, steady=1_000_000),
-    100: Tier(100, 10, 256, events=4_000_000, steady=1_000_000),
+    1: Tier(1, 64, 256, events=6_000_000, steady=2_000_000),
+    10: Tier(10, 32, 256, events=6_000_000, steady=2_000_000),
+    100: Tier(100, 10, 256, events=6_000_000, steady=2_000_000),
 }
 
 
