@@ -3,13 +3,15 @@ per key group.
 
     python benchmarks/rescale.py                      # the three tiers, 3 rounds each
     python benchmarks/rescale.py --mb 1 --rounds 1    # one tier, one round
+    python benchmarks/rescale.py --mb 1 --rate 100000 --events 1500000   # a paced source
 
 Each round runs a keyed job in two worker processes with 1 s checkpoints. Its input is the
 ints ``0 .. events-1`` in 4 splits, keyed by ``value % keys``; per key the operator keeps a
 count and, written the first time the key is seen, a blob of ``value_bytes`` bytes, and emits
-the key (to a counting sink). Each key group then holds ``keys_per_group * value_bytes`` of
-LMDB state, ``keys_per_group`` on average (the keys hash to key groups). The source is not
-paced: it reads as fast as the job takes records. A timeline takes a checkpoint once every
+the key (to a counting sink). Each key group then holds ``keys_per_group`` keys on average
+(keys hash to key groups) of ``value_bytes`` each: 1, 10 or 100 MB of LMDB state (the 100 MB
+tier has 10 key groups: ~1 GB in all). The source is not paced unless ``--rate`` says so: it
+reads as fast as the job takes records. A timeline takes a checkpoint once every
 key has been seen (so the populating writes are behind us: the state is in LMDB and in the
 checkpoint store), then rescales the job to 4 workers once ``steady`` more records were read.
 
