@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -41,19 +42,36 @@ _ENDED = (
 
 
 async def serve_control(path: Path, control: JobControl) -> None:
-    """Serve control requests on ``path`` until cancelled (a companion of the attempt)."""
+    """Serve control requests on ``path`` until cancelled (a companion of the attempt).
+
+    A Unix socket path is limited to about 100 bytes: when ``path`` is longer (a deep state
+    directory), the socket goes to a short private directory under /tmp and
+    ``<path>.where`` (beside it, in the state directory) names it for :func:`request`.
+    """
+    pointer = _pointer(path)
+    listen_at, short = path, None
     if len(str(path).encode()) > _MAX_PATH:
-        log.warning("no control socket: its path is too long for a Unix socket", path=str(path))
-        return
+        short = Path(tempfile.mkdtemp(prefix="shoal-ctl-", dir="/tmp"))
+        listen_at = short / "s.sock"
     _remove(path)  # a previous run's (a socket file outlives a killed process)
-    listener = await anyio.create_unix_listener(path)
+    listener = await anyio.create_unix_listener(listen_at)
     try:
+        if short is not None:
+            pointer.write_text(str(listen_at))  # a tiny file: not worth a thread
         async with listener, anyio.create_task_group() as tg:
             while True:
                 stream = await listener.accept()
                 tg.start_soon(_serve_one, stream, control)
     finally:
-        _remove(path)
+        _remove(listen_at)
+        if short is not None:
+            _remove(pointer)
+            with contextlib.suppress(OSError):
+                os.rmdir(short)
+
+
+def _pointer(path: Path) -> Path:
+    return path.with_name(path.name + ".where")
 
 
 def _remove(path: Path) -> None:
@@ -125,6 +143,9 @@ async def request(state_dir: Path, message: dict[str, Any], timeout: float = 120
             ``shoal run``).
     """
     path = state_dir / CONTROL_SOCKET
+    pointer = _pointer(path)
+    if pointer.exists():  # the job listens at a short path elsewhere (see serve_control)
+        path = Path(pointer.read_text().strip())
     try:
         stream = await anyio.connect_unix(path)
     except OSError as exc:

@@ -283,6 +283,16 @@ EXPECTED_SKIPS = [
     ),
     ("docs/getting-started.md", "installs shoal"),
     (
+        "docs/guides/rescaling.md",
+        "a 30 s run of worker processes; tests/runtime/test_rescale.py runs it",
+    ),
+    ("docs/guides/rescaling.md", "an 8-minute soak"),
+    ("docs/guides/rescaling.md", "needs a job running in another terminal"),
+    (
+        "docs/guides/rescaling.md",
+        "the same calls run in tests/runtime/test_job_handle.py (with processes)",
+    ),
+    (
         "docs/guides/scenarios.md",
         "the form of a failure; tests/runtime/test_cli.py pins these objects",
     ),

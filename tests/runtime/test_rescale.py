@@ -11,10 +11,10 @@ from typing import Any
 import anyio
 import anyio.lowlevel
 import pytest
-from recovery_flows import check_output, final_state, oracle
+from recovery_flows import final_state, oracle
 from rescale_flows import check_output_of, oracle_of, paced_stats, read_records
 from shoal.runtime._control import JobControl
-from shoal.runtime._control_socket import CONTROL_SOCKET, request
+from shoal.runtime._control_socket import CONTROL_SOCKET, request, serve_control
 from shoal.runtime._faults import Fault
 from shoal.runtime._keygroup import KeyGroupActor
 from shoal.runtime._keys import KeyGroupRouter
@@ -32,18 +32,26 @@ def params(**overrides: Any) -> dict[str, Any]:
     return base
 
 
+# The inputs are far longer than what the tests read: each timeline ends with a stop after its
+# last rescale, so a slow rescale on a loaded machine cannot outrun the input; the oracle is
+# computed from what the final checkpoint says was read.
+LONG = 300_000
+
+
 @pytest.mark.asyncio
 async def test_a_job_in_one_loop_rescales_2_4_1_3_with_exact_state(tmp_path: Path) -> None:
-    p = params(rate=10_000.0)
+    p = params(rate=10_000.0, n=LONG)
     result = await run_job(
         paced_stats(**p),
         workers=2,
         processes=False,
         state_dir=tmp_path / "state",
+        checkpoint_interval=0.2,
         timeline=[
             at(rescale(4), records=4_000),
             at(rescale(1), records=9_000),
             at(rescale(3), records=14_000),
+            at(stop(), records=16_000),
         ],
     )
     assert [(r.workers_before, r.workers_after) for r in result.rescales] == [
@@ -52,38 +60,46 @@ async def test_a_job_in_one_loop_rescales_2_4_1_3_with_exact_state(tmp_path: Pat
         (1, 3),
     ]
     assert result.workers == 3
-    assert result.records_in == p["n"]
     groups = {m.name for m in result.migrations if m.kind == "group"}
     assert len(groups) > 8  # most key groups moved at least once
     assert any(m.kind == "split" for m in result.migrations)
-    assert final_state(result, p) == oracle(p)
+    assert result.checkpoint_dir is not None
+    read = read_records(p, result.checkpoint_dir)
+    assert len(read) == result.records_in >= 16_000
+    assert final_state(result, p) == oracle_of(read, 1)
 
 
 @pytest.mark.asyncio
 async def test_two_keyed_stages_rescale_with_checkpoints_and_exactly_once_output(
     tmp_path: Path,
 ) -> None:
-    p = params(rate=10_000.0, stages=2, output=str(tmp_path / "out"))
+    p = params(rate=10_000.0, n=LONG, stages=2, output=str(tmp_path / "out"))
     result = await run_job(
         paced_stats(**p),
         workers=2,
         processes=False,
         state_dir=tmp_path / "state",
         checkpoint_interval=0.05,
-        timeline=[at(rescale(3), records=5_000), at(rescale(1), records=12_000)],
+        timeline=[
+            at(rescale(3), records=5_000),
+            at(rescale(1), records=12_000),
+            at(stop(), records=14_000),
+        ],
     )
     assert [(r.workers_before, r.workers_after) for r in result.rescales] == [(2, 3), (3, 1)]
     assert result.checkpoints is not None
     assert result.checkpoints.completed > 0
-    assert final_state(result, p) == oracle(p)
-    check_output(p)
+    assert result.checkpoint_dir is not None
+    read = read_records(p, result.checkpoint_dir)
+    assert final_state(result, p) == oracle_of(read, 2)
+    check_output_of(read, p)
 
 
 @pytest.mark.asyncio
 async def test_worker_processes_rescale_2_4_1_3_with_exact_state_and_output(
     tmp_path: Path,
 ) -> None:
-    p = params(rate=3_000.0, stages=2, output=str(tmp_path / "out"))
+    p = params(rate=3_000.0, n=LONG, stages=2, output=str(tmp_path / "out"))
     result = await run_job(
         f"{FLOWS}:paced_stats",
         params=p,
@@ -94,6 +110,7 @@ async def test_worker_processes_rescale_2_4_1_3_with_exact_state_and_output(
             at(rescale(4), records=2_000),
             at(rescale(1), records=7_000),
             at(rescale(3), records=12_000),
+            at(stop(), records=14_000),
         ],
     )
     assert result.processes
@@ -103,9 +120,11 @@ async def test_worker_processes_rescale_2_4_1_3_with_exact_state_and_output(
         (1, 3),
     ]
     assert result.workers == 3
-    assert result.records_in == p["n"]
-    assert final_state(result, p) == oracle(p)
-    check_output(p)
+    assert result.checkpoint_dir is not None
+    read = read_records(p, result.checkpoint_dir)
+    assert len(read) == result.records_in >= 14_000
+    assert final_state(result, p) == oracle_of(read, 2)
+    check_output_of(read, p)
 
 
 # Seeded random schedules: rescales, checkpoints, and faults in the middle of moves.
@@ -450,3 +469,35 @@ async def test_a_job_that_ends_while_a_rescale_step_runs_says_so(
             state_dir=tmp_path / "state",
             timeline=[at(rescale(3), records=100)],
         )
+
+
+@pytest.mark.asyncio
+async def test_a_state_dir_too_deep_for_a_unix_socket_still_gets_a_control_socket(
+    tmp_path: Path,
+) -> None:
+    """A Unix socket path is limited to ~100 bytes: the socket then lives under /tmp and a
+    file in the state directory says where."""
+    state = tmp_path / ("deep" * 25) / "state"
+    state.mkdir(parents=True)
+    assert len(str(state / CONTROL_SOCKET)) > 100
+    control = JobControlStub()
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(serve_control, state / CONTROL_SOCKET, control)
+        await anyio.wait_all_tasks_blocked()  # the server waits for a connection
+        assert (state / f"{CONTROL_SOCKET}.where").exists()
+        answer = await request(state, {"command": "rescale", "workers": 5})
+        tg.cancel_scope.cancel()
+    assert answer["ok"] is True
+    assert control.asked == [5]
+    assert not (state / f"{CONTROL_SOCKET}.where").exists()  # removed at the end
+
+
+class JobControlStub:
+    """What the control socket needs of a JobControl, for a rescale."""
+
+    def __init__(self) -> None:
+        self.asked: list[int] = []
+
+    async def rescale(self, workers: int) -> RescaleRecord:
+        self.asked.append(workers)
+        return RescaleRecord(2, workers, 0.5, 3)
