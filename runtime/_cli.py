@@ -54,10 +54,16 @@ DEFAULT_DEAD_LETTERS = "shoal-dead-letters.jsonl"
 SAMPLES = 3
 """How many dead letters the summary shows."""
 DEFAULT_CHECKPOINT_INTERVAL = 1.0
+"""Seconds between checkpoints unless ``--checkpoint-interval`` says otherwise (or ``off``)."""
+MIN_CHECKPOINT_INTERVAL = 0.01
+"""The shortest ``--checkpoint-interval`` accepted. A checkpoint of a small job takes a few
+milliseconds at least (a barrier round through every key group, a manifest written and
+fsynced); below 10 ms a new one would be due before the last completed, so the job would only
+skip triggers (1e-9 s was accepted and did exactly that). ``run_job`` itself takes any positive
+interval (tests use a few milliseconds)."""
 # --checkpoint-interval not given: the scenario's own interval, else the default. (Not a
 # string: argparse would pass a string default through the option's type.)
 _SCENARIO_DEFAULT: Any = object()
-"""Seconds between checkpoints unless ``--checkpoint-interval`` says otherwise (or ``off``)."""
 
 
 class _UsageError(Exception):
@@ -74,7 +80,11 @@ class _Failure(Exception):
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:  # argparse's own usage errors exit 2 as well
-        self.print_usage(sys.stderr)
+        # A bad value of one option ("argument --x: expected ...") is one line naming the
+        # option and what it takes; the usage block helps only when the command line's shape
+        # is wrong (a missing SCENARIO, an unknown option).
+        if not message.startswith("argument "):
+            self.print_usage(sys.stderr)
         raise _UsageError(message)
 
 
@@ -105,9 +115,10 @@ def _interval(text: str) -> float | None:
         value = float(text)
     except ValueError:
         value = float("nan")
-    if not 0 < value < float("inf"):
+    if not MIN_CHECKPOINT_INTERVAL <= value < float("inf"):
         raise argparse.ArgumentTypeError(
-            f"expected a positive number of seconds or 'off', got {text!r}"
+            f"expected a number of seconds of at least {MIN_CHECKPOINT_INTERVAL:g}, or 'off'; "
+            f"got {text!r}"
         )
     return value
 

@@ -255,10 +255,10 @@ USAGE_ERRORS = [
         pytest.param(
             [CLICKSTREAM, "--checkpoint-interval", value],
             r"shoal: error: argument --checkpoint-interval: "
-            rf"expected a positive number of seconds or 'off', got '{value}'\n",
+            rf"expected a number of seconds of at least 0\.01, or 'off'; got '{value}'\n",
             id=f"checkpoint-interval-{value}",
         )
-        for value in ("0", "-1", "soon", "nan", "inf")
+        for value in ("0", "-1", "soon", "nan", "inf", "1e-9", "0.009")
     ),
 ]
 
@@ -275,6 +275,45 @@ def test_bad_usage_exits_2_naming_the_mistake(
     assert code == 2
     assert assert_one_json_error(out, "")["kind"] in ("usage", "scenario")
     assert re.search(message + r"\Z", err), err
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--checkpoint-interval", "abc"],
+        ["--checkpoint-interval", "-1"],
+        ["--checkpoint-interval", "0"],
+        ["--checkpoint-interval", "1e-9"],
+        ["--workers", "0"],
+        ["--param", "events"],
+        ["--log-format", "xml"],
+    ],
+    ids=lambda argv: " ".join(argv),
+)
+def test_a_bad_option_value_is_one_line_without_the_usage_block(
+    capsys: pytest.CaptureFixture[str], argv: list[str]
+) -> None:
+    code = main(["run", CLICKSTREAM, *argv])
+    out, err = capsys.readouterr()
+    assert (code, out) == (2, "")
+    assert re.fullmatch(rf"shoal: error: argument {argv[0]}: [^\n]+\n", err), err
+
+
+def test_a_command_line_of_the_wrong_shape_still_shows_the_usage(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    code = main(["run"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.startswith("usage: shoal run ")
+    assert err.endswith("shoal: error: the following arguments are required: SCENARIO\n")
+
+
+def test_the_smallest_checkpoint_interval_is_accepted(capsys: pytest.CaptureFixture[str]) -> None:
+    code, summary, _err = run_json(
+        capsys, scenario("typed_params"), "--in-process", "--checkpoint-interval", "0.01"
+    )
+    assert (code, summary["checkpoint_interval_s"]) == (0, 0.01)
 
 
 @pytest.mark.parametrize(
