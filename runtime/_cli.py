@@ -18,6 +18,7 @@ import argparse
 import dataclasses
 import json
 import logging
+import os
 import shutil
 import signal
 import sys
@@ -49,6 +50,7 @@ __all__ = ("main",)
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 EXIT_ABORTED = 130  # a second Ctrl-C: 128 + SIGINT, as shells report it
+EXIT_BROKEN_PIPE = 141  # stdout's reader went away: 128 + SIGPIPE, as for `yes | head -1`
 DEFAULT_DEAD_LETTERS = "shoal-dead-letters.jsonl"
 """Where dead letters are kept when the state directory is temporary (current directory)."""
 SAMPLES = 3
@@ -603,8 +605,27 @@ def _command(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``shoal`` console script."""
+    """Entry point of the ``shoal`` console script.
+
+    When the reader of stdout goes away (``shoal state inspect ... | head -1``), the command
+    stops writing and exits quietly with status 141, as a Unix tool killed by SIGPIPE does
+    (128 + 13), instead of printing a BrokenPipeError traceback.
+    """
     argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        status = _main(argv)
+        sys.stdout.flush()  # here, not at interpreter exit, where a closed pipe is a traceback
+    except BrokenPipeError:
+        # Nothing more can reach the reader; point stdout at /dev/null so that the flush at
+        # exit does not fail again (the recipe of Python's signal module documentation).
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        return EXIT_BROKEN_PIPE
+    return status
+
+
+def _main(argv: list[str]) -> int:
     try:
         args = build_parser().parse_args(argv)
     except _UsageError as exc:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -496,3 +497,26 @@ def test_the_console_script_runs_the_state_commands(savepoint: Path, tmp_path: P
     done = shoal("verify", str(tmp_path / "two"))
     assert done.returncode == 1
     assert "checksum mismatch" in done.stdout
+
+
+@pytest.mark.parametrize("as_json", [False, True], ids=["text", "json"])
+def test_a_reader_that_goes_away_ends_the_command_quietly(
+    tmp_path: Path, as_json: bool
+) -> None:
+    """`shoal state inspect ... | head -1`: stdout's reader is gone before the command writes
+    (the pipe's read end is closed first, so every write fails): no traceback, status 141."""
+    root = _make_checkpoints(tmp_path / "ckpt", 2)
+    read, write = os.pipe()
+    os.close(read)
+    try:
+        done = subprocess.run(
+            [str(SHOAL), "state", "inspect", str(root), *(["--json"] if as_json else [])],
+            stdout=write,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    finally:
+        os.close(write)
+    assert (done.returncode, done.stderr) == (141, "")
