@@ -3,16 +3,22 @@
 Thin wrappers over ``shoal.storage``'s savepoint functions; the one thing they add is the
 runtime's key hash (:func:`key_group_of_bytes`), which storage takes as ``group_of``::
 
-    shoal state inspect PATH [--key KEY] [--json]   what a savepoint or checkpoint holds
+    shoal state inspect PATH [--epoch N] [--key KEY] [--json]   what a savepoint or checkpoint holds
     shoal state verify PATH [--json]                every file's size and checksum
     shoal state rewrite PATH --key-groups N OUT     rehash every key into N key groups
-    shoal state savepoint CHECKPOINT_DIR OUT        the latest complete checkpoint, as one
+    shoal state savepoint CHECKPOINT_DIR OUT [--epoch N]   a complete checkpoint, as a savepoint
 
-PATH is a local directory: a savepoint (it holds ``manifest.cbor``) or, for ``inspect``, a
-checkpoint directory (it holds ``manifests/``; its latest complete checkpoint is used).
+PATH is a local directory: a savepoint (it holds ``manifest.cbor``) or, for ``inspect`` and
+``verify``, a checkpoint directory (it holds ``manifests/``). ``inspect`` reads the newest
+complete checkpoint that verifies (or ``--epoch N``); ``verify`` checks every complete one.
+
 Exit status: 0 when all is well; 1 when data is damaged or missing (a file fails its checksum, a
-checkpoint directory has no complete checkpoint), naming each bad file; 2 on bad usage (a
-missing path, a directory that is not a savepoint, a bad ``--key`` or ``--key-groups``, an
+checkpoint directory has no complete checkpoint), naming each bad file. A damaged newest
+checkpoint is damage too: ``inspect`` then shows the newest one that verifies, says on stderr
+which were skipped and why, and exits 1 (a script must not take an older checkpoint for the
+latest); ``savepoint`` refuses (exit 1) and names the ``--epoch`` to give for the newest good
+one, so a savepoint of older state is only ever made on purpose. 2 on bad usage (a missing
+path, a directory that is not a savepoint, a bad ``--key``, ``--key-groups`` or ``--epoch``, an
 ``OUT`` that exists and is not empty), with one line saying what is wrong.
 """
 
@@ -40,6 +46,7 @@ from shoal.storage import (
     read_savepoint,
     rewrite_savepoint,
     savepoint_from_checkpoint,
+    verify_checkpoints,
     verify_savepoint,
 )
 
@@ -78,6 +85,22 @@ def _key_groups(text: str) -> int:
     return value
 
 
+_EPOCH_HELP = (
+    "of a checkpoint directory: use checkpoint N (one of its complete checkpoints) instead "
+    "of the newest"
+)
+
+
+def _epoch(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a checkpoint epoch (1, 2, ...), got {text!r}")
+    return value
+
+
 def add_state_parser(commands: Any) -> None:
     """Add ``state`` and its subcommands to the ``shoal`` parser's subcommands."""
     state = commands.add_parser(
@@ -94,22 +117,26 @@ def add_state_parser(commands: Any) -> None:
         description=(
             "List what a savepoint holds: operators, states, the key groups with state, "
             "their entry counts and sizes. PATH may also be a checkpoint directory: its "
-            "latest complete checkpoint is inspected (sizes are then of its files there, a "
-            "full and its deltas)."
+            "newest complete checkpoint is inspected (sizes are then of its files there, a "
+            "full and its deltas); when newer ones are damaged, the newest that verifies is "
+            "shown, the damage named on stderr, and the exit status is 1."
         ),
     )
     inspect.add_argument("path", metavar="PATH", help="a savepoint or checkpoint directory")
+    inspect.add_argument("--epoch", type=_epoch, metavar="N", help=_EPOCH_HELP)
     inspect.add_argument("--key", metavar="KEY", help=_KEY_HELP)
     inspect.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     verify = sub.add_parser(
         "verify",
         help="check every file's size and checksum",
         description=(
-            "Check a savepoint's manifest and every file's size and checksum. Exit 0 when "
-            "all are good, 1 naming each damaged file."
+            "Check a savepoint's manifest and every file's size and checksum; or, for a "
+            "checkpoint directory, every complete checkpoint's. Exit 0 when all are good, 1 "
+            "naming each damaged file (and, for a checkpoint directory, the checkpoints it "
+            "damages and the newest one that verifies)."
         ),
     )
-    verify.add_argument("path", metavar="PATH", help="a savepoint directory")
+    verify.add_argument("path", metavar="PATH", help="a savepoint or checkpoint directory")
     verify.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     rewrite = sub.add_parser(
         "rewrite",
@@ -132,12 +159,15 @@ def add_state_parser(commands: Any) -> None:
         "savepoint",
         help="materialize the latest complete checkpoint as a savepoint",
         description=(
-            "Write the latest complete checkpoint of CHECKPOINT_DIR (full files and deltas) "
-            "as a self-contained savepoint at OUT, which must not exist or be empty."
+            "Write the newest complete checkpoint of CHECKPOINT_DIR (full files and deltas), "
+            "or the one --epoch names, as a self-contained savepoint at OUT, which must not "
+            "exist or be empty. When the newest is damaged it refuses (exit 1) and names the "
+            "newest that verifies: give it with --epoch to save older state on purpose."
         ),
     )
     savepoint.add_argument("checkpoint_dir", metavar="CHECKPOINT_DIR")
     savepoint.add_argument("out", metavar="OUT", help="where to write the savepoint")
+    savepoint.add_argument("--epoch", type=_epoch, metavar="N", help=_EPOCH_HELP)
 
 
 def parse_key(text: str) -> Any:
@@ -169,7 +199,11 @@ def parse_key(text: str) -> Any:
 
 @dataclass(frozen=True, slots=True)
 class _Checkpoint:
-    """The latest complete checkpoint of a checkpoint directory."""
+    """A complete checkpoint of a checkpoint directory that verifies.
+
+    ``skipped``: why each newer checkpoint was passed over (damaged); empty when this is the
+    newest, or the one asked for by epoch.
+    """
 
     store: CheckpointStore
     manifest: Manifest
@@ -204,24 +238,41 @@ def _savepoint_only(path: str, command: str) -> None:
         )
 
 
-def _latest_checkpoint(path: str) -> _Checkpoint:
-    """Open the checkpoint directory ``path`` and find its latest complete checkpoint.
+def _latest_checkpoint(path: str, epoch: int | None = None) -> _Checkpoint:
+    """Open the checkpoint directory ``path`` and find its newest complete checkpoint that
+    verifies, or checkpoint ``epoch``.
 
     Raises:
-        StateCommandError: ``path`` is not a checkpoint directory (2) or has no complete
-            checkpoint (1, with why each one was skipped).
+        StateCommandError: ``path`` is not a checkpoint directory, or has no checkpoint
+            ``epoch`` (2); it has no complete checkpoint that verifies, or checkpoint
+            ``epoch`` is damaged (1, with why).
     """
     if _directory(path) == "savepoint":
         raise StateCommandError(f"{path} is a savepoint, not a checkpoint directory")
-    skipped: list[str] = []
     store = CheckpointStore(path)
-    manifest = store.latest_complete(
+    if epoch is not None:
+        epochs = store.epochs()
+        if epoch not in epochs:
+            have = ", ".join(map(str, epochs)) or "none"
+            raise StateCommandError(
+                f"{path} has no complete checkpoint {epoch}; its complete checkpoints: {have}"
+            )
+        try:
+            manifest = store.read_manifest(epoch)
+            store.verify(manifest)
+        except CheckpointCorruptError as exc:
+            raise StateCommandError(
+                f"{path}: checkpoint {epoch} is damaged: {exc}", EXIT_DAMAGED
+            ) from exc
+        return _Checkpoint(store, manifest, ())
+    skipped: list[str] = []
+    found = store.latest_complete(
         on_skip=lambda epoch, exc: skipped.append(f"checkpoint {epoch} skipped: {exc}")
     )
-    if manifest is None:
+    if found is None:
         why = "".join(f"; {line}" for line in skipped)
         raise StateCommandError(f"{path}: no complete checkpoint{why}", EXIT_DAMAGED)
-    return _Checkpoint(store, manifest, tuple(skipped))
+    return _Checkpoint(store, found, tuple(skipped))
 
 
 def _fresh_out(out: str) -> None:
@@ -253,11 +304,16 @@ def _inspect(args: argparse.Namespace) -> tuple[int, dict[str, Any]]:
     kind = _directory(args.path)
     sizes: dict[tuple[str, int], int] | None = None
     skipped: tuple[str, ...] = ()
+    if kind == "savepoint" and args.epoch is not None:
+        raise StateCommandError(
+            f"{args.path} is a savepoint (one checkpoint); --epoch picks a checkpoint of a "
+            "checkpoint directory"
+        )
     try:
         if kind == "savepoint":
             info = inspect_savepoint(args.path, key=key, group_of=key_group_of_bytes)
         else:
-            latest = _latest_checkpoint(args.path)
+            latest = _latest_checkpoint(args.path, args.epoch)
             skipped = latest.skipped
             sizes = {where: group.size for where, group in latest.manifest.groups.items()}
             with tempfile.TemporaryDirectory(prefix="shoal-inspect-") as scratch:
@@ -266,7 +322,9 @@ def _inspect(args: argparse.Namespace) -> tuple[int, dict[str, Any]]:
                 info = inspect_savepoint(copy, key=key, group_of=key_group_of_bytes)
     except CheckpointCorruptError as exc:
         raise StateCommandError(f"{args.path}: damaged: {exc}", EXIT_DAMAGED) from exc
-    return EXIT_OK, _inspect_report(args.path, kind, info, key, sizes, skipped)
+    # What is shown is good data, but not the newest: the directory is damaged (exit 1).
+    status = EXIT_DAMAGED if skipped else EXIT_OK
+    return status, _inspect_report(args.path, kind, info, key, sizes, skipped, args.epoch)
 
 
 def _inspect_report(
@@ -276,6 +334,7 @@ def _inspect_report(
     key: Any,
     sizes: Mapping[tuple[str, int], int] | None,
     skipped: tuple[str, ...],
+    epoch_asked: int | None,
 ) -> dict[str, Any]:
     operators = []
     for operator, states in info.operators.items():
@@ -317,6 +376,7 @@ def _inspect_report(
         "operators": operators,
         "positions": info.positions,
         "skipped": list(skipped),
+        "epoch_asked": epoch_asked,
         "key": None,
     }
     if key is not None:
@@ -337,7 +397,14 @@ def _entries(count: int) -> str:
 
 def _print_inspect(report: dict[str, Any]) -> None:
     what = "savepoint" if report["kind"] == "savepoint" else "checkpoint directory"
-    latest = "" if report["kind"] == "savepoint" else ", the latest complete checkpoint"
+    if report["kind"] == "savepoint":
+        latest = ""
+    elif report["skipped"]:
+        latest = ", the newest complete checkpoint that verifies (newer ones are damaged)"
+    elif report["epoch_asked"]:
+        latest = ", as asked"
+    else:
+        latest = ", the latest complete checkpoint"
     print(
         f"{what} {report['path']}: epoch {report['epoch']}{latest}, "
         f"{report['num_key_groups']} key groups"
@@ -370,10 +437,12 @@ def _print_inspect(report: dict[str, Any]) -> None:
 
 
 def _verify(args: argparse.Namespace) -> tuple[int, dict[str, Any]]:
-    _savepoint_only(args.path, "verify")
+    if _directory(args.path) == "checkpoint":
+        return _verify_checkpoints(args.path)
     report = verify_savepoint(args.path)
     return (EXIT_OK if report.ok else EXIT_DAMAGED), {
         "path": args.path,
+        "kind": "savepoint",
         "ok": report.ok,
         "files": report.files,
         "bytes": report.bytes,
@@ -381,13 +450,75 @@ def _verify(args: argparse.Namespace) -> tuple[int, dict[str, Any]]:
     }
 
 
+def _verify_checkpoints(path: str) -> tuple[int, dict[str, Any]]:
+    """Every complete checkpoint of a checkpoint directory, verified: ok only when each is
+    (a damaged newest one is damage even when an older one would restore)."""
+    reports = verify_checkpoints(path)
+    checkpoints = [
+        {
+            "epoch": epoch,
+            "ok": report.ok,
+            "files": report.files,
+            "bytes": report.bytes,
+            "problems": list(report.problems),
+        }
+        for epoch, report in reports.items()
+    ]
+    good = [c["epoch"] for c in checkpoints if c["ok"]]
+    ok = bool(checkpoints) and len(good) == len(checkpoints)
+    problems = list(dict.fromkeys(p for c in checkpoints for p in c["problems"]))
+    if not checkpoints:
+        problems = ["no complete checkpoint (no manifest in manifests/)"]
+    return (EXIT_OK if ok else EXIT_DAMAGED), {
+        "path": path,
+        "kind": "checkpoint",
+        "ok": ok,
+        "checkpoints": checkpoints,
+        "newest_good": max(good, default=None),
+        "problems": problems,
+    }
+
+
 def _print_verify(report: dict[str, Any]) -> None:
+    if report["kind"] == "checkpoint":
+        _print_verify_checkpoints(report)
+        return
     if report["ok"]:
         print(f"savepoint {report['path']}: ok, {report['files']} files, {report['bytes']:,} bytes")
         return
     print(f"savepoint {report['path']}: DAMAGED, {len(report['problems'])} bad file(s)")
     for problem in report["problems"]:
         print(f"  {os.path.join(report['path'], problem)}")
+
+
+def _print_verify_checkpoints(report: dict[str, Any]) -> None:
+    path, checkpoints = report["path"], report["checkpoints"]
+    if not checkpoints:
+        print(f"checkpoint directory {path}: DAMAGED, {report['problems'][0]}")
+        return
+    count = f"{len(checkpoints)} complete checkpoint{'s' if len(checkpoints) != 1 else ''}"
+    if report["ok"]:
+        print(f"checkpoint directory {path}: ok, {count}")
+    else:
+        bad = sum(not c["ok"] for c in checkpoints)
+        newest = report["newest_good"]
+        print(
+            f"checkpoint directory {path}: DAMAGED, {bad} of {count} damaged; "
+            + (f"the newest that verifies is {newest}" if newest is not None else "none verifies")
+        )
+    for checkpoint in checkpoints:
+        if checkpoint["ok"]:
+            print(
+                f"  checkpoint {checkpoint['epoch']}: ok, {checkpoint['files']} files, "
+                f"{checkpoint['bytes']:,} bytes"
+            )
+            continue
+        print(
+            f"  checkpoint {checkpoint['epoch']}: DAMAGED, {len(checkpoint['problems'])} "
+            "bad file(s)"
+        )
+        for problem in checkpoint["problems"]:
+            print(f"    {os.path.join(path, problem)}")
 
 
 def _written(path: str, manifest: Manifest) -> dict[str, Any]:
@@ -416,14 +547,24 @@ def _rewrite(args: argparse.Namespace) -> tuple[int, dict[str, Any]]:
 
 
 def _savepoint(args: argparse.Namespace) -> tuple[int, dict[str, Any]]:
-    latest = _latest_checkpoint(args.checkpoint_dir)
+    latest = _latest_checkpoint(args.checkpoint_dir, args.epoch)
+    if latest.skipped:
+        # A savepoint of older state than the user believes is worse than none: only on
+        # purpose, by epoch.
+        why = "; ".join(latest.skipped)
+        raise StateCommandError(
+            f"{args.checkpoint_dir}: the newest checkpoint is damaged ({why}); the newest "
+            f"that verifies is {latest.manifest.epoch}: to save it, give --epoch "
+            f"{latest.manifest.epoch}",
+            EXIT_DAMAGED,
+        )
     _fresh_out(args.out)
     try:
         manifest = savepoint_from_checkpoint(latest.store, latest.manifest, args.out)
     except CheckpointCorruptError as exc:
         raise StateCommandError(f"{args.checkpoint_dir}: damaged: {exc}", EXIT_DAMAGED) from exc
     report = _written(args.out, manifest)
-    report["from"] = {"path": args.checkpoint_dir, "skipped": list(latest.skipped)}
+    report["from"] = {"path": args.checkpoint_dir, "epoch_asked": args.epoch}
     return EXIT_OK, report
 
 
@@ -436,8 +577,9 @@ def _print_rewrite(report: dict[str, Any]) -> None:
 
 
 def _print_savepoint(report: dict[str, Any]) -> None:
+    which = "checkpoint" if report["from"]["epoch_asked"] else "the latest complete checkpoint"
     print(
-        f"savepoint {report['path']}: epoch {report['epoch']} (the latest complete checkpoint "
+        f"savepoint {report['path']}: epoch {report['epoch']} ({which} "
         f"of {report['from']['path']}), {report['num_key_groups']} key groups, "
         f"{_entries(report['entries'])} in {report['files']} files, {report['bytes']:,} bytes"
     )
@@ -468,7 +610,13 @@ def run_state(args: argparse.Namespace) -> int:
     if as_json:
         print(json.dumps(plain(report)))
     else:
-        for line in report.get("skipped", ()) or report.get("from", {}).get("skipped", ()):
-            print(f"shoal: note: {line}", file=sys.stderr)
         show(report)
+    skipped = report.get("skipped", ())
+    for line in skipped:
+        print(f"shoal: damaged: {line}", file=sys.stderr)
+    if skipped:
+        print(
+            f"shoal: damaged: shown: checkpoint {report['epoch']}, the newest that verifies",
+            file=sys.stderr,
+        )
     return status

@@ -61,6 +61,7 @@ from ._savepoint import load_savepoint_group as load_savepoint_group
 from ._savepoint import read_savepoint as read_savepoint
 from ._savepoint import rewrite_savepoint as rewrite_savepoint
 from ._savepoint import savepoint_from_checkpoint as savepoint_from_checkpoint
+from ._savepoint import verify_checkpoints as verify_checkpoints
 from ._savepoint import verify_savepoint as verify_savepoint
 from ._savepoint import write_savepoint as write_savepoint
 from ._snapshot import EpochDelta as EpochDelta
@@ -106,6 +107,7 @@ __all__ = (
     "read_savepoint",
     "load_savepoint_group",
     "inspect_savepoint",
+    "verify_checkpoints",
     "verify_savepoint",
     "rewrite_savepoint",
     "SavepointInfo",

@@ -257,19 +257,48 @@ def test_inspect_a_checkpoint_directory_reads_its_latest_complete_checkpoint(
     assert "  clicks.count = 22" in out.splitlines()  # 2, +10 at epochs 2 and 3
 
 
-def test_inspect_skips_a_damaged_newest_checkpoint_and_says_which(
+def _damage_newest(root: Path, epochs: int) -> str:
+    """Flip a byte in a file that only the newest checkpoint (``epochs``) wrote; its path."""
+    newest = CheckpointStore(root).read_manifest(epochs)
+    damaged = next(r for r in newest.files() if r.epoch == epochs)
+    _flip_a_byte(root / damaged.path)
+    return damaged.path
+
+
+def test_inspect_of_a_damaged_newest_checkpoint_shows_the_older_one_says_so_and_exits_1(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     root = _make_checkpoints(tmp_path / "ckpt", 3)
-    store = CheckpointStore(root)
-    newest = store.read_manifest(3)
-    damaged = next(r for r in newest.files() if r.epoch == 3)
-    _flip_a_byte(root / damaged.path)
+    damaged = _damage_newest(root, 3)
     status, out, err = _run(capsys, "inspect", str(root), "--key", "bob")
-    assert status == 0
-    assert err == f"shoal: note: checkpoint 3 skipped: {damaged.path}: checksum mismatch\n"
-    assert "epoch 2, the latest complete checkpoint" in out.splitlines()[0]
+    assert status == 1
+    assert err.splitlines() == [
+        f"shoal: damaged: checkpoint 3 skipped: {damaged}: checksum mismatch",
+        "shoal: damaged: shown: checkpoint 2, the newest that verifies",
+    ]
+    assert out.splitlines()[0] == (
+        f"checkpoint directory {root}: epoch 2, the newest complete checkpoint that verifies "
+        "(newer ones are damaged), 4 key groups"
+    )
     assert "  clicks.count = 12" in out.splitlines()
+    status, out, _err = _run(capsys, "inspect", str(root), "--json")
+    report = json.loads(out)
+    assert (status, report["epoch"]) == (1, 2)
+    assert report["skipped"] == [f"checkpoint 3 skipped: {damaged}: checksum mismatch"]
+
+
+def test_inspect_epoch_reads_the_checkpoint_asked_for(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root = _make_checkpoints(tmp_path / "ckpt", 3)
+    damaged = _damage_newest(root, 3)
+    status, out, err = _run(capsys, "inspect", str(root), "--epoch", "2", "--key", "bob")
+    assert (status, err) == (0, "")
+    assert out.splitlines()[0] == (f"checkpoint directory {root}: epoch 2, as asked, 4 key groups")
+    assert "  clicks.count = 12" in out.splitlines()
+    status, _out, err = _run(capsys, "inspect", str(root), "--epoch", "3")
+    assert status == 1
+    assert err == (f"shoal: error: {root}: checkpoint 3 is damaged: {damaged}: checksum mismatch\n")
 
 
 # verify
@@ -302,6 +331,72 @@ def test_verify_names_each_damaged_file_and_exits_1(
     report = json.loads(out)
     assert (status, report["ok"], report["files"]) == (1, False, len(files))
     assert [problem.split(":")[0] for problem in report["problems"]] == [files[0], files[-1]]
+
+
+def test_verify_a_checkpoint_directory_checks_every_complete_checkpoint(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root = _make_checkpoints(tmp_path / "ckpt", 3)
+    store = CheckpointStore(root)
+    files = {epoch: list(store.read_manifest(epoch).files()) for epoch in (1, 2, 3)}
+    sizes = {epoch: sum(r.size for r in records) for epoch, records in files.items()}
+    status, out, err = _run(capsys, "verify", str(root))
+    assert (status, err) == (0, "")
+    assert out.splitlines() == [
+        f"checkpoint directory {root}: ok, 3 complete checkpoints",
+        f"  checkpoint 1: ok, {len(files[1])} files, {sizes[1]:,} bytes",
+        f"  checkpoint 2: ok, {len(files[2])} files, {sizes[2]:,} bytes",
+        f"  checkpoint 3: ok, {len(files[3])} files, {sizes[3]:,} bytes",
+    ]
+
+
+def test_verify_a_damaged_checkpoint_directory_names_each_file_and_exits_1(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root = _make_checkpoints(tmp_path / "ckpt", 3)
+    damaged = _damage_newest(root, 3)
+    status, out, _err = _run(capsys, "verify", str(root))
+    assert status == 1
+    assert out.splitlines()[0] == (
+        f"checkpoint directory {root}: DAMAGED, 1 of 3 complete checkpoints damaged; the "
+        "newest that verifies is 2"
+    )
+    assert out.splitlines()[3:] == [
+        "  checkpoint 3: DAMAGED, 1 bad file(s)",
+        f"    {root}/{damaged}: checksum mismatch",
+    ]
+    # A file of the first checkpoint is in every chain built on it: all three are damaged.
+    first = next(r for r in CheckpointStore(root).read_manifest(1).files())
+    _flip_a_byte(root / first.path)
+    status, out, _err = _run(capsys, "verify", str(root), "--json")
+    report = json.loads(out)
+    assert (status, report["ok"], report["kind"], report["newest_good"]) == (
+        1,
+        False,
+        "checkpoint",
+        None,
+    )
+    assert [(c["epoch"], c["ok"]) for c in report["checkpoints"]] == [
+        (1, False),
+        (2, False),
+        (3, False),
+    ]
+    assert report["problems"] == [
+        f"{first.path}: checksum mismatch",
+        f"{damaged}: checksum mismatch",
+    ]
+
+
+def test_verify_a_checkpoint_directory_without_a_manifest_exits_1(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "ckpt" / "manifests").mkdir(parents=True)
+    status, out, _err = _run(capsys, "verify", str(tmp_path / "ckpt"))
+    assert status == 1
+    assert out == (
+        f"checkpoint directory {tmp_path / 'ckpt'}: DAMAGED, no complete checkpoint "
+        "(no manifest in manifests/)\n"
+    )
 
 
 # rewrite
@@ -369,6 +464,26 @@ def test_savepoint_materializes_the_latest_complete_checkpoint(
     assert read_savepoint(out_dir).positions == {"split-0": 3}
 
 
+def test_savepoint_refuses_a_damaged_newest_checkpoint_and_names_the_epoch_to_give(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root = _make_checkpoints(tmp_path / "ckpt", 3)
+    damaged = _damage_newest(root, 3)
+    out_dir = tmp_path / "sp"
+    status, out, err = _run(capsys, "savepoint", str(root), str(out_dir))
+    assert (status, out) == (1, "")
+    assert err == (
+        f"shoal: error: {root}: the newest checkpoint is damaged (checkpoint 3 skipped: "
+        f"{damaged}: checksum mismatch); the newest that verifies is 2: to save it, give "
+        "--epoch 2\n"
+    )
+    assert not out_dir.exists()
+    status, out, err = _run(capsys, "savepoint", str(root), str(out_dir), "--epoch", "2")
+    assert (status, err) == (0, "")
+    assert out.startswith(f"savepoint {out_dir}: epoch 2 (checkpoint of {root}), ")
+    assert read_savepoint(out_dir).epoch == 2
+
+
 def test_savepoint_of_a_directory_without_a_complete_checkpoint_exits_1(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -429,9 +544,17 @@ def test_savepoint_of_a_directory_without_a_complete_checkpoint_exits_1(
             "first with `shoal state savepoint {ckpt} OUT`",
         ),
         (
-            ["verify", "{ckpt}"],
-            "{ckpt} is a checkpoint directory; `shoal state verify` takes a savepoint: make one "
-            "first with `shoal state savepoint {ckpt} OUT`",
+            ["savepoint", "{ckpt}", "{tmp}/o", "--epoch", "7"],
+            "{ckpt} has no complete checkpoint 7; its complete checkpoints: 1",
+        ),
+        (
+            ["savepoint", "{ckpt}", "{tmp}/o", "--epoch", "0"],
+            "argument --epoch: expected a checkpoint epoch (1, 2, ...), got '0'",
+        ),
+        (
+            ["inspect", "{sp}", "--epoch", "1"],
+            "{sp} is a savepoint (one checkpoint); --epoch picks a checkpoint of a checkpoint "
+            "directory",
         ),
         (
             ["savepoint", "{sp}", "{tmp}/o"],
@@ -500,9 +623,7 @@ def test_the_console_script_runs_the_state_commands(savepoint: Path, tmp_path: P
 
 
 @pytest.mark.parametrize("as_json", [False, True], ids=["text", "json"])
-def test_a_reader_that_goes_away_ends_the_command_quietly(
-    tmp_path: Path, as_json: bool
-) -> None:
+def test_a_reader_that_goes_away_ends_the_command_quietly(tmp_path: Path, as_json: bool) -> None:
     """`shoal state inspect ... | head -1`: stdout's reader is gone before the command writes
     (the pipe's read end is closed first, so every write fails): no traceback, status 141."""
     root = _make_checkpoints(tmp_path / "ckpt", 2)
