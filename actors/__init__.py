@@ -48,6 +48,7 @@ from ._exceptions import ActorError as ActorError
 from ._exceptions import ActorFailedError as ActorFailedError
 from ._exceptions import ActorStartError as ActorStartError
 from ._exceptions import ActorStoppedError as ActorStoppedError
+from ._exceptions import BootstrapError as BootstrapError
 from ._exceptions import MailboxFullError as MailboxFullError
 from ._exceptions import MessageDecodeError as MessageDecodeError
 from ._exceptions import MessageEncodeError as MessageEncodeError
@@ -86,6 +87,7 @@ __all__ = (
     "ActorFailedError",
     "ActorStartError",
     "ActorStoppedError",
+    "BootstrapError",
     "MailboxFullError",
     "MessageDecodeError",
     "MessageEncodeError",

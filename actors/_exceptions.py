@@ -9,6 +9,7 @@ __all__ = (
     "ActorFailedError",
     "ActorStartError",
     "ActorStoppedError",
+    "BootstrapError",
     "MailboxFullError",
     "MessageDecodeError",
     "MessageEncodeError",
@@ -77,3 +78,8 @@ class MigrationError(ActorError):
 
 class WorkerProcessError(ActorError):
     """A worker process failed to start or exited before it reported ready."""
+
+
+class BootstrapError(ActorError):
+    """A worker process's bootstrap failed for a reason its message says in full: the process
+    reports the message to its parent and prints no traceback."""

@@ -19,7 +19,7 @@ import cbor2
 
 from ._bootstrap import resolve_object
 from ._codec import default_codec
-from ._exceptions import ActorFailedError, PeerLostError
+from ._exceptions import ActorFailedError, BootstrapError, PeerLostError
 from ._messages import ProcessFailure
 from ._worker import Worker, open_worker
 
@@ -107,7 +107,8 @@ async def _serve(
             function = resolve_object(bootstrap)
             await function(worker, args)
         except Exception as exc:
-            traceback.print_exc()
+            if not isinstance(exc, BootstrapError):  # its message says all: no traceback
+                traceback.print_exc()
             os.write(ready_fd, f"error {type(exc).__name__}: {exc}\n".encode())
             raise _BootstrapFailed from exc
         os.write(ready_fd, b"ok\n")

@@ -35,6 +35,7 @@ from ._logging import configure_logging as configure_logging
 from ._metrics import JobCollector as JobCollector
 from ._metrics import serve_metrics as serve_metrics
 from ._operators import ProcessContext as ProcessContext
+from ._result import ResumedFrom as ResumedFrom
 from ._run import run as run
 from ._scenario import Check as Check
 from ._scenario import Scenario as Scenario
@@ -93,6 +94,7 @@ __all__ = (
     "start_job",
     "Job",
     "JobResult",
+    "ResumedFrom",
     "CheckpointStatistics",
     "FAULT_POINTS",
     "Fault",

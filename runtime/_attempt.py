@@ -36,7 +36,7 @@ from ._placement import Placement
 from ._plan import Plan, actor_name
 from ._recovery import Attempts, StartPoint
 from ._rescale import DEFAULT_MAX_MOVES, Rescaler, Scaling
-from ._result import JobResult, Progress, TemporaryState
+from ._result import JobResult, Progress, ResumedFrom, TemporaryState
 from ._sinks import DeadLetterSink, SinkPartition
 from ._supervisor import CheckpointTarget, JobSupervisor
 from ._time import Clock
@@ -187,12 +187,15 @@ def attempt_result(
 ) -> JobResult:
     plan = run.plan
     coordinator = supervisor.coordinator
+    read = sum(r["records_in"] for r in reports)
+    # The last attempt counted from its start point; before it, the checkpoint's counters.
+    before = attempts.current.counted or {}
     return JobResult(
         name=plan.flow.name,
         workers=workers,
         processes=processes,
-        records_in=sum(r["records_in"] for r in reports),
-        records_out=sum(r["records_out"] for r in reports),
+        records_in=before.get("records_in", 0) + read,
+        records_out=before.get("records_out", 0) + sum(r["records_out"] for r in reports),
         dead_letters=sum(r["dead_letters"] for r in reports),
         elapsed_s=elapsed,
         state_dir=run.state_dir,
@@ -205,7 +208,26 @@ def attempt_result(
         recoveries=tuple(attempts.recoveries),
         migrations=tuple(run.scaling.moves),
         rescales=tuple(run.scaling.rescales),
+        resumed_from=_resumed_from(run),
+        records_read=read,
         _temporary=TemporaryState(run.state_dir) if run.temporary else None,
+    )
+
+
+def _resumed_from(run: Run) -> ResumedFrom | None:
+    """The checkpoint or savepoint the run started from (None: from the beginning)."""
+    start = run.start
+    manifest = start.manifest
+    if not start.restoring or manifest is None:
+        return None
+    counted = start.counted
+    return ResumedFrom(
+        kind="checkpoint" if start.savepoint is None else "savepoint",
+        path=str(run.checkpoint_dir if start.savepoint is None else start.savepoint),
+        epoch=manifest.epoch,
+        created=manifest.created,
+        records_in=None if counted is None else counted.get("records_in", 0),
+        records_out=None if counted is None else counted.get("records_out", 0),
     )
 
 
@@ -290,7 +312,9 @@ def _coordinator(run: Run) -> CheckpointCoordinator | None:
         + 1,
     )
     if start.restoring:
-        coordinator.restart(restored=start.base, first_epoch=coordinator.next_epoch)
+        coordinator.restart(
+            restored=start.base, first_epoch=coordinator.next_epoch, counted=start.counted
+        )
     return coordinator
 
 

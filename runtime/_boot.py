@@ -6,8 +6,8 @@ import gc
 from pathlib import Path
 from typing import Any
 
-from shoal.actors import Worker, register_message
-from shoal.storage import CheckpointStore, LmdbBackend, read_savepoint
+from shoal.actors import ActorStartError, BootstrapError, Worker, register_message
+from shoal.storage import CheckpointCorruptError, CheckpointStore, LmdbBackend, read_savepoint
 
 from ._faults import Fault, Faults
 from ._loader import load_flow
@@ -169,6 +169,23 @@ async def bootstrap(worker: Worker, args: dict[str, Any]) -> None:
     )
     place_directory(worker, plan, placement.group_owner, env.driver, peers, placement.split_owner)
     worker.parent = env.driver  # the driver gone, the job is over: its teardown is no news
-    await start_worker(env)
+    try:
+        await start_worker(env)
+    except ActorStartError as exc:
+        if _corrupt_checkpoint(exc):
+            # The driver names the damaged file and restarts from an older checkpoint (one
+            # line); this worker's traceback would only repeat it.
+            raise BootstrapError(str(exc)) from exc
+        raise
     if args.get("tune_gc", True):
         tune_gc()
+
+
+def _corrupt_checkpoint(exc: BaseException) -> bool:
+    """A checkpoint file failing its checksum caused ``exc`` (a key group's restore)."""
+    cause: BaseException | None = exc
+    while cause is not None:
+        if isinstance(cause, CheckpointCorruptError):
+            return True
+        cause = cause.__cause__
+    return False

@@ -182,6 +182,7 @@ def commit_checkpoint(
     operators: Mapping[str, Sequence[Mapping[str, str]]],
     positions: Mapping[str, Any],
     layout: Any,
+    counters: Mapping[str, int] | None = None,
 ) -> Manifest:
     """Write checkpoint ``epoch``'s manifest (blocking: run it in a thread).
 
@@ -196,6 +197,7 @@ def commit_checkpoint(
         operators=operators,
         positions=dict(positions),
         layout=layout,
+        counters=None if counters is None else dict(counters),
     )
 
 

@@ -15,7 +15,7 @@ Pure bookkeeping with an injected clock: no I/O, no awaiting, testable alone.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -80,6 +80,10 @@ class ReadyCheckpoint:
     positions: dict[str, Any] = field(default_factory=dict)
     key_groups: dict[str, dict[str, Any]] = field(default_factory=dict)
     sources_acked: set[str] = field(default_factory=set)
+    #: Records the sources read and the last stage emitted since the attempt started, up to
+    #: this barrier (summed from the acks' ``records_in`` and ``records_out``).
+    records_in: int = 0
+    records_out: int = 0
     committing: bool = False
     #: Set when a part failed: the checkpoint is aborted, but stays in flight until every
     #: key group that writes a file for it has reported, so that its files are removed only
@@ -123,6 +127,9 @@ class CheckpointCoordinator:
         # this run completes.
         self._restored = 0
         self._completed_at_restart = 0
+        # What the job had counted at the checkpoint this attempt started from (None: unknown,
+        # it predates the counters; then no manifest of this job claims totals).
+        self._counted: Mapping[str, int] | None = {}
 
     @property
     def next_epoch(self) -> int:
@@ -137,14 +144,31 @@ class CheckpointCoordinator:
             return self.completed[-1].epoch
         return self._restored
 
-    def restart(self, *, restored: int, first_epoch: int) -> None:
+    def restart(
+        self, *, restored: int, first_epoch: int, counted: Mapping[str, int] | None = None
+    ) -> None:
         """The job restarts from checkpoint ``restored`` (0: from nothing): a checkpoint in
-        flight is failed, drained key groups run again, epochs go on from ``first_epoch``."""
+        flight is failed, drained key groups run again, epochs go on from ``first_epoch``.
+        ``counted``: the counters of the checkpoint it restarts from (``{}``: from nothing,
+        None: that checkpoint recorded none)."""
         self.abort("the job restarts after a failure")
         self.drained.clear()
         self._restored = restored
         self._completed_at_restart = len(self.completed)
         self._next = max(self._next, first_epoch)
+        self._counted = counted
+
+    def counters(self, ready: ReadyCheckpoint) -> dict[str, int] | None:
+        """The job's counters at checkpoint ``ready`` (for its manifest): what was counted at
+        the attempt's start point plus what the attempt's sources read and its last stage
+        emitted up to the barrier, so each record is counted once across restarts and
+        resumed runs. None when the start point's counters are unknown."""
+        if self._counted is None:
+            return None
+        return {
+            "records_in": self._counted.get("records_in", 0) + ready.records_in,
+            "records_out": self._counted.get("records_out", 0) + ready.records_out,
+        }
 
     @property
     def in_progress(self) -> int | None:
@@ -203,6 +227,8 @@ class CheckpointCoordinator:
             pending.positions.update(ack.positions)
         else:
             pending.key_groups[ack.actor] = dict(ack.stats)
+        pending.records_in += ack.stats.get("records_in", 0)
+        pending.records_out += ack.stats.get("records_out", 0)
         return self._complete_if_done()
 
     def drain(self, actor: str) -> bool:

@@ -7,9 +7,11 @@ failed or the job failed, 2 on bad usage or a bad scenario file (with a short me
 what is wrong, never a traceback). ``shoal --version`` prints the installed version.
 ``shoal state ...`` works on savepoints and checkpoint directories offline (``_state_cli``).
 
-``shoal run`` checkpoints every second by default (``--checkpoint-interval SECONDS``, or
-``off``), to ``--checkpoint-dir`` (default ``<state-dir>/checkpoints``); the summary reports
-the checkpoints and recoveries (with checkpoints off: counts 0, figures ``null``).
+``shoal run`` checkpoints every second by default (``--checkpoint-interval SECONDS``, at
+least ``MIN_CHECKPOINT_INTERVAL``, or ``off``), to ``--checkpoint-dir`` (default
+``<state-dir>/checkpoints``); the summary reports the checkpoints and recoveries (with
+checkpoints off: counts 0, figures ``null``), and, for ``--resume``, the checkpoint the run
+resumed from. Its records in and out are the whole job's, each counted once.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import sys
 import tempfile
 import traceback
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any, NoReturn
@@ -259,6 +262,25 @@ def _checkpoint_summary(result: JobResult, interval: float | None) -> dict[str, 
     }
 
 
+def _resumed_from(result: JobResult) -> dict[str, Any] | None:
+    """Where the run started, for the summary (None: from the beginning)."""
+    start = result.resumed_from
+    if start is None:
+        return None
+    return {
+        "kind": start.kind,
+        "path": start.path,
+        "epoch": start.epoch,
+        "created": _utc(start.created),
+        "records_in": start.records_in,
+        "records_out": start.records_out,
+    }
+
+
+def _utc(unix: float) -> str:
+    return datetime.fromtimestamp(unix, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
 def _summary(
     name: str,
     result: JobResult,
@@ -267,10 +289,11 @@ def _summary(
     checkpoint_interval: float | None = None,
 ) -> dict[str, Any]:
     warnings = []
-    if result.records_in > 0 and result.dead_letters >= result.records_in:
+    # This run's dead letters against this run's reads (records_in is the whole job's).
+    read = result.records_in if result.records_read is None else result.records_read
+    if read > 0 and result.dead_letters >= read:
         warnings.append(
-            f"every record failed: {result.dead_letters:,} dead letters for "
-            f"{result.records_in:,} records in"
+            f"every record failed: {result.dead_letters:,} dead letters for {read:,} records in"
         )
     return {
         "scenario": name,
@@ -281,6 +304,8 @@ def _summary(
         "dead_letters": result.dead_letters,
         "dead_letter_samples": [_sample(x) for x in result.dead_letter_records[:SAMPLES]],
         "dead_letters_file": str(dead_letters_file) if dead_letters_file else None,
+        "records_read": result.records_in if result.records_read is None else result.records_read,
+        "resumed_from": _resumed_from(result),
         "elapsed_s": round(result.elapsed_s, 4),
         "events_per_s": round(result.events_per_s, 1),
         "key_groups": result.plan.num_key_groups,
@@ -305,6 +330,8 @@ def _print_summary(summary: dict[str, Any], out: Any) -> None:
         f"{summary['dead_letters']:,} dead letters",
         file=out,
     )
+    if summary["resumed_from"] is not None:
+        print(f"  {_resumed_line(summary['resumed_from'])}", file=out)
     for sample in summary["dead_letter_samples"]:
         print(
             f"    dead letter: {sample['operator']}: {sample['error']} at {sample['position']}",
@@ -346,6 +373,21 @@ def _rescale_line(summary: dict[str, Any]) -> str:
     if summary["events_per_s_during_rescale"] is not None:
         line += f", {summary['events_per_s_during_rescale']:,.0f} events/s while rescaling"
     return line
+
+
+def _resumed_line(start: dict[str, Any]) -> str:
+    """``resumed from checkpoint 7 of DIR, taken 2026-12-02T03:32:10Z: 999,424 records read
+    before it, 999,424 out (included above)``: the summary's counts are the job's."""
+    where = f"{start['kind']} {start['epoch']} of {start['path']}"
+    if start["kind"] == "savepoint":
+        where = f"savepoint {start['path']} (epoch {start['epoch']})"
+    line = f"resumed from {where}, taken {start['created']}: "
+    if start["records_in"] is None:
+        return line + "records read before it unknown (a checkpoint of an older shoal)"
+    return line + (
+        f"{start['records_in']:,} records read before it, {start['records_out']:,} out "
+        "(included above)"
+    )
 
 
 def _checkpoint_line(summary: dict[str, Any]) -> str:

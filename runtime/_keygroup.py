@@ -444,6 +444,7 @@ class KeyGroupActor(Actor):
         self._delta = None
         stats.update(written=written, pause_s=time.perf_counter() - started)
         stats["entries"], stats["bytes"] = env.metrics.state_size[(self.stage.name, self.key_group)]
+        stats["records_out"] = env.emitted.get(self.name, 0)  # this attempt's, to the barrier
         if job is None:
             await env.kernel.ref(JOB_ACTOR).tell(BarrierAck(epoch, self.name, env.index, {}, stats))
             return

@@ -23,6 +23,7 @@ The budget: ``max_restarts`` consecutive failures with no checkpoint completed b
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
@@ -67,6 +68,16 @@ class StartPoint:
         return 0 if self.manifest is None else self.manifest.epoch
 
     @property
+    def counted(self) -> dict[str, int] | None:
+        """What the job had counted at this start (``records_in``, ``records_out``: each
+        record once, see ``Manifest.counters``): nothing for a fresh start or when no checkpoint
+        had completed, the manifest's counters, or None when the manifest recorded none."""
+        if self.manifest is None:
+            return {}
+        counters = self.manifest.counters
+        return None if counters is None else dict(counters)
+
+    @property
     def base(self) -> int:
         """The checkpoint of the job's store that the next files can build on (0: none; a
         savepoint is not in the store, so the first checkpoint after it is full)."""
@@ -99,11 +110,33 @@ def recovery_point(
     return StartPoint(attempt=attempt, restoring=True, manifest=manifest)
 
 
-def _restart_point(store: CheckpointStore, attempt: int, bad: set[int]) -> StartPoint:
+def _restart_point(
+    store: CheckpointStore, attempt: int, bad: set[int], damaged: str | None
+) -> StartPoint:
     # The files of checkpoints the failed attempt left incomplete: their writers are gone, and
     # the next attempt reuses their epochs.
     store.discard_incomplete()
+    if damaged is not None:
+        # Every checkpoint whose chains hold the damaged file (a full under later deltas) is
+        # as unusable as the one that found it: skip them all at once, not one failure each.
+        for epoch in store.epochs():
+            try:
+                if any(record.path == damaged for record in store.read_manifest(epoch).files()):
+                    bad.add(epoch)
+            except CheckpointCorruptError:
+                bad.add(epoch)
     return recovery_point(store, attempt=attempt, skip=bad)
+
+
+# "...CheckpointCorruptError: data/<epoch>/<operator>/kg-<n>.<kind>: checksum mismatch": the
+# file a restore found damaged, as the failure's message carries it across processes.
+_DAMAGED = re.compile(r"CheckpointCorruptError: (data/\S+?): (.+)$")
+
+
+def damaged_file(message: str) -> tuple[str, str] | None:
+    """``(file, what is wrong)`` named by a restore's CheckpointCorruptError in ``message``."""
+    found = _DAMAGED.search(message)
+    return None if found is None else (found[1], found[2])
 
 
 @dataclass(slots=True)
@@ -116,6 +149,8 @@ class Attempts:
     store: CheckpointStore | None
     #: Seconds from a failure being noticed to the next attempt's sources running, per recovery.
     recoveries: list[float] = field(default_factory=list)
+    #: Where the current (in the end: the last) attempt started.
+    current: StartPoint = field(default_factory=StartPoint)
     _noticed: float | None = None
 
     def running(self) -> None:
@@ -135,6 +170,7 @@ class Attempts:
         completed_before = self._completed()
         bad: set[int] = set()
         while True:
+            self.current = start
             try:
                 return await attempt(start)
             except AttemptFailed as failed:
@@ -144,6 +180,7 @@ class Attempts:
                     failures = 0
                 completed_before = self._completed()
                 failures += 1
+                damaged = damaged_file(str(failed.error)) if failed.corrupt else None
                 if failed.corrupt and start.manifest is not None:
                     bad.add(start.epoch)
                 if failures > self.max_restarts:
@@ -156,22 +193,42 @@ class Attempts:
                     self._noticed = failed.noticed
                 delay = min(MAX_BACKOFF_S, self.backoff_s * 2 ** (failures - 1))
                 start = await anyio.to_thread.run_sync(
-                    _restart_point, self.store, start.attempt + 1, bad
+                    _restart_point,
+                    self.store,
+                    start.attempt + 1,
+                    bad,
+                    None if damaged is None else damaged[0],
                 )
                 if first.savepoint is not None and start.epoch < first.epoch:
                     # No checkpoint since the job started from a savepoint: from it again.
                     start = replace(first, attempt=start.attempt)
-                log.warning(
-                    "job failed; restarting from the last completed checkpoint",
-                    job=job,
-                    error=str(failed.error),
-                    attempt=start.attempt,
-                    epoch=start.epoch,
-                    backoff_s=delay,
-                )
+                if damaged is not None:
+                    # One line that says it all: a damaged file is no bug and no crash, and
+                    # the recovery that follows is the documented one.
+                    log.warning(
+                        f"checkpoint file {damaged[0]} is damaged ({damaged[1]}); restarting "
+                        + (
+                            f"from checkpoint {start.epoch}, the newest that does not use it"
+                            if start.manifest is not None
+                            else "from the beginning: no checkpoint without it is left"
+                        ),
+                        job=job,
+                        skipped=sorted(bad),
+                        attempt=start.attempt,
+                    )
+                else:
+                    log.warning(
+                        "job failed; restarting from the last completed checkpoint",
+                        job=job,
+                        error=str(failed.error),
+                        attempt=start.attempt,
+                        epoch=start.epoch,
+                        backoff_s=delay,
+                    )
                 self.coordinator.restart(
                     restored=start.base,
                     first_epoch=max(self.store.epochs(), default=0) + 1,
+                    counted=start.counted,
                 )
                 await anyio.sleep(delay)
 

@@ -21,7 +21,7 @@ from ._plan import Plan
 from ._rescale import MoveRecord, RescaleRecord
 from ._sinks import DeadLetter, DeadLetterSink, Sink
 
-__all__ = ("JobResult", "Progress", "TemporaryState")
+__all__ = ("JobResult", "Progress", "ResumedFrom", "TemporaryState")
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +41,30 @@ class Progress:
     @property
     def events_per_s(self) -> float:
         return self.records_in / self.elapsed_s if self.elapsed_s > 0 else 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class ResumedFrom:
+    """The checkpoint or savepoint a run started from (``JobResult.resumed_from``).
+
+    Attributes:
+        kind: ``"checkpoint"`` (``resume=True``: the earlier run's latest complete one) or
+            ``"savepoint"`` (``from_savepoint=...``).
+        path: The checkpoint directory or the savepoint.
+        epoch: The checkpoint's epoch.
+        created: When it was taken (Unix time).
+        records_in: Source records the job had read when it was taken, each counted once
+            (None: taken by a shoal that did not record it).
+        records_out: Records the job had given its sink by then, each counted once (None:
+            as above).
+    """
+
+    kind: str
+    path: str
+    epoch: int
+    created: float
+    records_in: int | None
+    records_out: int | None
 
 
 class TemporaryState:
@@ -72,9 +96,15 @@ class JobResult:
     name: str
     workers: int
     processes: bool
+    #: Source records the job has read, each counted once whatever attempt or run read it:
+    #: those the checkpoint its last attempt started from had counted, plus what that
+    #: attempt read. After a resume or a recovery it is the whole job's, not this run's.
     records_in: int
+    #: Records the job has given its sink, counted the same way (an at-least-once sink may
+    #: have received some twice across a recovery; they count once here).
     records_out: int
     dead_letters: int
+    #: Seconds of the last attempt (a recovery starts the clock again).
     elapsed_s: float
     state_dir: Path | None
     plan: Plan
@@ -93,6 +123,12 @@ class JobResult:
     migrations: tuple[MoveRecord, ...] = ()
     #: Every rescale while the job ran, in order.
     rescales: tuple[RescaleRecord, ...] = ()
+    #: The checkpoint or savepoint this run started from (None: from the beginning, also a
+    #: resume that found no complete checkpoint).
+    resumed_from: ResumedFrom | None = None
+    #: Source records the last attempt read itself (None: ``records_in``): what
+    #: ``events_per_s`` divides by ``elapsed_s``.
+    records_read: int | None = None
     _temporary: TemporaryState | None = field(default=None, repr=False, compare=False)
 
     def close(self) -> None:
@@ -120,8 +156,10 @@ class JobResult:
 
     @property
     def events_per_s(self) -> float:
-        """Source records per second of processing (start of reading to last key group done)."""
-        return self.records_in / self.elapsed_s if self.elapsed_s > 0 else 0.0
+        """Source records per second of processing (start of reading to last key group done)
+        of the records this run's last attempt read (``records_read``)."""
+        read = self.records_in if self.records_read is None else self.records_read
+        return read / self.elapsed_s if self.elapsed_s > 0 else 0.0
 
     @property
     def flow(self) -> Flow:

@@ -240,8 +240,10 @@ async def run_scenario(
 ) -> JobResult:
     """Run ``scenario``'s flow (``ref``) through its timeline: one run, then one more per
     ``resume(...)`` step (from the state directory, optionally from a savepoint and with
-    another worker count). Returns the last run's result, with the runs' counters, recoveries
-    and checkpoints summed.
+    another worker count). Returns the last run's result (whose ``records_in`` and
+    ``records_out`` are the whole job's), with the runs' own reads (``records_read``),
+    elapsed time, dead letters, recoveries and checkpoints summed, and ``resumed_from`` of
+    the first run (where the scenario started).
 
     ``params`` are bound to the state directory (:meth:`Scenario.bind`); ``options`` go to
     every :func:`run_job`; the scenario's ``checkpoint_interval`` is used unless they give one.
@@ -287,10 +289,15 @@ def _combined(results: list[JobResult]) -> JobResult:
         )
     return replace(
         last,
-        records_in=sum(r.records_in for r in results),
-        records_out=sum(r.records_out for r in results),
+        # records_in and records_out are the last run's: a run that resumes counts what the
+        # checkpoint or savepoint it started from had counted, so the last run's are the whole
+        # scenario's, each record once. What each run read itself adds up.
         dead_letters=sum(r.dead_letters for r in results),
         elapsed_s=sum(r.elapsed_s for r in results),
+        records_read=sum(
+            r.records_in if r.records_read is None else r.records_read for r in results
+        ),
         recoveries=tuple(s for r in results for s in r.recoveries),
         checkpoints=checkpoints,
+        resumed_from=results[0].resumed_from,
     )

@@ -200,5 +200,12 @@ class SourceActor(Actor):
         if not self.ended and self.stage.next_key_fn is not None:
             await env.broadcast(self.stage.index + 1, Barrier(epoch, self.split, base))
         await env.kernel.ref(JOB_ACTOR).tell(
-            BarrierAck(epoch, self.name, env.index, {self.split: self.position}, {})
+            BarrierAck(
+                epoch,
+                self.name,
+                env.index,
+                {self.split: self.position},
+                # This attempt's counts up to the barrier (the coordinator adds the start's).
+                {"records_in": self.records, "records_out": env.emitted.get(self.split, 0)},
+            )
         )

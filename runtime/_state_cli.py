@@ -454,7 +454,7 @@ def _verify_checkpoints(path: str) -> tuple[int, dict[str, Any]]:
     """Every complete checkpoint of a checkpoint directory, verified: ok only when each is
     (a damaged newest one is damage even when an older one would restore)."""
     reports = verify_checkpoints(path)
-    checkpoints = [
+    checkpoints: list[dict[str, Any]] = [
         {
             "epoch": epoch,
             "ok": report.ok,
@@ -464,9 +464,9 @@ def _verify_checkpoints(path: str) -> tuple[int, dict[str, Any]]:
         }
         for epoch, report in reports.items()
     ]
-    good = [c["epoch"] for c in checkpoints if c["ok"]]
-    ok = bool(checkpoints) and len(good) == len(checkpoints)
-    problems = list(dict.fromkeys(p for c in checkpoints for p in c["problems"]))
+    good = [epoch for epoch, report in reports.items() if report.ok]
+    ok = bool(reports) and len(good) == len(reports)
+    problems = list(dict.fromkeys(p for report in reports.values() for p in report.problems))
     if not checkpoints:
         problems = ["no complete checkpoint (no manifest in manifests/)"]
     return (EXIT_OK if ok else EXIT_DAMAGED), {

@@ -323,6 +323,7 @@ class JobSupervisor(Actor):
                         operators=target.operators,
                         positions=ready.positions,
                         layout=self._layout(),
+                        counters=coordinator.counters(ready),
                     )
                 )
             except (CheckpointError, OSError) as exc:

@@ -124,6 +124,9 @@ class WorkerEnv:
     faults: Faults = field(default_factory=Faults)
     # Snapshots handed to the checkpoint writer and not closed yet (see CheckpointWriter).
     pending_snapshots: set[WriteSnapshot] = field(init=False, default_factory=set)
+    # Records each actor (by its channel name) gave the sink in this attempt: its checkpoint
+    # ack reports it, so a manifest counts every output once (Manifest.counters).
+    emitted: dict[str, int] = field(init=False, default_factory=dict)
     # Processing time, for processing-time timers and idle splits (see _time.py).
     clock: Clock = field(default_factory=SystemClock)
     # The active worker ids (the mesh's members but the driver); None: 0..workers-1.
@@ -255,6 +258,7 @@ class WorkerEnv:
                 await self._send(stage.index + 1, channel, split, routed)
             else:
                 self.metrics.records_out += len(values)
+                self.emitted[channel] = self.emitted.get(channel, 0) + len(values)
                 if self.sink is None:
                     await self.kernel.ref(JOB_ACTOR).tell(Gathered("sink", values, epoch))
                 elif self.transactional:

@@ -99,8 +99,18 @@ def checks(result: JobResult, params: Mapping[str, Any]) -> Iterator[Check]:
         )
     )
     events = params["events"]
+    # The whole job's counts: a run resumed from a checkpoint counts what was read and
+    # emitted before it (result.resumed_from) once, with what it read itself.
+    start = result.resumed_from
+    before = (
+        f" ({start.records_in:,} before the resume)"
+        if start is not None and start.records_in is not None
+        else ""
+    )
     yield Check(
-        "every event read", result.records_in == events, f"{result.records_in:,} of {events:,}"
+        "every event read",
+        result.records_in == events,
+        f"{result.records_in:,} of {events:,}{before}",
     )
     yield Check(
         "one running count per event",

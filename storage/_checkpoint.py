@@ -460,6 +460,7 @@ class CheckpointStore:
         operators: Mapping[str, Sequence[StateSpec] | Sequence[Mapping[str, str]]],
         positions: Any = None,
         layout: Any = None,
+        counters: Any = None,
     ) -> Manifest:
         """Complete checkpoint ``epoch``: write its manifest last and atomically.
 
@@ -473,6 +474,7 @@ class CheckpointStore:
             operators: Per keyed operator, its state specs (or ``describe_specs`` of them).
             positions: Source split positions at the barrier (CBOR-able).
             layout: The key-group layout, e.g. placement (CBOR-able).
+            counters: The job's counters at the barrier (CBOR-able; see ``Manifest``).
 
         Raises:
             CheckpointError: Records are missing, duplicated or of another epoch, or the
@@ -516,6 +518,7 @@ class CheckpointStore:
             groups=by_group,
             positions=positions,
             layout=layout,
+            counters=counters,
         )
         name = self.manifest_name(epoch)
         try:

@@ -242,6 +242,9 @@ class Manifest:
         created: Unix time the manifest was made.
         kind: ``"checkpoint"`` or ``"savepoint"``.
         format: The format version (``FORMAT``).
+        counters: The job's counters at this checkpoint: opaque CBOR-able data from the
+            runtime (records read and written up to it, each counted once). None: not
+            recorded (a manifest written before they were).
     """
 
     epoch: int
@@ -253,6 +256,7 @@ class Manifest:
     created: float = field(default_factory=time.time)
     kind: str = "checkpoint"
     format: int = FORMAT
+    counters: Any = None
 
     def files(self) -> Iterator[FileRecord]:
         """Every file the manifest references, once each."""
@@ -288,6 +292,7 @@ class Manifest:
                 "operators": {op: list(states) for op, states in self.operators.items()},
                 "positions": self.positions,
                 "layout": self.layout,
+                "counters": self.counters,
                 "groups": [
                     group.to_data()
                     for _key, group in sorted(self.groups.items(), key=lambda item: item[0])
@@ -324,4 +329,6 @@ class Manifest:
             created=fields["created"],
             kind=fields["kind"],
             format=fields["format"],
+            # An optional field of the same format: absent from older manifests.
+            counters=fields.get("counters"),
         )

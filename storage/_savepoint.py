@@ -121,6 +121,7 @@ def write_savepoint(
     operators: Mapping[str, Sequence[StateSpec] | Sequence[Mapping[str, str]]],
     positions: Any = None,
     layout: Any = None,
+    counters: Any = None,
     fs: Any = None,
 ) -> Manifest:
     """Write a savepoint from ``(operator, key group, entries)`` triples, manifest last.
@@ -151,6 +152,7 @@ def write_savepoint(
             positions=positions,
             layout=layout,
             kind="savepoint",
+            counters=counters,
         )
         try:
             location.write(MANIFEST, manifest.encode(), atomic=True)
@@ -234,6 +236,7 @@ def savepoint_from_checkpoint(
         operators=manifest.operators,
         positions=manifest.positions,
         layout=manifest.layout,
+        counters=manifest.counters,
         fs=fs,
     )
 
@@ -446,5 +449,6 @@ def rewrite_savepoint(
         operators=manifest.operators,
         positions=manifest.positions,
         layout=None,
+        counters=manifest.counters,
         fs=out_fs,
     )

@@ -43,6 +43,7 @@ if _typing.TYPE_CHECKING:
     from shoal.runtime import Monotonous as Monotonous
     from shoal.runtime import ProcessContext as ProcessContext
     from shoal.runtime import Progress as Progress
+    from shoal.runtime import ResumedFrom as ResumedFrom
     from shoal.runtime import Scenario as Scenario
     from shoal.runtime import ScenarioError as ScenarioError
     from shoal.runtime import Session as Session
@@ -96,6 +97,7 @@ _HOME: dict[str, str] = {
     "start_job": "shoal.runtime",
     "Job": "shoal.runtime",
     "JobResult": "shoal.runtime",
+    "ResumedFrom": "shoal.runtime",
     "CheckpointStatistics": "shoal.runtime",
     "FAULT_POINTS": "shoal.runtime",
     "Fault": "shoal.runtime",
@@ -167,6 +169,7 @@ __all__ = (
     "start_job",
     "Job",
     "JobResult",
+    "ResumedFrom",
     "CheckpointStatistics",
     "FAULT_POINTS",
     "Fault",

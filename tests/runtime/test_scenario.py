@@ -255,6 +255,7 @@ class OracleResult:
     def __init__(self, expected: dict[int, tuple[int, str, int]], events: int) -> None:
         self.records_in = self.records_out = events
         self.dead_letters = 0
+        self.resumed_from = None  # a run from the beginning
         self._state = {
             "clicks": {user: n for user, (n, _page, _ts) in expected.items()},
             "last": {user: [page, ts] for user, (_n, page, ts) in expected.items()},
