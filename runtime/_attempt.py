@@ -208,15 +208,16 @@ def attempt_result(
         recoveries=tuple(attempts.recoveries),
         migrations=tuple(run.scaling.moves),
         rescales=tuple(run.scaling.rescales),
-        resumed_from=_resumed_from(run),
+        resumed_from=_resumed_from(run, attempts),
         records_read=read,
         _temporary=TemporaryState(run.state_dir) if run.temporary else None,
     )
 
 
-def _resumed_from(run: Run) -> ResumedFrom | None:
-    """The checkpoint or savepoint the run started from (None: from the beginning)."""
-    start = run.start
+def _resumed_from(run: Run, attempts: Attempts) -> ResumedFrom | None:
+    """The checkpoint or savepoint the run started from (None: from the beginning): where its
+    first attempt that ran started, an older checkpoint when the newest was damaged."""
+    start = attempts.first_running or run.start
     manifest = start.manifest
     if not start.restoring or manifest is None:
         return None

@@ -151,10 +151,15 @@ class Attempts:
     recoveries: list[float] = field(default_factory=list)
     #: Where the current (in the end: the last) attempt started.
     current: StartPoint = field(default_factory=StartPoint)
+    #: Where the first attempt whose sources ran started: the run's start point, or the
+    #: older checkpoint it fell back to when the one it was to resume from was damaged.
+    first_running: StartPoint | None = None
     _noticed: float | None = None
 
     def running(self) -> None:
         """The current attempt's sources run: a recovery in progress is complete."""
+        if self.first_running is None:
+            self.first_running = self.current
         if self._noticed is not None:
             seconds = time.perf_counter() - self._noticed
             self.recoveries.append(seconds)

@@ -955,14 +955,17 @@ def test_the_summary_names_the_checkpoint_a_run_resumed_from(
 
 
 def _damage_a_newest_file(checkpoints: Path) -> tuple[str, int]:
-    """Flip a byte in a file of the newest checkpoint that the checkpoint before it does not
-    use; return its path and the newest checkpoint without it."""
+    """Flip a byte in a file of the newest checkpoint that some older checkpoint does not use;
+    return its path and the newest checkpoint without it."""
     from shoal.storage import CheckpointStore
 
     store = CheckpointStore(checkpoints)
     epochs = store.epochs()
     files = {epoch: {r.path for r in store.read_manifest(epoch).files()} for epoch in epochs}
-    path = sorted(files[epochs[-1]] - files[epochs[-2]])[0]
+    # A file the newest checkpoint that wrote any wrote (the final one may only reuse files).
+    newest = store.read_manifest(epochs[-1])
+    wrote = max(record.epoch for record in newest.files())
+    path = next(record.path for record in newest.files() if record.epoch == wrote)
     data = bytearray((checkpoints / path).read_bytes())
     data[len(data) // 2] ^= 0xFF
     (checkpoints / path).write_bytes(bytes(data))

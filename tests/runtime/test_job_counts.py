@@ -182,3 +182,32 @@ def test_a_manifest_written_before_counters_existed_decodes_with_none() -> None:
     decoded = Manifest.decode(old, "old.manifest")
     assert (decoded.epoch, decoded.positions, decoded.counters) == (4, {"items:0": 7}, None)
     assert Manifest.decode(current.encode(), "new.manifest").counters == {"a": 1}
+
+
+@pytest.mark.asyncio
+async def test_a_resume_from_a_damaged_checkpoint_names_the_older_one_it_fell_back_to(
+    tmp_path: Path,
+) -> None:
+    import shutil
+
+    first = await run_stats(tmp_path, timeline=[at(stop(), records=6_000)])
+    store = CheckpointStore(first.checkpoint_dir)
+    epochs = store.epochs()
+    files = {epoch: {r.path for r in store.read_manifest(epoch).files()} for epoch in epochs}
+    # A file the newest checkpoint that wrote any wrote (the final one may only reuse files).
+    newest = store.read_manifest(epochs[-1])
+    wrote = max(record.epoch for record in newest.files())
+    damaged = next(record.path for record in newest.files() if record.epoch == wrote)
+    path = Path(first.checkpoint_dir) / damaged
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+    shutil.rmtree(tmp_path / "state" / "per_word")  # every key group restores from files
+    fallback = store.read_manifest(max(e for e in epochs if damaged not in files[e]))
+    again = await run_stats(tmp_path, resume=True)
+    assert again.resumed_from is not None
+    assert again.resumed_from.epoch == fallback.epoch
+    assert again.resumed_from.records_in == fallback.counters["records_in"]
+    assert again.records_in == PARAMS["n"]
+    assert again.records_read == PARAMS["n"] - fallback.counters["records_in"]
+    assert flows.final_state(again, PARAMS) == flows.oracle(PARAMS)
