@@ -271,6 +271,7 @@ class KeyGroupActor(Actor):
         self.drained = bool(state["drained"])
         self.base = int(state["base"])
         self.epoch_out = int(state["epoch_out"])
+        env.emitted[self.name] = env.emitted.get(self.name, 0) + int(state.get("emitted", 0))
         self.marked_version = handoff.version
         version, self.arriving, self.handoff = self.arriving, None, None
         stats = self.store.statistics()
@@ -325,6 +326,7 @@ class KeyGroupActor(Actor):
             "base": self.base,
             "epoch_out": self.epoch_out,
             "bytes": size,
+            "emitted": env.emitted.pop(self.name, 0),  # its checkpoint acks count on from it
         }
         if env.faults:
             env.faults.hit("keygroup.handoff")

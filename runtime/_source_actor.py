@@ -77,6 +77,8 @@ class SourceActor(Actor):
             self.ended = bool(handed["ended"])
             self.epoch_out = int(handed["epoch_out"])
             self.records = int(handed["records"])
+            emitted = int(handed.get("emitted", 0))
+            self.env.emitted[self.split] = self.env.emitted.get(self.split, 0) + emitted
         self.env.sources[self.split] = self
         self.stopping = self.env.stopping
         if not self.ended:
@@ -176,6 +178,7 @@ class SourceActor(Actor):
             "ended": self.ended,
             "epoch_out": self.epoch_out,
             "records": self.records,
+            "emitted": env.emitted.pop(self.split, 0),  # its checkpoint acks count on from it
         }
         if env.faults:
             env.faults.hit("source.handoff")

@@ -211,3 +211,31 @@ async def test_a_resume_from_a_damaged_checkpoint_names_the_older_one_it_fell_ba
     assert again.records_in == PARAMS["n"]
     assert again.records_read == PARAMS["n"] - fallback.counters["records_in"]
     assert flows.final_state(again, PARAMS) == flows.oracle(PARAMS)
+
+
+@pytest.mark.asyncio
+async def test_counts_move_with_key_groups_and_splits_when_the_job_rescales(
+    tmp_path: Path,
+) -> None:
+    """What a key group gave the sink, and what a split read, travel with it to its new
+    owner: every checkpoint after a live rescale still counts each record once."""
+    from rescale_flows import paced_stats
+    from shoal.runtime.timeline import rescale
+
+    p = {"seed": 11, "n": 20_000, "vocabulary": 300, "splits": 4, "key_groups": 16}
+    result = await run_job(
+        paced_stats(**p, rate=10_000.0),
+        workers=2,
+        processes=False,
+        state_dir=tmp_path / "state",
+        checkpoint_interval=0.05,
+        timeline=[at(rescale(3), records=5_000), at(rescale(1), records=12_000)],
+    )
+    assert any(m.kind == "group" for m in result.migrations)
+    assert any(m.kind == "split" for m in result.migrations)
+    assert (result.records_in, result.records_out) == (p["n"], p["n"])
+    store = CheckpointStore(result.checkpoint_dir)
+    for epoch in store.epochs():
+        manifest = store.read_manifest(epoch)
+        read = read_before(manifest, {"n": p["n"], "splits": p["splits"]})
+        assert manifest.counters == {"records_in": read, "records_out": read}, epoch
