@@ -109,9 +109,18 @@ async def _serve(
         except Exception as exc:
             if not isinstance(exc, BootstrapError):  # its message says all: no traceback
                 traceback.print_exc()
-            os.write(ready_fd, f"error {type(exc).__name__}: {exc}\n".encode())
+            # The parent may have stopped waiting (see below): then nobody is told.
+            with contextlib.suppress(BrokenPipeError):
+                os.write(ready_fd, f"error {type(exc).__name__}: {exc}\n".encode())
             raise _BootstrapFailed from exc
-        os.write(ready_fd, b"ok\n")
+        try:
+            os.write(ready_fd, b"ok\n")
+        except BrokenPipeError:
+            # The parent stopped waiting for this process (another worker of the same start
+            # failed first, and the parent is ending them all): nothing to serve, no news.
+            worker.aborting = True
+            worker.stop_timeout = 0
+            return "abandoned"
         async with anyio.create_task_group() as tg:
 
             async def stop_on(wait: Callable[[], Awaitable[str]]) -> None:
