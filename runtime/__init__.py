@@ -31,10 +31,16 @@ from ._jsonl import JsonlSource as JsonlSource
 from ._keys import DEFAULT_KEY_GROUPS as DEFAULT_KEY_GROUPS
 from ._keys import key_group_of as key_group_of
 from ._keys import key_hash as key_hash
+from ._load import HotKey as HotKey
+from ._load import KeyGroupLoad as KeyGroupLoad
 from ._logging import configure_logging as configure_logging
 from ._metrics import JobCollector as JobCollector
 from ._metrics import serve_metrics as serve_metrics
 from ._operators import ProcessContext as ProcessContext
+from ._policies import AutoRebalance as AutoRebalance
+from ._policies import BalanceLoad as BalanceLoad
+from ._policies import PlacementPolicy as PlacementPolicy
+from ._policies import RebalanceRecord as RebalanceRecord
 from ._result import ResumedFrom as ResumedFrom
 from ._run import run as run
 from ._scenario import Check as Check
@@ -100,6 +106,13 @@ __all__ = (
     "Fault",
     "InjectedFault",
     "Progress",
+    # placement and load
+    "PlacementPolicy",
+    "BalanceLoad",
+    "AutoRebalance",
+    "RebalanceRecord",
+    "KeyGroupLoad",
+    "HotKey",
     # scenarios
     "Scenario",
     "Check",

@@ -5,6 +5,7 @@ and the result of an attempt. One attempt is one start of every worker (see ``_r
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -30,10 +31,12 @@ from ._checkpoints import CheckpointCoordinator, CheckpointStatistics
 from ._control import JobControl
 from ._control_socket import serve_control
 from ._faults import Fault
+from ._load import LoadMonitor
 from ._messages import StartSources, TriggerCheckpoint
 from ._names import JOB_ACTOR, source_actor_name
 from ._placement import Placement
 from ._plan import Plan, actor_name
+from ._policies import AutoRebalance, run_auto_rebalance
 from ._recovery import Attempts, StartPoint
 from ._rescale import DEFAULT_MAX_MOVES, Rescaler, Scaling
 from ._result import JobResult, Progress, ResumedFrom, TemporaryState
@@ -126,6 +129,8 @@ class Run:
     control_socket: Path | None = None
     # Told each attempt's JobControl when it starts, and None when it ends (start_job's Job).
     on_control: Callable[[JobControl | None], None] | None = None
+    # Rebalance on a persistent skew (None: only when asked; see _policies.py).
+    auto_rebalance: AutoRebalance | None = None
 
     def checkpoint_store(self) -> CheckpointStore | None:
         """A handle on the job's checkpoint store (None: checkpoints are off)."""
@@ -147,12 +152,15 @@ async def _watch_progress(
     started: float,
     on_progress: Callable[[Progress], None],
     coordinator: CheckpointCoordinator | None,
+    num_key_groups: int,
 ) -> None:
+    monitor = LoadMonitor(num_key_groups)  # its own window: one progress record to the next
     while True:
         await anyio.sleep(_PROGRESS_INTERVAL_S)
         snaps = await reports()
         checkpoints = None if coordinator is None else coordinator.statistics()
-        on_progress(_progress(snaps, time.perf_counter() - started, checkpoints))
+        progress = _progress(snaps, time.perf_counter() - started, checkpoints)
+        on_progress(dataclasses.replace(progress, key_groups=monitor.measure(snaps)))
 
 
 async def _stop_when_set(stop: anyio.Event, control: JobControl) -> None:
@@ -210,6 +218,7 @@ def attempt_result(
         rescales=tuple(run.scaling.rescales),
         resumed_from=_resumed_from(run, attempts),
         records_read=read,
+        rebalances=tuple(run.scaling.rebalances),
         _temporary=TemporaryState(run.state_dir) if run.temporary else None,
     )
 
@@ -351,7 +360,13 @@ def start_companions(
     if run.on_progress is not None:
         tg.start_soon(
             _companion,
-            _watch_progress(reports, started, run.on_progress, supervisor.coordinator),
+            _watch_progress(
+                reports,
+                started,
+                run.on_progress,
+                supervisor.coordinator,
+                run.plan.num_key_groups,
+            ),
         )
     if run.stop is not None:
         tg.start_soon(_companion, _stop_when_set(run.stop, control))
@@ -365,6 +380,8 @@ def start_companions(
         tg.start_soon(_companion, serve_control(run.control_socket, control))
     if run.on_control is not None:
         tg.start_soon(_companion, _attached(run.on_control, control))
+    if run.auto_rebalance is not None:
+        tg.start_soon(_companion, run_auto_rebalance(run.auto_rebalance, control))
 
 
 async def _attached(on_control: Callable[[JobControl | None], None], control: JobControl) -> None:

@@ -679,7 +679,7 @@ def _main(argv: list[str]) -> int:
         return _command(args)
     if args.command == "state":
         return run_state(args)
-    if args.command in ("rescale", "status"):
+    if args.command in ("rescale", "rebalance", "status"):
         return run_control(args)
     return EXIT_USAGE  # pragma: no cover - argparse requires a command
 

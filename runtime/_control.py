@@ -16,7 +16,9 @@ import anyio
 from shoal.actors import Ref
 from shoal.storage import CheckpointStore, Manifest, savepoint_from_checkpoint
 
+from ._load import KeyGroupLoad, LoadMonitor
 from ._messages import StopSources
+from ._policies import PlacementPolicy, RebalanceRecord
 from ._rescale import RescaleRecord
 from ._statedir import under_state_dir
 from ._supervisor import JobSupervisor
@@ -48,6 +50,8 @@ class JobControl:
         self._reports = reports
         self._kill = kill
         self.state_dir = state_dir
+        #: Per-key-group load between two calls of :meth:`loads` (counters restart per attempt).
+        self.load_monitor = LoadMonitor(len(supervisor.placement.group_owner))
 
     @property
     def controllers(self) -> list[Ref]:
@@ -69,6 +73,28 @@ class JobControl:
         done = self.supervisor.rescaler.scaling.rescales
         if done and done[-1].seconds == record.seconds:  # it was recorded (not a no-op)
             done[-1] = record
+        return record
+
+    async def loads(self) -> tuple[KeyGroupLoad, ...]:
+        """Every key group's load since the previous call (or since this attempt started)."""
+        return self.load_monitor.measure(await self._reports())
+
+    async def rebalance(
+        self,
+        policy: PlacementPolicy | None = None,
+        *,
+        loads: tuple[KeyGroupLoad, ...] | None = None,
+    ) -> RebalanceRecord:
+        """Move key groups to where ``policy`` (default ``BalanceLoad``: the hottest away from
+        the most loaded worker, fewest moves) wants them given ``loads`` (default: measured
+        now, over the window since the last reading), with the same workers; return once
+        every move is done (see ``_policies.py``). The next reading starts after it."""
+        if self.supervisor.rescaler is None:
+            raise RuntimeError("this job cannot move key groups")
+        if loads is None:
+            loads = await self.loads()
+        record = await self.supervisor.rescaler.rebalance(self.supervisor, loads, policy)
+        await self.loads()  # the moves' own window is not a load reading
         return record
 
     async def records_in(self) -> int:

@@ -7,6 +7,7 @@ request per connection, one JSON object per line each way::
 
     {"command": "rescale", "workers": 4}   ->  {"ok": true, "seconds": 1.8, "moves": 70, ...}
     {"command": "status"}                  ->  {"ok": true, "workers": 4, "records_in": ...}
+    {"command": "rebalance"}               ->  {"ok": true, "moves": [[3, 0, 1], ...], ...}
 
 A request that cannot be served answers ``{"ok": false, "error": "..."}`` naming why.
 """
@@ -132,7 +133,9 @@ async def _answer(request: Any, control: JobControl) -> dict[str, Any]:
             "seconds": round(record.seconds, 3),
             "moves": record.moves,
         }
-    raise ValueError(f"unknown command {command!r}; known: 'rescale', 'status'")
+    if command == "rebalance":
+        return {"ok": True, **(await control.rebalance()).to_json()}
+    raise ValueError(f"unknown command {command!r}; known: 'rebalance', 'rescale', 'status'")
 
 
 async def request(state_dir: Path, message: dict[str, Any], timeout: float = 120.0) -> Any:  # noqa: ASYNC109

@@ -1,5 +1,5 @@
-"""``shoal rescale`` and ``shoal status``: control a job that ``shoal run`` is running, through
-its control socket in the state directory (see ``_control_socket.py``)."""
+"""``shoal rescale``, ``shoal rebalance`` and ``shoal status``: control a job that ``shoal run``
+is running, through its control socket in the state directory (see ``_control_socket.py``)."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ EXIT_FAILED = 1
 
 
 def add_control_parsers(commands: Any, positive: Any) -> None:
-    """Add ``rescale`` and ``status`` to the ``shoal`` parser's subcommands."""
+    """Add ``rescale``, ``rebalance`` and ``status`` to the ``shoal`` parser's subcommands."""
     rescale = commands.add_parser(
         "rescale",
         help="scale a running `shoal run` job to N workers, live",
@@ -31,11 +31,21 @@ def add_control_parsers(commands: Any, positive: Any) -> None:
         ),
     )
     rescale.add_argument("workers", metavar="N", type=positive, help="the new worker count")
+    rebalance = commands.add_parser(
+        "rebalance",
+        help="move the hottest key groups of a running `shoal run` job off its busiest workers",
+        description=(
+            "Measure every key group's load (records/s since the last reading) in the job "
+            "that `shoal run ... --state-dir DIR` is running, and move the fewest key groups "
+            "that lower its most loaded worker's load by more than 10 %, live (same "
+            "workers). Nothing moves when the load is balanced. Returns once it is done."
+        ),
+    )
     status = commands.add_parser(
         "status",
         help="workers, placement version and records read of a running `shoal run` job",
     )
-    for command in (rescale, status):
+    for command in (rescale, rebalance, status):
         command.add_argument(
             "--state-dir",
             required=True,
@@ -63,9 +73,21 @@ def run_control(args: argparse.Namespace) -> int:
             f"rescaled {answer['workers_before']} -> {answer['workers_after']} workers in "
             f"{answer['seconds']:.2f} s ({answer['moves']} moves)"
         )
+    elif args.command == "rebalance":
+        print(_rebalance_line(answer))
     else:
         print(
             f"{answer['workers']} workers {answer['worker_ids']}, placement version "
             f"{answer['placement_version']}, {answer['records_in']:,} records read"
         )
     return 0 if answer.get("ok") else EXIT_FAILED
+
+
+def _rebalance_line(answer: dict[str, Any]) -> str:
+    moves = ", ".join(f"key group {g}: {a} -> {b}" for g, a, b in answer["moves"]) or "none"
+    peak_before = max(answer["load_before"].values(), default=0.0)
+    peak_after = max(answer["load_after"].values(), default=0.0)
+    return (
+        f"rebalanced in {answer['seconds']:.2f} s; moves: {moves}; busiest worker "
+        f"{peak_before:,.0f} -> {peak_after:,.0f} records/s (predicted)"
+    )

@@ -37,6 +37,7 @@ from ._exceptions import JobError
 from ._faults import Fault
 from ._loader import load_flow, normalize_ref
 from ._plan import Plan, compile_plan
+from ._policies import AutoRebalance
 from ._recovery import StartPoint, recovery_point
 from ._rescale import DEFAULT_MAX_MOVES, Scaling
 from ._result import JobResult as JobResult
@@ -95,6 +96,7 @@ async def run_job(
     max_moves: int = DEFAULT_MAX_MOVES,
     control_socket: str | Path | None = None,
     on_control: Callable[[JobControl | None], None] | None = None,
+    auto_rebalance: AutoRebalance | None = None,
 ) -> JobResult:
     """Run ``flow`` until its bounded source is exhausted and every record is processed.
 
@@ -169,6 +171,9 @@ async def run_job(
             (``shoal rescale``, ``shoal status``; see ``_control_socket.py``); None: none.
         on_control: called with each attempt's ``JobControl`` when it starts and with None
             when it ends (what :func:`start_job` builds its ``Job`` on).
+        auto_rebalance: rebalance key groups on its own when one worker stays overloaded
+            (an :class:`AutoRebalance`: interval, threshold, consecutive readings, cooldown,
+            policy; see ``_policies.py``); None (the default): only when asked.
         checkpoint_dir: where checkpoints are written: a directory or any fsspec URL
             (``memory://...`` only with ``processes=False``: each process has its own memory
             filesystem). Default ``<state_dir>/checkpoints``. Ignored without
@@ -191,6 +196,10 @@ async def run_job(
     _check_positive("batch_size", batch_size)
     _check_positive("mailbox_size", mailbox_size)
     _check_positive("max_moves", max_moves)
+    if auto_rebalance is not None and not isinstance(auto_rebalance, AutoRebalance):
+        raise TypeError(
+            f"auto_rebalance takes an AutoRebalance(...) or None; got {auto_rebalance!r}"
+        )
     if checkpoint_interval is not None and (
         isinstance(checkpoint_interval, bool)
         or not isinstance(checkpoint_interval, int | float)
@@ -318,6 +327,7 @@ async def run_job(
             max_moves=max_moves,
             control_socket=None if control_socket is None else Path(control_socket),
             on_control=on_control,
+            auto_rebalance=auto_rebalance,
         )
         if use_processes:
             assert ref is not None

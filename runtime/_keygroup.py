@@ -19,6 +19,7 @@ from shoal.storage import (
 )
 
 from ._alignment import BarrierAlignment
+from ._load import GroupLoad
 from ._messages import (
     Barrier,
     BarrierAck,
@@ -116,6 +117,8 @@ class KeyGroupActor(Actor):
             operator=self.stage.name,
             key_group=key_group,
         )
+        # Records processed and a sample of the keys (see _load.py): read by worker reports.
+        self.load = GroupLoad(self.log.warning)
 
     async def on_start(self) -> None:
         if self.arriving is not None:
@@ -491,6 +494,7 @@ class KeyGroupActor(Actor):
         env = self.env
         count = len(data.keys)
         self.batches += 1
+        self.load.observe(data.keys)
         if self.sample_state is not None and self.batches % STATE_SAMPLE_EVERY == 1:
             # A real read of this batch's first key, timed; reading per record would cost
             # more than the reads themselves (~0.1 µs on a cache hit).

@@ -25,6 +25,7 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector, CollectorRegistry
 
 from ._checkpoint_stats import CheckpointStatistics
+from ._load import load_families
 
 __all__ = ("JobCollector", "WorkerMetrics", "serve_metrics")
 
@@ -162,6 +163,7 @@ class JobCollector(Collector):
             flush.add_metric(w, snap["flushes"], snap["flush_seconds"])
             depth.add_metric(w, snap.get("mailbox_depth", 0))
         yield from (rin, rout, dead, op_in, op_out, entries, size, access, flush, depth)
+        yield from load_families(self._job, snaps)
         stats = None if self._checkpoints is None else self._checkpoints()
         if stats is not None:
             yield from checkpoint_families(self._job, stats)

@@ -41,8 +41,10 @@ from ._messages import (
 from ._names import source_actor_name
 from ._placement import Move, Placement
 from ._plan import Plan, actor_name
+from ._policies import BalanceLoad, PlacementPolicy, RebalanceRecord, plan_rebalance, predicted
 
 if TYPE_CHECKING:
+    from ._load import KeyGroupLoad
     from ._supervisor import JobSupervisor
 
 __all__ = (
@@ -152,6 +154,7 @@ class Scaling:
     workers: int
     moves: list[MoveRecord] = field(default_factory=list)
     rescales: list[RescaleRecord] = field(default_factory=list)
+    rebalances: list[RebalanceRecord] = field(default_factory=list)
 
 
 @dataclass
@@ -281,6 +284,31 @@ class Rescaler:
         if record.moves or record.workers_before != record.workers_after:
             self.scaling.rescales.append(record)  # a rescale to the same size is no news
         return record
+
+    async def rebalance(
+        self,
+        supervisor: JobSupervisor,
+        loads: Sequence[KeyGroupLoad],
+        policy: PlacementPolicy | None = None,
+    ) -> RebalanceRecord:
+        """Move key groups where ``policy`` (default ``BalanceLoad``) wants them given
+        ``loads``, same workers, in placement versions of at most ``max_moves`` (see
+        ``_policies.py``)."""
+        async with self._lock:
+            self.rescaling = True
+            try:
+                started = time.perf_counter()
+                workers = sorted(self.members)
+                placement = self.placement
+                moves = plan_rebalance(placement, loads, workers, policy or BalanceLoad())
+                for chunk in _chunks(moves, self.max_moves):
+                    await self._apply(supervisor, chunk, [])
+                before, after = predicted(placement, moves, loads, workers)
+                record = RebalanceRecord(tuple(moves), time.perf_counter() - started, before, after)
+                self.scaling.rebalances.append(record)
+                return record
+            finally:
+                self.rescaling = False
 
     async def _retire(self, worker: int) -> None:
         controller = self.members.pop(worker)

@@ -17,7 +17,9 @@ from shoal.storage import (
 
 from ._checkpoints import CheckpointStatistics
 from ._dataflow import Flow, KeyedOp
+from ._load import KeyGroupLoad
 from ._plan import Plan
+from ._policies import RebalanceRecord
 from ._rescale import MoveRecord, RescaleRecord
 from ._sinks import DeadLetter, DeadLetterSink, Sink
 
@@ -37,6 +39,9 @@ class Progress:
     reports: tuple[dict[str, Any], ...]
     #: The job's checkpoints so far (None: checkpoints are off).
     checkpoints: CheckpointStatistics | None = None
+    #: Every key group's load since the previous progress record (records/s, state bytes,
+    #: mailbox depth, hot keys), indexed by key group.
+    key_groups: tuple[KeyGroupLoad, ...] = ()
 
     @property
     def events_per_s(self) -> float:
@@ -129,6 +134,8 @@ class JobResult:
     #: Source records the last attempt read itself (None: ``records_in``): what
     #: ``events_per_s`` divides by ``elapsed_s``.
     records_read: int | None = None
+    #: Every rebalance while the job ran (``rebalance()``, or automatic), in order.
+    rebalances: tuple[RebalanceRecord, ...] = ()
     _temporary: TemporaryState | None = field(default=None, repr=False, compare=False)
 
     def close(self) -> None:

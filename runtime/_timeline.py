@@ -16,7 +16,9 @@ since the run's sources started; steps fire in order. ``resume(...)`` ends a run
 job is run again from its state directory (``resume=True``), optionally from a savepoint and
 with another worker count, and the steps after it act on that run.
 
-Actions: ``rescale(n)`` scales the running job to ``n`` workers, live, and waits until it is
+Actions: ``rebalance()`` moves the hottest key groups off the most loaded workers (same
+workers; ``rebalance(policy)``: where a :class:`PlacementPolicy` says) and waits until it is
+done; ``rescale(n)`` scales the running job to ``n`` workers, live, and waits until it is
 done (``kill_worker=i``: SIGKILL worker ``i`` while the first key groups are handed over);
 ``checkpoint()`` takes one and waits for it; ``kill_worker(i)`` sends SIGKILL to
 worker process ``i`` (``during_checkpoint=True``: right after a checkpoint's barriers are
@@ -37,11 +39,13 @@ from shoal.actors import PeerLostError
 from shoal.actors._log import get_logger
 
 from ._control import JobControl
+from ._policies import PlacementPolicy
 
 __all__ = (
     "At",
     "Checkpoint",
     "KillWorker",
+    "Rebalance",
     "Rescale",
     "Resume",
     "Savepoint",
@@ -50,6 +54,7 @@ __all__ = (
     "at",
     "checkpoint",
     "kill_worker",
+    "rebalance",
     "rescale",
     "resume",
     "savepoint",
@@ -100,7 +105,15 @@ class Rescale:
     kill_worker: int | None = None
 
 
-Action = Checkpoint | KillWorker | Savepoint | Stop | Rescale
+@dataclass(frozen=True, slots=True)
+class Rebalance:
+    """Move key groups where ``policy`` (default ``BalanceLoad``) wants them given their load
+    since the previous reading, with the same workers, and wait until it is done."""
+
+    policy: PlacementPolicy | None = None
+
+
+Action = Checkpoint | KillWorker | Savepoint | Stop | Rescale | Rebalance
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,10 +125,12 @@ class At:
     seconds: float | None = None
 
     def __post_init__(self) -> None:
-        if not isinstance(self.action, Checkpoint | KillWorker | Savepoint | Stop | Rescale):
+        if not isinstance(
+            self.action, Checkpoint | KillWorker | Savepoint | Stop | Rescale | Rebalance
+        ):
             raise TypeError(
                 "at(...) takes an action: checkpoint(), kill_worker(i), savepoint(path), "
-                f"rescale(n) or stop(); got {self.action!r}"
+                f"rescale(n), rebalance() or stop(); got {self.action!r}"
             )
         if (self.records is None) == (self.seconds is None):
             raise ValueError("at(...) needs exactly one of records=N or seconds=S")
@@ -160,6 +175,15 @@ def rescale(workers: int, *, kill_worker: int | None = None) -> Rescale:
     if kill_worker is not None and (type(kill_worker) is not int or kill_worker < 0):
         raise ValueError(f"rescale(kill_worker=...) takes a worker id >= 0; got {kill_worker!r}")
     return Rescale(workers, kill_worker)
+
+
+def rebalance(policy: PlacementPolicy | None = None) -> Rebalance:
+    if policy is not None and not isinstance(policy, PlacementPolicy):
+        raise TypeError(
+            "rebalance takes a placement policy (an object with a place(placement, loads, "
+            f"workers) method) or None; got {policy!r}"
+        )
+    return Rebalance(policy)
 
 
 def savepoint(path: str) -> Savepoint:
@@ -298,6 +322,9 @@ class TimelineRunner:
             await control.savepoint(action.path)
         elif isinstance(action, Rescale):
             await self._rescale(action, control)
+        elif isinstance(action, Rebalance):
+            record = await control.rebalance(action.policy)
+            self.log.append(f"rebalanced in {record.seconds:.3f} s ({len(record.moves)} moves)")
         else:
             self.stop_savepoint = action.savepoint
             await control.stop()

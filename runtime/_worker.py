@@ -33,6 +33,7 @@ from ._exchange import ExchangeActor, FlowControlActor
 from ._faults import Faults
 from ._keygroup import KeyGroupActor
 from ._keys import KeyGroupRouter
+from ._load import group_reports
 from ._messages import (
     Admit,
     Broadcast,
@@ -352,9 +353,9 @@ class WorkerEnv:
         """This worker's counters as a CBOR-able dict (see :meth:`WorkerMetrics.snapshot`)."""
         self.metrics.dead_letters = self.dead.count
         report = self.metrics.snapshot()
-        report["mailbox_depth"] = sum(
-            depth for _name, depth in self.kernel.statistics().mailbox_depths
-        )
+        depths = dict(self.kernel.statistics().mailbox_depths)
+        report["mailbox_depth"] = sum(depths.values())
+        report["groups"] = group_reports(self, depths)  # per key-group load (see _load.py)
         report["key_groups"] = len(self.owned_groups())
         credits = self.credits.statistics()  # senders held back by full remote exchanges
         report["credit_waits"] = credits.waits

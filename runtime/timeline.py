@@ -1,10 +1,13 @@
 """Scenario timelines: actions on a running job at record counts or times.
 
-    from shoal.runtime.timeline import at, checkpoint, kill_worker, rescale, resume, savepoint, stop
+    from shoal.runtime.timeline import (
+        at, checkpoint, kill_worker, rebalance, rescale, resume, savepoint, stop,
+    )
 
     timeline = [
         at(kill_worker(1), records=200_000),
         at(rescale(4), records=300_000),
+        at(rebalance(), records=400_000),
         at(stop(savepoint="half"), records=500_000),
         resume(workers=3, savepoint="half"),
     ]
@@ -21,6 +24,7 @@ from ._timeline import Step as Step
 from ._timeline import at as at
 from ._timeline import checkpoint as checkpoint
 from ._timeline import kill_worker as kill_worker
+from ._timeline import rebalance as rebalance
 from ._timeline import rescale as rescale
 from ._timeline import resume as resume
 from ._timeline import savepoint as savepoint
@@ -33,6 +37,7 @@ __all__ = (
     "at",
     "checkpoint",
     "kill_worker",
+    "rebalance",
     "rescale",
     "resume",
     "savepoint",

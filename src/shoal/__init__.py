@@ -17,6 +17,8 @@ if _typing.TYPE_CHECKING:
     from shoal.runtime import DEFAULT_KEY_GROUPS as DEFAULT_KEY_GROUPS
     from shoal.runtime import FAULT_POINTS as FAULT_POINTS
     from shoal.runtime import AsyncIterableSource as AsyncIterableSource
+    from shoal.runtime import AutoRebalance as AutoRebalance
+    from shoal.runtime import BalanceLoad as BalanceLoad
     from shoal.runtime import BoundedOutOfOrderness as BoundedOutOfOrderness
     from shoal.runtime import CallbackSink as CallbackSink
     from shoal.runtime import Check as Check
@@ -29,6 +31,7 @@ if _typing.TYPE_CHECKING:
     from shoal.runtime import DeadLetterSink as DeadLetterSink
     from shoal.runtime import Fault as Fault
     from shoal.runtime import Flow as Flow
+    from shoal.runtime import HotKey as HotKey
     from shoal.runtime import InjectedFault as InjectedFault
     from shoal.runtime import IterableSource as IterableSource
     from shoal.runtime import Job as Job
@@ -38,11 +41,14 @@ if _typing.TYPE_CHECKING:
     from shoal.runtime import JsonlSink as JsonlSink
     from shoal.runtime import JsonlSource as JsonlSource
     from shoal.runtime import KeyedStream as KeyedStream
+    from shoal.runtime import KeyGroupLoad as KeyGroupLoad
     from shoal.runtime import LateRecordError as LateRecordError
     from shoal.runtime import ManualClock as ManualClock
     from shoal.runtime import Monotonous as Monotonous
+    from shoal.runtime import PlacementPolicy as PlacementPolicy
     from shoal.runtime import ProcessContext as ProcessContext
     from shoal.runtime import Progress as Progress
+    from shoal.runtime import RebalanceRecord as RebalanceRecord
     from shoal.runtime import ResumedFrom as ResumedFrom
     from shoal.runtime import Scenario as Scenario
     from shoal.runtime import ScenarioError as ScenarioError
@@ -103,6 +109,12 @@ _HOME: dict[str, str] = {
     "Fault": "shoal.runtime",
     "InjectedFault": "shoal.runtime",
     "Progress": "shoal.runtime",
+    "AutoRebalance": "shoal.runtime",
+    "BalanceLoad": "shoal.runtime",
+    "PlacementPolicy": "shoal.runtime",
+    "RebalanceRecord": "shoal.runtime",
+    "KeyGroupLoad": "shoal.runtime",
+    "HotKey": "shoal.runtime",
     "Scenario": "shoal.runtime",
     "Check": "shoal.runtime",
     "Source": "shoal.runtime",
@@ -175,6 +187,12 @@ __all__ = (
     "Fault",
     "InjectedFault",
     "Progress",
+    "AutoRebalance",
+    "BalanceLoad",
+    "PlacementPolicy",
+    "RebalanceRecord",
+    "KeyGroupLoad",
+    "HotKey",
     "Scenario",
     "Check",
     "Source",

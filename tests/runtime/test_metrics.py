@@ -64,10 +64,15 @@ def snapshots() -> list[dict[str, Any]]:
     second.observe_operator("users", 40, 40, 0.1)
     second.state_size[("users", 6)] = (3, 1024)
     reports = []
-    for metrics, depth, groups in ((first, 4, 2), (second, 0, 1)):
+    loads = (
+        [["users", 3, 80, 3, [["'alice'", 48, 0.6]]], ["users", 5, 20, 1, []]],
+        [["users", 6, 40, 0, [["'bob'", 16, 0.4], ["'carol'", 16, 0.4]]]],
+    )
+    for metrics, depth, groups, load in ((first, 4, 2, loads[0]), (second, 0, 1, loads[1])):
         report = metrics.snapshot()
         report["mailbox_depth"] = depth
         report["key_groups"] = groups
+        report["groups"] = load  # per key-group actor (see _load.group_reports)
         reports.append(report)
     return reports
 
@@ -92,6 +97,10 @@ def test_the_collector_exports_every_family_with_job_and_worker_labels() -> None
         "shoal_state_access_seconds": "summary",
         "shoal_state_flush_seconds": "summary",
         "shoal_mailbox_depth": "gauge",
+        "shoal_key_group_records": "counter",
+        "shoal_key_group_mailbox_depth": "gauge",
+        "shoal_hot_key_records": "gauge",
+        "shoal_hot_key_share": "gauge",
     }
     w0, w1 = labels(job="clicks", worker="0"), labels(job="clicks", worker="1")
     assert samples[("shoal_records_in_total", w0)] == 100
@@ -109,6 +118,14 @@ def test_the_collector_exports_every_family_with_job_and_worker_labels() -> None
     assert samples[("shoal_state_flush_seconds_sum", w0)] == 0.25
     assert samples[("shoal_mailbox_depth", w0)] == 4
     assert samples[("shoal_mailbox_depth", w1)] == 0
+    group3 = w0 | labels(operator="users", key_group="3")
+    assert samples[("shoal_key_group_records_total", group3)] == 80
+    assert samples[("shoal_key_group_mailbox_depth", group3)] == 3
+    assert samples[("shoal_hot_key_records", group3 | labels(key="'alice'"))] == 48
+    assert samples[("shoal_hot_key_share", group3 | labels(key="'alice'"))] == 0.6
+    group6 = w1 | labels(operator="users", key_group="6")
+    assert samples[("shoal_hot_key_share", group6 | labels(key="'carol'"))] == 0.4
+    assert samples[("shoal_key_group_records_total", group6)] == 40
     for worker, report in ((w0, reports[0]), (w1, reports[1])):
         assert samples[("shoal_state_access_seconds_count", worker)] == report["access_samples"]
         assert samples[("shoal_state_access_seconds_sum", worker)] == report["access_seconds"]

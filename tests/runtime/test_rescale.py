@@ -427,7 +427,7 @@ async def test_a_running_job_rescales_through_its_control_socket(tmp_path: Path)
     }
     assert unknown == {
         "ok": False,
-        "error": "ValueError: unknown command 'launch'; known: 'rescale', 'status'",
+        "error": "ValueError: unknown command 'launch'; known: 'rebalance', 'rescale', 'status'",
     }
     assert last["workers"] == 3
     assert last["placement_version"] > 0
