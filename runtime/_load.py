@@ -132,9 +132,8 @@ class GroupLoad:
                 self._warned.add(text)
                 assert self._log is not None
                 self._log(
-                    "hot key: it carries most of its key group's records; a key group's "
-                    "records are processed in order by one actor, so rebalancing cannot "
-                    "spread them",
+                    "hot key: most of its key group's records (one actor processes them "
+                    "in order: rebalancing cannot spread them)",
                     key=text,
                     share=round(estimate / total, 3),
                     records=int(estimate),

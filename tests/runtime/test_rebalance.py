@@ -4,7 +4,9 @@ plug-in, the automatic policy's hysteresis, and the hot-key sketch."""
 
 from __future__ import annotations
 
+import json
 import random
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -18,6 +20,7 @@ from rebalance_flows import hot_words, skewed_oracle, skewed_stats
 from recovery_flows import final_state
 from rescale_flows import paced_stats
 from shoal.runtime import _attempt
+from shoal.runtime._cli import main
 from shoal.runtime._control_socket import CONTROL_SOCKET, request
 from shoal.runtime._load import HOT_KEY_CHECK_EVERY, GroupLoad, LoadMonitor
 from shoal.runtime._placement import Placement
@@ -414,27 +417,35 @@ async def test_load_appears_in_reports_progress_and_prometheus(
 
 
 @pytest.mark.asyncio
-async def test_a_running_job_rebalances_through_its_control_socket(tmp_path: Path) -> None:
-    """`shoal rebalance --state-dir DIR` talks to this socket."""
-    p = params(n=30_000)
+async def test_a_running_job_rebalances_through_its_control_socket_and_the_cli(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`shoal rebalance --state-dir DIR` (text, then --json) talks to this socket."""
+    p = params(n=36_000)
     state = tmp_path / "state"
     answers: list[Any] = []
 
-    async def control() -> None:
+    async def read(records: int) -> None:
         with anyio.fail_after(30):
-            while True:  # the socket appears once the job runs
+            while True:  # the socket appears once the job runs, and the sources read
                 try:
-                    answers.append(await request(state, {"command": "status"}))
-                    break
+                    status = await request(state, {"command": "status"})
                 except ConnectionError:
-                    await anyio.sleep(0.05)
-        with anyio.fail_after(30):
-            while True:  # once the sources have read something, there is load to measure
-                status = await request(state, {"command": "status"})
-                if status["records_in"] >= 6_000:
-                    break
+                    status = {"records_in": 0}
+                if status["records_in"] >= records:
+                    return
                 await anyio.sleep(0.05)
-        answers.append(await request(state, {"command": "rebalance"}))
+
+    async def control() -> None:
+        await read(6_000)
+        answers.append(
+            await anyio.to_thread.run_sync(main, ["rebalance", "--state-dir", str(state)])
+        )
+        answers.append(capsys.readouterr().out)
+        await read(18_000)  # a window of load measured after the moves
+        args = ["rebalance", "--state-dir", str(state), "--json"]
+        answers.append(await anyio.to_thread.run_sync(main, args))
+        answers.append(json.loads(capsys.readouterr().out))
 
     async with anyio.create_task_group() as tg:
         tg.start_soon(control)
@@ -445,10 +456,24 @@ async def test_a_running_job_rebalances_through_its_control_socket(tmp_path: Pat
             state_dir=state,
             control_socket=state / CONTROL_SOCKET,
         )
-    _first, answer = answers
-    assert answer["ok"] is True
-    assert answer["moves"]
-    assert any(source == 0 and target == 1 for _g, source, target in answer["moves"])
-    assert set(answer["load_before"]) == {"0", "1"}
-    assert len(result.rebalances) == 1
+    code, text, code_json, again = answers
+    assert code == 0
+    assert re.match(
+        r"^rebalanced in \d+\.\d\d s; moves: key group \d+: 0 -> 1.*; busiest worker "
+        r"[\d,]+ -> [\d,]+ records/s \(predicted\)\n$",
+        text,
+    ), text
+    # The second reading is balanced (the hot key groups moved): nothing more moves.
+    assert code_json == 0
+    assert again["ok"] is True
+    assert again["moves"] == []
+    assert set(again["load_before"]) == {"0", "1"}
+    assert len(result.rebalances) == 2
     assert final_state(result, p) == skewed_oracle(p)
+
+
+def test_shoal_rebalance_without_a_running_job_fails_and_says_why(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["rebalance", "--state-dir", str(tmp_path)]) == 1
+    assert capsys.readouterr().err.startswith("shoal: error: no running job listens at ")
