@@ -1,7 +1,7 @@
 """Benchmark: a skewed workload's throughput before and after ``rebalance()``.
 
-    python benchmarks/rebalance.py                     # 1.5M records, 2 worker processes
-    python benchmarks/rebalance.py --records 3000000 --work 40
+    python benchmarks/rebalance.py                     # 3M records, 2 worker processes
+    python benchmarks/rebalance.py --records 6000000 --work 20
 
 Two worker processes run a keyed operator that costs ~``work`` µs of Python per record over
 32 key groups. 80 % of the records go to 8 hot keys, each in its own key group, all among the
@@ -9,7 +9,7 @@ Two worker processes run a keyed operator that costs ~``work`` µs of Python per
 are spread over 1,000 cold keys. Worker 0 is then the bottleneck, worker 1 mostly idle. A
 timeline step calls ``rebalance()`` once 40 % of the records were read. Printed: events/s
 before (from 10 % of the input to the last progress sample with the initial placement) and
-after (from the sample after every move was seen done to 95 % of the input), their ratio, the
+after (from the first sample with every move done to 95 % of the input), their ratio, the
 moves, the busiest worker's load before and after as the policy predicted it, and the
 longest pause of a moved key group. The final state is checked against the input.
 """
@@ -70,7 +70,7 @@ def busy(work: int, key: int, value: int, ctx: ProcessContext) -> None:
     ctx.emit(acc)
 
 
-def build(records: int = 1_500_000, work: int = 10) -> Flow:
+def build(records: int = 3_000_000, work: int = 10) -> Flow:
     """The skewed keyed count (worker processes rebuild this)."""
     flow = Flow("skewed", num_key_groups=KEY_GROUPS)
     flow.source(IterableSource(range(records), splits=4)).key_by(
@@ -87,7 +87,7 @@ Sample = tuple[float, int, tuple[int, ...]]  # elapsed s, records read, key grou
 def rate(window: list[Sample]) -> float:
     """Records per second from the first to the last sample of ``window``."""
     if len(window) < 2:
-        raise SystemExit("too few progress samples in a window: use more --records")
+        raise SystemExit(f"too few progress samples in a window ({window}): use more --records")
     (t0, n0, _), (t1, n1, _) = window[0], window[-1]
     return (n1 - n0) / (t1 - t0)
 
@@ -97,7 +97,7 @@ def windows(samples: list[Sample], records: int) -> tuple[list[Sample], list[Sam
     from the sample after the placement last changed (every move done) to 95 %."""
     first, last = samples[0][2], samples[-1][2]
     changed = next(i for i, s in enumerate(samples) if s[2] != first)
-    settled = max(i for i, s in enumerate(samples) if s[2] != last) + 2
+    settled = max(i for i, s in enumerate(samples) if s[2] != last) + 1
     before = [s for s in samples[:changed] if s[1] >= records // 10]
     after = [s for s in samples[settled:] if s[1] <= records * 95 // 100]
     return before, after
@@ -142,11 +142,19 @@ async def main(records: int, work: int) -> None:
     if pauses:
         print(f"pause per moved key group: max {pauses[-1]:.2f} ms")
     print(f"whole run: {result.events_per_s:,.0f} events/s in {result.elapsed_s:.1f} s")
+    busy_total = sum(op[2] for r in result.reports for op in r["by_operator"].values())
+    print(f"keyed operator, wall time per record: {busy_total / records * 1e6:.2f} µs")
+    for report in sorted(result.reports, key=lambda r: r["worker"]):
+        busy_s = sum(op[2] for op in report["by_operator"].values())
+        print(
+            f"worker {report['worker']}: CPU {report['cpu_seconds']:.1f} s, keyed operator"
+            f" busy {busy_s:.1f} s"
+        )
 
 
 def cli() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--records", type=int, default=1_500_000)
+    parser.add_argument("--records", type=int, default=3_000_000)
     parser.add_argument("--work", type=int, default=10, help="µs of work per record (approx.)")
     args = parser.parse_args()
     anyio.run(main, args.records, args.work)
