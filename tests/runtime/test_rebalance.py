@@ -5,6 +5,7 @@ plug-in, the automatic policy's hysteresis, and the hot-key sketch."""
 from __future__ import annotations
 
 import json
+import os
 import random
 import re
 from collections.abc import Sequence
@@ -17,15 +18,17 @@ from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import CollectorRegistry
 from rebalance_flows import hot_words, skewed_oracle, skewed_stats
-from recovery_flows import final_state
+from recovery_flows import check_output, final_state, oracle
 from rescale_flows import paced_stats
 from shoal.runtime import _attempt
 from shoal.runtime._cli import main
 from shoal.runtime._control_socket import CONTROL_SOCKET, request
+from shoal.runtime._faults import Fault
 from shoal.runtime._load import HOT_KEY_CHECK_EVERY, GroupLoad, LoadMonitor
 from shoal.runtime._placement import Placement
 from shoal.runtime._policies import AutoTrigger, check_table, plan_rebalance, skew
-from shoal.runtime.timeline import at, rebalance
+from shoal.runtime._timeline import Rebalance, Rescale
+from shoal.runtime.timeline import at, rebalance, rescale
 
 from shoal import (
     AutoRebalance,
@@ -39,6 +42,8 @@ from shoal import (
 )
 
 FLOWS = Path(__file__).parent / "rebalance_flows.py"
+RESCALE_FLOWS = Path(__file__).parent / "rescale_flows.py"
+SCHEDULES = int(os.environ.get("SHOAL_FAULT_SCHEDULES", "3"))
 
 
 def params(**overrides: Any) -> dict[str, Any]:
@@ -477,3 +482,99 @@ def test_shoal_rebalance_without_a_running_job_fails_and_says_why(
 ) -> None:
     assert main(["rebalance", "--state-dir", str(tmp_path)]) == 1
     assert capsys.readouterr().err.startswith("shoal: error: no running job listens at ")
+
+
+# -- seeded random schedules: rebalances, rescales, checkpoints and faults mid-move ---------
+
+
+class Shuffle:
+    """A policy that puts every key group on a random active worker (seeded): many moves."""
+
+    def __init__(self, seed: int) -> None:
+        self.rng = random.Random(seed)
+
+    def place(
+        self, placement: Placement, loads: Sequence[KeyGroupLoad], workers: Sequence[int]
+    ) -> list[int]:
+        return [self.rng.choice(list(workers)) for _ in placement.group_owner]
+
+
+MIGRATION_POINTS = ("keygroup.handoff", "keygroup.takeover")
+
+
+def random_rebalances(
+    seed: int, *, processes: bool, output: str
+) -> tuple[dict[str, Any], list[Any], list[Fault], float]:
+    """A seeded job (one or two keyed stages, exactly-once output), three steps among
+    rebalance(Shuffle), rebalance() and rescale(n), maybe one fault at a point of a move (kill
+    -9 in a process, an engine error in one loop), and a checkpoint interval."""
+    rng = random.Random(seed)
+    n = 30_000 if processes else 20_000
+    p = {
+        "seed": seed,
+        "n": n,
+        "vocabulary": 300,
+        "splits": rng.randint(2, 5),
+        "key_groups": rng.choice([8, 16]),
+        "stages": rng.choice([1, 2]),
+        "rate": 4_000.0 if processes else 10_000.0,
+        "output": output,
+    }
+    steps: list[Any] = []
+    workers = 2
+    for records in sorted(rng.sample(range(n // 10, n * 7 // 10, 100), 3)):
+        kind = rng.choice(["shuffle", "shuffle", "balance", "rescale"])
+        if kind == "rescale":
+            workers = rng.choice([w for w in (1, 2, 3) if w != workers])
+            steps.append(at(rescale(workers), records=records))
+        else:
+            policy = Shuffle(rng.randrange(10**6)) if kind == "shuffle" else None
+            steps.append(at(rebalance(policy), records=records))
+    faults = []
+    if rng.random() < 0.6:
+        point = rng.choice(MIGRATION_POINTS)
+        faults.append(Fault(point, worker=rng.randrange(3), attempt=0, hit=rng.randint(1, 3)))
+    return p, steps, faults, rng.choice([0.05, 0.2])
+
+
+async def run_rebalance_schedule(tmp_path: Path, seed: int, *, processes: bool) -> None:
+    p, steps, faults, interval = random_rebalances(
+        seed, processes=processes, output=str(tmp_path / "out")
+    )
+    result = await run_job(
+        f"{RESCALE_FLOWS}:paced_stats" if processes else paced_stats(**p),
+        params=p if processes else None,
+        workers=2,
+        processes=processes,
+        state_dir=tmp_path / "state",
+        timeline=steps,
+        faults=faults,
+        max_restarts=5,
+        checkpoint_interval=interval,
+    )
+    assert final_state(result, p) == oracle(p), (steps, faults)
+    check_output(p)
+    if not result.recoveries:
+        shuffles = [s for s in steps if isinstance(s.action, Rebalance) and s.action.policy]
+        assert len(result.rebalances) == len(steps) - sum(
+            isinstance(s.action, Rescale) for s in steps
+        )
+        if shuffles:
+            assert result.migrations
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("seed", range(SCHEDULES))
+async def test_random_rebalances_in_one_loop_keep_state_and_output_exactly_once(
+    tmp_path: Path, seed: int
+) -> None:
+    await run_rebalance_schedule(tmp_path, seed, processes=False)
+
+
+@pytest.mark.processes
+@pytest.mark.asyncio
+@pytest.mark.parametrize("seed", range(SCHEDULES))
+async def test_random_rebalances_and_kills_across_processes_keep_state_exactly_once(
+    tmp_path: Path, seed: int
+) -> None:
+    await run_rebalance_schedule(tmp_path, seed, processes=True)
