@@ -282,6 +282,8 @@ class AutoTrigger:
 
 async def run_auto_rebalance(auto: AutoRebalance, control: JobControl) -> None:
     """The driver's companion task that applies ``auto`` to a running attempt."""
+    from ._rescale import RescaleError  # _rescale imports this module
+
     supervisor = control.supervisor
     await supervisor.sources_started.wait()
     trigger = AutoTrigger(auto)
@@ -295,7 +297,10 @@ async def run_auto_rebalance(auto: AutoRebalance, control: JobControl) -> None:
             continue
         if supervisor.finished.is_set():
             return
-        record = await control.rebalance(auto.policy, loads=loads)
+        try:
+            record = await control.rebalance(auto.policy, loads=loads)
+        except RescaleError:
+            return  # the job drained meanwhile: nothing left to balance
         trigger.rebalanced(time.perf_counter())
         log.info(
             "automatic rebalance",

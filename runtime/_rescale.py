@@ -305,7 +305,8 @@ class Rescaler:
                     await self._apply(supervisor, chunk, [])
                 before, after = predicted(placement, moves, loads, workers)
                 record = RebalanceRecord(tuple(moves), time.perf_counter() - started, before, after)
-                self.scaling.rebalances.append(record)
+                if moves:
+                    self.scaling.rebalances.append(record)  # as a rescale: nothing moved, no news
                 return record
             finally:
                 self.rescaling = False

@@ -27,7 +27,7 @@ from shoal.runtime._faults import Fault
 from shoal.runtime._load import HOT_KEY_CHECK_EVERY, GroupLoad, LoadMonitor
 from shoal.runtime._placement import Placement
 from shoal.runtime._policies import AutoTrigger, check_table, plan_rebalance, skew
-from shoal.runtime._timeline import Rebalance, Rescale
+from shoal.runtime._timeline import Rebalance
 from shoal.runtime.timeline import at, rebalance, rescale
 
 from shoal import (
@@ -473,7 +473,7 @@ async def test_a_running_job_rebalances_through_its_control_socket_and_the_cli(
     assert again["ok"] is True
     assert again["moves"] == []
     assert set(again["load_before"]) == {"0", "1"}
-    assert len(result.rebalances) == 2
+    assert len(result.rebalances) == 1  # the second moved nothing: no news
     assert final_state(result, p) == skewed_oracle(p)
 
 
@@ -555,12 +555,17 @@ async def run_rebalance_schedule(tmp_path: Path, seed: int, *, processes: bool) 
     assert final_state(result, p) == oracle(p), (steps, faults)
     check_output(p)
     if not result.recoveries:
-        shuffles = [s for s in steps if isinstance(s.action, Rebalance) and s.action.policy]
-        assert len(result.rebalances) == len(steps) - sum(
-            isinstance(s.action, Rescale) for s in steps
-        )
-        if shuffles:
-            assert result.migrations
+        # Every rebalance that moved something is recorded (one onto a single worker cannot).
+        rebalances = [s for s in steps if isinstance(s.action, Rebalance)]
+        assert len(result.rebalances) <= len(rebalances)
+        assert all(record.moves for record in result.rebalances)
+        moved = {
+            f"{stage}#{m.item}"
+            for r in result.rebalances
+            for m in r.moves
+            for stage in ("per_word",)
+        }
+        assert moved <= {m.name for m in result.migrations}
 
 
 @pytest.mark.asyncio
