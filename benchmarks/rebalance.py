@@ -9,7 +9,7 @@ Two worker processes run a keyed operator that costs ~``work`` µs of Python per
 are spread over 1,000 cold keys. Worker 0 is then the bottleneck, worker 1 mostly idle. A
 timeline step calls ``rebalance()`` once 40 % of the records were read. Printed: events/s
 before (from 10 % of the input to the last progress sample with the initial placement) and
-after (from the first sample with every move done to 95 % of the input), their ratio, the
+after (from the second sample with every move done to 95 % of the input), their ratio, the
 moves, the busiest worker's load before and after as the policy predicted it, and the
 longest pause of a moved key group. The final state is checked against the input.
 """
@@ -94,10 +94,12 @@ def rate(window: list[Sample]) -> float:
 
 def windows(samples: list[Sample], records: int) -> tuple[list[Sample], list[Sample]]:
     """Before: from 10 % of the input to the last sample with the initial placement. After:
-    from the sample after the placement last changed (every move done) to 95 %."""
+    from the second sample with the final placement (every move done) to 95 %."""
     first, last = samples[0][2], samples[-1][2]
     changed = next(i for i, s in enumerate(samples) if s[2] != first)
-    settled = max(i for i, s in enumerate(samples) if s[2] != last) + 1
+    # From the second sample with the final table: the first window after the moves holds
+    # the sources refilling the buffers the move drained.
+    settled = max(i for i, s in enumerate(samples) if s[2] != last) + 2
     before = [s for s in samples[:changed] if s[1] >= records // 10]
     after = [s for s in samples[settled:] if s[1] <= records * 95 // 100]
     return before, after
