@@ -271,6 +271,7 @@ EXPECTED_SKIPS = [
     ("docs/architecture.md", "a sequence of messages, not a command"),
     ("docs/architecture.md", "a sequence diagram, not code"),
     ("docs/architecture.md", "a sequence diagram, not code"),
+    ("docs/benchmarks.md", _BENCHMARK),  # Rebalancing
     ("docs/benchmarks.md", _BENCHMARK),
     ("docs/benchmarks.md", _BENCHMARK),
     ("docs/benchmarks.md", _BENCHMARK),
