@@ -6,6 +6,7 @@ caller's and hands back a :class:`Job` to act on it while it runs::
 
     async with start_job("flows.py:clicks", workers=2, checkpoint_interval=1.0) as job:
         await job.rescale(4)          # live: key groups move, the others keep running
+        await job.rebalance()         # the hottest key groups off the busiest worker
         epoch = await job.checkpoint()
         await job.stop()              # every split ends; what was read drains
     result = job.result               # the JobResult, once the block is left
@@ -27,6 +28,8 @@ import anyio
 from ._control import JobControl
 from ._dataflow import Flow
 from ._exceptions import JobError
+from ._load import KeyGroupLoad
+from ._policies import PlacementPolicy, RebalanceRecord
 from ._rescale import RescaleRecord
 from ._result import JobResult
 
@@ -87,6 +90,16 @@ class Job:
     async def rescale(self, workers: int) -> RescaleRecord:
         """Scale the running job to ``workers`` workers, live; return once every move is done."""
         return await (await self._current()).rescale(workers)
+
+    async def rebalance(self, policy: PlacementPolicy | None = None) -> RebalanceRecord:
+        """Move key groups by their load since the last reading (``policy``: default
+        ``BalanceLoad``, the hottest off the busiest worker with the fewest moves), same
+        workers, live; return once every move is done (see ``_policies.py``)."""
+        return await (await self._current()).rebalance(policy)
+
+    async def loads(self) -> tuple[KeyGroupLoad, ...]:
+        """Every key group's load since the previous reading (this attempt's)."""
+        return await (await self._current()).loads()
 
     async def checkpoint(self) -> int:
         """Take a checkpoint now and wait until it completes; return its epoch."""

@@ -33,12 +33,14 @@ from shoal.runtime.timeline import at, rebalance, rescale
 from shoal import (
     AutoRebalance,
     BalanceLoad,
+    Job,
     JobCollector,
     KeyGroupLoad,
     PlacementPolicy,
     Progress,
     key_group_of,
     run_job,
+    start_job,
 )
 
 FLOWS = Path(__file__).parent / "rebalance_flows.py"
@@ -583,3 +585,31 @@ async def test_random_rebalances_and_kills_across_processes_keep_state_exactly_o
     tmp_path: Path, seed: int
 ) -> None:
     await run_rebalance_schedule(tmp_path, seed, processes=True)
+
+
+async def read(job: Job, records: int) -> None:
+    """Return once ``job``'s sources have read ``records`` (polling its status)."""
+    with anyio.fail_after(30):
+        while (await job.status())["records_in"] < records:  # noqa: ASYNC110 (a poll)
+            await anyio.sleep(0.05)
+
+
+@pytest.mark.asyncio
+async def test_a_job_handle_rebalances_and_reads_the_load(tmp_path: Path) -> None:
+    """``await job.rebalance()`` on ``start_job``'s handle."""
+    p = params(n=36_000)
+    async with start_job(
+        skewed_stats(**p), workers=2, processes=False, state_dir=tmp_path / "state"
+    ) as job:
+        await read(job, 6_000)
+        loads = await job.loads()
+        assert len(loads) == p["key_groups"]
+        await read(job, 9_000)
+        record = await job.rebalance()
+        pinned = await job.rebalance(EverythingOn(0))
+        result = await job.wait()
+    hot = {key_group_of(w, 16) for w in hot_words(300, 16, 4)}
+    assert {int(m.item) for m in record.moves} & hot
+    assert {m.target for m in pinned.moves} == {0}
+    assert list(result.rebalances) == [record, pinned]
+    assert final_state(result, p) == skewed_oracle(p)
