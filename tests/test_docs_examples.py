@@ -289,7 +289,6 @@ EXPECTED_SKIPS = [
     ),
     ("docs/guides/rescaling.md", "an 8-minute soak"),
     ("docs/guides/rescaling.md", "needs a job running in another terminal"),
-    ("docs/guides/rescaling.md", "an 8-minute soak"),
     (
         "docs/guides/rescaling.md",
         "the same calls run in tests/runtime/test_job_handle.py (with processes)",
