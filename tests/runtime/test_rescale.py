@@ -191,7 +191,9 @@ def test_random_rescale_schedules_cover_every_migration_point() -> None:
     assert kills
 
 
-async def run_schedule(tmp_path: Path, seed: int, *, processes: bool) -> None:
+async def run_schedule(tmp_path: Path, seed: int, *, processes: bool) -> tuple[Any, Any]:
+    """Run one seeded schedule; check the output and the moves; return the final state and
+    the oracle's (the test asserts they are equal)."""
     p, steps, faults, options = random_rescales(
         seed, processes=processes, output=str(tmp_path / "out")
     )
@@ -210,12 +212,12 @@ async def run_schedule(tmp_path: Path, seed: int, *, processes: bool) -> None:
     read = read_records(p, result.checkpoint_dir)
     if not result.recoveries:  # (a recovery's rereads count towards the step's trigger)
         assert len(read) >= steps[-1].records  # the stop came after every rescale
-    assert final_state(result, p) == oracle_of(read, p.get("stages", 1)), (steps, faults)
     check_output_of(read, p)
     if not faults and not result.recoveries:
         # Every rescale completed live.
         assert len(result.rescales) == len(steps) - 1, (steps, result.rescales)
         assert result.migrations
+    return final_state(result, p), oracle_of(read, p.get("stages", 1))
 
 
 @pytest.mark.asyncio
@@ -223,7 +225,8 @@ async def run_schedule(tmp_path: Path, seed: int, *, processes: bool) -> None:
 async def test_random_rescales_in_one_loop_keep_state_and_output_exactly_once(
     tmp_path: Path, seed: int
 ) -> None:
-    await run_schedule(tmp_path, seed, processes=False)
+    state, expected = await run_schedule(tmp_path, seed, processes=False)
+    assert state == expected
 
 
 @pytest.mark.processes
@@ -232,7 +235,8 @@ async def test_random_rescales_in_one_loop_keep_state_and_output_exactly_once(
 async def test_random_rescales_and_kills_across_processes_keep_state_exactly_once(
     tmp_path: Path, seed: int
 ) -> None:
-    await run_schedule(tmp_path, 1000 + seed, processes=True)
+    state, expected = await run_schedule(tmp_path, 1000 + seed, processes=True)
+    assert state == expected
 
 
 class WatchedSink(CollectingSink):
