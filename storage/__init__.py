@@ -64,6 +64,12 @@ from ._savepoint import savepoint_from_checkpoint as savepoint_from_checkpoint
 from ._savepoint import verify_checkpoints as verify_checkpoints
 from ._savepoint import verify_savepoint as verify_savepoint
 from ._savepoint import write_savepoint as write_savepoint
+from ._shipping import ShippedTail as ShippedTail
+from ._shipping import begin_shipping as begin_shipping
+from ._shipping import copy_environment as copy_environment
+from ._shipping import end_shipping as end_shipping
+from ._shipping import shipping as shipping
+from ._shipping import take_tail as take_tail
 from ._snapshot import EpochDelta as EpochDelta
 from ._snapshot import StateChanges as StateChanges
 from ._snapshot import StoreSnapshot as StoreSnapshot
@@ -113,6 +119,13 @@ __all__ = (
     "SavepointInfo",
     "GroupInfo",
     "VerifyReport",
+    # shipping a key group to another state directory
+    "ShippedTail",
+    "begin_shipping",
+    "copy_environment",
+    "take_tail",
+    "end_shipping",
+    "shipping",
     # handles
     "ValueState",
     "ListState",

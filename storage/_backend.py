@@ -4,20 +4,25 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Protocol
 
 import lmdb
 
-from ._engine import LmdbEngine, MemoryEngine
-from ._exceptions import InvalidNameError, StoreBusyError
+from ._engine import LmdbEngine, MemoryEngine, take_fence
+from ._exceptions import InvalidNameError, StorageError, StoreBusyError
+from ._shipping import ShippedTail
 from ._specs import StateSpec, check_specs
 from ._store import INTERNAL_DBS, KeyGroupStore
 
 __all__ = ("LmdbBackend", "MemoryBackend", "StateBackend")
 
 _OPERATOR = re.compile(r"[A-Za-z0-9_.-]+")
+# Where shipped environments wait (see _shipping.py): a name no operator can have.
+INCOMING = "shoal~incoming"
+OUTGOING = "shoal~outgoing"
 
 
 def _check_location(operator: object, key_group: object) -> None:
@@ -87,6 +92,66 @@ class LmdbBackend:
         """Return the environment directory of ``(operator, key_group)`` (it may not exist)."""
         _check_location(operator, key_group)
         return self.root / operator / f"kg-{key_group:05d}"
+
+    def incoming_path(self, operator: str, key_group: int) -> Path:
+        """Where a copy of ``(operator, key_group)`` shipped to this root lands."""
+        _check_location(operator, key_group)
+        return self.root / INCOMING / operator / f"kg-{key_group:05d}"
+
+    def outgoing_path(self, operator: str, key_group: int) -> Path:
+        """Where this root writes the copy of ``(operator, key_group)`` it ships."""
+        _check_location(operator, key_group)
+        return self.root / OUTGOING / operator / f"kg-{key_group:05d}"
+
+    def install(
+        self,
+        operator: str,
+        key_group: int,
+        specs: Sequence[StateSpec],
+        tail: ShippedTail,
+    ) -> None:
+        """Bring the shipped copy of ``(operator, key_group)`` up to date with ``tail`` (one
+        transaction) and move it into place, replacing any earlier environment there.
+
+        Raises:
+            StorageError: No shipped copy is waiting.
+            StoreBusyError: The store is open (here or in another process).
+        """
+        incoming = self.incoming_path(operator, key_group)
+        if not (incoming / "data.mdb").exists():
+            raise StorageError(
+                f"no shipped copy of {operator}/kg-{key_group:05d} in {incoming.parent}"
+            )
+        names = [spec.name for spec in check_specs(specs)] + list(INTERNAL_DBS)
+        engine = LmdbEngine(incoming, names, map_size=self.map_size, sync=self.sync)
+        try:
+            engine.apply_tail(tail.cleared, tail.prefixes, tail.entries)
+        finally:
+            engine.close()
+        self._drop(operator, key_group)
+        final = self.path_for(operator, key_group)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        os.rename(incoming, final)
+
+    def remove(self, operator: str, key_group: int) -> None:
+        """Delete the environment of ``(operator, key_group)`` (it moved away); no-op if none.
+
+        Raises:
+            StoreBusyError: It is open (here or in another process).
+        """
+        self._drop(operator, key_group)
+
+    def _drop(self, operator: str, key_group: int) -> None:
+        path = self.path_for(operator, key_group)
+        if (operator, key_group) in self._open:
+            raise StoreBusyError(f"store {operator}/kg-{key_group:05d} is open: cannot remove it")
+        if not path.exists():
+            return
+        fence = take_fence(path)  # refuses an environment another process has open
+        try:
+            shutil.rmtree(path)
+        finally:
+            os.close(fence)
 
     def open_store(
         self, operator: str, key_group: int, specs: Sequence[StateSpec]

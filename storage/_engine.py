@@ -12,7 +12,7 @@ from __future__ import annotations
 import fcntl
 import os
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from itertools import chain
 from operator import itemgetter
 from pathlib import Path
@@ -30,6 +30,7 @@ __all__ = (
     "Change",
     "Engine",
     "EngineSnapshot",
+    "Journal",
     "LmdbEngine",
     "MemoryEngine",
     "Op",
@@ -122,6 +123,47 @@ class _OpLog:
                 keys, values, previous = (list(column) for column in zip(*kept, strict=True))
                 result.append(Change(db, keys, values, previous))
         return result
+
+
+class Journal:
+    """Which entries of an environment changed since it started: what a shipped copy misses.
+
+    While an engine has a journal (``LmdbEngine.journal``), every write notes the keys it
+    touched (state entries, meta entries, undo records and the undo log's floor), the prefixes
+    it deleted and whether it emptied the environment. A copy taken after the journal started,
+    plus the *current* value of every noted key (after the noted prefixes are deleted), equals
+    the environment: see ``storage/_shipping.py``. Noting costs a set update per write while a
+    journal runs, nothing otherwise.
+    """
+
+    __slots__ = ("cleared", "keys", "prefixes")
+
+    def __init__(self) -> None:
+        self.keys: dict[str, set[bytes]] = {}
+        self.prefixes: list[tuple[str, bytes]] = []
+        self.cleared = False
+
+    def note(self, db: str, keys: Iterable[bytes]) -> None:
+        noted = self.keys.get(db)
+        if noted is None:
+            noted = self.keys[db] = set()
+        noted.update(keys)
+
+    def note_prefix(self, db: str, prefix: bytes) -> None:
+        self.prefixes.append((db, prefix))
+
+    def note_clear(self) -> None:
+        """Everything was emptied: the copy is worth nothing, the whole environment ships."""
+        self.cleared = True
+        self.keys.clear()
+        self.prefixes.clear()
+
+    def note_ops(self, ops: Sequence[Op]) -> None:
+        for kind, db, key, _value in ops:
+            if kind == DELETE_PREFIX:
+                self.note_prefix(db, key)
+            else:
+                self.note(db, (key,))
 
 
 class EngineSnapshot(Protocol):
@@ -230,7 +272,7 @@ class LmdbSnapshot:
 OWNER_LOCK = "shoal-owner.lock"
 
 
-def _take_fence(path: Path) -> int:
+def take_fence(path: Path) -> int:
     """Lock ``path``'s owner file, or raise StoreBusyError naming the holder's pid."""
     fd = os.open(path / OWNER_LOCK, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
     try:
@@ -261,14 +303,16 @@ class LmdbEngine:
     instead of two writers sharing one environment.
     """
 
-    __slots__ = ("_dbs", "_env", "_fence", "_lock", "_path", "_snapshots")
+    __slots__ = ("_dbs", "_env", "_fence", "_lock", "_path", "_snapshots", "journal")
 
     def __init__(self, path: Path, names: Sequence[str], *, map_size: int, sync: bool) -> None:
         path.mkdir(parents=True, exist_ok=True)
-        self._fence = _take_fence(path)
+        self._fence = take_fence(path)
         self._path = path
         self._lock = threading.Lock()
         self._snapshots = 0  # open read snapshots: the map cannot be resized under them
+        #: Notes every change while set (a key group being shipped: see ``Journal``).
+        self.journal: Journal | None = None
         try:
             self._env = lmdb.open(
                 str(path),
@@ -445,6 +489,7 @@ class LmdbEngine:
                 changes.append(
                     Change(db, keys, cast("list[bytes | None]", values), previous_values)
                 )
+            undo_keys: list[bytes] = []
             if undo is not None:
                 handle = dbs[undo.db]
                 if changes:
@@ -455,9 +500,23 @@ class LmdbEngine:
                     while found and cursor.key().startswith(prefix):
                         sequence = int.from_bytes(cursor.key()[8:], "big") + 1
                         found = cursor.next()
-                    txn.put(prefix + sequence.to_bytes(4, "big"), encode_undo(changes), db=handle)
+                    record_key = prefix + sequence.to_bytes(4, "big")
+                    txn.put(record_key, encode_undo(changes), db=handle)
+                    undo_keys.append(record_key)
                 if undo.floor is not None:
                     txn.put(FLOOR_KEY, tag_bytes(undo.floor), db=handle)
+                    undo_keys.append(FLOOR_KEY)
+            journal = self.journal
+            if journal is not None:
+                if clear:
+                    journal.note_clear()
+                journal.note_ops(ops)
+                for db, keys, _values in puts:
+                    journal.note(db, keys)
+                if undo is not None:
+                    # The undo log (its new record, its floor) ships too: recovery rolls
+                    # the copy back as it would have rolled back the original.
+                    journal.note(undo.db, undo_keys)
         return written, changes
 
     def rollback(self, undo_db: str, above: int, ops: Sequence[Op]) -> int:
@@ -490,6 +549,13 @@ class LmdbEngine:
                 assert kind == PUT
                 assert value is not None
                 txn.put(key, value, db=dbs[db])
+            journal = self.journal
+            if journal is not None:
+                for record_key, record in records:
+                    journal.note(undo_db, (record_key,))
+                    for db, keys, _previous in decode_undo(record):
+                        journal.note(db, keys)
+                journal.note_ops(ops)
         return len(records)
 
     def prune(self, undo_db: str, upto: int, floor: int) -> int:
@@ -500,10 +566,15 @@ class LmdbEngine:
         with self._env.begin(write=True) as txn:
             cursor = txn.cursor(db=handle)
             found = cursor.first()
+            journal = self.journal
             while found and cursor.key() < stop:
+                if journal is not None:
+                    journal.note(undo_db, (cursor.key(),))
                 found = cursor.delete()
                 removed += 1
             txn.put(FLOOR_KEY, tag_bytes(floor), db=handle)
+            if journal is not None:
+                journal.note(undo_db, (FLOOR_KEY,))
         return removed
 
     def snapshot(self) -> LmdbSnapshot:
@@ -519,6 +590,52 @@ class LmdbEngine:
     def _snapshot_closed(self) -> None:
         with self._lock:
             self._snapshots -= 1
+
+    def copy_to(self, directory: Path) -> None:
+        """Write a compacted, consistent copy of the environment (one read transaction) as
+        ``directory/data.mdb``; ``directory`` must exist and be empty. Safe from another
+        thread while the owner goes on writing (the map cannot grow meanwhile, as under a
+        snapshot)."""
+        with self._lock:
+            self._snapshots += 1
+        try:
+            self._env.copy(str(directory), compact=True)
+        finally:
+            self._snapshot_closed()
+
+    def read_tail(
+        self, journal: Journal
+    ) -> tuple[bool, list[tuple[str, bytes]], list[tuple[str, bytes, bytes | None]]]:
+        """What ``journal`` noted, as of now: (emptied?, prefixes deleted, every noted key's
+        current value or None), read in one transaction. Emptied: every entry, as a PUT."""
+        entries: list[tuple[str, bytes, bytes | None]] = []
+        with self._env.begin(buffers=False) as txn:
+            if journal.cleared:
+                for db, handle in self._dbs.items():
+                    for key, value in txn.cursor(db=handle):
+                        entries.append((db, key, value))
+                return True, [], entries
+            for db in sorted(journal.keys):
+                handle = self._dbs[db]
+                for key in sorted(journal.keys[db]):
+                    entries.append((db, key, txn.get(key, db=handle)))
+        return False, list(journal.prefixes), entries
+
+    def apply_tail(
+        self,
+        cleared: bool,
+        prefixes: Sequence[tuple[str, bytes]],
+        entries: Sequence[tuple[str, bytes, bytes | None]],
+    ) -> int:
+        """Bring a copy up to date with ``read_tail``'s answer, in one write transaction:
+        empty it (``cleared``), delete the prefixes, then set or delete every entry."""
+        ops: list[Op] = [(DELETE_PREFIX, db, prefix, None) for db, prefix in prefixes]
+        ops += [
+            (DELETE, db, key, None) if value is None else (PUT, db, key, value)
+            for db, key, value in entries
+        ]
+        written, _changes = self.write_logged(ops, (), None, clear=cleared)
+        return written
 
     def _write_once(self, ops: Sequence[Op], puts: Sequence[Puts]) -> int:
         written = 0
@@ -545,6 +662,11 @@ class LmdbEngine:
                 written += cursor.putmulti(
                     zip(keys, values, strict=True), dupdata=False, overwrite=True
                 )[1]
+            journal = self.journal
+            if journal is not None:
+                journal.note_ops(ops)
+                for db, keys, _values in puts:
+                    journal.note(db, keys)
         return written
 
     def count(self, db: str) -> int:
@@ -558,6 +680,8 @@ class LmdbEngine:
         with self._env.begin(write=True) as txn:
             for handle in self._dbs.values():
                 txn.drop(handle, delete=False)
+        if self.journal is not None:
+            self.journal.note_clear()
 
     def close(self) -> None:
         try:
