@@ -24,6 +24,7 @@ from shoal.actors._log import get_logger
 from shoal.storage import (
     CheckpointError,
     CheckpointStore,
+    LmdbBackend,
     StateBackend,
 )
 
@@ -33,7 +34,7 @@ from ._control_socket import serve_control
 from ._faults import Fault
 from ._load import LoadMonitor
 from ._messages import StartSources, TriggerCheckpoint
-from ._names import JOB_ACTOR, source_actor_name
+from ._names import JOB_ACTOR, shipper_name, source_actor_name
 from ._placement import Placement
 from ._plan import Plan, actor_name
 from ._policies import AutoRebalance, run_auto_rebalance
@@ -45,6 +46,7 @@ from ._supervisor import CheckpointTarget, JobSupervisor
 from ._time import Clock
 from ._timeline import TimelineRunner
 from ._worker import place_workers
+from ._worker_state import WorkerDirsBackend, tidy_worker_state, worker_state_root
 
 __all__ = (
     "DEFAULT_LINK_BUFFER",
@@ -131,6 +133,26 @@ class Run:
     on_control: Callable[[JobControl | None], None] | None = None
     # Rebalance on a persistent skew (None: only when asked; see _policies.py).
     auto_rebalance: AutoRebalance | None = None
+    # A state directory per worker: moving key groups are shipped (see _worker_state.py).
+    per_worker_state: bool = False
+
+    def worker_backend(self, worker: int, shared: StateBackend) -> StateBackend:
+        """Where worker ``worker`` keeps its state: its own directory, or ``shared``."""
+        if not self.per_worker_state:
+            return shared
+        return LmdbBackend(worker_state_root(self.state_dir, worker))
+
+    def result_backend(self) -> StateBackend:
+        """What the driver reads state from after the job (worker processes)."""
+        if self.per_worker_state:
+            return WorkerDirsBackend(self.state_dir)
+        return LmdbBackend(self.state_dir)
+
+    def tidy_state(self, placement: Placement) -> None:
+        """Before an attempt (no worker runs): each worker directory keeps what its worker
+        owns in ``placement`` (see _worker_state.py)."""
+        if self.per_worker_state:
+            tidy_worker_state(self.state_dir, self.plan, placement)
 
     def checkpoint_store(self) -> CheckpointStore | None:
         """A handle on the job's checkpoint store (None: checkpoints are off)."""
@@ -291,6 +313,7 @@ def make_supervisor(
         admit_driver=admit_driver,
         scaling=run.scaling,
         max_moves=run.max_moves,
+        shipper=(lambda worker: kernel.ref(shipper_name(worker))) if run.per_worker_state else None,
     )
     return JobSupervisor(
         expected=_last_stage_actors(plan),

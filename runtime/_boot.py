@@ -32,6 +32,7 @@ from ._messages import (
     MoveOut,
     PlacementUpdate,
     PreCommitSink,
+    PreCopy,
     PrepareMoves,
     Pull,
     Retire,
@@ -43,6 +44,7 @@ from ._messages import (
     SplitHandoff,
     StartHandoffs,
     StartSources,
+    StateChunk,
     StopSources,
     Watermark,
 )
@@ -89,6 +91,8 @@ _MESSAGES = (
     (MovedIn, "shoal.MovedIn"),
     (Retire, "shoal.Retire"),
     (StartHandoffs, "shoal.StartHandoffs"),
+    (PreCopy, "shoal.PreCopy"),
+    (StateChunk, "shoal.StateChunk"),
 )
 
 
@@ -140,7 +144,7 @@ async def bootstrap(worker: Worker, args: dict[str, Any]) -> None:
         workers=workers,
         driver=int(args["driver"]),
         kernel=worker,
-        backend=LmdbBackend(args["state_dir"]),
+        backend=LmdbBackend(args.get("state_root", args["state_dir"])),
         group_owner=list(placement.group_owner),
         split_owner=list(placement.split_owner),
         batch_size=int(args["batch_size"]),
@@ -166,6 +170,7 @@ async def bootstrap(worker: Worker, args: dict[str, Any]) -> None:
         dead_sink=None,
         peers=peers,
         placement_version=placement.version,
+        ship_state=bool(args.get("ship_state", False)),
     )
     place_directory(worker, plan, placement.group_owner, env.driver, peers, placement.split_owner)
     worker.parent = env.driver  # the driver gone, the job is over: its teardown is no news

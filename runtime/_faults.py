@@ -39,6 +39,7 @@ FAULT_POINTS: Mapping[str, str] = {
     "keygroup.handoff": "a moving key group closed its store; its successor has not got it",
     "keygroup.takeover": "a moving key group's successor got the handoff, opens the store",
     "source.handoff": "a moving split's actor stopped reading; the new owner has not got it",
+    "keygroup.ship": "a moving key group's copy is half sent to a worker with its own state dir",
 }
 _ACTIONS = ("kill", "fail", "enospc")
 

@@ -49,6 +49,7 @@ from ._sources import check_bounded
 from ._statedir import claim_state_dir, under_state_dir
 from ._time import Clock
 from ._timeline import At, Checkpoint, KillWorker, Rescale, Savepoint, Stop, TimelineRunner
+from ._worker_state import WorkerDirsBackend
 
 __all__ = ("JobResult", "Progress", "run_job")
 
@@ -97,6 +98,7 @@ async def run_job(
     control_socket: str | Path | None = None,
     on_control: Callable[[JobControl | None], None] | None = None,
     auto_rebalance: AutoRebalance | None = None,
+    per_worker_state: bool = False,
 ) -> JobResult:
     """Run ``flow`` until its bounded source is exhausted and every record is processed.
 
@@ -174,6 +176,11 @@ async def run_job(
         auto_rebalance: rebalance key groups on its own when one worker stays overloaded
             (an :class:`AutoRebalance`: interval, threshold, consecutive readings, cooldown,
             policy; see ``_policies.py``); None (the default): only when asked.
+        per_worker_state: each worker keeps its LMDB environments in a directory of its own,
+            ``<state_dir>/workers/w<id>/``, as on separate hosts: a key group that moves
+            (rescale, rebalance) is shipped — copied while it runs, then only the changes
+            since at the handoff (see ``_ship.py``). Default False: one shared directory,
+            where a moving key group's environment changes owner without a copy.
         checkpoint_dir: where checkpoints are written: a directory or any fsspec URL
             (``memory://...`` only with ``processes=False``: each process has its own memory
             filesystem). Default ``<state_dir>/checkpoints``. Ignored without
@@ -196,6 +203,12 @@ async def run_job(
     _check_positive("batch_size", batch_size)
     _check_positive("mailbox_size", mailbox_size)
     _check_positive("max_moves", max_moves)
+    if not isinstance(per_worker_state, bool):
+        raise TypeError(f"per_worker_state must be True or False; got {per_worker_state!r}")
+    if per_worker_state and backend != "lmdb":
+        raise ValueError(
+            "per_worker_state keeps each worker's state in LMDB: it needs backend='lmdb'"
+        )
     if auto_rebalance is not None and not isinstance(auto_rebalance, AutoRebalance):
         raise TypeError(
             f"auto_rebalance takes an AutoRebalance(...) or None; got {auto_rebalance!r}"
@@ -328,12 +341,19 @@ async def run_job(
             control_socket=None if control_socket is None else Path(control_socket),
             on_control=on_control,
             auto_rebalance=auto_rebalance,
+            per_worker_state=per_worker_state,
         )
         if use_processes:
             assert ref is not None
             result = await run_processes(run, ref, params or {})
         else:
-            state: StateBackend = LmdbBackend(directory) if backend == "lmdb" else MemoryBackend()
+            state: StateBackend = (
+                WorkerDirsBackend(directory)
+                if per_worker_state
+                else LmdbBackend(directory)
+                if backend == "lmdb"
+                else MemoryBackend()
+            )
             try:
                 result = await run_in_loop(run, state, workers)
             except ActorFailedError as exc:

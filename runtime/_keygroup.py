@@ -14,8 +14,12 @@ from shoal.actors._log import get_logger
 from shoal.storage import (
     EpochDelta,
     KeyGroupStore,
+    LmdbBackend,
     RollbackError,
+    ShippedTail,
     load_savepoint_group,
+    shipping,
+    take_tail,
 )
 
 from ._alignment import BarrierAlignment
@@ -44,6 +48,7 @@ from ._names import (
 )
 from ._operators import KeyedRunner
 from ._plan import actor_name
+from ._ship import ship_copy
 from ._timers import KeyedTime, tell_soon
 
 if TYPE_CHECKING:
@@ -108,6 +113,10 @@ class KeyGroupActor(Actor):
         self.epoch_out = env.first_epoch()
         # Its snapshot at the writer, not closed yet (closed before the store, in on_stop).
         self.writing: WriteSnapshot | None = None
+        # Set while a copy of its environment is taken for shipping (see _ship.py); the
+        # bytes of the copy shipped.
+        self.copying: anyio.Event | None = None
+        self.shipped = 0
         self._delta: EpochDelta | None = None  # the last flush_epoch's, for the writer
         op = self.stage.operator
         self.sample_state = op.states[0].name if op is not None and op.states else None
@@ -185,6 +194,8 @@ class KeyGroupActor(Actor):
             if self.writing is not None:
                 # The writer closes it (written, or dropped when the writer stops first).
                 await self.writing.done.wait()
+            if self.copying is not None:
+                await self.copying.wait()  # a shipping copy reads the environment
         finally:
             # Even when the wait is cancelled (the stop deadline): a store left open would
             # refuse the next attempt of the job (StoreBusyError).
@@ -266,6 +277,12 @@ class KeyGroupActor(Actor):
         assert op is not None
         if env.faults:
             env.faults.hit("keygroup.takeover")
+        if "tail" in state:  # shipped from another state directory (see _ship.py)
+            backend = env.backend
+            assert isinstance(backend, LmdbBackend)
+            backend.install(
+                op.name, self.key_group, op.states, ShippedTail.from_data(state["tail"])
+            )
         self.store = env.backend.open_store(op.name, self.key_group, op.states)
         self.alignment.restore(state["alignment"])
         self._start_runner(sorted(self.alignment.open_channels))
@@ -288,8 +305,9 @@ class KeyGroupActor(Actor):
                 handoff.source,
                 env.index,
                 paused_now() - handoff.paused_at,
-                stats.bytes,
+                stats.bytes if "tail" not in state else int(state["bytes"]),
                 self.queued_max,
+                int(state.get("tail_bytes", 0)),
             )
         )
         queued, self.queued = self.queued, deque()
@@ -317,6 +335,12 @@ class KeyGroupActor(Actor):
         # the last completed checkpoint; the successor's next epoch commit includes it.
         self._flush()
         size = store.statistics().bytes
+        tail = None
+        if env.ship_state:  # the successor has a state directory of its own (see _ship.py)
+            if not shipping(store):  # not pre-copied: the whole environment goes now
+                self.shipped = await ship_copy(env, self, target)
+            tail = take_tail(store)
+            size = self.shipped + tail.size
         self.store = None
         store.close()  # releases the environment's fence for the successor
         self.time.close()  # its wake-ups: the successor arms its own
@@ -331,6 +355,9 @@ class KeyGroupActor(Actor):
             "bytes": size,
             "emitted": env.emitted.pop(self.name, 0),  # its checkpoint acks count on from it
         }
+        if tail is not None:
+            state["tail"] = tail.to_data()
+            state["tail_bytes"] = tail.size
         if env.faults:
             env.faults.hit("keygroup.handoff")
         await env.kernel.ref(handoffs_name(target)).tell(
@@ -338,6 +365,10 @@ class KeyGroupActor(Actor):
         )
         self.leaving = None
         self.hand_off(target)
+        if tail is not None:  # the successor has it all: this copy would only go stale
+            backend = env.backend
+            assert isinstance(backend, LmdbBackend)
+            await anyio.to_thread.run_sync(backend.remove, store.operator, store.key_group)
 
     async def _accept(self, message: Any) -> None:
         """Hold ``message`` for the next epoch if its channel already delivered the barrier

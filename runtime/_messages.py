@@ -27,6 +27,8 @@ from ._columns import (
 
 __all__ = (
     "Admit",
+    "PreCopy",
+    "StateChunk",
     "FlushChannel",
     "GroupHandoff",
     "HandoffMarker",
@@ -491,6 +493,28 @@ class GroupHandoff:
 
 
 @dataclass(frozen=True, slots=True)
+class PreCopy:
+    """Job supervisor -> the old owner's shipper (workers with state directories of their
+    own): copy these key groups' environments to their new owners now, while they run.
+    ``groups``: ``[key group, new owner]`` pairs. Answered with the actors pre-copied and the
+    bytes sent (see ``_ship.py``)."""
+
+    version: int
+    groups: list[list[int]]
+
+
+@dataclass(frozen=True, slots=True)
+class StateChunk:
+    """A shipper -> the new owner's shipment receiver: ``data`` goes at ``offset`` of the
+    copy of ``operator``'s ``key_group`` (offset 0 starts a new copy; asked, one at a time)."""
+
+    operator: str
+    key_group: int
+    offset: int
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
 class SplitHandoff:
     """Old owner's source actor -> new owner's controller: reopen ``split`` from ``state``."""
 
@@ -506,7 +530,9 @@ class MovedIn:
     """New owner -> job supervisor: ``name`` (a key-group actor or a split) of placement
     ``version`` runs on ``target`` now; ``pause_s``: from when the old owner stopped
     processing it to when the new one started; ``held_records``: what the successor queued
-    meanwhile (a key group's records that waited for the move)."""
+    meanwhile (a key group's records that waited for the move); ``bytes``: its environment's
+    size, or what was shipped (pre-copy and tail) between state directories of their own, of
+    which ``tail_bytes`` went during the pause."""
 
     version: int
     kind: str
@@ -516,6 +542,7 @@ class MovedIn:
     pause_s: float
     bytes: int
     held_records: int = 0  # what the successor queued before the handoff (records)
+    tail_bytes: int = 0  # shipped: what changed after the pre-copy (sent during the pause)
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,6 +10,8 @@ __all__ = (
     "exchange_name",
     "flow_control_name",
     "handoffs_name",
+    "shipments_name",
+    "shipper_name",
     "source_actor_name",
 )
 
@@ -37,6 +39,17 @@ def exchange_name(worker: int, stage: int) -> str:
 
 def flow_control_name(worker: int) -> str:
     return f"credits:{worker}"
+
+
+def shipper_name(worker: int) -> str:
+    """The actor copying the environments of key groups leaving ``worker`` to their new
+    owners (workers with state directories of their own; see ``_ship.py``)."""
+    return f"shipper:{worker}"
+
+
+def shipments_name(worker: int) -> str:
+    """The actor writing the environment copies shipped to ``worker``."""
+    return f"shipments:{worker}"
 
 
 def handoffs_name(worker: int) -> str:

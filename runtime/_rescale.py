@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 import anyio
-from shoal.actors import Ref
+from shoal.actors import ActorStoppedError, PeerLostError, Ref
 from shoal.actors._log import get_logger
 from shoal.storage import CheckpointError
 
@@ -33,6 +33,7 @@ from ._messages import (
     Admit,
     MovedIn,
     PlacementUpdate,
+    PreCopy,
     PrepareMoves,
     Retire,
     StartHandoffs,
@@ -84,7 +85,9 @@ class WorkerPool(Protocol):
 @dataclass(frozen=True, slots=True)
 class MoveRecord:
     """One completed move: what, from where to where, the pause, the state it carried (its
-    environment's bytes) and the records its successor held until the handoff."""
+    environment's bytes, or what was shipped to a worker with a state directory of its own,
+    ``tail_bytes`` of it during the pause) and the records its successor held until the
+    handoff."""
 
     version: int
     kind: str
@@ -94,6 +97,7 @@ class MoveRecord:
     pause_s: float
     bytes: int
     held_records: int = 0
+    tail_bytes: int = 0
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -105,6 +109,7 @@ class MoveRecord:
             "pause_ms": round(self.pause_s * 1000, 3),
             "bytes": self.bytes,
             "held_records": self.held_records,
+            "tail_bytes": self.tail_bytes,
         }
 
 
@@ -168,6 +173,9 @@ class Rescaler:
     scaling: Scaling
     max_moves: int = DEFAULT_MAX_MOVES
     pool: WorkerPool | None = None
+    #: Each worker's shipper (None: the workers share a state directory and nothing is
+    #: copied; see _ship.py).
+    shipper: Callable[[int], Ref] | None = None
     retired_reports: list[dict[str, Any]] = field(default_factory=list)
     #: True while a placement version is applied (no checkpoint may start).
     moving: bool = False
@@ -195,6 +203,7 @@ class Rescaler:
             message.pause_s,
             message.bytes,
             message.held_records,
+            message.tail_bytes,
         )
         self.scaling.moves.append(record)
         log.info(
@@ -311,6 +320,41 @@ class Rescaler:
             finally:
                 self.rescaling = False
 
+    async def _pre_copy(self, groups: Sequence[Move]) -> None:
+        """Copy the moving key groups' environments to their new owners while they run
+        (checkpoints may run meanwhile: the journal notes what they write)."""
+        shipper = self.shipper
+        assert shipper is not None
+        by_source: dict[int, list[list[int]]] = {}
+        for move in groups:
+            by_source.setdefault(int(move.source), []).append([int(move.item), int(move.target)])
+        version = self.placement.version + 1
+        started = time.perf_counter()
+        answers: list[dict[str, Any]] = []
+
+        async def ask(item: tuple[int, list[list[int]]]) -> None:
+            try:
+                answers.append(await shipper(item[0]).ask(PreCopy(version, item[1])))
+            except (PeerLostError, ActorStoppedError):
+                raise
+            except Exception as exc:
+                # A shipper (or the receiver it writes to) fails its worker, and with it this
+                # attempt: the move is over, as if the worker were lost (the attempt's own
+                # watch names the cause; a restart recovers from the last checkpoint).
+                raise PeerLostError(
+                    f"worker {item[0]} failed while pre-copying key groups: "
+                    f"{type(exc).__name__}: {exc}"
+                ) from exc
+
+        await _each(list(by_source.items()), ask)
+        log.info(
+            "key groups pre-copied",
+            version=version,
+            actors=sum(len(a["copied"]) for a in answers),
+            bytes=sum(int(a["bytes"]) for a in answers),
+            seconds=round(time.perf_counter() - started, 3),
+        )
+
     async def _retire(self, worker: int) -> None:
         controller = self.members.pop(worker)
         self.retired_reports.append(await controller.ask(Retire()))
@@ -322,6 +366,8 @@ class Rescaler:
     ) -> None:
         """Apply one placement version: ``groups`` and ``splits`` move (see ``_moves.py``).
         Nothing moves once the job has drained: its final checkpoint is being taken."""
+        if self.shipper is not None and groups:
+            await self._pre_copy(groups)
         await supervisor.wait_no_checkpoint()
         if supervisor.finished.is_set():
             raise RescaleError("the job has drained (read all its input): nothing to move")

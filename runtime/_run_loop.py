@@ -177,7 +177,7 @@ class _LoopPool:
                 workers=len(peers),
                 driver=DRIVER_ID,
                 kernel=worker,
-                backend=self.backend,
+                backend=run.worker_backend(index, self.backend),
                 group_owner=list(placement.group_owner),
                 split_owner=list(placement.split_owner),
                 batch_size=run.batch_size,
@@ -194,6 +194,7 @@ class _LoopPool:
                 peers=peers,
                 placement_version=placement.version,
                 close_sinks=False,  # shared across attempts: closed at the job's end
+                ship_state=run.per_worker_state,
             )
             place_directory(
                 worker, plan, placement.group_owner, DRIVER_ID, peers, placement.split_owner
@@ -218,6 +219,7 @@ async def _loop_attempt(
     plan = run.plan
     workers = run.scaling.workers
     placement = Placement.initial(plan.num_key_groups, len(plan.splits), workers)
+    run.tidy_state(placement)
     namespace = f"job-{run.run_id}-{start.attempt}"
     pool: _LoopPool | None = None
     await sinks.renew()

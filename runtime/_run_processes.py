@@ -27,7 +27,6 @@ from shoal.actors import (
 from shoal.actors._log import get_logger
 from shoal.storage import (
     CheckpointStore,
-    LmdbBackend,
 )
 
 from ._attempt import (
@@ -51,6 +50,7 @@ from ._result import JobResult
 from ._sinks import SinkPartition
 from ._supervisor import JobSupervisor
 from ._worker import place_directory
+from ._worker_state import worker_state_root
 
 __all__ = ("run_processes",)
 
@@ -235,6 +235,7 @@ async def _process_attempt(
 ) -> JobResult:
     plan = run.plan
     placement = Placement.initial(plan.num_key_groups, len(plan.splits), run.scaling.workers)
+    run.tidy_state(placement)  # the previous attempt's processes have all exited
     await recover_sink(run, start)
     mesh_dir = Path(tempfile.mkdtemp(prefix="shoal-mesh-", dir=_mesh_parent()))
     # Processes in the order they ended while the job ran (the first cause comes first).
@@ -311,7 +312,7 @@ async def _process_attempt(
         True,
         elapsed,
         reports,
-        LmdbBackend(run.state_dir),
+        run.result_backend(),
         supervisor,
         attempts,
     )
@@ -414,6 +415,10 @@ def _worker_args(
         "placement": placement.to_data(),
         "driver": DRIVER_ID,
         "state_dir": str(run.state_dir),
+        "state_root": str(
+            worker_state_root(run.state_dir, index) if run.per_worker_state else run.state_dir
+        ),
+        "ship_state": run.per_worker_state,
         "batch_size": run.batch_size,
         "mailbox_size": run.mailbox_size,
         "log_format": run.log_format,

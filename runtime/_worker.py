@@ -66,6 +66,8 @@ from ._names import (
     exchange_name,
     flow_control_name,
     handoffs_name,
+    shipments_name,
+    shipper_name,
     source_actor_name,
 )
 from ._operators import (
@@ -76,6 +78,7 @@ from ._operators import (
     key_and_route_timed,
 )
 from ._plan import Plan, Stage, actor_name
+from ._ship import ShipmentReceiver, Shipper
 from ._sinks import DeadLetter, SinkPartition
 from ._source_actor import SourceActor
 from ._source_host import SourceHost, source_host_name
@@ -136,6 +139,9 @@ class WorkerEnv:
     placement_version: int = 0
     # Whether retiring closes the sink partitions (False: the run closes them at the end).
     close_sinks: bool = True
+    # Each worker has a state directory of its own: a key group that moves is shipped
+    # (pre-copy, then the changes since; see _ship.py) instead of reopened in place.
+    ship_state: bool = False
     # Live migration (see _moves.py): markers each sender channel here still owes, as
     # (stage, key group, old owner); the actors leaving in the version being applied; this
     # worker's running key-group actors by name, and the successors waiting for a handoff.
@@ -515,6 +521,8 @@ def place_workers(kernel: Worker, plan: Plan, workers: Sequence[int]) -> None:
     for worker in workers:
         directory.place(controller_name(worker), worker)
         directory.place(handoffs_name(worker), worker)
+        directory.place(shipper_name(worker), worker)
+        directory.place(shipments_name(worker), worker)
         directory.place(flow_control_name(worker), worker)
         for stage in plan.keyed_stages:
             directory.place(exchange_name(worker, stage.index), worker)
@@ -582,6 +590,9 @@ async def start_worker(env: WorkerEnv) -> None:
         # One message per key-group actor or split handed over: never a wait.
         mailbox_size=len(env.plan.keyed_stages) * env.plan.num_key_groups + len(env.plan.splits),
     )
+    if env.ship_state:
+        await kernel.spawn(partial(Shipper, env), name=shipper_name(env.index))
+        await kernel.spawn(partial(ShipmentReceiver, env), name=shipments_name(env.index))
     await kernel.spawn(lambda: WorkerController(env), name=controller_name(env.index))
     get_logger("shoal.worker").info(
         "worker started",

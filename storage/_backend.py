@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -132,6 +133,14 @@ class LmdbBackend:
         final = self.path_for(operator, key_group)
         final.parent.mkdir(parents=True, exist_ok=True)
         os.rename(incoming, final)
+        with contextlib.suppress(OSError):  # the operator's folder, if nothing else is in it
+            incoming.parent.rmdir()
+
+    def discard_shipments(self) -> None:
+        """Delete every shipped copy waiting here and every copy being shipped from here (a
+        move that a failure cut short: the next attempt starts from the placement's owners)."""
+        for leftover in (INCOMING, OUTGOING):
+            shutil.rmtree(self.root / leftover, ignore_errors=True)
 
     def remove(self, operator: str, key_group: int) -> None:
         """Delete the environment of ``(operator, key_group)`` (it moved away); no-op if none.

@@ -232,8 +232,9 @@ def random_schedule(seed: int, output: str = "") -> tuple[dict[str, Any], list[F
     return params, faults
 
 
-#: The points of live migration: tests/runtime/test_rescale.py schedules faults there.
-MIGRATION_POINTS = {"keygroup.handoff", "keygroup.takeover", "source.handoff"}
+#: The points of live migration: tests/runtime/test_rescale.py (and, for shipping between
+#: state directories, test_rescale_shipped.py) schedules faults there.
+MIGRATION_POINTS = {"keygroup.handoff", "keygroup.takeover", "source.handoff", "keygroup.ship"}
 
 
 def test_random_schedules_cover_every_fault_point() -> None:
