@@ -9,7 +9,9 @@ from collections import deque
 from typing import TYPE_CHECKING, Any
 
 import anyio
+import anyio.lowlevel
 from shoal.actors import Actor
+from shoal.actors._cell import TURN_S
 from shoal.actors._log import get_logger
 from shoal.storage import (
     EpochDelta,
@@ -312,8 +314,15 @@ class KeyGroupActor(Actor):
         )
         queued, self.queued = self.queued, deque()
         self.queued_records = 0
+        # What waited for the move, in turns like the kernel's (fair turns): another
+        # successor's takeover on this worker waits a turn, not this whole backlog.
+        clock = time.perf_counter
+        turn = clock()
         while queued:
             await self._dispatch(queued.popleft())
+            if queued and clock() - turn > TURN_S:
+                await anyio.lowlevel.checkpoint()
+                turn = clock()
 
     async def _leave(self) -> None:
         """Every open channel has sent its marker: hand the key group to its new owner."""
