@@ -204,6 +204,12 @@ def build_parser() -> argparse.ArgumentParser:
         "of the state directory)",
     )
     run.add_argument(
+        "--per-worker-state",
+        action="store_true",
+        help="each worker keeps its state in a directory of its own (as on separate hosts): "
+        "a key group that moves is shipped, copied while it runs, then the changes since",
+    )
+    run.add_argument(
         "--batch-size", type=_positive, default=None, metavar="N", help="records per source batch"
     )
     run.add_argument(
@@ -488,6 +494,8 @@ async def _run_job(
     extra: dict[str, Any] = {}
     if args.batch_size:
         extra["batch_size"] = args.batch_size
+    if args.per_worker_state:
+        extra["per_worker_state"] = True
     stop = anyio.Event()
     outcome: JobResult | BaseException | None = None
     job = anyio.CancelScope()

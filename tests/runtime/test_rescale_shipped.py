@@ -194,3 +194,38 @@ async def test_random_shipped_rescales_with_kills_across_processes_keep_state_ex
     assert final_state(result, p) == oracle_of(read, p["stages"])
     held = environments(tmp_path / "state")
     assert all(len(workers) == 1 for workers in held.values()), held
+
+
+@pytest.mark.processes
+def test_shoal_run_per_worker_state_keeps_each_workers_state_apart(tmp_path: Path) -> None:
+    """`shoal run ... --per-worker-state`: each worker process writes under its own directory,
+    and the scenario's checks (state against the oracle) read it back from there."""
+    import json
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [
+            str(Path(sys.executable).with_name("shoal")),
+            "run",
+            str(Path(__file__).parents[2] / "scenarios" / "clickstream.py"),
+            "--workers",
+            "2",
+            "--per-worker-state",
+            "--param",
+            "events=20000",
+            "--json",
+            "--state-dir",
+            str(tmp_path / "state"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert json.loads(done.stdout)["passed"] is True
+    held = environments(tmp_path / "state")
+    assert {workers[0] for workers in held.values()} == {"w00000", "w00001"}
+    assert all(len(workers) == 1 for workers in held.values())
+    assert not list((tmp_path / "state").glob("*/kg-*"))  # nothing in the shared layout
