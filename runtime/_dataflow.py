@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import inspect
 import re
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,7 +27,10 @@ from ._watermarks import (
 from ._windows import Session, Sliding, Tumbling, WindowSpec, windows_spec
 
 __all__ = (
+    "DEFAULT_CONCURRENCY",
     "AggregateOp",
+    "AsyncFilterOp",
+    "AsyncMapOp",
     "CountOp",
     "EventTime",
     "FilterOp",
@@ -59,12 +62,31 @@ class FilterOp:
 
 
 @dataclass(frozen=True, slots=True)
+class AsyncMapOp:
+    """``map`` with an ``async def`` function: up to ``concurrency`` calls of a batch at
+    once, results in input order."""
+
+    fn: Callable[[Any], Awaitable[Any]]
+    concurrency: int
+    name: str = "map"
+
+
+@dataclass(frozen=True, slots=True)
+class AsyncFilterOp:
+    """``filter`` with an ``async def`` predicate (as :class:`AsyncMapOp`)."""
+
+    fn: Callable[[Any], Awaitable[Any]]
+    concurrency: int
+    name: str = "filter"
+
+
+@dataclass(frozen=True, slots=True)
 class FlatMapOp:
     fn: Callable[[Any], Iterable[Any]]
     name: str = "flat_map"
 
 
-StatelessOp = MapOp | FilterOp | FlatMapOp
+StatelessOp = MapOp | FilterOp | FlatMapOp | AsyncMapOp | AsyncFilterOp
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +98,8 @@ class ProcessOp:
     fn: Callable[[Any, Any, Any], Any]
     states: tuple[StateSpec, ...]
     on_timer: Callable[[Any, Any, Any], Any] | None = None
+    #: An ``async def`` function: how many keys of a batch run at once (None: a plain one).
+    concurrency: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,16 +176,43 @@ class _Graph:
     tail: object | None = None  # the stream that may still be extended
 
 
+#: How many calls of an ``async def`` user function a batch runs at once by default (as
+#: Flink's async I/O capacity).
+DEFAULT_CONCURRENCY = 100
+
+
+def _is_async(fn: object) -> bool:
+    return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(
+        getattr(fn, "__call__", None)  # noqa: B004 - a callable object's __call__ may be async
+    )
+
+
 def _check_callable(fn: object, what: str) -> None:
     if not callable(fn):
         raise TypeError(f"{what} must be callable; got {type(fn).__name__}")
-    if inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(
-        getattr(fn, "__call__", None)  # noqa: B004 - a callable object's __call__ may be async
-    ):
+    if _is_async(fn):
         raise TypeError(
-            f"{what} must be a plain function; async user functions run only in an embedded "
-            "runtime, which this release does not provide yet"
+            f"{what} must be a plain function: an async one runs only in map, filter and "
+            "process (got an async def)"
         )
+
+
+def _check_concurrency(fn: object, concurrency: object, what: str) -> int | None:
+    """The bound an ``async def`` ``fn`` runs with (None for a plain function)."""
+    if not callable(fn):
+        raise TypeError(f"{what} must be callable; got {type(fn).__name__}")
+    if not _is_async(fn):
+        if concurrency is not None:
+            raise TypeError(
+                f"{what} with concurrency= must be an async function (async def); "
+                f"got the plain function {getattr(fn, '__name__', fn)!r}"
+            )
+        return None
+    if concurrency is None:
+        return DEFAULT_CONCURRENCY
+    if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
+        raise ValueError(f"concurrency must be an int >= 1; got {concurrency!r}")
+    return concurrency
 
 
 def _check_name(name: object, what: str) -> str:
@@ -311,16 +362,22 @@ class Stream(_Extendable):
 
     __slots__ = ()
 
-    def map(self, fn: Callable[[Any], Any]) -> Stream:
-        """Transform every record with ``fn``."""
-        _check_callable(fn, "map function")
-        self._append(MapOp(fn))
+    def map(self, fn: Callable[[Any], Any], *, concurrency: int | None = None) -> Stream:
+        """Transform every record with ``fn``.
+
+        ``fn`` may be an ``async def`` function: then up to ``concurrency`` calls of a batch
+        run at once (default 100) and the results keep the input order; the next batch,
+        barrier or watermark waits for them all.
+        """
+        bound = _check_concurrency(fn, concurrency, "map function")
+        self._append(MapOp(fn) if bound is None else AsyncMapOp(fn, bound))
         return Stream(self._graph)
 
-    def filter(self, fn: Callable[[Any], Any]) -> Stream:
-        """Keep the records for which ``fn`` returns a true value."""
-        _check_callable(fn, "filter predicate")
-        self._append(FilterOp(fn))
+    def filter(self, fn: Callable[[Any], Any], *, concurrency: int | None = None) -> Stream:
+        """Keep the records for which ``fn`` returns a true value (``fn`` may be ``async``,
+        as for :meth:`map`)."""
+        bound = _check_concurrency(fn, concurrency, "filter predicate")
+        self._append(FilterOp(fn) if bound is None else AsyncFilterOp(fn, bound))
         return Stream(self._graph)
 
     def flat_map(self, fn: Callable[[Any], Iterable[Any]]) -> Stream:
@@ -359,6 +416,7 @@ class KeyedStream(_Extendable):
         states: Sequence[StateSpec] = (),
         on_timer: Callable[[Any, Any, Any], Any] | None = None,
         name: str = "process",
+        concurrency: int | None = None,
     ) -> Stream:
         """Run ``fn(key, value, ctx)`` for every record, with the declared keyed states.
 
@@ -368,13 +426,19 @@ class KeyedStream(_Extendable):
         ``on_timer``, ``ctx.timers`` registers timers for the current key and
         ``on_timer(key, ts, ctx)`` runs when one fires (see ``_timers.py``). ``fn`` may be an
         object with a ``process`` method (and optionally ``on_timer`` and ``states``) instead.
+
+        ``fn`` (and ``on_timer``) may be ``async def`` functions: a key's records then run one
+        after the other in arrival order, and up to ``concurrency`` keys of a batch at once
+        (default 100); ``ctx.state`` is the record's key's across every ``await``. The next
+        batch, barrier, watermark or timer waits for every record before it (see
+        ``_async_ops.py``).
         """
         if not callable(fn) and callable(getattr(fn, "process", None)):
             states = tuple(states) or tuple(getattr(fn, "states", ()))
             if on_timer is None and callable(getattr(fn, "on_timer", None)):
                 on_timer = fn.on_timer
             fn = fn.process
-        _check_callable(fn, "process function")
+        bound = _check_concurrency(fn, concurrency, "process function")
         specs = tuple(states)
         for spec in specs:
             if not hasattr(spec, "name"):
@@ -385,9 +449,14 @@ class KeyedStream(_Extendable):
                     "shoal's internal states (timers, windows); pick another name"
                 )
         if on_timer is not None:
-            _check_callable(on_timer, "on_timer")
+            if not callable(on_timer):
+                raise TypeError(f"on_timer must be callable; got {type(on_timer).__name__}")
+            if _is_async(on_timer) and bound is None:
+                raise TypeError("an async on_timer needs an async process function (async def) too")
             specs = (*specs, timers_spec())
-        self._append(ProcessOp(self._unique(name), self._key_fn, fn, specs, on_timer))
+        self._append(
+            ProcessOp(self._unique(name), self._key_fn, fn, specs, on_timer, concurrency=bound)
+        )
         return Stream(self._graph)
 
     def window(

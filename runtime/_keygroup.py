@@ -424,7 +424,10 @@ class KeyGroupActor(Actor):
         runner = self.runner
         assert runner is not None
         env = self.env
-        values, offsets, stamps = runner.fire_timers(watermark, self.name, env.dead)
+        if runner.is_async:
+            values, offsets, stamps = await runner.fire_timers_async(watermark, self.name, env.dead)
+        else:
+            values, offsets, stamps = runner.fire_timers(watermark, self.name, env.dead)
         await env.emit(self.stage, self.name, self.name, values, offsets, self.epoch_out, stamps)
         if watermark is not None and self.stage.next_key_fn is not None:
             await env.broadcast(self.stage.index + 1, Watermark(self.name, watermark))
@@ -543,9 +546,14 @@ class KeyGroupActor(Actor):
             self.store.get(self.sample_state, data.keys[0])
             env.metrics.observe_state_access(time.perf_counter() - started)
         started = time.perf_counter()
-        values, offsets, stamps = runner.run(
-            data.keys, data.values, data.offsets, data.split, env.dead, data.timestamps
-        )
+        if runner.is_async:
+            values, offsets, stamps = await runner.run_async(
+                data.keys, data.values, data.offsets, data.split, env.dead, data.timestamps
+            )
+        else:
+            values, offsets, stamps = runner.run(
+                data.keys, data.values, data.offsets, data.split, env.dead, data.timestamps
+            )
         env.metrics.observe_operator(
             runner.operator, count, len(values), time.perf_counter() - started
         )

@@ -10,15 +10,19 @@ record; nothing is redone).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import inspect
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from itertools import compress
 from operator import itemgetter
 from typing import Any
 
 from shoal.storage import KeyGroupStore
 
+from ._async_ops import in_key, run_keys_async
 from ._dataflow import (
     AggregateOp,
+    AsyncFilterOp,
+    AsyncMapOp,
     CountOp,
     FilterOp,
     FlatMapOp,
@@ -44,7 +48,7 @@ __all__ = (
     "key_and_route_timed",
 )
 
-StatelessOp = MapOp | FilterOp | FlatMapOp
+StatelessOp = MapOp | FilterOp | FlatMapOp | AsyncMapOp | AsyncFilterOp
 Routed = dict[int, tuple[list[Any], list[Any], list[int]]]
 RoutedTimed = dict[int, tuple[list[Any], list[Any], list[int], list[Any]]]
 
@@ -386,7 +390,19 @@ class KeyedRunner:
     operator, key group, state, key and type (see ``shoal.storage``).
     """
 
-    __slots__ = ("_ctx", "_op", "_store", "_time", "_ttl", "_value", "_window", "operator")
+    __slots__ = (
+        "_contexts",
+        "_ctx",
+        "_key_group",
+        "_op",
+        "_store",
+        "_time",
+        "_ttl",
+        "_value",
+        "_window",
+        "is_async",
+        "operator",
+    )
 
     def __init__(
         self, op: KeyedOp, store: KeyGroupStore, key_group: int, time: KeyedTime | None = None
@@ -395,7 +411,12 @@ class KeyedRunner:
         self._store = store
         self._time = time
         self.operator = op.name
+        self._key_group = key_group
         self._ctx = ProcessContext(op.name, key_group, store, time)
+        #: An ``async def`` process function: the actor awaits ``run_async`` and
+        #: ``fire_timers_async`` instead (see ``_async_ops.py``).
+        self.is_async = type(op) is ProcessOp and op.concurrency is not None
+        self._contexts: list[ProcessContext] = []  # one per concurrent key, made on demand
         self._value = None if isinstance(op, ProcessOp | WindowOp) else store.state("value")
         self._window: WindowRunner | None = None
         # TTL states (see shoal.storage's _ttl.py): "now" is the clock for processing-time
@@ -457,19 +478,14 @@ class KeyedRunner:
         pairs: list[Any] = out_pairs
         return out, [pair[0] for pair in pairs], [pair[1] for pair in pairs]
 
-    def fire_timers(
-        self, watermark: float | None, split: str, dead: DeadLetters
-    ) -> tuple[list[Any], list[int], list[Any]]:
-        """Run every event-time timer due at ``watermark`` (None: none) and every
-        processing-time timer due at the clock's now, in timestamp order; return what they
-        emitted."""
-        out: tuple[list[Any], list[int], list[Any]] = ([], [], [])
+    def _due(self, watermark: float | None) -> Iterator[tuple[Any, Any, int]]:
+        """The timers due, ``(key, ts, kind)`` in timestamp order per kind: event time at
+        ``watermark`` (None: none), processing time at the clock's now; rearms after."""
         time = self._time
         if time is None or time.timers is None:
-            return out
+            return
         timers = time.timers
         window = self._window
-        current = time.watermark
         due: list[tuple[int, float]] = []
         if watermark is not None:
             due.append((EVENT_TIME, watermark))
@@ -480,13 +496,73 @@ class KeyedRunner:
                 due.append((PROCESSING_TIME, now))
         for kind, upto in due:
             for ts, key in timers.due(kind, upto):
-                if window is not None:
-                    window.on_timer(key, ts, out, split, dead)
-                else:
-                    self._on_timer(key, ts, kind, current, out, split, dead)
+                yield key, ts, kind
         if window is None:
             timers.rearm()  # wake the key group at the next processing-time timer
+
+    def fire_timers(
+        self, watermark: float | None, split: str, dead: DeadLetters
+    ) -> tuple[list[Any], list[int], list[Any]]:
+        """Run every event-time timer due at ``watermark`` (None: none) and every
+        processing-time timer due at the clock's now, in timestamp order; return what they
+        emitted."""
+        out: tuple[list[Any], list[int], list[Any]] = ([], [], [])
+        window = self._window
+        current = MIN_WATERMARK if self._time is None else self._time.watermark
+        for key, ts, kind in self._due(watermark):
+            if window is not None:
+                window.on_timer(key, ts, out, split, dead)
+            else:
+                self._on_timer(key, ts, kind, current, out, split, dead)
         return out
+
+    async def fire_timers_async(
+        self, watermark: float | None, split: str, dead: DeadLetters
+    ) -> tuple[list[Any], list[int], list[Any]]:
+        """:meth:`fire_timers` for an async operator: one ``on_timer`` at a time, awaited."""
+        out: tuple[list[Any], list[int], list[Any]] = ([], [], [])
+        current = MIN_WATERMARK if self._time is None else self._time.watermark
+        for key, ts, kind in self._due(watermark):
+            self._store.key = key
+            result = self._on_timer(key, ts, kind, current, out, split, dead)
+            if result is not None:
+                await result
+        return out
+
+    async def run_async(
+        self,
+        keys: list[Any],
+        values: list[Any],
+        offsets: list[int],
+        split: str,
+        dead: DeadLetters,
+        timestamps: list[Any] | None = None,
+    ) -> tuple[list[Any], list[int], list[Any] | None]:
+        """:meth:`run` for an ``async def`` process function (see ``_async_ops.py``)."""
+        op = self._op
+        assert type(op) is ProcessOp
+        assert op.concurrency is not None
+        while len(self._contexts) < min(op.concurrency, len(keys)):
+            self._contexts.append(ProcessContext(op.name, self._key_group, self._store, self._time))
+        try:
+            processed = await run_keys_async(
+                op,
+                self._store,
+                iter(self._contexts),
+                keys,
+                values,
+                offsets,
+                split,
+                dead,
+                timestamps,
+            )
+        finally:
+            for ctx in self._contexts:
+                ctx.emit = _no_output
+                ctx.timestamp = None
+        if self._ttl:
+            self._store.cleanup_expired(2 * len(keys))
+        return processed
 
     def _on_timer(
         self,
@@ -497,7 +573,9 @@ class KeyedRunner:
         out: tuple[list[Any], list[int], list[Any]],
         split: str,
         dead: DeadLetters,
-    ) -> None:
+    ) -> Awaitable[None] | None:
+        """Call ``on_timer`` for one timer; for an ``async def`` one, return what to await
+        (it finishes the call's bookkeeping), else None."""
         op = self._op
         assert type(op) is ProcessOp
         assert op.on_timer is not None
@@ -509,14 +587,53 @@ class KeyedRunner:
         stamp = ts if kind == EVENT_TIME else watermark
         ctx.timestamp = stamp
         ctx.emit = values.append
+        where = f"{op.name}.on_timer"
         try:
-            op.on_timer(key, ts, ctx)
+            result = op.on_timer(key, ts, ctx)
         except Exception as exc:
-            dead.add(f"{op.name}.on_timer", exc, split, -1, ts, key)
+            dead.add(where, exc, split, -1, ts, key)
+            result = None
+        if inspect.iscoroutine(result):
+            return self._timer_done(
+                in_key(result, self._store, key, where),
+                before,
+                stamp,
+                out,
+                split,
+                dead,
+                key,
+                ts,
+                where,
+            )
+        self._timer_emitted(before, stamp, out)
+        return None
+
+    async def _timer_done(
+        self,
+        call: Awaitable[Any],
+        before: int,
+        stamp: Any,
+        out: tuple[list[Any], list[int], list[Any]],
+        split: str,
+        dead: DeadLetters,
+        key: Any,
+        ts: Any,
+        where: str,
+    ) -> None:
+        try:
+            await call
+        except Exception as exc:
+            dead.add(where, exc, split, -1, ts, key)
         finally:
-            ctx.emit = _no_output
-            ctx.timestamp = None
-        emitted = len(values) - before
+            self._timer_emitted(before, stamp, out)
+
+    def _timer_emitted(
+        self, before: int, stamp: Any, out: tuple[list[Any], list[int], list[Any]]
+    ) -> None:
+        ctx = self._ctx
+        ctx.emit = _no_output
+        ctx.timestamp = None
+        emitted = len(out[0]) - before
         out[1].extend([-1] * emitted)
         out[2].extend([stamp] * emitted)
 

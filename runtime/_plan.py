@@ -14,12 +14,21 @@ from typing import Any
 
 from shoal.storage import describe_specs
 
-from ._dataflow import FilterOp, FlatMapOp, Flow, KeyedOp, MapOp, SinkOp
+from ._dataflow import (
+    AsyncFilterOp,
+    AsyncMapOp,
+    FilterOp,
+    FlatMapOp,
+    Flow,
+    KeyedOp,
+    MapOp,
+    SinkOp,
+)
 from ._sinks import Sink
 
 __all__ = ("Plan", "Stage", "actor_name", "compile_plan", "place_key_groups", "place_splits")
 
-StatelessOp = MapOp | FilterOp | FlatMapOp
+StatelessOp = MapOp | FilterOp | FlatMapOp | AsyncMapOp | AsyncFilterOp
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,6 +40,8 @@ class Stage:
     chain: tuple[StatelessOp, ...]
     next_key_fn: Callable[[Any], Any] | None
     next_operator: str | None
+    #: The chain holds an ``async def`` map or filter (run by ``_async_ops.py``).
+    async_chain: bool = False
 
     @property
     def name(self) -> str:
@@ -99,14 +110,14 @@ def compile_plan(flow: Flow) -> Plan:
     chain: list[StatelessOp] = []
     sink: Sink | None = None
     for op in ops:
-        if isinstance(op, MapOp | FilterOp | FlatMapOp):
+        if isinstance(op, MapOp | FilterOp | FlatMapOp | AsyncMapOp | AsyncFilterOp):
             chain.append(op)
         elif isinstance(op, SinkOp):
             sink = op.sink
         else:
-            stages.append(Stage(len(stages), current, tuple(chain), op.key_fn, op.name))
+            stages.append(_stage(len(stages), current, chain, op.key_fn, op.name))
             current, chain = op, []
-    stages.append(Stage(len(stages), current, tuple(chain), None, None))
+    stages.append(_stage(len(stages), current, chain, None, None))
     assert sink is not None
     splits = tuple(flow.get_source().splits())
     if not splits:
@@ -114,6 +125,17 @@ def compile_plan(flow: Flow) -> Plan:
     if len(set(splits)) != len(splits):
         raise ValueError(f"the source of flow {flow.name!r} returned duplicate split ids")
     return Plan(flow, tuple(stages), sink, splits)
+
+
+def _stage(
+    index: int,
+    operator: KeyedOp | None,
+    chain: list[StatelessOp],
+    next_key_fn: Callable[[Any], Any] | None,
+    next_operator: str | None,
+) -> Stage:
+    is_async = any(isinstance(op, AsyncMapOp | AsyncFilterOp) for op in chain)
+    return Stage(index, operator, tuple(chain), next_key_fn, next_operator, is_async)
 
 
 def place_key_groups(num_key_groups: int, workers: int) -> list[int]:

@@ -27,6 +27,7 @@ from shoal.storage import (
     StateBackend,
 )
 
+from ._async_ops import apply_chain_async
 from ._checkpoint_io import CheckpointWriter
 from ._credits import DEFAULT_WINDOW, MAX_WORKERS, Credits, exchange_mailbox_size
 from ._exchange import ExchangeActor, FlowControlActor
@@ -230,7 +231,11 @@ class WorkerEnv:
         """
         if self.owed:  # a placement change: the old owners hear first that this is all
             await pay_markers(self, channel)
-        if stage.chain:
+        if stage.async_chain:
+            values, offsets, timestamps = await apply_chain_async(
+                stage.chain, values, offsets, timestamps, split, self.dead
+            )
+        elif stage.chain:
             if timestamps is None:
                 values, offsets = apply_chain(stage.chain, values, offsets, split, self.dead)
             else:

@@ -283,6 +283,7 @@ EXPECTED_SKIPS = [
         "N is a placeholder; the command runs in docs/getting-started.md's test",
     ),
     ("docs/getting-started.md", "installs shoal"),
+    ("docs/guides/async-functions.md", "a benchmark; figures in docs/benchmarks.md"),
     (
         "docs/guides/rescaling.md",
         "a 30 s run of worker processes; tests/runtime/test_rescale.py runs it",

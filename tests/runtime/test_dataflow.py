@@ -50,17 +50,6 @@ def test_map_needs_a_callable() -> None:
         stream.map(3)  # type: ignore[arg-type]
 
 
-def test_async_functions_are_refused_with_a_reason() -> None:
-    async def double(x: int) -> int:
-        return 2 * x
-
-    stream = Flow("f").source(IterableSource([1]))
-    with pytest.raises(
-        TypeError, match=r"^map function must be a plain function; async user functions"
-    ):
-        stream.map(double)
-
-
 def test_streams_are_linear() -> None:
     stream = Flow("f").source(IterableSource([1]))
     stream.map(str)
