@@ -1,0 +1,27 @@
+"""shoal.testing: test stateful stream logic deterministically, with no broker and no waiting.
+
+* :class:`VirtualClock`: processing time that moves only when told, or (installed in an asyncio
+  loop with ``autojump=True``) jumps to the next deadline whenever every task is blocked.
+* :class:`KeyedHarness`: one keyed operator (a process function, a window, a reduce ...) on the
+  real runner, store and timers: push records, move the watermark and the clock, read and set
+  state, list timers, snapshot and restore, repartition into workers.
+* :func:`assert_matches_reference`: per-key results against a reference function, with the
+  first differing keys in the assertion message.
+* ``shoal.testing.strategies``: hypothesis strategies for rescale and fault schedules (needs
+  ``hypothesis``, in the ``test`` extra).
+
+The pytest plugin (``shoal.pytest_plugin``, registered by entry point) adds the fixtures
+``virtual_clock``, ``keyed_harness`` and ``shoal_state_dir``. See docs/guides/testing.md.
+"""
+
+from __future__ import annotations
+
+from shoal.runtime._exceptions import HarnessError as HarnessError
+from shoal.runtime._exceptions import VirtualClockError as VirtualClockError
+from shoal.runtime._virtual_clock import VirtualClock as VirtualClock
+
+__all__ = (
+    "VirtualClock",
+    "VirtualClockError",
+    "HarnessError",
+)
