@@ -17,11 +17,23 @@ The pytest plugin (``shoal.pytest_plugin``, registered by entry point) adds the 
 from __future__ import annotations
 
 from shoal.runtime._exceptions import HarnessError as HarnessError
+from shoal.runtime._harness import Emitted as Emitted
+from shoal.runtime._harness import KeyedHarness as KeyedHarness
+from shoal.runtime._harness import Timer as Timer
 from shoal.runtime._exceptions import VirtualClockError as VirtualClockError
+from shoal.runtime._oracle import KeyDifference as KeyDifference
+from shoal.runtime._oracle import assert_matches_reference as assert_matches_reference
+from shoal.runtime._oracle import per_key_differences as per_key_differences
 from shoal.runtime._virtual_clock import VirtualClock as VirtualClock
 
 __all__ = (
     "VirtualClock",
+    "KeyedHarness",
+    "Emitted",
+    "Timer",
+    "assert_matches_reference",
+    "per_key_differences",
+    "KeyDifference",
     "VirtualClockError",
     "HarnessError",
 )
