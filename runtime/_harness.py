@@ -348,15 +348,21 @@ class KeyedHarness:
     # -- state and timers ----------------------------------------------------------------------
 
     def state(self, key: Any, name: str) -> Any:
-        """``key``'s value of state ``name`` as the operator would read it (a ListState's
-        list, a MapState's dict, an AggregatingState's result; None when it has none).
+        """``key``'s value of state ``name`` as the operator would read it (a ValueState's
+        value or its declared default, a ListState's list, a MapState's dict, an
+        AggregatingState's result; None when it has none).
         Internal states (``_shoal_timers``, ``_shoal_windows``) can be read too.
 
         Raises:
             HarnessError: the operator declares no state ``name``; ``key`` is not owned.
         """
         self._check_state(name)
-        return self._group(self._owner_of(key)).store.get(name, key)
+        store = self._group(self._owner_of(key)).store
+        handle = store.state(name)
+        if isinstance(handle, ValueState):
+            store.key = key  # (set before each record and timer: nothing else reads it)
+            return handle.value()  # with the declared default, as the operator sees it
+        return store.get(name, key)
 
     def set_state(self, key: Any, name: str, value: Any) -> None:
         """Set ``key``'s state ``name`` as if the operator had written it: a ValueState's
