@@ -37,14 +37,16 @@ from __future__ import annotations
 import asyncio
 import heapq
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar
 
 from ._exceptions import VirtualClockError
 from ._time import Cancellable
 
-__all__ = ("VirtualClock",)
+__all__ = ("VirtualClock", "run_virtual")
+
+T = TypeVar("T")
 
 
 class _Call:
@@ -320,3 +322,25 @@ def _earliest_timer(loop: asyncio.AbstractEventLoop) -> float | None:
         return when
     live = [handle.when() for handle in scheduled if not handle.cancelled()]
     return min(live) if live else None
+
+
+def run_virtual(
+    fn: Callable[..., Coroutine[Any, Any, T]], *args: Any, clock: VirtualClock | None = None
+) -> T:
+    """Run ``await fn(*args)`` in a new asyncio event loop with ``clock`` installed (default:
+    a new ``VirtualClock(autojump=True)``) and return its result: the synchronous way into
+    virtual time, like ``trio.run(..., clock=MockClock(autojump_threshold=0))``. The loop is
+    asyncio's own selector loop (autojump cannot work on uvloop), closed at the end.
+
+    Raises:
+        RuntimeError: called from a running event loop (await the function there instead,
+            with the clock installed: ``with clock:``).
+    """
+    chosen = VirtualClock(autojump=True) if clock is None else clock
+
+    async def main() -> T:
+        with chosen:
+            return await fn(*args)
+
+    with asyncio.Runner(loop_factory=asyncio.SelectorEventLoop) as runner:
+        return runner.run(main())

@@ -13,10 +13,11 @@ import pytest
 import shoal.actors
 import shoal.runtime
 import shoal.storage
+import shoal.testing
 
 import shoal
 
-PACKAGES = [shoal, shoal.actors, shoal.storage, shoal.runtime]
+PACKAGES = [shoal, shoal.actors, shoal.storage, shoal.runtime, shoal.testing]
 
 
 def ids(module: ModuleType) -> str:

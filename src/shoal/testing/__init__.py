@@ -1,7 +1,8 @@
 """shoal.testing: test stateful stream logic deterministically, with no broker and no waiting.
 
 * :class:`VirtualClock`: processing time that moves only when told, or (installed in an asyncio
-  loop with ``autojump=True``) jumps to the next deadline whenever every task is blocked.
+  loop with ``autojump=True``) jumps to the next deadline whenever every task is blocked;
+  :func:`run_virtual` runs a coroutine function in a fresh loop with one installed.
 * :class:`KeyedHarness`: one keyed operator (a process function, a window, a reduce ...) on the
   real runner, store and timers: push records, move the watermark and the clock, read and set
   state, list timers, snapshot and restore, repartition into workers.
@@ -25,9 +26,11 @@ from shoal.runtime._oracle import KeyDifference as KeyDifference
 from shoal.runtime._oracle import assert_matches_reference as assert_matches_reference
 from shoal.runtime._oracle import per_key_differences as per_key_differences
 from shoal.runtime._virtual_clock import VirtualClock as VirtualClock
+from shoal.runtime._virtual_clock import run_virtual as run_virtual
 
 __all__ = (
     "VirtualClock",
+    "run_virtual",
     "KeyedHarness",
     "Emitted",
     "Timer",
