@@ -411,9 +411,7 @@ class KeyedHarness:
             EVENT_TIME: "event",
             PROCESSING_TIME: "processing",
         }
-        return [
-            Timer(kinds[kind], ts) for kind, ts in sorted(entries, key=lambda e: (e[1], e[0]))
-        ]
+        return [Timer(kinds[kind], ts) for kind, ts in sorted(entries, key=lambda e: (e[1], e[0]))]
 
     def keys(self, name: str) -> list[Any]:
         """Every key with a value in state ``name``, across the owned key groups."""
@@ -587,4 +585,3 @@ def _pick(flow: Flow, operator: str | None) -> KeyedOp:
             return op
     names = ", ".join(op.name for op in ops)
     raise HarnessError(f"flow {flow.name!r} has no keyed operator {operator!r}; it has: {names}")
-

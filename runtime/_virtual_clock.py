@@ -91,7 +91,16 @@ class VirtualClock:
             await anyio.sleep(3600)  # returns at once; clock.now() == 3600.0
     """
 
-    __slots__ = ("_calls", "_elapsed", "_idle", "_installed", "_seq", "autojump", "start", "threshold")
+    __slots__ = (
+        "_calls",
+        "_elapsed",
+        "_idle",
+        "_installed",
+        "_seq",
+        "autojump",
+        "start",
+        "threshold",
+    )
 
     def __init__(
         self, start: float = 0.0, *, autojump: bool = False, autojump_threshold: float = 0.0
@@ -208,7 +217,7 @@ class VirtualClock:
             raise VirtualClockError("this VirtualClock is already installed; uninstall it first")
         if loop is None:
             loop = asyncio.get_running_loop()
-        selector = getattr(loop, "_selector", None)
+        selector: Any = getattr(loop, "_selector", None)
         if not isinstance(loop, asyncio.BaseEventLoop) or not callable(
             getattr(selector, "select", None)
         ):
@@ -234,7 +243,7 @@ class VirtualClock:
             return
         loop = installed.loop
         virtual = self._loop_time_of(installed)
-        del loop.time  # type: ignore[method-assign]
+        del loop.time
         del installed.selector.select
         del loop._shoal_virtual_clock  # type: ignore[attr-defined]
         shift = virtual - installed.original_time()

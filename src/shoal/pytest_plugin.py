@@ -63,7 +63,7 @@ except ImportError:  # pragma: no cover - pytest-asyncio is in shoal's test extr
 else:
 
     @pytest_asyncio.fixture
-    async def virtual_clock() -> AsyncIterator[VirtualClock]:
+    async def virtual_clock() -> AsyncIterator[VirtualClock]:  # type: ignore[misc]
         """A ``VirtualClock(autojump=True)`` installed in the test's loop (asyncio's own;
         ``VirtualClockError`` on uvloop), uninstalled after the test."""
         with VirtualClock(autojump=True) as clock:

@@ -9,14 +9,6 @@ from pathlib import Path
 from typing import Any
 
 import anyio
-from shoal.testing import (
-    Emitted,
-    KeyedHarness,
-    Timer,
-    VirtualClock,
-    assert_matches_reference,
-    run_virtual,
-)
 
 from shoal import (
     AsyncIterableSource,
@@ -26,6 +18,14 @@ from shoal import (
     ProcessContext,
     ValueStateSpec,
     run_job,
+)
+from shoal.testing import (
+    Emitted,
+    KeyedHarness,
+    Timer,
+    VirtualClock,
+    assert_matches_reference,
+    run_virtual,
 )
 
 MINUTE = 60

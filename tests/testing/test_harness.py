@@ -7,7 +7,6 @@ from typing import Any
 import pytest
 from shoal.runtime._keys import key_group_of
 from shoal.runtime._placement import Placement
-from shoal.testing import Emitted, HarnessError, KeyedHarness, Timer
 
 from shoal import (
     AggregatingStateSpec,
@@ -22,14 +21,19 @@ from shoal import (
     Tumbling,
     ValueStateSpec,
 )
+from shoal.testing import Emitted, HarnessError, KeyedHarness, Timer
 
 STATES = [
     ValueStateSpec("count", default=0),
     ListStateSpec("seen"),
     MapStateSpec("by_value"),
     ReducingStateSpec("biggest", reduce=max),
-    AggregatingStateSpec("mean", create=lambda: [0, 0], add=lambda a, v: [a[0] + v, a[1] + 1],
-                         result=lambda a: a[0] / a[1]),
+    AggregatingStateSpec(
+        "mean",
+        create=lambda: [0, 0],
+        add=lambda a, v: [a[0] + v, a[1] + 1],
+        result=lambda a: a[0] / a[1],
+    ),
 ]
 
 

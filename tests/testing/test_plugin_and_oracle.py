@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 from hypothesis import given, settings
 from shoal.runtime._timeline import At, Rescale, Stop, split_timeline
-from shoal.testing import KeyDifference, assert_matches_reference, per_key_differences, strategies
 
 from shoal import FAULT_POINTS, Fault
+from shoal.testing import KeyDifference, assert_matches_reference, per_key_differences, strategies
 
 pytest_plugins = ["pytester"]
 
@@ -82,12 +82,14 @@ def test_drawn_schedules_are_timelines_a_job_accepts(timeline: list[At]) -> None
     runs = split_timeline(timeline)  # what run_job(timeline=...) does first
     assert len(runs) == 1
     counts = [step.records for step in timeline]
-    assert counts == sorted(counts) and len(set(counts)) == len(counts)
+    assert counts == sorted(counts)
+    assert len(set(counts)) == len(counts)
     assert isinstance(timeline[-1].action, Stop)
     workers = 2
     for step in timeline:
         if isinstance(step.action, Rescale):
-            assert step.action.workers != workers and 1 <= step.action.workers <= 3
+            assert step.action.workers != workers
+            assert 1 <= step.action.workers <= 3
             workers = step.action.workers
 
 
@@ -96,7 +98,9 @@ def test_drawn_schedules_are_timelines_a_job_accepts(timeline: list[At]) -> None
 def test_drawn_faults_name_known_points_and_workers(faults: list[Fault]) -> None:
     assert len(faults) <= 3
     for fault in faults:
-        assert fault.point in FAULT_POINTS and 0 <= fault.worker < 3 and fault.attempt < 2
+        assert fault.point in FAULT_POINTS
+        assert 0 <= fault.worker < 3
+        assert fault.attempt < 2
 
 
 def test_kill_steps_need_worker_processes() -> None:

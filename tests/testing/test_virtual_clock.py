@@ -12,9 +12,9 @@ from typing import Any
 
 import anyio
 import pytest
-from shoal.testing import VirtualClock, VirtualClockError
 
 from shoal import AsyncIterableSource, CollectingSink, Flow, ProcessContext, run_job
+from shoal.testing import VirtualClock, VirtualClockError
 
 UVLOOP_REFUSED = (
     r"^a VirtualClock can only be installed into asyncio's own selector event loop; got "

@@ -18,10 +18,10 @@ The pytest plugin (``shoal.pytest_plugin``, registered by entry point) adds the 
 from __future__ import annotations
 
 from shoal.runtime._exceptions import HarnessError as HarnessError
+from shoal.runtime._exceptions import VirtualClockError as VirtualClockError
 from shoal.runtime._harness import Emitted as Emitted
 from shoal.runtime._harness import KeyedHarness as KeyedHarness
 from shoal.runtime._harness import Timer as Timer
-from shoal.runtime._exceptions import VirtualClockError as VirtualClockError
 from shoal.runtime._oracle import KeyDifference as KeyDifference
 from shoal.runtime._oracle import assert_matches_reference as assert_matches_reference
 from shoal.runtime._oracle import per_key_differences as per_key_differences

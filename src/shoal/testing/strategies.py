@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from hypothesis import strategies as st
+
 from shoal.runtime import FAULT_POINTS, Fault
 from shoal.runtime.timeline import (
     At,
@@ -61,7 +62,9 @@ def _schedule(
 ) -> list[At]:
     count = draw(st.integers(min_steps, max_steps))
     low, high = records
-    dues = sorted(draw(st.lists(st.integers(low, high), min_size=count, max_size=count, unique=True)))
+    dues = sorted(
+        draw(st.lists(st.integers(low, high), min_size=count, max_size=count, unique=True))
+    )
     workers = start_workers
     steps: list[At] = []
     for index, due in enumerate(dues):
@@ -70,7 +73,9 @@ def _schedule(
             if max_workers == 1:
                 kind = "checkpoint"  # nowhere to rescale to
             else:
-                target = draw(st.sampled_from([w for w in range(1, max_workers + 1) if w != workers]))
+                target = draw(
+                    st.sampled_from([w for w in range(1, max_workers + 1) if w != workers])
+                )
                 steps.append(at(rescale(target), records=due))
                 workers = target
                 continue
@@ -126,7 +131,9 @@ def schedules(
         raise ValueError(
             f"records=(low, high) must hold max_steps={max_steps} distinct counts; got {records!r}"
         )
-    return _schedule(start_workers, max_workers, chosen, min_steps, max_steps, records, end_with_stop)
+    return _schedule(
+        start_workers, max_workers, chosen, min_steps, max_steps, records, end_with_stop
+    )
 
 
 def faults(
