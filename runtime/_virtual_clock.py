@@ -6,7 +6,7 @@ clock on any event loop, uvloop included: ``advance(dt)`` / ``advance_to(t)`` mo
 the ``call_at`` callbacks they pass, in deadline order.
 
 **Installed** in the running loop (``with clock:`` inside the test), it also becomes the loop's
-time: ``loop.time()`` follows the virtual clock, so ``anyio.sleep``, ``asyncio.sleep``,
+time: ``loop.time()`` returns ``clock.now()``, so ``anyio.sleep``, ``asyncio.sleep``,
 ``loop.call_later``, ``anyio.move_on_after`` (checkpoint intervals, backoff, timeouts) wait for
 virtual seconds. With ``autojump=True`` the clock jumps, as trio's ``MockClock`` with an
 autojump threshold does: when every task of the loop is blocked (nothing runnable, nothing
@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import asyncio
 import heapq
-import math
 from collections.abc import Callable, Coroutine
 from types import TracebackType
 from typing import Any, TypeVar
@@ -63,15 +62,13 @@ class _Call:
 class _Installed:
     """What installing changed in one loop, to undo it."""
 
-    __slots__ = ("base", "loop", "original_select", "original_time", "selector")
+    __slots__ = ("loop", "original_select", "original_time", "selector")
 
     def __init__(self, loop: asyncio.BaseEventLoop, selector: Any) -> None:
         self.loop = loop
         self.selector = selector
         self.original_time: Callable[[], float] = loop.time
         self.original_select: Callable[[float | None], Any] = selector.select
-        # The loop time at install: virtual loop time is base + elapsed virtual seconds.
-        self.base = self.original_time()
 
 
 class VirtualClock:
@@ -93,7 +90,7 @@ class VirtualClock:
 
     __slots__ = (
         "_calls",
-        "_elapsed",
+        "_now",
         "_idle",
         "_installed",
         "_seq",
@@ -118,7 +115,7 @@ class VirtualClock:
         self.start = float(start)
         self.autojump = autojump
         self.threshold = float(autojump_threshold)
-        self._elapsed = 0.0
+        self._now = self.start
         self._calls: list[tuple[float, int, _Call]] = []
         self._seq = 0
         self._installed: _Installed | None = None
@@ -128,7 +125,7 @@ class VirtualClock:
 
     def now(self) -> float:
         """The virtual time, in seconds."""
-        return self.start + self._elapsed
+        return self._now
 
     def call_at(self, deadline: float, callback: Callable[[], object]) -> Cancellable:
         """Run ``callback`` once the clock reaches ``deadline`` (at once if it has): from
@@ -163,9 +160,9 @@ class VirtualClock:
             if call.cancelled:
                 continue
             call.cancelled = True
-            self._elapsed = max(self._elapsed, deadline - self.start)
+            self._now = max(self._now, deadline)
             call.callback()
-        self._elapsed = when - self.start
+        self._now = float(when)
 
     def next_deadline(self) -> float | None:
         """The earliest pending deadline, of ``call_at`` or (installed) of a loop timer, in
@@ -178,7 +175,7 @@ class VirtualClock:
         if installed is not None:
             timer = _earliest_timer(installed.loop)
             if timer is not None:
-                when = self.start + (timer - installed.base)
+                when = timer  # the loop's time is the clock's while installed
                 found = when if found is None else min(found, when)
         return found
 
@@ -231,6 +228,9 @@ class VirtualClock:
             raise VirtualClockError("another VirtualClock is installed in this loop")
         installed = _Installed(loop, selector)
         self._installed = installed
+        # The loop's time becomes the clock's: timers already pending keep the real time
+        # they had left, now in virtual time.
+        _shift_timers(loop, self._now - installed.original_time())
         loop.time = self._loop_time  # type: ignore[method-assign]
         selector.select = self._select
         loop._shoal_virtual_clock = self  # type: ignore[attr-defined]
@@ -242,14 +242,10 @@ class VirtualClock:
         if installed is None:
             return
         loop = installed.loop
-        virtual = self._loop_time_of(installed)
         del loop.time
         del installed.selector.select
         del loop._shoal_virtual_clock  # type: ignore[attr-defined]
-        shift = virtual - installed.original_time()
-        scheduled: list[Any] = loop._scheduled  # type: ignore[attr-defined]
-        for handle in scheduled:
-            handle._when -= shift  # the same shift for all: the heap order holds
+        _shift_timers(loop, installed.original_time() - self._now)
         for waiter in self._idle:
             if not waiter.done():
                 waiter.set_exception(VirtualClockError("the VirtualClock was uninstalled"))
@@ -267,13 +263,8 @@ class VirtualClock:
     ) -> None:
         self.uninstall()
 
-    def _loop_time_of(self, installed: _Installed) -> float:
-        return installed.base + self._elapsed
-
     def _loop_time(self) -> float:
-        installed = self._installed
-        assert installed is not None
-        return installed.base + self._elapsed
+        return self._now
 
     def _select(self, timeout: float | None) -> Any:
         installed = self._installed
@@ -310,13 +301,7 @@ class VirtualClock:
             if not call.cancelled:
                 call.cancelled = True
                 loop.call_soon(call.callback)
-        elapsed = max(self._elapsed, target - self.start)
-        timer = _earliest_timer(loop)
-        if timer is not None and timer <= installed.base + elapsed + 1e-9:
-            # Reach the timer exactly despite rounding, or the loop would poll again and again.
-            while installed.base + elapsed < timer:
-                elapsed = math.nextafter(elapsed, math.inf)
-        self._elapsed = elapsed
+        self._now = max(self._now, target)
 
     def __repr__(self) -> str:
         mode = ", autojump=True" if self.autojump else ""
@@ -353,3 +338,11 @@ def run_virtual(
 
     with asyncio.Runner(loop_factory=asyncio.SelectorEventLoop) as runner:
         return runner.run(main())
+
+
+def _shift_timers(loop: asyncio.AbstractEventLoop, shift: float) -> None:
+    """Move every pending timer of ``loop`` by ``shift`` seconds of loop time (the same for
+    all: the heap's order holds)."""
+    scheduled: list[Any] = loop._scheduled  # type: ignore[attr-defined]
+    for handle in scheduled:
+        handle._when += shift
