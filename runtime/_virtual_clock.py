@@ -90,9 +90,9 @@ class VirtualClock:
 
     __slots__ = (
         "_calls",
-        "_now",
         "_idle",
         "_installed",
+        "_now",
         "_seq",
         "autojump",
         "start",

@@ -13,9 +13,9 @@ import pytest
 import shoal.actors
 import shoal.runtime
 import shoal.storage
-import shoal.testing
 
 import shoal
+import shoal.testing
 
 PACKAGES = [shoal, shoal.actors, shoal.storage, shoal.runtime, shoal.testing]
 
