@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 __all__ = (
+    "HarnessError",
     "JobError",
     "LateRecordError",
     "ScenarioError",
     "StateDirectoryInUseError",
+    "VirtualClockError",
     "WorkerFailedError",
     "WorkerLostError",
 )
@@ -67,3 +69,11 @@ class ScenarioError(Exception):
 
 class LateRecordError(Exception):
     """A record arrived after every window it belongs to could no longer fire (a dead letter)."""
+
+
+class VirtualClockError(RuntimeError):
+    """A VirtualClock was used where it cannot work (installed twice, on uvloop, not installed)."""
+
+
+class HarnessError(ValueError):
+    """A test harness (``shoal.testing``) was used in a way it does not support."""

@@ -15,8 +15,9 @@ import shoal.runtime
 import shoal.storage
 
 import shoal
+import shoal.testing
 
-PACKAGES = [shoal, shoal.actors, shoal.storage, shoal.runtime]
+PACKAGES = [shoal, shoal.actors, shoal.storage, shoal.runtime, shoal.testing]
 
 
 def ids(module: ModuleType) -> str:
