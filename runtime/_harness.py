@@ -25,7 +25,7 @@ Decisions (documented in docs/guides/testing.md):
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, Literal, NamedTuple
 
 import cbor2
@@ -98,6 +98,10 @@ def _scratch_flow(name: str, num_key_groups: int, event_time: bool) -> Any:
     flow = Flow(name, num_key_groups=num_key_groups)
     stream = flow.source(IterableSource([]), timestamps=_no_timestamp if event_time else None)
     return flow, stream.key_by(_identity)
+
+
+def _stamps(timestamp: float | None) -> list[Any] | None:
+    return None if timestamp is None else [timestamp]
 
 
 def _check_number(value: object, what: str) -> float:
@@ -228,36 +232,60 @@ class KeyedHarness:
         Raises:
             HarnessError: a timestamp is missing on an event-time harness, or given to one
                 without event time; ``key`` is in a key group this harness does not own
-                (after :meth:`repartition`).
+                (after :meth:`repartition`); the operator is ``async def`` (use
+                :meth:`apush`).
             TypeError: ``key`` is not a valid key (str, bytes, int or a tuple of those).
         """
-        if self.event_time and timestamp is None:
-            raise HarnessError(
-                f"push({key!r}, ...): operator {self.operator!r} runs on event time; "
-                "pass timestamp=<int or float>"
-            )
-        if not self.event_time and timestamp is not None:
-            raise HarnessError(
-                f"push({key!r}, ..., timestamp={timestamp!r}): operator {self.operator!r} "
-                "runs without event time (its flow has no timestamp assigner); drop the "
-                "timestamp or use event_time=True"
-            )
-        if timestamp is not None:
-            _check_number(timestamp, "push(timestamp=...)")
-        group = self._group(self._owner_of(key))
-        before = len(self._output)
-        self._offset += 1
+        group, before = self._record(key, timestamp, "push")
         values, _offsets, stamps = group.runner.run(
-            [key],
-            [value],
-            [self._offset],
-            _SPLIT,
-            self._dead,
-            None if timestamp is None else [timestamp],
+            [key], [value], [self._offset], _SPLIT, self._dead, _stamps(timestamp)
         )
         self._collect(values, stamps)
         self._fire(group, None)
         return self._output[before:]
+
+    async def apush(self, key: Any, value: Any, timestamp: float | None = None) -> list[Emitted]:
+        """:meth:`push` for an operator whose functions are ``async def`` (awaits them)."""
+        group, before = self._record(key, timestamp, "apush")
+        values, _offsets, stamps = await group.runner.run_async(
+            [key], [value], [self._offset], _SPLIT, self._dead, _stamps(timestamp)
+        )
+        self._collect(values, stamps)
+        await self._afire(group, None)
+        return self._output[before:]
+
+    def _record(self, key: Any, timestamp: float | None, method: str) -> tuple[_Group, int]:
+        """Check one pushed record; return its key group and where its output starts."""
+        if self.event_time and timestamp is None:
+            raise HarnessError(
+                f"{method}({key!r}, ...): operator {self.operator!r} runs on event time; "
+                "pass timestamp=<int or float>"
+            )
+        if not self.event_time and timestamp is not None:
+            raise HarnessError(
+                f"{method}({key!r}, ..., timestamp={timestamp!r}): operator {self.operator!r} "
+                "runs without event time (its flow has no timestamp assigner); drop the "
+                "timestamp or use event_time=True"
+            )
+        if timestamp is not None:
+            _check_number(timestamp, f"{method}(timestamp=...)")
+        group = self._group(self._owner_of(key))
+        self._check_mode(group, method)
+        self._offset += 1
+        return group, len(self._output)
+
+    def _check_mode(self, group: _Group, method: str) -> None:
+        asynchronous = method in ("apush", "aadvance_watermark", "aadvance_processing_time")
+        if group.runner.is_async and not asynchronous:
+            raise HarnessError(
+                f"operator {self.operator!r} is async def: await harness.a{method}(...) "
+                f"instead of harness.{method}(...)"
+            )
+        if asynchronous and not group.runner.is_async:
+            raise HarnessError(
+                f"operator {self.operator!r} is a plain function: call harness."
+                f"{method[1:]}(...) instead of await harness.{method}(...)"
+            )
 
     def advance_watermark(self, watermark: float) -> list[Emitted]:
         """Move the watermark to ``watermark`` and fire every event-time timer (and window)
@@ -265,27 +293,40 @@ class KeyedHarness:
 
         Raises:
             HarnessError: the harness has no event time, or ``watermark`` is behind the
-                current one.
+                current one; the operator is ``async def`` (use :meth:`aadvance_watermark`).
         """
+        before = len(self._output)
+        for group, mark in self._watermark_steps(watermark, "advance_watermark"):
+            self._fire(group, mark)
+        return self._output[before:]
+
+    async def aadvance_watermark(self, watermark: float) -> list[Emitted]:
+        """:meth:`advance_watermark` for an ``async def`` operator."""
+        before = len(self._output)
+        for group, mark in self._watermark_steps(watermark, "aadvance_watermark"):
+            await self._afire(group, mark)
+        return self._output[before:]
+
+    def _watermark_steps(self, watermark: float, method: str) -> Iterator[tuple[_Group, float]]:
         if not self.event_time:
             raise HarnessError(
-                f"advance_watermark: operator {self.operator!r} runs without event time "
+                f"{method}: operator {self.operator!r} runs without event time "
                 "(its flow has no timestamp assigner)"
             )
-        _check_number(watermark, "advance_watermark")
+        _check_number(watermark, method)
         if watermark < self._watermark:
             raise HarnessError(
                 f"the watermark only moves forward: it is {self._watermark!r}; "
-                f"got advance_watermark({watermark!r})"
+                f"got {method}({watermark!r})"
             )
-        before = len(self._output)
+        for group in self._groups.values():
+            self._check_mode(group, method)
         self._watermark = watermark
         for key_group in sorted(self._groups):
             group = self._groups[key_group]
             mark = group.time.combiner.update(_CHANNEL, watermark)
             if mark is not None:
-                self._fire(group, mark)
-        return self._output[before:]
+                yield group, mark
 
     def advance_processing_time(self, seconds: float) -> list[Emitted]:
         """Move the processing clock forward by ``seconds`` and fire the processing-time
@@ -293,14 +334,27 @@ class KeyedHarness:
         one's deadline); return what they emitted.
 
         Raises:
-            HarnessError: ``seconds`` is negative or not a number.
+            HarnessError: ``seconds`` is negative or not a number; the operator is
+                ``async def`` (use :meth:`aadvance_processing_time`).
         """
-        _check_number(seconds, "advance_processing_time")
-        if seconds < 0:
-            raise HarnessError(
-                f"processing time only moves forward; got advance_processing_time({seconds!r})"
-            )
         before = len(self._output)
+        for group in self._processing_steps(seconds, "advance_processing_time"):
+            self._fire(group, None)
+        return self._output[before:]
+
+    async def aadvance_processing_time(self, seconds: float) -> list[Emitted]:
+        """:meth:`advance_processing_time` for an ``async def`` operator."""
+        before = len(self._output)
+        for group in self._processing_steps(seconds, "aadvance_processing_time"):
+            await self._afire(group, None)
+        return self._output[before:]
+
+    def _processing_steps(self, seconds: float, method: str) -> Iterator[_Group]:
+        _check_number(seconds, method)
+        if seconds < 0:
+            raise HarnessError(f"processing time only moves forward; got {method}({seconds!r})")
+        for group in self._groups.values():
+            self._check_mode(group, method)
         target = self.clock.now() + seconds
         while True:
             due = [
@@ -314,9 +368,8 @@ class KeyedHarness:
                 break
             deadline, key_group = min(due)
             self.clock.advance_to(max(deadline, self.clock.now()))
-            self._fire(self._groups[key_group], None)
+            yield self._groups[key_group]
         self.clock.advance_to(target)
-        return self._output[before:]
 
     # -- what came out -----------------------------------------------------------------------
 
@@ -554,6 +607,12 @@ class KeyedHarness:
 
     def _fire(self, group: _Group, watermark: float | None) -> None:
         values, _offsets, stamps = group.runner.fire_timers(watermark, _SPLIT, self._dead)
+        self._collect(values, stamps)
+
+    async def _afire(self, group: _Group, watermark: float | None) -> None:
+        values, _offsets, stamps = await group.runner.fire_timers_async(
+            watermark, _SPLIT, self._dead
+        )
         self._collect(values, stamps)
 
     def _collect(self, values: list[Any], stamps: list[Any] | None) -> None:

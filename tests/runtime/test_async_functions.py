@@ -243,3 +243,31 @@ def test_async_functions_are_checked_at_the_boundary() -> None:
         TypeError, match=r"^an async on_timer needs an async process function \(async def\) too$"
     ):
         stream.key_by(str).process(lambda k, v, c: None, on_timer=on_timer)
+
+
+@pytest.mark.asyncio
+async def test_the_keyed_harness_drives_async_functions_with_its_a_methods() -> None:
+    from shoal.testing import HarnessError, KeyedHarness
+
+    async def remind(key: str, value: int, ctx: ProcessContext) -> None:
+        await anyio.lowlevel.checkpoint()
+        assert ctx.timers is not None
+        ctx.state.total.update(ctx.state.total.value() + value)
+        ctx.timers.register_event_time(10)
+
+    async def report(key: str, ts: Any, ctx: ProcessContext) -> None:
+        await anyio.lowlevel.checkpoint()
+        ctx.emit((key, ctx.state.total.value()))
+
+    harness = KeyedHarness.for_function(
+        remind, states=[ValueStateSpec("total", default=0)], on_timer=report
+    )
+    assert await harness.apush("a", 2, timestamp=1) == []
+    await harness.apush("a", 3, timestamp=2)
+    assert [e.value for e in await harness.aadvance_watermark(10)] == [("a", 5)]
+    with pytest.raises(
+        HarnessError,
+        match=r"^operator 'process' is async def: await harness.apush\(...\) instead of "
+        r"harness.push\(...\)$",
+    ):
+        harness.push("a", 1, timestamp=3)
