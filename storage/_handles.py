@@ -449,6 +449,32 @@ class ValueState(_CachedHandle):
         cache[key] = value
         self._dirty.add(key)
 
+    def values_of(self, keys: Iterable[Any]) -> dict[Any, Any]:
+        """Every key's value at once (the default for a key without one): a whole batch's
+        distinct keys, without setting ``store.key`` for each (the columnar operators)."""
+        cache = self._cache
+        out: dict[Any, Any] = {}
+        for key in keys:
+            try:
+                value = cache[key]
+            except KeyError:
+                value = self._load(key)  # checks the key
+            if value is ABSENT:
+                value = deepcopy(self._default) if self._copy_default else self._default
+            out[key] = value
+        return out
+
+    def update_all(self, values: Mapping[Any, Any]) -> None:
+        """Set many keys' values at once (each checked as ``update`` checks one)."""
+        cache = self._cache
+        for key, value in values.items():
+            if key not in cache:
+                check_key(key)
+            if type(value) not in _PLAIN_TYPES:
+                self._check_value(value)
+        cache.update(values)
+        self._dirty.update(values)
+
 
 class ListState(_CachedHandle):
     """A list per key. An absent key reads as ``[]``; an empty list is stored as absent.
