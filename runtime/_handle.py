@@ -48,6 +48,8 @@ from ._statistics import JobStatistics, job_statistics
 
 __all__ = ("Job", "open_job", "start_job")
 
+ABORTED = "the job was aborted (its block was left by an error or cancelled): it has no result"
+
 OnCheckpoint = Callable[[CompletedCheckpoint], Awaitable[None]]
 
 
@@ -114,10 +116,13 @@ class Job:
 
         Raises:
             RuntimeError: it is still running.
+            JobStoppedError: it was aborted (its block left by an error, or cancelled).
             JobError: it failed (the failure is chained).
         """
         if not self._ended.is_set():
             raise RuntimeError("the job is still running: await job.wait() first")
+        if isinstance(self._error, JobStoppedError):
+            raise JobStoppedError(str(self._error))
         if self._error is not None:
             raise JobError(f"the job failed: {self._error}") from self._error
         assert self._result is not None
@@ -355,6 +360,9 @@ async def open_job(
             job._result = await run_job(flow, stop=job._stop, on_control=job._attach, **options)
         except Exception as exc:
             job._error = exc
+        except BaseException:
+            job._error = JobStoppedError(ABORTED)
+            raise
         finally:
             job._control = None
             if job._push is not None:
@@ -384,6 +392,10 @@ async def open_job(
             if job._push is not None and not isinstance(flow, Flow):
                 job._push.retain = options.get("checkpoint_interval") is not None
             tg.start_soon(follower)
+            if job._push is not None:
+                # The block starts once the split is open: next_offset is then where this
+                # run's offsets go on from (a resumed run: the checkpoint's position).
+                await job._push.wait_opened()
             try:
                 yield job
             except BaseException as exc:

@@ -93,32 +93,36 @@ class PushSource:
 
     def open_split(self, split: str, position: Any | None = None) -> _PushReader:
         """Open the split at its start or at ``position`` (an offset: a restart rereads what
-        the source retained from there; a resumed run starts its offsets there).
+        the source retained from there; a resumed run starts its offsets there). The reader
+        takes its place at its first read (a worker opens readers it may not use).
 
         Raises:
-            ValueError: unknown split; a position before what the source still holds.
+            ValueError: unknown split or a negative position; at the first read, a position
+                outside what the source still holds.
         """
         if split != self._split:
             raise _unknown_split("PushSource", split, (self._split,))
-        if position is not None:
-            pos = _check_position("PushSource", position, 0, None)
-            if not self._opened.is_set() and self._next == 0:
-                # A resumed run: the checkpoint read up to here; offsets go on from it.
-                self._first = self._read = self._next = pos
-            elif pos < self._first or pos > self._next:
-                raise ValueError(
-                    f"PushSource {self.name!r}: cannot reopen at offset {pos}: it holds "
-                    f"offsets {self._first}..{self._next} (retain=False, or trimmed past a "
-                    "checkpoint the job went back to); resend from your own log"
-                )
-            else:
-                self._read = pos
-        elif not self._opened.is_set():
-            pass
-        else:
+        pos = None if position is None else _check_position("PushSource", position, 0, None)
+        return _PushReader(self, pos)
+
+    def _start_at(self, position: int | None) -> None:
+        """A reader starts reading at ``position`` (None: the split's start)."""
+        if not self._opened.is_set():
+            if position is not None:  # a resumed run: offsets go on from the checkpoint
+                self._first = self._read = self._next = position
+            self._opened.set()
+            return
+        if position is None:
             self._read = self._first  # from its start: everything kept is reread
-        self._opened.set()
-        return _PushReader(self)
+        elif self._first <= position <= self._next:
+            self._read = position
+        else:
+            raise ValueError(
+                f"PushSource {self.name!r}: cannot reopen at offset {position}: it holds "
+                f"offsets {self._first}..{self._next} (retain=False, or trimmed past a "
+                "checkpoint the job went back to); resend from your own log"
+            )
+        self._wake()
 
     # -- the host's side -----------------------------------------------------------------------
 
@@ -131,6 +135,10 @@ class PushSource:
     def read_offset(self) -> int:
         """The offset of the next record the job reads (every one below it was read)."""
         return self._read
+
+    async def wait_opened(self) -> None:
+        """Return once the job has opened the split (or the source was closed)."""
+        await self._opened.wait()
 
     async def wait_changed(self) -> None:
         """Return after the next change: records sent, read, or the input closed."""
@@ -241,13 +249,18 @@ class PushSource:
 class _PushReader:
     """Reads the split; cancel-safe (it takes records only when it returns them)."""
 
-    __slots__ = ("_source",)
+    __slots__ = ("_position", "_source", "_started")
 
-    def __init__(self, source: PushSource) -> None:
+    def __init__(self, source: PushSource, position: int | None) -> None:
         self._source = source
+        self._position = position
+        self._started = False
 
     async def read_batch(self, max_records: int) -> SourceBatch | None:
         source = self._source
+        if not self._started:
+            self._started = True
+            source._start_at(self._position)
         batch = source._take(max_records)
         if batch is None and source._closed is None:
             with anyio.move_on_after(IDLE_RETURN_S):

@@ -81,6 +81,7 @@ async def test_close_input_drains_and_ends_the_job() -> None:
 async def test_a_send_waits_while_the_buffer_is_full() -> None:
     _, source = counting_flow(capacity=2)
     reader = source.open_split("push:events")
+    source._start_at(None)  # as the first read does
     done: list[int] = []
 
     async def send(i: int) -> None:
