@@ -67,6 +67,10 @@ class Job:
         self._push: PushSource | None = None
         self._push_checked = False
         self._started_at = anyio.current_time()
+        # The newest checkpoint the follower has handled (PushSource trimmed, on_checkpoint
+        # returned), and an event set (and replaced) each time it moves on.
+        self._followed = 0
+        self._followed_event = anyio.Event()
 
     def _attach(self, control: JobControl | None) -> None:
         """An attempt started (``control``) or ended (None)."""
@@ -233,8 +237,12 @@ class Job:
         return await (await self._current()).loads()
 
     async def checkpoint(self) -> int:
-        """Take a checkpoint now and wait until it completes; return its epoch."""
-        return await (await self._current()).checkpoint()
+        """Take a checkpoint now and wait until it completes (and ``on_checkpoint`` has
+        returned for it); return its epoch."""
+        epoch = await (await self._current()).checkpoint()
+        while self._followed < epoch and not self._ended.is_set():
+            await self._followed_event.wait()
+        return epoch
 
     async def savepoint(self, path: str | os.PathLike[str]) -> Any:
         """Take a checkpoint and write it as a savepoint at ``path`` (relative: under the
@@ -298,6 +306,9 @@ async def _follow_checkpoints(job: Job, on_checkpoint: OnCheckpoint | None) -> N
                 push.committed(done.positions.get(push.splits()[0]))
             if on_checkpoint is not None:
                 await on_checkpoint(done)
+            job._followed = done.epoch
+            event, job._followed_event = job._followed_event, anyio.Event()
+            event.set()
 
     coordinator = None
     while True:

@@ -283,6 +283,7 @@ EXPECTED_SKIPS = [
         "N is a placeholder; the command runs in docs/getting-started.md's test",
     ),
     ("docs/getting-started.md", "installs shoal"),
+    ("docs/guides/embedding.md", "starts a server that runs until it is stopped"),
     (
         "docs/guides/rescaling.md",
         "a 30 s run of worker processes; tests/runtime/test_rescale.py runs it",
