@@ -7,22 +7,27 @@ driver (:func:`run_job`), scenarios and the command line.
 from __future__ import annotations
 
 from ._checkpoints import CheckpointStatistics as CheckpointStatistics
+from ._checkpoints import CompletedCheckpoint as CompletedCheckpoint
 from ._clickstream import ClickstreamSource as ClickstreamSource
 from ._clickstream import clickstream_oracle as clickstream_oracle
 from ._dataflow import Flow as Flow
 from ._dataflow import KeyedStream as KeyedStream
 from ._dataflow import Stream as Stream
 from ._dataflow import WindowedStream as WindowedStream
+from ._exceptions import InputClosedError as InputClosedError
 from ._exceptions import JobError as JobError
+from ._exceptions import JobStoppedError as JobStoppedError
 from ._exceptions import LateRecordError as LateRecordError
 from ._exceptions import ScenarioError as ScenarioError
 from ._exceptions import StateDirectoryInUseError as StateDirectoryInUseError
+from ._exceptions import UnknownOperatorError as UnknownOperatorError
 from ._exceptions import WorkerFailedError as WorkerFailedError
 from ._exceptions import WorkerLostError as WorkerLostError
 from ._faults import FAULT_POINTS as FAULT_POINTS
 from ._faults import Fault as Fault
 from ._faults import InjectedFault as InjectedFault
 from ._handle import Job as Job
+from ._handle import open_job as open_job
 from ._handle import start_job as start_job
 from ._job import JobResult as JobResult
 from ._job import Progress as Progress
@@ -41,6 +46,7 @@ from ._policies import AutoRebalance as AutoRebalance
 from ._policies import BalanceLoad as BalanceLoad
 from ._policies import PlacementPolicy as PlacementPolicy
 from ._policies import RebalanceRecord as RebalanceRecord
+from ._push_source import PushSource as PushSource
 from ._result import ResumedFrom as ResumedFrom
 from ._run import run as run
 from ._scenario import Check as Check
@@ -60,6 +66,8 @@ from ._sources import SourceBatch as SourceBatch
 from ._sources import SourceContext as SourceContext
 from ._sources import SourceError as SourceError
 from ._sources import SplitReader as SplitReader
+from ._statistics import JobStatistics as JobStatistics
+from ._statistics import WorkerLoad as WorkerLoad
 from ._time import Clock as Clock
 from ._time import ManualClock as ManualClock
 from ._time import SystemClock as SystemClock
@@ -97,8 +105,12 @@ __all__ = (
     # running
     "run",
     "run_job",
+    "open_job",
     "start_job",
     "Job",
+    "JobStatistics",
+    "WorkerLoad",
+    "CompletedCheckpoint",
     "JobResult",
     "ResumedFrom",
     "CheckpointStatistics",
@@ -124,6 +136,7 @@ __all__ = (
     "SourceError",
     "IterableSource",
     "AsyncIterableSource",
+    "PushSource",
     "JsonlSource",
     "ClickstreamSource",
     "clickstream_oracle",
@@ -149,6 +162,9 @@ __all__ = (
     "serve_metrics",
     # errors
     "JobError",
+    "JobStoppedError",
+    "InputClosedError",
+    "UnknownOperatorError",
     "LateRecordError",
     "StateDirectoryInUseError",
     "WorkerFailedError",

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 __all__ = (
     "HarnessError",
+    "InputClosedError",
     "JobError",
+    "JobStoppedError",
+    "UnknownOperatorError",
     "LateRecordError",
     "ScenarioError",
     "StateDirectoryInUseError",
@@ -16,6 +19,18 @@ __all__ = (
 
 class JobError(Exception):
     """A job could not run to completion."""
+
+
+class JobStoppedError(JobError):
+    """The job has ended (or is stopping): it takes no more records, queries or actions."""
+
+
+class InputClosedError(JobStoppedError):
+    """A record was sent to a push source whose input was closed (``close_input``)."""
+
+
+class UnknownOperatorError(LookupError):
+    """A query named an operator that the flow has no keyed operator of."""
 
 
 class WorkerLostError(JobError):

@@ -38,6 +38,7 @@ from ._faults import Fault
 from ._loader import load_flow, normalize_ref
 from ._plan import Plan, compile_plan
 from ._policies import AutoRebalance
+from ._push_source import refuse_push_source_in_processes
 from ._recovery import StartPoint, recovery_point
 from ._rescale import DEFAULT_MAX_MOVES, Scaling
 from ._result import JobResult as JobResult
@@ -278,6 +279,8 @@ async def run_job(
     else:
         raise TypeError(f"flow must be a Flow or a reference string; got {type(flow).__name__}")
     plan = compile_plan(built)
+    if use_processes:
+        refuse_push_source_in_processes(built.get_source(), built.name)
     check_bounded(built.get_source(), has_stop=stop is not None, flow=built.name)
     temporary = state_dir is None
     directory = (

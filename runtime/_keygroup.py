@@ -36,6 +36,7 @@ from ._messages import (
     HandoffMarker,
     MovedIn,
     MoveOut,
+    QueryState,
     SendMarkers,
     SnapshotDrained,
     TimersDue,
@@ -50,6 +51,7 @@ from ._names import (
 )
 from ._operators import KeyedRunner
 from ._plan import actor_name
+from ._query import answer_query
 from ._ship import ship_copy
 from ._timers import KeyedTime, tell_soon
 
@@ -216,6 +218,8 @@ class KeyGroupActor(Actor):
                 store.close()
 
     async def receive(self, message: Any) -> Any:
+        if type(message) is QueryState:  # an interactive query (see _query.py)
+            return await answer_query(self, message)
         if self.arriving is not None:
             if self.handoff is None:
                 self._queue(message)

@@ -53,6 +53,7 @@ __all__ = (
     "WriteSnapshot",
     "Drained",
     "Pull",
+    "QueryState",
     "TimersDue",
     "ReturnCredits",
     "Shipment",
@@ -316,6 +317,15 @@ class EndOfStream:
     """No more records will arrive on ``channel``."""
 
     channel: str
+
+
+@dataclass(frozen=True, slots=True)
+class QueryState:
+    """Ask a key-group actor for ``key``'s value in its ``state`` (an interactive query,
+    answered between batches; see ``_query.py``)."""
+
+    state: str
+    key: Any
 
 
 @dataclass(frozen=True, slots=True)

@@ -284,6 +284,7 @@ EXPECTED_SKIPS = [
     ),
     ("docs/getting-started.md", "installs shoal"),
     ("docs/guides/async-functions.md", "a benchmark; figures in docs/benchmarks.md"),
+    ("docs/guides/embedding.md", "starts a server that runs until it is stopped"),
     (
         "docs/guides/rescaling.md",
         "a 30 s run of worker processes; tests/runtime/test_rescale.py runs it",

@@ -26,6 +26,7 @@ if _typing.TYPE_CHECKING:
     from shoal.runtime import ClickstreamSource as ClickstreamSource
     from shoal.runtime import Clock as Clock
     from shoal.runtime import CollectingSink as CollectingSink
+    from shoal.runtime import CompletedCheckpoint as CompletedCheckpoint
     from shoal.runtime import CountingSink as CountingSink
     from shoal.runtime import DeadLetter as DeadLetter
     from shoal.runtime import DeadLetterSink as DeadLetterSink
@@ -33,11 +34,14 @@ if _typing.TYPE_CHECKING:
     from shoal.runtime import Flow as Flow
     from shoal.runtime import HotKey as HotKey
     from shoal.runtime import InjectedFault as InjectedFault
+    from shoal.runtime import InputClosedError as InputClosedError
     from shoal.runtime import IterableSource as IterableSource
     from shoal.runtime import Job as Job
     from shoal.runtime import JobCollector as JobCollector
     from shoal.runtime import JobError as JobError
     from shoal.runtime import JobResult as JobResult
+    from shoal.runtime import JobStatistics as JobStatistics
+    from shoal.runtime import JobStoppedError as JobStoppedError
     from shoal.runtime import JsonlSink as JsonlSink
     from shoal.runtime import JsonlSource as JsonlSource
     from shoal.runtime import KeyedStream as KeyedStream
@@ -48,6 +52,7 @@ if _typing.TYPE_CHECKING:
     from shoal.runtime import PlacementPolicy as PlacementPolicy
     from shoal.runtime import ProcessContext as ProcessContext
     from shoal.runtime import Progress as Progress
+    from shoal.runtime import PushSource as PushSource
     from shoal.runtime import RebalanceRecord as RebalanceRecord
     from shoal.runtime import ResumedFrom as ResumedFrom
     from shoal.runtime import Scenario as Scenario
@@ -69,15 +74,18 @@ if _typing.TYPE_CHECKING:
     from shoal.runtime import TransactionalJsonlSink as TransactionalJsonlSink
     from shoal.runtime import TransactionalPartition as TransactionalPartition
     from shoal.runtime import Tumbling as Tumbling
+    from shoal.runtime import UnknownOperatorError as UnknownOperatorError
     from shoal.runtime import WatermarkGenerator as WatermarkGenerator
     from shoal.runtime import WatermarkStrategy as WatermarkStrategy
     from shoal.runtime import WindowedStream as WindowedStream
     from shoal.runtime import WorkerFailedError as WorkerFailedError
+    from shoal.runtime import WorkerLoad as WorkerLoad
     from shoal.runtime import WorkerLostError as WorkerLostError
     from shoal.runtime import clickstream_oracle as clickstream_oracle
     from shoal.runtime import configure_logging as configure_logging
     from shoal.runtime import key_group_of as key_group_of
     from shoal.runtime import key_hash as key_hash
+    from shoal.runtime import open_job as open_job
     from shoal.runtime import run as run
     from shoal.runtime import run_job as run_job
     from shoal.runtime import serve_metrics as serve_metrics
@@ -88,6 +96,7 @@ if _typing.TYPE_CHECKING:
     from shoal.storage import ReducingStateSpec as ReducingStateSpec
     from shoal.storage import StateSpec as StateSpec
     from shoal.storage import StateTtl as StateTtl
+    from shoal.storage import UnknownStateError as UnknownStateError
     from shoal.storage import ValueStateSpec as ValueStateSpec
 
 __version__ = "0.1.0"
@@ -101,6 +110,15 @@ _HOME: dict[str, str] = {
     "run": "shoal.runtime",
     "run_job": "shoal.runtime",
     "start_job": "shoal.runtime",
+    "open_job": "shoal.runtime",
+    "JobStatistics": "shoal.runtime",
+    "WorkerLoad": "shoal.runtime",
+    "CompletedCheckpoint": "shoal.runtime",
+    "PushSource": "shoal.runtime",
+    "JobStoppedError": "shoal.runtime",
+    "InputClosedError": "shoal.runtime",
+    "UnknownOperatorError": "shoal.runtime",
+    "UnknownStateError": "shoal.storage",
     "Job": "shoal.runtime",
     "JobResult": "shoal.runtime",
     "ResumedFrom": "shoal.runtime",
@@ -179,6 +197,15 @@ __all__ = (
     "run",
     "run_job",
     "start_job",
+    "open_job",
+    "JobStatistics",
+    "WorkerLoad",
+    "CompletedCheckpoint",
+    "PushSource",
+    "JobStoppedError",
+    "InputClosedError",
+    "UnknownOperatorError",
+    "UnknownStateError",
     "Job",
     "JobResult",
     "ResumedFrom",

@@ -74,7 +74,7 @@ async def test_leaving_the_block_stops_the_job_and_keeps_what_it_read(tmp_path: 
 
 @pytest.mark.asyncio
 async def test_a_job_handle_refuses_bad_arguments_at_the_boundary(tmp_path: Path) -> None:
-    with pytest.raises(TypeError, match=r"^start_job stops the job itself: use job\.stop\(\)"):
+    with pytest.raises(TypeError, match=r"^open_job stops the job itself: use job\.stop\(\)"):
         async with start_job(paced_stats(**params()), stop=object()):
             pass
     with pytest.raises(ValueError, match=r"^workers must be a positive int; got 0$"):
