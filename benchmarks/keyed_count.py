@@ -2,13 +2,22 @@
 
     python benchmarks/keyed_count.py                  # 2M events, 100k zipf keys, 1 and 2 workers
     python benchmarks/keyed_count.py --events 500000 --workers 1 2 4 --op process
+    python benchmarks/keyed_count.py --op count per-record process --checkpoint-interval 1 off
+
+Three ways to count (``--op``, any of them; each run's final counts are checked against the
+input): ``count`` is the built-in ``count()``, which runs a batch as columns (no Python code
+per record); ``per-record`` is the same count record by record (``count(columnar=False)``:
+read, add, write and emit per record, what ``count()`` did before it went columnar);
+``process`` is a user process function holding a ValueState. ``--checkpoint-interval``
+takes seconds or ``off`` (several: each is measured; default 1 s, as users run).
 
 Runs the same job with each worker count (worker processes, so 1 worker is measured with the
-same code path as 2), in interleaved rounds; prints every run, then per worker count the median
-and best events/s, the speed-up of the medians over the first count, each worker's CPU busy
-share, the final flush time, and peak worker memory. The job's clock starts when
-the sources start reading and stops when the last key group has drained and flushed its state
-to LMDB (process start-up is reported separately).
+same code path as 2), in interleaved rounds (every op, interval and worker count once per
+round); prints every run, then per (op, interval, worker count) the median and best events/s,
+the speed-up of the medians over one worker, each worker's CPU busy share, the final flush
+time, and peak worker memory; then the ratios the performance targets are stated in. The
+job's clock starts when the sources start reading and stops when the last key group has
+drained and flushed its state to LMDB (process start-up is reported separately).
 """
 
 from __future__ import annotations
@@ -45,26 +54,34 @@ def count_clicks(user: int, _click: Any, ctx: ProcessContext) -> None:
     ctx.emit((user, n))
 
 
+OPS = ("count", "per-record", "process")
+STATE = {"count": "value", "per-record": "value", "process": "n"}
+
+
 def build(events: int, keys: int, splits: int, op: str, zipf_s: float) -> Flow:
-    """The benchmark job. ``op`` is ``count`` (the built-in) or ``process`` (a user function)."""
+    """The benchmark job; ``op`` is one of :data:`OPS` (see the module docstring)."""
     flow = Flow("keyed_count")
     keyed = flow.source(
         ClickstreamSource(events=events, users=keys, seed=11, splits=splits, zipf_s=zipf_s)
     ).key_by(click_user)
     if op == "count":
         out = keyed.count(name="counts")
+    elif op == "per-record":
+        out = keyed.count(name="counts", columnar=False)
     else:
         out = keyed.process(count_clicks, states=[ValueStateSpec("n", default=0)], name="counts")
     out.sink(CountingSink())
     return flow
 
 
-async def measure(args: argparse.Namespace, workers: int) -> dict[str, Any]:
+async def measure(
+    args: argparse.Namespace, op: str, interval: float | None, workers: int
+) -> dict[str, Any]:
     params = {
         "events": args.events,
         "keys": args.keys,
         "splits": args.splits,
-        "op": args.op,
+        "op": op,
         "zipf_s": args.zipf_s,
     }
     with tempfile.TemporaryDirectory(prefix="shoal-bench-") as state_dir:
@@ -76,16 +93,20 @@ async def measure(args: argparse.Namespace, workers: int) -> dict[str, Any]:
             processes=True,
             state_dir=state_dir,
             batch_size=args.batch_size,
+            checkpoint_interval=interval,
         )
         wall = time.perf_counter() - wall
-        states = len(result.read_state("counts", "value" if args.op == "count" else "n"))
+        counts = result.read_state("counts", STATE[op])
+    # Every click counted once: the counts add up to the events, over the users seen.
+    assert sum(counts.values()) == result.records_in == args.events, "a click was miscounted"
     flush_s = max(sum(r["flush_seconds"] for r in result.reports) / workers, 0.0)
     busy = [r["cpu_seconds"] / result.elapsed_s for r in result.reports]
     return {
         "workers": workers,
         "events": result.records_in,
         "outputs": result.records_out,
-        "keys_in_state": states,
+        "keys_in_state": len(counts),
+        "checkpoints": result.checkpoints.completed if result.checkpoints else 0,
         "elapsed_s": round(result.elapsed_s, 3),
         "events_per_s": round(result.events_per_s),
         "startup_and_teardown_s": round(wall - result.elapsed_s, 3),
@@ -96,49 +117,77 @@ async def measure(args: argparse.Namespace, workers: int) -> dict[str, Any]:
     }
 
 
+def _interval_name(interval: float | None) -> str:
+    return "off" if interval is None else f"{interval:g}s"
+
+
 async def main(args: argparse.Namespace) -> None:
     configure_logging("console", "warning")
-    # Rounds interleave the worker counts (1, 2, 1, 2, ...): a shared machine's speed drifts
-    # over minutes, and interleaving makes the drift hit every worker count alike.
-    results: dict[int, list[dict[str, Any]]] = {workers: [] for workers in args.workers}
+    # Rounds interleave everything measured (op, checkpoint interval, worker count): a shared
+    # machine's speed drifts over minutes, and interleaving makes the drift hit all alike.
+    cases = [
+        (op, interval, workers)
+        for op in args.op
+        for interval in args.checkpoint_interval
+        for workers in args.workers
+    ]
+    results: dict[tuple[str, float | None, int], list[dict[str, Any]]] = {c: [] for c in cases}
     for round_ in range(args.repeat):
-        for workers in args.workers:
-            run = await measure(args, workers)
-            results[workers].append(run)
+        for case in cases:
+            op, interval, workers = case
+            run = await measure(args, op, interval, workers)
+            results[case].append(run)
             print(
-                f"round {round_ + 1} workers={workers}: {run['events_per_s']:>10,} events/s  "
-                f"({run['elapsed_s']:.2f} s, worker CPU busy "
+                f"round {round_ + 1} {op:<10} checkpoints {_interval_name(interval):<4} "
+                f"workers={workers}: {run['events_per_s']:>10,} events/s  "
+                f"({run['elapsed_s']:.2f} s, {run['checkpoints']} checkpoints, worker CPU busy "
                 f"{'/'.join(f'{b:.0%}' for b in run['worker_busy'])})",
                 flush=True,
             )
     summary = []
-    base: float | None = None
-    for workers, runs in results.items():
-        rates = sorted(run["events_per_s"] for run in runs)
-        median = statistics.median(rates)
+    medians: dict[tuple[str, float | None, int], float] = {}
+    for case, runs in results.items():
+        op, interval, workers = case
+        median = medians[case] = statistics.median(run["events_per_s"] for run in runs)
         best = max(runs, key=lambda run: run["events_per_s"])
-        base = base or median
+        one = medians.get((op, interval, args.workers[0]), median)
         summary.append(
             {
+                "op": op,
+                "checkpoint_interval": interval,
                 "workers": workers,
                 "median_events_per_s": round(median),
                 "best": best,
-                "speedup_of_medians": round(median / base, 2),
+                "speedup_of_medians": round(median / one, 2),
             }
         )
         print(
-            f"workers={workers}: median {median:>12,.0f} events/s, best {best['events_per_s']:,} "
-            f"(final flush {best['flush_s_per_worker']:.2f} s/worker, start-up+teardown "
-            f"{best['startup_and_teardown_s']:.2f} s)  x{median / base:.2f} (medians)",
+            f"{op:<10} checkpoints {_interval_name(interval):<4} workers={workers}: median "
+            f"{median:>12,.0f} events/s, best {best['events_per_s']:,} (final flush "
+            f"{best['flush_s_per_worker']:.2f} s/worker, start-up+teardown "
+            f"{best['startup_and_teardown_s']:.2f} s)  x{median / one:.2f} over "
+            f"{args.workers[0]} worker(s)",
             flush=True,
         )
+    print("ratios of medians (targets: 2 workers >= 1.7x one; columnar >= 2x per-record;")
+    print("                   process >= 0.85x per-record; 1 s checkpoints >= 0.85x off):")
+    for (op, interval, workers), median in medians.items():
+        notes = []
+        if ("per-record", interval, workers) in medians and op != "per-record":
+            notes.append(f"{median / medians[('per-record', interval, workers)]:.2f}x per-record")
+        if interval is not None and (op, None, workers) in medians:
+            notes.append(f"{median / medians[(op, None, workers)]:.2f}x checkpoints off")
+        if notes:
+            print(
+                f"  {op:<10} checkpoints {_interval_name(interval):<4} workers={workers}: "
+                + ", ".join(notes)
+            )
     peak_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     print(f"peak worker RSS: {peak_mb:.0f} MB")
     if args.json:
         print(
             json.dumps(
                 {
-                    "op": args.op,
                     "events": args.events,
                     "keys": args.keys,
                     "summary": summary,
@@ -148,6 +197,10 @@ async def main(args: argparse.Namespace) -> None:
         )
 
 
+def _interval(text: str) -> float | None:
+    return None if text == "off" else float(text)
+
+
 def parse(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--events", type=int, default=2_000_000)
@@ -155,11 +208,17 @@ def parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--zipf-s", type=float, default=1.1, dest="zipf_s")
     parser.add_argument("--splits", type=int, default=8)
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
-    parser.add_argument("--op", choices=("count", "process"), default="count")
-    parser.add_argument("--batch-size", type=int, default=8192)
+    parser.add_argument("--op", choices=OPS, nargs="+", default=list(OPS))
     parser.add_argument(
-        "--repeat", type=int, default=5, help="rounds (each runs every worker count once)"
+        "--checkpoint-interval",
+        type=_interval,
+        nargs="+",
+        default=[1.0],
+        metavar="SECONDS|off",
+        help="checkpoint interval(s) to measure (default 1; 'off': none)",
     )
+    parser.add_argument("--batch-size", type=int, default=8192)
+    parser.add_argument("--repeat", type=int, default=3, help="rounds (each runs every case once)")
     parser.add_argument("--json", action="store_true", help="also print one JSON line of results")
     return parser.parse_args(argv)
 

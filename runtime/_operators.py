@@ -459,7 +459,10 @@ class KeyedRunner:
                 self._store.cleanup_expired(2 * len(keys))
             return processed
         if type(op) is CountOp:
-            out, out_offsets = self._run_count(keys, offsets)
+            if op.columnar:
+                out, out_offsets = self._run_count(keys, offsets)
+            else:
+                out, out_offsets = self._run_count_per_record(keys, offsets)
             return out, out_offsets, timestamps
         if timestamps is None:
             if type(op) is ReduceOp:
@@ -729,6 +732,25 @@ class KeyedRunner:
         running = list(map(next, map(counters.__getitem__, keys)))
         state.update_all({key: base[key] + n for key, n in tally.items()})
         return list(zip(keys, running, strict=True)), list(offsets)
+
+    def _run_count_per_record(
+        self, keys: list[Any], offsets: list[int]
+    ) -> tuple[list[Any], list[int]]:
+        """The running count record by record (``count(columnar=False)``): what the columnar
+        path is compared with, in tests and in the benchmark."""
+        store = self._store
+        state = self._value
+        assert state is not None
+        get = state.value
+        put = state.update
+        out_values: list[Any] = []
+        emit = out_values.append
+        for key in keys:
+            store.key = key
+            n = get() + 1
+            put(n)
+            emit((key, n))
+        return out_values, list(offsets)
 
     def _run_aggregate(
         self,

@@ -24,9 +24,10 @@ KEYS = st.one_of(
 )
 
 
-def count_op() -> Any:
+def count_op(*, columnar: bool = True) -> Any:
     flow = Flow("f")
-    flow.source(IterableSource([1])).key_by(lambda x: x).count(name="c").sink(CollectingSink())
+    keyed = flow.source(IterableSource([1])).key_by(lambda x: x)
+    keyed.count(name="c", columnar=columnar).sink(CollectingSink())
     return compile_plan(flow).stages[1].operator
 
 
@@ -47,30 +48,38 @@ def test_the_columnar_count_equals_counting_record_by_record(
     flushes: list[bool],
     lmdb: bool,
 ) -> None:
-    op = count_op()
+    """Both paths side by side on the same batches, each on a store of its own, and both
+    against counting in Python."""
+    ops = {"c": count_op(), "p": count_op(columnar=False)}
     backend: StateBackend = LmdbBackend(tmp_path_factory.mktemp("c")) if lmdb else MemoryBackend()
     seen: Counter[Any] = Counter()
-    store = backend.open_store("c", 0, op.states)
+    stores = {name: backend.open_store(name, 0, op.states) for name, op in ops.items()}
     try:
         for batch, flush in zip(batches, flushes, strict=False):
-            runner = KeyedRunner(op, store, 0, None)  # a fresh runner: nothing kept in it
             offsets = list(range(100, 100 + len(batch)))
-            out, out_offsets, stamps = runner.run(batch, batch, offsets, "s", DeadLetters(0))
+            outputs = [
+                # a fresh runner per batch: nothing is kept in it
+                KeyedRunner(ops[name], stores[name], 0, None).run(
+                    batch, batch, offsets, "s", DeadLetters(0)
+                )
+                for name in ops
+            ]
             expected = []
             for key in batch:
                 seen[key] += 1
                 expected.append((key, seen[key]))
-            assert out == expected
-            assert out_offsets == offsets
-            assert stamps is None
+            assert outputs[0] == outputs[1] == (expected, offsets, None)
             if flush:
-                store.flush()
-                store.close()  # the next batch reads what it counted from the disk
-                store = backend.open_store("c", 0, op.states)
-        store.flush()
-        assert dict(store.items("value")) == dict(seen)
+                for name, op in ops.items():
+                    stores[name].flush()
+                    stores[name].close()  # the next batch reads its counts from the disk
+                    stores[name] = backend.open_store(name, 0, op.states)
+        for store in stores.values():
+            store.flush()
+            assert dict(store.items("value")) == dict(seen)
     finally:
-        store.close()
+        for store in stores.values():
+            store.close()
 
 
 def test_the_columnar_count_is_the_path_count_takes(tmp_path: Path) -> None:
@@ -81,3 +90,9 @@ def test_the_columnar_count_is_the_path_count_takes(tmp_path: Path) -> None:
         runner = KeyedRunner(op, store, 0, None)
         runner.run(["a", "b", "a"], [1, 2, 3], [0, 1, 2], "s", DeadLetters(0))
         assert store.key is None
+
+
+def test_columnar_takes_a_bool() -> None:
+    keyed = Flow("f").source(IterableSource([1])).key_by(lambda x: x)
+    with pytest.raises(TypeError, match=r"^columnar must be True or False; got 'no'$"):
+        keyed.count(columnar="no")  # type: ignore[arg-type]
