@@ -21,6 +21,7 @@ import dataclasses
 import json
 import logging
 import os
+import shlex
 import shutil
 import signal
 import sys
@@ -482,8 +483,10 @@ async def _run_job(
     latest: list[dict[str, Any]],
     metrics: bool,
     checkpoints: list[CheckpointStatistics | None],
+    interrupted: list[bool],
 ) -> JobResult:
-    """Run the job; every failure leaves as a :class:`_Failure`, never as an ExceptionGroup."""
+    """Run the job; every failure leaves as a :class:`_Failure`, never as an ExceptionGroup.
+    ``interrupted`` gets True when a signal stopped it (the first Ctrl-C: it drained)."""
 
     def on_progress(progress: Progress) -> None:
         latest[:] = progress.reports
@@ -527,6 +530,7 @@ async def _run_job(
         except Exception as exc:
             outcome = exc
         signals.cancel_scope.cancel()
+    interrupted[:] = [stop.is_set()]  # only the signal handler sets it
     if job.cancelled_caught:
         raise _Failure("aborted", EXIT_ABORTED, "aborted")
     if isinstance(outcome, JobError):
@@ -563,6 +567,7 @@ async def _run(
     configure_logging(args.log_format, args.log_level)
     latest: list[dict[str, Any]] = []
     checkpoints: list[CheckpointStatistics | None] = [None]  # the newest, for the collector
+    interrupted = [False]
     stop_metrics = None
     if args.metrics_port:
         try:
@@ -601,6 +606,7 @@ async def _run(
                 latest,
                 stop_metrics is not None,
                 checkpoints,
+                interrupted,
             )
         finally:
             if display is not None:
@@ -622,6 +628,22 @@ async def _run(
             shutil.rmtree(state_dir, ignore_errors=True)
     summary = _summary(scenario.name, result, checks, kept, args.checkpoint_interval)
     summary["description"] = scenario.description
+    if interrupted[0]:
+        read = result.records_in if result.records_read is None else result.records_read
+        again = list(getattr(args, "argv", ["run", args.scenario]))
+        if "--resume" not in again:
+            again.append("--resume")
+        go_on = (
+            ""
+            if temporary or args.checkpoint_interval is None
+            else "; go on with: shoal " + shlex.join(again)
+        )
+        summary["warnings"].insert(
+            0,
+            f"stopped by a signal (Ctrl-C) after reading {read:,} records: what was read was "
+            "processed, and the checks ran on it (a check that needs the whole input fails)"
+            + go_on,
+        )
     return summary
 
 
@@ -684,6 +706,7 @@ def _main(argv: list[str]) -> int:
             print(json.dumps(_failure_json(None, _Failure(str(exc), EXIT_USAGE, "usage"))))
         return EXIT_USAGE
     if args.command == "run":
+        args.argv = argv  # the command line a "go on with" hint repeats
         return _command(args)
     if args.command == "state":
         return run_state(args)

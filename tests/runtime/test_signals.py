@@ -11,6 +11,7 @@ import os
 import pty
 import re
 import select
+import shlex
 import signal
 import subprocess
 import sys
@@ -87,7 +88,42 @@ def test_ctrl_c_drains_and_prints_the_summary(mode: list[str]) -> None:
     assert summary is not None, stdout
     records_in, records_out = (int(n.replace(",", "")) for n in summary.groups())
     assert 0 < records_in == records_out < 3_000_000  # what was read was processed
+    # The summary says why checks that need the whole input fail.
+    assert (
+        f"  WARNING: stopped by a signal (Ctrl-C) after reading {records_in:,} records: what "
+        "was read was processed, and the checks ran on it" in stdout
+    )
     assert code == 1  # exit 1: a check failed (not every event was read)
+
+
+def test_ctrl_c_with_a_state_dir_says_how_to_go_on_and_that_command_finishes_the_job(
+    tmp_path: Path,
+) -> None:
+    state = str(tmp_path / "state")
+    args = ["scenarios/clickstream.py", "--in-process", "--state-dir", state]
+    args += ["--param", "events=1000000"]
+    term = Terminal(*args)
+    try:
+        term.wait_for(rb"[1-9][\d,]* out")
+        term.interrupt()
+        code, stdout, _screen = term.finish(timeout=120)
+    finally:
+        if term.proc.poll() is None:
+            term.proc.kill()
+    assert code == 1
+    hint = re.search(r"; go on with: shoal (.*)\n", stdout)
+    assert hint is not None, stdout
+    assert shlex.split(hint.group(1)) == ["run", *args, "--resume"]
+    done = subprocess.run(
+        [sys.executable, "-m", "shoal.runtime._cli", *shlex.split(hint.group(1))],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "scenario clickstream: PASSED" in done.stdout  # every user's count equals the oracle
 
 
 def test_ctrl_c_while_the_workers_start_drains_and_prints_the_summary() -> None:
