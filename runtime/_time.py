@@ -93,7 +93,7 @@ class ManualClock:
 
     def __init__(self, start: float = 0.0) -> None:
         self._now = float(start)
-        self._calls: list[tuple[float, int, _ManualCall]] = []
+        self._calls: list[tuple[float, int, PendingCall]] = []
         self._seq = 0
 
     def now(self) -> float:
@@ -101,7 +101,7 @@ class ManualClock:
 
     def call_at(self, deadline: float, callback: Callable[[], object]) -> Cancellable:
         """Run ``callback`` when :meth:`advance` reaches ``deadline`` (at once if it has)."""
-        call = _ManualCall(callback)
+        call = PendingCall(callback)
         if deadline <= self._now:
             callback()
             return call
@@ -126,7 +126,9 @@ class ManualClock:
         return f"ManualClock(now={self._now!r})"
 
 
-class _ManualCall:
+class PendingCall:
+    """A call a clock makes once it reaches a deadline (``call_at``), until cancelled."""
+
     __slots__ = ("callback", "cancelled")
 
     def __init__(self, callback: Callable[[], object]) -> None:

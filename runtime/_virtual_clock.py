@@ -41,22 +41,11 @@ from types import TracebackType
 from typing import Any, TypeVar
 
 from ._exceptions import VirtualClockError
-from ._time import Cancellable
+from ._time import Cancellable, PendingCall
 
 __all__ = ("VirtualClock", "run_virtual")
 
 T = TypeVar("T")
-
-
-class _Call:
-    __slots__ = ("callback", "cancelled")
-
-    def __init__(self, callback: Callable[[], object]) -> None:
-        self.callback = callback
-        self.cancelled = False
-
-    def cancel(self) -> None:
-        self.cancelled = True
 
 
 class _Installed:
@@ -116,7 +105,7 @@ class VirtualClock:
         self.autojump = autojump
         self.threshold = float(autojump_threshold)
         self._now = self.start
-        self._calls: list[tuple[float, int, _Call]] = []
+        self._calls: list[tuple[float, int, PendingCall]] = []
         self._seq = 0
         self._installed: _Installed | None = None
         self._idle: list[asyncio.Future[None]] = []
@@ -130,7 +119,7 @@ class VirtualClock:
     def call_at(self, deadline: float, callback: Callable[[], object]) -> Cancellable:
         """Run ``callback`` once the clock reaches ``deadline`` (at once if it has): from
         :meth:`advance`, or, installed, from the loop when it jumps there."""
-        call = _Call(callback)
+        call = PendingCall(callback)
         if deadline <= self.now():
             callback()
             return call
