@@ -135,12 +135,16 @@ class Run:
     auto_rebalance: AutoRebalance | None = None
     # A state directory per worker: moving key groups are shipped (see _worker_state.py).
     per_worker_state: bool = False
+    # Bytes of cached state a worker may hold (None: no budget; see shoal.storage's budget).
+    state_memory: int | None = None
 
     def worker_backend(self, worker: int, shared: StateBackend) -> StateBackend:
         """Where worker ``worker`` keeps its state: its own directory, or ``shared``."""
         if not self.per_worker_state:
             return shared
-        return LmdbBackend(worker_state_root(self.state_dir, worker))
+        return LmdbBackend(
+            worker_state_root(self.state_dir, worker), state_memory=self.state_memory
+        )
 
     def result_backend(self) -> StateBackend:
         """What the driver reads state from after the job (worker processes)."""

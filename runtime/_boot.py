@@ -7,7 +7,13 @@ from pathlib import Path
 from typing import Any
 
 from shoal.actors import ActorStartError, BootstrapError, Worker, register_message
-from shoal.storage import CheckpointCorruptError, CheckpointStore, LmdbBackend, read_savepoint
+from shoal.storage import (
+    DEFAULT_STATE_MEMORY,
+    CheckpointCorruptError,
+    CheckpointStore,
+    LmdbBackend,
+    read_savepoint,
+)
 
 from ._faults import Fault, Faults
 from ._loader import load_flow
@@ -146,7 +152,10 @@ async def bootstrap(worker: Worker, args: dict[str, Any]) -> None:
         workers=workers,
         driver=int(args["driver"]),
         kernel=worker,
-        backend=LmdbBackend(args.get("state_root", args["state_dir"])),
+        backend=LmdbBackend(
+            args.get("state_root", args["state_dir"]),
+            state_memory=args.get("state_memory", DEFAULT_STATE_MEMORY),
+        ),
         group_owner=list(placement.group_owner),
         split_owner=list(placement.split_owner),
         batch_size=int(args["batch_size"]),

@@ -104,6 +104,17 @@ def _positive(text: str) -> int:
     return value
 
 
+def _state_memory(text: str) -> int:
+    """``--state-memory MB``: megabytes (MiB) of cached state per worker, as bytes."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected megabytes (e.g. 256), got {text!r}") from None
+    if not value > 0 or value != value or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected megabytes (e.g. 256), got {text!r}")
+    return max(1, int(value * 1024 * 1024))
+
+
 def _port(text: str) -> int:
     try:
         value = int(text)
@@ -203,6 +214,14 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="DIR",
         help="write checkpoints here: a directory or fsspec URL (default: DIR/checkpoints "
         "of the state directory)",
+    )
+    run.add_argument(
+        "--state-memory",
+        type=_state_memory,
+        default=None,
+        metavar="MB",
+        help="cached state a worker may hold, in MB (default 256); beyond it clean entries "
+        "are evicted (read back from LMDB) and unflushed ones written back early",
     )
     run.add_argument(
         "--per-worker-state",
@@ -499,6 +518,8 @@ async def _run_job(
         extra["batch_size"] = args.batch_size
     if args.per_worker_state:
         extra["per_worker_state"] = True
+    if args.state_memory is not None:
+        extra["state_memory"] = args.state_memory
     stop = anyio.Event()
     outcome: JobResult | BaseException | None = None
     job = anyio.CancelScope()

@@ -20,6 +20,7 @@ from shoal.actors import (
 )
 from shoal.actors._log import get_logger
 from shoal.storage import (
+    DEFAULT_STATE_MEMORY,
     CheckpointCorruptError,
     CheckpointStore,
     LmdbBackend,
@@ -100,6 +101,7 @@ async def run_job(
     on_control: Callable[[JobControl | None], None] | None = None,
     auto_rebalance: AutoRebalance | None = None,
     per_worker_state: bool = False,
+    state_memory: int | None = DEFAULT_STATE_MEMORY,
 ) -> JobResult:
     """Run ``flow`` until its bounded source is exhausted and every record is processed.
 
@@ -182,6 +184,10 @@ async def run_job(
             (rescale, rebalance) is shipped — copied while it runs, then only the changes
             since at the handoff (see ``_ship.py``). Default False: one shared directory,
             where a moving key group's environment changes owner without a copy.
+        state_memory: bytes the cached state entries of a worker may take, all its key groups
+            together (default 256 MiB): beyond it a key group's flush evicts clean entries
+            (reads then go to LMDB), and unflushed changes over it are written back early
+            (see ``shoal.storage``'s ``_budget.py``); None: no budget.
         checkpoint_dir: where checkpoints are written: a directory or any fsspec URL
             (``memory://...`` only with ``processes=False``: each process has its own memory
             filesystem). Default ``<state_dir>/checkpoints``. Ignored without
@@ -204,6 +210,12 @@ async def run_job(
     _check_positive("batch_size", batch_size)
     _check_positive("mailbox_size", mailbox_size)
     _check_positive("max_moves", max_moves)
+    if state_memory is not None and (
+        isinstance(state_memory, bool) or not isinstance(state_memory, int) or state_memory < 1
+    ):
+        raise ValueError(
+            f"state_memory must be a number of bytes >= 1 or None; got {state_memory!r}"
+        )
     if not isinstance(per_worker_state, bool):
         raise TypeError(f"per_worker_state must be True or False; got {per_worker_state!r}")
     if per_worker_state and backend != "lmdb":
@@ -345,6 +357,7 @@ async def run_job(
             on_control=on_control,
             auto_rebalance=auto_rebalance,
             per_worker_state=per_worker_state,
+            state_memory=state_memory,
         )
         if use_processes:
             assert ref is not None
@@ -353,9 +366,9 @@ async def run_job(
             state: StateBackend = (
                 WorkerDirsBackend(directory)
                 if per_worker_state
-                else LmdbBackend(directory)
+                else LmdbBackend(directory, state_memory=state_memory)
                 if backend == "lmdb"
-                else MemoryBackend()
+                else MemoryBackend(state_memory=state_memory)
             )
             try:
                 result = await run_in_loop(run, state, workers)

@@ -566,6 +566,11 @@ class KeyGroupActor(Actor):
             env.faults.hit("keygroup.batch")
         if self.unflushed >= FLUSH_EVERY_RECORDS and not env.checkpoints:
             self._flush()
+        elif env.budget is not None and env.budget.dirty_over():
+            # The worker's unflushed changes alone are over its state memory: write them
+            # back now (a plain flush: undo-logged once checkpoints run, so the epoch's
+            # commit still reads its delta; see shoal.storage's _budget.py).
+            self._flush()
         await env.emit(self.stage, self.name, data.split, values, offsets, self.epoch_out, stamps)
         if self.time is not None and self.time.timers is not None:
             await self._advance(None)  # processing-time timers the clock has passed

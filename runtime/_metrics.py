@@ -148,6 +148,19 @@ class JobCollector(Collector):
         depth = GaugeMetricFamily(
             "shoal_mailbox_depth", "Messages waiting in a worker's mailboxes", labels=labels
         )
+        cache = GaugeMetricFamily(
+            "shoal_state_cache_bytes",
+            "Estimated bytes of a worker's cached state entries (its state memory in use)",
+            labels=labels,
+        )
+        cache_limit = GaugeMetricFamily(
+            "shoal_state_cache_limit_bytes", "A worker's state memory budget", labels=labels
+        )
+        evicted = CounterMetricFamily(
+            "shoal_state_cache_evictions_total",
+            "Clean state entries evicted to keep to the budget",
+            labels=labels,
+        )
         for snap in snaps:
             w = [self._job, str(snap["worker"])]
             rin.add_metric(w, snap["records_in"])
@@ -162,7 +175,12 @@ class JobCollector(Collector):
             access.add_metric(w, snap["access_samples"], snap["access_seconds"])
             flush.add_metric(w, snap["flushes"], snap["flush_seconds"])
             depth.add_metric(w, snap.get("mailbox_depth", 0))
+            cache.add_metric(w, snap.get("state_cache_bytes", 0))
+            if snap.get("state_cache_limit") is not None:
+                cache_limit.add_metric(w, snap["state_cache_limit"])
+            evicted.add_metric(w, snap.get("state_cache_evicted", 0))
         yield from (rin, rout, dead, op_in, op_out, entries, size, access, flush, depth)
+        yield from (cache, cache_limit, evicted)
         yield from load_families(self._job, snaps)
         stats = None if self._checkpoints is None else self._checkpoints()
         if stats is not None:

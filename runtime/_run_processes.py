@@ -419,6 +419,7 @@ def _worker_args(
             worker_state_root(run.state_dir, index) if run.per_worker_state else run.state_dir
         ),
         "ship_state": run.per_worker_state,
+        "state_memory": run.state_memory,
         "batch_size": run.batch_size,
         "mailbox_size": run.mailbox_size,
         "log_format": run.log_format,

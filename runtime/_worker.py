@@ -22,6 +22,7 @@ from typing import Any
 from shoal.actors import Actor, PeerLostError, Ref, Worker
 from shoal.actors._log import get_logger
 from shoal.storage import (
+    CacheBudget,
     CheckpointStore,
     Manifest,
     StateBackend,
@@ -178,6 +179,12 @@ class WorkerEnv:
     async def _wait_lost(self, worker: int) -> BaseException:
         await self.kernel.wait_peer_lost(worker)
         return PeerLostError(f"worker {worker} was lost while worker {self.index} sent to it")
+
+    @property
+    def budget(self) -> CacheBudget | None:
+        """The worker's state memory budget (its backend's), if it has one."""
+        budget = getattr(self.backend, "budget", None)
+        return budget if isinstance(budget, CacheBudget) else None
 
     def targets(self, stage: int) -> list[Ref]:
         """Refs of every key-group actor of ``stage``, indexed by key group (cached)."""
@@ -372,6 +379,10 @@ class WorkerEnv:
         report["credit_waits"] = credits.waits
         report["credit_wait_s"] = credits.waited_s
         report["restores"] = dict(self.restores)
+        budget = self.budget
+        report["state_cache_bytes"] = 0 if budget is None else budget.cached_bytes()
+        report["state_cache_limit"] = None if budget is None else budget.limit
+        report["state_cache_evicted"] = 0 if budget is None else budget.evicted
         report["restore_s"] = self.restore_s
         return report
 

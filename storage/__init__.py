@@ -22,6 +22,8 @@ from __future__ import annotations
 from ._backend import LmdbBackend as LmdbBackend
 from ._backend import MemoryBackend as MemoryBackend
 from ._backend import StateBackend as StateBackend
+from ._budget import DEFAULT_STATE_MEMORY as DEFAULT_STATE_MEMORY
+from ._budget import CacheBudget as CacheBudget
 from ._checkpoint import CheckpointStore as CheckpointStore
 from ._codec import check_key as check_key
 from ._codec import check_keys as check_keys
@@ -98,6 +100,8 @@ __all__ = (
     "MemoryBackend",
     "KeyGroupStore",
     "KeyGroupStatistics",
+    "CacheBudget",
+    "DEFAULT_STATE_MEMORY",
     # epochs and checkpoints
     "EpochDelta",
     "StateChanges",

@@ -12,6 +12,7 @@ from typing import Protocol
 
 import lmdb
 
+from ._budget import DEFAULT_STATE_MEMORY, CacheBudget
 from ._engine import LmdbEngine, MemoryEngine, take_fence
 from ._exceptions import InvalidNameError, StorageError, StoreBusyError
 from ._shipping import ShippedTail
@@ -66,6 +67,8 @@ class LmdbBackend:
         map_size: Initial LMDB map size in bytes; it doubles whenever a flush fills it.
         cache_limit: Cached entries per store above which a flush evicts clean entries.
         sync: Fsync every flush (slow: ~6 ms per commit).
+        state_memory: Bytes the cached entries of every store this backend opens may take
+            together (a :class:`CacheBudget`; default 256 MiB); None: no budget.
     """
 
     def __init__(
@@ -75,6 +78,7 @@ class LmdbBackend:
         map_size: int = 1 << 30,
         cache_limit: int = 1_000_000,
         sync: bool = False,
+        state_memory: int | None = DEFAULT_STATE_MEMORY,
     ) -> None:
         if type(map_size) is not int or map_size <= 0:
             raise ValueError(f"map_size must be a positive int; got {map_size!r}")
@@ -84,6 +88,7 @@ class LmdbBackend:
         self.map_size = map_size
         self.cache_limit = cache_limit
         self.sync = sync
+        self.budget = None if state_memory is None else CacheBudget(state_memory)
         self._open: set[tuple[str, int]] = set()
 
     def __repr__(self) -> str:
@@ -200,6 +205,7 @@ class LmdbBackend:
                 engine,
                 cache_limit=self.cache_limit,
                 on_close=lambda: self._open.discard(location),
+                budget=self.budget,
             )
         except BaseException:
             engine.close()
@@ -216,12 +222,17 @@ class MemoryBackend:
 
     Args:
         cache_limit: Cached entries per store above which a flush evicts clean entries.
+        state_memory: As for :class:`LmdbBackend` (evicted entries are read back from the
+            backend's dicts).
     """
 
-    def __init__(self, *, cache_limit: int = 1_000_000) -> None:
+    def __init__(
+        self, *, cache_limit: int = 1_000_000, state_memory: int | None = DEFAULT_STATE_MEMORY
+    ) -> None:
         if type(cache_limit) is not int or cache_limit < 0:
             raise ValueError(f"cache_limit must be an int >= 0; got {cache_limit!r}")
         self.cache_limit = cache_limit
+        self.budget = None if state_memory is None else CacheBudget(state_memory)
         self._data: dict[tuple[str, int], dict[str, dict[bytes, bytes]]] = {}
         self._open: set[tuple[str, int]] = set()
 
@@ -252,6 +263,7 @@ class MemoryBackend:
             engine,
             cache_limit=self.cache_limit,
             on_close=lambda: self._open.discard(location),
+            budget=self.budget,
         )
         self._open.add(location)
         return store

@@ -10,6 +10,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, cast
 
+from ._budget import ENTRY_OVERHEAD, CacheBudget
 from ._codec import check_key, decode_key, decode_value, encode_key, encode_value, split_composite
 from ._engine import (
     _TAGS_END,
@@ -119,9 +120,11 @@ class KeyGroupStore:
 
     __slots__ = (
         "__weakref__",
+        "_budget",
         "_cache_limit",
         "_closed",
         "_engine",
+        "_entry_bytes",
         "_epoch",
         "_floor",
         "_handles",
@@ -145,6 +148,7 @@ class KeyGroupStore:
         *,
         cache_limit: int,
         on_close: Callable[[], None] | None = None,
+        budget: CacheBudget | None = None,
     ) -> None:
         """Build a store over an open engine (backends do this; users call ``open_store``)."""
         self.operator = operator
@@ -152,6 +156,11 @@ class KeyGroupStore:
         self.key: Any = None
         self._engine = engine
         self._cache_limit = cache_limit
+        # The backend's memory budget (see _budget.py), and what one cached entry is
+        # estimated to cost there: its encoded size (a moving average over flushes) plus the
+        # Python objects' overhead.
+        self._budget = budget
+        self._entry_bytes = 64.0
         self._on_close = on_close
         self._closed = False
         self._handles: dict[str, StateHandle] = {
@@ -177,6 +186,8 @@ class KeyGroupStore:
         self._floor: int | None = None
         self._partial = False
         self._load_epoch()
+        if budget is not None:
+            budget.attach(self)
 
     def _load_epoch(self) -> None:
         """Read the committed epoch and the undo log's floor into plain attributes."""
@@ -286,6 +297,12 @@ class KeyGroupStore:
         puts: list[Puts] = []
         for handle in self._handles.values():
             handle._collect(ops, puts)
+        if self._budget is not None and puts:
+            # What an entry costs encoded, from what this flush writes (C-level sums).
+            count = sum(len(keys) for _db, keys, _values in puts)
+            size = sum(sum(map(len, keys)) + sum(map(len, values)) for _db, keys, values in puts)
+            if count:
+                self._entry_bytes = 0.8 * self._entry_bytes + 0.2 * (size / count)
         if meta:
             for name, value in meta.items():
                 if not isinstance(name, str) or not name:
@@ -300,6 +317,39 @@ class KeyGroupStore:
         for handle in self._handles.values():
             handle._flushed()
         self._evict_if_needed()
+        if self._budget is not None:
+            self._budget.after_flush(self)
+
+    def _per_entry(self) -> float:
+        return ENTRY_OVERHEAD + self._entry_bytes
+
+    def cached_bytes(self) -> int:
+        """The estimated bytes of this store's cached entries (see ``_budget.py``)."""
+        if self._closed:
+            return 0
+        count = sum(handle._cached_count() for handle in self._handles.values())
+        return int(count * self._per_entry())
+
+    def dirty_bytes(self) -> int:
+        """The estimated bytes of this store's unflushed entries."""
+        if self._closed:
+            return 0
+        count = sum(handle._dirty_count() for handle in self._handles.values())
+        return int(count * self._per_entry())
+
+    def evict_bytes(self, size: int) -> int:
+        """Evict about ``size`` bytes' worth of clean cached entries, oldest-loaded first
+        (call right after a flush: every entry is clean then); return how many went."""
+        self._check_open()
+        counts = [(handle, handle._cached_count()) for handle in self._handles.values()]
+        total = sum(count for _, count in counts)
+        entries = min(total, math.ceil(size / self._per_entry()))
+        if entries <= 0:
+            return 0
+        for handle, count in counts:
+            if count:
+                handle._evict(math.ceil(count * entries / total))
+        return total - sum(handle._cached_count() for handle in self._handles.values())
 
     def cleanup_expired(self, budget: int | None = None) -> int:
         """Remove expired entries of the TTL states: the cached ones that are due, then up to
@@ -691,6 +741,8 @@ class KeyGroupStore:
         if self._closed:
             return
         self._closed = True
+        if self._budget is not None:
+            self._budget.detach(self)
         for handle in self._handles.values():
             handle._close()
         try:

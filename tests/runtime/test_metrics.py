@@ -73,6 +73,9 @@ def snapshots() -> list[dict[str, Any]]:
         report["mailbox_depth"] = depth
         report["key_groups"] = groups
         report["groups"] = load  # per key-group actor (see _load.group_reports)
+        report["state_cache_bytes"] = 5_000 * (depth + 1)  # the state memory budget
+        report["state_cache_limit"] = 1 << 20
+        report["state_cache_evicted"] = 7 * depth
         reports.append(report)
     return reports
 
@@ -101,6 +104,9 @@ def test_the_collector_exports_every_family_with_job_and_worker_labels() -> None
         "shoal_key_group_mailbox_depth": "gauge",
         "shoal_hot_key_records": "gauge",
         "shoal_hot_key_share": "gauge",
+        "shoal_state_cache_bytes": "gauge",
+        "shoal_state_cache_limit_bytes": "gauge",
+        "shoal_state_cache_evictions": "counter",
     }
     w0, w1 = labels(job="clicks", worker="0"), labels(job="clicks", worker="1")
     assert samples[("shoal_records_in_total", w0)] == 100
@@ -118,6 +124,9 @@ def test_the_collector_exports_every_family_with_job_and_worker_labels() -> None
     assert samples[("shoal_state_flush_seconds_sum", w0)] == 0.25
     assert samples[("shoal_mailbox_depth", w0)] == 4
     assert samples[("shoal_mailbox_depth", w1)] == 0
+    assert samples[("shoal_state_cache_bytes", w0)] == 25_000
+    assert samples[("shoal_state_cache_limit_bytes", w1)] == 1 << 20
+    assert samples[("shoal_state_cache_evictions_total", w0)] == 28
     group3 = w0 | labels(operator="users", key_group="3")
     assert samples[("shoal_key_group_records_total", group3)] == 80
     assert samples[("shoal_key_group_mailbox_depth", group3)] == 3
