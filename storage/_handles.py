@@ -254,12 +254,14 @@ class _Handle(ABC):
 class _CachedHandle(_Handle):
     """A handle holding one value per key in ``_cache`` (ABSENT when there is none)."""
 
-    __slots__ = ("_cache", "_dirty")
+    __slots__ = ("_cache", "_dirty", "_recent")
 
     def __init__(self, store: _KeyHolder, engine: Engine, name: str) -> None:
         super().__init__(store, engine, name)
         self._cache: dict[Any, Any] = {}
         self._dirty: set[Any] = set()
+        # The keys the last flush wrote: recently used, so evicted last (a second chance).
+        self._recent: set[Any] = set()
 
     def _current(self) -> Any:
         """Return the cached entry of the current key, loading it on a miss."""
@@ -346,7 +348,7 @@ class _CachedHandle(_Handle):
     def _flushed(self) -> None:
         if self._dirty:
             self._maybe_filled = True
-            self._dirty.clear()
+            self._recent, self._dirty = self._dirty, set()  # a swap: no cost per key
 
     def _dirty_count(self) -> int:
         return len(self._dirty)
@@ -355,18 +357,27 @@ class _CachedHandle(_Handle):
         return len(self._cache)
 
     def _evict(self, count: int) -> None:
+        """Drop ``count`` clean entries: first those the last flush did not write (oldest
+        loaded first), then, if that is not enough, the recently written ones."""
         cache = self._cache
-        for key in list(islice(cache, count)):
+        recent = self._recent
+        cold = [key for key in cache if key not in recent] if recent else list(cache)
+        victims = cold[:count]
+        if len(victims) < count:
+            victims += list(islice((key for key in cache if key in recent), count - len(victims)))
+        for key in victims:
             del cache[key]
 
     def _reset(self) -> None:
         self._cache.clear()
         self._dirty.clear()
+        self._recent = set()
         self._maybe_filled = self._engine.count(self.name) > 0
 
     def _close(self) -> None:
         self._cache = _ClosedDict()
         self._dirty = _ClosedSet()
+        self._recent = set()
 
     def _read(self, key: Any) -> Any:
         try:
