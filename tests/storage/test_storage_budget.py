@@ -98,17 +98,18 @@ def test_a_budget_is_a_positive_number_of_bytes(tmp_path: Path) -> None:
 
 def test_keys_the_last_flush_wrote_are_evicted_last(backend: StateBackend) -> None:
     with backend.open_store("op", 1, (ValueStateSpec("count", default=0),)) as store:
-        for key in range(300):  # loaded early: the oldest entries
+        for key in range(100):  # loaded first (the oldest entries), under the budget
             store.key = key
             store.states.count.update(1)
         store.flush()
-        for key in range(300, 1_000):  # read only: cold
+        assert len(store.states.count._cache) == 100
+        for key in range(100, 1_000):  # read only: cold
             store.key = key
             store.states.count.value()
-        for key in range(100):  # written again: hot
+        for key in range(100):  # written again: hot, and still the oldest in the cache
             store.key = key
             store.states.count.update(2)
         store.flush()  # over the budget: the cold entries go first
         cached = store.states.count._cache
         assert all(key in cached for key in range(100))
-        assert any(key not in cached for key in range(300, 1_000))
+        assert any(key not in cached for key in range(100, 1_000))
