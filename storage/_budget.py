@@ -11,7 +11,8 @@ stores of a backend together (a worker hosts many key groups; what matters is th
   An estimate, not a measurement: measuring objects per access would cost more than the
   cache saves.
 * Only **clean** entries are evicted (an unflushed change never is), and only right after
-  a store's own flush, when all its entries are clean: the oldest-loaded first. A read after
+  a store's own flush, when all its entries are clean: the oldest-loaded first, the keys that
+  flush wrote last (a second chance: they are in use). A read after
   an eviction goes to LMDB and returns the committed value.
 * When the budget's total is over the limit at a store's flush, that store gives up its share
   of the way down to three quarters of the limit (its bytes over the total: hysteresis, so a
