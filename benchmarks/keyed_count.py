@@ -94,6 +94,7 @@ async def measure(
             state_dir=state_dir,
             batch_size=args.batch_size,
             checkpoint_interval=interval,
+            state_memory=args.state_memory,
         )
         wall = time.perf_counter() - wall
         counts = result.read_state("counts", STATE[op])
@@ -197,6 +198,10 @@ async def main(args: argparse.Namespace) -> None:
         )
 
 
+def _megabytes(text: str) -> int | None:
+    return None if text == "off" else int(float(text) * 1024 * 1024)
+
+
 def _interval(text: str) -> float | None:
     return None if text == "off" else float(text)
 
@@ -218,6 +223,13 @@ def parse(argv: list[str]) -> argparse.Namespace:
         help="checkpoint interval(s) to measure (default 1; 'off': none)",
     )
     parser.add_argument("--batch-size", type=int, default=8192)
+    parser.add_argument(
+        "--state-memory",
+        type=_megabytes,
+        default=256 * 1024 * 1024,
+        metavar="MB|off",
+        help="each worker's state memory budget (default 256 MB; 'off': none)",
+    )
     parser.add_argument("--repeat", type=int, default=3, help="rounds (each runs every case once)")
     parser.add_argument("--json", action="store_true", help="also print one JSON line of results")
     return parser.parse_args(argv)
