@@ -42,8 +42,12 @@ __all__ = ("IDLE_RETURN_S", "PushSource", "refuse_push_source_in_processes")
 
 #: An idle read returns an empty batch after this long: a source actor handles its control
 #: messages (checkpoint barriers, a split's move) only between two reads, so a read waiting
-#: for a quiet caller must not hold them up for longer (20 empty wake-ups a second when idle).
+#: for a quiet caller must not hold them up for longer. Each empty return in a row doubles
+#: the wait, up to :data:`IDLE_RETURN_MAX_S` (a record resets it): a long-idle input wakes
+#: once a second, not twenty times (and a virtual clock's autojump makes few jumps over a
+#: quiet virtual hour), at the cost of up to a second's delay for a barrier while idle.
 IDLE_RETURN_S = 0.05
+IDLE_RETURN_MAX_S = 1.0
 
 
 class PushSource:
@@ -249,12 +253,13 @@ class PushSource:
 class _PushReader:
     """Reads the split; cancel-safe (it takes records only when it returns them)."""
 
-    __slots__ = ("_position", "_source", "_started")
+    __slots__ = ("_idle", "_position", "_source", "_started")
 
     def __init__(self, source: PushSource, position: int | None) -> None:
         self._source = source
         self._position = position
         self._started = False
+        self._idle = IDLE_RETURN_S  # how long the next idle read waits
 
     async def read_batch(self, max_records: int) -> SourceBatch | None:
         source = self._source
@@ -263,15 +268,17 @@ class _PushReader:
             source._start_at(self._position)
         batch = source._take(max_records)
         if batch is None and source._closed is None:
-            with anyio.move_on_after(IDLE_RETURN_S):
+            with anyio.move_on_after(self._idle):
                 await source._changed.wait()
             batch = source._take(max_records)
         if batch is not None:
+            self._idle = IDLE_RETURN_S
             return batch
         if source._closed is not None:
             return None  # closed and everything read: the split ends
         # Nothing came: an empty batch lets the source actor take the barriers and moves
         # waiting behind this read.
+        self._idle = min(2 * self._idle, IDLE_RETURN_MAX_S)
         return SourceBatch([], [], source._read)
 
     def drain(self) -> SourceBatch | None:
