@@ -44,6 +44,8 @@ if _typing.TYPE_CHECKING:
     from shoal.runtime import JobStoppedError as JobStoppedError
     from shoal.runtime import JsonlSink as JsonlSink
     from shoal.runtime import JsonlSource as JsonlSource
+    from shoal.runtime import ConnectedKeyedStream as ConnectedKeyedStream
+    from shoal.runtime import ConnectedStreams as ConnectedStreams
     from shoal.runtime import KeyedStream as KeyedStream
     from shoal.runtime import KeyGroupLoad as KeyGroupLoad
     from shoal.runtime import LateRecordError as LateRecordError
@@ -106,6 +108,8 @@ _HOME: dict[str, str] = {
     "Flow": "shoal.runtime",
     "Stream": "shoal.runtime",
     "KeyedStream": "shoal.runtime",
+    "ConnectedStreams": "shoal.runtime",
+    "ConnectedKeyedStream": "shoal.runtime",
     "ProcessContext": "shoal.runtime",
     "run": "shoal.runtime",
     "run_job": "shoal.runtime",
@@ -193,6 +197,8 @@ __all__ = (
     "Flow",
     "Stream",
     "KeyedStream",
+    "ConnectedStreams",
+    "ConnectedKeyedStream",
     "ProcessContext",
     "run",
     "run_job",
