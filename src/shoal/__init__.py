@@ -27,6 +27,8 @@ if _typing.TYPE_CHECKING:
     from shoal.runtime import Clock as Clock
     from shoal.runtime import CollectingSink as CollectingSink
     from shoal.runtime import CompletedCheckpoint as CompletedCheckpoint
+    from shoal.runtime import ConnectedKeyedStream as ConnectedKeyedStream
+    from shoal.runtime import ConnectedStreams as ConnectedStreams
     from shoal.runtime import CountingSink as CountingSink
     from shoal.runtime import DeadLetter as DeadLetter
     from shoal.runtime import DeadLetterSink as DeadLetterSink
@@ -44,8 +46,6 @@ if _typing.TYPE_CHECKING:
     from shoal.runtime import JobStoppedError as JobStoppedError
     from shoal.runtime import JsonlSink as JsonlSink
     from shoal.runtime import JsonlSource as JsonlSource
-    from shoal.runtime import ConnectedKeyedStream as ConnectedKeyedStream
-    from shoal.runtime import ConnectedStreams as ConnectedStreams
     from shoal.runtime import KeyedStream as KeyedStream
     from shoal.runtime import KeyGroupLoad as KeyGroupLoad
     from shoal.runtime import LateRecordError as LateRecordError

@@ -23,6 +23,7 @@ from shoal import (
     Monotonous,
     TransactionalJsonlSink,
     Tumbling,
+    ValueStateSpec,
     run_job,
 )
 from shoal.testing import KeyedHarness
@@ -179,6 +180,41 @@ async def test_a_co_process_enrichment_equals_the_oracle_with_two_workers() -> N
     orders, profiles = flows.enrich_inputs(300, 2, 6)
     assert flows.enrichments(result.sink.items) == flows.enrich_oracle(orders, profiles)  # type: ignore[attr-defined]
     assert result.dead_letters == 0
+
+
+@pytest.mark.asyncio
+async def test_async_chains_and_an_async_co_process_function_see_every_record() -> None:
+    async def double(n: int) -> int:
+        return 2 * n
+
+    async def add_a(key: Any, value: Any, ctx: Any) -> None:
+        ctx.state.total.update(ctx.state.total.value() + value)
+        ctx.emit((key, "a", ctx.state.total.value()))
+
+    async def add_b(key: Any, value: Any, ctx: Any) -> None:
+        ctx.state.total.update(ctx.state.total.value() - value)
+        ctx.emit((key, "b", ctx.state.total.value()))
+
+    flow = Flow("async_inputs", num_key_groups=4)
+    a = flow.source(IterableSource(list(range(100)), splits=2), name="a").map(double)
+    b = flow.source(IterableSource(list(range(50)), splits=1), name="b")
+    (
+        a.connect(b)
+        .key_by(lambda n: n % 3, lambda n: n % 3)
+        .process(add_a, add_b, states=[ValueStateSpec("total", default=0)], name="net")
+        .sink(CollectingSink())
+    )
+    result = await run_job(flow, backend="memory", workers=2, processes=False, batch_size=6)
+    items = result.sink.items  # type: ignore[attr-defined]
+    assert Counter(side for _key, side, _total in items) == {"a": 100, "b": 50}
+    final = {key: 0 for key in range(3)}
+    for n in range(100):
+        final[2 * n % 3] += 2 * n
+    for n in range(50):
+        final[n % 3] -= n
+    # Each key's last output carries the key's total over both inputs.
+    last = {key: total for key, _side, total in items}
+    assert last == final
 
 
 def test_co_process_arguments_are_checked() -> None:
