@@ -10,6 +10,8 @@ from ._checkpoints import CheckpointStatistics as CheckpointStatistics
 from ._checkpoints import CompletedCheckpoint as CompletedCheckpoint
 from ._clickstream import ClickstreamSource as ClickstreamSource
 from ._clickstream import clickstream_oracle as clickstream_oracle
+from ._dataflow import ConnectedKeyedStream as ConnectedKeyedStream
+from ._dataflow import ConnectedStreams as ConnectedStreams
 from ._dataflow import Flow as Flow
 from ._dataflow import KeyedStream as KeyedStream
 from ._dataflow import Stream as Stream
@@ -88,6 +90,8 @@ __all__ = (
     "Flow",
     "Stream",
     "KeyedStream",
+    "ConnectedStreams",
+    "ConnectedKeyedStream",
     "WindowedStream",
     "ProcessContext",
     # event time, timers and windows

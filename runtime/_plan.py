@@ -1,9 +1,12 @@
 """Compile a :class:`Flow` into stages, and place key groups and splits on workers.
 
 Stage 0 is the source stage (its splits run inside the workers); stage ``i >= 1`` is the
-``i``-th keyed operator, one actor per key group. Each stage ends either in the next keyed
-operator's exchange (``next_key_fn``) or in the sink. Every worker process compiles the same
-flow description into the same plan, so actor names and placement agree without a message.
+``i``-th keyed operator, one actor per key group. A flow with several inputs has one source
+stage per input (:attr:`Plan.source_stages`): the input's own chain, the tag a connect adds,
+then the chain after the merge; each split runs its input's. Each stage ends either in the
+next keyed operator's exchange (``next_key_fn``) or in the sink. Every worker process compiles
+the same flow description into the same plan, so actor names and placement agree without a
+message.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from shoal.storage import describe_specs
 from ._dataflow import (
     AsyncFilterOp,
     AsyncMapOp,
+    EventTime,
     FilterOp,
     FlatMapOp,
     Flow,
@@ -24,6 +28,7 @@ from ._dataflow import (
     MapOp,
     SinkOp,
 )
+from ._joins import Tag
 from ._sinks import Sink
 
 __all__ = ("Plan", "Stage", "actor_name", "compile_plan", "place_key_groups", "place_splits")
@@ -56,6 +61,25 @@ class Plan:
     stages: tuple[Stage, ...]
     sink: Sink
     splits: tuple[str, ...]
+    #: Per input (in the flow's order): its source stage and event time.
+    source_stages: tuple[Stage, ...] = ()
+    input_times: tuple[EventTime | None, ...] = ()
+    #: The input index of every split (absent: input 0).
+    split_inputs: dict[str, int] | None = None
+
+    def source_stage(self, split: str) -> Stage:
+        """The source stage ``split`` runs: its input's."""
+        if not self.source_stages:
+            return self.stages[0]
+        index = 0 if self.split_inputs is None else self.split_inputs.get(split, 0)
+        return self.source_stages[index]
+
+    def event_time_of(self, split: str) -> EventTime | None:
+        """``split``'s input's event time (None: no timestamps)."""
+        if not self.input_times:
+            return self.flow.event_time
+        index = 0 if self.split_inputs is None else self.split_inputs.get(split, 0)
+        return self.input_times[index]
 
     @property
     def num_key_groups(self) -> int:
@@ -124,7 +148,30 @@ def compile_plan(flow: Flow) -> Plan:
         raise ValueError(f"the source of flow {flow.name!r} has no splits")
     if len(set(splits)) != len(splits):
         raise ValueError(f"the source of flow {flow.name!r} returned duplicate split ids")
-    return Plan(flow, tuple(stages), sink, splits)
+    inputs = flow.inputs
+    if len(inputs) == 1:
+        return Plan(flow, tuple(stages), sink, splits)
+    first = stages[0]
+    source_stages = []
+    split_inputs: dict[str, int] = {}
+    for index, item in enumerate(inputs):
+        own: list[StatelessOp] = list(item.chain)
+        if item.tag is not None:
+            own.append(MapOp(Tag(item.tag), name="connect"))
+        source_stages.append(
+            _stage(0, None, [*own, *first.chain], first.next_key_fn, first.next_operator)
+        )
+        for split in item.source.splits():
+            split_inputs[f"{item.name}/{split}"] = index
+    return Plan(
+        flow,
+        tuple(stages),
+        sink,
+        splits,
+        tuple(source_stages),
+        tuple(item.time for item in inputs),
+        split_inputs,
+    )
 
 
 def _stage(

@@ -46,7 +46,7 @@ class SourceActor(Actor):
         self.handed = handed
         self.split = split
         self.reader: SplitReader | None = None
-        self.stage = env.plan.stages[0]
+        self.stage = env.plan.source_stage(split)  # its input's chain (see _plan.py)
         self.stopping = False
         self.records = 0
         # The split's position after the last batch sent downstream (None: not read yet); a
@@ -56,7 +56,7 @@ class SourceActor(Actor):
         # The checkpoint what it emits now is output of (its next barrier's).
         self.epoch_out = env.first_epoch()
         self._reading: anyio.CancelScope | None = None
-        time = env.plan.flow.event_time  # stamps the batches and makes the split's watermarks
+        time = env.plan.event_time_of(split)  # stamps the batches and makes the split's watermarks
         self.time = (
             None
             if time is None
@@ -83,6 +83,10 @@ class SourceActor(Actor):
         self.stopping = self.env.stopping
         if not self.ended:
             await host.adopt()
+            # A flow with several inputs: open this split's input here if it is not yet.
+            open_input = getattr(host.source, "open_input_of", None)
+            if open_input is not None:
+                await open_input(self.split)
             self.reader = host.open_split(self.split, self.position)
             self.continue_with(Pull())
 

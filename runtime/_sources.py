@@ -59,6 +59,7 @@ __all__ = (
     "Source",
     "IterableSource",
     "AsyncIterableSource",
+    "UnionSource",
     "check_bounded",
     "drain_reader",
 )
@@ -185,6 +186,75 @@ def check_bounded(source: object, *, has_stop: bool, flow: str) -> bool:
             f"pass stop=anyio.Event() and set it to end the job"
         )
     return bounded
+
+
+class UnionSource:
+    """The inputs of a flow with several sources, as one source (built by ``Flow.get_source``).
+
+    Its split ids are ``"<input name>/<split>"`` (input names have no ``/``); each split is read
+    by its own input's source. An input's ``open`` hook runs on a worker with that input's
+    splits there (its own ids), the first time one of its splits is read there; ``aclose``
+    runs for every input that was opened. It is bounded when every input is.
+    """
+
+    def __init__(self, inputs: Sequence[tuple[str, Source]]) -> None:
+        self.inputs = dict(inputs)
+        self.bounded = all(getattr(source, "bounded", None) is True for _, source in inputs)
+        self._context: SourceContext | None = None
+        self._opened: list[str] = []
+
+    def splits(self) -> list[str]:
+        return [
+            f"{name}/{split}" for name, source in self.inputs.items() for split in source.splits()
+        ]
+
+    def _locate(self, split: str) -> tuple[str, Source, str]:
+        name, _, inner = split.partition("/")
+        source = self.inputs.get(name)
+        if source is None or not inner:
+            raise ValueError(
+                f"split {split!r} names no input of this flow ({', '.join(self.inputs)})"
+            )
+        return name, source, inner
+
+    async def open(self, context: SourceContext) -> None:
+        self._context = context
+        for split in context.splits:
+            await self.open_input_of(split)
+
+    async def open_input_of(self, split: str) -> None:
+        """Run the ``open`` hook of ``split``'s input on this worker unless it ran already."""
+        name, source, _inner = self._locate(split)
+        if name in self._opened:
+            return
+        self._opened.append(name)
+        hook = getattr(source, "open", None)
+        if hook is None:
+            return
+        context = self._context
+        assert context is not None, "the source host opens the union before any split"
+        mine = tuple(
+            inner
+            for outer in context.splits
+            for found, _source, inner in [self._locate(outer)]
+            if found == name
+        )
+        await hook(
+            SourceContext(
+                context.job, context.worker, context.workers, mine or (split.partition("/")[2],)
+            )
+        )
+
+    def open_split(self, split: str, position: Any | None = None) -> SplitReader:
+        _name, source, inner = self._locate(split)
+        return source.open_split(inner, position)
+
+    async def aclose(self) -> None:
+        opened, self._opened = self._opened, []
+        for name in opened:
+            hook = getattr(self.inputs[name], "aclose", None)
+            if hook is not None:
+                await hook()
 
 
 def drain_reader(reader: SplitReader) -> SourceBatch | None:

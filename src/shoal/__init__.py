@@ -27,6 +27,8 @@ if _typing.TYPE_CHECKING:
     from shoal.runtime import Clock as Clock
     from shoal.runtime import CollectingSink as CollectingSink
     from shoal.runtime import CompletedCheckpoint as CompletedCheckpoint
+    from shoal.runtime import ConnectedKeyedStream as ConnectedKeyedStream
+    from shoal.runtime import ConnectedStreams as ConnectedStreams
     from shoal.runtime import CountingSink as CountingSink
     from shoal.runtime import DeadLetter as DeadLetter
     from shoal.runtime import DeadLetterSink as DeadLetterSink
@@ -106,6 +108,8 @@ _HOME: dict[str, str] = {
     "Flow": "shoal.runtime",
     "Stream": "shoal.runtime",
     "KeyedStream": "shoal.runtime",
+    "ConnectedStreams": "shoal.runtime",
+    "ConnectedKeyedStream": "shoal.runtime",
     "ProcessContext": "shoal.runtime",
     "run": "shoal.runtime",
     "run_job": "shoal.runtime",
@@ -193,6 +197,8 @@ __all__ = (
     "Flow",
     "Stream",
     "KeyedStream",
+    "ConnectedStreams",
+    "ConnectedKeyedStream",
     "ProcessContext",
     "run",
     "run_job",

@@ -76,11 +76,14 @@ def test_flow_must_end_in_a_sink() -> None:
         compile_plan(flow)
 
 
-def test_one_source_per_flow() -> None:
+def test_a_second_source_after_a_keyed_operator_is_refused() -> None:
+    # Several inputs merge before the first keyed operator (see tests/runtime/test_inputs.py).
     flow = Flow("f")
-    flow.source(IterableSource([1]))
+    flow.source(IterableSource([1])).key_by(str).count()
     with pytest.raises(
-        ValueError, match=r"^Flow 'f' already has a source; a flow has exactly one$"
+        ValueError,
+        match=r"^flow 'f' already has a keyed operator or sink after its input; inputs merge "
+        r"before the first keyed operator: add every source first, then union or connect them$",
     ):
         flow.source(IterableSource([2]))
 

@@ -1,0 +1,161 @@
+"""Two inputs in one keyed operator: co-process functions and the interval join.
+
+``a.connect(b)`` tags every record with its input's index where that input's own chain ends:
+``(0, record)`` for ``a``, ``(1, record)`` for ``b`` (a list after a trip between processes;
+both index alike). The connected keyed operator is an ordinary keyed process operator whose key
+function and process function dispatch on the tag (:class:`TaggedKey`, :class:`CoProcess`), so
+keyed state, timers, checkpoints, restores and rescaling need nothing new. A record whose key
+function or process function raises is a dead letter carrying the tagged pair.
+
+**Interval join** (:class:`IntervalJoin`): for every pair ``x`` of ``a`` and ``y`` of ``b`` with
+the same key and ``x.ts + lower <= y.ts <= x.ts + upper`` (event time, bounds inclusive), emit
+``fn(x, y)`` once, when the later of the two arrives (the output carries that record's
+timestamp). Each side's records wait in a keyed MapState (``_shoal_join_a`` /
+``_shoal_join_b``: sequence number -> ``[ts, record]``) for the other side's matches:
+
+* a record ``x`` of ``a`` can match ``b`` records up to ``x.ts + upper``, so it is removed
+  once the watermark is *past* ``x.ts + upper`` (an event-time timer just after it); a record
+  ``y`` of ``b`` once the watermark is past ``y.ts - lower``. State does not grow without bound:
+  what remains is what a record that is not late can still match.
+* A record with a timestamp below the key group's watermark is **late** (as for windows): the
+  records it should pair with may already be gone, so it goes to the dead-letter sink with
+  ``error_type == "LateRecordError"`` (operator, key, split, position) and is not joined; it is
+  never silently dropped. Every other record is joined with everything of the other side that
+  is in its interval and not late.
+
+Each record scans the other side's buffer for its key (``O(buffered records of the key)``): an
+interval join suits bounded intervals, where the buffers stay small.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+from shoal.storage import MapStateSpec, StateSpec, ValueStateSpec
+
+from ._exceptions import LateRecordError
+
+__all__ = ("CoProcess", "IntervalJoin", "TaggedKey", "Tag", "join_specs")
+
+_LEFT = "_shoal_join_a"
+_RIGHT = "_shoal_join_b"
+_NEXT = "_shoal_join_next"
+
+
+class Tag:
+    """``record -> (index, record)``: marks which input of a connect a record came from."""
+
+    __slots__ = ("index",)
+
+    def __init__(self, index: int) -> None:
+        self.index = index
+
+    def __call__(self, value: Any) -> tuple[int, Any]:
+        return (self.index, value)
+
+    def __repr__(self) -> str:
+        return f"Tag({self.index})"
+
+
+class TaggedKey:
+    """The connected stream's key function: input ``i``'s key function on its records."""
+
+    __slots__ = ("key_fns",)
+
+    def __init__(self, key_fns: tuple[Callable[[Any], Any], ...]) -> None:
+        self.key_fns = key_fns
+
+    def __call__(self, tagged: Any) -> Any:
+        return self.key_fns[tagged[0]](tagged[1])
+
+
+class CoProcess:
+    """The connected stream's process function: ``fns[i](key, record, ctx)`` for input ``i``."""
+
+    __slots__ = ("fns",)
+
+    def __init__(self, fns: tuple[Callable[[Any, Any, Any], Any], ...]) -> None:
+        self.fns = fns
+
+    def __call__(self, key: Any, tagged: Any, ctx: Any) -> Any:
+        return self.fns[tagged[0]](key, tagged[1], ctx)
+
+
+class AsyncCoProcess(CoProcess):
+    """:class:`CoProcess` for ``async def`` functions."""
+
+    __slots__ = ()
+
+    async def __call__(self, key: Any, tagged: Any, ctx: Any) -> Any:
+        return await self.fns[tagged[0]](key, tagged[1], ctx)
+
+
+def join_specs() -> tuple[StateSpec, ...]:
+    """The internal states of an interval join (besides its timers)."""
+    return (MapStateSpec(_LEFT), MapStateSpec(_RIGHT), ValueStateSpec(_NEXT, default=0))
+
+
+def _just_after(ts: float) -> float:
+    """The smallest timestamp greater than ``ts``: a timer there fires once the watermark is
+    past ``ts`` (a watermark equal to ``ts`` still lets records at ``ts`` in)."""
+    if isinstance(ts, int):
+        return ts + 1
+    return math.nextafter(ts, math.inf)
+
+
+class IntervalJoin:
+    """The process function and timer callback of an interval join (see the module docstring).
+
+    Args:
+        lower, upper: the interval, ``lower <= upper``, relative to ``a``'s timestamps.
+        fn: ``fn(x, y)`` makes the output of a pair (``x`` from ``a``, ``y`` from ``b``).
+    """
+
+    __slots__ = ("fn", "lower", "upper")
+
+    def __init__(self, lower: float, upper: float, fn: Callable[[Any, Any], Any]) -> None:
+        self.lower = lower
+        self.upper = upper
+        self.fn = fn
+
+    def process(self, key: Any, tagged: Any, ctx: Any) -> None:
+        side, value = tagged[0], tagged[1]
+        ts = ctx.timestamp
+        watermark = ctx.watermark
+        if ts < watermark:
+            raise LateRecordError(
+                f"record at timestamp {ts!r} is late for the interval join: the watermark is "
+                f"{watermark!r}, so the records it would pair with may be gone"
+            )
+        state = ctx.state
+        seq = state._shoal_join_next.value()
+        state._shoal_join_next.update(seq + 1)
+        if side == 0:
+            state._shoal_join_a.put(seq, [ts, value])
+            ctx.timers.register_event_time(_just_after(ts + self.upper))
+            low, high = ts + self.lower, ts + self.upper
+            for other_ts, other in state._shoal_join_b.values():
+                if low <= other_ts <= high:
+                    ctx.emit(self.fn(value, other))
+        else:
+            state._shoal_join_b.put(seq, [ts, value])
+            ctx.timers.register_event_time(_just_after(ts - self.lower))
+            low, high = ts - self.upper, ts - self.lower
+            for other_ts, other in state._shoal_join_a.values():
+                if low <= other_ts <= high:
+                    ctx.emit(self.fn(other, value))
+
+    def on_timer(self, key: Any, ts: float, ctx: Any) -> None:
+        """Drop what can no longer match once the watermark reached ``ts``."""
+        state = ctx.state
+        for buffer, bound in (
+            (state._shoal_join_a, self.upper),
+            (state._shoal_join_b, -self.lower),
+        ):
+            gone = [seq for seq, (at, _value) in buffer.items() if _just_after(at + bound) <= ts]
+            for seq in gone:
+                buffer.remove(seq)
+        if state._shoal_join_a.is_empty() and state._shoal_join_b.is_empty():
+            state._shoal_join_next.clear()
