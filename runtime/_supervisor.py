@@ -94,6 +94,9 @@ class JobSupervisor(Actor):
         # when its commit started).
         self._precommitting: tuple[ReadyCheckpoint, set[int], float] | None = None
         self.target = target
+        #: Set by ``shoal.testing`` (``fail_next_checkpoint``): the next manifest write fails
+        #: with this reason, as a full disk would (the checkpoint is aborted, the job goes on).
+        self.fail_next_manifest: str | None = None
         #: Active worker id -> its controller (shared with the rescaler, which changes it).
         self.members: dict[int, Ref] = (
             rescaler.members if rescaler is not None else dict(enumerate(controllers))
@@ -312,6 +315,9 @@ class JobSupervisor(Actor):
         target = self.target
         if target is not None:
             try:
+                if self.fail_next_manifest is not None:
+                    reason, self.fail_next_manifest = self.fail_next_manifest, None
+                    raise CheckpointError(reason)
                 # The manifest is small (a few hundred bytes a key group): written on the loop,
                 # like small key-group files (see LOOP_WRITE_ENTRIES in _checkpoint_io.py).
                 await _on_loop(
