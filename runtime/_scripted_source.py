@@ -141,9 +141,7 @@ class ScriptedSource:
             )
         script = self.scripts[split]
         if type(position) is not int or not 0 <= position <= len(script):
-            raise ValueError(
-                f"script {split} has positions 0..{len(script)}; got {position!r}"
-            )
+            raise ValueError(f"script {split} has positions 0..{len(script)}; got {position!r}")
         while self.read_position(split) < position:
             await self._moved.wait()
 

@@ -315,9 +315,7 @@ class JobSupervisor(Actor):
         target = self.target
         if target is not None:
             try:
-                if self.fail_next_manifest is not None:
-                    reason, self.fail_next_manifest = self.fail_next_manifest, None
-                    raise CheckpointError(reason)
+                self._fail_if_asked()
                 # The manifest is small (a few hundred bytes a key group): written on the loop,
                 # like small key-group files (see LOOP_WRITE_ENTRIES in _checkpoint_io.py).
                 await _on_loop(
@@ -340,6 +338,12 @@ class JobSupervisor(Actor):
         if self.transactional and done is not None:
             await self._commit_sink(done.epoch)
         self._completed(done)
+
+    def _fail_if_asked(self) -> None:
+        """``shoal.testing``'s ``fail_next_checkpoint``: this manifest write fails."""
+        if self.fail_next_manifest is not None:
+            reason, self.fail_next_manifest = self.fail_next_manifest, None
+            raise CheckpointError(reason)
 
     async def _commit_sink(self, epoch: int) -> None:
         """Phase two, after the manifest: publish. A partition that does not get here (its

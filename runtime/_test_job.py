@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import anyio
+import fsspec  # type: ignore[import-untyped]
 from shoal.storage import CheckpointStore
 
 from ._checkpoints import CompletedCheckpoint
@@ -229,9 +230,7 @@ class TestJob:
         group = self.key_group_of(key)
         reason = f"crash_key_group({operator!r}, {key!r}): key group {group} crashed"
         before = len(self.recoveries)
-        await control.supervisor.worker.ref(actor_name(operator, group)).tell(
-            InjectFailure(reason)
-        )
+        await control.supervisor.worker.ref(actor_name(operator, group)).tell(InjectFailure(reason))
         return await self._recovered(before, reason)
 
     async def kill_worker(self, worker: int) -> Recovery:
@@ -389,6 +388,15 @@ def _damage(store: CheckpointStore, epoch: int) -> tuple[str, ...]:
     return tuple(record.path for record in own)
 
 
+def _remove_memory_dir(root: str) -> None:
+    """Remove ``memory://<root>`` and everything under it from fsspec's memory filesystem."""
+    filesystem = fsspec.filesystem("memory")
+    with suppress(FileNotFoundError):
+        filesystem.rm(f"/{root}", recursive=True)
+    with suppress(FileNotFoundError):
+        filesystem.rmdir(f"/{root}")
+
+
 def _sink_of(flow: Flow) -> Any:
     sinks = [op.sink for op in flow.operations if isinstance(op, SinkOp)]
     return sinks[-1] if sinks else None
@@ -481,6 +489,12 @@ async def open_test_job(
     else:
         job_clock = clock
     state_dir = Path(tempfile.mkdtemp(prefix="shoal-test-job-"))
+    # Checkpoints in fsspec's memory filesystem unless asked otherwise: no fsync per file, a
+    # third of a checkpointing test's time on a local disk (see docs/guides/testing.md).
+    memory_dir = None
+    if "checkpoint_dir" not in options:
+        memory_dir = f"memory://{state_dir.name}/checkpoints"
+        options["checkpoint_dir"] = memory_dir
     handle: TestJob | None = None
     try:
 
@@ -524,5 +538,7 @@ async def open_test_job(
             with suppress(Exception):
                 handle.result.close()
         shutil.rmtree(state_dir, ignore_errors=True)
+        if memory_dir is not None:
+            _remove_memory_dir(state_dir.name)
         if installed_here and isinstance(job_clock, VirtualClock):
             job_clock.uninstall()

@@ -68,7 +68,7 @@ class TotalWhenQuiet:
 
     states = (ValueStateSpec("total", default=0), ValueStateSpec("alarm"))
 
-    def process(self, user: str, window: tuple[str, float, float, int], ctx: ProcessContext) -> None:
+    def process(self, user: str, window: tuple[Any, ...], ctx: ProcessContext) -> None:
         assert ctx.timers is not None
         ctx.state.total.update(ctx.state.total.value() + window[3])
         previous = ctx.state.alarm.value()
@@ -134,7 +134,10 @@ def test_a_windowed_timer_job_crashing_once_gives_the_reference_results() -> Non
     for row in dict.fromkeys(output):  # replayed rows come again (the sink is at least once)
         if row[1] != "late":
             rows.setdefault(row[1], []).append(row)
-    actual = {user: sorted(found, key=lambda r: (r[0] != "minute", r)) for user, found in rows.items()}
+    actual = {
+        user: sorted(found, key=lambda row: (row[0] != "minute", row))
+        for user, found in rows.items()
+    }
     assert_matches_reference(actual, per_user, clicks, key=lambda click: click["user"])
 
 
@@ -263,9 +266,7 @@ async def test_migrate_moves_one_key_group_now_and_queries_follow_it() -> None:
         group = job.key_group_of("ann")
         before = await job.owner(group)
         record = await job.migrate(group, 1 - before)
-        assert [(m.item, m.source, m.target) for m in record.moves] == [
-            (group, before, 1 - before)
-        ]
+        assert [(m.item, m.source, m.target) for m in record.moves] == [(group, before, 1 - before)]
         assert await job.owner(group) == 1 - before
         assert (await job.migrate(group, 1 - before)).moves == ()  # there already
         assert await counts(job, ["ann", "bob"]) == {"ann": 3, "bob": 2}
@@ -329,10 +330,14 @@ async def test_a_job_that_fails_raises_its_error_when_the_block_is_left() -> Non
         r"between \(max_restarts=1\); last failure: job 'counts' failed: actor 'src:script:0' "
         r"failed: InjectedFault: CrashHere\(\) at script:0 position 2$"
     )
-    with pytest.raises(JobError, match=failed):  # leaving the block raises it
+
+    async def run() -> None:
         async with open_test_job(counting(source), max_restarts=1, checkpoint_interval=None) as job:
-            with pytest.raises(JobError, match=failed):  # and so does wait()
+            with pytest.raises(JobError, match=failed):  # wait() raises it
                 await job.wait()
+
+    with pytest.raises(JobError, match=failed):  # and so does leaving the block
+        await run()
 
 
 def test_open_test_job_refuses_worker_processes_and_a_state_dir() -> None:

@@ -18,7 +18,8 @@
   ``hypothesis``, in the ``test`` extra).
 
 The pytest plugin (``shoal.pytest_plugin``, registered by entry point) adds the fixtures
-``virtual_clock``, ``keyed_harness``, ``shoal_state_dir`` and ``shoal_test_job``. See docs/guides/testing.md.
+``virtual_clock``, ``keyed_harness``, ``shoal_state_dir`` and ``shoal_test_job``. See
+docs/guides/testing.md.
 """
 
 from __future__ import annotations
