@@ -5,10 +5,12 @@ asyncio's loop); the others run on asyncio and uvloop. Each takes well under a s
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 from typing import Any
 
+import fsspec  # type: ignore[import-untyped]
 import pytest
 
 from shoal import (
@@ -167,6 +169,25 @@ async def test_an_open_script_keeps_the_job_running_until_it_is_stopped() -> Non
         await job.stop()
         emitted = [("ann", 1), ("bob", 1), ("ann", 2), ("cid", 1), ("bob", 2), ("ann", 3)]
         assert sorted(job.output) == sorted([*emitted, ("dan", 1)])  # no crash: each once
+
+
+@pytest.mark.asyncio
+async def test_a_test_job_runs_on_virtual_time_where_the_loop_takes_it_and_cleans_up() -> None:
+    on_uvloop = type(asyncio.get_running_loop()).__module__.startswith("uvloop")
+    source = ScriptedSource([("ann", 1), Pause(0.01 if on_uvloop else HOUR), EndOfStream()])
+    async with open_test_job(counting(source)) as job:
+        await job.wait()
+        if on_uvloop:  # uvloop cannot take a virtual clock: real time
+            assert job.clock is None
+        else:
+            assert isinstance(job.clock, VirtualClock)
+            assert job.clock.installed
+            assert job.clock.now() >= HOUR
+        assert job.state_dir.is_dir()
+    assert not job.state_dir.exists()
+    assert not (isinstance(job.clock, VirtualClock) and job.clock.installed)
+    # Its checkpoints (in fsspec's memory filesystem, under the state directory's name) too.
+    assert not fsspec.filesystem("memory").exists(f"/{job.state_dir.name}")
 
 
 def test_a_pause_waits_virtual_seconds_between_records() -> None:
