@@ -25,6 +25,7 @@ from shoal.storage import (
 )
 
 from ._alignment import BarrierAlignment
+from ._faults import InjectedFault
 from ._load import GroupLoad
 from ._messages import (
     Barrier,
@@ -34,6 +35,7 @@ from ._messages import (
     EndOfStream,
     GroupHandoff,
     HandoffMarker,
+    InjectFailure,
     MovedIn,
     MoveOut,
     QueryState,
@@ -220,6 +222,8 @@ class KeyGroupActor(Actor):
     async def receive(self, message: Any) -> Any:
         if type(message) is QueryState:  # an interactive query (see _query.py)
             return await answer_query(self, message)
+        if type(message) is InjectFailure:  # shoal.testing: crash this key group now
+            raise InjectedFault(message.reason)
         if self.arriving is not None:
             if self.handoff is None:
                 self._queue(message)

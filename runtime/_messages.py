@@ -54,6 +54,7 @@ __all__ = (
     "Drained",
     "Pull",
     "QueryState",
+    "InjectFailure",
     "TimersDue",
     "ReturnCredits",
     "Shipment",
@@ -326,6 +327,14 @@ class QueryState:
 
     state: str
     key: Any
+
+
+@dataclass(frozen=True, slots=True)
+class InjectFailure:
+    """Fail the actor that receives it now (``shoal.testing``'s fault injection: a key-group
+    actor or a worker's controller raises ``InjectedFault(reason)``)."""
+
+    reason: str
 
 
 @dataclass(frozen=True, slots=True)

@@ -94,6 +94,9 @@ class JobSupervisor(Actor):
         # when its commit started).
         self._precommitting: tuple[ReadyCheckpoint, set[int], float] | None = None
         self.target = target
+        #: Set by ``shoal.testing`` (``fail_next_checkpoint``): the next manifest write fails
+        #: with this reason, as a full disk would (the checkpoint is aborted, the job goes on).
+        self.fail_next_manifest: str | None = None
         #: Active worker id -> its controller (shared with the rescaler, which changes it).
         self.members: dict[int, Ref] = (
             rescaler.members if rescaler is not None else dict(enumerate(controllers))
@@ -312,6 +315,7 @@ class JobSupervisor(Actor):
         target = self.target
         if target is not None:
             try:
+                self._fail_if_asked()
                 # The manifest is small (a few hundred bytes a key group): written on the loop,
                 # like small key-group files (see LOOP_WRITE_ENTRIES in _checkpoint_io.py).
                 await _on_loop(
@@ -334,6 +338,12 @@ class JobSupervisor(Actor):
         if self.transactional and done is not None:
             await self._commit_sink(done.epoch)
         self._completed(done)
+
+    def _fail_if_asked(self) -> None:
+        """``shoal.testing``'s ``fail_next_checkpoint``: this manifest write fails."""
+        if self.fail_next_manifest is not None:
+            reason, self.fail_next_manifest = self.fail_next_manifest, None
+            raise CheckpointError(reason)
 
     async def _commit_sink(self, epoch: int) -> None:
         """Phase two, after the manifest: publish. A partition that does not get here (its

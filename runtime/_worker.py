@@ -32,7 +32,7 @@ from ._async_ops import apply_chain_async
 from ._checkpoint_io import CheckpointWriter
 from ._credits import DEFAULT_WINDOW, MAX_WORKERS, Credits, exchange_mailbox_size
 from ._exchange import ExchangeActor, FlowControlActor
-from ._faults import Faults
+from ._faults import Faults, InjectedFault
 from ._keygroup import KeyGroupActor
 from ._keys import KeyGroupRouter
 from ._load import group_reports
@@ -46,6 +46,7 @@ from ._messages import (
     Gathered,
     GroupHandoff,
     InjectBarrier,
+    InjectFailure,
     MovedIn,
     PlacementUpdate,
     PreCommitSink,
@@ -428,6 +429,8 @@ class WorkerController(Actor):
 
     async def receive(self, message: Any) -> Any:
         env = self.env
+        if type(message) is InjectFailure:  # shoal.testing: this worker fails now
+            raise InjectedFault(message.reason)
         if type(message) is StartSources:
             env.metrics.cpu_at_start = time.process_time()
             for split in env.owned_splits():

@@ -9,6 +9,8 @@ stateful stream logic.
   :class:`~shoal.testing.KeyedHarness` (a Flow: ``KeyedHarness(flow, ...)``; a process
   function: ``KeyedHarness.for_function(fn, ...)``).
 * ``shoal_state_dir``: an empty state directory in the test's ``tmp_path``.
+* ``shoal_test_job``: :func:`~shoal.testing.open_test_job` (``async with
+  shoal_test_job(flow, workers=2) as job:``), for a test that takes its tools as fixtures.
 """
 
 from __future__ import annotations
@@ -21,9 +23,10 @@ import pytest
 
 from shoal.runtime._dataflow import Flow
 from shoal.runtime._harness import KeyedHarness
+from shoal.runtime._test_job import open_test_job
 from shoal.runtime._virtual_clock import VirtualClock
 
-__all__ = ("keyed_harness", "shoal_state_dir", "virtual_clock")
+__all__ = ("keyed_harness", "shoal_state_dir", "shoal_test_job", "virtual_clock")
 
 
 def _make_harness(target: Any, **options: Any) -> KeyedHarness:
@@ -46,6 +49,14 @@ def shoal_state_dir(tmp_path: Path) -> Path:
     path = tmp_path / "shoal-state"
     path.mkdir()
     return path
+
+
+@pytest.fixture
+def shoal_test_job() -> Callable[..., Any]:
+    """``shoal_test_job(flow, **options)``: :func:`~shoal.testing.open_test_job`, an async
+    context manager yielding a :class:`~shoal.testing.TestJob` (workers in the test's loop,
+    a temporary state directory, checkpoints on, virtual time on asyncio)."""
+    return open_test_job
 
 
 try:
