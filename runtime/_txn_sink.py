@@ -366,17 +366,25 @@ class TransactionalPartition:
         due = {e: f for e, f in self._open.items() if e <= epoch}
         for e in due:
             del self._open[e]
-        async with self._lock:
-            if not due:
-                return
-            staging = self._sink.staging
-            try:
-                await anyio.to_thread.run_sync(_make_durable, list(due.values()), staging)
-            except OSError as exc:
-                self._failed = f"{type(exc).__name__}: {exc}"
-                raise
-            for e in due:
-                self._durable[e] = staging / file_name(e, self.worker, self.workers)
+        try:
+            async with self._lock:
+                if not due:
+                    return
+                staging = self._sink.staging
+                try:
+                    await anyio.to_thread.run_sync(_make_durable, list(due.values()), staging)
+                except OSError as exc:
+                    self._failed = f"{type(exc).__name__}: {exc}"
+                    raise
+                for e in due:
+                    self._durable[e] = staging / file_name(e, self.worker, self.workers)
+        except BaseException:
+            # Cancelled while waiting for the lock (an attempt torn down), or failed: these
+            # files are out of _open, so aclose() would not see them; close them here (a
+            # second close is harmless). What they staged stays for recover().
+            for f in due.values():
+                f.close()
+            raise
 
     async def commit(self, epoch: int) -> None:
         """Publish every pre-committed epoch ``<= epoch`` (phase 2), in epoch order.

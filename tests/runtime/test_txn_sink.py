@@ -748,3 +748,31 @@ def test_a_process_killed_at_a_random_point_recovers_to_whole_committed_epochs(
     sink.recover(committed)
     assert sink.read() == child_output(committed, workers), (seen[-1], committed)
     assert os.listdir(sink.staging) == []
+
+
+@pytest.mark.anyio
+async def test_a_pre_commit_cancelled_while_it_waits_closes_the_files_it_took(
+    tmp_path: Path,
+) -> None:
+    """An attempt torn down while a pre-commit waits for the partition's lock (behind a
+    commit) must not leak the staged files the pre-commit took out of the partition."""
+    sink = TransactionalJsonlSink(tmp_path / "out")
+    sink.recover(None)
+    part = sink.open_partition(0, 1)
+    await part.write_epoch(1, ["a"])
+    staged = part._open[1]  # type: ignore[attr-defined]
+    release = anyio.Event()
+
+    async def commit_in_progress(*, task_status: anyio.abc.TaskStatus[None]) -> None:
+        async with part._lock:  # type: ignore[attr-defined]
+            task_status.started()
+            await release.wait()
+
+    async with anyio.create_task_group() as tg:
+        await tg.start(commit_in_progress)
+        with anyio.CancelScope() as scope:
+            scope.cancel()
+            await part.pre_commit(1)
+        release.set()
+    assert staged.closed
+    await part.aclose()
