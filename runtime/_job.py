@@ -8,6 +8,7 @@ this driver over Unix sockets; the splits and key groups are spread over them.
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import tempfile
 from collections.abc import Callable, Mapping, Sequence
@@ -278,6 +279,10 @@ async def run_job(
         raise ValueError("worker processes keep state in LMDB; backend='memory' needs workers=1")
     if isinstance(flow, Flow):
         if use_processes:
+            # The fix for a PushSource is not a flow reference (worker processes would each
+            # build a PushSource of their own): say so first.
+            with contextlib.suppress(ValueError):  # no source yet: validate() says so below
+                refuse_push_source_in_processes(flow.get_source(), flow.name)
             raise TypeError(
                 "worker processes rebuild the flow from its definition: pass a reference "
                 "'path/to/file.py:name' or 'package.module:name' instead of a Flow object"

@@ -296,6 +296,10 @@ def refuse_push_source_in_processes(source: object, flow: str) -> None:
     Raises:
         TypeError: ``source`` is a :class:`PushSource`.
     """
+    inputs = getattr(source, "inputs", None)  # a UnionSource: several inputs
+    if isinstance(inputs, dict):
+        for inner in inputs.values():
+            refuse_push_source_in_processes(inner, flow)
     if isinstance(source, PushSource):
         raise TypeError(
             f"flow {flow!r} reads a PushSource, which lives in this process: run it with "

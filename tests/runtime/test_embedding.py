@@ -145,7 +145,13 @@ async def test_a_callback_that_is_not_async_is_refused_at_the_start() -> None:
 @pytest.mark.asyncio
 async def test_a_push_source_is_refused_with_worker_processes() -> None:
     flow, _ = counting_flow()
-    with pytest.raises(TypeError, match=r"^worker processes rebuild the flow"):
+    # The first message names the fix that works (a flow reference would not: each worker
+    # process would build a PushSource of its own).
+    with pytest.raises(
+        TypeError,
+        match=r"^flow 'clicks' reads a PushSource, which lives in this process: run it with "
+        r"workers in this event loop \(processes=False\)",
+    ):
         async with open_job(flow, workers=2):
             pass
 
