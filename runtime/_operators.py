@@ -16,6 +16,7 @@ from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from itertools import compress
 from operator import itemgetter
+from types import CoroutineType
 from typing import Any
 
 from shoal.storage import KeyGroupStore
@@ -165,6 +166,30 @@ def _flat_map(
     return out_values, out_offsets
 
 
+def _refuse_coroutines(
+    name: str,
+    results: list[Any],
+    values: list[Any],
+    offsets: list[int],
+    split: str,
+    dead: DeadLetters,
+) -> list[Any]:
+    """A plain function returned coroutines (``lambda x: fetch(x)`` over an ``async def``):
+    nothing awaits them, so every record of the batch is a dead letter saying why (the
+    coroutines are closed: no "never awaited" warnings). Checked on a batch's first result:
+    one type check per batch. Returns no values."""
+    for result in results:
+        if type(result) is CoroutineType:
+            result.close()
+    error = TypeError(
+        f"{name} function returned a coroutine: pass the async def function itself "
+        f"(map/filter await it), not a plain function that calls it"
+    )
+    for value, offset in zip(values, offsets, strict=False):
+        dead.add(name, error, split, offset, value)
+    return []
+
+
 def apply_chain(
     chain: Sequence[StatelessOp],
     values: list[Any],
@@ -178,11 +203,15 @@ def apply_chain(
             break
         if type(op) is MapOp:
             results, failed = _apply_once(op.fn, values)
+            if results and type(results[0]) is CoroutineType:
+                return _refuse_coroutines(op.name, results, values, offsets, split, dead), []
             if failed is not None:
                 offsets = _drop_failed(op.name, failed, values, offsets, split, dead)[1]
             values = results
         elif type(op) is FilterOp:
             mask, failed = _apply_once(op.fn, values)
+            if mask and type(mask[0]) is CoroutineType:
+                return _refuse_coroutines(op.name, mask, values, offsets, split, dead), []
             if failed is not None:
                 values, offsets = _drop_failed(op.name, failed, values, offsets, split, dead)
             if not all(mask):
@@ -270,6 +299,8 @@ def _key_failures(
                 router.group_of(key)
             except TypeError as exc:
                 failed.append((index, exc))
+                if type(key) is CoroutineType:
+                    key.close()  # nothing will await it (the message says why)
     failed.sort(key=itemgetter(0))
     for index, error in failed:
         dead.add(where, error, split, offsets[index], values[index])
@@ -307,6 +338,8 @@ def apply_chain_timed(
             values, offsets, timestamps = out_values, out_offsets, out_stamps
             continue
         results, failed = _apply_once(op.fn, values)
+        if results and type(results[0]) is CoroutineType:
+            return _refuse_coroutines(op.name, results, values, offsets, split, dead), [], []
         if failed is not None:
             for index, error in failed:
                 dead.add(op.name, error, split, offsets[index], values[index])

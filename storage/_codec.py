@@ -64,6 +64,8 @@ def _key_error(what: str, problem: str) -> InvalidKeyError:
     message = f"{what} must be str, bytes, int or a tuple of those; got {problem}"
     if problem == "list" or problem == "list inside a tuple":
         message += " — did you mean a tuple?"
+    elif problem == "coroutine":
+        message += " — the key function is async (or returns a coroutine): key functions are plain"
     return InvalidKeyError(message)
 
 

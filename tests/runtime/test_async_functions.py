@@ -271,3 +271,39 @@ async def test_the_keyed_harness_drives_async_functions_with_its_a_methods() -> 
         r"harness.push\(...\)$",
     ):
         harness.push("a", 1, timestamp=3)
+
+
+@pytest.mark.asyncio
+async def test_a_plain_function_returning_coroutines_is_a_dead_letter_that_says_why() -> None:
+    async def fetch(x: int) -> int:
+        return x
+
+    async def key_of(x: int) -> int:
+        return x
+
+    flow = Flow("lambdas")
+    (
+        flow.source(IterableSource(range(5), splits=1))
+        .map(lambda x: fetch(x))  # the async function called, not passed
+        .sink(CollectingSink())
+    )
+    result = await run_job(flow, backend="memory")
+    assert result.sink.items == []  # type: ignore[attr-defined]
+    assert [(d.offset, d.error_type, d.error) for d in result.dead_letter_records] == [
+        (
+            x,
+            "TypeError",
+            "map function returned a coroutine: pass the async def function itself "
+            "(map/filter await it), not a plain function that calls it",
+        )
+        for x in range(5)
+    ]
+    keyed = Flow("keys")
+    keyed.source(IterableSource(range(2), splits=1)).key_by(lambda x: key_of(x)).count().sink(
+        CollectingSink()
+    )
+    result = await run_job(keyed, backend="memory")
+    assert {d.error for d in result.dead_letter_records} == {
+        "key must be str, bytes, int or a tuple of those; got coroutine — the key function is "
+        "async (or returns a coroutine): key functions are plain"
+    }
