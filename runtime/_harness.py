@@ -218,6 +218,10 @@ class KeyedHarness:
         self._owned = frozenset(range(num_key_groups) if key_groups is None else key_groups)
         self._worker = worker
         self._dead = DeadLetters(worker)
+        #: Whether an error of the operator's function raises at once (``HarnessError``
+        #: naming it; default) or only goes to :attr:`dead_letters`, as in a job (False: to
+        #: test error handling). Late records are data, never raised.
+        self.raise_errors = True
         self._output: list[Emitted] = []
         self._watermark = MIN_WATERMARK
         self._offset = 0
@@ -236,22 +240,26 @@ class KeyedHarness:
                 :meth:`apush`).
             TypeError: ``key`` is not a valid key (str, bytes, int or a tuple of those).
         """
+        dead_before = len(self._dead.pending)
         group, before = self._record(key, timestamp, "push")
         values, _offsets, stamps = group.runner.run(
             [key], [value], [self._offset], _SPLIT, self._dead, _stamps(timestamp)
         )
         self._collect(values, stamps)
         self._fire(group, None)
+        self._raise_new(dead_before)
         return self._output[before:]
 
     async def apush(self, key: Any, value: Any, timestamp: float | None = None) -> list[Emitted]:
         """:meth:`push` for an operator whose functions are ``async def`` (awaits them)."""
+        dead_before = len(self._dead.pending)
         group, before = self._record(key, timestamp, "apush")
         values, _offsets, stamps = await group.runner.run_async(
             [key], [value], [self._offset], _SPLIT, self._dead, _stamps(timestamp)
         )
         self._collect(values, stamps)
         await self._afire(group, None)
+        self._raise_new(dead_before)
         return self._output[before:]
 
     def _record(self, key: Any, timestamp: float | None, method: str) -> tuple[_Group, int]:
@@ -296,15 +304,19 @@ class KeyedHarness:
                 current one; the operator is ``async def`` (use :meth:`aadvance_watermark`).
         """
         before = len(self._output)
+        dead_before = len(self._dead.pending)
         for group, mark in self._watermark_steps(watermark, "advance_watermark"):
             self._fire(group, mark)
+        self._raise_new(dead_before)
         return self._output[before:]
 
     async def aadvance_watermark(self, watermark: float) -> list[Emitted]:
         """:meth:`advance_watermark` for an ``async def`` operator."""
         before = len(self._output)
+        dead_before = len(self._dead.pending)
         for group, mark in self._watermark_steps(watermark, "aadvance_watermark"):
             await self._afire(group, mark)
+        self._raise_new(dead_before)
         return self._output[before:]
 
     def _watermark_steps(self, watermark: float, method: str) -> Iterator[tuple[_Group, float]]:
@@ -338,15 +350,19 @@ class KeyedHarness:
                 ``async def`` (use :meth:`aadvance_processing_time`).
         """
         before = len(self._output)
+        dead_before = len(self._dead.pending)
         for group in self._processing_steps(seconds, "advance_processing_time"):
             self._fire(group, None)
+        self._raise_new(dead_before)
         return self._output[before:]
 
     async def aadvance_processing_time(self, seconds: float) -> list[Emitted]:
         """:meth:`advance_processing_time` for an ``async def`` operator."""
         before = len(self._output)
+        dead_before = len(self._dead.pending)
         for group in self._processing_steps(seconds, "aadvance_processing_time"):
             await self._afire(group, None)
+        self._raise_new(dead_before)
         return self._output[before:]
 
     def _processing_steps(self, seconds: float, method: str) -> Iterator[_Group]:
@@ -604,6 +620,20 @@ class KeyedHarness:
                 f"operator {self.operator!r} declares no state {name!r}; it declares: "
                 f"{declared or 'no states'}"
             )
+
+    def _raise_new(self, before: int) -> None:
+        """With :attr:`raise_errors`, raise the first error since ``before`` (not a late
+        record): a test that forgets to look at the dead letters still fails."""
+        if not self.raise_errors:
+            return
+        for letter in self._dead.pending[before:]:
+            if letter.error_type != "LateRecordError":
+                raise HarnessError(
+                    f"operator {letter.operator!r} raised {letter.error_type}: {letter.error} "
+                    f"(key {letter.key!r}, record {letter.record!r}); set "
+                    "harness.raise_errors = False to let errors go to harness.dead_letters "
+                    "as a job does"
+                )
 
     def _fire(self, group: _Group, watermark: float | None) -> None:
         values, _offsets, stamps = group.runner.fire_timers(watermark, _SPLIT, self._dead)

@@ -158,13 +158,33 @@ def test_a_flows_keyed_operator_runs_as_in_the_flow() -> None:
     assert h.state("a", "value") == ("a", 3)
 
 
-def test_a_function_that_raises_leaves_a_dead_letter_and_the_harness_goes_on() -> None:
+def test_a_function_that_raises_fails_the_push_naming_it_by_default() -> None:
     def picky(key: str, value: int, ctx: ProcessContext) -> None:
         if value < 0:
             raise ValueError("negative")
         ctx.emit(value)
 
     h = KeyedHarness.for_function(picky, event_time=False)
+    with pytest.raises(
+        HarnessError,
+        match=r"^operator 'process' raised ValueError: negative \(key 'a', record -1\); set "
+        r"harness.raise_errors = False to let errors go to harness.dead_letters as a job does$",
+    ):
+        h.push("a", -1)
+    # A function of the wrong shape is caught the same way, not as an empty output.
+    wrong = KeyedHarness.for_function(lambda key, value: None, event_time=False)  # type: ignore[arg-type,return-value]
+    with pytest.raises(HarnessError, match=r"^operator 'process' raised TypeError: "):
+        wrong.push("a", 1)
+
+
+def test_with_raise_errors_off_a_record_that_raises_is_a_dead_letter_and_it_goes_on() -> None:
+    def picky(key: str, value: int, ctx: ProcessContext) -> None:
+        if value < 0:
+            raise ValueError("negative")
+        ctx.emit(value)
+
+    h = KeyedHarness.for_function(picky, event_time=False)
+    h.raise_errors = False
     h.push("a", -1)
     h.push("a", 1)
     assert h.output == [Emitted(1, None)]
