@@ -12,7 +12,7 @@ import anyio
 import anyio.lowlevel
 import pytest
 from recovery_flows import final_state, oracle
-from rescale_flows import check_output_of, oracle_of, paced_stats, read_records
+from rescale_flows import check_output_of, oracle_of, paced_stats, read_records, run_schedule
 from shoal.runtime._control import JobControl
 from shoal.runtime._control_socket import CONTROL_SOCKET, request, serve_control
 from shoal.runtime._faults import Fault
@@ -191,33 +191,18 @@ def test_random_rescale_schedules_cover_every_migration_point() -> None:
     assert kills
 
 
-async def run_schedule(tmp_path: Path, seed: int, *, processes: bool) -> tuple[Any, Any]:
-    """Run one seeded schedule; check the output and the moves; return the final state and
-    the oracle's (the test asserts they are equal)."""
+async def run_rescale_schedule(tmp_path: Path, seed: int, *, processes: bool) -> tuple[Any, Any]:
+    """Run one seeded schedule (the shared runner checks the output and the stop); check the
+    moves; return the final state and the oracle's (the test asserts they are equal)."""
     p, steps, faults, options = random_rescales(
         seed, processes=processes, output=str(tmp_path / "out")
     )
-    result = await run_job(
-        f"{FLOWS}:paced_stats" if processes else paced_stats(**p),
-        params=p if processes else None,
-        workers=2,
-        processes=processes,
-        state_dir=tmp_path / "state",
-        timeline=steps,
-        faults=faults,
-        max_restarts=5,
-        **options,
-    )
-    assert result.checkpoint_dir is not None
-    read = read_records(p, result.checkpoint_dir)
-    if not result.recoveries:  # (a recovery's rereads count towards the step's trigger)
-        assert len(read) >= steps[-1].records  # the stop came after every rescale
-    check_output_of(read, p)
-    if not faults and not result.recoveries:
+    run = await run_schedule(tmp_path, p, steps, faults, processes=processes, **options)
+    if not faults and not run.result.recoveries:
         # Every rescale completed live.
-        assert len(result.rescales) == len(steps) - 1, (steps, result.rescales)
-        assert result.migrations
-    return final_state(result, p), oracle_of(read, p.get("stages", 1))
+        assert len(run.result.rescales) == len(steps) - 1, (steps, run.result.rescales)
+        assert run.result.migrations
+    return run.state, run.expected
 
 
 @pytest.mark.asyncio
@@ -225,7 +210,7 @@ async def run_schedule(tmp_path: Path, seed: int, *, processes: bool) -> tuple[A
 async def test_random_rescales_in_one_loop_keep_state_and_output_exactly_once(
     tmp_path: Path, seed: int
 ) -> None:
-    state, expected = await run_schedule(tmp_path, seed, processes=False)
+    state, expected = await run_rescale_schedule(tmp_path, seed, processes=False)
     assert state == expected
 
 
@@ -235,7 +220,7 @@ async def test_random_rescales_in_one_loop_keep_state_and_output_exactly_once(
 async def test_random_rescales_and_kills_across_processes_keep_state_exactly_once(
     tmp_path: Path, seed: int
 ) -> None:
-    state, expected = await run_schedule(tmp_path, 1000 + seed, processes=True)
+    state, expected = await run_rescale_schedule(tmp_path, 1000 + seed, processes=True)
     assert state == expected
 
 
