@@ -95,6 +95,7 @@ async def test_two_keyed_stages_rescale_with_checkpoints_and_exactly_once_output
     check_output_of(read, p)
 
 
+@pytest.mark.processes
 @pytest.mark.asyncio
 async def test_worker_processes_rescale_2_4_1_3_with_exact_state_and_output(
     tmp_path: Path,
