@@ -8,12 +8,14 @@ import json
 import os
 import random
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import anyio
 import pytest
+import structlog
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import CollectorRegistry
@@ -272,6 +274,19 @@ def test_the_hot_key_summary_counts_every_hot_key_and_names_the_hottest() -> Non
     assert hot_key_summary([]) is None
 
 
+@contextmanager
+def captured_logs() -> Iterator[list[dict[str, Any]]]:
+    """structlog's ``capture_logs``, leaving structlog unconfigured if it was: otherwise its
+    built-in defaults (every level, to stdout) would reach later tests' captured stdout."""
+    configured = structlog.is_configured()
+    try:
+        with capture_logs() as logs:
+            yield logs
+    finally:
+        if not configured:
+            structlog.reset_defaults()
+
+
 @pytest.mark.asyncio
 async def test_a_skewed_job_logs_its_hot_keys_at_info_and_one_warning_summary(
     tmp_path: Path,
@@ -279,7 +294,7 @@ async def test_a_skewed_job_logs_its_hot_keys_at_info_and_one_warning_summary(
     """Four planted hot words, each most of its key group: one info line per key, one warning
     for the attempt (not one warning per key), and the load data unchanged."""
     p = params(n=60_000, rate=None)  # ~12,000 records per hot key group: enough to tell
-    with capture_logs() as logs:
+    with captured_logs() as logs:
         result = await run_job(
             skewed_stats(**p),
             workers=2,
@@ -592,7 +607,7 @@ def random_rebalances(
         "splits": rng.randint(2, 5),
         "key_groups": rng.choice([8, 16]),
         "stages": rng.choice([1, 2]),
-        "rate": 4_000.0 if processes else 10_000.0,
+        "rate": 8_000.0 if processes else 20_000.0,
         "output": output,
     }
     last = 10_000 if processes else 14_000

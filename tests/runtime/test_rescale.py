@@ -100,7 +100,7 @@ async def test_two_keyed_stages_rescale_with_checkpoints_and_exactly_once_output
 async def test_worker_processes_rescale_2_4_1_3_with_exact_state_and_output(
     tmp_path: Path,
 ) -> None:
-    p = params(rate=3_000.0, n=LONG, stages=2, output=str(tmp_path / "out"))
+    p = params(rate=6_000.0, n=LONG, stages=2, output=str(tmp_path / "out"))
     result = await run_job(
         f"{FLOWS}:paced_stats",
         params=p,
@@ -152,7 +152,7 @@ def random_rescales(
         splits=rng.randint(2, 5),
         key_groups=rng.choice([8, 16]),
         stages=rng.choice([1, 2]),
-        rate=4_000.0 if processes else 10_000.0,
+        rate=8_000.0 if processes else 20_000.0,
         output=output,
     )
     last = 10_000 if processes else 20_000
