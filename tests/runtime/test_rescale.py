@@ -34,13 +34,15 @@ def params(**overrides: Any) -> dict[str, Any]:
 
 # The inputs are far longer than what the tests read: each timeline ends with a stop after its
 # last rescale, so a slow rescale on a loaded machine cannot outrun the input; the oracle is
-# computed from what the final checkpoint says was read.
-LONG = 300_000
+# computed from what the final checkpoint says was read. Six times what the longest test reads
+# before its stop is plenty; every process (driver, workers, the oracle) builds the input, so a
+# longer one cost about a second per process for nothing.
+LONG = 100_000
 
 
 @pytest.mark.asyncio
 async def test_a_job_in_one_loop_rescales_2_4_1_3_with_exact_state(tmp_path: Path) -> None:
-    p = params(rate=10_000.0, n=LONG)
+    p = params(rate=20_000.0, n=LONG)
     result = await run_job(
         paced_stats(**p),
         workers=2,
@@ -73,7 +75,7 @@ async def test_a_job_in_one_loop_rescales_2_4_1_3_with_exact_state(tmp_path: Pat
 async def test_two_keyed_stages_rescale_with_checkpoints_and_exactly_once_output(
     tmp_path: Path,
 ) -> None:
-    p = params(rate=10_000.0, n=LONG, stages=2, output=str(tmp_path / "out"))
+    p = params(rate=20_000.0, n=LONG, stages=2, output=str(tmp_path / "out"))
     result = await run_job(
         paced_stats(**p),
         workers=2,
@@ -275,7 +277,7 @@ async def test_while_one_key_group_is_held_mid_move_the_others_keep_flowing(
     monkeypatch.setattr(KeyGroupActor, "_leave", held_leave)
     sink = WatchedSink()
     # Far more input than the test reads: it stops the job once it has seen what it needs.
-    p = params(rate=10_000.0, n=300_000)
+    p = params(rate=10_000.0, n=LONG)
     router = KeyGroupRouter(p["key_groups"])
     result: list[Any] = []
     stopped = anyio.Event()
