@@ -55,7 +55,6 @@ from typing import Any
 
 import anyio
 import structlog
-from shoal.runtime import SourceBatch, SplitReader
 from shoal.runtime.timeline import at, checkpoint, rescale
 
 from shoal import (
@@ -96,31 +95,6 @@ def keep(value_bytes: int, key: int, _value: int, ctx: ProcessContext) -> None:
     ctx.emit(key)
 
 
-class PacedSource(IterableSource):
-    """An IterableSource read at most ``rate`` records per second in all (``--rate``)."""
-
-    def __init__(self, items: range, *, splits: int, rate: float) -> None:
-        super().__init__(items, splits=splits)
-        self._per_split = rate / splits
-
-    def open_split(self, split: str, position: Any | None = None) -> SplitReader:
-        return _Paced(super().open_split(split, position), self._per_split)
-
-
-class _Paced:
-    def __init__(self, reader: SplitReader, rate: float) -> None:
-        self._reader = reader
-        self._rate = rate
-
-    async def read_batch(self, max_records: int) -> SourceBatch | None:
-        max_records = min(max_records, 256)
-        await anyio.sleep(max_records / self._rate)  # before reading: cancel-safe
-        return await self._reader.read_batch(max_records)
-
-    async def aclose(self) -> None:
-        await self._reader.aclose()
-
-
 def build(
     events: int = 1_000_000,
     keys: int = 4096,
@@ -132,11 +106,7 @@ def build(
     paces the source to that many records per second."""
     flow = Flow("rescale", num_key_groups=key_groups)
     values = range(events)
-    source = (
-        PacedSource(values, splits=SPLITS, rate=rate)
-        if rate > 0
-        else IterableSource(values, splits=SPLITS)
-    )
+    source = IterableSource(values, splits=SPLITS, rate=rate if rate > 0 else None)
     flow.source(source).key_by(partial(key_of, keys)).process(
         partial(keep, value_bytes),
         states=[ValueStateSpec("count", default=0), ValueStateSpec("blob", default=b"")],

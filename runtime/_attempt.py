@@ -32,7 +32,7 @@ from ._checkpoints import CheckpointCoordinator, CheckpointStatistics
 from ._control import JobControl
 from ._control_socket import serve_control
 from ._faults import Fault
-from ._load import LoadMonitor
+from ._load import LoadMonitor, hot_key_summary
 from ._messages import StartSources, TriggerCheckpoint
 from ._names import JOB_ACTOR, shipper_name, source_actor_name
 from ._placement import Placement
@@ -224,6 +224,9 @@ def attempt_result(
     read = sum(r["records_in"] for r in reports)
     # The last attempt counted from its start point; before it, the checkpoint's counters.
     before = attempts.current.counted or {}
+    hot_keys = hot_key_summary(reports)  # one warning per attempt at most (see _load.py)
+    if hot_keys is not None:
+        log.warning(hot_keys)
     return JobResult(
         name=plan.flow.name,
         workers=workers,

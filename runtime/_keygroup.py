@@ -133,7 +133,7 @@ class KeyGroupActor(Actor):
             key_group=key_group,
         )
         # Records processed and a sample of the keys (see _load.py): read by worker reports.
-        self.load = GroupLoad(self.log.warning)
+        self.load = GroupLoad(self.log.info)  # info: the driver warns once (_load.py)
 
     async def on_start(self) -> None:
         if self.arriving is not None:

@@ -6,7 +6,13 @@ counter add per batch, and every batch a strided sample of its keys (one key in
 :data:`SAMPLE_STRIDE`, weighted by the stride) into a heavy-hitters sketch, Apache
 DataSketches' *frequent items* sketch (Misra-Gries with a purge, error bound
 ``3.5 / 2**lg_max_map_size`` of the sampled weight). A key whose estimated share of its key
-group's records passes :data:`HOT_KEY_SHARE` is logged once per key-group actor.
+group's records passes :data:`HOT_KEY_SHARE` is logged once per key-group actor, at info level
+(the actor's ``log`` callable): a skewed workload (zipf, as in the clickstream scenario) is
+expected to have hot keys, and one line per key would bury the rest of the log. At the end of
+an attempt the driver logs at most one warning that sums them up (:func:`hot_key_summary` over
+the workers' final reports): how many keys hold more than :data:`HOT_KEY_SHARE` of their key
+group's records, the hottest few, and why a rebalance cannot help. The figures themselves
+(:class:`HotKey` in ``job.loads()``, the ``shoal_hot_key_*`` metrics) are unchanged.
 
 A worker's report carries, per key-group actor it hosts, ``[operator, key group, records,
 mailbox depth, top keys]`` (:func:`group_reports`; state bytes are already in the report's
@@ -39,6 +45,7 @@ __all__ = (
     "KeyGroupLoad",
     "LoadMonitor",
     "group_reports",
+    "hot_key_summary",
     "load_families",
     "worker_loads",
 )
@@ -49,7 +56,8 @@ SAMPLE_STRIDE = 32
 #: The sketch keeps at most ``0.75 * 2**LG_MAP`` counters; its error is ~3.5 / 64 (5.5 %) of
 #: the sampled weight: enough to tell a key with a tenth of a key group's records.
 LG_MAP = 6
-#: A key estimated to carry more than this share of its key group's records is hot: logged once.
+#: A key estimated to carry more than this share of its key group's records is hot: logged once
+#: (info) by its actor, and counted in the attempt's summary (one warning).
 HOT_KEY_SHARE = 0.5
 #: ... once the key group has seen at least this many records (a share of ten is noise).
 HOT_KEY_MIN_RECORDS = 10_000
@@ -58,6 +66,8 @@ HOT_KEY_CHECK_EVERY = 64
 #: Top keys a report carries per key-group actor, and the length their ``repr`` is cut to.
 TOP_KEYS = 3
 KEY_REPR_MAX = 48
+#: The hot keys an attempt's summary names (the hottest first); it counts all of them.
+SUMMARY_KEYS = 3
 
 
 def key_repr(key: Any) -> str:
@@ -76,7 +86,12 @@ class HotKey:
 
 
 class GroupLoad:
-    """One key-group actor's load counters. Written only by the actor, on its event loop."""
+    """One key-group actor's load counters. Written only by the actor, on its event loop.
+
+    Args:
+        log: called once per hot key the actor finds (``log(event, key=, share=, records=)``);
+            the key-group actor passes its logger's ``info`` (see the module docstring).
+    """
 
     __slots__ = ("_batches", "_log", "_sketch", "_warned", "records")
 
@@ -141,6 +156,44 @@ class GroupLoad:
 
     def to_data(self) -> list[list[Any]]:
         return [[hot.key, hot.records, round(hot.share, 4)] for hot in self.top()]
+
+
+def hot_key_summary(reports: Iterable[Mapping[str, Any]]) -> str | None:
+    """One line on the hot keys in workers' reports (``None``: there are none): a key is hot
+    when its estimated share of its key-group actor's records passes :data:`HOT_KEY_SHARE`
+    and the actor has processed at least :data:`HOT_KEY_MIN_RECORDS` records (the actors'
+    own test, on the estimate the report carries).
+
+    For example: ``3 hot keys hold more than 50% of their key group's records: per_user 118886
+    (kg 48, 74%), ...; rebalancing cannot spread a single key (one actor processes it in
+    order)``.
+    """
+    hot: list[tuple[float, str, int, str]] = []
+    for report in reports:
+        for op, group, records, _waiting, top in report.get("groups", ()):
+            if records < HOT_KEY_MIN_RECORDS:
+                continue
+            hot.extend(
+                (float(share), str(op), int(group), str(key))
+                for key, _estimate, share in top
+                if share > HOT_KEY_SHARE
+            )
+    if not hot:
+        return None
+    hot.sort(key=lambda entry: (-entry[0], entry[1], entry[2]))
+    named = ", ".join(
+        f"{op} {key} (kg {group}, {share:.0%})" for share, op, group, key in hot[:SUMMARY_KEYS]
+    )
+    more = f", and {len(hot) - SUMMARY_KEYS} more" if len(hot) > SUMMARY_KEYS else ""
+    keys = (
+        "1 hot key holds more than {:.0%} of its"
+        if len(hot) == 1
+        else f"{len(hot)} hot keys hold more than {{:.0%}} of their"
+    ).format(HOT_KEY_SHARE)
+    return (
+        f"{keys} key group's records: {named}{more}; "
+        f"rebalancing cannot spread a single key (one actor processes it in order)"
+    )
 
 
 def group_reports(env: WorkerEnv, depths: Mapping[str, int]) -> list[list[Any]]:

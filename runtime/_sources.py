@@ -45,11 +45,14 @@ Guarantees shared by every source in this package:
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from itertools import islice
 from typing import Any, Protocol, TypeAlias, runtime_checkable
+
+import anyio
 
 __all__ = (
     "SourceBatch",
@@ -308,23 +311,34 @@ class IterableSource:
     can be opened only once, and resuming it at position ``p`` skips its first ``p`` items.
 
     Offsets are indexes in the iterable; a position is the index of the next item. The
-    sequence must not change while the source is read. Reading does not yield to the event
-    loop by itself (records are already in memory): the engine's sends downstream do.
+    sequence must not change while the source is read. Unpaced, reading does not yield to the
+    event loop by itself (records are already in memory): the engine's sends downstream do.
+
+    ``rate`` paces the source: every split reads at most ``rate / splits`` records per second
+    (so the source at most ``rate``), in batches of at most :data:`PACED_BATCH` records, each
+    after a sleep of its share of a second (before reading: a stop cancels the sleep, never a
+    batch in hand). A paced source lets a test or a benchmark act on a job while it runs (a
+    rescale, a rebalance, a kill) with a long input instead of racing a short one. A rate is
+    an upper bound: on a loaded machine the job reads slower.
 
     Split ids are ``"items:<i>"``.
 
     Args:
         items: the records.
         splits: number of splits; more than 1 only for a ``Sequence``.
+        rate: records per second over all splits, a finite number > 0; ``None`` (the default)
+            reads as fast as the job takes them.
 
     Raises:
-        TypeError: ``items`` is not iterable, or is a ``str``/``bytes``; ``splits`` not an int.
-        ValueError: ``splits`` < 1, or > 1 for an iterable that is not a ``Sequence``.
+        TypeError: ``items`` is not iterable, or is a ``str``/``bytes``; ``splits`` not an
+            int; ``rate`` not a number or None.
+        ValueError: ``splits`` < 1, or > 1 for an iterable that is not a ``Sequence``; ``rate``
+            not finite and > 0.
     """
 
     bounded: bool
 
-    def __init__(self, items: Iterable[Any], *, splits: int = 1) -> None:
+    def __init__(self, items: Iterable[Any], *, splits: int = 1, rate: float | None = None) -> None:
         if isinstance(items, str | bytes | bytearray):
             raise TypeError(
                 f"IterableSource: items must be an iterable of records, not "
@@ -335,6 +349,7 @@ class IterableSource:
                 f"IterableSource: items must be an iterable; got {type(items).__name__}"
             )
         _check_int("IterableSource", "splits", splits, 1)
+        self._rate = _check_rate(rate)
         self.bounded = True
         self._items = items
         self._opened = False
@@ -353,7 +368,13 @@ class IterableSource:
         self._ids = tuple(f"items:{i}" for i in range(len(self._ranges)))
 
     def __repr__(self) -> str:
-        return f"IterableSource({type(self._items).__name__}, splits={len(self._ids)})"
+        paced = "" if self._rate is None else f", rate={self._rate:g}"
+        return f"IterableSource({type(self._items).__name__}, splits={len(self._ids)}{paced})"
+
+    @property
+    def rate(self) -> float | None:
+        """Records per second over all splits; ``None``: unpaced."""
+        return self._rate
 
     def splits(self) -> Sequence[str]:
         """Return ``("items:0", ..., "items:<splits-1>")``."""
@@ -371,6 +392,12 @@ class IterableSource:
         except ValueError:
             raise _unknown_split("IterableSource", split, self._ids) from None
         pos = start if position is None else _check_position("IterableSource", position, start, end)
+        reader = self._reader(pos, end)
+        if self._rate is None:
+            return reader
+        return _PacedReader(reader, self._rate / len(self._ids))
+
+    def _reader(self, pos: int, end: int | None) -> SplitReader:
         items = self._items
         if isinstance(items, Sequence):
             assert end is not None
@@ -383,6 +410,44 @@ class IterableSource:
                 )
             self._opened = True
         return _IteratorReader(iter(items), pos)
+
+
+#: A paced split reads at most this many records per batch: its sleeps stay short (256
+#: records at 2,500 records/s is ~0.1 s), so the rate holds at the scale of a job's steps.
+PACED_BATCH = 256
+
+
+def _check_rate(rate: object) -> float | None:
+    if rate is None:
+        return None
+    if isinstance(rate, bool) or not isinstance(rate, int | float):
+        raise TypeError(
+            f"IterableSource: rate must be a number of records per second, or None for no "
+            f"pacing; got {type(rate).__name__}"
+        )
+    if not (math.isfinite(rate) and rate > 0):
+        raise ValueError(
+            f"IterableSource: rate must be > 0 records per second (None: no pacing); got {rate!r}"
+        )
+    return float(rate)
+
+
+class _PacedReader:
+    """A split reader that sleeps its batch's share of a second before each read."""
+
+    __slots__ = ("_rate", "_reader")
+
+    def __init__(self, reader: SplitReader, rate: float) -> None:
+        self._reader, self._rate = reader, rate
+
+    async def read_batch(self, max_records: int) -> SourceBatch | None:
+        _check_max_records(max_records)
+        max_records = min(max_records, PACED_BATCH)
+        await anyio.sleep(max_records / self._rate)  # before reading: cancel-safe
+        return await self._reader.read_batch(max_records)
+
+    async def aclose(self) -> None:
+        await self._reader.aclose()
 
 
 class _SequenceReader:

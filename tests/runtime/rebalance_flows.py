@@ -9,10 +9,9 @@ import random
 from typing import Any
 
 from recovery_flows import track, word_of
-from rescale_flows import PacedSource
 from shoal.runtime import key_group_of
 
-from shoal import CollectingSink, Flow, ValueStateSpec
+from shoal import CollectingSink, Flow, IterableSource, ValueStateSpec
 
 
 def hot_words(vocabulary: int, key_groups: int, hot: int) -> list[str]:
@@ -59,7 +58,7 @@ def skewed_stats(
     """Per word: count, sum, min and max of the skewed input, read at ``rate`` records/s."""
     flow = Flow("skewed", num_key_groups=key_groups)
     inputs = skewed_records(seed, n, vocabulary, key_groups, hot, skew)
-    flow.source(PacedSource(inputs, splits=splits, rate=rate)).key_by(word_of).process(
+    flow.source(IterableSource(inputs, splits=splits, rate=rate)).key_by(word_of).process(
         track,
         states=[
             ValueStateSpec("count", default=0),

@@ -1,14 +1,19 @@
-"""Flows of the rescaling tests, importable by worker processes (which rebuild them): the
-recovery tests' ``stats`` flow over a paced source, so a timeline can act while it runs."""
+"""Flows of the rescaling and rebalancing tests, importable by worker processes (which rebuild
+them): the recovery tests' ``stats`` flow over a paced source (``IterableSource(rate=...)``),
+so a timeline can act while it runs; the oracle of what a stopped job read; and the runner of
+the seeded random schedules both test files draw (:func:`run_schedule`)."""
 
 from __future__ import annotations
 
 from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
-import anyio
-from recovery_flows import records, stats_over
-from shoal.runtime import SourceBatch, SplitReader
+from recovery_flows import final_state, records, stats_over
+from shoal.runtime import JobResult
+from shoal.runtime._faults import Fault
+from shoal.runtime.timeline import At
 from shoal.storage import CheckpointStore
 
 from shoal import (
@@ -16,32 +21,10 @@ from shoal import (
     Flow,
     IterableSource,
     TransactionalJsonlSink,
+    run_job,
 )
 
-
-class PacedSource(IterableSource):
-    """An IterableSource that reads at most ``rate`` records per second in total."""
-
-    def __init__(self, items: list[Any], *, splits: int, rate: float) -> None:
-        super().__init__(items, splits=splits)
-        self._per_split = rate / splits
-
-    def open_split(self, split: str, position: Any | None = None) -> SplitReader:
-        return _Paced(super().open_split(split, position), self._per_split)
-
-
-class _Paced:
-    def __init__(self, reader: SplitReader, rate: float) -> None:
-        self._reader = reader
-        self._rate = rate
-
-    async def read_batch(self, max_records: int) -> SourceBatch | None:
-        max_records = min(max_records, 256)
-        await anyio.sleep(max_records / self._rate)  # before reading: cancel-safe
-        return await self._reader.read_batch(max_records)
-
-    async def aclose(self) -> None:
-        await self._reader.aclose()
+FLOWS = Path(__file__)
 
 
 def paced_stats(
@@ -55,9 +38,10 @@ def paced_stats(
     output: str = "",
     collect: CollectingSink | None = None,
 ) -> Flow:
-    """``recovery_flows.stats`` over a :class:`PacedSource` (same oracle); ``collect``: the
-    sink to collect the output in (in one loop: a test watches it while the job runs)."""
-    source = PacedSource(records(seed, n, vocabulary), splits=splits, rate=rate)
+    """``recovery_flows.stats`` over an ``IterableSource`` paced to ``rate`` records/s (same
+    oracle); ``collect``: the sink to collect the output in (in one loop: a test watches it
+    while the job runs)."""
+    source = IterableSource(records(seed, n, vocabulary), splits=splits, rate=rate)
     return stats_over(source, key_groups=key_groups, stages=stages, output=output, collect=collect)
 
 
@@ -102,3 +86,52 @@ def check_output_of(read: list[dict[str, Any]], p: dict[str, Any]) -> None:
     }
     assert not wrong, f"{len(wrong)} keys' published counts are not 1..n"
     assert set(published) == set(expected)
+
+
+@dataclass(frozen=True)
+class ScheduleRun:
+    """One seeded schedule's run: the result, the records the final checkpoint says were
+    read, and the final state beside the oracle's (the test asserts they are equal)."""
+
+    result: JobResult
+    read: list[dict[str, Any]]
+    state: dict[str, dict[Any, Any]]
+    expected: dict[str, dict[Any, Any]]
+
+
+async def run_schedule(
+    tmp_path: Path,
+    p: dict[str, Any],
+    steps: list[At],
+    faults: list[Fault],
+    *,
+    processes: bool,
+    checkpoint_interval: float,
+) -> ScheduleRun:
+    """Run ``paced_stats(**p)`` from two workers through ``steps`` (ending with a stop) and
+    ``faults``, in one loop or in worker processes; check that the stop came after every step
+    (unless a recovery's rereads counted towards the triggers) and that the output holds every
+    published count exactly once.
+
+    The input must be far longer than what is read before the stop, so the job cannot run out
+    of input before its steps however slow a move is on a loaded machine; the oracle is
+    computed from what the final checkpoint says was read (see :func:`read_records`).
+    """
+    result = await run_job(
+        f"{FLOWS}:paced_stats" if processes else paced_stats(**p),
+        params=p if processes else None,
+        workers=2,
+        processes=processes,
+        state_dir=tmp_path / "state",
+        timeline=steps,
+        faults=faults,
+        max_restarts=5,
+        checkpoint_interval=checkpoint_interval,
+    )
+    assert result.checkpoint_dir is not None
+    read = read_records(p, result.checkpoint_dir)
+    if not result.recoveries:  # (a recovery's rereads count towards the step's trigger)
+        assert steps[-1].records is not None
+        assert len(read) >= steps[-1].records  # the stop came after every other step
+    check_output_of(read, p)
+    return ScheduleRun(result, read, final_state(result, p), oracle_of(read, p.get("stages", 1)))

@@ -8,27 +8,36 @@ import json
 import os
 import random
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import anyio
 import pytest
+import structlog
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import CollectorRegistry
 from rebalance_flows import hot_words, skewed_oracle, skewed_stats
-from recovery_flows import check_output, final_state, oracle
-from rescale_flows import paced_stats
+from recovery_flows import final_state
+from rescale_flows import paced_stats, run_schedule
 from shoal.runtime import _attempt
 from shoal.runtime._cli import main
 from shoal.runtime._control_socket import CONTROL_SOCKET, request
 from shoal.runtime._faults import Fault
-from shoal.runtime._load import HOT_KEY_CHECK_EVERY, GroupLoad, LoadMonitor
+from shoal.runtime._load import (
+    HOT_KEY_CHECK_EVERY,
+    HOT_KEY_MIN_RECORDS,
+    GroupLoad,
+    LoadMonitor,
+    hot_key_summary,
+)
 from shoal.runtime._placement import Placement
 from shoal.runtime._policies import AutoTrigger, check_table, plan_rebalance, skew
-from shoal.runtime._timeline import Rebalance
-from shoal.runtime.timeline import at, rebalance, rescale
+from shoal.runtime._timeline import Rebalance, Stop
+from shoal.runtime.timeline import at, rebalance, rescale, stop
+from structlog.testing import capture_logs
 
 from shoal import (
     AutoRebalance,
@@ -44,7 +53,6 @@ from shoal import (
 )
 
 FLOWS = Path(__file__).parent / "rebalance_flows.py"
-RESCALE_FLOWS = Path(__file__).parent / "rescale_flows.py"
 SCHEDULES = int(os.environ.get("SHOAL_FAULT_SCHEDULES", "3"))
 
 
@@ -233,6 +241,82 @@ def test_a_key_under_the_hot_share_is_reported_but_not_logged() -> None:
         load.observe([7 if rng.random() < 0.3 else rng.randrange(10**6) for _ in range(300)])
     assert load.top()[0].key == "7"
     assert logged == []
+
+
+def test_the_hot_key_summary_counts_every_hot_key_and_names_the_hottest() -> None:
+    def report(worker: int, groups: list[list[Any]]) -> dict[str, Any]:
+        return {"worker": worker, "groups": groups}
+
+    big = HOT_KEY_MIN_RECORDS
+    reports = [
+        report(0, [["users", 48, big * 2, 0, [["118886", big, 0.74], ["7", 10, 0.01]]]]),
+        report(
+            1,
+            [
+                ["users", 3, big, 0, [["42", big, 0.9]]],
+                ["users", 5, big, 0, [["8", big, 0.6]]],
+                ["users", 9, big, 0, [["9", big, 0.55]]],
+                ["users", 11, big, 0, [["10", big // 2, 0.5]]],  # not above the share
+                ["users", 12, big - 1, 0, [["11", big, 0.99]]],  # too few records to tell
+            ],
+        ),
+    ]
+    assert hot_key_summary(reports) == (
+        "4 hot keys hold more than 50% of their key group's records: users 42 (kg 3, 90%), "
+        "users 118886 (kg 48, 74%), users 8 (kg 5, 60%), and 1 more; rebalancing cannot "
+        "spread a single key (one actor processes it in order)"
+    )
+    assert hot_key_summary(reports[:1]) == (
+        "1 hot key holds more than 50% of its key group's records: users 118886 (kg 48, 74%); "
+        "rebalancing cannot spread a single key (one actor processes it in order)"
+    )
+    assert hot_key_summary([report(0, [["users", 1, big, 0, [["7", 5, 0.3]]]])]) is None
+    assert hot_key_summary([]) is None
+
+
+@contextmanager
+def captured_logs() -> Iterator[list[dict[str, Any]]]:
+    """structlog's ``capture_logs``, leaving structlog unconfigured if it was: otherwise its
+    built-in defaults (every level, to stdout) would reach later tests' captured stdout."""
+    configured = structlog.is_configured()
+    try:
+        with capture_logs() as logs:
+            yield logs
+    finally:
+        if not configured:
+            structlog.reset_defaults()
+
+
+@pytest.mark.asyncio
+async def test_a_skewed_job_logs_its_hot_keys_at_info_and_one_warning_summary(
+    tmp_path: Path,
+) -> None:
+    """Four planted hot words, each most of its key group: one info line per key, one warning
+    for the attempt (not one warning per key), and the load data unchanged."""
+    p = params(n=60_000, rate=None)  # ~12,000 records per hot key group: enough to tell
+    with captured_logs() as logs:
+        result = await run_job(
+            skewed_stats(**p),
+            workers=2,
+            processes=False,
+            state_dir=tmp_path / "state",
+            batch_size=100,  # batches enough for the actors' periodic check (every 64)
+        )
+    hot = sorted(repr(w) for w in hot_words(300, p["key_groups"], p["hot"]))
+    found = [e for e in logs if e["event"].startswith("hot key: ")]
+    assert sorted(e["key"] for e in found) == hot
+    assert {e["log_level"] for e in found} == {"info"}
+    warnings = [e for e in logs if e["log_level"] == "warning"]
+    [summary] = warnings
+    assert summary["event"].startswith(
+        "4 hot keys hold more than 50% of their key group's records: per_word "
+    )
+    named = re.findall(r"per_word ('w\d+') \(kg \d+, \d+%\)", summary["event"])
+    assert len(named) == 3
+    assert set(named) <= set(hot)
+    assert ", and 1 more; rebalancing cannot spread a single key" in summary["event"]
+    tops = [entry[4] for r in result.reports for entry in r["groups"] if entry[4]]
+    assert {top[0][0] for top in tops} >= set(hot)  # the reports still carry the top keys
 
 
 # -- jobs -----------------------------------------------------------------------------------
@@ -508,23 +592,28 @@ def random_rebalances(
     seed: int, *, processes: bool, output: str
 ) -> tuple[dict[str, Any], list[Any], list[Fault], float]:
     """A seeded job (one or two keyed stages, exactly-once output), three steps among
-    rebalance(Shuffle), rebalance() and rescale(n), maybe one fault at a point of a move (kill
-    -9 in a process, an engine error in one loop), and a checkpoint interval."""
+    rebalance(Shuffle), rebalance() and rescale(n), then a stop, maybe one fault at a point of
+    a move (kill -9 in a process, an engine error in one loop), and a checkpoint interval.
+
+    The input is far longer than what is read before the stop (as in test_rescale.py), so the
+    job cannot drain before its steps however slow a move is on a loaded machine; the oracle
+    is computed from what the final checkpoint says was read (see ``run_schedule``).
+    """
     rng = random.Random(seed)
-    n = 30_000 if processes else 20_000
     p = {
         "seed": seed,
-        "n": n,
+        "n": 100_000,
         "vocabulary": 300,
         "splits": rng.randint(2, 5),
         "key_groups": rng.choice([8, 16]),
         "stages": rng.choice([1, 2]),
-        "rate": 4_000.0 if processes else 10_000.0,
+        "rate": 8_000.0 if processes else 20_000.0,
         "output": output,
     }
+    last = 10_000 if processes else 14_000
     steps: list[Any] = []
     workers = 2
-    for records in sorted(rng.sample(range(n // 10, n * 7 // 10, 100), 3)):
+    for records in sorted(rng.sample(range(last // 10, last, 100), 3)):
         kind = rng.choice(["shuffle", "shuffle", "balance", "rescale"])
         if kind == "rescale":
             workers = rng.choice([w for w in (1, 2, 3) if w != workers])
@@ -532,6 +621,7 @@ def random_rebalances(
         else:
             policy = Shuffle(rng.randrange(10**6)) if kind == "shuffle" else None
             steps.append(at(rebalance(policy), records=records))
+    steps.append(at(stop(), records=steps[-1].records + 3_000))
     faults = []
     if rng.random() < 0.6:
         point = rng.choice(MIGRATION_POINTS)
@@ -539,37 +629,35 @@ def random_rebalances(
     return p, steps, faults, rng.choice([0.05, 0.2])
 
 
+def test_random_rebalance_schedules_end_with_a_stop_after_their_steps() -> None:
+    """The timing-robust shape: every schedule stops the job well before its input ends."""
+    for seed in range(40):
+        for processes in (False, True):
+            p, steps, _faults, _interval = random_rebalances(seed, processes=processes, output="")
+            assert isinstance(steps[-1].action, Stop)
+            assert [s.records for s in steps] == sorted(s.records for s in steps)
+            assert steps[-1].records - steps[-2].records == 3_000
+            assert p["n"] >= 5 * steps[-1].records
+
+
 async def run_rebalance_schedule(tmp_path: Path, seed: int, *, processes: bool) -> tuple[Any, Any]:
-    """Run one seeded schedule; check the output and the moves; return the final state and
-    the oracle's (the test asserts they are equal)."""
+    """Run one seeded schedule (the shared runner checks the output and the stop); check the
+    moves; return the final state and the oracle's (the test asserts they are equal)."""
     p, steps, faults, interval = random_rebalances(
         seed, processes=processes, output=str(tmp_path / "out")
     )
-    result = await run_job(
-        f"{RESCALE_FLOWS}:paced_stats" if processes else paced_stats(**p),
-        params=p if processes else None,
-        workers=2,
-        processes=processes,
-        state_dir=tmp_path / "state",
-        timeline=steps,
-        faults=faults,
-        max_restarts=5,
-        checkpoint_interval=interval,
+    run = await run_schedule(
+        tmp_path, p, steps, faults, processes=processes, checkpoint_interval=interval
     )
-    check_output(p)
+    result = run.result
     if not result.recoveries:
         # Every rebalance that moved something is recorded (one onto a single worker cannot).
         rebalances = [s for s in steps if isinstance(s.action, Rebalance)]
         assert len(result.rebalances) <= len(rebalances)
         assert all(record.moves for record in result.rebalances)
-        moved = {
-            f"{stage}#{m.item}"
-            for r in result.rebalances
-            for m in r.moves
-            for stage in ("per_word",)
-        }
+        moved = {f"per_word#{m.item}" for r in result.rebalances for m in r.moves}
         assert moved <= {m.name for m in result.migrations}
-    return final_state(result, p), oracle(p)
+    return run.state, run.expected
 
 
 @pytest.mark.asyncio

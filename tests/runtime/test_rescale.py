@@ -12,7 +12,7 @@ import anyio
 import anyio.lowlevel
 import pytest
 from recovery_flows import final_state, oracle
-from rescale_flows import check_output_of, oracle_of, paced_stats, read_records
+from rescale_flows import check_output_of, oracle_of, paced_stats, read_records, run_schedule
 from shoal.runtime._control import JobControl
 from shoal.runtime._control_socket import CONTROL_SOCKET, request, serve_control
 from shoal.runtime._faults import Fault
@@ -34,13 +34,15 @@ def params(**overrides: Any) -> dict[str, Any]:
 
 # The inputs are far longer than what the tests read: each timeline ends with a stop after its
 # last rescale, so a slow rescale on a loaded machine cannot outrun the input; the oracle is
-# computed from what the final checkpoint says was read.
-LONG = 300_000
+# computed from what the final checkpoint says was read. Six times what the longest test reads
+# before its stop is plenty; every process (driver, workers, the oracle) builds the input, so a
+# longer one cost about a second per process for nothing.
+LONG = 100_000
 
 
 @pytest.mark.asyncio
 async def test_a_job_in_one_loop_rescales_2_4_1_3_with_exact_state(tmp_path: Path) -> None:
-    p = params(rate=10_000.0, n=LONG)
+    p = params(rate=20_000.0, n=LONG)
     result = await run_job(
         paced_stats(**p),
         workers=2,
@@ -73,7 +75,7 @@ async def test_a_job_in_one_loop_rescales_2_4_1_3_with_exact_state(tmp_path: Pat
 async def test_two_keyed_stages_rescale_with_checkpoints_and_exactly_once_output(
     tmp_path: Path,
 ) -> None:
-    p = params(rate=10_000.0, n=LONG, stages=2, output=str(tmp_path / "out"))
+    p = params(rate=20_000.0, n=LONG, stages=2, output=str(tmp_path / "out"))
     result = await run_job(
         paced_stats(**p),
         workers=2,
@@ -95,11 +97,12 @@ async def test_two_keyed_stages_rescale_with_checkpoints_and_exactly_once_output
     check_output_of(read, p)
 
 
+@pytest.mark.processes
 @pytest.mark.asyncio
 async def test_worker_processes_rescale_2_4_1_3_with_exact_state_and_output(
     tmp_path: Path,
 ) -> None:
-    p = params(rate=3_000.0, n=LONG, stages=2, output=str(tmp_path / "out"))
+    p = params(rate=6_000.0, n=LONG, stages=2, output=str(tmp_path / "out"))
     result = await run_job(
         f"{FLOWS}:paced_stats",
         params=p,
@@ -151,7 +154,7 @@ def random_rescales(
         splits=rng.randint(2, 5),
         key_groups=rng.choice([8, 16]),
         stages=rng.choice([1, 2]),
-        rate=4_000.0 if processes else 10_000.0,
+        rate=8_000.0 if processes else 20_000.0,
         output=output,
     )
     last = 10_000 if processes else 20_000
@@ -191,33 +194,18 @@ def test_random_rescale_schedules_cover_every_migration_point() -> None:
     assert kills
 
 
-async def run_schedule(tmp_path: Path, seed: int, *, processes: bool) -> tuple[Any, Any]:
-    """Run one seeded schedule; check the output and the moves; return the final state and
-    the oracle's (the test asserts they are equal)."""
+async def run_rescale_schedule(tmp_path: Path, seed: int, *, processes: bool) -> tuple[Any, Any]:
+    """Run one seeded schedule (the shared runner checks the output and the stop); check the
+    moves; return the final state and the oracle's (the test asserts they are equal)."""
     p, steps, faults, options = random_rescales(
         seed, processes=processes, output=str(tmp_path / "out")
     )
-    result = await run_job(
-        f"{FLOWS}:paced_stats" if processes else paced_stats(**p),
-        params=p if processes else None,
-        workers=2,
-        processes=processes,
-        state_dir=tmp_path / "state",
-        timeline=steps,
-        faults=faults,
-        max_restarts=5,
-        **options,
-    )
-    assert result.checkpoint_dir is not None
-    read = read_records(p, result.checkpoint_dir)
-    if not result.recoveries:  # (a recovery's rereads count towards the step's trigger)
-        assert len(read) >= steps[-1].records  # the stop came after every rescale
-    check_output_of(read, p)
-    if not faults and not result.recoveries:
+    run = await run_schedule(tmp_path, p, steps, faults, processes=processes, **options)
+    if not faults and not run.result.recoveries:
         # Every rescale completed live.
-        assert len(result.rescales) == len(steps) - 1, (steps, result.rescales)
-        assert result.migrations
-    return final_state(result, p), oracle_of(read, p.get("stages", 1))
+        assert len(run.result.rescales) == len(steps) - 1, (steps, run.result.rescales)
+        assert run.result.migrations
+    return run.state, run.expected
 
 
 @pytest.mark.asyncio
@@ -225,7 +213,7 @@ async def run_schedule(tmp_path: Path, seed: int, *, processes: bool) -> tuple[A
 async def test_random_rescales_in_one_loop_keep_state_and_output_exactly_once(
     tmp_path: Path, seed: int
 ) -> None:
-    state, expected = await run_schedule(tmp_path, seed, processes=False)
+    state, expected = await run_rescale_schedule(tmp_path, seed, processes=False)
     assert state == expected
 
 
@@ -235,7 +223,7 @@ async def test_random_rescales_in_one_loop_keep_state_and_output_exactly_once(
 async def test_random_rescales_and_kills_across_processes_keep_state_exactly_once(
     tmp_path: Path, seed: int
 ) -> None:
-    state, expected = await run_schedule(tmp_path, 1000 + seed, processes=True)
+    state, expected = await run_rescale_schedule(tmp_path, 1000 + seed, processes=True)
     assert state == expected
 
 
@@ -289,7 +277,7 @@ async def test_while_one_key_group_is_held_mid_move_the_others_keep_flowing(
     monkeypatch.setattr(KeyGroupActor, "_leave", held_leave)
     sink = WatchedSink()
     # Far more input than the test reads: it stops the job once it has seen what it needs.
-    p = params(rate=10_000.0, n=300_000)
+    p = params(rate=10_000.0, n=LONG)
     router = KeyGroupRouter(p["key_groups"])
     result: list[Any] = []
     stopped = anyio.Event()

@@ -16,7 +16,7 @@ import pytest
 import source_flows
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from shoal.runtime import _jsonl
+from shoal.runtime import _jsonl, _sources
 from shoal.runtime._jsonl import JsonlSource
 from shoal.runtime._sources import (
     AsyncIterableSource,
@@ -206,6 +206,90 @@ async def test_max_records_must_be_positive() -> None:
     assert isinstance(reader, SplitReader)
     with pytest.raises(ValueError, match=r"^max_records must be an int >= 1; got 0$"):
         await reader.read_batch(0)
+
+
+@pytest.mark.parametrize("splits", [1, 3])
+@pytest.mark.parametrize("seed", [0, 1])
+@pytest.mark.asyncio
+async def test_a_paced_iterable_source_yields_every_item_once_like_an_unpaced_one(
+    splits: int, seed: int
+) -> None:
+    items = [f"r{i}" for i in range(23)]
+    source = IterableSource(items, splits=splits, rate=1e6)  # pacing, not waiting
+    assert source.rate == 1e6
+    assert repr(source) == f"IterableSource(list, splits={splits}, rate=1e+06)"
+    assert await read_source(source, seed) == ([*enumerate(items)], [])
+
+
+@pytest.mark.asyncio
+async def test_a_paced_split_sleeps_its_batch_share_of_a_second_before_reading(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``rate`` is over all splits: each split reads ``rate / splits`` records per second, in
+    batches of at most PACED_BATCH, each after sleeping its share of a second."""
+    slept: list[float] = []
+    real_sleep = _sources.anyio.sleep
+
+    async def sleep(delay: float) -> None:
+        slept.append(delay)
+        await real_sleep(0)
+
+    monkeypatch.setattr(_sources.anyio, "sleep", sleep)
+    source = IterableSource(range(1000), splits=2, rate=100.0)  # 50 records/s per split
+    reader = source.open_split("items:1", 700)
+    sizes = []
+    while (batch := await reader.read_batch(1000)) is not None:
+        sizes.append(len(batch.values))
+    assert sizes == [_sources.PACED_BATCH, 300 - _sources.PACED_BATCH]
+    assert slept == [
+        _sources.PACED_BATCH / 50,
+        _sources.PACED_BATCH / 50,
+        _sources.PACED_BATCH / 50,
+    ]
+    slept.clear()
+    reader = IterableSource(range(10)).open_split("items:0")  # unpaced: no sleep at all
+    assert (await reader.read_batch(1000)) is not None
+    assert slept == []
+
+
+@pytest.mark.parametrize(
+    ("rate", "error", "message"),
+    [
+        (
+            "fast",
+            TypeError,
+            r"^IterableSource: rate must be a number of records per second, or None for no "
+            r"pacing; got str$",
+        ),
+        (
+            True,
+            TypeError,
+            r"^IterableSource: rate must be a number of records per second, or None for no "
+            r"pacing; got bool$",
+        ),
+        (
+            0,
+            ValueError,
+            r"^IterableSource: rate must be > 0 records per second \(None: no pacing\); got 0$",
+        ),
+        (
+            -5.0,
+            ValueError,
+            r"^IterableSource: rate must be > 0 records per second \(None: no pacing\); "
+            r"got -5\.0$",
+        ),
+        (
+            float("inf"),
+            ValueError,
+            r"^IterableSource: rate must be > 0 records per second \(None: no pacing\); got inf$",
+        ),
+    ],
+)
+def test_a_bad_rate_is_refused_at_construction(
+    rate: Any, error: type[Exception], message: str
+) -> None:
+    with pytest.raises(error, match=message):
+        IterableSource([1, 2, 3], rate=rate)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -128,6 +128,7 @@ async def test_a_raising_window_process_function_dead_letters_the_windows_record
     assert result.dead_letters == 1
 
 
+@pytest.mark.processes
 @pytest.mark.asyncio
 @pytest.mark.parametrize(("kind", "size", "slide"), KINDS)
 async def test_window_results_across_worker_processes_equal_the_oracle(
