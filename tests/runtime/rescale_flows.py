@@ -107,9 +107,11 @@ async def run_schedule(
     *,
     processes: bool,
     checkpoint_interval: float,
+    **options: Any,
 ) -> ScheduleRun:
     """Run ``paced_stats(**p)`` from two workers through ``steps`` (ending with a stop) and
-    ``faults``, in one loop or in worker processes; check that the stop came after every step
+    ``faults``, in one loop or in worker processes (``options``: more ``run_job`` arguments,
+    e.g. ``per_worker_state=True``); check that the stop came after every step
     (unless a recovery's rereads counted towards the triggers) and that the output holds every
     published count exactly once.
 
@@ -127,6 +129,7 @@ async def run_schedule(
         faults=faults,
         max_restarts=5,
         checkpoint_interval=checkpoint_interval,
+        **options,
     )
     assert result.checkpoint_dir is not None
     read = read_records(p, result.checkpoint_dir)

@@ -11,7 +11,14 @@ from typing import Any
 
 import pytest
 from recovery_flows import final_state
-from rescale_flows import check_output_of, oracle_of, paced_stats, read_records, records
+from rescale_flows import (
+    check_output_of,
+    oracle_of,
+    paced_stats,
+    read_records,
+    records,
+    run_schedule,
+)
 from shoal.runtime._faults import Fault
 from shoal.runtime._worker_state import WORKERS_DIR
 from shoal.runtime.timeline import at, rescale, stop
@@ -150,22 +157,11 @@ async def test_random_shipped_rescales_with_faults_in_one_loop_keep_state_exactl
     tmp_path: Path, seed: int
 ) -> None:
     p, steps, faults = shipped_schedule(seed, processes=False, output=str(tmp_path / "out"))
-    result = await run_job(
-        paced_stats(**p),
-        workers=2,
-        processes=False,
-        state_dir=tmp_path / "state",
-        checkpoint_interval=0.1,
-        per_worker_state=True,
-        timeline=steps,
-        faults=faults,
-        max_restarts=5,
+    run = await run_schedule(
+        tmp_path, p, steps, faults, processes=False, checkpoint_interval=0.1, per_worker_state=True
     )
-    assert result.recoveries  # the fault fired: the job restarted mid-move
-    assert result.checkpoint_dir is not None
-    read = read_records(p, result.checkpoint_dir)
-    check_output_of(read, p)
-    assert final_state(result, p) == oracle_of(read, p["stages"])
+    assert run.result.recoveries  # the fault fired: the job restarted mid-move
+    assert run.state == run.expected
 
 
 @pytest.mark.processes
@@ -175,23 +171,12 @@ async def test_random_shipped_rescales_with_kills_across_processes_keep_state_ex
     tmp_path: Path, seed: int
 ) -> None:
     p, steps, faults = shipped_schedule(seed, processes=True, output=str(tmp_path / "out"))
-    result = await run_job(
-        f"{FLOWS}:paced_stats",
-        params=p,
-        workers=2,
-        state_dir=tmp_path / "state",
-        checkpoint_interval=0.1,
-        per_worker_state=True,
-        timeline=steps,
-        faults=faults,
-        max_restarts=5,
+    run = await run_schedule(
+        tmp_path, p, steps, faults, processes=True, checkpoint_interval=0.1, per_worker_state=True
     )
-    assert result.processes
-    assert result.recoveries  # the worker was killed, the job restarted
-    assert result.checkpoint_dir is not None
-    read = read_records(p, result.checkpoint_dir)
-    check_output_of(read, p)
-    assert final_state(result, p) == oracle_of(read, p["stages"])
+    assert run.result.processes
+    assert run.result.recoveries  # the worker was killed, the job restarted
+    assert run.state == run.expected
     held = environments(tmp_path / "state")
     assert all(len(workers) == 1 for workers in held.values()), held
 
