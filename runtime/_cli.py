@@ -106,12 +106,13 @@ def _positive(text: str) -> int:
 
 def _state_memory(text: str) -> int:
     """``--state-memory MB``: megabytes (MiB) of cached state per worker, as bytes."""
+    problem = f"expected megabytes > 0 (e.g. 256), got {text!r}"
     try:
         value = float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected megabytes (e.g. 256), got {text!r}") from None
+        raise argparse.ArgumentTypeError(problem) from None
     if not value > 0 or value != value or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"expected megabytes (e.g. 256), got {text!r}")
+        raise argparse.ArgumentTypeError(problem)
     return max(1, int(value * 1024 * 1024))
 
 

@@ -357,6 +357,12 @@ async def open_job(
         raise TypeError("open_job stops the job itself: use job.stop() instead of stop=")
     if "on_control" in options:
         raise TypeError("open_job follows the job's attempts itself: on_control is not taken")
+    unknown = sorted(set(options) - set(inspect.signature(run_job).parameters) - {"flow"})
+    if unknown:
+        raise TypeError(
+            f"open_job() got an unexpected keyword argument {unknown[0]!r} (it takes "
+            "on_checkpoint and run_job's keyword arguments)"
+        )
     if on_checkpoint is not None:
         _check_async(on_checkpoint, "on_checkpoint")
     if isinstance(flow, Flow):

@@ -235,7 +235,10 @@ class JobSupervisor(Actor):
     async def _trigger(self, *, final: bool = False, periodic: bool = False) -> int | None:
         coordinator = self.coordinator
         if coordinator is None:
-            raise RuntimeError("checkpoints are off for this job (checkpoint_interval=None)")
+            raise RuntimeError(
+                "checkpoints are off for this job (checkpoint_interval=None): start it with "
+                "checkpoint_interval=SECONDS (open_job, run_job; shoal run checkpoints by default)"
+            )
         expired = coordinator.expire()
         if expired is not None:
             await self._remove_files(expired)
@@ -403,7 +406,10 @@ class JobSupervisor(Actor):
         None once the job has drained (then only ``final`` starts one)."""
         coordinator = self.coordinator
         if coordinator is None:
-            raise RuntimeError("checkpoints are off for this job (checkpoint_interval=None)")
+            raise RuntimeError(
+                "checkpoints are off for this job (checkpoint_interval=None): start it with "
+                "checkpoint_interval=SECONDS (open_job, run_job; shoal run checkpoints by default)"
+            )
         while True:
             while coordinator.pending is not None or self.moving:
                 await self.checkpoint_changed.wait()

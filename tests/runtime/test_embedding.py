@@ -165,3 +165,15 @@ async def test_send_needs_a_push_source() -> None:
     async with open_job(flow) as job:
         with pytest.raises(TypeError, match=r"^job\.send needs a flow that reads a PushSource; "):
             await job.send(3)
+
+
+@pytest.mark.asyncio
+async def test_open_job_names_itself_for_an_unknown_argument() -> None:
+    flow, _ = counting_flow()
+    with pytest.raises(
+        TypeError,
+        match=r"^open_job\(\) got an unexpected keyword argument 'bogus' \(it takes "
+        r"on_checkpoint and run_job's keyword arguments\)$",
+    ):
+        async with open_job(flow, bogus=1):
+            pass

@@ -59,4 +59,4 @@ def test_shoal_run_state_memory_takes_megabytes() -> None:
         check=False,
     )
     assert done.returncode == 2
-    assert "argument --state-memory: expected megabytes (e.g. 256), got 'lots'" in done.stderr
+    assert "argument --state-memory: expected megabytes > 0 (e.g. 256), got 'lots'" in done.stderr
