@@ -406,6 +406,7 @@ def start_companions(
         )
     if run.timeline is not None:
         tg.start_soon(_companion, _run_timeline(run.timeline, control))
+        tg.start_soon(_companion, run.timeline.release_when_stuck(control))
     if run.control_socket is not None:
         tg.start_soon(_companion, serve_control(run.control_socket, control))
     if run.on_control is not None:

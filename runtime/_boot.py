@@ -43,6 +43,7 @@ from ._messages import (
     PrepareMoves,
     Pull,
     QueryState,
+    ReleaseEnds,
     Retire,
     ReturnCredits,
     SendMarkers,
@@ -50,6 +51,7 @@ from ._messages import (
     SinkPreCommitted,
     SnapshotDrained,
     SplitHandoff,
+    SplitHeld,
     StartHandoffs,
     StartSources,
     StateChunk,
@@ -102,6 +104,8 @@ _MESSAGES = (
     (Retire, "shoal.Retire"),
     (StartHandoffs, "shoal.StartHandoffs"),
     (PreCopy, "shoal.PreCopy"),
+    (SplitHeld, "shoal.SplitHeld"),
+    (ReleaseEnds, "shoal.ReleaseEnds"),
     (StateChunk, "shoal.StateChunk"),
 )
 
@@ -184,6 +188,7 @@ async def bootstrap(worker: Worker, args: dict[str, Any]) -> None:
         peers=peers,
         placement_version=placement.version,
         ship_state=bool(args.get("ship_state", False)),
+        hold_ends=bool(args.get("hold_ends", False)),
     )
     place_directory(worker, plan, placement.group_owner, env.driver, peers, placement.split_owner)
     worker.parent = env.driver  # the driver gone, the job is over: its teardown is no news

@@ -17,7 +17,7 @@ from shoal.actors import Ref
 from shoal.storage import CheckpointStore, Manifest, savepoint_from_checkpoint
 
 from ._load import KeyGroupLoad, LoadMonitor
-from ._messages import StopSources
+from ._messages import ReleaseEnds, StopSources
 from ._policies import PlacementPolicy, RebalanceRecord
 from ._rescale import RescaleRecord
 from ._statedir import under_state_dir
@@ -140,6 +140,12 @@ class JobControl:
         if index not in members:
             raise ValueError(f"no worker {index}: the job's workers are {members}")
         self._kill(index)
+
+    async def release_ends(self) -> None:
+        """No timeline step is left: splits that read all their input may end (see
+        ``_timeline.py``)."""
+        for controller in list(self.supervisor.members.values()):
+            await controller.ask(ReleaseEnds())
 
     async def stop(self) -> None:
         """End every split now: what was read drains, a final checkpoint is taken, the job

@@ -436,10 +436,9 @@ async def _stop_savepoint(run: Run, result: JobResult) -> None:
     if runner is not None and runner.done < len(runner.steps):
         raise JobError(
             f"job {run.plan.flow.name!r} ended before its timeline step "
-            f"{runner.steps[runner.done]} ran ({runner.done} of {len(runner.steps)} steps ran); "
-            "a step at more records than the job reads never runs, and a fast job can pass "
-            "the later steps while an earlier one (a checkpoint) is being taken: pace the "
-            "source, or move the steps"
+            f"{runner.steps[runner.done]} ran ({runner.done} of {len(runner.steps)} steps ran): "
+            "a step at more records than the job's input holds never runs; give it more "
+            "input, or move the step earlier"
         )
     if runner is None or runner.stop_savepoint is None:
         return

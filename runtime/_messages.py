@@ -27,6 +27,8 @@ from ._columns import (
 
 __all__ = (
     "Admit",
+    "ReleaseEnds",
+    "SplitHeld",
     "PreCopy",
     "StateChunk",
     "FlushChannel",
@@ -387,6 +389,20 @@ class CommitSink:
     output of epochs <= ``epoch`` (phase two; idempotent)."""
 
     epoch: int
+
+
+@dataclass(frozen=True, slots=True)
+class SplitHeld:
+    """A source actor -> the job supervisor: ``split`` has read all its input and holds its
+    end of stream back, because a timeline step is still to come (see ``_timeline.py``)."""
+
+    split: str
+
+
+@dataclass(frozen=True)
+class ReleaseEnds:
+    """Driver -> worker controller: the timeline has no step left; splits that read all their
+    input may end now (and later ones end as soon as they do)."""
 
 
 @dataclass(frozen=True, slots=True)

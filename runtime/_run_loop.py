@@ -195,6 +195,7 @@ class _LoopPool:
                 placement_version=placement.version,
                 close_sinks=False,  # shared across attempts: closed at the job's end
                 ship_state=run.per_worker_state,
+                hold_ends=run.timeline is not None and run.timeline.pending,
             )
             place_directory(
                 worker, plan, placement.group_owner, DRIVER_ID, peers, placement.split_owner

@@ -420,6 +420,7 @@ def _worker_args(
         ),
         "ship_state": run.per_worker_state,
         "state_memory": run.state_memory,
+        "hold_ends": run.timeline is not None and run.timeline.pending,
         "batch_size": run.batch_size,
         "mailbox_size": run.mailbox_size,
         "log_format": run.log_format,

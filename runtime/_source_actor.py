@@ -3,6 +3,7 @@ checkpoint barriers between batches."""
 
 from __future__ import annotations
 
+import contextlib
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -18,6 +19,7 @@ from ._messages import (
     Pull,
     SendMarkers,
     SplitHandoff,
+    SplitHeld,
     Watermark,
 )
 from ._moves import flush_downstream, paused_now, pay_markers, sync_driver
@@ -53,6 +55,9 @@ class SourceActor(Actor):
         # barrier records it, and a restore reopens the split there.
         self.position: Any = None
         self.ended = False
+        # Read all its input, its end held back while a timeline step is to come (see
+        # WorkerEnv.hold_ends): it reads nothing more and waits for release().
+        self.held = False
         # The checkpoint what it emits now is output of (its next barrier's).
         self.epoch_out = env.first_epoch()
         self._reading: anyio.CancelScope | None = None
@@ -105,6 +110,14 @@ class SourceActor(Actor):
         self.stopping = True
         if self._reading is not None:
             self._reading.cancel()
+        self.release()
+
+    def release(self) -> None:
+        """A held end may go now (ReleaseEnds, or a stop): read again, and end."""
+        if self.held:
+            self.held = False
+            with contextlib.suppress(anyio.WouldBlock):  # full: a Pull is on its way anyway
+                self.ref.tell_nowait(Pull())
 
     async def receive(self, message: Any) -> Any:
         kind = type(message)
@@ -133,6 +146,13 @@ class SourceActor(Actor):
         if batch is None and self.stopping:
             # Records a cancelled read had taken (a drained reader returns None).
             batch = drain_reader(self.reader)
+        if batch is None and env.hold_ends and not self.stopping:
+            # Its input is all read, but a timeline step is still to come: the job must not
+            # drain before it. Barriers still pass (the mailbox is free); release() ends it.
+            if not self.held:
+                self.held = True
+                await env.kernel.ref(JOB_ACTOR).tell(SplitHeld(self.split))
+            return None
         if batch is None:
             self.log.debug("split ended", stopped=self.stopping, records=self.records)
             self.ended = True

@@ -32,6 +32,7 @@ from ._messages import (
     PreCommitSink,
     SinkPreCommitted,
     SnapshotDrained,
+    SplitHeld,
     TriggerCheckpoint,
 )
 from ._placement import Placement
@@ -113,6 +114,12 @@ class JobSupervisor(Actor):
         self.dead_sink = dead_sink
         self.done: set[str] = set()
         self.finished = anyio.Event()
+        #: Splits that read all their input and hold their end back for a timeline step;
+        #: ``all_held`` is set once every split does (the timeline then knows no more input
+        #: will come: see _timeline.py).
+        self.held: set[str] = set()
+        self.all_held = anyio.Event()
+        self._splits = 0 if rescaler is None else len(rescaler.plan.splits)
         #: Set once the drained job's final checkpoint is taken (or checkpoints are off): from
         #: then on, workers exiting is the job's end, not a failure.
         self.ended = anyio.Event()
@@ -150,6 +157,10 @@ class JobSupervisor(Actor):
         elif kind is SinkPreCommitted:
             await self._sink_precommitted(message)
             self._changed()
+        elif kind is SplitHeld:
+            self.held.add(message.split)
+            if self._splits and len(self.held) >= self._splits:
+                self.all_held.set()
         elif kind is Drained:
             self.done.add(message.actor)
             if self.coordinator is not None and self.coordinator.drain(message.actor):

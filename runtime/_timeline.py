@@ -229,6 +229,12 @@ def split_timeline(steps: Sequence[Step]) -> list[tuple[Resume | None, list[At]]
     return runs
 
 
+#: Seconds a timeline step may still run once every input is read and held (see
+#: ``TimelineRunner.release_when_stuck``): generous, a rescale of a large state under load
+#: takes tens of seconds.
+HOLD_GRACE_S = 120.0
+
+
 class TimelineRunner:
     """Runs one run's steps, across that run's attempts (a recovery does not repeat a step)."""
 
@@ -246,8 +252,29 @@ class TimelineRunner:
         self.acting: At | None = None
         self.log: list[str] = []
 
+    async def release_when_stuck(self, control: JobControl) -> None:
+        """Once every input is read and held, give the step in progress :data:`HOLD_GRACE_S`
+        to finish; then let the inputs end anyway (the job drains, and the run reports the
+        step that did not finish): a step that hangs must not hang the job with it."""
+        await control.supervisor.all_held.wait()
+        await anyio.sleep(HOLD_GRACE_S)
+        if self.pending:
+            log.warning(
+                "every input is read and a timeline step is still running; ending the job",
+                step=str(self.acting or self.steps[min(self.done, len(self.steps) - 1)]),
+                grace_s=HOLD_GRACE_S,
+            )
+            await control.release_ends()
+
+    @property
+    def pending(self) -> bool:
+        """Whether a step is still to come (the job's inputs then hold their ends back: a
+        split that read all its input waits for the steps, so the job cannot drain first)."""
+        return self.done < len(self.steps) or self.acting is not None
+
     async def run(self, control: JobControl) -> None:
-        """Fire the remaining steps in order against this attempt (a companion task)."""
+        """Fire the remaining steps in order against this attempt (a companion task), then
+        let the inputs end (see :attr:`pending`)."""
         self.acting = None  # a step the last attempt's end interrupted (a kill) is over
         self.records_before += self._seen
         self._seen = 0
@@ -271,6 +298,7 @@ class TimelineRunner:
                 await control.stop()
                 return
             self.acting = None
+        await control.release_ends()
 
     async def _wait_for(self, step: At, control: JobControl) -> None:
         if step.seconds is not None:
@@ -281,6 +309,12 @@ class TimelineRunner:
         while True:
             self._seen = await control.records_in()
             if self.records_before + self._seen >= step.records:
+                return
+            if control.supervisor.all_held.is_set():
+                # Every split has read all its input and waits: this count is never reached.
+                # Let the job end; the run then reports the step that did not run.
+                await control.release_ends()
+                await control.supervisor.finished.wait()
                 return
             await anyio.sleep(_POLL_S)
 

@@ -51,6 +51,7 @@ from ._messages import (
     PlacementUpdate,
     PreCommitSink,
     PrepareMoves,
+    ReleaseEnds,
     Retire,
     Shipment,
     SinkPreCommitted,
@@ -145,6 +146,9 @@ class WorkerEnv:
     # Each worker has a state directory of its own: a key group that moves is shipped
     # (pre-copy, then the changes since; see _ship.py) instead of reopened in place.
     ship_state: bool = False
+    # A timeline step is still to come: a split that read all its input holds its end of
+    # stream back until the driver releases it (ReleaseEnds), so the job cannot drain first.
+    hold_ends: bool = False
     # Live migration (see _moves.py): markers each sender channel here still owes, as
     # (stage, key group, old owner); the actors leaving in the version being applied; this
     # worker's running key-group actors by name, and the successors waiting for a handoff.
@@ -448,6 +452,11 @@ class WorkerController(Actor):
             env.stopping = True
             for source in list(env.sources.values()):
                 source.request_stop()
+            return None
+        if type(message) is ReleaseEnds:
+            env.hold_ends = False
+            for source in list(env.sources.values()):
+                source.release()
             return None
         if type(message) is Finish:
             if env.checkpoint_store is not None:

@@ -13,6 +13,7 @@ import anyio.lowlevel
 import pytest
 from recovery_flows import final_state, oracle
 from rescale_flows import check_output_of, oracle_of, paced_stats, read_records, run_schedule
+from shoal.runtime import _timeline as timeline_module
 from shoal.runtime._control import JobControl
 from shoal.runtime._control_socket import CONTROL_SOCKET, request, serve_control
 from shoal.runtime._faults import Fault
@@ -446,6 +447,8 @@ async def test_a_job_that_ends_while_a_rescale_step_runs_says_so(
         await anyio.sleep_forever()
 
     monkeypatch.setattr(JobControl, "rescale", never_done)
+    # Every input read, the hanging step gets this long before the job ends anyway.
+    monkeypatch.setattr(timeline_module, "HOLD_GRACE_S", 0.3)
     p = params(n=2_000, rate=100_000.0)
     with pytest.raises(
         JobError,
