@@ -323,7 +323,9 @@ class KeyedHarness:
         if not self.event_time:
             raise HarnessError(
                 f"{method}: operator {self.operator!r} runs without event time "
-                "(its flow has no timestamp assigner)"
+                "(its flow has no timestamp assigner): build the harness with "
+                "event_time=True (for_function) or from a flow whose source has timestamps=, "
+                "or drive processing time with advance_processing_time"
             )
         _check_number(watermark, method)
         if watermark < self._watermark:

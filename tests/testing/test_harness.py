@@ -271,7 +271,9 @@ def test_a_timestamp_is_refused_without_event_time() -> None:
     with pytest.raises(
         HarnessError,
         match=r"^advance_watermark: operator 'process' runs without event time \(its flow has "
-        r"no timestamp assigner\)$",
+        r"no timestamp assigner\): build the harness with event_time=True \(for_function\) "
+        r"or from a flow whose source has timestamps=, or drive processing time with "
+        r"advance_processing_time$",
     ):
         h.advance_watermark(5)
 
