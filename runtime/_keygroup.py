@@ -16,7 +16,6 @@ from shoal.actors._log import get_logger
 from shoal.storage import (
     EpochDelta,
     KeyGroupStore,
-    LmdbBackend,
     RollbackError,
     ShippedTail,
     load_savepoint_group,
@@ -54,7 +53,7 @@ from ._names import (
 from ._operators import KeyedRunner
 from ._plan import actor_name
 from ._query import answer_query
-from ._ship import ship_copy
+from ._ship import ship_copy, shipping_backend
 from ._timers import KeyedTime, tell_soon
 
 if TYPE_CHECKING:
@@ -288,8 +287,7 @@ class KeyGroupActor(Actor):
         if env.faults:
             env.faults.hit("keygroup.takeover")
         if "tail" in state:  # shipped from another state directory (see _ship.py)
-            backend = env.backend
-            assert isinstance(backend, LmdbBackend)
+            backend = shipping_backend(env)
             backend.install(
                 op.name, self.key_group, op.states, ShippedTail.from_data(state["tail"])
             )
@@ -383,8 +381,7 @@ class KeyGroupActor(Actor):
         self.leaving = None
         self.hand_off(target)
         if tail is not None:  # the successor has it all: this copy would only go stale
-            backend = env.backend
-            assert isinstance(backend, LmdbBackend)
+            backend = shipping_backend(env)
             await anyio.to_thread.run_sync(backend.remove, store.operator, store.key_group)
 
     async def _accept(self, message: Any) -> None:

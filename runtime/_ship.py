@@ -44,14 +44,14 @@ if TYPE_CHECKING:
     from ._keygroup import KeyGroupActor
     from ._worker import WorkerEnv
 
-__all__ = ("CHUNK_BYTES", "ShipmentReceiver", "Shipper", "ship_copy")
+__all__ = ("CHUNK_BYTES", "ShipmentReceiver", "Shipper", "ship_copy", "shipping_backend")
 
 #: Bytes per chunk of a shipped copy: large enough that a 100 MB copy is a few dozen asks,
 #: small enough that a chunk does not hold the link for long (~1 ms on loopback).
 CHUNK_BYTES = 1 << 20
 
 
-def _backend(env: WorkerEnv) -> LmdbBackend:
+def shipping_backend(env: WorkerEnv) -> LmdbBackend:
     backend = env.backend
     if not isinstance(backend, LmdbBackend):
         raise TypeError(f"shipping state needs LMDB; this worker's backend is {backend!r}")
@@ -64,7 +64,7 @@ async def ship_copy(env: WorkerEnv, actor: KeyGroupActor, target: int) -> int:
     only read, by one LMDB transaction in a worker thread)."""
     store = actor.store
     assert store is not None
-    backend = _backend(env)
+    backend = shipping_backend(env)
     if shipping(store):
         end_shipping(store)  # an earlier pre-copy whose move was called off
     begin_shipping(store)
@@ -140,7 +140,7 @@ class ShipmentReceiver(Actor):
     async def receive(self, message: Any) -> Any:
         if type(message) is not StateChunk:
             raise TypeError(f"shipment receiver got an unexpected message {message!r}")
-        incoming = _backend(self.env).incoming_path(message.operator, message.key_group)
+        incoming = shipping_backend(self.env).incoming_path(message.operator, message.key_group)
         if message.offset == 0:
             with contextlib.suppress(FileNotFoundError):
                 shutil.rmtree(incoming)

@@ -146,7 +146,7 @@ def take_tail(store: KeyGroupStore) -> ShippedTail:
             f"store {store.operator}/kg-{store.key_group:05d} is not being shipped: "
             "begin_shipping first"
         )
-    if store.statistics().dirty:
+    if store.dirty_bytes():  # (statistics() would also count entries and size the map)
         raise StorageError(
             f"store {store.operator}/kg-{store.key_group:05d} has unflushed changes: "
             "flush before taking the tail"
