@@ -90,6 +90,21 @@ class Ref:
             return
         self._worker._send_remote_nowait(self.name, message)
 
+    def tell_urgent(self, message: Any) -> None:
+        """Send ``message`` ahead of everything else to the actor's worker; never waits.
+
+        For control messages whose meaning does not depend on their order with the data
+        flowing to that worker (a key group's handoff): across processes it goes on the
+        peer's *urgent lane* (its own connection, not behind the buffered data), and there
+        the handler registered with :meth:`Worker.on_urgent` takes it at once, or it goes into
+        the actor's mailbox (waiting for room there, if it must, without blocking the sender).
+        It may overtake any message sent earlier, from anywhere.
+
+        Raises:
+            UnknownActorError, PeerLostError, MessageEncodeError: as tell().
+        """
+        self._worker._send_urgent(self.name, message)
+
     async def ask(self, message: Any, *, timeout: float | None = None) -> Any:  # noqa: ASYNC109
         """Send ``message`` and wait for the actor's return value.
 

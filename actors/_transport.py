@@ -13,16 +13,26 @@ Envelopes (CBOR arrays):
 * ``[2, ask_id, ok, value_or_[type_name, text]]``: reply to an ask or a migration
 * ``[3, ask_id, name, factory_ref, [strategy, max_restarts, within_s], mailbox_size, state,
   continuation]``: migrate an actor in (continuation is None or ``[message]``)
-* ``[5, worker_id]``: hello, the first envelope on every connection
+* ``[5, worker_id]``: hello, the first envelope on every connection; ``[5, worker_id, 1]`` on
+  a peer's *urgent lane*
 * ``[6, worker_id]``: goodbye, the last envelope of a worker that closes in order (its peers
   then treat the closed connection as a departure, not a loss)
+* ``[7, name, message]``: an urgent tell (only on the urgent lane)
+
+The urgent lane is a second connection to the same peer, opened on the first urgent tell
+(:meth:`Ref.tell_urgent <shoal.actors.Ref.tell_urgent>`): its few messages do not queue behind
+the megabytes of data the first connection's buffers may hold, and its reader never waits on a
+full mailbox of the data lane. An urgent message may therefore overtake anything sent before it
+to that worker; the data connection alone decides whether the peer is alive.
 """
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import socket
 import struct
+from collections.abc import Iterator
 from contextlib import suppress
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -54,7 +64,9 @@ __all__ = ("Link", "LocalLink", "Mesh", "RemoteReply", "SocketLink")
 
 log = get_logger("shoal.actors")
 
-TELL, ASK, REPLY, MIGRATE, HELLO, BYE = 0, 1, 2, 3, 5, 6
+TELL, ASK, REPLY, MIGRATE, HELLO, BYE, URGENT = 0, 1, 2, 3, 5, 6, 7
+#: The lanes of a peer connection (the second element of a hello after the worker id).
+DATA_LANE, URGENT_LANE = 0, 1
 
 #: Target frame size: big enough to amortise the syscall and the CBOR call, small enough that a
 #: frame is decoded and delivered before the next one is needed.
@@ -115,6 +127,7 @@ class Link(Protocol):
 
     async def tell(self, name: str, message: Any) -> None: ...
     def tell_nowait(self, name: str, message: Any) -> None: ...
+    def tell_urgent(self, name: str, message: Any) -> None: ...
     async def ask(self, name: str, ask: Ask) -> None: ...
     def send_reply(self, ask_id: int, ok: bool, payload: Any) -> None: ...
     def lose(self, reason: str) -> None: ...
@@ -149,6 +162,10 @@ class LocalLink:
     def tell_nowait(self, name: str, message: Any) -> None:
         self._check()
         self.peer.ref(name).tell_nowait(message)
+
+    def tell_urgent(self, name: str, message: Any) -> None:
+        self._check()
+        self.peer._urgent(name, message)
 
     async def ask(self, name: str, ask: Ask) -> None:
         self._check()
@@ -197,15 +214,33 @@ class RemoteReply:
 class SocketLink:
     """Outgoing traffic to one peer process: a buffer, a flusher task, one Unix socket."""
 
-    def __init__(self, worker: Worker, peer_id: int, path: Path, connect_timeout: float) -> None:
+    def __init__(
+        self,
+        worker: Worker,
+        peer_id: int,
+        path: Path,
+        connect_timeout: float,
+        *,
+        lane: int = DATA_LANE,
+    ) -> None:
         self.worker = worker
         self.peer_id = peer_id
         self.path = path
         self.connect_timeout = connect_timeout
+        self.lane = lane
         self.codec = worker.codec
         self._high = worker.link_buffer
         self._low = worker.link_buffer // 4
-        hello = self.codec.encode([HELLO, worker.worker_id])
+        hello = self.codec.encode(
+            [HELLO, worker.worker_id] if lane == DATA_LANE else [HELLO, worker.worker_id, lane]
+        )
+        self._urgent_lane: SocketLink | None = None
+        # Urgent lane: its raw socket once connected (a frame is written straight from
+        # tell_urgent when nothing else is being written), the rest of a frame the kernel
+        # did not take at once (the flusher writes it), and whether the flusher is writing.
+        self._raw: socket.socket | None = None
+        self._rest = b""
+        self._sending = False
         self._buf: list[bytes] = [hello]
         # The batch the flusher is writing, and how many of its envelopes have been sent.
         self._writing: list[bytes] = []
@@ -250,6 +285,43 @@ class SocketLink:
         if self._buffered > self._high:
             raise MailboxFullError(f"the link to worker {self.peer_id} is full")
         self._enqueue(self.codec.encode([TELL, name, message]))
+
+    def tell_urgent(self, name: str, message: Any) -> None:
+        """Send on the urgent lane (opened on first use); never waits."""
+        if self.lost is not None:
+            raise PeerLostError(self.lost)
+        lane = self._urgent_lane
+        if lane is None:
+            lane = SocketLink(
+                self.worker, self.peer_id, self.path, self.connect_timeout, lane=URGENT_LANE
+            )
+            self._urgent_lane = lane
+            self.worker._tg.start_soon(lane.run)
+        data = self.codec.encode([URGENT, name, message])
+        if not lane._write_now(data):
+            lane._enqueue(data)
+
+    def _write_now(self, data: bytes) -> bool:
+        """Write one envelope as a frame straight to the socket, not waiting for the flusher's
+        turn on a busy loop (and anyio's yield before each send); False: not possible now."""
+        raw = self._raw
+        if raw is None or self._buf or self._rest or self._sending or self.lost is not None:
+            return False
+        frame = b"".join([_HEADER.pack(len(data) + 2), b"\x9f", data, b"\xff"])
+        try:
+            sent = raw.send(frame)
+        except BlockingIOError:
+            sent = 0
+        except OSError:
+            return False  # the flusher finds out and reports it
+        self.frames_out += 1
+        self.bytes_out += len(frame)
+        if sent < len(frame):
+            self._rest = frame[sent:]
+            if self._idle:
+                self._idle = False
+                self._wake.set()
+        return True
 
     async def ask(self, name: str, ask: Ask) -> None:
         ask_id = next(self._ids)
@@ -310,18 +382,27 @@ class SocketLink:
             try:
                 stream = await self._connect()
             except OSError as exc:
-                self.worker._peer_lost(self.peer_id, str(exc))
+                self._broke(str(exc), connected=False)
                 return
             self._stream = stream
             try:
                 await self._flush_forever(stream)
             except (BrokenResourceError, ClosedResourceError, OSError) as exc:
-                self.worker._link_broke(
-                    self.peer_id, f"connection to worker {self.peer_id} broke: {exc!r}"
-                )
+                self._broke(f"connection to worker {self.peer_id} broke: {exc!r}", connected=True)
             finally:
                 with anyio.CancelScope(shield=True):
                     await stream.aclose()
+
+    def _broke(self, reason: str, *, connected: bool) -> None:
+        if self.lane != DATA_LANE:
+            # What the urgent lane held is lost with the peer; whether the peer is gone is the
+            # data lane's to say (a broken urgent lane to a live peer loses the whole link).
+            self.lose(reason)
+            self.worker._link_broke(self.peer_id, reason)
+        elif connected:
+            self.worker._link_broke(self.peer_id, reason)
+        else:
+            self.worker._peer_lost(self.peer_id, reason)
 
     async def _connect(self) -> SocketStream:
         deadline = anyio.current_time() + self.connect_timeout
@@ -337,6 +418,8 @@ class SocketLink:
                     ) from exc
             else:
                 _grow_buffer(stream, socket.SO_SNDBUF, self._high)
+                if self.lane != DATA_LANE:
+                    self._raw = stream.extra(SocketAttribute.raw_socket, None)
                 return stream
             # Polling for a socket file that does not exist yet: no event to wait on.
             await anyio.sleep(delay)
@@ -345,14 +428,20 @@ class SocketLink:
     async def _flush_forever(self, stream: SocketStream) -> None:
         header = _HEADER.pack
         while True:
+            if self._rest:  # the end of a frame _write_now could not write at once
+                self._sending = True
+                await stream.send(self._rest)
+                self._rest = b""
+                self._sending = False
             if not self._buf:
                 self._wake = anyio.Event()
                 self._idle = True
                 await self._wake.wait()
-                if self._buffered < FRAME_BYTES:
+                if self._buffered < FRAME_BYTES and not self._rest:
                     # One more turn of the loop: whatever else is ready joins this frame.
                     await checkpoint()
                 continue
+            self._sending = True
             items, self._buf = self._buf, []
             self._writing, self._written = items, 0
             start = 0
@@ -372,6 +461,7 @@ class SocketLink:
                     if room is not None and self._buffered <= self._low:
                         self._room = None
                         room.set()
+            self._sending = False
 
     # -- losing and closing ------------------------------------------------------------------
 
@@ -396,6 +486,8 @@ class SocketLink:
         if self._room is not None:
             self._room.set()
         self._scope.cancel()
+        if self._urgent_lane is not None:
+            self._urgent_lane.lose(reason)
 
     async def aclose(self) -> None:
         """Say goodbye, flush what is buffered (briefly), then close."""
@@ -407,6 +499,9 @@ class SocketLink:
                 await self._room.wait()
         self.lost = self.lost or f"worker {self.worker.worker_id} closed its link"
         self._scope.cancel()
+        if self._urgent_lane is not None:
+            self._urgent_lane.lost = self.lost
+            self._urgent_lane._scope.cancel()
 
 
 class Mesh:
@@ -452,47 +547,116 @@ class Mesh:
         """Read frames from one peer and deliver them; a full mailbox pauses reading."""
         _grow_buffer(stream, socket.SO_RCVBUF, self.worker.link_buffer)
         peer_id: int | None = None
+        urgent = False  # this connection is a peer's urgent lane
         buf = bytearray()
-        decode = self.worker.codec.decode
         try:
             while True:
+                if urgent and await self._serve_inline(stream, buf):
+                    break
                 try:
                     data = await stream.receive(RECEIVE_BYTES)
                 except (EndOfStream, BrokenResourceError, ClosedResourceError):
                     break
                 self.bytes_in += len(data)
                 buf += data
-                offset = 0
-                end = len(buf)
-                while end - offset >= 4:
-                    (size,) = _HEADER.unpack_from(buf, offset)
-                    if size > MAX_FRAME:
-                        raise MessageDecodeError(f"frame of {size} bytes exceeds the limit")  # noqa: TRY301
-                    if end - offset - 4 < size:
-                        break
-                    frame = bytes(buf[offset + 4 : offset + 4 + size])
-                    offset += 4 + size
-                    self.frames_in += 1
-                    for envelope in decode(frame):
+                for envelopes in self._frames(buf):
+                    for envelope in envelopes:
                         if peer_id is None:
                             if envelope[0] != HELLO:
                                 raise MessageDecodeError("no hello first")  # noqa: TRY301
                             peer_id = int(envelope[1])
-                            self.worker._peer_hello(peer_id)
-                            self.worker._readers.add(peer_id)
-                            continue
-                        await self._dispatch(peer_id, envelope)
-                if offset:
-                    del buf[:offset]
+                            urgent = len(envelope) > 2 and envelope[2] == URGENT_LANE
+                            if not urgent:
+                                self.worker._peer_hello(peer_id)
+                                self.worker._readers.add(peer_id)
+                        elif urgent:
+                            self._urgent(envelope)
+                        else:
+                            await self._dispatch(peer_id, envelope)
         except MessageDecodeError as exc:
             log.error("bad frame; dropping connection", peer=peer_id, error=str(exc))  # noqa: TRY400
         finally:
             with anyio.CancelScope(shield=True):
                 await stream.aclose()
-            if peer_id is not None:
+            if peer_id is not None and not urgent:
                 self.worker._readers.discard(peer_id)
                 if not self.worker._closed:
                     self.worker._peer_lost(peer_id, f"connection from worker {peer_id} closed")
+
+    def _frames(self, buf: bytearray) -> Iterator[list[Any]]:
+        """The complete frames at the start of ``buf``, decoded (and removed from it)."""
+        decode = self.worker.codec.decode
+        offset = 0
+        end = len(buf)
+        try:
+            while end - offset >= 4:
+                (size,) = _HEADER.unpack_from(buf, offset)
+                if size > MAX_FRAME:
+                    raise MessageDecodeError(f"frame of {size} bytes exceeds the limit")
+                if end - offset - 4 < size:
+                    break
+                frame = bytes(buf[offset + 4 : offset + 4 + size])
+                offset += 4 + size
+                self.frames_in += 1
+                yield decode(frame)
+        finally:
+            if offset:
+                del buf[:offset]
+
+    def _urgent(self, envelope: list[Any]) -> None:
+        if envelope[0] != URGENT:
+            raise MessageDecodeError("not an urgent envelope on the urgent lane")
+        self.worker._urgent(envelope[1], envelope[2])
+
+    async def _serve_inline(self, stream: SocketStream, buf: bytearray) -> bool:
+        """Read the urgent lane in the event loop's own I/O callback, not in a task: a task
+        runs a turn after its socket is readable (and anyio yields once more before each
+        read), a turn that lasts as long as every busy actor's batch on this loop. Returns
+        False where the loop is not asyncio's (or uvloop): the caller reads as usual."""
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return False
+        raw = stream.extra(SocketAttribute.raw_socket, None)
+        if raw is None:
+            return False
+        closed = anyio.Event()
+        failed: list[MessageDecodeError] = []
+
+        def readable() -> None:
+            try:
+                while True:
+                    data = raw.recv(RECEIVE_BYTES)
+                    if not data:
+                        closed.set()
+                        break
+                    self.bytes_in += len(data)
+                    buf.extend(data)
+            except BlockingIOError:
+                pass
+            except OSError:
+                closed.set()
+            try:
+                for envelopes in self._frames(buf):
+                    for envelope in envelopes:
+                        self._urgent(envelope)
+            except MessageDecodeError as exc:
+                failed.append(exc)
+                closed.set()
+            if closed.is_set():
+                loop.remove_reader(raw)
+
+        for envelopes in self._frames(buf):  # what came with the hello
+            for envelope in envelopes:
+                self._urgent(envelope)
+        loop.add_reader(raw, readable)
+        try:
+            await closed.wait()
+        finally:
+            loop.remove_reader(raw)
+        if failed:
+            raise failed[0]
+        return True
 
     async def _dispatch(self, peer_id: int, envelope: list[Any]) -> None:
         kind = envelope[0]

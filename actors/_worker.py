@@ -104,6 +104,7 @@ class Worker:
         self._cells: dict[str, Cell] = {}
         self._refs: dict[str, Ref] = {}
         self._links: dict[int, Link] = {}
+        self._urgent_handlers: dict[str, Callable[[Any], bool]] = {}
         self._lost: dict[int, anyio.Event] = {}
         self._leaving: set[int] = set()  # peers that said goodbye (closing in order)
         self._readers: set[int] = set()  # peers whose connection to us is open (hello seen)
@@ -449,6 +450,46 @@ class Worker:
             return
         self.messages_out += 1
         target.tell_nowait(name, message)
+
+    def _send_urgent(self, name: str, message: Any) -> None:
+        target = self._route(name)
+        if isinstance(target, Cell):
+            self._urgent(name, message)
+            return
+        self.messages_out += 1
+        target.tell_urgent(name, message)
+
+    def on_urgent(self, name: str, handler: Callable[[Any], bool] | None) -> None:
+        """Handle urgent messages for ``name`` on this worker with ``handler`` (None: stop).
+
+        The handler runs synchronously where the message arrives: in the sender's task for a
+        sender on this worker, in the urgent lane's reader for another process's; it returns
+        whether it took the message (False: the message goes to ``name``'s mailbox). It must
+        not block, and should not raise: what it raises is logged as a dead letter.
+        """
+        if handler is None:
+            self._urgent_handlers.pop(name, None)
+        else:
+            self._urgent_handlers[name] = handler
+
+    def _urgent(self, name: str, message: Any) -> None:
+        """An urgent message for ``name`` arrived here (see :meth:`Ref.tell_urgent`)."""
+        handler = self._urgent_handlers.get(name)
+        if handler is not None:
+            try:
+                if handler(message):
+                    return
+            except Exception as exc:
+                self._reject(name, message, exc)
+                return
+        cell = self._cells.get(name)
+        if cell is not None:
+            with suppress(WouldBlock, ClosedResourceError):
+                cell.mailbox.put_nowait(message)
+                return
+        # A full mailbox, or an actor elsewhere: deliver (or forward) without holding up the
+        # caller, which may be the urgent lane's reader.
+        self._tg.start_soon(self._deliver, name, message)
 
     async def _ask_remote(self, name: str, ask: Ask) -> None:
         target = self._route(name)

@@ -4,6 +4,7 @@ its runner; aligns checkpoint barriers and commits epochs."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import time
 from collections import deque
 from typing import TYPE_CHECKING, Any
@@ -95,6 +96,8 @@ class KeyGroupActor(Actor):
         self.queued_records = 0
         self.queued_max = 0
         self.handoff: GroupHandoff | None = None
+        self.moved_in: MovedIn | None = None  # prepared by take_over, sent in the next turn
+        self.takeover_error: Exception | None = None
         # Leaving: (version, target) once told MoveOut; the channels whose marker came in.
         self.leaving: tuple[int, int] | None = None
         self.marked: set[str] = set()
@@ -270,15 +273,20 @@ class KeyGroupActor(Actor):
             self.queued_max = max(self.queued_max, self.queued_records)
 
     def take_over(self, handoff: GroupHandoff) -> None:
-        """The old owner's handoff is in (called by this worker's controller): wake up."""
+        """The old owner's handoff is in: take the key group over at once, in the caller's turn
+        (the handoff receiver's urgent handler: see ``_worker.py``), not behind the batches
+        of every actor ahead of this one on the loop. What fails here fails this actor in its
+        own turn. Then wake up: :meth:`_take_over` reports and replays the queue."""
         self.handoff = handoff
+        try:
+            self._open_handed(handoff)
+        except Exception as exc:
+            self.takeover_error = exc
         with contextlib.suppress(anyio.WouldBlock):  # full: its next message wakes it
             self.ref.tell_nowait(_Wake())
 
-    async def _take_over(self) -> None:
-        """Open the store the old owner closed, take its state, handle what was queued."""
-        handoff = self.handoff
-        assert handoff is not None
+    def _open_handed(self, handoff: GroupHandoff) -> None:
+        """Open the store the old owner closed and take its state (synchronous: no await)."""
         assert self.arriving is not None
         env = self.env
         state = handoff.state
@@ -301,22 +309,31 @@ class KeyGroupActor(Actor):
         self.epoch_out = int(state["epoch_out"])
         env.emitted[self.name] = env.emitted.get(self.name, 0) + int(state.get("emitted", 0))
         self.marked_version = handoff.version
-        version, self.arriving, self.handoff = self.arriving, None, None
         stats = self.store.statistics()
         env.metrics.state_size[(self.stage.name, self.key_group)] = (stats.entries, stats.bytes)
         env.key_groups[self.name] = self
-        await env.kernel.ref(JOB_ACTOR).tell(
-            MovedIn(
-                version,
-                "group",
-                self.name,
-                handoff.source,
-                env.index,
-                paused_now() - handoff.paused_at,
-                stats.bytes if "tail" not in state else int(state["bytes"]),
-                self.queued_max,
-                int(state.get("tail_bytes", 0)),
-            )
+        self.moved_in = MovedIn(
+            self.arriving,
+            "group",
+            self.name,
+            handoff.source,
+            env.index,
+            paused_now() - handoff.paused_at,  # the pause ends here: the store is open
+            stats.bytes if "tail" not in state else int(state["bytes"]),
+            0,
+            int(state.get("tail_bytes", 0)),
+        )
+
+    async def _take_over(self) -> None:
+        """Report the move done, then handle what was queued for it (first turn after the
+        handoff: :meth:`take_over` opened the store)."""
+        if self.takeover_error is not None:
+            raise self.takeover_error
+        moved_in = self.moved_in
+        assert moved_in is not None
+        self.arriving, self.handoff, self.moved_in = None, None, None
+        await self.env.kernel.ref(JOB_ACTOR).tell(
+            dataclasses.replace(moved_in, held_records=self.queued_max)
         )
         queued, self.queued = self.queued, deque()
         self.queued_records = 0
@@ -375,7 +392,9 @@ class KeyGroupActor(Actor):
             state["tail_bytes"] = tail.size
         if env.faults:
             env.faults.hit("keygroup.handoff")
-        await env.kernel.ref(handoffs_name(target)).tell(
+        # Urgent: ahead of the data buffered for that worker, taken by its handoff receiver
+        # as soon as it arrives (nothing the successor queues depends on its order).
+        env.kernel.ref(handoffs_name(target)).tell_urgent(
             GroupHandoff(version, self.name, env.index, state, paused_at)
         )
         self.leaving = None

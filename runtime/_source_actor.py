@@ -206,7 +206,9 @@ class SourceActor(Actor):
         }
         if env.faults:
             env.faults.hit("source.handoff")
-        await env.kernel.ref(handoffs_name(target)).tell(
+        # Urgent: not behind the data buffered for that worker (this split's output is
+        # flushed already); the receiver spawns its source actor there.
+        env.kernel.ref(handoffs_name(target)).tell_urgent(
             SplitHandoff(version, self.split, env.index, state, paused_at)
         )
         self.hand_off(target)

@@ -399,6 +399,18 @@ class HandoffReceiver(Actor):
     def __init__(self, env: WorkerEnv) -> None:
         self.env = env
 
+    @staticmethod
+    def urgent(env: WorkerEnv, message: Any) -> bool:
+        """The urgent handler (``Worker.on_urgent``): a key group's handoff is taken over as
+        soon as it arrives, in the reader's (or the old owner's) turn; anything else, or a
+        handoff for no successor here, goes to the mailbox."""
+        if type(message) is GroupHandoff:
+            successor = env.arrivals.pop(message.actor, None)
+            if successor is not None:
+                successor.take_over(message)
+                return True
+        return False
+
     async def receive(self, message: Any) -> Any:
         env = self.env
         if type(message) is GroupHandoff:
@@ -618,6 +630,7 @@ async def start_worker(env: WorkerEnv) -> None:
         # One message per key-group actor or split handed over: never a wait.
         mailbox_size=len(env.plan.keyed_stages) * env.plan.num_key_groups + len(env.plan.splits),
     )
+    kernel.on_urgent(handoffs_name(env.index), partial(HandoffReceiver.urgent, env))
     if env.ship_state:
         await kernel.spawn(partial(Shipper, env), name=shipper_name(env.index))
         await kernel.spawn(partial(ShipmentReceiver, env), name=shipments_name(env.index))

@@ -39,6 +39,10 @@ class Counter(Actor):
         kind = message[0]
         if kind == "get":
             return {"total": self.total, "order": self.order, "worker": self.worker.worker_id}
+        if kind == "order":
+            return self.order
+        if kind == "urgent-taken":
+            return list(urgent_taken)
         if kind == "relay":  # ["relay", name, message]
             await self.worker.ref(message[1]).tell(message[2])
             return None
@@ -108,3 +112,16 @@ async def bootstrap(worker: Worker, args: Any) -> None:
         await worker.spawn(
             kinds[kind], name=name, mailbox_size=mailbox_size, policy=SupervisionPolicy("restart")
         )
+    for name in args.get("urgent", []):  # a handler that takes ["urgent", n]: see test_urgent
+        worker.on_urgent(name, _urgent_handler)
+
+
+#: What the urgent handler of this process took, in order.
+urgent_taken: list[int] = []
+
+
+def _urgent_handler(message: Any) -> bool:
+    if isinstance(message, list) and message[0] == "urgent":
+        urgent_taken.append(int(message[1]))
+        return True
+    return False
