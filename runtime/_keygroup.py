@@ -248,6 +248,10 @@ class KeyGroupActor(Actor):
             # else: a stale marker (forwarded after an earlier move): nothing to do
         elif kind is MoveOut:
             self.leaving = (message.version, message.target)
+            if self.store is not None:
+                # Write the dirty state back now, while the key group still runs: the flush
+                # in the pause (_leave) then writes only what its last records changed.
+                self._flush()
             if message.version > self.marked_version:
                 self.marked_version, self.marked = message.version, set()
         elif kind is SendMarkers:
