@@ -123,8 +123,16 @@ def test_guided_inverse_cdf_equals_searchsorted(users: int, zipf_s: float) -> No
     assert np.array_equal(tables.ranks(u), expected)
 
 
-def test_oracle_matches_a_naive_recomputation() -> None:
-    source = ClickstreamSource(events=5_000, users=300, pages=20, splits=3, seed=9, chunk=700)
+@pytest.mark.parametrize(
+    ("count", "users", "zipf_s", "chunk"),
+    [(5_000, 300, 1.1, 700), (5_000, 3, 0.0, 5_000), (1_234, 5_000, 0.5, 100), (1, 10, 1.1, 64)],
+)
+def test_oracle_matches_a_naive_recomputation(
+    count: int, users: int, zipf_s: float, chunk: int
+) -> None:
+    source = ClickstreamSource(
+        events=count, users=users, pages=20, splits=3, seed=9, chunk=chunk, zipf_s=zipf_s
+    )
     events = list(source.iter_all())
     random.Random(0).shuffle(events)  # "last" must not depend on the order
     naive: dict[int, list[Event]] = {}
@@ -135,7 +143,7 @@ def test_oracle_matches_a_naive_recomputation() -> None:
         for user, evs in naive.items()
     }
     assert clickstream_oracle(source) == expected
-    assert sum(c for c, _, _ in expected.values()) == 5_000
+    assert sum(c for c, _, _ in expected.values()) == count
 
 
 async def test_rate_caps_batches_and_keeps_the_events() -> None:
