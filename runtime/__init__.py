@@ -38,6 +38,7 @@ from ._jsonl import JsonlSource as JsonlSource
 from ._keys import DEFAULT_KEY_GROUPS as DEFAULT_KEY_GROUPS
 from ._keys import key_group_of as key_group_of
 from ._keys import key_hash as key_hash
+from ._keys import key_partition as key_partition
 from ._load import HotKey as HotKey
 from ._load import KeyGroupLoad as KeyGroupLoad
 from ._logging import configure_logging as configure_logging
@@ -160,6 +161,7 @@ __all__ = (
     "DEFAULT_KEY_GROUPS",
     "key_hash",
     "key_group_of",
+    "key_partition",
     # operations
     "configure_logging",
     "JobCollector",

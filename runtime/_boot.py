@@ -58,7 +58,7 @@ from ._messages import (
     StopSources,
     Watermark,
 )
-from ._placement import Placement
+from ._placement import Placement, split_homes
 from ._plan import compile_plan
 from ._statedir import hold_as_worker
 from ._worker import WorkerEnv, place_directory, start_worker
@@ -143,7 +143,7 @@ async def bootstrap(worker: Worker, args: dict[str, Any]) -> None:
     placement = (
         Placement.from_data(args["placement"])
         if args.get("placement") is not None
-        else Placement.initial(plan.num_key_groups, len(plan.splits), workers)
+        else Placement.initial(plan.num_key_groups, len(plan.splits), workers, split_homes(plan))
     )
     peers = [int(p) for p in args.get("peers", placement.workers)]
     store = CheckpointStore(args["checkpoint_dir"]) if args.get("checkpoint_dir") else None

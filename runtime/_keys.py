@@ -31,6 +31,7 @@ __all__ = (
     "key_group_of",
     "key_group_of_bytes",
     "key_hash",
+    "key_partition",
 )
 
 DEFAULT_KEY_GROUPS: Final = 128
@@ -65,6 +66,25 @@ def key_hash(key: Any) -> int:
 def key_group_of(key: Any, num_key_groups: int) -> int:
     """Return the key group of ``key`` among ``num_key_groups`` groups."""
     return key_hash(key) % num_key_groups
+
+
+def key_partition(key: Any, partitions: int, num_key_groups: int = DEFAULT_KEY_GROUPS) -> int:
+    """Return the partition (split index) of ``key`` for a *key-partitioned* source.
+
+    Partition ``i`` of ``partitions`` holds the keys of a contiguous range of key groups (those
+    ``g`` with ``g * partitions // num_key_groups == i``), the way a job places key groups on
+    its workers. A source whose split ``i`` (in the order of its ``splits()``) holds only such
+    keys, and says so with ``key_partitioned = True``, has each split read on the worker that
+    owns its key groups: its records reach their first keyed operator without crossing to
+    another worker (see docs/guides/sources.md, "Key-partitioned sources").
+
+    Raises:
+        ValueError: ``partitions`` is not an int >= 1, or ``num_key_groups`` is out of range.
+    """
+    if type(partitions) is not int or partitions < 1:
+        raise ValueError(f"partitions must be an int >= 1; got {partitions!r}")
+    check_num_key_groups(num_key_groups)
+    return key_group_of(key, num_key_groups) * partitions // num_key_groups
 
 
 def key_group_of_bytes(key_bytes: bytes, num_key_groups: int) -> int:

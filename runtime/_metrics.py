@@ -38,6 +38,8 @@ class WorkerMetrics:
     records_in: int = 0
     records_out: int = 0
     dead_letters: int = 0
+    # records sent to key groups on other workers (through their exchanges)
+    records_crossing: int = 0
     # operator -> [records in, records out, seconds busy]
     by_operator: dict[str, list[float]] = field(default_factory=dict)
     # (operator, key group) -> (entries, bytes) at the last flush
@@ -78,6 +80,7 @@ class WorkerMetrics:
             "records_in": self.records_in,
             "records_out": self.records_out,
             "dead_letters": self.dead_letters,
+            "records_crossing": self.records_crossing,
             "by_operator": {k: list(v) for k, v in self.by_operator.items()},
             "state_size": [[op, kg, n, b] for (op, kg), (n, b) in self.state_size.items()],
             "flushes": self.flushes,
@@ -116,6 +119,11 @@ class JobCollector(Collector):
         )
         dead = CounterMetricFamily(
             "shoal_dead_letters_total", "Records sent to the dead-letter sink", labels=labels
+        )
+        crossing = CounterMetricFamily(
+            "shoal_records_crossing_total",
+            "Records a worker sent to key groups on other workers",
+            labels=labels,
         )
         op_in = CounterMetricFamily(
             "shoal_operator_records_in_total",
@@ -166,6 +174,7 @@ class JobCollector(Collector):
             rin.add_metric(w, snap["records_in"])
             rout.add_metric(w, snap["records_out"])
             dead.add_metric(w, snap["dead_letters"])
+            crossing.add_metric(w, snap.get("records_crossing", 0))
             for op, (n_in, n_out, _busy) in snap["by_operator"].items():
                 op_in.add_metric([*w, op], n_in)
                 op_out.add_metric([*w, op], n_out)
@@ -179,7 +188,7 @@ class JobCollector(Collector):
             if snap.get("state_cache_limit") is not None:
                 cache_limit.add_metric(w, snap["state_cache_limit"])
             evicted.add_metric(w, snap.get("state_cache_evicted", 0))
-        yield from (rin, rout, dead, op_in, op_out, entries, size, access, flush, depth)
+        yield from (rin, rout, dead, crossing, op_in, op_out, entries, size, access, flush, depth)
         yield from (cache, cache_limit, evicted)
         yield from load_families(self._job, snaps)
         stats = None if self._checkpoints is None else self._checkpoints()

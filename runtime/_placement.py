@@ -15,9 +15,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ._plan import place_key_groups
+from ._plan import Plan, place_key_groups
 
-__all__ = ("Move", "Placement", "balance")
+__all__ = ("Move", "Placement", "balance", "split_homes")
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,13 +49,24 @@ class Placement:
     split_owner: tuple[int, ...]
 
     @classmethod
-    def initial(cls, num_key_groups: int, num_splits: int, workers: int) -> Placement:
-        """Contiguous ranges of key groups, splits round-robin, on workers ``0..workers-1``."""
+    def initial(
+        cls,
+        num_key_groups: int,
+        num_splits: int,
+        workers: int,
+        homes: Sequence[int | None] = (),
+    ) -> Placement:
+        """Contiguous ranges of key groups, splits round-robin, on workers ``0..workers-1``;
+        a split with a home key group (``homes``, see :func:`split_homes`) goes where its
+        home is."""
+        group_owner = tuple(place_key_groups(num_key_groups, workers))
         return cls(
             0,
             tuple(range(workers)),
-            tuple(place_key_groups(num_key_groups, workers)),
-            tuple(index % workers for index in range(num_splits)),  # as place_splits
+            group_owner,
+            _follow_homes(
+                [index % workers for index in range(num_splits)], homes, group_owner
+            ),  # as place_splits
         )
 
     def to_data(self) -> dict[str, Any]:
@@ -78,17 +89,19 @@ class Placement:
     def groups_of(self, worker: int) -> list[int]:
         return [group for group, owner in enumerate(self.group_owner) if owner == worker]
 
-    def rescaled(self, workers: Sequence[int]) -> Placement:
+    def rescaled(self, workers: Sequence[int], homes: Sequence[int | None] = ()) -> Placement:
         """The table over ``workers`` with the fewest moves that balance it (the version is
-        not changed: the caller applies the moves, maybe in several steps)."""
+        not changed: the caller applies the moves, maybe in several steps); a split with a
+        home key group follows it."""
         ids = tuple(sorted(set(workers)))
         if not ids:
             raise ValueError("a job needs at least one worker")
+        group_owner = tuple(balance(self.group_owner, ids))
         return Placement(
             self.version,
             ids,
-            tuple(balance(self.group_owner, ids)),
-            tuple(balance(self.split_owner, ids)),
+            group_owner,
+            _follow_homes(balance(self.split_owner, ids), homes, group_owner),
         )
 
     def group_moves(self, other: Placement) -> list[Move]:
@@ -150,3 +163,36 @@ def balance(owner: Sequence[int], workers: Sequence[int]) -> list[int]:
             held[worker].append(item)
             result[item] = worker
     return result
+
+
+def split_homes(plan: Plan) -> tuple[int | None, ...]:
+    """Per split of ``plan``, its *home* key group if its source is key-partitioned (the
+    middle of the key groups its keys belong to: see :func:`~shoal.runtime.key_partition`),
+    else None. A split goes where its home key group is, so its records reach the first keyed
+    operator without crossing workers."""
+    inputs = plan.flow.inputs
+    siblings: dict[int, list[str]] = {}
+    for split in plan.splits:
+        index = 0 if plan.split_inputs is None else plan.split_inputs.get(split, 0)
+        siblings.setdefault(index, []).append(split)
+    groups = plan.num_key_groups
+    homes: list[int | None] = []
+    for split in plan.splits:
+        index = 0 if plan.split_inputs is None else plan.split_inputs.get(split, 0)
+        if not getattr(inputs[index].source, "key_partitioned", False):
+            homes.append(None)
+            continue
+        mine = siblings[index]
+        i, n = mine.index(split), len(mine)
+        low, high = -(-i * groups // n), -(-(i + 1) * groups // n)  # g * n // groups == i
+        homes.append((low + high - 1) // 2 if high > low else None)
+    return tuple(homes)
+
+
+def _follow_homes(
+    split_owner: list[int], homes: Sequence[int | None], group_owner: Sequence[int]
+) -> tuple[int, ...]:
+    for index, home in enumerate(homes):
+        if home is not None:
+            split_owner[index] = group_owner[home]
+    return tuple(split_owner)

@@ -40,7 +40,7 @@ from ._messages import (
     StartSources,
 )
 from ._names import source_actor_name
-from ._placement import Move, Placement
+from ._placement import Move, Placement, split_homes
 from ._plan import Plan, actor_name
 from ._policies import BalanceLoad, PlacementPolicy, RebalanceRecord, plan_rebalance, predicted
 
@@ -257,7 +257,7 @@ class Rescaler:
             self.placement.group_owner,
             self.placement.split_owner,
         )
-        target = self.placement.rescaled(keep)
+        target = self.placement.rescaled(keep, split_homes(self.plan))
         group_moves = self.placement.group_moves(target)
         split_moves = self.placement.split_moves(target, self.plan.splits)
         for chunk in _chunks(group_moves, self.max_moves):

@@ -41,7 +41,7 @@ from ._exceptions import JobError
 from ._faults import Faults
 from ._messages import Finish
 from ._names import DRIVER_ID, JOB_ACTOR, controller_name
-from ._placement import Placement
+from ._placement import Placement, split_homes
 from ._recovery import AttemptFailed, Attempts, StartPoint
 from ._result import JobResult
 from ._sinks import SinkPartition
@@ -219,7 +219,7 @@ async def _loop_attempt(
 ) -> JobResult:
     plan = run.plan
     workers = run.scaling.workers
-    placement = Placement.initial(plan.num_key_groups, len(plan.splits), workers)
+    placement = Placement.initial(plan.num_key_groups, len(plan.splits), workers, split_homes(plan))
     run.tidy_state(placement)
     namespace = f"job-{run.run_id}-{start.attempt}"
     pool: _LoopPool | None = None

@@ -43,7 +43,7 @@ from ._attempt import (
 from ._exceptions import JobError, WorkerFailedError, WorkerLostError
 from ._messages import Finish
 from ._names import DRIVER_ID, JOB_ACTOR, controller_name
-from ._placement import Placement
+from ._placement import Placement, split_homes
 from ._plan import Plan
 from ._recovery import AttemptFailed, Attempts, StartPoint
 from ._result import JobResult
@@ -234,7 +234,9 @@ async def _process_attempt(
     start: StartPoint,
 ) -> JobResult:
     plan = run.plan
-    placement = Placement.initial(plan.num_key_groups, len(plan.splits), run.scaling.workers)
+    placement = Placement.initial(
+        plan.num_key_groups, len(plan.splits), run.scaling.workers, split_homes(plan)
+    )
     run.tidy_state(placement)  # the previous attempt's processes have all exited
     await recover_sink(run, start)
     mesh_dir = Path(tempfile.mkdtemp(prefix="shoal-mesh-", dir=_mesh_parent()))

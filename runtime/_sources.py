@@ -54,6 +54,8 @@ from typing import Any, Protocol, TypeAlias, runtime_checkable
 
 import anyio
 
+from ._keys import DEFAULT_KEY_GROUPS, key_partition
+
 __all__ = (
     "SourceBatch",
     "SourceContext",
@@ -321,6 +323,13 @@ class IterableSource:
     rescale, a rebalance, a kill) with a long input instead of racing a short one. A rate is
     an upper bound: on a loaded machine the job reads slower.
 
+    ``partition_by`` makes the source *key-partitioned*: split ``i`` holds, in their order, the
+    items whose key (``partition_by(item)``, the key the flow's first ``key_by`` computes)
+    has ``key_partition(key, splits, num_key_groups) == i``, and each split is read on the
+    worker owning those key groups, so the records reach the first keyed operator without
+    crossing workers (docs/guides/sources.md). Offsets are then indexes in that order (split
+    0's items, then split 1's, ...).
+
     Split ids are ``"items:<i>"``.
 
     Args:
@@ -328,6 +337,8 @@ class IterableSource:
         splits: number of splits; more than 1 only for a ``Sequence``.
         rate: records per second over all splits, a finite number > 0; ``None`` (the default)
             reads as fast as the job takes them.
+        partition_by: the key of a record, to partition the splits by (a ``Sequence`` only).
+        num_key_groups: the flow's number of key groups (with ``partition_by``).
 
     Raises:
         TypeError: ``items`` is not iterable, or is a ``str``/``bytes``; ``splits`` not an
@@ -337,8 +348,18 @@ class IterableSource:
     """
 
     bounded: bool
+    _items: Iterable[Any]
+    _ranges: list[tuple[int, int | None]]
 
-    def __init__(self, items: Iterable[Any], *, splits: int = 1, rate: float | None = None) -> None:
+    def __init__(
+        self,
+        items: Iterable[Any],
+        *,
+        splits: int = 1,
+        rate: float | None = None,
+        partition_by: Callable[[Any], Any] | None = None,
+        num_key_groups: int = DEFAULT_KEY_GROUPS,
+    ) -> None:
         if isinstance(items, str | bytes | bytearray):
             raise TypeError(
                 f"IterableSource: items must be an iterable of records, not "
@@ -351,19 +372,41 @@ class IterableSource:
         _check_int("IterableSource", "splits", splits, 1)
         self._rate = _check_rate(rate)
         self.bounded = True
-        self._items = items
+        #: Split ``i`` holds only keys of the ``i``-th range of key groups (see key_partition).
+        self.key_partitioned = partition_by is not None
         self._opened = False
-        if isinstance(items, Sequence):
+        if partition_by is not None:
+            if not callable(partition_by):
+                raise TypeError(
+                    "IterableSource: partition_by must be a function record -> key; got "
+                    f"{type(partition_by).__name__}"
+                )
+            if not isinstance(items, Sequence):
+                raise TypeError(
+                    "IterableSource: partition_by needs a Sequence (a list, a tuple, ...) of "
+                    f"records; got {type(items).__name__}"
+                )
+            parts: list[list[Any]] = [[] for _ in range(splits)]
+            for item in items:
+                parts[key_partition(partition_by(item), splits, num_key_groups)].append(item)
+            items = [item for part in parts for item in part]
+            self._ranges = []
+            start = 0
+            for part in parts:
+                self._ranges.append((start, start + len(part)))
+                start += len(part)
+            self._items = items
+        elif isinstance(items, Sequence):
+            self._items = items
             n = len(items)
-            self._ranges: list[tuple[int, int | None]] = [
-                (i * n // splits, (i + 1) * n // splits) for i in range(splits)
-            ]
+            self._ranges = [(i * n // splits, (i + 1) * n // splits) for i in range(splits)]
         else:
             if splits != 1:
                 raise ValueError(
                     f"IterableSource: splits must be 1 for an iterable that is not a Sequence "
                     f"(got splits={splits}); pass a list to split it"
                 )
+            self._items = items
             self._ranges = [(0, None)]
         self._ids = tuple(f"items:{i}" for i in range(len(self._ranges)))
 

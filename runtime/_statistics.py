@@ -22,6 +22,9 @@ class WorkerLoad:
         records_out: records its last stage emitted to the sink.
         mailbox_depth: messages waiting in its actors' mailboxes now (a backlog).
         key_groups: key groups it owns now.
+        records_crossing: records it sent to key groups on other workers (each crossing
+            costs encoding, a socket and decoding: a key-partitioned source keeps its records
+            off this count at the first keyed operator).
     """
 
     worker: int
@@ -29,6 +32,7 @@ class WorkerLoad:
     records_out: int
     mailbox_depth: int
     key_groups: int
+    records_crossing: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +95,7 @@ def job_statistics(
                 records_out=int(r["records_out"]),
                 mailbox_depth=int(r["mailbox_depth"]),
                 key_groups=int(r["key_groups"]),
+                records_crossing=int(r.get("records_crossing", 0)),
             )
             for r in sorted(reports, key=lambda r: int(r["worker"]))
         ),

@@ -327,6 +327,7 @@ class WorkerEnv:
                     for column, part in zip(columns, routed[group], strict=True):
                         column += part
                     counts.append(len(routed[group][0]))
+            self.metrics.records_crossing += sum(counts)
             await self.credits.acquire(stage, worker)
             await self.exchange(worker, stage).tell(
                 Shipment(here, stage, channel, split, groups, counts, *columns)

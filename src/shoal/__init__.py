@@ -87,6 +87,7 @@ if _typing.TYPE_CHECKING:
     from shoal.runtime import configure_logging as configure_logging
     from shoal.runtime import key_group_of as key_group_of
     from shoal.runtime import key_hash as key_hash
+    from shoal.runtime import key_partition as key_partition
     from shoal.runtime import open_job as open_job
     from shoal.runtime import run as run
     from shoal.runtime import run_job as run_job
@@ -163,6 +164,7 @@ _HOME: dict[str, str] = {
     "DEFAULT_KEY_GROUPS": "shoal.runtime",
     "key_hash": "shoal.runtime",
     "key_group_of": "shoal.runtime",
+    "key_partition": "shoal.runtime",
     "configure_logging": "shoal.runtime",
     "JobCollector": "shoal.runtime",
     "serve_metrics": "shoal.runtime",
@@ -252,6 +254,7 @@ __all__ = (
     "DEFAULT_KEY_GROUPS",
     "key_hash",
     "key_group_of",
+    "key_partition",
     "configure_logging",
     "JobCollector",
     "serve_metrics",

@@ -60,6 +60,7 @@ def snapshots() -> list[dict[str, Any]]:
     first.state_size[("users", 3)] = (7, 4096)
     first.state_size[("users", 5)] = (1, 512)
     first.observe_flush(8, 0.25)
+    first.records_crossing = 64
     second = WorkerMetrics(worker=1, records_in=50, records_out=50)
     second.observe_operator("users", 40, 40, 0.1)
     second.state_size[("users", 6)] = (3, 1024)
@@ -93,6 +94,7 @@ def test_the_collector_exports_every_family_with_job_and_worker_labels() -> None
         "shoal_records_in": "counter",
         "shoal_records_out": "counter",
         "shoal_dead_letters": "counter",
+        "shoal_records_crossing": "counter",
         "shoal_operator_records_in": "counter",
         "shoal_operator_records_out": "counter",
         "shoal_state_entries": "gauge",
@@ -114,6 +116,8 @@ def test_the_collector_exports_every_family_with_job_and_worker_labels() -> None
     assert samples[("shoal_records_out_total", w0)] == 90
     assert samples[("shoal_dead_letters_total", w0)] == 2
     assert samples[("shoal_dead_letters_total", w1)] == 0
+    assert samples[("shoal_records_crossing_total", w0)] == 64
+    assert samples[("shoal_records_crossing_total", w1)] == 0
     assert samples[("shoal_operator_records_in_total", w0 | labels(operator="users"))] == 100
     assert samples[("shoal_operator_records_out_total", w1 | labels(operator="users"))] == 40
     assert samples[("shoal_state_entries", w0 | labels(operator="users", key_group="3"))] == 7
