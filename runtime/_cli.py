@@ -371,9 +371,11 @@ def _print_summary(summary: dict[str, Any], out: Any) -> None:
         mode = "worker processes" if many else "worker process"
     else:
         mode = "in-process workers" if many else "in-process worker"
+    # After a recovery or a resume the clock restarts: say whose figures these are.
+    last = " (its last attempt)" if summary["recoveries"] or summary["resumed_from"] else ""
     print(
         f"  {summary['workers']} {mode}, {summary['key_groups']} key groups, "
-        f"{summary['elapsed_s']:.2f} s, {summary['events_per_s']:,.0f} events/s",
+        f"{summary['elapsed_s']:.2f} s, {summary['events_per_s']:,.0f} events/s{last}",
         file=out,
     )
     print(f"  {_checkpoint_line(summary)}", file=out)

@@ -167,7 +167,19 @@ class PushSource:
     async def send_many(self, records: Iterable[Any]) -> range:
         """Hand ``records`` to the job in order, each as :meth:`send` would (waiting for room
         as it goes); return their offsets. When it raises part-way, the records before the
-        failing one were accepted (:attr:`next_offset` says how far it got)."""
+        failing one were accepted (:attr:`next_offset` says how far it got).
+
+        Raises:
+            TypeError: ``records`` is a ``str``, ``bytes`` or ``bytearray`` (each character
+                would be a record: wrap it in a list to send it as one), or not iterable.
+        """
+        if isinstance(records, str | bytes | bytearray):
+            raise TypeError(
+                f"send_many takes an iterable of records, not a {type(records).__name__} (each "
+                f"character would be a record): send(x) sends one record, send_many([x]) too"
+            )
+        if not isinstance(records, Iterable):
+            raise TypeError(f"send_many takes an iterable of records; got {type(records).__name__}")
         first: int | None = None
         try:
             for record in records:

@@ -30,6 +30,10 @@ async def test_records_sent_to_a_running_job_are_counted_and_queried(tmp_path: P
         offsets = [await job.send(e) for e in sent[:100]]
         assert offsets == list(range(100))
         assert await job.send_many(sent[100:]) == range(100, 500)
+        with pytest.raises(TypeError, match=r"not a str \(each character would be a record\)"):
+            await job.send_many("abc")  # type: ignore[arg-type]
+        with pytest.raises(TypeError, match=r"an iterable of records; got int"):
+            await job.send_many(3)  # type: ignore[arg-type]
         await job.wait_processed()
         expected = oracle(sent)
         for user, count in expected.items():

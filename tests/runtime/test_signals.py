@@ -124,6 +124,8 @@ def test_ctrl_c_with_a_state_dir_says_how_to_go_on_and_that_command_finishes_the
     )
     assert done.returncode == 0, done.stdout + done.stderr
     assert "scenario clickstream: PASSED" in done.stdout  # every user's count equals the oracle
+    # Its clock restarted at the resume: the summary says whose throughput it prints.
+    assert re.search(r"key groups, [\d.]+ s, [\d,]+ events/s \(its last attempt\)", done.stdout)
 
 
 def test_ctrl_c_while_the_workers_start_drains_and_prints_the_summary() -> None:
