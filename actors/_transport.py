@@ -643,6 +643,9 @@ class Mesh:
             except MessageDecodeError as exc:
                 failed.append(exc)
                 closed.set()
+            except Exception as exc:  # an I/O callback must not raise into the event loop
+                failed.append(MessageDecodeError(f"urgent message not delivered: {exc!r}"))
+                closed.set()
             if closed.is_set():
                 loop.remove_reader(raw)
 
