@@ -56,6 +56,7 @@ from ._messages import (
     StartSources,
     StateChunk,
     StopSources,
+    Throttle,
     Watermark,
 )
 from ._placement import Placement, split_homes
@@ -96,6 +97,7 @@ _MESSAGES = (
     (PlacementUpdate, "shoal.PlacementUpdate"),
     (MoveOut, "shoal.MoveOut"),
     (SendMarkers, "shoal.SendMarkers"),
+    (Throttle, "shoal.Throttle"),
     (HandoffMarker, "shoal.HandoffMarker"),
     (FlushChannel, "shoal.FlushChannel"),
     (GroupHandoff, "shoal.GroupHandoff"),

@@ -41,6 +41,7 @@ from ._messages import (
     QueryState,
     SendMarkers,
     SnapshotDrained,
+    Throttle,
     TimersDue,
     Watermark,
     WriteSnapshot,
@@ -98,6 +99,7 @@ class KeyGroupActor(Actor):
         self.handoff: GroupHandoff | None = None
         self.moved_in: MovedIn | None = None  # prepared by take_over, sent in the next turn
         self.takeover_error: Exception | None = None
+        self.throttling = False  # it asked the senders to hold its records (_holding.py)
         # Leaving: (version, target) once told MoveOut; the channels whose marker came in.
         self.leaving: tuple[int, int] | None = None
         self.marked: set[str] = set()
@@ -275,6 +277,17 @@ class KeyGroupActor(Actor):
         if type(message) is Data:
             self.queued_records += len(message.keys)
             self.queued_max = max(self.queued_max, self.queued_records)
+            if not self.throttling and self.queued_records > self.env.holds.limit:
+                self._throttle(True)  # backpressure on this key group's senders alone
+
+    def _throttle(self, held: bool) -> None:
+        """Ask every worker to hold (or to release) what it routes to this key group (see
+        ``_holding.py``)."""
+        self.throttling = held
+        env = self.env
+        message = Throttle(self.stage.index, self.key_group, held)
+        for worker in env.peers:
+            env.kernel.ref(handoffs_name(worker)).tell_urgent(message)
 
     def take_over(self, handoff: GroupHandoff) -> None:
         """The old owner's handoff is in: take the key group over at once, in the caller's turn
@@ -286,6 +299,8 @@ class KeyGroupActor(Actor):
             self._open_handed(handoff)
         except Exception as exc:
             self.takeover_error = exc
+        if self.throttling:
+            self._throttle(False)
         with contextlib.suppress(anyio.WouldBlock):  # full: its next message wakes it
             self.ref.tell_nowait(_Wake())
 

@@ -40,6 +40,7 @@ __all__ = (
     "PrepareMoves",
     "Retire",
     "SendMarkers",
+    "Throttle",
     "SplitHandoff",
     "StartHandoffs",
     "Barrier",
@@ -512,6 +513,17 @@ class FlushChannel:
     successor sends next cannot overtake it."""
 
     sender: int
+
+
+@dataclass(frozen=True, slots=True)
+class Throttle:
+    """A successor -> every worker's handoff receiver (urgent): hold what your senders route
+    to key group ``group`` of keyed stage ``stage`` (``held``), or deliver it now, in order (the
+    successor has taken the key group over). See ``_holding.py``."""
+
+    stage: int
+    group: int
+    held: bool
 
 
 @dataclass(frozen=True, slots=True)

@@ -145,7 +145,10 @@ async def pay_markers(env: WorkerEnv, channel: str) -> None:
 async def flush_downstream(env: WorkerEnv, stage: int) -> None:
     """Wait until everything this worker sent to ``stage``'s exchanges elsewhere is in its key
     groups' mailboxes (a credited :class:`FlushChannel` through each): what a moving sender's
-    successor sends next cannot overtake it."""
+    successor sends next cannot overtake it. What this worker holds for a moving key group
+    of ``stage`` (``_holding.py``) is delivered first."""
+    if env.holds:
+        await env.holds.drain(stage)
     others = [worker for worker in env.peers if worker != env.index]
 
     async def flush(worker: int) -> None:

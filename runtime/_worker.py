@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
+import anyio
 from shoal.actors import Actor, PeerLostError, Ref, Worker
 from shoal.actors._log import get_logger
 from shoal.storage import (
@@ -33,6 +34,7 @@ from ._checkpoint_io import CheckpointWriter
 from ._credits import DEFAULT_WINDOW, MAX_WORKERS, Credits, exchange_mailbox_size
 from ._exchange import ExchangeActor, FlowControlActor
 from ._faults import Faults, InjectedFault
+from ._holding import Holds
 from ._keygroup import KeyGroupActor
 from ._keys import KeyGroupRouter
 from ._load import group_reports
@@ -59,6 +61,7 @@ from ._messages import (
     StartHandoffs,
     StartSources,
     StopSources,
+    Throttle,
     WriteSnapshot,
 )
 from ._metrics import WorkerMetrics
@@ -160,6 +163,7 @@ class WorkerEnv:
     credits: Credits = field(init=False)
     metrics: WorkerMetrics = field(init=False)
     router: KeyGroupRouter = field(init=False)
+    holds: Holds = field(init=False)  # what senders here hold for moving key groups
     _targets: dict[int, list[Ref]] = field(init=False, default_factory=dict)
     sources: dict[str, SourceActor] = field(init=False, default_factory=dict)
     transactional: bool = field(init=False, default=False)
@@ -177,6 +181,9 @@ class WorkerEnv:
         self.dead = DeadLetters(self.index)
         self.metrics = WorkerMetrics(self.index)
         self.router = KeyGroupRouter(self.plan.num_key_groups)
+        # A successor asks for backpressure past as many records as a barrier alignment
+        # holds (a few mailboxes' worth), and a worker holds as many per key group.
+        self.holds = Holds(4 * self.mailbox_size * self.batch_size, self._deliver_group)
         self.credits = Credits(self.credit_window, wait_lost=self._wait_lost)
         if not self.peers:
             self.peers = list(range(self.workers))
@@ -301,12 +308,18 @@ class WorkerEnv:
     ) -> None:
         """Deliver routed groups: local groups straight to their actors, the rest in one
         :class:`Shipment` per destination worker. A group is ``(keys, values, offsets)``, or
-        with a fourth column, the timestamps."""
+        with a fourth column, the timestamps. A group held for a move (``_holding.py``) is
+        queued instead; past the hold's limit this waits for its release, after the rest."""
         targets = self.targets(stage)
         owner = self.group_owner
         here = self.index
+        holds = self.holds
+        wait: anyio.Event | None = None
         remote: dict[int, list[int]] | None = None
         for group, columns in routed.items():
+            if holds and holds.holding(stage, group):
+                wait = holds.hold(stage, group, channel, split, columns) or wait
+                continue
             worker = owner[group]
             if worker == here:
                 await targets[group].tell(Data(channel, split, *columns))
@@ -314,24 +327,39 @@ class WorkerEnv:
                 remote = {worker: [group]}
             else:
                 remote.setdefault(worker, []).append(group)
-        if remote is None:
+        if remote is not None:
+            for worker, groups in remote.items():
+                if len(groups) == 1:
+                    columns = routed[groups[0]]
+                    counts = [len(columns[0])]
+                else:
+                    columns = tuple([] for _ in routed[groups[0]])
+                    counts = []
+                    for group in groups:
+                        for column, part in zip(columns, routed[group], strict=True):
+                            column += part
+                        counts.append(len(routed[group][0]))
+                self.metrics.records_crossing += sum(counts)
+                await self.credits.acquire(stage, worker)
+                await self.exchange(worker, stage).tell(
+                    Shipment(here, stage, channel, split, groups, counts, *columns)
+                )
+        if wait is not None:
+            await wait.wait()
+
+    async def _deliver_group(
+        self, stage: int, channel: str, split: str, group: int, columns: tuple[list[Any], ...]
+    ) -> None:
+        """Deliver one group of records (held for a move) where its key group is now."""
+        worker = self.group_owner[group]
+        if worker == self.index:
+            await self.targets(stage)[group].tell(Data(channel, split, *columns))
             return
-        for worker, groups in remote.items():
-            if len(groups) == 1:
-                columns = routed[groups[0]]
-                counts = [len(columns[0])]
-            else:
-                columns = tuple([] for _ in routed[groups[0]])
-                counts = []
-                for group in groups:
-                    for column, part in zip(columns, routed[group], strict=True):
-                        column += part
-                    counts.append(len(routed[group][0]))
-            self.metrics.records_crossing += sum(counts)
-            await self.credits.acquire(stage, worker)
-            await self.exchange(worker, stage).tell(
-                Shipment(here, stage, channel, split, groups, counts, *columns)
-            )
+        self.metrics.records_crossing += len(columns[0])
+        await self.credits.acquire(stage, worker)
+        await self.exchange(worker, stage).tell(
+            Shipment(self.index, stage, channel, split, [group], [len(columns[0])], *columns)
+        )
 
     def exchange(self, worker: int, stage: int) -> Ref:
         """``worker``'s exchange for keyed ``stage``: the door for that stage's records and
@@ -339,7 +367,12 @@ class WorkerEnv:
         return self.kernel.ref(exchange_name(worker, stage))
 
     async def broadcast(self, stage: int, message: Any) -> None:
-        """Send ``message`` to every key-group actor of ``stage``, behind all data already sent."""
+        """Send ``message`` (a barrier, watermark or end of stream of a channel) to every
+        key-group actor of ``stage``, behind all data already sent, held data included."""
+        if self.owed:  # a sender pays its markers before anything else it sends
+            await pay_markers(self, message.channel)
+        if self.holds:
+            await self.holds.drain(stage)
         targets = self.targets(stage)
         remote: dict[int, list[int]] = {}
         for group, worker in enumerate(self.group_owner):
@@ -390,6 +423,7 @@ class WorkerEnv:
         report["state_cache_limit"] = None if budget is None else budget.limit
         report["state_cache_evicted"] = 0 if budget is None else budget.evicted
         report["restore_s"] = self.restore_s
+        report["held_max"] = self.holds.max_held  # the most held for one moving key group
         return report
 
 
@@ -405,17 +439,24 @@ class HandoffReceiver(Actor):
         """The urgent handler (``Worker.on_urgent``): a key group's handoff is taken over as
         soon as it arrives, in the reader's (or the old owner's) turn; anything else, or a
         handoff for no successor here, goes to the mailbox."""
-        if type(message) is GroupHandoff:
+        kind = type(message)
+        if kind is GroupHandoff:
             successor = env.arrivals.pop(message.actor, None)
             if successor is not None:
                 successor.take_over(message)
                 return True
-        return False
+        elif kind is Throttle and message.held:
+            env.holds.throttle(message)
+            return True
+        return False  # a release (its queue is delivered in the receiver's turn), a split
 
     async def receive(self, message: Any) -> Any:
         env = self.env
         if type(message) is GroupHandoff:
             env.arrivals.pop(message.actor).take_over(message)
+            return None
+        if type(message) is Throttle:
+            await env.holds.release(message)
             return None
         if type(message) is not SplitHandoff:
             raise TypeError(f"handoff receiver got an unexpected message {message!r}")
@@ -514,6 +555,7 @@ class WorkerController(Actor):
                         mailbox_size=env.mailbox_size,
                     )
         elif kind is PlacementUpdate:
+            await env.holds.drain()  # the new version's markers follow what was held
             await nudge_senders(env, apply_update(env, message))
         elif kind is StartHandoffs:
             await start_handoffs(env, message.version)

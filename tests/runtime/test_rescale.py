@@ -17,6 +17,7 @@ from shoal.runtime import _timeline as timeline_module
 from shoal.runtime._control import JobControl
 from shoal.runtime._control_socket import CONTROL_SOCKET, request, serve_control
 from shoal.runtime._faults import Fault
+from shoal.runtime._holding import Holds
 from shoal.runtime._keygroup import KeyGroupActor
 from shoal.runtime._keys import KeyGroupRouter
 from shoal.runtime._rescale import MoveRecord, RescaleRecord, rescale_summary
@@ -313,6 +314,76 @@ async def test_while_one_key_group_is_held_mid_move_the_others_keep_flowing(
     moved = {m.name: m for m in done.migrations}
     assert moved["per_word#6"].pause_s > 0
     assert moved["per_word#6"].held_records > 0  # its records waited for it, in order
+    assert done.checkpoint_dir is not None
+    assert final_state(done, p) == oracle_of(read_records(p, done.checkpoint_dir), 1)
+
+
+@pytest.mark.asyncio
+async def test_a_successor_past_its_limit_holds_its_senders_back_and_stays_exact(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Key group 6's old owner is held before it hands over, with tiny batches and
+    mailboxes (a hold limit of 4 x 2 x 4 = 32 records): the successor's queue stops near the
+    limit, the workers hold what they route to key group 6 instead, the senders block once
+    that passes the limit too, and after the release everything is delivered in order: the
+    state equals the oracle."""
+    held_group = 6
+    entered, release = anyio.Event(), anyio.Event()
+    leave = KeyGroupActor._leave
+    blocked = anyio.Event()
+    held: list[int] = []
+    hold = Holds.hold
+
+    async def held_leave(self: KeyGroupActor) -> None:
+        if self.key_group == held_group:
+            entered.set()
+            await release.wait()
+        await leave(self)
+
+    def watched_hold(self: Holds, *args: Any) -> anyio.Event | None:
+        wait = hold(self, *args)
+        held.append(self.max_held)
+        if wait is not None:
+            blocked.set()
+        return wait
+
+    monkeypatch.setattr(KeyGroupActor, "_leave", held_leave)
+    monkeypatch.setattr(Holds, "hold", watched_hold)
+    p = params(rate=10_000.0, n=LONG)
+    result: list[Any] = []
+    stopped = anyio.Event()
+    limit = 4 * 2 * 4  # 4 x mailbox_size x batch_size
+
+    async def job() -> None:
+        result.append(
+            await run_job(
+                paced_stats(**p),
+                workers=2,
+                processes=False,
+                state_dir=tmp_path / "state",
+                checkpoint_interval=0.5,
+                batch_size=4,
+                mailbox_size=2,
+                stop=stopped,
+                timeline=[at(rescale(3), records=2_000)],
+            )
+        )
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(job)
+        with anyio.fail_after(60):
+            await entered.wait()
+            await blocked.wait()  # a sender with key group 6's records waits for it
+        release.set()
+        await anyio.lowlevel.checkpoint()
+        stopped.set()
+    (done,) = result
+    moved = {m.name: m for m in done.migrations}
+    # What reached the successor before the workers held it back: the limit, and what was
+    # in flight (a batch per sender) when it asked.
+    assert limit < moved["per_word#6"].held_records <= limit + 4 * 4
+    # A worker holds at most the limit and the rest of one batch per sender before it blocks.
+    assert limit < max(held) <= limit + 4 * 4
     assert done.checkpoint_dir is not None
     assert final_state(done, p) == oracle_of(read_records(p, done.checkpoint_dir), 1)
 
