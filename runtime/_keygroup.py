@@ -337,9 +337,9 @@ class KeyGroupActor(Actor):
         env = self.env
         paused_at = paused_now()
         await pay_markers(env, self.name)  # as a sender to the next stage
-        if self.stage.next_key_fn is not None:
-            await flush_downstream(env, self.stage.index + 1)
-        else:
+        for downstream in self.stage.downstream:
+            await flush_downstream(env, downstream)
+        if self.stage.sinks:
             await sync_driver(env)
         if self.writing is not None and not self.writing.done.is_set():
             await self.writing.done.wait()  # its snapshot reads the environment
@@ -434,8 +434,8 @@ class KeyGroupActor(Actor):
         else:
             values, offsets, stamps = runner.fire_timers(watermark, self.name, env.dead)
         await env.emit(self.stage, self.name, self.name, values, offsets, self.epoch_out, stamps)
-        if watermark is not None and self.stage.next_key_fn is not None:
-            await env.broadcast(self.stage.index + 1, Watermark(self.name, watermark))
+        if watermark is not None:
+            await env.broadcast_down(self.stage, Watermark(self.name, watermark))
 
     async def _snapshot(self) -> None:
         """Every open channel delivered the barrier: commit the epoch, ack, pass it on, and
@@ -456,8 +456,7 @@ class KeyGroupActor(Actor):
             )
         else:
             await self._take_snapshot(epoch, {"alignment_s": aligned_s})
-        if self.stage.next_key_fn is not None:
-            await env.broadcast(self.stage.index + 1, Barrier(epoch, self.name, self.base))
+        await env.broadcast_down(self.stage, Barrier(epoch, self.name, self.base))
         held = alignment.finish()
         while held:  # in arrival order; a barrier among them may start the next alignment
             await self._accept(held.popleft())

@@ -36,6 +36,7 @@ from ._dataflow import (
     WindowOp,
 )
 from ._keys import KeyGroupRouter
+from ._outputs import OutputTag, SideValue
 from ._sinks import DeadLetter
 from ._time import MIN_WATERMARK
 from ._timers import EVENT_TIME, PROCESSING_TIME, KeyedTime, Timers
@@ -362,7 +363,8 @@ class ProcessContext:
     Attributes:
         state: the declared states by name (``ctx.state.clicks``), scoped to the current key.
         emit: ``ctx.emit(x)`` sends ``x`` downstream; it inherits the current record's source
-            position (what a dead letter downstream would name).
+            position (what a dead letter downstream would name). ``ctx.output(tag, x)`` sends
+            ``x`` to a side output instead (see ``_outputs.py``).
         key_group: the key group this actor owns.
         operator: the operator's name.
         timestamp: the current record's event time (in ``on_timer``: the timer's), or None in a
@@ -394,6 +396,13 @@ class ProcessContext:
     def watermark(self) -> float:
         """The key group's watermark: records older than it are late (``-inf`` at first)."""
         return MIN_WATERMARK if self._time is None else self._time.watermark
+
+    def output(self, tag: OutputTag, value: Any) -> None:
+        """Send ``value`` to the side output ``tag`` (read with ``stream.side_output(tag)``),
+        with the current record's timestamp and source position, as :attr:`emit` does."""
+        if type(tag) is not OutputTag:
+            raise TypeError(f"ctx.output takes an OutputTag('name') first; got {tag!r}")
+        self.emit(SideValue(tag.name, value))
 
 
 class _Unpaired:
