@@ -23,7 +23,15 @@ from typing import Any
 
 from shoal.storage import StateSpec, ValueStateSpec
 
-from ._joins import AsyncCoProcess, CoProcess, IntervalJoin, TaggedKey, join_specs
+from ._joins import (
+    AsyncCoProcess,
+    CoProcess,
+    IntervalJoin,
+    TaggedKey,
+    WindowJoin,
+    join_specs,
+    window_join_specs,
+)
 from ._keys import DEFAULT_KEY_GROUPS, check_num_key_groups
 from ._outputs import OutputTag
 from ._sinks import Sink
@@ -679,6 +687,19 @@ class KeyedStream(_Extendable):
         :meth:`ConnectedKeyedStream.interval_join`)."""
         return self.connect(other).interval_join(lower, upper, fn, name=name)
 
+    def window_join(
+        self,
+        other: KeyedStream,
+        assigner: Tumbling | Sliding,
+        fn: Callable[[Any, Any], Any] | None = None,
+        *,
+        name: str = "window_join",
+    ) -> Stream:
+        """Join this keyed stream with ``other`` per key and event-time window: the same as
+        ``a.connect(b).key_by(key_a, key_b).window_join(assigner, fn)`` (see
+        :meth:`ConnectedKeyedStream.window_join`)."""
+        return self.connect(other).window_join(assigner, fn, name=name)
+
     def window(
         self,
         assigner: Tumbling | Sliding | Session,
@@ -1007,6 +1028,44 @@ class ConnectedKeyedStream(_Extendable):
         )
         node = self._append(op)
         return Stream(self._graph, node)
+
+    def window_join(
+        self,
+        assigner: Tumbling | Sliding,
+        fn: Callable[[Any, Any], Any] | None = None,
+        *,
+        name: str = "window_join",
+    ) -> Stream:
+        """Emit ``fn(x, y)`` (default ``(x, y)``) for every ``x`` of the first input and ``y``
+        of the second with the same key in the same window of ``assigner`` (``Tumbling`` or
+        ``Sliding``; once per window they share), when the watermark reaches the window's end.
+
+        Event time only. Each open window keeps both sides' records (keyed MapState) until it
+        fires; a record behind the watermark for one of its windows is a dead letter
+        (``LateRecordError``), never silently dropped. See ``_joins.py``.
+        """
+        if not self._node.timed:
+            raise ValueError(
+                "window_join needs event time: give both inputs a timestamp assigner, "
+                "flow.source(source, timestamps=lambda record: ...)"
+            )
+        if isinstance(assigner, Session):
+            raise ValueError(
+                "window_join takes Tumbling(size) or Sliding(size, slide); session windows "
+                "of a join are not supported (join per key with connect(...).process and timers)"
+            )
+        if not isinstance(assigner, Tumbling | Sliding):
+            raise TypeError(
+                f"window_join takes Tumbling(size) or Sliding(size, slide); got {assigner!r}"
+            )
+        pair = _pair if fn is None else fn
+        _check_callable(pair, "window_join fn")
+        join = WindowJoin(assigner, pair)
+        specs = (*window_join_specs(), timers_spec())
+        op = ProcessOp(
+            self._unique(name), TaggedKey(self._key_fns), join.process, specs, join.on_timer
+        )
+        return Stream(self._graph, self._append(op))
 
 
 def _pair(x: Any, y: Any) -> tuple[Any, Any]:

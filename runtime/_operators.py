@@ -652,7 +652,8 @@ class KeyedRunner:
                 ts,
                 where,
             )
-        self._timer_emitted(before, stamp, out)
+        # An internal callback (a window join) may restamp its output (see _joins.py).
+        self._timer_emitted(before, ctx.timestamp, out)
         return None
 
     async def _timer_done(

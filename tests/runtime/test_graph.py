@@ -8,17 +8,25 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import anyio
 import graph_flows as flows
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from shoal.runtime._plan import compile_plan
 
 from shoal import (
+    BoundedOutOfOrderness,
     CollectingSink,
     DeadLetterSink,
     Fault,
     Flow,
     IterableSource,
+    Monotonous,
     OutputTag,
+    Session,
+    Sliding,
+    Tumbling,
     run_job,
 )
 
@@ -151,3 +159,105 @@ def test_side_outputs_and_sinks_are_checked_when_the_flow_is_built() -> None:
     counts.sink(flows.TransactionalJsonlSink("/nonexistent/never-opened"))
     with pytest.raises(ValueError, match=r"^the sinks of flow 'f' must all gather their output"):
         compile_plan(flow)
+
+
+# -- window join -------------------------------------------------------------------------------
+
+
+@pytest.mark.asyncio
+async def test_a_window_join_equals_the_nested_loop_oracle_in_one_loop() -> None:
+    result = await run_job(
+        f"{FLOWS}:window_joined", workers=2, processes=False, backend="memory", batch_size=4
+    )
+    a, b = flows.join_inputs(300, 5, 4)
+    expected = flows.window_join_oracle(a, b, Tumbling(10).assign)
+    assert flows.pairs(result.flow.sinks[0].items) == expected
+    assert sum(expected.values()) > 100  # the oracle is not trivially empty
+    assert result.dead_letters == 0
+
+
+@pytest.mark.processes
+@pytest.mark.asyncio
+async def test_a_window_join_across_worker_processes_survives_kill_9(tmp_path: Path) -> None:
+    output = tmp_path / "out"
+    result = await run_job(
+        f"{FLOWS}:window_joined",
+        params={"count": 1500, "output": str(output)},
+        workers=2,
+        state_dir=tmp_path / "state",
+        batch_size=4,
+        mailbox_size=2,
+        checkpoint_interval=0.02,
+        restart_backoff=0.0,
+        faults=[Fault("keygroup.batch", worker=1, attempt=0, hit=150)],
+    )
+    assert len(result.recoveries) == 1
+    a, b = flows.join_inputs(1500, 5, 4)
+    expected = flows.window_join_oracle(a, b, Tumbling(10).assign)
+    assert flows.pairs(flows.TransactionalJsonlSink(str(output)).read()) == expected
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    seed=st.integers(0, 10_000),
+    count=st.integers(0, 60),
+    disorder=st.integers(0, 5),
+    shape=st.sampled_from([(5, None), (8, 3), (6, 6), (4, 7)]),
+)
+def test_random_window_joins_equal_the_nested_loop_oracle(
+    seed: int, count: int, disorder: int, shape: tuple[int, int | None]
+) -> None:
+    size, slide = shape
+    assigner = Tumbling(size) if slide is None else Sliding(size, slide)
+    a = flows.events(count, seed=seed, keys=3, disorder=disorder)
+    b = flows.events(count // 2 + 1, seed=seed + 1, keys=3, disorder=disorder)
+    flow = Flow("wj", num_key_groups=4)
+    options: dict[str, Any] = {
+        "timestamps": lambda e: e[1],
+        "watermarks": BoundedOutOfOrderness(disorder),
+    }
+    left = flow.source(IterableSource(a, splits=2), name="a", **options).key_by(lambda e: e[0])
+    right = flow.source(IterableSource(b), name="b", **options).key_by(lambda e: e[0])
+    sink = CollectingSink()
+    left.window_join(right, assigner).sink(sink)
+    result = anyio.run(
+        lambda: run_job(flow, backend="memory", workers=2, processes=False, batch_size=3)
+    )
+    assert flows.pairs(sink.items) == flows.window_join_oracle(a, b, assigner.assign)
+    assert result.dead_letters == 0
+
+
+def test_a_window_join_dead_letters_a_record_behind_the_watermark() -> None:
+    flow = Flow("late", num_key_groups=2)
+    options: dict[str, Any] = {"timestamps": lambda e: e[1], "watermarks": Monotonous()}
+    # b's split reads (x, 25) first: its watermark passes the end of [0, 10) before (x, 3).
+    left = flow.source(IterableSource([("x", 2, 0), ("x", 30, 0)]), name="a", **options)
+    right = flow.source(IterableSource([("x", 25, 1), ("x", 3, 1)]), name="b", **options)
+    sink = CollectingSink()
+    dead = DeadLetterSink()
+    (left.key_by(lambda e: e[0]).window_join(right.key_by(lambda e: e[0]), Tumbling(10)).sink(sink))
+    anyio.run(
+        lambda: run_job(flow, backend="memory", processes=False, batch_size=1, dead_letters=dead)
+    )
+    late = [letter for letter in dead.letters if letter.error_type == "LateRecordError"]
+    # A connected operator's dead letter carries the record tagged with its input (b: 1).
+    assert [flows.norm(letter.record) for letter in late] == [(1, ("x", 3, 1))]
+    assert sink.items == []
+
+
+def test_window_join_arguments_are_checked() -> None:
+    flow = Flow("f")
+    a = flow.source(IterableSource([1]), name="a").key_by(str)
+    b = flow.source(IterableSource([2]), name="b").key_by(str)
+    with pytest.raises(
+        ValueError,
+        match=r"^window_join needs event time: give both inputs a timestamp assigner, ",
+    ):
+        a.window_join(b, Tumbling(5))
+    timed = Flow("t")
+    c = timed.source(IterableSource([1]), timestamps=int, name="c").key_by(str)
+    d = timed.source(IterableSource([2]), timestamps=int, name="d").key_by(str)
+    with pytest.raises(
+        ValueError, match=r"^window_join takes Tumbling\(size\) or Sliding\(size, slide\); session"
+    ):
+        c.window_join(d, Session(3))
