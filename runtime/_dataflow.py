@@ -1049,7 +1049,8 @@ class ConnectedKeyedStream(_Extendable):
                 "window_join needs event time: give both inputs a timestamp assigner, "
                 "flow.source(source, timestamps=lambda record: ...)"
             )
-        if isinstance(assigner, Session):
+        session = isinstance(assigner, Session)
+        if session:
             raise ValueError(
                 "window_join takes Tumbling(size) or Sliding(size, slide); session windows "
                 "of a join are not supported (join per key with connect(...).process and timers)"

@@ -5,6 +5,7 @@ through a crash and a checkpoint restore (exactly once, with transactional sinks
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -159,6 +160,94 @@ def test_side_outputs_and_sinks_are_checked_when_the_flow_is_built() -> None:
     counts.sink(flows.TransactionalJsonlSink("/nonexistent/never-opened"))
     with pytest.raises(ValueError, match=r"^the sinks of flow 'f' must all gather their output"):
         compile_plan(flow)
+
+
+@pytest.mark.asyncio
+async def test_a_keyed_operator_s_output_connects_with_an_input() -> None:
+    flow = Flow("later", num_key_groups=4)
+    evs = flows.events(120, seed=9, keys=3)
+    counts = flow.source(IterableSource(evs, splits=2), name="a").key_by(_key).count(name="n")
+    other = flow.source(IterableSource(evs[:40]), name="b")
+    sink = CollectingSink()
+    (
+        counts.connect(other)
+        .key_by(lambda kv: kv[0], _key)
+        .process(
+            lambda key, kv, ctx: ctx.emit(("count", *kv)),
+            lambda key, e, ctx: ctx.emit(("event", *e)),
+            name="both",
+        )
+        .sink(sink)
+    )
+    plan = compile_plan(flow)
+    assert plan.channels_into(2) == ("b/items:0", *(f"n#{g}" for g in range(4)))
+    await run_job(flow, backend="memory", workers=2, processes=False, batch_size=5)
+    expected = Counter(("count", k, n) for k, n in _counts(evs))
+    expected.update(("event", *e) for e in evs[:40])
+    assert Counter(flows.norm(item) for item in sink.items) == expected
+
+
+BRANCHES = st.lists(
+    st.tuples(st.sampled_from(["map", "count", "side", "after"]), st.integers(2, 4)),
+    min_size=1,
+    max_size=4,
+)
+
+
+def _key(event: Any) -> str:
+    return str(event[0])
+
+
+def _counts(events: Any) -> Counter[Any]:
+    """``(key, n)`` for n = 1 .. the key's number of events: what a running count emits."""
+    totals = Counter(e[0] for e in events)
+    return Counter((k, n) for k, total in totals.items() for n in range(1, total + 1))
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(0, 10_000), count=st.integers(0, 80), branches=BRANCHES)
+def test_random_branching_flows_equal_the_oracle(
+    seed: int, count: int, branches: list[tuple[str, int]]
+) -> None:
+    evs = flows.events(count, seed=seed, keys=4)
+    flow = Flow("random", num_key_groups=4)
+    source = flow.source(IterableSource(evs, splits=2))
+    keyed = source.key_by(_key)
+    base: Any = None
+    sinks: dict[str, CollectingSink] = {}
+    expected: dict[str, Counter[Any]] = {}
+    for i, (kind, m) in enumerate(branches):
+        sink = sinks[f"{i}"] = CollectingSink()
+        chosen = [e for e in evs if e[2] % m == 0]
+        if kind == "map":  # fan-out of the input into a stateless branch
+            source.filter(lambda e, m=m: e[2] % m == 0).map(lambda e: e[2]).sink(sink)
+            expected[f"{i}"] = Counter(e[2] for e in chosen)
+        elif kind == "count":  # fan-out of the input into another keyed operator
+            source.filter(lambda e, m=m: e[2] % m == 0).key_by(_key).count(name=f"c{i}").sink(sink)
+            expected[f"{i}"] = _counts(chosen)
+        elif kind == "side":  # a process function's main and side outputs
+            tag = OutputTag(f"t{i}")
+
+            def route(key: Any, e: Any, ctx: Any, m: int = m, tag: OutputTag = tag) -> None:
+                if e[2] % m == 0:
+                    ctx.emit(e)
+                else:
+                    ctx.output(tag, e)
+
+            split = keyed.process(route, name=f"p{i}")
+            split.sink(sink)
+            side = sinks[f"{i}s"] = CollectingSink()
+            split.side_output(tag).sink(side)
+            expected[f"{i}"] = Counter(chosen)
+            expected[f"{i}s"] = Counter(e for e in evs if e[2] % m)
+        else:  # fan-out after a keyed operator (the same one for every such branch)
+            if base is None:
+                base = keyed.count(name="base")
+            base.filter(lambda kv, m=m: kv[1] % m == 0).sink(sink)
+            expected[f"{i}"] = Counter(kv for kv in _counts(evs) if kv[1] % m == 0)
+    anyio.run(lambda: run_job(flow, backend="memory", workers=2, processes=False, batch_size=3))
+    got = {name: Counter(flows.norm(item) for item in sink.items) for name, sink in sinks.items()}
+    assert got == expected
 
 
 # -- window join -------------------------------------------------------------------------------
