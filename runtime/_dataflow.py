@@ -1,15 +1,16 @@
-"""The dataflow API: sources -> map / filter / flat_map -> key_by -> keyed operator -> sinks.
+"""The dataflow API: sources -> map / filter / flat_map -> key_by -> keyed operators -> sinks.
 
-A :class:`Flow` is a description, not a running thing: the engine compiles it into stages and
-runs the same description in one event loop or across worker processes. Flows are linear
-pipelines; a stream is extended once (branching arrives with a later release).
+A :class:`Flow` is a description, not a running thing: the engine compiles it into stages
+(``_plan.py``) and runs the same description in one event loop or across worker processes.
 
-A flow may read several inputs (``flow.source`` called again): each input has its own
-stateless chain, then the inputs merge once, before the first keyed operator, with
-``a.union(b, ...)`` or ``a.connect(b)`` (co-process functions and interval joins, see
-``_joins.py``); after the merge the flow is linear again. A connect tags every record with its
-input's index where the input's chain ends; the keyed operator dispatches on the tag, so the
-state, timer and checkpoint machinery sees one ordinary keyed operator.
+A flow is a graph of nodes (:class:`_Node`), created in a topological order: inputs
+(``flow.source``, any number), operations, merges and side outputs. Any stream may be extended
+several times (fan-out: each extension sees every record); streams merge anywhere with
+``a.union(b, ...)`` or ``a.connect(b)`` (co-process functions, interval and window joins, see
+``_joins.py``); a process function's ``ctx.output(tag, value)`` feeds
+``stream.side_output(tag)`` (``_outputs.py``). A connect tags every record with its side on the
+edge into it; the keyed operator dispatches on the tag, so the state, timer and checkpoint
+machinery sees one ordinary keyed operator. Every branch ends in a sink.
 """
 
 from __future__ import annotations

@@ -30,6 +30,7 @@ from shoal import (
     Tumbling,
     run_job,
 )
+from shoal.testing import KeyedHarness
 
 FLOWS = str(Path(flows.__file__).resolve())
 
@@ -350,3 +351,20 @@ def test_window_join_arguments_are_checked() -> None:
         ValueError, match=r"^window_join takes Tumbling\(size\) or Sliding\(size, slide\); session"
     ):
         c.window_join(d, Session(3))
+
+
+def test_the_harness_keeps_side_outputs_apart_from_the_main_output() -> None:
+    tag = OutputTag("odd")
+
+    def split(key: Any, n: int, ctx: Any) -> None:
+        if n % 2:
+            ctx.output(tag, n)
+        else:
+            ctx.emit(n)
+
+    harness = KeyedHarness.for_function(split, event_time=False)
+    for n in range(5):
+        harness.push("k", n)
+    assert [e.value for e in harness.output] == [0, 2, 4]
+    assert [e.value for e in harness.side_output(tag)] == [1, 3]
+    assert harness.side_output(OutputTag("other")) == []
