@@ -433,7 +433,16 @@ class KeyGroupActor(Actor):
             values, offsets, stamps = await runner.fire_timers_async(watermark, self.name, env.dead)
         else:
             values, offsets, stamps = runner.fire_timers(watermark, self.name, env.dead)
-        await env.emit(self.stage, self.name, self.name, values, offsets, self.epoch_out, stamps)
+        await env.emit(
+            self.stage,
+            self.name,
+            self.name,
+            values,
+            offsets,
+            self.epoch_out,
+            stamps,
+            runner.take_sides(),
+        )
         if watermark is not None:
             await env.broadcast_down(self.stage, Watermark(self.name, watermark))
 
@@ -571,7 +580,16 @@ class KeyGroupActor(Actor):
             # back now (a plain flush: undo-logged once checkpoints run, so the epoch's
             # commit still reads its delta; see shoal.storage's _budget.py).
             self._flush()
-        await env.emit(self.stage, self.name, data.split, values, offsets, self.epoch_out, stamps)
+        await env.emit(
+            self.stage,
+            self.name,
+            data.split,
+            values,
+            offsets,
+            self.epoch_out,
+            stamps,
+            runner.take_sides(),
+        )
         if self.time is not None and self.time.timers is not None:
             await self._advance(None)  # processing-time timers the clock has passed
 

@@ -373,7 +373,17 @@ class ProcessContext:
             ``_timers.py``); usable in an operator declared with ``on_timer``.
     """
 
-    __slots__ = ("_store", "_time", "emit", "key_group", "operator", "state", "timers", "timestamp")
+    __slots__ = (
+        "_store",
+        "_time",
+        "emit",
+        "key_group",
+        "operator",
+        "sides",
+        "state",
+        "timers",
+        "timestamp",
+    )
 
     def __init__(
         self, operator: str, key_group: int, store: KeyGroupStore, time: KeyedTime | None = None
@@ -386,6 +396,9 @@ class ProcessContext:
         self.emit: Callable[[Any], None] = _no_output
         self.timestamp: Any = None
         self.timers: Timers | None = None if time is None else Timers(time)
+        #: Values sent to side outputs since the runner last asked (``KeyedRunner.take_sides``):
+        #: a batch without any skips looking for them.
+        self.sides = 0
 
     @property
     def key(self) -> Any:
@@ -403,6 +416,7 @@ class ProcessContext:
         if type(tag) is not OutputTag:
             raise TypeError(f"ctx.output takes an OutputTag('name') first; got {tag!r}")
         self.emit(SideValue(tag.name, value))
+        self.sides += 1
 
 
 class _Unpaired:
@@ -546,6 +560,15 @@ class KeyedRunner:
                 yield key, ts, kind
         if window is None:
             timers.rearm()  # wake the key group at the next processing-time timer
+
+    def take_sides(self) -> bool:
+        """Whether the output since the last call holds side-output values (``ctx.output``)."""
+        sent = self._ctx.sides
+        self._ctx.sides = 0
+        for ctx in self._contexts:
+            sent += ctx.sides
+            ctx.sides = 0
+        return sent > 0
 
     def fire_timers(
         self, watermark: float | None, split: str, dead: DeadLetters

@@ -38,7 +38,6 @@ from ._dataflow import (
     Flow,
     KeyedOp,
     MapOp,
-    ProcessOp,
     SinkOp,
     _Node,
 )
@@ -98,11 +97,6 @@ class Stage:
     @property
     def name(self) -> str:
         return self.operator.name if self.operator is not None else "source"
-
-    @property
-    def emits_sides(self) -> bool:
-        """Its operator is a process function, which may send values to side outputs."""
-        return type(self.operator) is ProcessOp
 
     def side(self, tag: str) -> tuple[Outlet, ...] | None:
         for name, outlets in self.sides:

@@ -237,6 +237,7 @@ class WorkerEnv:
         offsets: list[int],
         epoch: int = 0,
         timestamps: list[Any] | None = None,
+        sides: bool = False,
     ) -> None:
         """Pass one batch that left ``stage``'s operator through its outlets (``_plan.py``):
         each outlet's chain, then a keyed stage's exchange, a sink, or its forks; a side
@@ -244,14 +245,15 @@ class WorkerEnv:
 
         ``epoch``: the checkpoint the batch is output of (the emitting actor's next barrier).
         ``timestamps``: the records' event time, a column carried along, or None.
+        ``sides``: the batch holds side-output values (``ctx.output``) to take out first.
         """
         if self.owed:  # a placement change: the old owners hear first that this is all
             await pay_markers(self, channel)
         if values:
             outlets = stage.outlets
-            if stage.emits_sides or not outlets:
-                (values, offsets, timestamps), sides = split_sides(values, offsets, timestamps)
-                for tag, (side_values, side_offsets, side_stamps) in sides.items():
+            if sides:
+                (values, offsets, timestamps), by_tag = split_sides(values, offsets, timestamps)
+                for tag, (side_values, side_offsets, side_stamps) in by_tag.items():
                     side = stage.side(tag)
                     if side is None:
                         self._unread(
@@ -262,9 +264,9 @@ class WorkerEnv:
                         await self._outlet(
                             outlet, channel, split, side_values, side_offsets, epoch, side_stamps
                         )
-                if values and not outlets:
-                    self._unread(stage, "main output", values, offsets, split)
-                    values = []
+            if values and not outlets:
+                self._unread(stage, "main output", values, offsets, split)
+                values = []
             for outlet in outlets:
                 await self._outlet(outlet, channel, split, values, offsets, epoch, timestamps)
         if self.dead.pending:
@@ -274,9 +276,13 @@ class WorkerEnv:
         self, stage: Stage, what: str, values: list[Any], offsets: list[Any], split: str
     ) -> None:
         """Values sent to an output nothing reads: dead letters, never dropped silently."""
+        hint = (
+            "its stream is only read for its side outputs: sink it too, or emit nothing"
+            if what == "main output"
+            else "read a side output with stream.side_output(OutputTag(name))"
+        )
         error = UnreadOutputError(
-            f"{stage.name!r} sent a value to its {what}, which nothing reads "
-            "(read a side output with stream.side_output(OutputTag(name)))"
+            f"{stage.name!r} sent a value to its {what}, which nothing reads ({hint})"
         )
         for value, offset in zip(values, offsets, strict=True):
             self.dead.add(stage.name, error, split, offset, value, None)

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 import graph_flows as flows
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -368,3 +369,58 @@ def test_the_harness_keeps_side_outputs_apart_from_the_main_output() -> None:
     assert [e.value for e in harness.output] == [0, 2, 4]
     assert [e.value for e in harness.side_output(tag)] == [1, 3]
     assert harness.side_output(OutputTag("other")) == []
+
+
+@pytest.mark.asyncio
+async def test_main_output_of_a_stream_read_only_for_its_side_outputs_is_a_dead_letter() -> None:
+    flow = Flow("main", num_key_groups=2)
+    tag = OutputTag("even")
+
+    def route(key: Any, n: int, ctx: Any) -> None:
+        if n % 2:
+            ctx.emit(n)
+        else:
+            ctx.output(tag, n)
+
+    evens = CollectingSink()
+    flow.source(IterableSource(range(6))).key_by(lambda n: n).process(route).side_output(tag).sink(
+        evens
+    )
+    dead = DeadLetterSink()
+    await run_job(flow, backend="memory", processes=False, dead_letters=dead)
+    assert sorted(evens.items) == [0, 2, 4]
+    assert sorted(letter.record for letter in dead.letters) == [1, 3, 5]
+    assert {letter.error for letter in dead.letters} == {
+        "'process' sent a value to its main output, which nothing reads (its stream is only "
+        "read for its side outputs: sink it too, or emit nothing)"
+    }
+
+
+@pytest.mark.asyncio
+async def test_an_async_process_function_and_its_timers_send_to_side_outputs() -> None:
+    flow = Flow("async_sides", num_key_groups=4)
+    tag = OutputTag("timers")
+
+    async def remember(key: Any, e: Any, ctx: Any) -> None:
+        await anyio.lowlevel.checkpoint()
+        ctx.emit(e)
+        ctx.timers.register_event_time(e[1] + 100)
+
+    async def fired(key: Any, ts: float, ctx: Any) -> None:
+        await anyio.lowlevel.checkpoint()
+        ctx.output(tag, (key, ts))
+
+    evs = flows.events(60, seed=4, keys=3)
+    main, side = CollectingSink(), CollectingSink()
+    stream = (
+        flow.source(IterableSource(evs, splits=2), timestamps=lambda e: e[1])
+        .key_by(_key)
+        .process(remember, on_timer=fired, name="p")
+    )
+    stream.sink(main)
+    stream.side_output(tag).sink(side)
+    await run_job(flow, backend="memory", workers=2, processes=False, batch_size=4)
+    assert Counter(flows.norm(item) for item in main.items) == Counter(evs)
+    assert Counter(flows.norm(item) for item in side.items) == Counter(
+        {(e[0], e[1] + 100): 1 for e in evs}
+    )
