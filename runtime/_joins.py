@@ -31,7 +31,7 @@ same key in the same event-time window (``Tumbling`` or ``Sliding``, assigned by
 assigners' public ``assign``), emit ``fn(x, y)`` once per window they share, when the watermark
 reaches the window's end, stamped with the window's last instant (as a window's result is).
 Each open window of a key keeps its two sides' records in a keyed MapState (``_shoal_wjoin``:
-window start -> ``[end, a's records, b's records]``) until an event-time timer at its end fires
+window end -> ``[start, a's records, b's records]``) until an event-time timer at its end fires
 it and removes it: state holds only windows that can still fire. A record one of whose windows
 has already fired (its end is at or below the watermark) is **late**: it goes whole to the
 dead-letter sink (``LateRecordError``) and joins nothing, as for windows.
@@ -214,22 +214,26 @@ class WindowJoin:
             )
         state = ctx.state._shoal_wjoin
         for start, end in windows:
-            entry = state.get(start)
+            entry = state.get(end)
             if entry is None:
-                entry = [end, [], []]
+                entry = [start, [], []]
                 ctx.timers.register_event_time(end)
             entry[1 + side].append(value)
-            state.put(start, entry)
+            state.put(end, entry)
 
     def on_timer(self, key: Any, ts: Any, ctx: Any) -> None:
-        """The watermark reached ``ts``: every window ending there emits its pairs and goes."""
+        """The watermark reached ``ts``: the window ending there emits its pairs and goes.
+
+        Windows are kept by their end, the time of their timer: firing one is one lookup,
+        never a scan of the key's windows."""
         state = ctx.state._shoal_wjoin
-        due = sorted((start, entry) for start, entry in state.items() if entry[0] <= ts)
+        entry = state.get(ts)
+        if entry is None:
+            return
         fn = self.fn
         # Stamped with the window's last instant, as a window's result (see _windows.py).
         ctx.timestamp = last_instant(ts)
-        for start, (_end, left, right) in due:
-            for x in left:
-                for y in right:
-                    ctx.emit(fn(x, y))
-            state.remove(start)
+        for x in entry[1]:
+            for y in entry[2]:
+                ctx.emit(fn(x, y))
+        state.remove(ts)
