@@ -16,6 +16,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from shoal.runtime._plan import compile_plan
+from shoal.runtime.timeline import at, rescale
 
 from shoal import (
     BoundedOutOfOrderness,
@@ -88,6 +89,25 @@ async def test_a_branched_flow_is_exact_through_a_crash_and_a_checkpoint_restore
     assert result.checkpoints is not None
     assert result.checkpoints.completed >= 1
     assert flows.read(flows.published(str(output))) == flows.branched_oracle(1200)
+
+
+@pytest.mark.asyncio
+async def test_a_branched_flow_is_exact_through_a_rescale(tmp_path: Path) -> None:
+    # Moving key groups owes handoff markers on every channel into them: the input's splits
+    # and the key groups of every upstream operator (a merge after a keyed operator has both).
+    output = tmp_path / "out"
+    result = await run_job(
+        f"{FLOWS}:branched",
+        params={"count": 3000, "output": str(output)},
+        workers=2,
+        processes=False,
+        state_dir=tmp_path / "state",
+        batch_size=4,
+        checkpoint_interval=0.02,
+        timeline=[at(rescale(3), records=1500)],
+    )
+    assert [(r.workers_before, r.workers_after) for r in result.rescales] == [(2, 3)]
+    assert flows.read(flows.published(str(output))) == flows.branched_oracle(3000)
 
 
 @pytest.mark.processes
