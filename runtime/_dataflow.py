@@ -449,6 +449,12 @@ class Flow:
         """The keyed operators, in the order they were added."""
         return tuple(op for op in self.operations if not isinstance(op, (*_STATELESS, SinkOp)))
 
+    def graph(self) -> tuple[tuple[_Node, ...], tuple[_Node, ...]]:
+        """Every node of the flow's graph in creation order (a topological order), and each
+        input's node: what ``compile_plan`` walks."""
+        graph = self._graph
+        return tuple(graph.nodes), tuple(item.node for item in graph.inputs)
+
     @property
     def sinks(self) -> tuple[Sink, ...]:
         """The flow's sinks, in the order they were added."""
@@ -665,8 +671,8 @@ class KeyedStream(_Extendable):
         return Stream(self._graph, node)
 
     def connect(self, other: KeyedStream) -> ConnectedKeyedStream:
-        """Connect this keyed input with ``other`` (another keyed input of the same flow): the
-        same as ``a.connect(b).key_by(key_a, key_b)``."""
+        """Connect this keyed stream with ``other`` (another keyed stream of the same flow):
+        the same as ``a.connect(b).key_by(key_a, key_b)``."""
         if not isinstance(other, KeyedStream):
             raise TypeError(
                 f"connect takes a keyed stream (b.key_by(...)); got {type(other).__name__}"
@@ -683,7 +689,7 @@ class KeyedStream(_Extendable):
         *,
         name: str = "interval_join",
     ) -> Stream:
-        """Join this keyed input with ``other`` on key and event time: the same as
+        """Join this keyed stream with ``other`` on key and event time: the same as
         ``a.connect(b).key_by(key_a, key_b).interval_join(lower, upper, fn)`` (see
         :meth:`ConnectedKeyedStream.interval_join`)."""
         return self.connect(other).interval_join(lower, upper, fn, name=name)
@@ -945,7 +951,7 @@ class ConnectedStreams(_Extendable):
 
 
 class ConnectedKeyedStream(_Extendable):
-    """Two keyed inputs feeding one keyed operator that shares each key's state and timers."""
+    """Two keyed streams feeding one keyed operator that shares each key's state and timers."""
 
     __slots__ = ("_key_fns",)
 

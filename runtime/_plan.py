@@ -275,9 +275,9 @@ class _Compiler:
 def compile_plan(flow: Flow) -> Plan:
     """Compile ``flow`` (which must have a source and every branch of which ends in a sink)."""
     flow.validate()
-    graph = flow._graph
-    compiler = _Compiler(graph.nodes)
-    source_stages = tuple(compiler.stage(0, item.node) for item in graph.inputs)
+    nodes, input_nodes = flow.graph()
+    compiler = _Compiler(nodes)
+    source_stages = tuple(compiler.stage(0, node) for node in input_nodes)
     keyed = tuple(compiler.stage(i + 1, node) for i, node in enumerate(compiler.keyed))
     stages = (source_stages[0], *keyed)
     splits = tuple(flow.get_source().splits())
