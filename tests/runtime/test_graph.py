@@ -25,6 +25,7 @@ from shoal import (
     Fault,
     Flow,
     IterableSource,
+    JsonlSink,
     Monotonous,
     OutputTag,
     Session,
@@ -180,8 +181,23 @@ def test_side_outputs_and_sinks_are_checked_when_the_flow_is_built() -> None:
         OutputTag("a b")
     counts.sink(CollectingSink())
     counts.sink(flows.TransactionalJsonlSink("/nonexistent/never-opened"))
-    with pytest.raises(ValueError, match=r"^the sinks of flow 'f' must all gather their output"):
+    with pytest.raises(
+        ValueError,
+        match=r"^the sinks of flow 'f' must all gather their output to the driver, or none: "
+        r"CollectingSink\(0 items\) gather\(s\), TransactionalJsonlSink\('/nonexistent/"
+        r"never-opened', gather=False\) do\(es\) not \(pass gather= to the sinks that take it\)$",
+    ):
         compile_plan(flow)
+    mixed = Flow("g")
+    stream = mixed.source(IterableSource([1]))
+    stream.sink(JsonlSink("/nonexistent/plain.jsonl"))
+    stream.sink(flows.TransactionalJsonlSink("/nonexistent/txn"))
+    with pytest.raises(
+        ValueError,
+        match=r"^the sinks of flow 'g' must all be transactional, or none: "
+        r"TransactionalJsonlSink\('/nonexistent/txn', gather=False\) is/are, JsonlSink",
+    ):
+        compile_plan(mixed)
 
 
 @pytest.mark.asyncio
