@@ -33,7 +33,7 @@ from shoal import (
     Tumbling,
     run_job,
 )
-from shoal.testing import KeyedHarness
+from shoal.testing import KeyedHarness, open_test_job
 
 FLOWS = str(Path(flows.__file__).resolve())
 
@@ -460,3 +460,22 @@ async def test_an_async_process_function_and_its_timers_send_to_side_outputs() -
     assert Counter(flows.norm(item) for item in side.items) == Counter(
         {(e[0], e[1] + 100): 1 for e in evs}
     )
+
+
+@pytest.mark.asyncio
+async def test_a_test_job_s_output_names_the_fix_for_a_flow_with_several_sinks() -> None:
+    flow = Flow("two", num_key_groups=2)
+    stream = flow.source(IterableSource(range(3)))
+    first, second = CollectingSink(), CollectingSink()
+    stream.sink(first)
+    stream.map(str).sink(second)
+    async with open_test_job(flow) as job:
+        await job.wait()
+        with pytest.raises(
+            TypeError,
+            match=r"^job\.output reads the flow's one sink; flow 'two' has 2 \(read each "
+            r"CollectingSink's \.items instead\)$",
+        ):
+            _ = job.output
+    assert sorted(first.items) == [0, 1, 2]
+    assert sorted(second.items) == ["0", "1", "2"]
