@@ -479,3 +479,22 @@ async def test_a_test_job_s_output_names_the_fix_for_a_flow_with_several_sinks()
             _ = job.output
     assert sorted(first.items) == [0, 1, 2]
     assert sorted(second.items) == ["0", "1", "2"]
+
+
+@pytest.mark.asyncio
+async def test_two_inputs_may_run_as_separate_pipelines_of_one_flow() -> None:
+    flow = Flow("apart", num_key_groups=4)
+    evs = flows.events(90, seed=2, keys=3)
+    timed = flow.source(IterableSource(evs, splits=2), timestamps=lambda e: e[1], name="timed")
+    plain = flow.source(IterableSource(range(50)), name="plain")
+    windows, counts = CollectingSink(), CollectingSink()
+    timed.key_by(_key).window(Tumbling(20)).count(name="w").sink(windows)
+    plain.key_by(lambda n: n % 5).count(name="c").sink(counts)
+    plan = compile_plan(flow)
+    # Each keyed operator aligns and takes watermarks over its own input's splits only.
+    assert plan.channels_into(1) == ("timed/items:0", "timed/items:1")
+    assert plan.channels_into(2) == ("plain/items:0",)
+    await run_job(flow, backend="memory", workers=2, processes=False, batch_size=4)
+    expected = Counter((e[0], e[1] - e[1] % 20, e[1] - e[1] % 20 + 20) for e in evs)
+    assert {(k, s, e): n for k, s, e, n in windows.items} == dict(expected)
+    assert dict(sorted(counts.items)) == {k: 10 for k in range(5)}
