@@ -23,6 +23,7 @@ from ._exceptions import LateRecordError as LateRecordError
 from ._exceptions import ScenarioError as ScenarioError
 from ._exceptions import StateDirectoryInUseError as StateDirectoryInUseError
 from ._exceptions import UnknownOperatorError as UnknownOperatorError
+from ._exceptions import UnreadOutputError as UnreadOutputError
 from ._exceptions import WorkerFailedError as WorkerFailedError
 from ._exceptions import WorkerLostError as WorkerLostError
 from ._faults import FAULT_POINTS as FAULT_POINTS
@@ -45,6 +46,7 @@ from ._logging import configure_logging as configure_logging
 from ._metrics import JobCollector as JobCollector
 from ._metrics import serve_metrics as serve_metrics
 from ._operators import ProcessContext as ProcessContext
+from ._outputs import OutputTag as OutputTag
 from ._policies import AutoRebalance as AutoRebalance
 from ._policies import BalanceLoad as BalanceLoad
 from ._policies import PlacementPolicy as PlacementPolicy
@@ -95,6 +97,7 @@ __all__ = (
     "ConnectedKeyedStream",
     "WindowedStream",
     "ProcessContext",
+    "OutputTag",
     # event time, timers and windows
     "BoundedOutOfOrderness",
     "Monotonous",
@@ -172,6 +175,7 @@ __all__ = (
     "InputClosedError",
     "UnknownOperatorError",
     "LateRecordError",
+    "UnreadOutputError",
     "StateDirectoryInUseError",
     "WorkerFailedError",
     "WorkerLostError",

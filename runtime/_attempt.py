@@ -166,11 +166,14 @@ class Run:
 
 
 def _last_stage_actors(plan: Plan) -> set[str]:
-    """The actors whose :class:`Drained` reports mean the whole job has drained."""
-    last = plan.stages[-1]
-    if last.operator is None:  # no keyed operator: the source actors, one per split
-        return {source_actor_name(split) for split in plan.splits}
-    return {actor_name(last.name, group) for group in range(plan.num_key_groups)}
+    """The actors whose :class:`Drained` reports mean the whole job has drained: those of
+    every stage that writes a sink (see ``Plan.drain_actors``)."""
+    inputs, keyed = plan.drain_actors()
+    names = {source_actor_name(split) for i in inputs for split in plan.splits_of(i)}
+    for index in keyed:
+        name = plan.stages[index].name
+        names.update(actor_name(name, group) for group in range(plan.num_key_groups))
+    return names
 
 
 async def _watch_progress(
@@ -332,6 +335,7 @@ def make_supervisor(
         transactional=plan.transactional,
         rescaler=rescaler,
         directory=kernel.directory,
+        fanned=len(plan.sinks) > 1,
     )
 
 

@@ -1,15 +1,16 @@
-"""The dataflow API: sources -> map / filter / flat_map -> key_by -> keyed operator -> sinks.
+"""The dataflow API: sources -> map / filter / flat_map -> key_by -> keyed operators -> sinks.
 
-A :class:`Flow` is a description, not a running thing: the engine compiles it into stages and
-runs the same description in one event loop or across worker processes. Flows are linear
-pipelines; a stream is extended once (branching arrives with a later release).
+A :class:`Flow` is a description, not a running thing: the engine compiles it into stages
+(``_plan.py``) and runs the same description in one event loop or across worker processes.
 
-A flow may read several inputs (``flow.source`` called again): each input has its own
-stateless chain, then the inputs merge once, before the first keyed operator, with
-``a.union(b, ...)`` or ``a.connect(b)`` (co-process functions and interval joins, see
-``_joins.py``); after the merge the flow is linear again. A connect tags every record with its
-input's index where the input's chain ends; the keyed operator dispatches on the tag, so the
-state, timer and checkpoint machinery sees one ordinary keyed operator.
+A flow is a graph of nodes (:class:`_Node`), created in a topological order: inputs
+(``flow.source``, any number), operations, merges and side outputs. Any stream may be extended
+several times (fan-out: each extension sees every record); streams merge anywhere with
+``a.union(b, ...)`` or ``a.connect(b)`` (co-process functions, interval and window joins, see
+``_joins.py``); a process function's ``ctx.output(tag, value)`` feeds
+``stream.side_output(tag)`` (``_outputs.py``). A connect tags every record with its side on the
+edge into it; the keyed operator dispatches on the tag, so the state, timer and checkpoint
+machinery sees one ordinary keyed operator. Every branch ends in a sink.
 """
 
 from __future__ import annotations
@@ -23,8 +24,17 @@ from typing import Any
 
 from shoal.storage import StateSpec, ValueStateSpec
 
-from ._joins import AsyncCoProcess, CoProcess, IntervalJoin, TaggedKey, join_specs
+from ._joins import (
+    AsyncCoProcess,
+    CoProcess,
+    IntervalJoin,
+    TaggedKey,
+    WindowJoin,
+    join_specs,
+    window_join_specs,
+)
 from ._keys import DEFAULT_KEY_GROUPS, check_num_key_groups
+from ._outputs import OutputTag
 from ._sinks import Sink
 from ._sources import Source, UnionSource
 from ._timers import timers_spec
@@ -185,16 +195,35 @@ class SinkOp:
 Op = StatelessOp | KeyedOp | SinkOp
 
 
-@dataclass(slots=True)
-class _Lane:
-    """One linear run of operations: an input's own chain, or the flow after the merge."""
+@dataclass(eq=False, slots=True)
+class _Node:
+    """One point of a flow's graph: an input, an operation, or where streams merge.
 
-    ops: list[Op] = field(default_factory=list)
-    tail: object | None = None  # the stream that may still be extended
-    #: The input this lane reads (None: the merged lane).
+    Nodes are created in a topological order (a node after its parents), which is the order
+    the plan numbers keyed operators in.
+    """
+
+    #: The operation (None: an input, a merge, or a side output).
+    op: Op | None
+    parents: tuple[_Node, ...] = ()
+    #: Per parent: the index connect tags its records with (None: untagged).
+    tags: tuple[int | None, ...] = ()
+    #: An input node: its index in the flow.
     input: int | None = None
-    #: Merged into the merged lane: it may no longer be extended.
-    merged: bool = False
+    #: A side output: the tag name it reads from its parent's process function.
+    select: str | None = None
+    #: The inputs this stream's records come from (indices), and whether they have event time.
+    upstream: frozenset[int] = frozenset()
+    timed: bool = False
+    children: list[_Node] = field(default_factory=list)
+
+    def describe(self) -> str:
+        """What a message calls this stream."""
+        if self.op is not None:
+            return f"after {self.op.name!r}"
+        if self.select is not None:
+            return f"the side output {self.select!r}"
+        return "a merge" if self.input is None else "an input"
 
 
 @dataclass(slots=True)
@@ -202,8 +231,7 @@ class _Input:
     name: str
     source: Source
     time: EventTime | None
-    lane: _Lane
-    tag: int | None = None  # set by connect: the index records of this input are tagged with
+    node: _Node
 
 
 @dataclass(frozen=True, slots=True)
@@ -215,33 +243,32 @@ class FlowInput:
             ``"<name>/<split>"``).
         source: where its records come from.
         time: its event time (None: no timestamps).
-        chain: its own stateless operations, before the merge.
-        tag: connect's input index, which its records are tagged with (``(tag, record)``)
-            where its chain ends; None for a union's inputs or a single input.
     """
 
     name: str
     source: Source
     time: EventTime | None
-    chain: tuple[StatelessOp, ...]
-    tag: int | None
 
 
 @dataclass(slots=True)
 class _Graph:
     inputs: list[_Input] = field(default_factory=list)
-    merged: _Lane | None = None  # the lane after the merge point (None: not merged)
+    #: Every node, in creation order (a topological order).
+    nodes: list[_Node] = field(default_factory=list)
 
     @property
     def time(self) -> EventTime | None:
-        """The flow's event time (every merged input has one, or none has)."""
+        """The first input's event time."""
         return self.inputs[0].time if self.inputs else None
 
-    def main(self) -> _Lane | None:
-        """The lane whose operations the plan's stages are made of."""
-        if self.merged is not None:
-            return self.merged
-        return self.inputs[0].lane if len(self.inputs) == 1 else None
+    def add(self, node: _Node) -> _Node:
+        self.nodes.append(node)
+        for parent in node.parents:
+            parent.children.append(node)
+        return node
+
+    def input_names(self, indices: Iterable[int]) -> str:
+        return ", ".join(repr(self.inputs[i].name) for i in sorted(indices))
 
 
 #: How many calls of an ``async def`` user function a batch runs at once by default (as
@@ -326,11 +353,11 @@ class Flow:
     ) -> Stream:
         """Add an input to the flow: ``source``'s records, as a :class:`Stream`.
 
-        A flow may have several inputs: each may run its own stateless chain (``map``,
-        ``filter``, ``flat_map``), then they merge before the first keyed operator, in one
-        call: ``a.union(b, ...)`` or ``a.connect(b)`` (see ``docs/guides/inputs.md``). The
-        split ids of a flow with several inputs are ``"<name>/<split>"``; a flow with one
-        input keeps its source's split ids (its checkpoints and savepoints restore as before).
+        A flow may have several inputs, and any stream may feed several operators (fan-out):
+        inputs merge wherever the flow says, with ``a.union(b, ...)`` or ``a.connect(b)``,
+        before or after keyed operators (see ``docs/guides/inputs.md``). The split ids of a
+        flow with several inputs are ``"<name>/<split>"``; a flow with one input keeps its
+        source's split ids (its checkpoints and savepoints restore as before).
 
         Args:
             source: where records come from.
@@ -347,27 +374,15 @@ class Flow:
                 ...); it prefixes its split ids when the flow has several inputs.
 
         Each input has its own event time (its assigner and watermark strategy, one watermark
-        generator per split); a keyed operator's watermark is the minimum over every split of
-        every input. Inputs with event time and inputs without cannot be merged.
+        generator per split); a keyed operator's watermark is the minimum over every channel
+        feeding it (every split of every input upstream). Streams with event time and streams
+        without cannot be merged.
         """
         graph = self._graph
         label = str(len(graph.inputs)) if name is None else _check_name(name, "input name")
         if any(existing.name == label for existing in graph.inputs):
             raise ValueError(
                 f"input name {label!r} is already used in flow {self.name!r}; pick another"
-            )
-        if graph.merged is not None:
-            raise ValueError(
-                f"flow {self.name!r} already merged its inputs; add every source before the "
-                "union or connect that merges them"
-            )
-        if len(graph.inputs) == 1 and any(
-            not isinstance(op, _STATELESS) for op in graph.inputs[0].lane.ops
-        ):
-            raise ValueError(
-                f"flow {self.name!r} already has a keyed operator or sink after its input; "
-                "inputs merge before the first keyed operator: add every source first, then "
-                "union or connect them"
             )
         for attribute in ("splits", "open_split"):
             if not callable(getattr(source, attribute, None)):
@@ -397,9 +412,12 @@ class Flow:
             ):
                 raise ValueError(f"idle_timeout must be seconds > 0 or None; got {idle_timeout!r}")
             time = EventTime(timestamps, strategy, idle_timeout)
-        lane = _Lane(input=len(graph.inputs))
-        graph.inputs.append(_Input(label, source, time, lane))
-        return Stream(graph, lane)
+        index = len(graph.inputs)
+        node = graph.add(
+            _Node(None, input=index, upstream=frozenset({index}), timed=time is not None)
+        )
+        graph.inputs.append(_Input(label, source, time, node))
+        return Stream(graph, node)
 
     @property
     def event_time(self) -> EventTime | None:
@@ -410,16 +428,7 @@ class Flow:
     @property
     def inputs(self) -> tuple[FlowInput, ...]:
         """The flow's inputs, in the order they were added."""
-        return tuple(
-            FlowInput(
-                item.name,
-                item.source,
-                item.time,
-                tuple(op for op in item.lane.ops if isinstance(op, _STATELESS)),
-                item.tag,
-            )
-            for item in self._graph.inputs
-        )
+        return tuple(FlowInput(item.name, item.source, item.time) for item in self._graph.inputs)
 
     def get_source(self) -> Source:
         """The flow's source (ValueError if none was set); with several inputs, one
@@ -433,133 +442,100 @@ class Flow:
 
     @property
     def operations(self) -> tuple[StatelessOp | KeyedOp | SinkOp, ...]:
-        """The operations in pipeline order (with several inputs: those after the merge)."""
-        main = self._graph.main()
-        return () if main is None else tuple(main.ops)
+        """Every operation of the flow, in the order they were added (a topological order)."""
+        return tuple(node.op for node in self._graph.nodes if node.op is not None)
 
     def keyed_operators(self) -> tuple[KeyedOp, ...]:
-        """The keyed operators, in pipeline order."""
+        """The keyed operators, in the order they were added."""
         return tuple(op for op in self.operations if not isinstance(op, (*_STATELESS, SinkOp)))
 
+    def graph(self) -> tuple[tuple[_Node, ...], tuple[_Node, ...]]:
+        """Every node of the flow's graph in creation order (a topological order), and each
+        input's node: what ``compile_plan`` walks."""
+        graph = self._graph
+        return tuple(graph.nodes), tuple(item.node for item in graph.inputs)
+
+    @property
+    def sinks(self) -> tuple[Sink, ...]:
+        """The flow's sinks, in the order they were added."""
+        return tuple(op.sink for op in self.operations if isinstance(op, SinkOp))
+
     def validate(self) -> None:
-        """Raise ValueError unless the flow has a source, merges all its inputs and ends in a
-        sink."""
+        """Raise ValueError unless the flow has a source, reads every input, and every stream
+        that is not extended ends in a sink."""
         self.get_source()
         graph = self._graph
-        if len(graph.inputs) > 1:
-            if graph.merged is None:
-                names = ", ".join(repr(item.name) for item in graph.inputs)
+        for item in graph.inputs:
+            if not item.node.children:
                 raise ValueError(
-                    f"flow {self.name!r} has several inputs ({names}) that are never merged: "
-                    "merge them with a.union(b, ...) or a.connect(b) before the first keyed "
-                    "operator"
+                    f"input {item.name!r} of flow {self.name!r} is never used: extend it "
+                    "(map, key_by, sink, ...) or merge it with another stream (a.union(b))"
                 )
-            loose = [item.name for item in graph.inputs if not item.lane.merged]
-            if loose:
-                raise ValueError(
-                    f"input {loose[0]!r} of flow {self.name!r} is not merged with the others: "
-                    "merge every input in the one union or connect (a.union(b, c))"
-                )
-        ops = self.operations
-        if not ops or not isinstance(ops[-1], SinkOp):
+        ends = [node for node in graph.nodes if not node.children]
+        if not any(isinstance(node.op, SinkOp) for node in ends):
             raise ValueError(f"Flow {self.name!r} does not end in a sink: add .sink(...)")
+        dangling = [node for node in ends if not isinstance(node.op, SinkOp)]
+        if dangling:
+            raise ValueError(
+                f"a stream of flow {self.name!r} ({dangling[0].describe()}) is never sunk: "
+                "every branch ends in .sink(...)"
+            )
 
 
 class _Extendable:
-    __slots__ = ("_graph", "_lane")
+    __slots__ = ("_graph", "_node")
 
-    def __init__(self, graph: _Graph, lane: _Lane) -> None:
+    def __init__(self, graph: _Graph, node: _Node) -> None:
         self._graph = graph
-        self._lane = lane
-        lane.tail = self
+        self._node = node
 
-    def _check_tail(self) -> None:
-        if self._lane.merged:
-            raise ValueError(
-                "this stream was merged (union or connect): extend the stream the merge returned"
-            )
-        if self._lane.tail is not self:
-            raise ValueError(
-                "this stream was already extended; flows are linear pipelines "
-                "(extend the stream returned by the last call; fan-out is not supported yet)"
-            )
-
-    def _append(self, op: StatelessOp | KeyedOp | SinkOp) -> None:
-        self._check_tail()
-        lane = self._lane
-        if lane.ops and isinstance(lane.ops[-1], SinkOp):
-            raise ValueError("a flow ends at its sink; nothing can follow .sink(...)")
-        if (
-            lane.input is not None
-            and len(self._graph.inputs) > 1
-            and not isinstance(op, _STATELESS)
-        ):
-            raise ValueError(
-                "a flow with several inputs merges them before its first keyed operator or "
-                "sink: merge them first with a.union(b, ...) or a.connect(b)"
-            )
-        lane.ops.append(op)
+    def _append(self, op: StatelessOp | KeyedOp | SinkOp) -> _Node:
+        """A new node running ``op`` on this stream; this stream may be extended again
+        (fan-out: every extension sees every record)."""
+        parent = self._node
+        return self._graph.add(
+            _Node(op, (parent,), (None,), upstream=parent.upstream, timed=parent.timed)
+        )
 
     def _unique(self, name: str) -> str:
         _check_name(name, "operator name")
-        taken = {op.name for lane in self._graph_lanes() for op in lane.ops}
+        taken = {node.op.name for node in self._graph.nodes if node.op is not None}
         if name in taken:
             raise ValueError(f"operator name {name!r} is already used in this flow; pick another")
         return name
 
-    def _graph_lanes(self) -> list[_Lane]:
-        graph = self._graph
-        lanes = [item.lane for item in graph.inputs]
-        return lanes if graph.merged is None else [*lanes, graph.merged]
+    def _connect(self, other: _Extendable, what: str) -> _Node:
+        """Merge this stream and ``other``, tagging their records ``(0, x)`` / ``(1, y)``."""
+        return self._merge([other], what, tagged=True)
 
-    def _input_lane(self, what: str) -> _Lane:
-        """This stream's lane, checked to be an unmerged input's that ``what`` may merge."""
-        self._check_tail()
-        if self._lane.input is None:
-            raise ValueError(
-                f"{what} merges a flow's inputs once, before the first keyed operator: this "
-                "stream is already merged (merge every input in one call: a.union(b, c))"
-            )
-        return self._lane
-
-    def _connect(self, other: _Extendable, what: str) -> _Lane:
-        """Merge this input and ``other``'s, tagging their records ``(0, x)`` / ``(1, y)``."""
-        merged = self._merge([other], what)
-        inputs = self._graph.inputs
-        inputs[self._lane.input or 0].tag = 0
-        inputs[other._lane.input or 0].tag = 1
-        return merged
-
-    def _merge(self, others: Sequence[_Extendable], what: str) -> _Lane:
-        """Merge this input's lane with ``others``' into the flow's merged lane."""
-        lanes = [self._input_lane(what)]
+    def _merge(self, others: Sequence[_Extendable], what: str, *, tagged: bool = False) -> _Node:
+        """A node whose records are this stream's and ``others``'."""
+        nodes = [self._node]
         for other in others:
             if not isinstance(other, _Extendable) or other._graph is not self._graph:
                 raise TypeError(
                     f"{what} takes streams of the same flow (flow.source(...) of the same Flow); "
                     f"got {other!r}"
                 )
-            lane = other._input_lane(what)
-            if any(lane is seen for seen in lanes):
+            if any(other._node is seen for seen in nodes):
                 raise ValueError(
-                    f"{what} takes streams of different inputs; input "
-                    f"{self._graph.inputs[lane.input or 0].name!r} is given twice"
+                    f"{what} takes different streams; one stream is given twice (to read a "
+                    "stream twice, extend it twice: fan-out)"
                 )
-            lanes.append(lane)
-        inputs = [self._graph.inputs[lane.input or 0] for lane in lanes]
-        timed = [item.time is not None for item in inputs]
+            nodes.append(other._node)
+        timed = [node.timed for node in nodes]
         if any(timed) and not all(timed):
-            names = ", ".join(
-                repr(item.name) for item, t in zip(inputs, timed, strict=True) if not t
+            untimed: frozenset[int] = frozenset().union(
+                *(node.upstream for node in nodes if not node.timed)
             )
             raise ValueError(
                 f"{what} cannot merge inputs with event time and inputs without: give input "
-                f"{names} timestamps=<function record -> timestamp> too"
+                f"{self._graph.input_names(untimed)} timestamps=<function record -> timestamp> "
+                "too"
             )
-        for lane in lanes:
-            lane.merged = True
-        merged = self._graph.merged = _Lane()
-        return merged
+        upstream: frozenset[int] = frozenset().union(*(node.upstream for node in nodes))
+        tags = tuple(range(len(nodes))) if tagged else (None,) * len(nodes)
+        return self._graph.add(_Node(None, tuple(nodes), tags, upstream=upstream, timed=all(timed)))
 
 
 class Stream(_Extendable):
@@ -575,30 +551,29 @@ class Stream(_Extendable):
         barrier or watermark waits for them all.
         """
         bound = _check_concurrency(fn, concurrency, "map function")
-        self._append(MapOp(fn) if bound is None else AsyncMapOp(fn, bound))
-        return Stream(self._graph, self._lane)
+        node = self._append(MapOp(fn) if bound is None else AsyncMapOp(fn, bound))
+        return Stream(self._graph, node)
 
     def filter(self, fn: Callable[[Any], Any], *, concurrency: int | None = None) -> Stream:
         """Keep the records for which ``fn`` returns a true value (``fn`` may be ``async``,
         as for :meth:`map`)."""
         bound = _check_concurrency(fn, concurrency, "filter predicate")
-        self._append(FilterOp(fn) if bound is None else AsyncFilterOp(fn, bound))
-        return Stream(self._graph, self._lane)
+        node = self._append(FilterOp(fn) if bound is None else AsyncFilterOp(fn, bound))
+        return Stream(self._graph, node)
 
     def flat_map(self, fn: Callable[[Any], Iterable[Any]]) -> Stream:
         """Replace every record with the records of the iterable ``fn`` returns."""
         _check_callable(fn, "flat_map function")
-        self._append(FlatMapOp(fn))
-        return Stream(self._graph, self._lane)
+        node = self._append(FlatMapOp(fn))
+        return Stream(self._graph, node)
 
     def union(self, *others: Stream) -> Stream:
-        """Merge this input with ``others`` (other inputs of the same flow): one stream of
-        every input's records, in no particular order between inputs.
+        """Merge this stream with ``others`` (other streams of the same flow: inputs, or the
+        output of keyed operators): one stream of every record of each, in no particular order
+        between them.
 
-        A flow merges its inputs once, before its first keyed operator: pass every other
-        input here (``a.union(b, c)``). Their event time must agree: all inputs have
-        timestamps or none has; the merged watermark is the minimum over every split of every
-        input.
+        Their event time must agree: all have timestamps or none has; the watermark of the
+        keyed operator after the merge is the minimum over every channel feeding it.
         """
         if not others:
             raise ValueError("union needs at least one other stream: a.union(b, ...)")
@@ -611,9 +586,10 @@ class Stream(_Extendable):
         return Stream(self._graph, self._merge(others, "union"))
 
     def connect(self, other: Stream) -> ConnectedStreams:
-        """Connect this input with ``other`` (another input of the same flow), keeping apart
-        which record came from which: then ``.key_by(key_a, key_b)`` and a co-process
-        function or an interval join (see :class:`ConnectedKeyedStream`)."""
+        """Connect this stream with ``other`` (another stream of the same flow: an input, or a
+        keyed operator's output), keeping apart which record came from which: then
+        ``.key_by(key_a, key_b)`` and a co-process function or a join (see
+        :class:`ConnectedKeyedStream`)."""
         if not isinstance(other, Stream):
             raise TypeError(
                 f"connect takes a stream (flow.source(...) and its map/filter/flat_map); got "
@@ -621,14 +597,36 @@ class Stream(_Extendable):
             )
         return ConnectedStreams(self._graph, self._connect(other, "connect"))
 
+    def side_output(self, tag: OutputTag) -> Stream:
+        """The records the process function that made this stream sent to ``tag`` with
+        ``ctx.output(tag, value)``: a stream of its own, to sink or process further (each
+        keeps the timestamp and source position of the record that made it).
+
+        A value sent to a tag that no ``side_output`` reads is a dead letter
+        (``UnreadOutputError``), never dropped silently.
+        """
+        if not isinstance(tag, OutputTag):
+            raise TypeError(f"side_output takes an OutputTag('name'); got {tag!r}")
+        parent = self._node
+        from_process = isinstance(parent.op, ProcessOp)
+        if not from_process:
+            raise ValueError(
+                "side_output reads what a process function sends with ctx.output(tag, value): "
+                f"this stream ({parent.describe()}) is not the output of .process(...)"
+            )
+        node = _Node(
+            None, (parent,), (None,), select=tag.name, upstream=parent.upstream, timed=parent.timed
+        )
+        return Stream(self._graph, self._graph.add(node))
+
     def key_by(self, fn: Callable[[Any], Any]) -> KeyedStream:
         """Partition the stream by ``fn(record)``: a str, bytes, int or tuple of those."""
         _check_callable(fn, "key function")
-        self._check_tail()
-        return KeyedStream(self._graph, self._lane, fn)
+        return KeyedStream(self._graph, self._node, fn)
 
     def sink(self, sink: Sink) -> None:
-        """End the flow in ``sink``."""
+        """End this branch of the flow in ``sink`` (a flow may have several sinks: every sink
+        of one flow gathers, or none does; see ``_sinks_fan.py``)."""
         if not callable(getattr(sink, "open_partition", None)):
             raise TypeError(f"sink must provide open_partition(); got {type(sink).__name__}")
         self._append(SinkOp(sink))
@@ -639,8 +637,8 @@ class KeyedStream(_Extendable):
 
     __slots__ = ("_key_fn",)
 
-    def __init__(self, graph: _Graph, lane: _Lane, key_fn: Callable[[Any], Any]) -> None:
-        super().__init__(graph, lane)
+    def __init__(self, graph: _Graph, node: _Node, key_fn: Callable[[Any], Any]) -> None:
+        super().__init__(graph, node)
         self._key_fn = key_fn
 
     def process(
@@ -667,14 +665,14 @@ class KeyedStream(_Extendable):
         batch, barrier, watermark or timer waits for every record before it (see
         ``_async_ops.py``).
         """
-        self._append(
+        node = self._append(
             _process_op(self._unique(name), self._key_fn, fn, states, on_timer, concurrency)
         )
-        return Stream(self._graph, self._lane)
+        return Stream(self._graph, node)
 
     def connect(self, other: KeyedStream) -> ConnectedKeyedStream:
-        """Connect this keyed input with ``other`` (another keyed input of the same flow): the
-        same as ``a.connect(b).key_by(key_a, key_b)``."""
+        """Connect this keyed stream with ``other`` (another keyed stream of the same flow):
+        the same as ``a.connect(b).key_by(key_a, key_b)``."""
         if not isinstance(other, KeyedStream):
             raise TypeError(
                 f"connect takes a keyed stream (b.key_by(...)); got {type(other).__name__}"
@@ -691,10 +689,23 @@ class KeyedStream(_Extendable):
         *,
         name: str = "interval_join",
     ) -> Stream:
-        """Join this keyed input with ``other`` on key and event time: the same as
+        """Join this keyed stream with ``other`` on key and event time: the same as
         ``a.connect(b).key_by(key_a, key_b).interval_join(lower, upper, fn)`` (see
         :meth:`ConnectedKeyedStream.interval_join`)."""
         return self.connect(other).interval_join(lower, upper, fn, name=name)
+
+    def window_join(
+        self,
+        other: KeyedStream,
+        assigner: Tumbling | Sliding,
+        fn: Callable[[Any, Any], Any] | None = None,
+        *,
+        name: str = "window_join",
+    ) -> Stream:
+        """Join this keyed stream with ``other`` per key and event-time window: the same as
+        ``a.connect(b).key_by(key_a, key_b).window_join(assigner, fn)`` (see
+        :meth:`ConnectedKeyedStream.window_join`)."""
+        return self.connect(other).window_join(assigner, fn, name=name)
 
     def window(
         self,
@@ -712,7 +723,7 @@ class KeyedStream(_Extendable):
                 kept; a late record in that time fires it again with the updated value.
                 Records later than that are dead letters (``LateRecordError``).
         """
-        if self._graph.time is None:
+        if not self._node.timed:
             raise ValueError(
                 "windows need event time: give the source a timestamp assigner, "
                 "flow.source(source, timestamps=lambda record: ...)"
@@ -730,15 +741,14 @@ class KeyedStream(_Extendable):
             raise ValueError(
                 f"allowed_lateness must be a finite number >= 0; got {allowed_lateness!r}"
             )
-        self._check_tail()
         return WindowedStream(self, assigner, allowed_lateness)
 
     def reduce(self, fn: Callable[[Any, Any], Any], *, name: str = "reduce") -> Stream:
         """Keep ``acc = fn(acc, value)`` per key and emit ``(key, acc)`` for every record."""
         _check_callable(fn, "reduce function")
         spec = ValueStateSpec("value")
-        self._append(ReduceOp(self._unique(name), self._key_fn, fn, (spec,)))
-        return Stream(self._graph, self._lane)
+        node = self._append(ReduceOp(self._unique(name), self._key_fn, fn, (spec,)))
+        return Stream(self._graph, node)
 
     def aggregate(
         self,
@@ -757,8 +767,10 @@ class KeyedStream(_Extendable):
         finish = result if result is not None else _identity
         _check_callable(finish, "aggregate result")
         spec = ValueStateSpec("value")
-        self._append(AggregateOp(self._unique(name), self._key_fn, create, add, finish, (spec,)))
-        return Stream(self._graph, self._lane)
+        node = self._append(
+            AggregateOp(self._unique(name), self._key_fn, create, add, finish, (spec,))
+        )
+        return Stream(self._graph, node)
 
     def count(self, *, name: str = "count", columnar: bool = True) -> Stream:
         """Running count per key: emits ``(key, n)`` for every record.
@@ -770,8 +782,8 @@ class KeyedStream(_Extendable):
         if not isinstance(columnar, bool):
             raise TypeError(f"columnar must be True or False; got {columnar!r}")
         spec = ValueStateSpec("value", default=0)
-        self._append(CountOp(self._unique(name), self._key_fn, (spec,), columnar))
-        return Stream(self._graph, self._lane)
+        node = self._append(CountOp(self._unique(name), self._key_fn, (spec,), columnar))
+        return Stream(self._graph, node)
 
 
 def _process_op(
@@ -867,8 +879,7 @@ class WindowedStream:
     def _finish(self, name: str, spec: WindowSpec) -> Stream:
         keyed = self._keyed
         op = WindowOp(keyed._unique(name), keyed._key_fn, spec, (windows_spec(), timers_spec()))
-        keyed._append(op)
-        return Stream(keyed._graph, keyed._lane)
+        return Stream(keyed._graph, keyed._append(op))
 
     def reduce(self, fn: Callable[[Any, Any], Any], *, name: str = "window") -> Stream:
         """Each window's value is its records folded with ``fn(a, b)`` (the first as is)."""
@@ -936,19 +947,18 @@ class ConnectedStreams(_Extendable):
         key of one is the same key of the other when the two are equal."""
         _check_callable(key_a, "key function")
         _check_callable(key_b, "key function")
-        self._check_tail()
-        return ConnectedKeyedStream(self._graph, self._lane, (key_a, key_b))
+        return ConnectedKeyedStream(self._graph, self._node, (key_a, key_b))
 
 
 class ConnectedKeyedStream(_Extendable):
-    """Two keyed inputs feeding one keyed operator that shares each key's state and timers."""
+    """Two keyed streams feeding one keyed operator that shares each key's state and timers."""
 
     __slots__ = ("_key_fns",)
 
     def __init__(
-        self, graph: _Graph, lane: _Lane, key_fns: tuple[Callable[[Any], Any], ...]
+        self, graph: _Graph, node: _Node, key_fns: tuple[Callable[[Any], Any], ...]
     ) -> None:
-        super().__init__(graph, lane)
+        super().__init__(graph, node)
         self._key_fns = key_fns
 
     def process(
@@ -981,8 +991,8 @@ class ConnectedKeyedStream(_Extendable):
         op = _process_op(
             self._unique(name), TaggedKey(self._key_fns), dispatch, states, on_timer, concurrency
         )
-        self._append(op)
-        return Stream(self._graph, self._lane)
+        node = self._append(op)
+        return Stream(self._graph, node)
 
     def interval_join(
         self,
@@ -1000,7 +1010,7 @@ class ConnectedKeyedStream(_Extendable):
         the watermark is a dead letter (``LateRecordError``), never silently dropped. See
         ``_joins.py``.
         """
-        if self._graph.time is None:
+        if not self._node.timed:
             raise ValueError(
                 "interval_join needs event time: give both inputs a timestamp assigner, "
                 "flow.source(source, timestamps=lambda record: ...)"
@@ -1023,8 +1033,47 @@ class ConnectedKeyedStream(_Extendable):
         op = ProcessOp(
             self._unique(name), TaggedKey(self._key_fns), join.process, specs, join.on_timer
         )
-        self._append(op)
-        return Stream(self._graph, self._lane)
+        node = self._append(op)
+        return Stream(self._graph, node)
+
+    def window_join(
+        self,
+        assigner: Tumbling | Sliding,
+        fn: Callable[[Any, Any], Any] | None = None,
+        *,
+        name: str = "window_join",
+    ) -> Stream:
+        """Emit ``fn(x, y)`` (default ``(x, y)``) for every ``x`` of the first input and ``y``
+        of the second with the same key in the same window of ``assigner`` (``Tumbling`` or
+        ``Sliding``; once per window they share), when the watermark reaches the window's end.
+
+        Event time only. Each open window keeps both sides' records (keyed MapState) until it
+        fires; a record behind the watermark for one of its windows is a dead letter
+        (``LateRecordError``), never silently dropped. See ``_joins.py``.
+        """
+        if not self._node.timed:
+            raise ValueError(
+                "window_join needs event time: give both inputs a timestamp assigner, "
+                "flow.source(source, timestamps=lambda record: ...)"
+            )
+        session = isinstance(assigner, Session)
+        if session:
+            raise ValueError(
+                "window_join takes Tumbling(size) or Sliding(size, slide); session windows "
+                "of a join are not supported (join per key with connect(...).process and timers)"
+            )
+        if not isinstance(assigner, Tumbling | Sliding):
+            raise TypeError(
+                f"window_join takes Tumbling(size) or Sliding(size, slide); got {assigner!r}"
+            )
+        pair = _pair if fn is None else fn
+        _check_callable(pair, "window_join fn")
+        join = WindowJoin(assigner, pair)
+        specs = (*window_join_specs(), timers_spec())
+        op = ProcessOp(
+            self._unique(name), TaggedKey(self._key_fns), join.process, specs, join.on_timer
+        )
+        return Stream(self._graph, self._append(op))
 
 
 def _pair(x: Any, y: Any) -> tuple[Any, Any]:

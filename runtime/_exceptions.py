@@ -9,6 +9,7 @@ __all__ = (
     "JobStoppedError",
     "UnknownOperatorError",
     "LateRecordError",
+    "UnreadOutputError",
     "ScenarioError",
     "StateDirectoryInUseError",
     "VirtualClockError",
@@ -27,6 +28,11 @@ class JobStoppedError(JobError):
 
 class InputClosedError(JobStoppedError):
     """A record was sent to a push source whose input was closed (``close_input``)."""
+
+
+class UnreadOutputError(Exception):
+    """A process function sent a value to an output that nothing reads: a side output no
+    ``side_output(tag)`` reads, or the main output of a stream only read for its side outputs."""
 
 
 class UnknownOperatorError(LookupError):

@@ -46,6 +46,7 @@ from ._dataflow import Flow, KeyedOp, Stream, WindowedStream
 from ._exceptions import HarnessError
 from ._keys import DEFAULT_KEY_GROUPS, key_group_of
 from ._operators import DeadLetters, KeyedRunner
+from ._outputs import OutputTag, split_sides
 from ._placement import Placement
 from ._sinks import DeadLetter
 from ._sources import IterableSource
@@ -223,6 +224,7 @@ class KeyedHarness:
         #: test error handling). Late records are data, never raised.
         self.raise_errors = True
         self._output: list[Emitted] = []
+        self._sides: dict[str, list[Emitted]] = {}  # side outputs by tag (ctx.output)
         self._watermark = MIN_WATERMARK
         self._offset = 0
         self._names = tuple(spec.name for spec in op.states)
@@ -405,6 +407,13 @@ class KeyedHarness:
         """Return :attr:`output` and forget it."""
         taken, self._output = self._output, []
         return taken
+
+    def side_output(self, tag: OutputTag) -> list[Emitted]:
+        """What the operator sent to ``tag`` with ``ctx.output(tag, value)``, in order (not in
+        :attr:`output`)."""
+        if not isinstance(tag, OutputTag):
+            raise TypeError(f"side_output takes an OutputTag('name'); got {tag!r}")
+        return list(self._sides.get(tag.name, ()))
 
     @property
     def dead_letters(self) -> list[DeadLetter]:
@@ -648,6 +657,13 @@ class KeyedHarness:
         self._collect(values, stamps)
 
     def _collect(self, values: list[Any], stamps: list[Any] | None) -> None:
+        (values, _offsets, stamps), sides = split_sides(values, [0] * len(values), stamps)
+        for tag, (side_values, _side_offsets, side_stamps) in sides.items():
+            into = self._sides.setdefault(tag, [])
+            if not self.event_time or side_stamps is None:
+                into.extend(Emitted(value, None) for value in side_values)
+            else:
+                into.extend(map(Emitted, side_values, side_stamps))
         if not self.event_time or stamps is None:
             self._output.extend(Emitted(value, None) for value in values)
         else:

@@ -25,6 +25,16 @@ timestamp). Each side's records wait in a keyed MapState (``_shoal_join_a`` /
 
 Each record scans the other side's buffer for its key (``O(buffered records of the key)``): an
 interval join suits bounded intervals, where the buffers stay small.
+
+**Window join** (:class:`WindowJoin`): for every pair ``x`` of ``a`` and ``y`` of ``b`` with the
+same key in the same event-time window (``Tumbling`` or ``Sliding``, assigned by the window
+assigners' public ``assign``), emit ``fn(x, y)`` once per window they share, when the watermark
+reaches the window's end, stamped with the window's last instant (as a window's result is).
+Each open window of a key keeps its two sides' records in a keyed MapState (``_shoal_wjoin``:
+window end -> ``[start, a's records, b's records]``) until an event-time timer at its end fires
+it and removes it: state holds only windows that can still fire. A record one of whose windows
+has already fired (its end is at or below the watermark) is **late**: it goes whole to the
+dead-letter sink (``LateRecordError``) and joins nothing, as for windows.
 """
 
 from __future__ import annotations
@@ -36,12 +46,22 @@ from typing import Any
 from shoal.storage import MapStateSpec, StateSpec, ValueStateSpec
 
 from ._exceptions import LateRecordError
+from ._windows import Sliding, Tumbling, last_instant
 
-__all__ = ("CoProcess", "IntervalJoin", "TaggedKey", "Tag", "join_specs")
+__all__ = (
+    "CoProcess",
+    "IntervalJoin",
+    "Tag",
+    "TaggedKey",
+    "WindowJoin",
+    "join_specs",
+    "window_join_specs",
+)
 
 _LEFT = "_shoal_join_a"
 _RIGHT = "_shoal_join_b"
 _NEXT = "_shoal_join_next"
+_WINDOWS = "_shoal_wjoin"
 
 
 class Tag:
@@ -159,3 +179,61 @@ class IntervalJoin:
                 buffer.remove(seq)
         if state._shoal_join_a.is_empty() and state._shoal_join_b.is_empty():
             state._shoal_join_next.clear()
+
+
+def window_join_specs() -> tuple[StateSpec, ...]:
+    """The internal state of a window join (besides its timers)."""
+    return (MapStateSpec(_WINDOWS),)
+
+
+class WindowJoin:
+    """The process function and timer callback of a window join (see the module docstring).
+
+    Args:
+        assigner: ``Tumbling(size)`` or ``Sliding(size, slide)``.
+        fn: ``fn(x, y)`` makes the output of a pair (``x`` from ``a``, ``y`` from ``b``).
+    """
+
+    __slots__ = ("assigner", "fn")
+
+    def __init__(self, assigner: Tumbling | Sliding, fn: Callable[[Any, Any], Any]) -> None:
+        self.assigner = assigner
+        self.fn = fn
+
+    def process(self, key: Any, tagged: Any, ctx: Any) -> None:
+        side, value = tagged[0], tagged[1]
+        ts = ctx.timestamp
+        windows = self.assigner.assign(ts)
+        if not windows:  # between two sliding windows (slide > size): it pairs with nothing
+            return
+        watermark = ctx.watermark
+        if windows[0][1] <= watermark:
+            raise LateRecordError(
+                f"record at timestamp {ts!r} is late for the window join: the watermark is "
+                f"{watermark!r}, at or past the end of a window it belongs to"
+            )
+        state = ctx.state._shoal_wjoin
+        for start, end in windows:
+            entry = state.get(end)
+            if entry is None:
+                entry = [start, [], []]
+                ctx.timers.register_event_time(end)
+            entry[1 + side].append(value)
+            state.put(end, entry)
+
+    def on_timer(self, key: Any, ts: Any, ctx: Any) -> None:
+        """The watermark reached ``ts``: the window ending there emits its pairs and goes.
+
+        Windows are kept by their end, the time of their timer: firing one is one lookup,
+        never a scan of the key's windows."""
+        state = ctx.state._shoal_wjoin
+        entry = state.get(ts)
+        if entry is None:
+            return
+        fn = self.fn
+        # Stamped with the window's last instant, as a window's result (see _windows.py).
+        ctx.timestamp = last_instant(ts)
+        for x in entry[1]:
+            for y in entry[2]:
+                ctx.emit(fn(x, y))
+        state.remove(ts)

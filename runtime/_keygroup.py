@@ -373,9 +373,9 @@ class KeyGroupActor(Actor):
         env = self.env
         paused_at = paused_now()
         await pay_markers(env, self.name)  # as a sender to the next stage
-        if self.stage.next_key_fn is not None:
-            await flush_downstream(env, self.stage.index + 1)
-        else:
+        for downstream in self.stage.downstream:
+            await flush_downstream(env, downstream)
+        if self.stage.sinks:
             await sync_driver(env)
         if self.writing is not None and not self.writing.done.is_set():
             await self.writing.done.wait()  # its snapshot reads the environment
@@ -471,9 +471,18 @@ class KeyGroupActor(Actor):
             values, offsets, stamps = await runner.fire_timers_async(watermark, self.name, env.dead)
         else:
             values, offsets, stamps = runner.fire_timers(watermark, self.name, env.dead)
-        await env.emit(self.stage, self.name, self.name, values, offsets, self.epoch_out, stamps)
-        if watermark is not None and self.stage.next_key_fn is not None:
-            await env.broadcast(self.stage.index + 1, Watermark(self.name, watermark))
+        await env.emit(
+            self.stage,
+            self.name,
+            self.name,
+            values,
+            offsets,
+            self.epoch_out,
+            stamps,
+            runner.take_sides(),
+        )
+        if watermark is not None:
+            await env.broadcast_down(self.stage, Watermark(self.name, watermark))
 
     async def _snapshot(self) -> None:
         """Every open channel delivered the barrier: commit the epoch, ack, pass it on, and
@@ -494,8 +503,7 @@ class KeyGroupActor(Actor):
             )
         else:
             await self._take_snapshot(epoch, {"alignment_s": aligned_s})
-        if self.stage.next_key_fn is not None:
-            await env.broadcast(self.stage.index + 1, Barrier(epoch, self.name, self.base))
+        await env.broadcast_down(self.stage, Barrier(epoch, self.name, self.base))
         held = alignment.finish()
         while held:  # in arrival order; a barrier among them may start the next alignment
             await self._accept(held.popleft())
@@ -610,7 +618,16 @@ class KeyGroupActor(Actor):
             # back now (a plain flush: undo-logged once checkpoints run, so the epoch's
             # commit still reads its delta; see shoal.storage's _budget.py).
             self._flush()
-        await env.emit(self.stage, self.name, data.split, values, offsets, self.epoch_out, stamps)
+        await env.emit(
+            self.stage,
+            self.name,
+            data.split,
+            values,
+            offsets,
+            self.epoch_out,
+            stamps,
+            runner.take_sides(),
+        )
         if self.time is not None and self.time.timers is not None:
             await self._advance(None)  # processing-time timers the clock has passed
 

@@ -350,19 +350,21 @@ class Gathered:
     """Sink items (column-encoded) or dead letters shipped to the driver's gathering actor.
 
     ``epoch``: the checkpoint epoch the items are output of (a transactional sink stages them
-    under it; 0 when the job has no checkpoints).
+    under it; 0 when the job has no checkpoints). ``sink``: which of the flow's sinks they are
+    for (a flow with several: see ``_sinks_fan.py``).
     """
 
     kind: str
     items: list[Any]
     epoch: int = 0
+    sink: int = 0
 
     def to_wire(self) -> list[Any]:
-        return [self.kind, encode_records(self.items), self.epoch]
+        return [self.kind, encode_records(self.items), self.epoch, self.sink]
 
     @classmethod
     def from_wire(cls, data: list[Any]) -> Gathered:
-        return cls(data[0], decode_records(data[1]), data[2])
+        return cls(data[0], decode_records(data[1]), data[2], data[3])
 
 
 @dataclass(frozen=True, slots=True)

@@ -91,16 +91,17 @@ def apply_update(env: WorkerEnv, update: PlacementUpdate) -> list[tuple[str, int
     nudge: list[tuple[str, int]] = []
     if not moved:
         return nudge
-    first = env.plan.keyed_stages[0].index
-    for stage in env.plan.keyed_stages:
+    plan = env.plan
+    for stage in plan.keyed_stages:
         owed = [(stage.index, group, source) for group, source, _target in moved]
-        if stage.index == first:
-            senders = [(split, source_actor_name(split)) for split in env.sources]
-        else:
-            upstream = env.plan.stages[stage.index - 1].name
-            senders = [
-                (name, name) for name in env.key_groups if name.rpartition("#")[0] == upstream
-            ]
+        inputs, keyed = plan.senders_into(stage.index)
+        senders = [
+            (split, source_actor_name(split))
+            for split in env.sources
+            if plan.input_of(split) in inputs
+        ]
+        upstream = {plan.stages[index].name for index in keyed}
+        senders += [(name, name) for name in env.key_groups if name.rpartition("#")[0] in upstream]
         for channel, name in senders:
             env.owed.setdefault(channel, []).extend(owed)
             nudge.append((name, version))

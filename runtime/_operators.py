@@ -36,6 +36,7 @@ from ._dataflow import (
     WindowOp,
 )
 from ._keys import KeyGroupRouter
+from ._outputs import OutputTag, SideValue
 from ._sinks import DeadLetter
 from ._time import MIN_WATERMARK
 from ._timers import EVENT_TIME, PROCESSING_TIME, KeyedTime, Timers
@@ -362,7 +363,8 @@ class ProcessContext:
     Attributes:
         state: the declared states by name (``ctx.state.clicks``), scoped to the current key.
         emit: ``ctx.emit(x)`` sends ``x`` downstream; it inherits the current record's source
-            position (what a dead letter downstream would name).
+            position (what a dead letter downstream would name). ``ctx.output(tag, x)`` sends
+            ``x`` to a side output instead (see ``_outputs.py``).
         key_group: the key group this actor owns.
         operator: the operator's name.
         timestamp: the current record's event time (in ``on_timer``: the timer's), or None in a
@@ -371,7 +373,17 @@ class ProcessContext:
             ``_timers.py``); usable in an operator declared with ``on_timer``.
     """
 
-    __slots__ = ("_store", "_time", "emit", "key_group", "operator", "state", "timers", "timestamp")
+    __slots__ = (
+        "_store",
+        "_time",
+        "emit",
+        "key_group",
+        "operator",
+        "sides",
+        "state",
+        "timers",
+        "timestamp",
+    )
 
     def __init__(
         self, operator: str, key_group: int, store: KeyGroupStore, time: KeyedTime | None = None
@@ -384,6 +396,9 @@ class ProcessContext:
         self.emit: Callable[[Any], None] = _no_output
         self.timestamp: Any = None
         self.timers: Timers | None = None if time is None else Timers(time)
+        #: Values sent to side outputs since the runner last asked (``KeyedRunner.take_sides``):
+        #: a batch without any skips looking for them.
+        self.sides = 0
 
     @property
     def key(self) -> Any:
@@ -394,6 +409,14 @@ class ProcessContext:
     def watermark(self) -> float:
         """The key group's watermark: records older than it are late (``-inf`` at first)."""
         return MIN_WATERMARK if self._time is None else self._time.watermark
+
+    def output(self, tag: OutputTag, value: Any) -> None:
+        """Send ``value`` to the side output ``tag`` (read with ``stream.side_output(tag)``),
+        with the current record's timestamp and source position, as :attr:`emit` does."""
+        if type(tag) is not OutputTag:
+            raise TypeError(f"ctx.output takes an OutputTag('name') first; got {tag!r}")
+        self.emit(SideValue(tag.name, value))
+        self.sides += 1
 
 
 class _Unpaired:
@@ -538,6 +561,15 @@ class KeyedRunner:
         if window is None:
             timers.rearm()  # wake the key group at the next processing-time timer
 
+    def take_sides(self) -> bool:
+        """Whether the output since the last call holds side-output values (``ctx.output``)."""
+        sent = self._ctx.sides
+        self._ctx.sides = 0
+        for ctx in self._contexts:
+            sent += ctx.sides
+            ctx.sides = 0
+        return sent > 0
+
     def fire_timers(
         self, watermark: float | None, split: str, dead: DeadLetters
     ) -> tuple[list[Any], list[int], list[Any]]:
@@ -643,7 +675,8 @@ class KeyedRunner:
                 ts,
                 where,
             )
-        self._timer_emitted(before, stamp, out)
+        # An internal callback (a window join) may restamp its output (see _joins.py).
+        self._timer_emitted(before, ctx.timestamp, out)
         return None
 
     async def _timer_done(

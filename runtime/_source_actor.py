@@ -159,7 +159,7 @@ class SourceActor(Actor):
             await env.end_stage(self.stage, self.split)
             reader, self.reader = self.reader, None
             await reader.aclose()
-            if self.stage.next_key_fn is None:  # no keyed operator: the sources are the last stage
+            if self.stage.sinks:  # it writes a sink: the job's end waits for it (_attempt.py)
                 await env.kernel.ref(JOB_ACTOR).tell(Drained(self.name, env.index))
             return None
         env.metrics.records_in += len(batch.values)
@@ -189,9 +189,9 @@ class SourceActor(Actor):
         env = self.env
         paused_at = paused_now()
         await pay_markers(env, self.split)
-        if self.stage.next_key_fn is not None:
-            await flush_downstream(env, self.stage.index + 1)
-        else:
+        for downstream in self.stage.downstream:
+            await flush_downstream(env, downstream)
+        if self.stage.sinks:
             await sync_driver(env)
         if self.reader is not None:
             reader, self.reader = self.reader, None
@@ -215,8 +215,7 @@ class SourceActor(Actor):
 
     async def _send_mark(self, mark: tuple[float, bool]) -> None:
         """Send the split's ``(watermark, idle)`` downstream, behind what it sent before."""
-        if self.stage.next_key_fn is not None:
-            await self.env.broadcast(self.stage.index + 1, Watermark(self.split, *mark))
+        await self.env.broadcast_down(self.stage, Watermark(self.split, *mark))
 
     async def _barrier(self, epoch: int, base: int) -> None:
         """Checkpoint ``epoch`` between two batches: record the position, pass the barrier on.
@@ -226,8 +225,8 @@ class SourceActor(Actor):
         """
         env = self.env
         self.epoch_out = epoch + 1
-        if not self.ended and self.stage.next_key_fn is not None:
-            await env.broadcast(self.stage.index + 1, Barrier(epoch, self.split, base))
+        if not self.ended:
+            await env.broadcast_down(self.stage, Barrier(epoch, self.split, base))
         await env.kernel.ref(JOB_ACTOR).tell(
             BarrierAck(
                 epoch,

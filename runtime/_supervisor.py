@@ -83,8 +83,11 @@ class JobSupervisor(Actor):
         transactional: bool = False,
         rescaler: Rescaler | None = None,
         directory: Any = None,
+        fanned: bool = False,
     ) -> None:
         self.coordinator = coordinator
+        #: The flow has several sinks: ``sink`` is a fan over them (see _sinks_fan.py).
+        self.fanned = fanned
         #: Placement, membership and live migration (None: this job cannot rescale).
         self.rescaler = rescaler
         self._directory = directory  # the driver's: follows every placement update
@@ -143,10 +146,13 @@ class JobSupervisor(Actor):
                 assert self.sink is not None, (
                     "a worker gathered sink items for a non-gathering sink"
                 )
+                items = message.items
+                if self.fanned:
+                    items = [[message.sink, items]]
                 if self.transactional:
-                    await self.sink.write_epoch(message.epoch, message.items)  # type: ignore[attr-defined]
+                    await self.sink.write_epoch(message.epoch, items)  # type: ignore[attr-defined]
                 else:
-                    await self.sink.write_batch(message.items)
+                    await self.sink.write_batch(items)
             else:
                 letters = [DeadLetter.from_json(item) for item in message.items]
                 await self.dead_sink.write_batch(letters)

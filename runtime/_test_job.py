@@ -35,7 +35,7 @@ from shoal.storage import CheckpointStore
 
 from ._checkpoints import CompletedCheckpoint
 from ._control import JobControl
-from ._dataflow import Flow, SinkOp
+from ._dataflow import Flow
 from ._exceptions import JobStoppedError, UnknownOperatorError, VirtualClockError
 from ._handle import Job, open_job
 from ._keys import key_group_of
@@ -183,8 +183,14 @@ class TestJob:
         again (``dict.fromkeys(job.output)`` drops repeats of equal items).
 
         Raises:
-            TypeError: the flow's sink is not a CollectingSink.
+            TypeError: the flow's sink is not a CollectingSink, or the flow has several sinks.
         """
+        sinks = self.flow.sinks
+        if len(sinks) > 1:
+            raise TypeError(
+                f"job.output reads the flow's one sink; flow {self.flow.name!r} has {len(sinks)} "
+                "(read each CollectingSink's .items instead)"
+            )
         if self._sink is None:
             raise TypeError(
                 f"job.output reads a CollectingSink; flow {self.flow.name!r} writes to "
@@ -398,7 +404,7 @@ def _remove_memory_dir(root: str) -> None:
 
 
 def _sink_of(flow: Flow) -> Any:
-    sinks = [op.sink for op in flow.operations if isinstance(op, SinkOp)]
+    sinks = flow.sinks
     return sinks[-1] if sinks else None
 
 

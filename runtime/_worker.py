@@ -32,6 +32,7 @@ from shoal.storage import (
 from ._async_ops import apply_chain_async
 from ._checkpoint_io import CheckpointWriter
 from ._credits import DEFAULT_WINDOW, MAX_WORKERS, Credits, exchange_mailbox_size
+from ._exceptions import UnreadOutputError
 from ._exchange import ExchangeActor, FlowControlActor
 from ._faults import Faults, InjectedFault
 from ._holding import Holds
@@ -84,7 +85,8 @@ from ._operators import (
     key_and_route,
     key_and_route_timed,
 )
-from ._plan import Plan, Stage, actor_name
+from ._outputs import split_sides
+from ._plan import Outlet, Plan, Stage, actor_name
 from ._ship import ShipmentReceiver, Shipper
 from ._sinks import DeadLetter, SinkPartition
 from ._source_actor import SourceActor
@@ -242,62 +244,121 @@ class WorkerEnv:
         offsets: list[int],
         epoch: int = 0,
         timestamps: list[Any] | None = None,
+        sides: bool = False,
     ) -> None:
-        """Pass one batch that left ``stage``'s operator through its chain and exit.
+        """Pass one batch that left ``stage``'s operator through its outlets (``_plan.py``):
+        each outlet's chain, then a keyed stage's exchange, a sink, or its forks; a side
+        output's values through that side's outlets.
 
         ``epoch``: the checkpoint the batch is output of (the emitting actor's next barrier).
         ``timestamps``: the records' event time, a column carried along, or None.
+        ``sides``: the batch holds side-output values (``ctx.output``) to take out first.
         """
         if self.owed:  # a placement change: the old owners hear first that this is all
             await pay_markers(self, channel)
-        if stage.async_chain:
-            values, offsets, timestamps = await apply_chain_async(
-                stage.chain, values, offsets, timestamps, split, self.dead
-            )
-        elif stage.chain:
-            if timestamps is None:
-                values, offsets = apply_chain(stage.chain, values, offsets, split, self.dead)
-            else:
-                values, offsets, timestamps = apply_chain_timed(
-                    stage.chain, values, offsets, timestamps, split, self.dead
-                )
         if values:
-            if stage.next_key_fn is not None:
-                assert stage.next_operator is not None
-                routed: dict[int, tuple[list[Any], ...]]
-                if timestamps is None:
-                    routed = key_and_route(  # type: ignore[assignment]
-                        stage.next_operator,
-                        stage.next_key_fn,
-                        self.router,
-                        values,
-                        offsets,
-                        split,
-                        self.dead,
-                    )
-                else:
-                    routed = key_and_route_timed(  # type: ignore[assignment]
-                        stage.next_operator,
-                        stage.next_key_fn,
-                        self.router,
-                        values,
-                        offsets,
-                        timestamps,
-                        split,
-                        self.dead,
-                    )
-                await self._send(stage.index + 1, channel, split, routed)
-            else:
-                self.metrics.records_out += len(values)
-                self.emitted[channel] = self.emitted.get(channel, 0) + len(values)
-                if self.sink is None:
-                    await self.kernel.ref(JOB_ACTOR).tell(Gathered("sink", values, epoch))
-                elif self.transactional:
-                    await self.sink.write_epoch(epoch, values)  # type: ignore[attr-defined]
-                else:
-                    await self.sink.write_batch(values)
+            outlets = stage.outlets
+            if sides:
+                (values, offsets, timestamps), by_tag = split_sides(values, offsets, timestamps)
+                for tag, (side_values, side_offsets, side_stamps) in by_tag.items():
+                    side = stage.side(tag)
+                    if side is None:
+                        self._unread(
+                            stage, f"side output {tag!r}", side_values, side_offsets, split
+                        )
+                        continue
+                    for outlet in side:
+                        await self._outlet(
+                            outlet, channel, split, side_values, side_offsets, epoch, side_stamps
+                        )
+            if values and not outlets:
+                self._unread(stage, "main output", values, offsets, split)
+                values = []
+            for outlet in outlets:
+                await self._outlet(outlet, channel, split, values, offsets, epoch, timestamps)
         if self.dead.pending:
             await self.ship_dead_letters()
+
+    def _unread(
+        self, stage: Stage, what: str, values: list[Any], offsets: list[Any], split: str
+    ) -> None:
+        """Values sent to an output nothing reads: dead letters, never dropped silently."""
+        hint = (
+            "its stream is only read for its side outputs: sink it too, or emit nothing"
+            if what == "main output"
+            else "read a side output with stream.side_output(OutputTag(name))"
+        )
+        error = UnreadOutputError(
+            f"{stage.name!r} sent a value to its {what}, which nothing reads ({hint})"
+        )
+        for value, offset in zip(values, offsets, strict=True):
+            self.dead.add(stage.name, error, split, offset, value, None)
+
+    async def _outlet(
+        self,
+        outlet: Outlet,
+        channel: str,
+        split: str,
+        values: list[Any],
+        offsets: list[int],
+        epoch: int,
+        timestamps: list[Any] | None,
+    ) -> None:
+        """One outlet: its chain (on its own copy of the batch: apply_chain never changes the
+        lists it is given), then where it leads."""
+        if outlet.async_chain:
+            values, offsets, timestamps = await apply_chain_async(
+                outlet.chain, values, offsets, timestamps, split, self.dead
+            )
+        elif outlet.chain:
+            if timestamps is None:
+                values, offsets = apply_chain(outlet.chain, values, offsets, split, self.dead)
+            else:
+                values, offsets, timestamps = apply_chain_timed(
+                    outlet.chain, values, offsets, timestamps, split, self.dead
+                )
+        if not values:
+            return
+        if outlet.forks:
+            for fork in outlet.forks:
+                await self._outlet(fork, channel, split, values, offsets, epoch, timestamps)
+        elif outlet.stage is not None:
+            assert outlet.operator is not None
+            assert outlet.key_fn is not None
+            routed: dict[int, tuple[list[Any], ...]]
+            if timestamps is None:
+                routed = key_and_route(  # type: ignore[assignment]
+                    outlet.operator, outlet.key_fn, self.router, values, offsets, split, self.dead
+                )
+            else:
+                routed = key_and_route_timed(  # type: ignore[assignment]
+                    outlet.operator,
+                    outlet.key_fn,
+                    self.router,
+                    values,
+                    offsets,
+                    timestamps,
+                    split,
+                    self.dead,
+                )
+            await self._send(outlet.stage, channel, split, routed)
+        else:
+            assert outlet.sink is not None
+            await self._write_sink(outlet.sink, channel, values, epoch)
+
+    async def _write_sink(self, index: int, channel: str, values: list[Any], epoch: int) -> None:
+        """Write ``values`` to the flow's ``index``-th sink (one ``[index, values]`` group for
+        a flow with several sinks: see ``_sinks_fan.py``)."""
+        self.metrics.records_out += len(values)
+        self.emitted[channel] = self.emitted.get(channel, 0) + len(values)
+        if self.sink is None:
+            await self.kernel.ref(JOB_ACTOR).tell(Gathered("sink", values, epoch, index))
+            return
+        items = [[index, values]] if len(self.plan.sinks) > 1 else values
+        if self.transactional:
+            await self.sink.write_epoch(epoch, items)  # type: ignore[attr-defined]
+        else:
+            await self.sink.write_batch(items)
 
     async def _send(
         self,
@@ -384,6 +445,11 @@ class WorkerEnv:
             await self.credits.acquire(stage, worker)
             await self.exchange(worker, stage).tell(Broadcast(self.index, stage, groups, message))
 
+    async def broadcast_down(self, stage: Stage, message: Any) -> None:
+        """:meth:`broadcast` ``message`` to every keyed stage ``stage`` sends to."""
+        for downstream in stage.downstream:
+            await self.broadcast(downstream, message)
+
     async def ship_dead_letters(self) -> None:
         letters = self.dead.take()
         if not letters:
@@ -403,8 +469,7 @@ class WorkerEnv:
         if self.owed:
             # Its end goes to the new owners: the old ones must hear it has nothing more.
             await pay_markers(self, channel)
-        if stage.next_key_fn is not None:
-            await self.broadcast(stage.index + 1, EndOfStream(channel))
+        await self.broadcast_down(stage, EndOfStream(channel))
 
     def report(self) -> dict[str, Any]:
         """This worker's counters as a CBOR-able dict (see :meth:`WorkerMetrics.snapshot`)."""

@@ -51,6 +51,7 @@ if _typing.TYPE_CHECKING:
     from shoal.runtime import LateRecordError as LateRecordError
     from shoal.runtime import ManualClock as ManualClock
     from shoal.runtime import Monotonous as Monotonous
+    from shoal.runtime import OutputTag as OutputTag
     from shoal.runtime import PlacementPolicy as PlacementPolicy
     from shoal.runtime import ProcessContext as ProcessContext
     from shoal.runtime import Progress as Progress
@@ -77,6 +78,7 @@ if _typing.TYPE_CHECKING:
     from shoal.runtime import TransactionalPartition as TransactionalPartition
     from shoal.runtime import Tumbling as Tumbling
     from shoal.runtime import UnknownOperatorError as UnknownOperatorError
+    from shoal.runtime import UnreadOutputError as UnreadOutputError
     from shoal.runtime import WatermarkGenerator as WatermarkGenerator
     from shoal.runtime import WatermarkStrategy as WatermarkStrategy
     from shoal.runtime import WindowedStream as WindowedStream
@@ -112,6 +114,7 @@ _HOME: dict[str, str] = {
     "ConnectedStreams": "shoal.runtime",
     "ConnectedKeyedStream": "shoal.runtime",
     "ProcessContext": "shoal.runtime",
+    "OutputTag": "shoal.runtime",
     "run": "shoal.runtime",
     "run_job": "shoal.runtime",
     "start_job": "shoal.runtime",
@@ -186,6 +189,7 @@ _HOME: dict[str, str] = {
     "SystemClock": "shoal.runtime",
     "ManualClock": "shoal.runtime",
     "LateRecordError": "shoal.runtime",
+    "UnreadOutputError": "shoal.runtime",
     "StateSpec": "shoal.storage",
     "StateTtl": "shoal.storage",
     "ValueStateSpec": "shoal.storage",
@@ -202,6 +206,7 @@ __all__ = (
     "ConnectedStreams",
     "ConnectedKeyedStream",
     "ProcessContext",
+    "OutputTag",
     "run",
     "run_job",
     "start_job",
@@ -276,6 +281,7 @@ __all__ = (
     "SystemClock",
     "ManualClock",
     "LateRecordError",
+    "UnreadOutputError",
     "StateSpec",
     "StateTtl",
     "ValueStateSpec",

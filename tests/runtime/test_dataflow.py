@@ -21,9 +21,10 @@ def test_linear_flow_compiles_into_stages() -> None:
     )
     plan = compile_plan(flow)
     assert [stage.name for stage in plan.stages] == ["source", "counts", "latest"]
-    assert [len(stage.chain) for stage in plan.stages] == [1, 1, 0]
-    assert plan.stages[0].next_operator == "counts"
-    assert plan.stages[2].next_key_fn is None
+    assert [[len(o.chain) for o in stage.outlets] for stage in plan.stages] == [[1], [1], [0]]
+    assert plan.stages[0].outlets[0].operator == "counts"
+    assert [stage.downstream for stage in plan.stages] == [(1,), (2,), ()]
+    assert plan.stages[2].outlets[0].sink == 0
     assert len(plan.splits) == 2
     assert plan.channels_into(1) == plan.splits
     assert plan.channels_into(2) == tuple(f"counts#{g}" for g in range(8))
@@ -50,13 +51,27 @@ def test_map_needs_a_callable() -> None:
         stream.map(3)  # type: ignore[arg-type]
 
 
-def test_streams_are_linear() -> None:
-    stream = Flow("f").source(IterableSource([1]))
+def test_a_stream_extended_twice_forks() -> None:
+    flow = Flow("f")
+    stream = flow.source(IterableSource([1]))
+    stream.map(str).sink(CollectingSink())
+    stream.map(repr).sink(CollectingSink())
+    outlet = compile_plan(flow).stages[0].outlets
+    assert [len(o.forks) for o in outlet] == [0, 0]
+    assert [o.sink for o in outlet] == [0, 1]
+
+
+def test_a_branch_without_a_sink_is_refused() -> None:
+    flow = Flow("f")
+    stream = flow.source(IterableSource([1])).key_by(str).count(name="c")
+    stream.sink(CollectingSink())
     stream.map(str)
     with pytest.raises(
-        ValueError, match=r"^this stream was already extended; flows are linear pipelines"
+        ValueError,
+        match=r"^a stream of flow 'f' \(after 'map'\) is never sunk: every branch ends in "
+        r"\.sink\(\.\.\.\)$",
     ):
-        stream.map(str)
+        compile_plan(flow)
 
 
 def test_duplicate_operator_names() -> None:
@@ -76,26 +91,16 @@ def test_flow_must_end_in_a_sink() -> None:
         compile_plan(flow)
 
 
-def test_a_second_source_after_a_keyed_operator_is_refused() -> None:
-    # Several inputs merge before the first keyed operator (see tests/runtime/test_inputs.py).
+def test_an_unused_input_is_refused() -> None:
     flow = Flow("f")
-    flow.source(IterableSource([1])).key_by(str).count()
+    flow.source(IterableSource([1])).key_by(str).count().sink(CollectingSink())
+    flow.source(IterableSource([2]), name="late")
     with pytest.raises(
         ValueError,
-        match=r"^flow 'f' already has a keyed operator or sink after its input; inputs merge "
-        r"before the first keyed operator: add every source first, then union or connect them$",
+        match=r"^input 'late' of flow 'f' is never used: extend it \(map, key_by, sink, \.\.\.\) "
+        r"or merge it with another stream \(a\.union\(b\)\)$",
     ):
-        flow.source(IterableSource([2]))
-
-
-def test_nothing_follows_a_sink() -> None:
-    flow = Flow("f")
-    stream = flow.source(IterableSource([1]))
-    stream.sink(CollectingSink())
-    with pytest.raises(
-        ValueError, match=r"^a flow ends at its sink; nothing can follow \.sink\(\.\.\.\)$"
-    ):
-        stream.map(str)
+        compile_plan(flow)
 
 
 @pytest.mark.parametrize(
