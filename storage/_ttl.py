@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import heapq
 from collections.abc import Iterator
+from copy import deepcopy
 from itertools import islice
 from typing import Any
 
@@ -84,6 +85,8 @@ class _Ttl:
     _store: Any
     _engine: Engine
     _maybe_filled: bool
+    _hits: int
+    _misses: int
     name: str
     # Its own (in the concrete classes' slots).
     _cursor: bytes
@@ -139,8 +142,12 @@ class _Ttl:
                 del cache[key]
         self._gone.clear()
 
+    def _load_all(self, keys: list[Any]) -> list[Any]:
+        return [self._load(key) for key in keys]  # each value carries its stamp
+
     def _load(self, key: Any) -> Any:
         encoded = encode_key(key)  # also checks the key
+        self._misses += 1
         raw = self._engine.get(self.name, encoded) if self._maybe_filled else None
         if raw is None:
             value = ABSENT
@@ -154,6 +161,7 @@ class _Ttl:
         key = self._store.key
         try:
             value = self._cache[key]
+            self._hits += 1
         except KeyError:
             value = self._load(key)
         except TypeError:
@@ -305,8 +313,8 @@ class TtlValueState(_Ttl, ValueState):
 
     def value(self) -> Any:
         value = self._current()
-        if value is ABSENT:
-            return super().value()  # the default (a copy of it when mutable)
+        if value is ABSENT:  # the default (a copy of it when mutable)
+            return deepcopy(self._default) if self._copy_default else self._default
         return value
 
     def update(self, value: Any) -> None:
