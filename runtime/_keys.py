@@ -133,10 +133,13 @@ class KeyGroupRouter:
         else:
             encoded = list(map(encode_key, missing))
         n = self.num_key_groups
-        if len(cache) + len(missing) > _CACHE_LIMIT:
-            cache.clear()
-        cache.update(zip(missing, [digest % n for digest in map(_xxh3, encoded)], strict=True))
-        return list(map(cache.__getitem__, keys))
+        new = dict(zip(missing, [digest % n for digest in map(_xxh3, encoded)], strict=True))
+        if len(cache) + len(new) > _CACHE_LIMIT:
+            cache.clear()  # (the hits in ``found`` may go with it: they are answered already)
+        cache.update(new)
+        return [
+            new[key] if group is None else group for key, group in zip(keys, found, strict=True)
+        ]
 
     def route(
         self, keys: list[Any], values: list[Any], offsets: list[int]
