@@ -383,21 +383,31 @@ class _CachedHandle(_Handle):
         return len(self._cache)
 
     def _evict(self, count: int) -> None:
-        """Drop ``count`` clean entries: first those the last flush did not write (oldest
-        loaded first), then, if that is not enough, the recently written ones.
-
-        Walks the cache from its oldest entry only as far as it needs to (the recently
-        written keys it skips, and the victims), never the whole of it."""
+        """Drop ``count`` clean entries, oldest-loaded first, but not those the last flush
+        wrote unless nothing else is left: those it passes over move to the back of the
+        cache (a second chance, as in CLOCK: a key in use keeps moving back, a key no longer
+        used reaches the front again and goes). Walks the cache only as far as it needs."""
         cache = self._cache
         recent = self._recent
-        if recent:
-            victims = list(islice((key for key in cache if key not in recent), count))
-            if len(victims) < count:
-                hot = list(islice((key for key in cache if key in recent), count - len(victims)))
-                recent.difference_update(hot)  # the set must not keep evicted keys alive
-                victims += hot
-        else:
+        if not recent:
             victims = list(islice(cache, count))
+        else:
+            victims = []
+            spared = []
+            for key in cache:
+                if key in recent:
+                    spared.append(key)
+                else:
+                    victims.append(key)
+                    if len(victims) >= count:
+                        break
+            if len(victims) < count:  # only recently written keys are left to go
+                gone = spared[: count - len(victims)]
+                del spared[: len(gone)]
+                recent.difference_update(gone)  # the set must not keep evicted keys alive
+                victims += gone
+            for key in spared:
+                cache[key] = cache.pop(key)
         for key in victims:
             del cache[key]
 

@@ -120,6 +120,9 @@ def test_keys_the_last_flush_wrote_are_evicted_last(backend: StateBackend) -> No
         cached = store.states.count._cache
         assert all(key in cached for key in range(100))
         assert any(key not in cached for key in range(100, 1_000))
+        # The keys it passed over moved to the back (CLOCK's second chance): the next
+        # eviction starts with the cold keys still cached, not with them.
+        assert list(cached)[-100:] == list(range(100))
 
 
 # Operations on a store: (name, key). The keys are few, so reads hit and miss, maps fill up
