@@ -11,10 +11,12 @@ holds at 4M and 20M keys), then ``--events`` records whose keys are Zipf-distrib
 keys. The workload needs O(1) memory whatever the key count (unlike ``ClickstreamSource``,
 whose sampling tables take 16 bytes a key in the worker), so the worker's memory is the job's.
 
-Printed per case: events/s over the whole job (preload included), the worker's peak RSS as
-the kernel counts it (``VmHWM``: anonymous memory plus mapped file pages, among them LMDB's
-pages, which are reclaimable page cache) and its peak *anonymous* RSS (``RssAnon``, sampled
-every 50 ms: the Python heap, what the budget bounds), the state cache's hit rate, the
+Printed per case: events/s over the whole job (preload included) and after the preload
+(from the first progress sample past it: the rate with the state at its full size), the
+worker's peak RSS as the kernel counts it (``VmHWM``: anonymous memory plus mapped file
+pages, among them LMDB's pages, which are reclaimable page cache) and its peak *anonymous*
+RSS (``RssAnon``, sampled every 50 ms: the Python heap, what the budget bounds) beside what
+LMDB holds (pages in use, all key groups), the state cache's hit rate, the
 longest single flush (a checkpoint's epoch commit of one key group, an early write-back or
 the final flush) and the final counts checked against an oracle computed from the workload
 alone (every key's count, compared key by key with what LMDB holds).
@@ -224,10 +226,12 @@ def _status(pid: int) -> dict[str, int]:
 
 async def measure(args: argparse.Namespace, keys: int, zipf_s: float) -> dict[str, Any]:
     params = {"keys": keys, "events": args.events, "zipf_s": zipf_s, "splits": args.splits}
+    samples: list[tuple[float, int]] = []  # (elapsed s, records read): twice a second
     with tempfile.TemporaryDirectory(prefix="shoal-state-size-", dir=args.tmp) as state_dir:
         with MemorySampler() as sampler:
             result = await run_job(
                 f"{__file__}:build",
+                on_progress=lambda p: samples.append((p.elapsed_s, p.records_in)),
                 params=params,
                 workers=1,
                 processes=True,
@@ -241,8 +245,17 @@ async def measure(args: argparse.Namespace, keys: int, zipf_s: float) -> dict[st
         assert int(expected.sum()) == result.records_in, "a record was lost or doubled"
         keys_checked = check(result, expected)
         checked = time.perf_counter() - checked
+        # What LMDB holds (pages in use, every key group): what RssFile grows with.
+        lmdb_bytes = sum(stats.bytes for stats in result.key_group_statistics("counts"))
     (report,) = result.reports
     peaks = sampler.worker()
+    # The Zipf phase alone: from the first progress sample past the preload to the end.
+    after = [(t, n) for t, n in samples if n >= keys]
+    zipf_rate = (
+        (result.records_in - after[0][1]) / (result.elapsed_s - after[0][0])
+        if after and result.elapsed_s > after[0][0]
+        else None
+    )
     hits = report.get("state_cache_hits", 0)
     misses = report.get("state_cache_misses", 0)
     return {
@@ -251,9 +264,11 @@ async def measure(args: argparse.Namespace, keys: int, zipf_s: float) -> dict[st
         "events": result.records_in,
         "elapsed_s": round(result.elapsed_s, 2),
         "events_per_s": round(result.events_per_s),
+        "zipf_phase_events_per_s": None if zipf_rate is None else round(zipf_rate),
         "peak_rss_mb": round(peaks.get("VmHWM", 0) / 1024),
         "peak_anon_mb": round(peaks.get("RssAnon", 0) / 1024),
         "peak_file_mb": round(peaks.get("RssFile", 0) / 1024),
+        "lmdb_mb": round(lmdb_bytes / 2**20),
         "hit_rate": round(hits / (hits + misses), 4) if hits + misses else None,
         "longest_flush_s": round(report.get("flush_max_seconds", 0.0), 3),
         "flush_s": round(report["flush_seconds"], 2),
@@ -274,8 +289,10 @@ async def main(args: argparse.Namespace) -> None:
             runs.append(run)
             print(
                 f"{keys:>11,} keys zipf {zipf_s:<4}: {run['events_per_s']:>9,} events/s "
-                f"({run['events']:,} in {run['elapsed_s']} s), peak RSS {run['peak_rss_mb']} MB "
-                f"(anon {run['peak_anon_mb']}, file {run['peak_file_mb']}), hit rate "
+                f"({run['events']:,} in {run['elapsed_s']} s; after the preload "
+                f"{run['zipf_phase_events_per_s']}), peak RSS {run['peak_rss_mb']} MB "
+                f"(anon {run['peak_anon_mb']}, file {run['peak_file_mb']}; LMDB holds "
+                f"{run['lmdb_mb']} MB), hit rate "
                 f"{run['hit_rate']}, longest flush {run['longest_flush_s']} s, "
                 f"{run['checkpoints']} checkpoints, {run['evicted']:,} evicted, "
                 f"oracle equal ({run['keys_checked']:,} keys)",
@@ -288,6 +305,9 @@ async def main(args: argparse.Namespace) -> None:
         if small and large:
             ratio = large["events_per_s"] / small["events_per_s"]
             print(f"  zipf {zipf_s}: 4M-key rate / 100k-key rate = {ratio:.2f} (target >= 0.7)")
+            if large["zipf_phase_events_per_s"] and small["zipf_phase_events_per_s"]:
+                phase = large["zipf_phase_events_per_s"] / small["zipf_phase_events_per_s"]
+                print(f"  zipf {zipf_s}: the same after the preload = {phase:.2f}")
         if large:
             print(
                 f"  zipf {zipf_s}: longest flush at 4M keys {large['longest_flush_s']} s "

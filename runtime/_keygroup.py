@@ -581,6 +581,10 @@ class KeyGroupActor(Actor):
             # back now (a plain flush: undo-logged once checkpoints run, so the epoch's
             # commit still reads its delta; see shoal.storage's _budget.py).
             self._flush()
+        elif env.budget is not None and env.budget.over():
+            # Over it with what batches loaded since the last checkpoint: this key group
+            # gives up its share from its clean entries now, not at its next flush.
+            env.budget.trim(store)
         await env.emit(self.stage, self.name, data.split, values, offsets, self.epoch_out, stamps)
         if self.time is not None and self.time.timers is not None:
             await self._advance(None)  # processing-time timers the clock has passed

@@ -16,16 +16,17 @@ stores of a backend together (a worker hosts many key groups; what matters is th
   asks (the runtime does after every batch). Nothing sums over all stores, so a flush or a
   batch costs the same with 4 key groups or 4,000. Between two reports a store's growth is
   not in the totals: at most one batch's new entries per store.
-* Only **clean** entries are evicted (an unflushed change never is), and only right after
-  a store's own flush, when all its entries are clean: the oldest-loaded first, the keys that
-  flush wrote last (a second chance: they are in use). A read after an eviction goes to
-  LMDB and returns the committed value.
-* When the total is over the limit at a store's flush, that store gives up its share of the
-  way down to three quarters of the limit (its bytes over the total: hysteresis, so a store
-  at the edge does not evict at every flush), and at least what brings the total back under
-  the limit, as far as its own cache goes (the other stores may hold unflushed changes just
-  then). Every store flushes at each checkpoint, so each gives up its share within an
-  interval.
+* Only **clean** entries are evicted (an unflushed change never is): the oldest-loaded
+  first, the keys the store's last flush wrote and the dirty ones last (a second chance, as
+  in CLOCK: those it passes over move to the back). A read after an eviction goes to LMDB
+  and returns the committed value.
+* When the total is over the limit, at a store's flush (:meth:`CacheBudget.after_flush`) and
+  after a batch of its owner's (:meth:`CacheBudget.trim`, which the runtime calls when
+  :meth:`CacheBudget.over` says so: the cache grows between checkpoints by every key a batch
+  loads), that store gives up its share of the way down to three quarters of the limit (its
+  bytes over the total: hysteresis, so a store at the edge does not evict at every batch),
+  and at least what brings the total back under the limit, as far as its own clean entries
+  go (the other stores may hold unflushed changes just then).
 * **Dirty** entries are the owner's to write back: :meth:`CacheBudget.dirty_over` tells a
   runtime that the unflushed changes alone exceed the budget, so it flushes early (a plain
   flush, undo-logged once checkpoints run).
@@ -96,6 +97,10 @@ class CacheBudget:
         """Whether the unflushed changes alone are over the budget (flush early)."""
         return self._dirty > self.limit
 
+    def over(self) -> bool:
+        """Whether the cached entries are over the budget (call :meth:`trim`)."""
+        return self._cached > self.limit
+
     @property
     def hit_rate(self) -> float | None:
         """``hits / (hits + misses)``, or None before any read."""
@@ -105,6 +110,11 @@ class CacheBudget:
     def after_flush(self, store: KeyGroupStore) -> int:
         """``store`` has just flushed and reported (all its entries are clean): evict its
         share of what the stores hold over the budget; return how many entries it evicted."""
+        return self.trim(store)
+
+    def trim(self, store: KeyGroupStore) -> int:
+        """Evict ``store``'s share of what the stores hold over the budget from its clean
+        entries (it has just reported its usage); return how many entries it evicted."""
         total = self._cached
         if total <= self.limit:
             return 0

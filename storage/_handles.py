@@ -237,7 +237,8 @@ class _Handle(ABC):
 
     @abstractmethod
     def _evict(self, count: int) -> None:
-        """Drop about ``count`` clean cache entries, oldest-loaded first."""
+        """Drop about ``count`` clean cache entries, oldest-loaded first (never an entry
+        with unflushed changes: it may be called between flushes)."""
 
     @abstractmethod
     def _reset(self) -> None:
@@ -384,28 +385,32 @@ class _CachedHandle(_Handle):
 
     def _evict(self, count: int) -> None:
         """Drop ``count`` clean entries, oldest-loaded first, but not those the last flush
-        wrote unless nothing else is left: those it passes over move to the back of the
-        cache (a second chance, as in CLOCK: a key in use keeps moving back, a key no longer
-        used reaches the front again and goes). Walks the cache only as far as it needs."""
+        wrote unless nothing else is left, and never a dirty one: the recently written and
+        dirty keys it passes over move to the back of the cache (a second chance, as in
+        CLOCK: a key in use keeps moving back, a key no longer used reaches the front again
+        and goes). Walks the cache only as far as it needs."""
         cache = self._cache
         recent = self._recent
-        if not recent:
+        dirty = self._dirty
+        if not recent and not dirty:
             victims = list(islice(cache, count))
         else:
             victims = []
             spared = []
             for key in cache:
-                if key in recent:
+                if key in recent or key in dirty:
                     spared.append(key)
                 else:
                     victims.append(key)
                     if len(victims) >= count:
                         break
             if len(victims) < count:  # only recently written keys are left to go
-                gone = spared[: count - len(victims)]
-                del spared[: len(gone)]
-                recent.difference_update(gone)  # the set must not keep evicted keys alive
-                victims += gone
+                gone = list(islice((k for k in spared if k not in dirty), count - len(victims)))
+                if gone:
+                    recent.difference_update(gone)  # the set must not keep them alive
+                    taken = set(gone)
+                    spared = [key for key in spared if key not in taken]
+                    victims += gone
             for key in spared:
                 cache[key] = cache.pop(key)
         for key in victims:
@@ -870,13 +875,18 @@ class MapState(_Handle):
 
     def _evict(self, count: int) -> None:
         maps = self._maps
+        dirty = self._dirty_keys
+        victims = []
         evicted = 0
-        for key in list(maps):
+        for key, entry in maps.items():
             if evicted >= count:
                 break
-            entry = maps.pop(key)
-            self._known_total -= len(entry.known)
+            if key in dirty:
+                continue
+            victims.append(key)
             evicted += 1 + len(entry.known)
+        for key in victims:
+            self._known_total -= len(maps.pop(key).known)
 
     def _reset(self) -> None:
         self._maps.clear()

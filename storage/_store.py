@@ -388,11 +388,13 @@ class KeyGroupStore:
 
     def evict_bytes(self, size: int) -> int:
         """Evict about ``size`` bytes' worth of clean cached entries, oldest-loaded first
-        (call right after a flush: every entry is clean then); return how many went."""
+        (never an unflushed change: right after a flush every entry is clean, between
+        flushes the dirty ones stay); return how many went."""
         self._check_open()
         counts = [(handle, handle._cached_count()) for handle in self._handles.values()]
         total = sum(count for _, count in counts)
-        entries = min(total, math.ceil(size / self._per_entry()))
+        clean = total - sum(handle._dirty_count() for handle in self._handles.values())
+        entries = min(clean, math.ceil(size / self._per_entry()))
         if entries <= 0:
             return 0
         for handle, count in counts:

@@ -252,7 +252,8 @@ class _Ttl:
     def _evict(self, count: int) -> None:
         cache = self._cache
         stamps = self._stamps
-        for key in list(islice(cache, count)):
+        dirty = self._dirty
+        for key in list(islice((key for key in cache if key not in dirty), count)):
             del cache[key]
             stamps.pop(key, None)
 

@@ -140,6 +140,7 @@ OPERATIONS = st.lists(
                 "clear_map",
                 "many",
                 "report",
+                "trim",
                 "flush",
                 "flush_epoch",
                 "rollback",
@@ -152,7 +153,7 @@ OPERATIONS = st.lists(
     max_size=60,
 )
 #: Operations after which the store has reported by itself (no ``report_usage`` needed).
-SELF_REPORTING = {"flush", "flush_epoch", "rollback", "reopen", "clear_all"}
+SELF_REPORTING = {"trim", "flush", "flush_epoch", "rollback", "reopen", "clear_all"}
 
 
 def _operate(
@@ -177,6 +178,9 @@ def _operate(
         count.update_all({k: k for k in count.values_of(range(key, key + 5))})
     elif name == "report":
         store.report_usage()
+    elif name == "trim":  # as the runtime does after a batch (it reports first)
+        store.report_usage()
+        backend.budget.trim(store)  # type: ignore[attr-defined]
     elif name == "flush":
         store.flush()
     elif name == "flush_epoch":
@@ -244,3 +248,29 @@ def test_reads_are_counted_as_hits_and_misses(backend: StateBackend) -> None:
         assert budget.hit_rate == pytest.approx(3 / 9)
         store.report_usage()  # reported once only
         assert (budget.hits, budget.misses) == (3, 6)
+
+
+def test_trimming_between_flushes_evicts_clean_entries_only(backend: StateBackend) -> None:
+    budget = backend.budget  # type: ignore[attr-defined]
+    with backend.open_store("op", 1, SPECS) as store:
+        _fill(store, range(1_000), 10)
+        store.flush()  # committed: 10 + key, and a page per key
+        for key in range(1_000):  # load everything back: clean entries over the budget
+            store.key = key
+            store.states.count.value()
+            store.states.pages.get(f"p{key % 3}")
+        _fill(store, range(0, 1_000, 50), 20)  # and some unflushed changes
+        store.report_usage()
+        assert budget.over()
+        assert budget.trim(store) > 0
+        assert not budget.over()
+        assert store.statistics().dirty == 40  # 20 keys x 2 states: none evicted
+        for key in range(1_000):  # unflushed values, or committed ones read back
+            store.key = key
+            expected = 20 + key if key % 50 == 0 else 10 + key
+            assert store.states.count.value() == expected
+            assert store.states.pages.get(f"p{key % 3}") == key
+        store.flush()  # and the unflushed changes were still there to write
+    with backend.open_store("op", 1, SPECS) as store:
+        assert store.get("count", 50) == 70
+        assert store.get("count", 51) == 61
