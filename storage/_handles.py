@@ -266,7 +266,8 @@ class _CachedHandle(_Handle):
         super().__init__(store, engine, name)
         self._cache: dict[Any, Any] = {}
         self._dirty: set[Any] = set()
-        # The keys the last flush wrote: recently used, so evicted last (a second chance).
+        # The keys flushes wrote since an eviction last passed over them: in use, so an
+        # eviction moves them to the back instead (CLOCK's reference bits, set by writes).
         self._recent: set[Any] = set()
 
     def _current(self) -> Any:
@@ -373,9 +374,15 @@ class _CachedHandle(_Handle):
         puts.append((name, encoded, encoded_values))
 
     def _flushed(self) -> None:
-        if self._dirty:
+        dirty = self._dirty
+        if dirty:
             self._maybe_filled = True
-            self._recent, self._dirty = self._dirty, set()  # a swap: no cost per key
+            recent = self._recent
+            if recent:
+                recent |= dirty  # C-level, as cheap as the flush's own pass over its keys
+            else:
+                self._recent = dirty
+            self._dirty = set()
 
     def _dirty_count(self) -> int:
         return len(self._dirty)
@@ -413,6 +420,8 @@ class _CachedHandle(_Handle):
                     victims += gone
             for key in spared:
                 cache[key] = cache.pop(key)
+            # Their second chance is used: the next pass takes them unless written again.
+            recent.difference_update(spared)
         for key in victims:
             del cache[key]
 

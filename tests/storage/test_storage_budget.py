@@ -274,3 +274,26 @@ def test_trimming_between_flushes_evicts_clean_entries_only(backend: StateBacken
     with backend.open_store("op", 1, SPECS) as store:
         assert store.get("count", 50) == 70
         assert store.get("count", 51) == 61
+
+
+def test_a_key_written_since_the_last_eviction_keeps_its_second_chance(
+    backend: StateBackend,
+) -> None:
+    with backend.open_store("op", 1, (ValueStateSpec("count", default=0),)) as store:
+        for key in range(50):  # hot: loaded first, written in the first interval only
+            store.key = key
+            store.states.count.update(1)
+        store.flush()
+        for key in range(100, 150):  # written in the second interval
+            store.key = key
+            store.states.count.update(1)
+        store.flush()
+        for key in range(1_000, 1_500):  # read only: cold
+            store.key = key
+            store.states.count.value()
+        store.key = 5_000
+        store.states.count.update(1)
+        store.flush()  # over the budget: the cold entries go, not the hot ones
+        cached = store.states.count._cache
+        assert all(key in cached for key in range(50))
+        assert any(key not in cached for key in range(1_000, 1_500))
