@@ -596,19 +596,28 @@ class KeyGroupActor(Actor):
             started = time.perf_counter()
             self.store.get(self.sample_state, data.keys[0])
             env.metrics.observe_state_access(time.perf_counter() - started)
+        store = self.store
+        assert store is not None
         started = time.perf_counter()
         if runner.is_async:
             values, offsets, stamps = await runner.run_async(
                 data.keys, data.values, data.offsets, data.split, env.dead, data.timestamps
             )
         else:
-            values, offsets, stamps = runner.run(
-                data.keys, data.values, data.offsets, data.split, env.dead, data.timestamps
-            )
+            # The batch's cache misses share one LMDB read transaction.
+            store.hold_reads()
+            try:
+                values, offsets, stamps = runner.run(
+                    data.keys, data.values, data.offsets, data.split, env.dead, data.timestamps
+                )
+            finally:
+                store.release_reads()
         env.metrics.observe_operator(
             runner.operator, count, len(values), time.perf_counter() - started
         )
         self.unflushed += count
+        # What the batch loaded and changed goes into the budget's running totals.
+        store.report_usage()
         if env.faults:
             env.faults.hit("keygroup.batch")
         if self.unflushed >= FLUSH_EVERY_RECORDS and not env.checkpoints:
@@ -618,6 +627,10 @@ class KeyGroupActor(Actor):
             # back now (a plain flush: undo-logged once checkpoints run, so the epoch's
             # commit still reads its delta; see shoal.storage's _budget.py).
             self._flush()
+        elif env.budget is not None and env.budget.over():
+            # Over it with what batches loaded since the last checkpoint: this key group
+            # gives up its share from its clean entries now, not at its next flush.
+            env.budget.trim(store)
         await env.emit(
             self.stage,
             self.name,

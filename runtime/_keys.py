@@ -20,10 +20,10 @@ change fails loudly.
 
 from __future__ import annotations
 
-from typing import Any, Final
+from typing import Any, Final, cast
 
 import xxhash
-from shoal.storage import check_key, check_keys, encode_key
+from shoal.storage import check_key, check_keys, encode_key, encode_keys
 
 __all__ = (
     "DEFAULT_KEY_GROUPS",
@@ -37,11 +37,14 @@ __all__ = (
 DEFAULT_KEY_GROUPS: Final = 128
 MAX_KEY_GROUPS: Final = 1 << 15
 
-# A router remembers this many keys' groups: ~100 B per entry, so the cache stays under ~100 MB
-# even for a million distinct hot keys; past that it is cleared and refilled (a miss is ~0.4 µs).
-_CACHE_LIMIT: Final = 1_000_000
+# A router remembers this many keys' groups (~100 B per entry, its own key objects included:
+# ~13 MB); past that it is cleared and refilled (a miss is ~0.4 µs). At 1,000,000 it held
+# ~100 MB of a worker's memory once a job had a million keys, outside the state memory budget.
+_CACHE_LIMIT: Final = 1 << 17
 
 _xxh3 = xxhash.xxh3_64_intdigest
+# Key types ``encode_keys`` encodes as ``encode_key`` does, without a check per key.
+_SCALAR_KEYS = frozenset((str, int, bytes))
 
 
 def check_num_key_groups(num_key_groups: object) -> int:
@@ -135,6 +138,29 @@ class KeyGroupRouter:
         self._cache[key] = group
         return group
 
+    def _groups(self, keys: list[Any]) -> list[int]:
+        """Every key's group, for keys already checked: the cache's answers, and the misses
+        encoded and hashed together (one CBOR encoder for all of them, not one per key)."""
+        cache = self._cache
+        found = list(map(cache.get, keys))
+        if None not in found:
+            return cast("list[int]", found)
+        missing = list(
+            dict.fromkeys(key for key, group in zip(keys, found, strict=True) if group is None)
+        )
+        if set(map(type, missing)) <= _SCALAR_KEYS:
+            encoded = encode_keys(missing)
+        else:
+            encoded = list(map(encode_key, missing))
+        n = self.num_key_groups
+        new = dict(zip(missing, [digest % n for digest in map(_xxh3, encoded)], strict=True))
+        if len(cache) + len(new) > _CACHE_LIMIT:
+            cache.clear()  # (the hits in ``found`` may go with it: they are answered already)
+        cache.update(new)
+        return [
+            new[key] if group is None else group for key, group in zip(keys, found, strict=True)
+        ]
+
     def route(
         self, keys: list[Any], values: list[Any], offsets: list[int]
     ) -> dict[int, tuple[list[Any], list[Any], list[int]]]:
@@ -144,13 +170,11 @@ class KeyGroupRouter:
             TypeError: a key is not a valid key (the caller decides what to do with it).
         """
         check_keys(keys)  # before the cache: an equal key of another type would hit it
-        cache_get = self._cache.get
         groups: dict[int, tuple[list[Any], list[Any], list[int]]] = {}
         groups_get = groups.get
-        for key, value, offset in zip(keys, values, offsets, strict=True):
-            group = cache_get(key)
-            if group is None:
-                group = self._miss(key)
+        for key, value, offset, group in zip(
+            keys, values, offsets, self._groups(keys), strict=True
+        ):
             bucket = groups_get(group)
             if bucket is None:
                 groups[group] = ([key], [value], [offset])
@@ -165,13 +189,11 @@ class KeyGroupRouter:
     ) -> dict[int, tuple[list[Any], list[Any], list[int], list[Any]]]:
         """:meth:`route` with a fourth parallel column: the records' event timestamps."""
         check_keys(keys)
-        cache_get = self._cache.get
         groups: dict[int, tuple[list[Any], list[Any], list[int], list[Any]]] = {}
         groups_get = groups.get
-        for key, value, offset, stamp in zip(keys, values, offsets, timestamps, strict=True):
-            group = cache_get(key)
-            if group is None:
-                group = self._miss(key)
+        for key, value, offset, stamp, group in zip(
+            keys, values, offsets, timestamps, self._groups(keys), strict=True
+        ):
             bucket = groups_get(group)
             if bucket is None:
                 groups[group] = ([key], [value], [offset], [stamp])

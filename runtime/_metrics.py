@@ -47,6 +47,8 @@ class WorkerMetrics:
     flushes: int = 0
     flushed_entries: int = 0
     flush_seconds: float = 0.0
+    # the longest single flush (an epoch commit, an early write-back, the final flush)
+    flush_max_seconds: float = 0.0
     # sampled state reads (see KeyGroupActor): how many, and their total seconds
     access_samples: int = 0
     access_seconds: float = 0.0
@@ -72,6 +74,8 @@ class WorkerMetrics:
         self.flushes += 1
         self.flushed_entries += entries
         self.flush_seconds += seconds
+        if seconds > self.flush_max_seconds:
+            self.flush_max_seconds = seconds
 
     def snapshot(self) -> dict[str, Any]:
         """A CBOR-able copy for the driver."""
@@ -86,6 +90,7 @@ class WorkerMetrics:
             "flushes": self.flushes,
             "flushed_entries": self.flushed_entries,
             "flush_seconds": self.flush_seconds,
+            "flush_max_seconds": self.flush_max_seconds,
             "access_samples": self.access_samples,
             "access_seconds": self.access_seconds,
             "cpu_seconds": time.process_time() - self.cpu_at_start,
@@ -169,6 +174,21 @@ class JobCollector(Collector):
             "Clean state entries evicted to keep to the budget",
             labels=labels,
         )
+        hits = CounterMetricFamily(
+            "shoal_state_cache_hits_total",
+            "State reads answered from a worker's cache",
+            labels=labels,
+        )
+        misses = CounterMetricFamily(
+            "shoal_state_cache_misses_total",
+            "State reads that missed the cache and went to LMDB",
+            labels=labels,
+        )
+        hit_ratio = GaugeMetricFamily(
+            "shoal_state_cache_hit_ratio",
+            "Share of a worker's state reads answered from its cache, since it started",
+            labels=labels,
+        )
         for snap in snaps:
             w = [self._job, str(snap["worker"])]
             rin.add_metric(w, snap["records_in"])
@@ -188,8 +208,14 @@ class JobCollector(Collector):
             if snap.get("state_cache_limit") is not None:
                 cache_limit.add_metric(w, snap["state_cache_limit"])
             evicted.add_metric(w, snap.get("state_cache_evicted", 0))
+            n_hits = snap.get("state_cache_hits", 0)
+            n_misses = snap.get("state_cache_misses", 0)
+            hits.add_metric(w, n_hits)
+            misses.add_metric(w, n_misses)
+            if n_hits + n_misses:
+                hit_ratio.add_metric(w, n_hits / (n_hits + n_misses))
         yield from (rin, rout, dead, crossing, op_in, op_out, entries, size, access, flush, depth)
-        yield from (cache, cache_limit, evicted)
+        yield from (cache, cache_limit, evicted, hits, misses, hit_ratio)
         yield from load_families(self._job, snaps)
         stats = None if self._checkpoints is None else self._checkpoints()
         if stats is not None:

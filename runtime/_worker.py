@@ -487,6 +487,8 @@ class WorkerEnv:
         report["state_cache_bytes"] = 0 if budget is None else budget.cached_bytes()
         report["state_cache_limit"] = None if budget is None else budget.limit
         report["state_cache_evicted"] = 0 if budget is None else budget.evicted
+        report["state_cache_hits"] = 0 if budget is None else budget.hits
+        report["state_cache_misses"] = 0 if budget is None else budget.misses
         report["restore_s"] = self.restore_s
         report["held_max"] = self.holds.max_held  # the most held for one moving key group
         return report

@@ -30,6 +30,7 @@ from ._codec import check_keys as check_keys
 from ._codec import decode_key as decode_key
 from ._codec import decode_value as decode_value
 from ._codec import encode_key as encode_key
+from ._codec import encode_keys as encode_keys
 from ._codec import encode_value as encode_value
 from ._exceptions import CheckpointCorruptError as CheckpointCorruptError
 from ._exceptions import CheckpointError as CheckpointError
@@ -138,6 +139,7 @@ __all__ = (
     "AggregatingState",
     # codec (the key encoding is part of the savepoint format)
     "encode_key",
+    "encode_keys",
     "decode_key",
     "check_key",
     "check_keys",

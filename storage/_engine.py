@@ -194,6 +194,12 @@ class Engine(Protocol):
 
     def get(self, db: str, key: bytes) -> bytes | None: ...
 
+    def get_many(self, db: str, keys: list[bytes]) -> list[bytes | None]: ...
+
+    def hold_reads(self) -> None: ...
+
+    def release_reads(self) -> None: ...
+
     def scan(
         self, db: str, start: bytes, stop: bytes | None, prefix: bytes
     ) -> Iterator[tuple[bytes, bytes]]: ...
@@ -230,6 +236,15 @@ class Engine(Protocol):
 
 def _in_range(key: bytes, stop: bytes | None, prefix: bytes) -> bool:
     return key.startswith(prefix) and (stop is None or key < stop)
+
+
+def _lookup_all(cursor: lmdb.Cursor, keys: list[bytes]) -> list[bytes | None]:
+    # getmulti returns the found (key, value) pairs in order: all of them on a full hit.
+    pairs = cast("list[tuple[bytes, bytes]]", cursor.getmulti(keys))  # buffers=False: bytes
+    if len(pairs) == len(keys):
+        return [value for _key, value in pairs]
+    found = dict(pairs)
+    return list(map(found.get, keys))
 
 
 class LmdbSnapshot:
@@ -303,7 +318,17 @@ class LmdbEngine:
     instead of two writers sharing one environment.
     """
 
-    __slots__ = ("_dbs", "_env", "_fence", "_lock", "_path", "_snapshots", "journal")
+    __slots__ = (
+        "_dbs",
+        "_env",
+        "_fence",
+        "_holding",
+        "_lock",
+        "_path",
+        "_reader",
+        "_snapshots",
+        "journal",
+    )
 
     def __init__(self, path: Path, names: Sequence[str], *, map_size: int, sync: bool) -> None:
         path.mkdir(parents=True, exist_ok=True)
@@ -311,6 +336,9 @@ class LmdbEngine:
         self._path = path
         self._lock = threading.Lock()
         self._snapshots = 0  # open read snapshots: the map cannot be resized under them
+        # The read transaction of the batch in progress (see ``hold_reads``), or None.
+        self._reader: lmdb.Transaction | None = None
+        self._holding = False
         #: Notes every change while set (a key group being shipped: see ``Journal``).
         self.journal: Journal | None = None
         try:
@@ -321,7 +349,12 @@ class LmdbEngine:
                 max_dbs=len(names),
                 sync=sync,
                 metasync=sync,
-                writemap=False,
+                # Pages a write dirties are written in the (shared, file-backed) map, not in
+                # pages malloc'd per transaction that LMDB then keeps on a free list per
+                # environment for good: that list grew with every environment's largest
+                # commit and made most of a worker's anonymous memory at millions of keys
+                # (see docs/architecture.md, "State memory"). The file is sparse at map_size.
+                writemap=True,
                 readahead=False,
                 lock=True,
             )
@@ -345,8 +378,40 @@ class LmdbEngine:
         return self._env.info()["map_size"]
 
     def get(self, db: str, key: bytes) -> bytes | None:
+        if self._holding:
+            return cast("bytes | None", self._held().get(key, db=self._dbs[db]))
         with self._env.begin(db=self._dbs[db], buffers=False) as txn:
             return txn.get(key)
+
+    def get_many(self, db: str, keys: list[bytes]) -> list[bytes | None]:
+        """``[get(db, key) for key in keys]`` in one read transaction and one C-level loop."""
+        if self._holding:
+            return _lookup_all(self._held().cursor(db=self._dbs[db]), keys)
+        with self._env.begin(db=self._dbs[db], buffers=False) as txn:
+            return _lookup_all(txn.cursor(), keys)
+
+    def hold_reads(self) -> None:
+        """Serve every ``get`` from one read transaction until ``release_reads`` (a batch's
+        misses: a transaction per key costs ~1 µs more). Opened at the first read; a write
+        ends it (the next read opens a new one, which sees the write)."""
+        self._holding = True
+
+    def release_reads(self) -> None:
+        """Stop holding a read transaction (and end the one open, if any)."""
+        self._holding = False
+        self._drop_reader()
+
+    def _held(self) -> lmdb.Transaction:
+        reader = self._reader
+        if reader is None:
+            reader = self._reader = self._env.begin(buffers=False)
+        return reader
+
+    def _drop_reader(self) -> None:
+        reader = self._reader
+        if reader is not None:
+            self._reader = None
+            reader.abort()
 
     def any_in(self, db: str, start: bytes, stop: bytes) -> bool:
         with self._env.begin(db=self._dbs[db], buffers=True) as txn:
@@ -443,6 +508,7 @@ class LmdbEngine:
     def _write_logged_once(
         self, ops: Sequence[Op], puts: Sequence[Puts], undo: UndoLog | None, clear: bool
     ) -> tuple[int, list[Change]]:
+        self._drop_reader()
         written = 0
         dbs = self._dbs
         log = _OpLog()
@@ -527,6 +593,7 @@ class LmdbEngine:
         return self._retrying(ops, (), lambda: self._rollback_once(undo_db, above, ops))
 
     def _rollback_once(self, undo_db: str, above: int, ops: Sequence[Op]) -> int:
+        self._drop_reader()
         dbs = self._dbs
         handle = dbs[undo_db]
         with self._env.begin(write=True) as txn:
@@ -560,6 +627,7 @@ class LmdbEngine:
 
     def prune(self, undo_db: str, upto: int, floor: int) -> int:
         """Delete the undo records tagged ``upto`` or lower and set the floor; one transaction."""
+        self._drop_reader()
         handle = self._dbs[undo_db]
         stop = tag_bytes(upto + 1)
         removed = 0
@@ -638,6 +706,7 @@ class LmdbEngine:
         return written
 
     def _write_once(self, ops: Sequence[Op], puts: Sequence[Puts]) -> int:
+        self._drop_reader()
         written = 0
         dbs = self._dbs
         with self._env.begin(write=True) as txn:
@@ -677,6 +746,7 @@ class LmdbEngine:
         return (self._env.info()["last_pgno"] + 1) * self._env.stat()["psize"]
 
     def drop_all(self) -> None:
+        self._drop_reader()
         with self._env.begin(write=True) as txn:
             for handle in self._dbs.values():
                 txn.drop(handle, delete=False)
@@ -684,6 +754,7 @@ class LmdbEngine:
             self.journal.note_clear()
 
     def close(self) -> None:
+        self.release_reads()
         try:
             self._env.close()
         finally:
@@ -731,6 +802,15 @@ class MemoryEngine:
 
     def get(self, db: str, key: bytes) -> bytes | None:
         return self._dbs[db].get(key)
+
+    def get_many(self, db: str, keys: list[bytes]) -> list[bytes | None]:
+        return list(map(self._dbs[db].get, keys))
+
+    def hold_reads(self) -> None:
+        pass
+
+    def release_reads(self) -> None:
+        pass
 
     def scan(
         self, db: str, start: bytes, stop: bytes | None, prefix: bytes

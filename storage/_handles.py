@@ -35,6 +35,7 @@ from typing import Any, NoReturn, Protocol
 
 from ._codec import (
     check_key,
+    check_keys,
     decode_key,
     decode_value,
     encode_key,
@@ -191,12 +192,16 @@ def _merge(
 class _Handle(ABC):
     """What every handle shares: the store's key, the engine, the state's database name."""
 
-    __slots__ = ("_engine", "_maybe_filled", "_store", "name")
+    __slots__ = ("_engine", "_hits", "_maybe_filled", "_misses", "_store", "name")
 
     def __init__(self, store: _KeyHolder, engine: Engine, name: str) -> None:
         self._store = store
         self._engine = engine
         self.name = name
+        # Reads answered from memory and reads that went to the engine, since the store
+        # last collected them (``KeyGroupStore.report_usage``).
+        self._hits = 0
+        self._misses = 0
         # False while the database is known to be empty: misses then skip the read txn.
         self._maybe_filled = engine.count(name) > 0
 
@@ -232,7 +237,8 @@ class _Handle(ABC):
 
     @abstractmethod
     def _evict(self, count: int) -> None:
-        """Drop about ``count`` clean cache entries, oldest-loaded first."""
+        """Drop about ``count`` clean cache entries, oldest-loaded first (never an entry
+        with unflushed changes: it may be called between flushes)."""
 
     @abstractmethod
     def _reset(self) -> None:
@@ -260,26 +266,48 @@ class _CachedHandle(_Handle):
         super().__init__(store, engine, name)
         self._cache: dict[Any, Any] = {}
         self._dirty: set[Any] = set()
-        # The keys the last flush wrote: recently used, so evicted last (a second chance).
+        # The keys flushes wrote since an eviction last passed over them: in use, so an
+        # eviction moves them to the back instead (CLOCK's reference bits, set by writes).
         self._recent: set[Any] = set()
 
     def _current(self) -> Any:
         """Return the cached entry of the current key, loading it on a miss."""
         key = self._store.key
         try:
-            return self._cache[key]
+            value = self._cache[key]
         except KeyError:
             return self._load(key)
         except TypeError:
             check_key(key)  # an unhashable key: say which type and why
             raise
+        self._hits += 1
+        return value
 
     def _load(self, key: Any) -> Any:
         encoded = encode_key(key)  # also checks the key
+        self._misses += 1
         raw = self._engine.get(self.name, encoded) if self._maybe_filled else None
         value = ABSENT if raw is None else decode_value(raw)
         self._cache[key] = value
         return value
+
+    def _load_all(self, keys: list[Any]) -> list[Any]:
+        """``[self._load(key) for key in keys]``: one engine call for all of them."""
+        if set(map(type, keys)) <= _SCALAR_KEY_TYPES:
+            check_keys(keys)
+            encoded = encode_keys(keys)
+        else:
+            encoded = list(map(encode_key, keys))  # checks each key
+        self._misses += len(keys)
+        if self._maybe_filled:
+            values = [
+                ABSENT if raw is None else decode_value(raw)
+                for raw in self._engine.get_many(self.name, encoded)
+            ]
+        else:
+            values = [ABSENT] * len(keys)
+        self._cache.update(zip(keys, values, strict=True))
+        return values
 
     def _set(self, value: Any) -> None:
         key = self._store.key
@@ -346,9 +374,15 @@ class _CachedHandle(_Handle):
         puts.append((name, encoded, encoded_values))
 
     def _flushed(self) -> None:
-        if self._dirty:
+        dirty = self._dirty
+        if dirty:
             self._maybe_filled = True
-            self._recent, self._dirty = self._dirty, set()  # a swap: no cost per key
+            recent = self._recent
+            if recent:
+                recent |= dirty  # C-level, as cheap as the flush's own pass over its keys
+            else:
+                self._recent = dirty
+            self._dirty = set()
 
     def _dirty_count(self) -> int:
         return len(self._dirty)
@@ -357,14 +391,37 @@ class _CachedHandle(_Handle):
         return len(self._cache)
 
     def _evict(self, count: int) -> None:
-        """Drop ``count`` clean entries: first those the last flush did not write (oldest
-        loaded first), then, if that is not enough, the recently written ones."""
+        """Drop ``count`` clean entries, oldest-loaded first, but not those the last flush
+        wrote unless nothing else is left, and never a dirty one: the recently written and
+        dirty keys it passes over move to the back of the cache (a second chance, as in
+        CLOCK: a key in use keeps moving back, a key no longer used reaches the front again
+        and goes). Walks the cache only as far as it needs."""
         cache = self._cache
         recent = self._recent
-        cold = [key for key in cache if key not in recent] if recent else list(cache)
-        victims = cold[:count]
-        if len(victims) < count:
-            victims += list(islice((key for key in cache if key in recent), count - len(victims)))
+        dirty = self._dirty
+        if not recent and not dirty:
+            victims = list(islice(cache, count))
+        else:
+            victims = []
+            spared = []
+            for key in cache:
+                if key in recent or key in dirty:
+                    spared.append(key)
+                else:
+                    victims.append(key)
+                    if len(victims) >= count:
+                        break
+            if len(victims) < count:  # only recently written keys are left to go
+                gone = list(islice((k for k in spared if k not in dirty), count - len(victims)))
+                if gone:
+                    recent.difference_update(gone)  # the set must not keep them alive
+                    taken = set(gone)
+                    spared = [key for key in spared if key not in taken]
+                    victims += gone
+            for key in spared:
+                cache[key] = cache.pop(key)
+            # Their second chance is used: the next pass takes them unless written again.
+            recent.difference_update(spared)
         for key in victims:
             del cache[key]
 
@@ -431,6 +488,7 @@ class ValueState(_CachedHandle):
         key = self._store.key
         try:
             value = self._cache[key]
+            self._hits += 1
         except KeyError:
             value = self._load(key)
         except TypeError:
@@ -464,16 +522,19 @@ class ValueState(_CachedHandle):
         """Every key's value at once (the default for a key without one): a whole batch's
         distinct keys, without setting ``store.key`` for each (the columnar operators)."""
         cache = self._cache
-        out: dict[Any, Any] = {}
-        for key in keys:
-            try:
-                value = cache[key]
-            except KeyError:
-                value = self._load(key)  # checks the key
-            if value is ABSENT:
-                value = deepcopy(self._default) if self._copy_default else self._default
-            out[key] = value
-        return out
+        wanted = list(keys)
+        missing = [key for key in wanted if key not in cache]
+        if missing:
+            self._load_all(missing)  # checks the keys; one read transaction for all
+        self._hits += len(wanted) - len(missing)
+        stored = list(map(cache.__getitem__, wanted))
+        if any(map(is_, stored, repeat(ABSENT))):
+            default = self._default
+            stored = [
+                (deepcopy(default) if self._copy_default else default) if value is ABSENT else value
+                for value in stored
+            ]
+        return dict(zip(wanted, stored, strict=True))
 
     def update_all(self, values: Mapping[Any, Any]) -> None:
         """Set many keys' values at once (each checked as ``update`` checks one)."""
@@ -617,13 +678,15 @@ class MapState(_Handle):
     over them.
     """
 
-    __slots__ = ("_dirty_keys", "_known_total", "_maps")
+    __slots__ = ("_dirty_keys", "_dirty_total", "_known_total", "_maps")
 
     def __init__(self, store: _KeyHolder, engine: Engine, spec: MapStateSpec) -> None:
         super().__init__(store, engine, spec.name)
         self._maps: dict[Any, _MapEntry] = {}
         self._dirty_keys: set[Any] = set()
         self._known_total = 0
+        # Dirty map entries plus cleared maps (what ``_dirty_count`` answers without a walk).
+        self._dirty_total = 0
 
     def _entry(self) -> _MapEntry:
         key = self._store.key
@@ -639,16 +702,21 @@ class MapState(_Handle):
 
     def _lookup(self, entry: _MapEntry, user_key: Any) -> Any:
         try:
-            return entry.known[user_key]
+            value = entry.known[user_key]
         except KeyError:
             pass
         except TypeError:
             check_key(user_key, what="map key")
             raise
+        else:
+            self._hits += 1
+            return value
         check_key(user_key, what="map key")
         if entry.complete:
+            self._hits += 1
             value = ABSENT
         else:
+            self._misses += 1
             composite = encode_key(self._store.key) + encode_key(user_key)
             raw = self._engine.get(self.name, composite)
             value = ABSENT if raw is None else decode_value(raw)
@@ -672,7 +740,10 @@ class MapState(_Handle):
             check_key(user_key, what="map key")
             raise
         known[user_key] = value
-        entry.dirty.add(user_key)
+        dirty = entry.dirty
+        if user_key not in dirty:
+            dirty.add(user_key)
+            self._dirty_total += 1
         self._dirty_keys.add(self._store.key)
 
     def get(self, user_key: Any, default: Any = None) -> Any:
@@ -701,6 +772,7 @@ class MapState(_Handle):
         """Delete every entry of the current key's map."""
         entry = self._entry()
         self._known_total -= len(entry.known)
+        self._dirty_total += (not entry.cleared) - len(entry.dirty)
         entry.known = {}
         entry.dirty = set()
         entry.cleared = True
@@ -801,29 +873,35 @@ class MapState(_Handle):
             entry.dirty.clear()
             entry.cleared = False
         self._dirty_keys.clear()
+        self._dirty_total = 0
         self._maybe_filled = True
 
     def _dirty_count(self) -> int:
-        maps = self._maps
-        return sum(len(maps[key].dirty) + maps[key].cleared for key in self._dirty_keys)
+        return self._dirty_total
 
     def _cached_count(self) -> int:
         return len(self._maps) + self._known_total
 
     def _evict(self, count: int) -> None:
         maps = self._maps
+        dirty = self._dirty_keys
+        victims = []
         evicted = 0
-        for key in list(maps):
+        for key, entry in maps.items():
             if evicted >= count:
                 break
-            entry = maps.pop(key)
-            self._known_total -= len(entry.known)
+            if key in dirty:
+                continue
+            victims.append(key)
             evicted += 1 + len(entry.known)
+        for key in victims:
+            self._known_total -= len(maps.pop(key).known)
 
     def _reset(self) -> None:
         self._maps.clear()
         self._dirty_keys.clear()
         self._known_total = 0
+        self._dirty_total = 0
         self._maybe_filled = self._engine.count(self.name) > 0
 
     def _close(self) -> None:

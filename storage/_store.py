@@ -70,6 +70,8 @@ class KeyGroupStatistics:
         dirty: Entries changed since the last flush.
         cached: Entries held in the in-memory cache (a MapState also counts one per key).
         expired: Entries of TTL states removed because they expired, since the store opened.
+        hits: Reads answered from the cache since the store opened.
+        misses: Reads that went to the engine (LMDB) since the store opened.
     """
 
     operator: str
@@ -80,6 +82,8 @@ class KeyGroupStatistics:
     dirty: int
     cached: int
     expired: int = 0
+    hits: int = 0
+    misses: int = 0
 
 
 class _States:
@@ -122,12 +126,16 @@ class KeyGroupStore:
         "__weakref__",
         "_budget",
         "_cache_limit",
+        "_charged_cached",
+        "_charged_dirty",
         "_closed",
         "_engine",
         "_entry_bytes",
         "_epoch",
         "_floor",
         "_handles",
+        "_hits",
+        "_misses",
         "_on_close",
         "_partial",
         "_ttl_handles",
@@ -161,6 +169,11 @@ class KeyGroupStore:
         # Python objects' overhead.
         self._budget = budget
         self._entry_bytes = 64.0
+        # What this store last reported to the budget (see ``report_usage``), and its reads.
+        self._charged_cached = 0
+        self._charged_dirty = 0
+        self._hits = 0
+        self._misses = 0
         self._on_close = on_close
         self._closed = False
         self._handles: dict[str, StateHandle] = {
@@ -186,8 +199,6 @@ class KeyGroupStore:
         self._floor: int | None = None
         self._partial = False
         self._load_epoch()
-        if budget is not None:
-            budget.attach(self)
 
     def _load_epoch(self) -> None:
         """Read the committed epoch and the undo log's floor into plain attributes."""
@@ -317,8 +328,46 @@ class KeyGroupStore:
         for handle in self._handles.values():
             handle._flushed()
         self._evict_if_needed()
+        self.report_usage()
         if self._budget is not None:
             self._budget.after_flush(self)
+
+    def report_usage(self) -> None:
+        """Report this store's estimated cached and dirty bytes, and its reads since the last
+        report, to the backend's budget (the budget keeps running totals; see _budget.py).
+
+        The store reports by itself when it flushes, evicts, drops its state or closes; its
+        owner calls this after a batch of work, so the totals include what the batch loaded
+        and changed (a few ``len()`` calls per declared state).
+        """
+        hits = misses = 0
+        for handle in self._handles.values():
+            hits += handle._hits
+            misses += handle._misses
+            handle._hits = handle._misses = 0
+        self._hits += hits
+        self._misses += misses
+        budget = self._budget
+        if budget is None:
+            return
+        budget.hits += hits
+        budget.misses += misses
+        cached = self.cached_bytes()
+        dirty = self.dirty_bytes()
+        budget.charge(cached - self._charged_cached, dirty - self._charged_dirty)
+        self._charged_cached = cached
+        self._charged_dirty = dirty
+
+    def hold_reads(self) -> None:
+        """Read what misses the cache through one LMDB read transaction, opened at the first
+        miss, until ``release_reads`` (the runtime holds one per batch: a transaction per
+        key costs ~1 µs more). A flush ends it; the next miss opens a new one."""
+        self._engine.hold_reads()
+
+    def release_reads(self) -> None:
+        """End what ``hold_reads`` began (call before pausing for long: an open read
+        transaction keeps LMDB from reusing the pages later writes free)."""
+        self._engine.release_reads()
 
     def _per_entry(self) -> float:
         return ENTRY_OVERHEAD + self._entry_bytes
@@ -339,16 +388,19 @@ class KeyGroupStore:
 
     def evict_bytes(self, size: int) -> int:
         """Evict about ``size`` bytes' worth of clean cached entries, oldest-loaded first
-        (call right after a flush: every entry is clean then); return how many went."""
+        (never an unflushed change: right after a flush every entry is clean, between
+        flushes the dirty ones stay); return how many went."""
         self._check_open()
         counts = [(handle, handle._cached_count()) for handle in self._handles.values()]
         total = sum(count for _, count in counts)
-        entries = min(total, math.ceil(size / self._per_entry()))
+        clean = total - sum(handle._dirty_count() for handle in self._handles.values())
+        entries = min(clean, math.ceil(size / self._per_entry()))
         if entries <= 0:
             return 0
         for handle, count in counts:
             if count:
                 handle._evict(math.ceil(count * entries / total))
+        self.report_usage()
         return total - sum(handle._cached_count() for handle in self._handles.values())
 
     def cleanup_expired(self, budget: int | None = None) -> int:
@@ -484,6 +536,7 @@ class KeyGroupStore:
         for handle in self._handles.values():
             handle._reset()
         if epoch == (self._epoch or 0) and not self._partial:
+            self.report_usage()
             return 0
         undone = self._engine.rollback(
             UNDO_DB, epoch, [(PUT, META_DB, _EPOCH, encode_value(epoch))]
@@ -492,6 +545,7 @@ class KeyGroupStore:
         self._partial = False
         for handle in self._handles.values():
             handle._reset()
+        self.report_usage()
         return undone
 
     def prune_undo(self, upto_epoch: int) -> int:
@@ -652,6 +706,7 @@ class KeyGroupStore:
             self._partial = self._partial or bool(changes)
         for handle in self._handles.values():
             handle._reset()  # the caches were clean; drop them rather than patch them
+        self.report_usage()
         return written
 
     def restore(
@@ -703,6 +758,7 @@ class KeyGroupStore:
         written, _changes = self._engine.write_logged(ops, puts, None, clear=True)
         for handle in self._handles.values():
             handle._reset()
+        self.report_usage()
         self._epoch = epoch
         self._floor = epoch
         self._partial = False
@@ -714,6 +770,7 @@ class KeyGroupStore:
         self._engine.drop_all()
         for handle in self._handles.values():
             handle._reset()
+        self.report_usage()
         self._load_epoch()
 
     def statistics(self) -> KeyGroupStatistics:
@@ -729,6 +786,8 @@ class KeyGroupStore:
             dirty=sum(handle._dirty_count() for handle in self._handles.values()),
             cached=sum(handle._cached_count() for handle in self._handles.values()),
             expired=sum(handle.expired for handle in self._ttl_handles),
+            hits=self._hits + sum(handle._hits for handle in self._handles.values()),
+            misses=self._misses + sum(handle._misses for handle in self._handles.values()),
         )
 
     def close(self) -> None:
@@ -740,9 +799,11 @@ class KeyGroupStore:
         """
         if self._closed:
             return
+        self.report_usage()  # its reads
         self._closed = True
-        if self._budget is not None:
-            self._budget.detach(self)
+        if self._budget is not None:  # and its bytes: none from now on
+            self._budget.charge(-self._charged_cached, -self._charged_dirty)
+            self._charged_cached = self._charged_dirty = 0
         for handle in self._handles.values():
             handle._close()
         try:

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import heapq
 from collections.abc import Iterator
+from copy import deepcopy
 from itertools import islice
 from typing import Any
 
@@ -81,9 +82,12 @@ class _Ttl:
     # Provided by the cached handle this is mixed into.
     _cache: dict[Any, Any]
     _dirty: set[Any]
+    _recent: set[Any]
     _store: Any
     _engine: Engine
     _maybe_filled: bool
+    _hits: int
+    _misses: int
     name: str
     # Its own (in the concrete classes' slots).
     _cursor: bytes
@@ -134,13 +138,19 @@ class _Ttl:
     def _flushed(self) -> None:
         super()._flushed()  # type: ignore[misc]
         cache = self._cache
+        recent = self._recent
         for key in self._gone:  # the deletions are written: keep no marker of them
             if cache.get(key, None) is ABSENT:
                 del cache[key]
+                recent.discard(key)
         self._gone.clear()
+
+    def _load_all(self, keys: list[Any]) -> list[Any]:
+        return [self._load(key) for key in keys]  # each value carries its stamp
 
     def _load(self, key: Any) -> Any:
         encoded = encode_key(key)  # also checks the key
+        self._misses += 1
         raw = self._engine.get(self.name, encoded) if self._maybe_filled else None
         if raw is None:
             value = ABSENT
@@ -154,6 +164,7 @@ class _Ttl:
         key = self._store.key
         try:
             value = self._cache[key]
+            self._hits += 1
         except KeyError:
             value = self._load(key)
         except TypeError:
@@ -244,7 +255,8 @@ class _Ttl:
     def _evict(self, count: int) -> None:
         cache = self._cache
         stamps = self._stamps
-        for key in list(islice(cache, count)):
+        dirty = self._dirty
+        for key in list(islice((key for key in cache if key not in dirty), count)):
             del cache[key]
             stamps.pop(key, None)
 
@@ -305,8 +317,8 @@ class TtlValueState(_Ttl, ValueState):
 
     def value(self) -> Any:
         value = self._current()
-        if value is ABSENT:
-            return super().value()  # the default (a copy of it when mutable)
+        if value is ABSENT:  # the default (a copy of it when mutable)
+            return deepcopy(self._default) if self._copy_default else self._default
         return value
 
     def update(self, value: Any) -> None:

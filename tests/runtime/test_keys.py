@@ -100,6 +100,20 @@ def test_routing_partitions_by_key_group_and_keeps_order(batch: list[Any], group
     assert sorted(seen) == list(range(len(batch)))  # nothing lost, nothing doubled
 
 
+def test_routing_stays_right_when_a_batch_fills_the_cache_past_its_limit(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr("shoal.runtime._keys._CACHE_LIMIT", 8)
+    router = KeyGroupRouter(16)
+    for start in (0, 5, 3, 100):  # each batch mixes cached keys with new ones
+        batch: list[Any] = [*range(start, start + 6), "a", ("t", start)]
+        routed = router.route(batch, batch, list(range(len(batch))))
+        for group, (group_keys, _values, _offsets) in routed.items():
+            assert all(key_group_of(k, 16) == group for k in group_keys)
+        assert sum(len(g[0]) for g in routed.values()) == len(batch)
+        assert len(router._cache) <= 8
+
+
 @pytest.mark.parametrize(
     "family",
     [

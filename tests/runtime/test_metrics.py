@@ -77,6 +77,8 @@ def snapshots() -> list[dict[str, Any]]:
         report["state_cache_bytes"] = 5_000 * (depth + 1)  # the state memory budget
         report["state_cache_limit"] = 1 << 20
         report["state_cache_evicted"] = 7 * depth
+        report["state_cache_hits"] = 300 * depth
+        report["state_cache_misses"] = 100 * depth
         reports.append(report)
     return reports
 
@@ -109,6 +111,9 @@ def test_the_collector_exports_every_family_with_job_and_worker_labels() -> None
         "shoal_state_cache_bytes": "gauge",
         "shoal_state_cache_limit_bytes": "gauge",
         "shoal_state_cache_evictions": "counter",
+        "shoal_state_cache_hits": "counter",
+        "shoal_state_cache_misses": "counter",
+        "shoal_state_cache_hit_ratio": "gauge",
     }
     w0, w1 = labels(job="clicks", worker="0"), labels(job="clicks", worker="1")
     assert samples[("shoal_records_in_total", w0)] == 100
@@ -131,6 +136,10 @@ def test_the_collector_exports_every_family_with_job_and_worker_labels() -> None
     assert samples[("shoal_state_cache_bytes", w0)] == 25_000
     assert samples[("shoal_state_cache_limit_bytes", w1)] == 1 << 20
     assert samples[("shoal_state_cache_evictions_total", w0)] == 28
+    assert samples[("shoal_state_cache_hits_total", w0)] == 1_200
+    assert samples[("shoal_state_cache_misses_total", w0)] == 400
+    assert samples[("shoal_state_cache_hit_ratio", w0)] == 0.75
+    assert ("shoal_state_cache_hit_ratio", w1) not in samples  # no read yet: no ratio
     group3 = w0 | labels(operator="users", key_group="3")
     assert samples[("shoal_key_group_records_total", group3)] == 80
     assert samples[("shoal_key_group_mailbox_depth", group3)] == 3

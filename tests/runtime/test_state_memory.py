@@ -41,6 +41,9 @@ async def test_a_tiny_budget_evicts_yet_counts_stay_exact_through_a_crash(tmp_pa
     assert report["state_cache_evicted"] > 0
     assert report["state_cache_limit"] == 100_000
     assert report["state_cache_bytes"] <= 100_000
+    # Evicted entries were read back: misses; the rest of the reads hit the cache.
+    assert report["state_cache_misses"] > 0
+    assert report["state_cache_hits"] > 0
 
 
 @pytest.mark.asyncio

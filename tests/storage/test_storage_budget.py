@@ -5,11 +5,15 @@ changes alone over the budget are reported so the owner writes them back early."
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from shoal.storage import (
     CacheBudget,
+    KeyGroupStore,
     LmdbBackend,
     MapStateSpec,
     MemoryBackend,
@@ -81,12 +85,14 @@ def test_unflushed_changes_over_the_budget_are_reported_for_an_early_write_back(
     budget = backend.budget  # type: ignore[attr-defined]
     with backend.open_store("op", 1, SPECS) as store:
         _fill(store, range(50), 0)
-        assert not budget.dirty_over(max_age=0)
+        store.report_usage()
+        assert not budget.dirty_over()
         _fill(store, range(50, 2_000), 0)
-        assert not budget.dirty_over()  # asked a moment ago: the answer is reused
-        assert budget.dirty_over(max_age=0)
-        store.flush()
-        assert not budget.dirty_over(max_age=0)
+        assert not budget.dirty_over()  # not reported yet: the owner reports after a batch
+        store.report_usage()
+        assert budget.dirty_over()
+        store.flush()  # reports by itself
+        assert not budget.dirty_over()
 
 
 def test_a_budget_is_a_positive_number_of_bytes(tmp_path: Path) -> None:
@@ -114,3 +120,180 @@ def test_keys_the_last_flush_wrote_are_evicted_last(backend: StateBackend) -> No
         cached = store.states.count._cache
         assert all(key in cached for key in range(100))
         assert any(key not in cached for key in range(100, 1_000))
+        # The keys it passed over moved to the back (CLOCK's second chance): the next
+        # eviction starts with the cold keys still cached, not with them.
+        assert list(cached)[-100:] == list(range(100))
+
+
+# Operations on a store: (name, key). The keys are few, so reads hit and miss, maps fill up
+# and entries are evicted and read back.
+OPERATIONS = st.lists(
+    st.tuples(
+        st.integers(0, 2),  # which store
+        st.sampled_from(
+            [
+                "write",
+                "read",
+                "clear",
+                "put",
+                "get",
+                "clear_map",
+                "many",
+                "report",
+                "trim",
+                "flush",
+                "flush_epoch",
+                "rollback",
+                "reopen",
+                "clear_all",
+            ]
+        ),
+        st.integers(0, 40),
+    ),
+    max_size=60,
+)
+#: Operations after which the store has reported by itself (no ``report_usage`` needed).
+SELF_REPORTING = {"trim", "flush", "flush_epoch", "rollback", "reopen", "clear_all"}
+
+
+def _operate(
+    backend: StateBackend, stores: list[KeyGroupStore], which: int, name: str, key: int
+) -> None:
+    store = stores[which]
+    store.key = key
+    count, pages = store.states.count, store.states.pages
+    if name == "write":
+        count.update(key * 3)
+    elif name == "read":
+        count.value()
+    elif name == "clear":
+        count.clear()
+    elif name == "put":
+        pages.put(key % 4, key)
+    elif name == "get":
+        pages.get(key % 4)
+    elif name == "clear_map":
+        pages.clear()
+    elif name == "many":
+        count.update_all({k: k for k in count.values_of(range(key, key + 5))})
+    elif name == "report":
+        store.report_usage()
+    elif name == "trim":  # as the runtime does after a batch (it reports first)
+        store.report_usage()
+        backend.budget.trim(store)  # type: ignore[attr-defined]
+    elif name == "flush":
+        store.flush()
+    elif name == "flush_epoch":
+        store.flush_epoch((store.epoch or 0) + 1)
+    elif name == "rollback":
+        store.rollback_to(store.epoch or 0)  # drops the unflushed changes
+    elif name == "reopen":
+        store.close()
+        stores[which] = backend.open_store("op", which, SPECS)
+    elif name == "clear_all":
+        store.clear_all()
+
+
+def _check_totals(budget: CacheBudget, stores: list[KeyGroupStore]) -> None:
+    assert budget.cached_bytes() == sum(store.cached_bytes() for store in stores)
+    assert budget.dirty_bytes() == sum(store.dirty_bytes() for store in stores)
+
+
+@pytest.mark.parametrize("kind", ["lmdb", "memory"])
+@settings(max_examples=40, deadline=None)
+@given(operations=OPERATIONS)
+def test_the_running_totals_are_the_sums_of_the_stores_after_any_operations(
+    kind: str, operations: list[tuple[int, str, int]]
+) -> None:
+    with tempfile.TemporaryDirectory() as root:
+        backend: StateBackend = (
+            LmdbBackend(Path(root), map_size=1 << 22, state_memory=3_000)
+            if kind == "lmdb"
+            else MemoryBackend(state_memory=3_000)  # a few entries: flushes evict
+        )
+        budget = backend.budget  # type: ignore[attr-defined]
+        stores = [backend.open_store("op", which, SPECS) for which in range(3)]
+        try:
+            for which, name, key in operations:
+                _operate(backend, stores, which, name, key)
+                if name in SELF_REPORTING:
+                    _check_totals(budget, stores)  # it reported by itself
+                for store in stores:
+                    store.report_usage()
+                _check_totals(budget, stores)
+        finally:
+            for store in stores:
+                store.close()
+        assert budget.cached_bytes() == budget.dirty_bytes() == 0  # closed: nothing charged
+
+
+def test_reads_are_counted_as_hits_and_misses(backend: StateBackend) -> None:
+    budget = backend.budget  # type: ignore[attr-defined]
+    with backend.open_store("op", 1, SPECS) as store:
+        _fill(store, range(10), 0)
+        store.flush()
+    with backend.open_store("op", 1, SPECS) as store:  # a cold cache
+        store.key = 0
+        store.states.count.value()  # a miss
+        store.states.count.value()  # a hit
+        store.states.count.values_of([0, 1, 2, 3])  # one hit, three misses
+        store.states.pages.get("p0")  # a miss
+        store.states.pages.get("p0")  # a hit
+        store.states.pages.get("p1")  # a miss (absent, but LMDB had to say so)
+        stats = store.statistics()
+        assert (stats.hits, stats.misses) == (3, 6)
+        assert (budget.hits, budget.misses) == (0, 0)  # not reported yet
+        store.report_usage()
+        assert (budget.hits, budget.misses) == (3, 6)
+        assert budget.hit_rate == pytest.approx(3 / 9)
+        store.report_usage()  # reported once only
+        assert (budget.hits, budget.misses) == (3, 6)
+
+
+def test_trimming_between_flushes_evicts_clean_entries_only(backend: StateBackend) -> None:
+    budget = backend.budget  # type: ignore[attr-defined]
+    with backend.open_store("op", 1, SPECS) as store:
+        _fill(store, range(1_000), 10)
+        store.flush()  # committed: 10 + key, and a page per key
+        for key in range(1_000):  # load everything back: clean entries over the budget
+            store.key = key
+            store.states.count.value()
+            store.states.pages.get(f"p{key % 3}")
+        _fill(store, range(0, 1_000, 50), 20)  # and some unflushed changes
+        store.report_usage()
+        assert budget.over()
+        assert budget.trim(store) > 0
+        assert not budget.over()
+        assert store.statistics().dirty == 40  # 20 keys x 2 states: none evicted
+        for key in range(1_000):  # unflushed values, or committed ones read back
+            store.key = key
+            expected = 20 + key if key % 50 == 0 else 10 + key
+            assert store.states.count.value() == expected
+            assert store.states.pages.get(f"p{key % 3}") == key
+        store.flush()  # and the unflushed changes were still there to write
+    with backend.open_store("op", 1, SPECS) as store:
+        assert store.get("count", 50) == 70
+        assert store.get("count", 51) == 61
+
+
+def test_a_key_written_since_the_last_eviction_keeps_its_second_chance(
+    backend: StateBackend,
+) -> None:
+    with backend.open_store("op", 1, (ValueStateSpec("count", default=0),)) as store:
+        for key in range(50):  # hot: loaded first, written in the first interval only
+            store.key = key
+            store.states.count.update(1)
+        store.flush()
+        for key in range(100, 150):  # written in the second interval
+            store.key = key
+            store.states.count.update(1)
+        store.flush()
+        for key in range(1_000, 1_500):  # read only: cold
+            store.key = key
+            store.states.count.value()
+        store.key = 5_000
+        store.states.count.update(1)
+        store.flush()  # over the budget: the cold entries go, not the hot ones
+        cached = store.states.count._cache
+        assert all(key in cached for key in range(50))
+        assert any(key not in cached for key in range(1_000, 1_500))
