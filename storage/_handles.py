@@ -486,6 +486,17 @@ class ValueState(_CachedHandle):
         cache.update(values)
         self._dirty.update(values)
 
+    def clear_all(self, keys: Iterable[Any]) -> None:
+        """Remove many keys' values at once (``clear`` of each, without setting the
+        store's current key)."""
+        cache = self._cache
+        dirty = self._dirty
+        for key in keys:
+            if key not in cache:
+                check_key(key)
+            cache[key] = ABSENT
+            dirty.add(key)
+
 
 class ListState(_CachedHandle):
     """A list per key. An absent key reads as ``[]``; an empty list is stored as absent.
