@@ -136,6 +136,9 @@ def _article(word: str) -> str:
     return "an" if word[:1].lower() in "aeiou" else "a"
 
 
+_INT = frozenset((int,))
+
+
 class _MapKey(tuple[Any, Any]):
     """(key, map key) of a MapState entry, for error messages."""
 
@@ -628,13 +631,16 @@ class MapState(_Handle):
     over them.
     """
 
-    __slots__ = ("_dirty_keys", "_known_total", "_maps")
+    __slots__ = ("_dirty_keys", "_dirty_total", "_known_total", "_maps")
 
     def __init__(self, store: _KeyHolder, engine: Engine, spec: MapStateSpec) -> None:
         super().__init__(store, engine, spec.name)
         self._maps: dict[Any, _MapEntry] = {}
         self._dirty_keys: set[Any] = set()
         self._known_total = 0
+        # Unflushed entries (and cleared maps), kept as they change: the memory budget asks
+        # for it after every batch, and summing it over the dirty keys cost O(dirty keys).
+        self._dirty_total = 0
 
     def _entry(self) -> _MapEntry:
         key = self._store.key
@@ -683,7 +689,10 @@ class MapState(_Handle):
             check_key(user_key, what="map key")
             raise
         known[user_key] = value
-        entry.dirty.add(user_key)
+        dirty = entry.dirty
+        if user_key not in dirty:
+            dirty.add(user_key)
+            self._dirty_total += 1
         self._dirty_keys.add(self._store.key)
 
     def get(self, user_key: Any, default: Any = None) -> Any:
@@ -712,6 +721,7 @@ class MapState(_Handle):
         """Delete every entry of the current key's map."""
         entry = self._entry()
         self._known_total -= len(entry.known)
+        self._dirty_total += (not entry.cleared) - len(entry.dirty)
         entry.known = {}
         entry.dirty = set()
         entry.cleared = True
@@ -757,9 +767,19 @@ class MapState(_Handle):
             check_key(start, what="map key")
         if stop is not None:
             check_key(stop, what="map key")
+        known = {} if entry is None else entry.known
+        if (
+            entry is not None
+            and entry.complete
+            and start is None
+            and stop is None
+            and set(map(type, known)) <= _INT
+            and (not known or min(known) >= 0)
+        ):
+            # Non-negative int map keys encode in numeric order: no need to encode them.
+            return [item for item in sorted(known.items()) if item[1] is not ABSENT]
         low = b"" if start is None else encode_key(start)
         high = None if stop is None else encode_key(stop)
-        known = {} if entry is None else entry.known
         overlay = sorted(
             (encoded, user_key, value)
             for user_key, value in known.items()
@@ -812,11 +832,11 @@ class MapState(_Handle):
             entry.dirty.clear()
             entry.cleared = False
         self._dirty_keys.clear()
+        self._dirty_total = 0
         self._maybe_filled = True
 
     def _dirty_count(self) -> int:
-        maps = self._maps
-        return sum(len(maps[key].dirty) + maps[key].cleared for key in self._dirty_keys)
+        return self._dirty_total
 
     def _cached_count(self) -> int:
         return len(self._maps) + self._known_total
@@ -835,6 +855,7 @@ class MapState(_Handle):
         self._maps.clear()
         self._dirty_keys.clear()
         self._known_total = 0
+        self._dirty_total = 0
         self._maybe_filled = self._engine.count(self.name) > 0
 
     def _close(self) -> None:
