@@ -54,6 +54,9 @@ __all__ = (
 
 #: The internal state holding a key group's open windows.
 WINDOWS_STATE = "_shoal_windows"
+#: The key, in a key's dict of windows, of its fired windows kept for allowed lateness (window
+#: starts are numbers: never None).
+FIRED = None
 
 
 def windows_spec() -> ValueStateSpec:
@@ -169,14 +172,17 @@ _MISSING: Any = _Missing()
 class WindowRunner:
     """Runs one windowed operator for one key group (records in, fired windows out).
 
-    Tumbling and sliding windows keep, per key, ``[open, fired]``: two dicts from window
-    start to accumulator, the windows still to fire and (with allowed lateness) those that
-    fired and may still take late records. Their firing times are an index in memory, rebuilt
-    from the store when the runner starts (a restore, a migration): per window end the keys
-    with a window ending there (one heap entry per end, not a timer per key and window), and
-    per ``end + allowed_lateness`` the fired windows to drop then. Session windows keep the
-    key's sessions as ``[start, end, acc]`` entries and a timer per session end (sessions of
-    different keys end anywhere).
+    Tumbling and sliding windows keep, per key, one dict from window start to accumulator
+    for the windows still to fire, holding under the key :data:`FIRED` (None) a dict of the
+    same kind for the windows that fired and may still take late records (allowed lateness).
+    With int or float accumulators (a count, a sum) that dict holds no container, so Python's
+    garbage collector does not track it (a ``[open, fired]`` list per key, tracked, cost as
+    much collector time as everything else the window did). The firing times are an index in
+    memory, rebuilt from the store when the runner starts (a restore, a migration): per window
+    end the keys with a window ending there (one heap entry per end, not a timer per key and
+    window), and per ``end + allowed_lateness`` the fired windows to drop then. Session
+    windows keep the key's sessions as ``[start, end, acc]`` entries and a timer per session
+    end (sessions of different keys end anywhere).
     """
 
     __slots__ = (
@@ -224,10 +230,11 @@ class WindowRunner:
         """The firing index from the windows in the store (the runner starts)."""
         size = self._size
         lateness = self._lateness
-        for key, pair in self._store.items(WINDOWS_STATE):
-            for start in pair[0]:
-                self._schedule(start + size, start, [key])
-            for start in pair[1]:
+        for key, windows in self._store.items(WINDOWS_STATE):
+            for start in windows:
+                if start is not None:
+                    self._schedule(start + size, start, [key])
+            for start in windows.get(FIRED, ()):
                 self._schedule_drop(start + size + lateness, [(key, start)])
 
     def _schedule(self, end: Any, start: Any, keys: list[Any]) -> None:
@@ -319,7 +326,7 @@ class WindowRunner:
         ``(start, key)``."""
         state = self._state
         one = start is not None
-        pairs = state.values_of(tally if one else [key for _start, key in tally])
+        accs = state.values_of(tally if one else [key for _start, key in tally])
         new: dict[Any, list[Any]] = {}
         started = None
         for item, n in tally.items():
@@ -327,11 +334,10 @@ class WindowRunner:
                 key = item
             else:
                 start, key = item
-            pair = pairs[key]
-            if pair is None:
-                pairs[key] = [{start: n}, {}]
+            opened = accs[key]
+            if opened is None:
+                accs[key] = {start: n}
             else:
-                opened = pair[0]
                 old = opened.get(start)
                 if old is not None:
                     opened[start] = old + n
@@ -343,7 +349,7 @@ class WindowRunner:
                 started.append(key)
             else:
                 new.setdefault(start, []).append(key)
-        state.update_all(pairs)
+        state.update_all(accs)
         size = self._size
         for start, keys in new.items():
             self._schedule(start + size, start, keys)
@@ -365,13 +371,12 @@ class WindowRunner:
         tumbling = self._size == self._step
         size = self._size
         state = self._state
-        pairs = state.values_of(keys)
+        accs = state.values_of(keys)
         new: dict[Any, list[Any]] = {}
         for key, value, offset, ts in zip(keys, values, offsets, timestamps, strict=True):
-            pair = pairs[key]
-            if pair is None:
-                pair = pairs[key] = [{}, {}]
-            opened = pair[0]
+            opened = accs[key]
+            if opened is None:
+                opened = accs[key] = {}
             try:
                 if tumbling:
                     start = ts - ts % size
@@ -391,7 +396,7 @@ class WindowRunner:
                 opened[start] = acc
                 if old is _MISSING:
                     new.setdefault(start, []).append(key)
-        state.update_all({key: pair for key, pair in pairs.items() if pair[0] or pair[1]})
+        state.update_all({key: opened for key, opened in accs.items() if opened})
         for start, started in new.items():
             self._schedule(start + size, start, started)
 
@@ -420,22 +425,26 @@ class WindowRunner:
                 self._late(ts, watermark, split, offset, value, key, dead)
                 continue
             store.key = key
-            pair = state.value() or [{}, {}]
+            opened = state.value() or {}
+            done = opened.get(FIRED) or {}
             try:
                 added = []
                 for start, end in windows:
                     fired = end <= watermark
-                    accs = pair[1] if fired else pair[0]
+                    accs = done if fired else opened
                     acc = accs.get(start, _MISSING)
                     added.append(
-                        (accs, start, end, add(create() if acc is _MISSING else acc, value), acc)
+                        (fired, start, end, add(create() if acc is _MISSING else acc, value), acc)
                     )
             except Exception as exc:
                 dead.add(self._name, exc, split, offset, value, key)
                 continue
-            for accs, start, end, acc, old in added:
-                accs[start] = acc
-                fired = accs is pair[1]
+            for fired, start, end, acc, old in added:
+                if fired:
+                    done[start] = acc
+                    opened[FIRED] = done
+                else:
+                    opened[start] = acc
                 if old is _MISSING:
                     if fired:
                         self._schedule_drop(end + lateness, [(key, start)])
@@ -443,7 +452,7 @@ class WindowRunner:
                         self._schedule(end, start, [key])
                 if fired:
                     self._emit(out, key, start, end, acc, offset, split, dead)
-            state.update(pair)
+            state.update(opened)
 
     def _late(
         self,
@@ -495,7 +504,7 @@ class WindowRunner:
         """Fire the windows ``[start, end)`` of ``keys``."""
         state = self._state
         lateness = self._lateness
-        pairs = state.values_of(keys)
+        accs = state.values_of(keys)
         kept: dict[Any, Any] = {}
         gone: list[Any] = []
         fired: list[tuple[Any, Any]] = []
@@ -503,8 +512,8 @@ class WindowRunner:
         before = len(emitted)
         count = self._spec.count
         for key in keys:
-            pair = pairs[key]
-            acc = _MISSING if pair is None else pair[0].pop(start, _MISSING)
+            opened = accs[key]
+            acc = _MISSING if opened is None else opened.pop(start, _MISSING)
             if acc is _MISSING:
                 continue  # not open (a key listed twice)
             if count:
@@ -512,10 +521,14 @@ class WindowRunner:
             else:
                 self._emit_value(emitted, key, start, end, acc, split, dead)
             if lateness:
-                pair[1][start] = acc
+                done = opened.get(FIRED)
+                if done is None:
+                    opened[FIRED] = {start: acc}
+                else:
+                    done[start] = acc
                 fired.append((key, start))
-            if pair[0] or pair[1]:
-                kept[key] = pair
+            if opened:
+                kept[key] = opened
             else:
                 gone.append(key)
         emitted_now = len(emitted) - before
@@ -529,15 +542,18 @@ class WindowRunner:
     def _drop(self, windows: list[tuple[Any, Any]]) -> None:
         """Remove fired windows whose allowed lateness is over."""
         state = self._state
-        pairs = state.values_of([key for key, _start in windows])
+        accs = state.values_of([key for key, _start in windows])
         kept: dict[Any, Any] = {}
         gone: list[Any] = []
         for key, start in windows:
-            pair = pairs[key]
-            if pair is None or pair[1].pop(start, _MISSING) is _MISSING:
+            opened = accs[key]
+            done = None if opened is None else opened.get(FIRED)
+            if done is None or done.pop(start, _MISSING) is _MISSING:
                 continue
-            if pair[0] or pair[1]:
-                kept[key] = pair
+            if not done:
+                del opened[FIRED]
+            if opened:
+                kept[key] = opened
             else:
                 gone.append(key)
                 kept.pop(key, None)
