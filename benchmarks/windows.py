@@ -6,14 +6,15 @@ an interval join's events/s.
 
 The running and windowed jobs read the same zipf clickstream with event time (each split's
 clicks stamped with their millisecond inside the split, ``Monotonous`` watermarks) and run in
-one worker in the event loop of a child process of its own, on LMDB state: the running count emits ``(key, n)`` per event;
-the windowed count keeps one accumulator per (key, second) and emits when the watermark passes
-the window's end. The join reads two such clickstreams of half the events each (seeds 11 and
-12, stamped alike) and pairs each click of the first with the second's clicks of the same user
-at most ``--join-ms`` later (``interval_join(.., 0, join_ms)``). The jobs run interleaved,
-round after round. Prints events/s of each (median of the rounds), the windowed/running ratio
-(the target is >= 0.7, per round and by CPU time, which the machine's other load disturbs
-less) and each job's peak RSS.
+one worker, in the event loop of a child process of their own, on LMDB state: the running
+count emits ``(key, n)`` per event; the windowed count keeps one accumulator per (key,
+second) and emits when the watermark passes the window's end. The join reads two such
+clickstreams of half the events each (seeds 11 and 12, stamped alike) and pairs each click of
+the first with the second's clicks of the same user at most ``--join-ms`` later
+(``interval_join(.., 0, join_ms)``). The jobs run interleaved, round after round. Prints
+events/s of each (median of the rounds), the windowed/running ratio (the target is >= 0.7;
+per round, and by CPU time, which the machine's other load disturbs less) and each job's
+peak RSS.
 """
 
 from __future__ import annotations
