@@ -189,6 +189,7 @@ class WindowRunner:
         "_drop_at",
         "_due",
         "_fire_at",
+        "_fired_until",
         "_lateness",
         "_name",
         "_session",
@@ -219,6 +220,8 @@ class WindowRunner:
         self._drop_at: dict[Any, list[tuple[Any, Any]]] = {}
         #: The times in either, as a heap (a time may be in it twice: popping is idempotent).
         self._due: list[Any] = []
+        #: The latest end of a window kept after firing (-inf: none so far).
+        self._fired_until: Any = -math.inf
         if type(assigner) is Tumbling:
             self._size = self._step = assigner.size
         elif type(assigner) is Sliding:
@@ -229,13 +232,12 @@ class WindowRunner:
     def _rebuild(self) -> None:
         """The firing index from the windows in the store (the runner starts)."""
         size = self._size
-        lateness = self._lateness
         for key, windows in self._store.items(WINDOWS_STATE):
             for start in windows:
                 if start is not None:
                     self._schedule(start + size, start, [key])
             for start in windows.get(FIRED, ()):
-                self._schedule_drop(start + size + lateness, [(key, start)])
+                self._schedule_drop(start + size, [(key, start)])
 
     def _schedule(self, end: Any, start: Any, keys: list[Any]) -> None:
         entry = self._fire_at.get(end)
@@ -245,7 +247,12 @@ class WindowRunner:
         else:
             entry[1].extend(keys)
 
-    def _schedule_drop(self, at: Any, windows: list[tuple[Any, Any]]) -> None:
+    def _schedule_drop(self, end: Any, windows: list[tuple[Any, Any]]) -> None:
+        """Drop the fired windows ``windows`` (``(key, start)``, ending at ``end``) once the
+        watermark reaches ``end + allowed_lateness``."""
+        if end > self._fired_until:
+            self._fired_until = end
+        at = end + self._lateness
         entry = self._drop_at.get(at)
         if entry is None:
             self._drop_at[at] = windows
@@ -276,7 +283,10 @@ class WindowRunner:
         # The earliest window of the earliest record: if it has not fired, no window of the
         # batch has (a window's end grows with its records' timestamps): no record is late
         # and nothing fires at once, so the batch is added as a whole.
-        if spec.columnar and spec.assigner.assign(min(timestamps))[0][1] > watermark:  # type: ignore[union-attr]
+        # A window kept after firing (allowed lateness) fired even if the watermark is below
+        # its end (it restarts from -inf after a restore): _fired_until covers those.
+        first_end = spec.assigner.assign(min(timestamps))[0][1]  # type: ignore[union-attr]
+        if spec.columnar and first_end > watermark and first_end > self._fired_until:
             if spec.count and self._columns_apply(timestamps):
                 self._count_batch(keys, timestamps)
             else:
@@ -430,7 +440,7 @@ class WindowRunner:
             try:
                 added = []
                 for start, end in windows:
-                    fired = end <= watermark
+                    fired = end <= watermark or start in done
                     accs = done if fired else opened
                     acc = accs.get(start, _MISSING)
                     added.append(
@@ -447,7 +457,7 @@ class WindowRunner:
                     opened[start] = acc
                 if old is _MISSING:
                     if fired:
-                        self._schedule_drop(end + lateness, [(key, start)])
+                        self._schedule_drop(end, [(key, start)])
                     else:
                         self._schedule(end, start, [key])
                 if fired:
@@ -537,7 +547,7 @@ class WindowRunner:
         state.update_all(kept)
         state.clear_all(gone)
         if fired:
-            self._schedule_drop(end + lateness, fired)
+            self._schedule_drop(end, fired)
 
     def _drop(self, windows: list[tuple[Any, Any]]) -> None:
         """Remove fired windows whose allowed lateness is over."""

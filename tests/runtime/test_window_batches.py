@@ -235,3 +235,24 @@ def test_a_batch_of_one_window_counts_in_one_pass(tmp_path: Path) -> None:
         (("c", 0, 10, 1), -1, 9),
     ]
     runner.store.close()
+
+
+@pytest.mark.parametrize("columnar", [True, False])
+def test_a_window_kept_after_firing_fires_again_after_a_restore_lost_the_watermark(
+    tmp_path: Path, columnar: bool
+) -> None:
+    """After a restore the key group's watermark starts again from -inf; a record for a window
+    that fired before (kept for allowed lateness) still fires it again at once with every
+    record, never as a new window holding the late record alone."""
+    op = window_op("tumbling", "count", 5, columnar=columnar)
+    runner = Runner(LmdbBackend(tmp_path), "w", op)
+    runner.push([("a", 1, 0), ("a", 2, 0)], 0)
+    runner.advance(10)
+    runner.watermark = -math.inf  # a restore, not a migration: the watermark is not carried
+    runner.restart()
+    runner.push([("a", 3, 0)], 2)
+    runner.advance(20)  # past 10 + 5: the window is dropped, nothing fires again
+    assert [value for value, _offset, _stamp in runner.out] == [("a", 0, 10, 2), ("a", 0, 10, 3)]
+    runner.store.flush()
+    assert dict(runner.store.items(WINDOWS_STATE)) == {}
+    runner.store.close()
