@@ -385,6 +385,7 @@ class TtlMapState(MapState):
         "_cursor",
         "_event",
         "_expiry",
+        "_gone",
         "_hide",
         "_queued",
         "_refresh",
@@ -407,6 +408,8 @@ class TtlMapState(MapState):
         self._queued: set[tuple[Any, Any]] = set()
         self._seq = 0
         self._cursor = b""
+        # (key, map key) of entries removed since the last flush: dropped from the cache by it.
+        self._gone: list[tuple[Any, Any]] = []
         #: Entries removed because they expired (on access, by a pass, at a flush).
         self.expired = 0
 
@@ -437,8 +440,7 @@ class TtlMapState(MapState):
             return ABSENT
         if self._expired(stored, now):
             if self._hide:
-                self._write(user_key, ABSENT)
-                self.expired += 1
+                self._expire(user_key)
                 return ABSENT
             return stored[0]
         if self._refresh and stored[1] != now:
@@ -484,8 +486,7 @@ class TtlMapState(MapState):
             if not self._expired(stored, now):
                 empty = False
             elif self._hide:
-                self._write(user_key, ABSENT)
-                self.expired += 1
+                self._expire(user_key)
             else:
                 empty = False
         return empty
@@ -501,6 +502,12 @@ class TtlMapState(MapState):
         }
         return visible or ABSENT
 
+    def _expire(self, user_key: Any) -> None:
+        """Remove the current key's expired entry ``user_key``."""
+        self._write(user_key, ABSENT)
+        self._gone.append((self._store.key, user_key))
+        self.expired += 1
+
     def _remove(self, key: Any, user_key: Any) -> None:
         """Remove an expired entry of ``key`` (any key, not only the current one)."""
         entry = self._maps.get(key)
@@ -513,6 +520,7 @@ class TtlMapState(MapState):
             entry.dirty.add(user_key)
             self._dirty_total += 1
         self._dirty_keys.add(key)
+        self._gone.append((key, user_key))
         self.expired += 1
 
     def _cached(self, key: Any, user_key: Any) -> Any:
@@ -566,13 +574,27 @@ class TtlMapState(MapState):
                 stored = known[user_key]
                 if stored is not ABSENT and self._expired(stored, now):
                     known[user_key] = ABSENT
+                    self._gone.append((key, user_key))
                     self.expired += 1
         super()._collect(ops, puts)
+
+    def _flushed(self) -> None:
+        super()._flushed()
+        maps = self._maps
+        for key, user_key in self._gone:  # the deletions are written: keep no marker of them
+            entry = maps.get(key)
+            if entry is not None and entry.known.get(user_key, None) is ABSENT:
+                del entry.known[user_key]
+                self._known_total -= 1
+                if not entry.known:
+                    del maps[key]  # read again from the engine if the key comes back
+        self._gone.clear()
 
     def _reset(self) -> None:
         super()._reset()
         self._expiry.clear()
         self._queued.clear()
+        self._gone.clear()
         self._cursor = b""
 
 
