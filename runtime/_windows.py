@@ -3,9 +3,11 @@
 Windows are half-open ``[start, end)`` and aligned to the epoch (timestamp 0): a tumbling
 window of size 10 holds timestamps 0..9.999, then 10..19.999, and so on. A window keeps its
 accumulator, never its records (``reduce`` / ``aggregate`` / ``count`` are incremental), in the
-key group's store (internal state :data:`WINDOWS_STATE`: one list of ``[start, end, acc]`` per
-key), so checkpoints carry open windows. ``process`` is the exception: its accumulator is the
-list of the window's records, handed whole to the user function when the window fires.
+key group's store (internal state :data:`WINDOWS_STATE`, per key: for tumbling and sliding
+windows a dict from window start to accumulator, see :class:`WindowRunner`; for sessions a
+list of ``[start, end, acc]``), so checkpoints, migrations and savepoint rewrites carry open
+windows with their key. ``process`` is the exception: its accumulator is the list of the
+window's records, handed whole to the user function when the window fires.
 
 A window fires when the key group's watermark reaches its end: it emits
 ``(key, window_start, window_end, value)``, stamped with the window's last instant
@@ -22,6 +24,13 @@ counted with the dead letters; it adds to none of its windows (for a sliding win
 those still open). So every record is either in every window it belongs to or in the late
 output, never in part and never dropped silently: a job's results can be checked against its
 input.
+
+For **sessions** "its window" is the session the record ends up in: a record behind the
+watermark joins and merges the sessions it touches (fired ones kept for allowed lateness
+too) unless the resulting session's end plus ``L`` is at or below the watermark. The merged
+or extended session fires at once if its end is at or below the watermark, else when the
+watermark reaches it; the results its parts emitted before are not retracted (the merged
+session's range covers theirs: it supersedes them).
 """
 
 from __future__ import annotations
