@@ -8,13 +8,12 @@ The running and windowed jobs read the same zipf clickstream with event time (ea
 clicks stamped with their millisecond inside the split, ``Monotonous`` watermarks) and run in
 one worker, in the event loop of a child process of their own, on LMDB state: the running
 count emits ``(key, n)`` per event; the windowed count keeps one accumulator per (key,
-second) and emits when the watermark passes the window's end. The join reads two such
-clickstreams of half the events each (seeds 11 and 12, stamped alike) and pairs each click of
-the first with the second's clicks of the same user at most ``--join-ms`` later
-(``interval_join(.., 0, join_ms)``). The jobs run interleaved, round after round. Prints
-events/s of each (median of the rounds), the windowed/running ratio (the target is >= 0.7;
-per round, and by CPU time, which the machine's other load disturbs less) and each job's
-peak RSS.
+second) and emits when the watermark passes the window's end. The join reads the first half
+of that clickstream twice, as two inputs (a self-join: every click pairs with itself and with
+its user's other clicks at most ``--join-ms`` later, ``interval_join(.., 0, join_ms)``), so
+it too reads ``--events`` events. The jobs run interleaved, round after round. Prints events/s
+of each (median of the rounds), the windowed/running ratio (the target is >= 0.7; per round,
+and by CPU time, which the machine's other load disturbs less) and each job's peak RSS.
 """
 
 from __future__ import annotations
@@ -54,23 +53,23 @@ def user_of(click: tuple[int, str, int]) -> int:
     return click[0]
 
 
-def clicks(flow: Flow, events: int, keys: int, splits: int, seed: int) -> KeyedStream:
+def clicks(flow: Flow, events: int, keys: int, splits: int, name: str) -> KeyedStream:
     return flow.source(
-        ClickstreamSource(events=events, users=keys, seed=seed, splits=splits, zipf_s=0.9),
+        ClickstreamSource(events=events, users=keys, seed=11, splits=splits, zipf_s=0.9),
         timestamps=SplitTime(events // splits),
         watermarks=Monotonous(),
-        name=f"clicks{seed}",
+        name=name,
     ).key_by(user_of)
 
 
 def build(kind: str, events: int, keys: int, splits: int, join_ms: int) -> Flow:
     flow = Flow(f"bench_{kind}", num_key_groups=128)
     if kind == "join":
-        first = clicks(flow, events // 2, keys, splits, 11)
-        second = clicks(flow, events - events // 2, keys, splits, 12)
+        first = clicks(flow, events // 2, keys, splits, "views")
+        second = clicks(flow, events // 2, keys, splits, "clicks")
         out = first.interval_join(second, 0, join_ms, name="joined")
     else:
-        keyed = clicks(flow, events, keys, splits, 11)
+        keyed = clicks(flow, events, keys, splits, "clicks")
         out = keyed.count(name="n") if kind == "running" else keyed.window(Tumbling(1000)).count()
     out.sink(CountingSink())
     return flow
