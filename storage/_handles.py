@@ -75,6 +75,8 @@ class _Absent:
 
 
 ABSENT: Any = _Absent()
+#: What ``dict.get`` returns for a key that is not cached (``values_of``).
+_NOT_CACHED: Any = object()
 
 #: Key types whose objects ``encode_keys`` may encode unchecked (see ``_CachedHandle._collect``).
 _SCALAR_KEY_TYPES = frozenset((str, int, bytes))
@@ -465,27 +467,36 @@ class ValueState(_CachedHandle):
 
     def values_of(self, keys: Iterable[Any]) -> dict[Any, Any]:
         """Every key's value at once (the default for a key without one): a whole batch's
-        distinct keys, without setting ``store.key`` for each (the columnar operators)."""
+        distinct keys, without setting ``store.key`` for each (the columnar operators).
+
+        The cache is read in C (``map(cache.get, ...)``); Python runs only for the keys that
+        are not cached (read from the engine) or have no value (the default)."""
         cache = self._cache
-        out: dict[Any, Any] = {}
-        for key in keys:
-            try:
-                value = cache[key]
-            except KeyError:
-                value = self._load(key)  # checks the key
-            if value is ABSENT:
-                value = deepcopy(self._default) if self._copy_default else self._default
-            out[key] = value
+        keys = list(keys)
+        found = list(map(cache.get, keys, repeat(_NOT_CACHED)))
+        out = dict(zip(keys, found, strict=True))
+        if any(map(is_, found, repeat(_NOT_CACHED))):
+            for key, value in out.items():
+                if value is _NOT_CACHED:
+                    out[key] = self._load(key)  # checks the key
+        if any(map(is_, out.values(), repeat(ABSENT))):
+            default, copy = self._default, self._copy_default
+            for key, value in out.items():
+                if value is ABSENT:
+                    out[key] = deepcopy(default) if copy else default
         return out
 
     def update_all(self, values: Mapping[Any, Any]) -> None:
         """Set many keys' values at once (each checked as ``update`` checks one)."""
         cache = self._cache
-        for key, value in values.items():
-            if key not in cache:
-                check_key(key)
-            if type(value) not in _PLAIN_TYPES:
-                self._check_value(value)
+        if not all(map(cache.__contains__, values)):
+            for key in values:
+                if key not in cache:
+                    check_key(key)
+        if not set(map(type, values.values())) <= _PLAIN_TYPES:
+            for value in values.values():
+                if type(value) not in _PLAIN_TYPES:
+                    self._check_value(value)
         cache.update(values)
         self._dirty.update(values)
 
@@ -493,12 +504,13 @@ class ValueState(_CachedHandle):
         """Remove many keys' values at once (``clear`` of each, without setting the
         store's current key)."""
         cache = self._cache
-        dirty = self._dirty
-        for key in keys:
-            if key not in cache:
-                check_key(key)
-            cache[key] = ABSENT
-            dirty.add(key)
+        keys = list(keys)
+        if not all(map(cache.__contains__, keys)):
+            for key in keys:
+                if key not in cache:
+                    check_key(key)
+        cache.update(dict.fromkeys(keys, ABSENT))
+        self._dirty.update(keys)
 
 
 class ListState(_CachedHandle):

@@ -23,7 +23,7 @@ writable: a write revives it) until one of the passes above removes it.
 from __future__ import annotations
 
 import heapq
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from itertools import islice
 from typing import Any
 
@@ -325,6 +325,38 @@ class TtlValueState(_Ttl, ValueState):
     def update(self, value: Any) -> None:
         super().update(value)
         self._touch()
+
+    # The bulk methods go key by key here, through the expiry checks and stamps above.
+    def values_of(self, keys: Iterable[Any]) -> dict[Any, Any]:
+        store = self._store
+        current = store.key
+        out = {}
+        try:
+            for key in keys:
+                store.key = key
+                out[key] = self.value()
+        finally:
+            store.key = current
+        return out
+
+    def update_all(self, values: Mapping[Any, Any]) -> None:
+        self._each(values.items())
+
+    def clear_all(self, keys: Iterable[Any]) -> None:
+        self._each((key, ABSENT) for key in keys)
+
+    def _each(self, items: Iterable[tuple[Any, Any]]) -> None:
+        store = self._store
+        current = store.key
+        try:
+            for key, value in items:
+                store.key = key
+                if value is ABSENT:
+                    self.clear()
+                else:
+                    self.update(value)
+        finally:
+            store.key = current
 
 
 class TtlListState(_Ttl, ListState):

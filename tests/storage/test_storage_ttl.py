@@ -153,6 +153,20 @@ def test_state_stays_bounded_under_a_moving_key_set(open_store: Opener, visibili
     assert store.statistics().expired >= 900
 
 
+def test_the_bulk_methods_of_a_ttl_value_state_stamp_and_expire(open_store: Opener) -> None:
+    store, now = _store(open_store, ValueStateSpec("v", default=0, ttl=StateTtl(10)))
+    v = store.states.v
+    v.update_all({"a": 1, "b": 2})
+    now.t = 5.0
+    v.update_all({"b": 3})
+    v.clear_all(["a"])
+    assert v.values_of(["a", "b"]) == {"a": 0, "b": 3}
+    now.t = 15.0  # b was written at 5
+    assert v.values_of(["b"]) == {"b": 0}
+    store.flush()
+    assert store.statistics().entries == 0
+
+
 # -- MapState: every entry expires on its own -------------------------------------------------
 
 
