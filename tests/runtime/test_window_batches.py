@@ -256,3 +256,29 @@ def test_a_window_kept_after_firing_fires_again_after_a_restore_lost_the_waterma
     runner.store.flush()
     assert dict(runner.store.items(WINDOWS_STATE)) == {}
     runner.store.close()
+
+
+def _small(acc: int) -> int:
+    if acc > 10:
+        raise ValueError(f"{acc} is too big")
+    return acc
+
+
+def test_a_raising_result_sends_the_windows_accumulator_to_the_dead_letters(
+    tmp_path: Path,
+) -> None:
+    flow = Flow("f")
+    keyed = flow.source(IterableSource([1]), timestamps=lambda r: r[1]).key_by(lambda r: r[0])
+    keyed.window(Tumbling(10)).aggregate(_zero, _add_value, _small, name="w").sink(CollectingSink())
+    runner = Runner(LmdbBackend(tmp_path), "w", compile_plan(flow).stages[1].operator)
+    runner.push([("a", 1, 4), ("b", 2, 20), ("a", 3, 5)], 0)
+    runner.advance(10)
+    assert runner.out == [(("a", 0, 10, 9), -1, 9)]
+    (letter,) = runner.dead.take()
+    assert (letter.operator, letter.error, letter.key, letter.record) == (
+        "w",
+        "20 is too big",
+        "b",
+        20,
+    )
+    runner.store.close()
