@@ -37,9 +37,11 @@ from __future__ import annotations
 
 import heapq
 import math
-from collections import Counter
-from collections.abc import Callable
+from collections import Counter, deque
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from itertools import compress, islice, repeat
+from operator import add, is_, itemgetter, not_
 from typing import TYPE_CHECKING, Any
 
 from shoal.storage import KeyGroupStore, ValueStateSpec
@@ -332,46 +334,44 @@ class WindowRunner:
 
     def _count_batch(self, keys: list[Any], timestamps: list[Any]) -> None:
         """The count fold over a whole batch: its (window, key) pairs tallied in C, one read
-        and one write of each distinct key's windows."""
+        and one write of each distinct key's windows, and no Python code per pair but for
+        the pairs that open a window."""
         for starts in self._columns(timestamps):
             first = starts[0]
             if starts.count(first) == len(starts):  # the whole batch in one window
-                self._add_counts(Counter(keys), first)
+                tally = Counter(keys)
+                self._add_counts(list(tally), repeat(first), tally)
             else:
-                self._add_counts(Counter(zip(starts, keys, strict=True)), None)
+                tally = Counter(zip(starts, keys, strict=True))
+                pairs = list(tally)
+                starts = list(map(itemgetter(0), pairs))
+                self._add_counts(list(map(itemgetter(1), pairs)), starts, tally)
 
-    def _add_counts(self, tally: dict[Any, int], start: Any) -> None:
-        """Add ``tally``'s counts: per key when ``start`` is the batch's one window, else per
-        ``(start, key)``."""
+    def _add_counts(self, keys: list[Any], starts: Iterable[Any], tally: Counter[Any]) -> None:
+        """Add ``tally``'s counts (in its order) to the windows ``starts`` of ``keys``."""
         state = self._state
-        one = start is not None
-        accs = state.values_of(tally if one else [key for _start, key in tally])
-        new: dict[Any, list[Any]] = {}
-        started = None
-        for item, n in tally.items():
-            if one:
-                key = item
-            else:
-                start, key = item
-            opened = accs[key]
-            if opened is None:
-                accs[key] = {start: n}
-            else:
-                old = opened.get(start)
-                if old is not None:
-                    opened[start] = old + n
-                    continue
-                opened[start] = n
-            if one:
-                if started is None:
-                    started = new[start] = []
-                started.append(key)
-            else:
-                new.setdefault(start, []).append(key)
+        accs = state.values_of(keys)
+        if any(map(is_, accs.values(), repeat(None))):
+            for key, opened in accs.items():
+                if opened is None:
+                    accs[key] = {}
+        dicts = list(map(accs.__getitem__, keys))
+        starts = list(starts) if type(starts) is list else list(islice(starts, len(keys)))
+        olds = list(map(dict.get, dicts, starts, repeat(0)))  # 0: a window opened now
+        deque(map(dict.__setitem__, dicts, starts, map(add, olds, tally.values())), 0)
         state.update_all(accs)
+        if all(olds):
+            return
+        new: dict[Any, list[Any]] = {}
+        for start, key in compress(zip(starts, keys, strict=True), map(not_, olds)):
+            started = new.get(start)
+            if started is None:
+                new[start] = [key]
+            else:
+                started.append(key)
         size = self._size
-        for start, keys in new.items():
-            self._schedule(start + size, start, keys)
+        for start, started in new.items():
+            self._schedule(start + size, start, started)
 
     def _fold_batch(
         self,
@@ -524,6 +524,8 @@ class WindowRunner:
         state = self._state
         lateness = self._lateness
         accs = state.values_of(keys)
+        if self._spec.count and not lateness and self._fire_counts(end, start, accs, out):
+            return
         kept: dict[Any, Any] = {}
         gone: list[Any] = []
         fired: list[tuple[Any, Any]] = []
@@ -557,6 +559,28 @@ class WindowRunner:
         state.clear_all(gone)
         if fired:
             self._schedule_drop(end, fired)
+
+    def _fire_counts(self, end: Any, start: Any, accs: dict[Any, Any], out: Out) -> bool:
+        """Fire counts that need no lateness bookkeeping with no Python code per key (``map``
+        over the keys' dicts); False (nothing done) unless every key has the window open."""
+        dicts = list(accs.values())
+        if any(map(is_, dicts, repeat(None))) or not all(
+            map(dict.__contains__, dicts, repeat(start))
+        ):
+            return False
+        keys = list(accs)
+        counts = list(map(dict.pop, dicts, repeat(start)))
+        out[0].extend(zip(keys, repeat(start), repeat(end), counts))
+        out[1].extend([-1] * len(keys))
+        out[2].extend([last_instant(end)] * len(keys))
+        state = self._state
+        if all(dicts):  # every key has other windows open
+            state.update_all(accs)
+        else:
+            left = list(map(bool, dicts))
+            state.update_all(dict(compress(accs.items(), left)))
+            state.clear_all(compress(keys, map(not_, left)))
+        return True
 
     def _drop(self, windows: list[tuple[Any, Any]]) -> None:
         """Remove fired windows whose allowed lateness is over."""
