@@ -931,7 +931,9 @@ class WindowedStream:
 
     def count(self, *, name: str = "window") -> Stream:
         """Each window's value is how many records it holds."""
-        spec = WindowSpec(self._assigner, self._lateness, _zero, _count_add, _identity, _add)
+        spec = WindowSpec(
+            self._assigner, self._lateness, _zero, _count_add, _identity, _add, count=True
+        )
         return self._finish(name, spec)
 
 

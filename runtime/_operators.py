@@ -546,20 +546,17 @@ class KeyedRunner:
         if time is None or time.timers is None:
             return
         timers = time.timers
-        window = self._window
         due: list[tuple[int, float]] = []
         if watermark is not None:
             due.append((EVENT_TIME, watermark))
-        if window is None:  # windows set event-time timers only
-            now = time.clock.now()
-            next_due = timers.next_due(PROCESSING_TIME)
-            if next_due is not None and next_due <= now:
-                due.append((PROCESSING_TIME, now))
+        now = time.clock.now()
+        next_due = timers.next_due(PROCESSING_TIME)
+        if next_due is not None and next_due <= now:
+            due.append((PROCESSING_TIME, now))
         for kind, upto in due:
             for ts, key in timers.due(kind, upto):
                 yield key, ts, kind
-        if window is None:
-            timers.rearm()  # wake the key group at the next processing-time timer
+        timers.rearm()  # wake the key group at the next processing-time timer
 
     def take_sides(self) -> bool:
         """Whether the output since the last call holds side-output values (``ctx.output``)."""
@@ -578,12 +575,13 @@ class KeyedRunner:
         emitted."""
         out: tuple[list[Any], list[int], list[Any]] = ([], [], [])
         window = self._window
+        if window is not None:  # windows fire on event time only
+            if watermark is not None:
+                window.fire(watermark, out, split, dead)
+            return out
         current = MIN_WATERMARK if self._time is None else self._time.watermark
         for key, ts, kind in self._due(watermark):
-            if window is not None:
-                window.on_timer(key, ts, out, split, dead)
-            else:
-                self._on_timer(key, ts, kind, current, out, split, dead)
+            self._on_timer(key, ts, kind, current, out, split, dead)
         return out
 
     async def fire_timers_async(

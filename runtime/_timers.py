@@ -126,7 +126,12 @@ class TimerService:
         key = self._store.key
         if self._push(kind, ts, key):
             state = self._state
-            state.update([*(state.value() or ()), [kind, ts]])
+            entries = state.value()
+            if entries is None:
+                state.update([[kind, ts]])
+            else:  # in place: copying the key's list per timer made a busy key quadratic
+                entries.append([kind, ts])
+                state.update(entries)
 
     def delete(self, kind: int, ts: Any) -> None:
         """Delete the current key's timer at ``ts`` (nothing if there is none)."""
@@ -138,9 +143,15 @@ class TimerService:
 
     def _forget(self, kind: int, ts: Any) -> None:
         state = self._state
-        left = [entry for entry in state.value() or () if entry[0] != kind or entry[1] != ts]
-        if left:
-            state.update(left)
+        entries = state.value()
+        if not entries:
+            return
+        try:
+            entries.remove([kind, ts])  # in C; the key's entries are unique
+        except ValueError:
+            return
+        if entries:
+            state.update(entries)
         else:
             state.clear()
 

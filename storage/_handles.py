@@ -76,6 +76,8 @@ class _Absent:
 
 
 ABSENT: Any = _Absent()
+#: What ``dict.get`` returns for a key that is not cached (``values_of``).
+_NOT_CACHED: Any = object()
 
 #: Key types whose objects ``encode_keys`` may encode unchecked (see ``_CachedHandle._collect``).
 _SCALAR_KEY_TYPES = frozenset((str, int, bytes))
@@ -135,6 +137,9 @@ def _state_encode_error(store: _KeyHolder, state: str, key: Any, value: Any) -> 
 
 def _article(word: str) -> str:
     return "an" if word[:1].lower() in "aeiou" else "a"
+
+
+_INT = frozenset((int,))
 
 
 class _MapKey(tuple[Any, Any]):
@@ -520,32 +525,51 @@ class ValueState(_CachedHandle):
 
     def values_of(self, keys: Iterable[Any]) -> dict[Any, Any]:
         """Every key's value at once (the default for a key without one): a whole batch's
-        distinct keys, without setting ``store.key`` for each (the columnar operators)."""
+        distinct keys, without setting ``store.key`` for each (the columnar operators).
+
+        The cache is read in C (``map(cache.get, ...)``); Python runs only for the keys that
+        are not cached (read from the engine) or have no value (the default)."""
         cache = self._cache
-        wanted = list(keys)
-        missing = [key for key in wanted if key not in cache]
+        keys = list(keys)
+        found = list(map(cache.get, keys, repeat(_NOT_CACHED)))
+        missing = [key for key, value in zip(keys, found, strict=True) if value is _NOT_CACHED]
         if missing:
             self._load_all(missing)  # checks the keys; one read transaction for all
-        self._hits += len(wanted) - len(missing)
-        stored = list(map(cache.__getitem__, wanted))
-        if any(map(is_, stored, repeat(ABSENT))):
-            default = self._default
-            stored = [
-                (deepcopy(default) if self._copy_default else default) if value is ABSENT else value
-                for value in stored
+            found = list(map(cache.__getitem__, keys))
+        self._hits += len(keys) - len(missing)
+        if any(map(is_, found, repeat(ABSENT))):
+            default, copy = self._default, self._copy_default
+            found = [
+                (deepcopy(default) if copy else default) if value is ABSENT else value
+                for value in found
             ]
-        return dict(zip(wanted, stored, strict=True))
+        return dict(zip(keys, found, strict=True))
 
     def update_all(self, values: Mapping[Any, Any]) -> None:
         """Set many keys' values at once (each checked as ``update`` checks one)."""
         cache = self._cache
-        for key, value in values.items():
-            if key not in cache:
-                check_key(key)
-            if type(value) not in _PLAIN_TYPES:
-                self._check_value(value)
+        if not all(map(cache.__contains__, values)):
+            for key in values:
+                if key not in cache:
+                    check_key(key)
+        if not set(map(type, values.values())) <= _PLAIN_TYPES:
+            for value in values.values():
+                if type(value) not in _PLAIN_TYPES:
+                    self._check_value(value)
         cache.update(values)
         self._dirty.update(values)
+
+    def clear_all(self, keys: Iterable[Any]) -> None:
+        """Remove many keys' values at once (``clear`` of each, without setting the
+        store's current key)."""
+        cache = self._cache
+        keys = list(keys)
+        if not all(map(cache.__contains__, keys)):
+            for key in keys:
+                if key not in cache:
+                    check_key(key)
+        cache.update(dict.fromkeys(keys, ABSENT))
+        self._dirty.update(keys)
 
 
 class ListState(_CachedHandle):
@@ -818,9 +842,19 @@ class MapState(_Handle):
             check_key(start, what="map key")
         if stop is not None:
             check_key(stop, what="map key")
+        known = {} if entry is None else entry.known
+        if (
+            entry is not None
+            and entry.complete
+            and start is None
+            and stop is None
+            and set(map(type, known)) <= _INT
+            and (not known or min(known) >= 0)
+        ):
+            # Non-negative int map keys encode in numeric order: no need to encode them.
+            return [item for item in sorted(known.items()) if item[1] is not ABSENT]
         low = b"" if start is None else encode_key(start)
         high = None if stop is None else encode_key(stop)
-        known = {} if entry is None else entry.known
         overlay = sorted(
             (encoded, user_key, value)
             for user_key, value in known.items()

@@ -66,7 +66,7 @@ _CHOICES = {
 
 @dataclass(frozen=True, slots=True)
 class StateTtl:
-    """A time-to-live for every value of one state (per key; a MapState is not supported).
+    """A time-to-live for every value of one state (per key; per entry of a MapState).
 
     A value expires ``ttl`` after its timestamp, which is set when the value is written (and,
     with ``update="on_read_and_write"``, also when it is read). Expired values are removed on
@@ -131,12 +131,15 @@ class ListStateSpec:
 
 @dataclass(frozen=True, slots=True)
 class MapStateSpec:
-    """A map per key from map keys (same rules as keys) to values, range-scannable."""
+    """A map per key from map keys (same rules as keys) to values, range-scannable; with a
+    ``ttl``, each entry expires on its own."""
 
     name: str
+    ttl: StateTtl | None = None
 
     def __post_init__(self) -> None:
         _check_name(self.name)
+        _check_ttl(self.name, self.ttl)
 
 
 @dataclass(frozen=True, slots=True)

@@ -23,21 +23,32 @@ writable: a write revives it) until one of the passes above removes it.
 from __future__ import annotations
 
 import heapq
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from copy import deepcopy
 from itertools import islice
 from typing import Any
 
-from ._codec import check_key, decode_key, decode_value, encode_key, encode_value
+from ._codec import (
+    check_key,
+    decode_key,
+    decode_value,
+    encode_key,
+    encode_value,
+    split_composite,
+)
 from ._engine import DELETE, Engine, Op, Puts
 from ._exceptions import EncodeError
 from ._handles import (
+    _PLAIN_TYPES,
     ABSENT,
     AggregatingState,
     ListState,
+    MapState,
     ReducingState,
     ValueState,
     _KeyHolder,
+    _MapEntry,
+    _MapKey,
     _merge,
 )
 from ._specs import (
@@ -46,6 +57,7 @@ from ._specs import (
     ON_READ_AND_WRITE,
     AggregatingStateSpec,
     ListStateSpec,
+    MapStateSpec,
     ReducingStateSpec,
     StateSpec,
     StateTtl,
@@ -55,6 +67,7 @@ from ._specs import (
 __all__ = (
     "TtlAggregatingState",
     "TtlListState",
+    "TtlMapState",
     "TtlReducingState",
     "TtlValueState",
     "make_ttl_handle",
@@ -325,6 +338,38 @@ class TtlValueState(_Ttl, ValueState):
         super().update(value)
         self._touch()
 
+    # The bulk methods go key by key here, through the expiry checks and stamps above.
+    def values_of(self, keys: Iterable[Any]) -> dict[Any, Any]:
+        store = self._store
+        current = store.key
+        out = {}
+        try:
+            for key in keys:
+                store.key = key
+                out[key] = self.value()
+        finally:
+            store.key = current
+        return out
+
+    def update_all(self, values: Mapping[Any, Any]) -> None:
+        self._each(values.items())
+
+    def clear_all(self, keys: Iterable[Any]) -> None:
+        self._each((key, ABSENT) for key in keys)
+
+    def _each(self, items: Iterable[tuple[Any, Any]]) -> None:
+        store = self._store
+        current = store.key
+        try:
+            for key, value in items:
+                store.key = key
+                if value is ABSENT:
+                    self.clear()
+                else:
+                    self.update(value)
+        finally:
+            store.key = current
+
 
 class TtlListState(_Ttl, ListState):
     """A :class:`ListState` whose lists expire as a whole (see the module docstring)."""
@@ -369,11 +414,241 @@ class TtlAggregatingState(_Ttl, AggregatingState):
         self._init_ttl(spec.ttl)
 
 
-TtlHandle = TtlValueState | TtlListState | TtlReducingState | TtlAggregatingState
+class TtlMapState(MapState):
+    """A :class:`MapState` whose entries expire one by one (see the module docstring).
+
+    Each entry is stored as ``[value, timestamp]``; the methods hand out the value alone. A
+    ``put`` stamps its entry; with ``update="on_read_and_write"`` every entry read (``get``,
+    ``contains``, and each entry ``items`` / ``keys`` / ``values`` return) is stamped again.
+    An expired entry is removed on access (``never_return_expired``), by
+    :meth:`KeyGroupStore.cleanup_expired` (the cached entries due in an expiry queue, then a
+    budget of committed entries from where the last pass stopped) and when flushed.
+    """
+
+    __slots__ = (
+        "_cursor",
+        "_event",
+        "_expiry",
+        "_gone",
+        "_hide",
+        "_queued",
+        "_refresh",
+        "_seq",
+        "_ttl",
+        "expired",
+    )
+
+    def __init__(self, store: _KeyHolder, engine: Engine, spec: MapStateSpec) -> None:
+        super().__init__(store, engine, spec)
+        ttl = spec.ttl
+        assert ttl is not None
+        self._ttl = ttl.ttl
+        self._refresh = ttl.update == ON_READ_AND_WRITE
+        self._hide = ttl.visibility == NEVER_RETURN_EXPIRED
+        self._event = ttl.time == EVENT_TIME_TTL
+        # (timestamp, sequence, key, map key) of the cached entries written, each once (in
+        # _queued): an entry stamped again since it was queued is queued again when it comes up.
+        self._expiry: list[tuple[Any, int, Any, Any]] = []
+        self._queued: set[tuple[Any, Any]] = set()
+        self._seq = 0
+        self._cursor = b""
+        # (key, map key) of entries removed since the last flush: dropped from the cache by it.
+        self._gone: list[tuple[Any, Any]] = []
+        #: Entries removed because they expired (on access, by a pass, at a flush).
+        self.expired = 0
+
+    def _now(self) -> Any:
+        store: Any = self._store
+        return store.event_time() if self._event else store.processing_time()
+
+    def _expired(self, stored: Any, now: Any) -> bool:
+        return bool(now - stored[1] >= self._ttl)
+
+    def _stamped(self, user_key: Any, value: Any, now: Any) -> None:
+        """Write ``value`` stamped ``now`` under ``user_key`` in the current key's map."""
+        self._write(user_key, [value, now])
+        key = self._store.key
+        self._queue(key, user_key, now)
+
+    def _queue(self, key: Any, user_key: Any, stamp: Any) -> None:
+        item = (key, user_key)
+        if item not in self._queued:
+            self._queued.add(item)
+            self._seq += 1
+            heapq.heappush(self._expiry, (stamp, self._seq, key, user_key))
+
+    def _live(self, user_key: Any, stored: Any, now: Any) -> Any:
+        """What a read of ``stored`` (the current key's entry) sees: ABSENT if expired and
+        hidden (the entry is removed then), else the value (stamped again if reads count)."""
+        if stored is ABSENT:
+            return ABSENT
+        if self._expired(stored, now):
+            if self._hide:
+                self._expire(user_key)
+                return ABSENT
+            return stored[0]
+        if self._refresh and stored[1] != now:
+            self._stamped(user_key, stored[0], now)
+        return stored[0]
+
+    def get(self, user_key: Any, default: Any = None) -> Any:
+        stored = self._lookup(self._entry(), user_key)
+        value = self._live(user_key, stored, self._now())
+        return default if value is ABSENT else value
+
+    def contains(self, user_key: Any) -> bool:
+        stored = self._lookup(self._entry(), user_key)
+        return self._live(user_key, stored, self._now()) is not ABSENT
+
+    def put(self, user_key: Any, value: Any) -> None:
+        if type(value) not in _PLAIN_TYPES:
+            try:
+                encode_value(value)
+            except EncodeError as exc:
+                raise self._encode_error(_MapKey((self._store.key, user_key)), value) from exc
+        self._stamped(user_key, value, self._now())
+
+    def put_all(self, entries: Any) -> None:
+        for user_key, value in entries.items():
+            self.put(user_key, value)
+
+    def items(self, start: Any = None, stop: Any = None) -> list[tuple[Any, Any]]:
+        now = self._now()
+        out = []
+        for user_key, stored in super().items(start, stop):
+            value = self._live(user_key, stored, now)
+            if value is not ABSENT:
+                out.append((user_key, value))
+        return out
+
+    def is_empty(self) -> bool:
+        """Whether no entry is visible (expired ones found are removed, if hidden; reading
+        no value, this stamps none)."""
+        now = self._now()
+        empty = True
+        for user_key, stored in super().items():
+            if not self._expired(stored, now):
+                empty = False
+            elif self._hide:
+                self._expire(user_key)
+            else:
+                empty = False
+        return empty
+
+    def _read(self, key: Any) -> Any:
+        now = self._now()
+        hide = self._hide
+        merged = self._sorted(key, self._maps.get(key), None, None, populate=False)
+        visible = {
+            user_key: stored[0]
+            for user_key, stored in merged
+            if not (hide and self._expired(stored, now))
+        }
+        return visible or ABSENT
+
+    def _expire(self, user_key: Any) -> None:
+        """Remove the current key's expired entry ``user_key``."""
+        self._write(user_key, ABSENT)
+        self._gone.append((self._store.key, user_key))
+        self.expired += 1
+
+    def _remove(self, key: Any, user_key: Any) -> None:
+        """Remove an expired entry of ``key`` (any key, not only the current one)."""
+        entry = self._maps.get(key)
+        if entry is None:
+            entry = self._maps[key] = _MapEntry(complete=False)
+        if user_key not in entry.known:
+            self._known_total += 1
+        entry.known[user_key] = ABSENT
+        if user_key not in entry.dirty:
+            entry.dirty.add(user_key)
+            self._dirty_total += 1
+        self._dirty_keys.add(key)
+        self._gone.append((key, user_key))
+        self.expired += 1
+
+    def _cached(self, key: Any, user_key: Any) -> Any:
+        """The cached stored entry (ABSENT: removed), or None when it is not cached."""
+        entry = self._maps.get(key)
+        return None if entry is None else entry.known.get(user_key)
+
+    def _cleanup(self, budget: int | None) -> int:
+        """Remove expired entries: the cached ones due in the expiry queue, then up to
+        ``budget`` committed ones from where the last pass stopped (None: all)."""
+        before = self.expired
+        now = self._now()
+        ttl = self._ttl
+        expiry = self._expiry
+        queued = self._queued
+        while expiry and now - expiry[0][0] >= ttl:
+            _stamp, _seq, key, user_key = heapq.heappop(expiry)
+            queued.discard((key, user_key))
+            stored = self._cached(key, user_key)
+            if stored is None or stored is ABSENT:
+                continue  # evicted (the committed pass finds it) or removed
+            if self._expired(stored, now):
+                self._remove(key, user_key)
+            else:  # stamped again since it was queued
+                self._queue(key, user_key, stored[1])
+        if self._maybe_filled:
+            scan = self._engine.scan(self.name, self._cursor, None, b"")
+            entries = list(scan if budget is None else islice(scan, budget))
+            if budget is None or len(entries) < budget:
+                self._cursor = b""  # wrapped around
+            else:
+                self._cursor = entries[-1][0] + b"\x00"  # just after the last one seen
+            for raw_key, raw_value in entries:
+                head, tail = split_composite(raw_key)
+                key, user_key = decode_key(head), decode_key(tail)
+                stored = self._cached(key, user_key)
+                if stored is ABSENT:
+                    continue  # removed meanwhile
+                if stored is None:
+                    stored = decode_value(raw_value)
+                if self._expired(stored, now):
+                    self._remove(key, user_key)
+        return self.expired - before
+
+    def _collect(self, ops: list[Op], puts: list[Puts]) -> None:
+        now = self._now()
+        maps = self._maps
+        for key in self._dirty_keys:  # a flush (a checkpoint) never writes an expired entry
+            known = maps[key].known
+            for user_key in maps[key].dirty:
+                stored = known[user_key]
+                if stored is not ABSENT and self._expired(stored, now):
+                    known[user_key] = ABSENT
+                    self._gone.append((key, user_key))
+                    self.expired += 1
+        super()._collect(ops, puts)
+
+    def _flushed(self) -> None:
+        super()._flushed()
+        maps = self._maps
+        for key, user_key in self._gone:  # the deletions are written: keep no marker of them
+            entry = maps.get(key)
+            if entry is not None and entry.known.get(user_key, None) is ABSENT:
+                del entry.known[user_key]
+                self._known_total -= 1
+                if not entry.known:
+                    del maps[key]  # read again from the engine if the key comes back
+        self._gone.clear()
+
+    def _reset(self) -> None:
+        super()._reset()
+        self._expiry.clear()
+        self._queued.clear()
+        self._gone.clear()
+        self._cursor = b""
+
+
+TtlHandle = TtlValueState | TtlListState | TtlReducingState | TtlAggregatingState | TtlMapState
 
 
 def make_ttl_handle(store: _KeyHolder, engine: Engine, spec: StateSpec) -> TtlHandle:
     """The TTL handle for ``spec`` (whose ``ttl`` is set)."""
+    if isinstance(spec, MapStateSpec):
+        return TtlMapState(store, engine, spec)
     if isinstance(spec, ValueStateSpec):
         return TtlValueState(store, engine, spec)
     if isinstance(spec, ListStateSpec):

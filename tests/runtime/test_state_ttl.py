@@ -12,6 +12,7 @@ from shoal import (
     Flow,
     IterableSource,
     ManualClock,
+    MapStateSpec,
     ProcessContext,
     StateTtl,
     ValueStateSpec,
@@ -72,8 +73,27 @@ async def test_event_time_ttl_expires_state_ttl_after_the_record_that_wrote_it()
     assert result.read_state("p", "n") == {}
 
 
-def test_a_map_state_takes_no_ttl() -> None:
-    from shoal import MapStateSpec
+def _pages(key: str, event: tuple[str, int, str], ctx: ProcessContext) -> None:
+    ctx.state.pages.put(event[2], event[1])
+    ctx.emit((key, event[1], ctx.state.pages.keys()))
 
-    with pytest.raises(TypeError, match=r"unexpected keyword argument 'ttl'"):
-        MapStateSpec("m", ttl=StateTtl(1))  # type: ignore[call-arg]
+
+@pytest.mark.asyncio
+async def test_event_time_ttl_expires_map_entries_one_by_one() -> None:
+    ttl = StateTtl(10, time="event_time")
+    flow = Flow("ttl_map", num_key_groups=2)
+    events = [("a", 0, "x"), ("a", 5, "y"), ("a", 12, "z"), ("a", 16, "x")]
+    (
+        flow.source(IterableSource(events), timestamps=lambda e: e[1])
+        .key_by(lambda e: e[0])
+        .process(_pages, states=[MapStateSpec("pages", ttl=ttl)], name="p")
+        .sink(CollectingSink())
+    )
+    result = await run_job(flow, backend="memory", batch_size=1)
+    assert result.sink.items == [  # type: ignore[attr-defined]
+        ("a", 0, ["x"]),
+        ("a", 5, ["x", "y"]),
+        ("a", 12, ["y", "z"]),  # x was put at 0: expired at 10
+        ("a", 16, ["x", "z"]),  # y at 5: expired at 15; x put again
+    ]
+    assert result.read_state("p", "pages") == {}  # the end's watermark is +inf
