@@ -15,6 +15,7 @@ machinery sees one ordinary keyed operator. Every branch ends in a sink.
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import math
 import re
@@ -609,10 +610,12 @@ class Stream(_Extendable):
             raise TypeError(f"side_output takes an OutputTag('name'); got {tag!r}")
         parent = self._node
         from_process = isinstance(parent.op, ProcessOp)
-        if not from_process:
+        late = isinstance(parent.op, WindowOp) and parent.op.window.late == tag.name
+        if not from_process and not late:
             raise ValueError(
-                "side_output reads what a process function sends with ctx.output(tag, value): "
-                f"this stream ({parent.describe()}) is not the output of .process(...)"
+                "side_output reads what a process function sends with ctx.output(tag, value), "
+                "or a window's late records (.window(..., late=tag)): this stream "
+                f"({parent.describe()}) is neither"
             )
         node = _Node(
             None, (parent,), (None,), select=tag.name, upstream=parent.upstream, timed=parent.timed
@@ -712,6 +715,7 @@ class KeyedStream(_Extendable):
         assigner: Tumbling | Sliding | Session,
         *,
         allowed_lateness: float = 0,
+        late: OutputTag | None = None,
     ) -> WindowedStream:
         """Group each key's records into event-time windows (then ``reduce`` / ``aggregate``
         / ``count``).
@@ -721,7 +725,11 @@ class KeyedStream(_Extendable):
                 timestamp units; windows are half-open ``[start, end)``, aligned to 0.
             allowed_lateness: how long past a window's end (in watermark terms) its state is
                 kept; a late record in that time fires it again with the updated value.
-                Records later than that are dead letters (``LateRecordError``).
+                Records later than that are dead letters (``LateRecordError``), or go to
+                ``late``.
+            late: the side output for records later than that: read it with
+                ``.side_output(late)`` on the windowed operator's output (each record as it
+                was, with its timestamp and source position). None: the dead letters.
         """
         if not self._node.timed:
             raise ValueError(
@@ -741,7 +749,9 @@ class KeyedStream(_Extendable):
             raise ValueError(
                 f"allowed_lateness must be a finite number >= 0; got {allowed_lateness!r}"
             )
-        return WindowedStream(self, assigner, allowed_lateness)
+        if late is not None and not isinstance(late, OutputTag):
+            raise TypeError(f"late takes an OutputTag('name') or None; got {late!r}")
+        return WindowedStream(self, assigner, allowed_lateness, None if late is None else late.name)
 
     def reduce(self, fn: Callable[[Any, Any], Any], *, name: str = "reduce") -> Stream:
         """Keep ``acc = fn(acc, value)`` per key and emit ``(key, acc)`` for every record."""
@@ -867,16 +877,23 @@ class WindowedStream:
     ``count``, or hand its records to ``process``; each fired window emits
     ``(key, window_start, window_end, value)``."""
 
-    __slots__ = ("_assigner", "_keyed", "_lateness")
+    __slots__ = ("_assigner", "_keyed", "_late", "_lateness")
 
     def __init__(
-        self, keyed: KeyedStream, assigner: Tumbling | Sliding | Session, lateness: float
+        self,
+        keyed: KeyedStream,
+        assigner: Tumbling | Sliding | Session,
+        lateness: float,
+        late: str | None = None,
     ) -> None:
         self._keyed = keyed
         self._assigner = assigner
         self._lateness = lateness
+        self._late = late
 
     def _finish(self, name: str, spec: WindowSpec) -> Stream:
+        if self._late is not None:
+            spec = dataclasses.replace(spec, late=self._late)
         keyed = self._keyed
         op = WindowOp(keyed._unique(name), keyed._key_fn, spec, (windows_spec(), timers_spec()))
         return Stream(keyed._graph, keyed._append(op))

@@ -565,6 +565,10 @@ class KeyedRunner:
         for ctx in self._contexts:
             sent += ctx.sides
             ctx.sides = 0
+        window = self._window
+        if window is not None:  # late records sent to the window's late side output
+            sent += window.sides
+            window.sides = 0
         return sent > 0
 
     def fire_timers(

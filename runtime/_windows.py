@@ -47,6 +47,7 @@ from typing import TYPE_CHECKING, Any
 from shoal.storage import KeyGroupStore, ValueStateSpec
 
 from ._exceptions import LateRecordError
+from ._outputs import SideValue
 from ._timers import EVENT_TIME, TimerService
 
 if TYPE_CHECKING:
@@ -168,6 +169,8 @@ class WindowSpec:
     process: Callable[[Any, tuple[Any, Any], list[Any]], Any] | None = None
     count: bool = False
     columnar: bool = True
+    #: The side output late records go to (its name), or None: the dead letters.
+    late: str | None = None
 
 
 Out = tuple[list[Any], list[int], list[Any]]
@@ -210,6 +213,7 @@ class WindowRunner:
         "_step",
         "_store",
         "_timers",
+        "sides",
     )
 
     def __init__(
@@ -233,6 +237,8 @@ class WindowRunner:
         self._due: list[Any] = []
         #: The latest end of a window kept after firing (-inf: none so far).
         self._fired_until: Any = -math.inf
+        #: Late records sent to the late side output since the runner last asked.
+        self.sides = 0
         if type(assigner) is Tumbling:
             self._size = self._step = assigner.size
         elif type(assigner) is Sliding:
@@ -441,7 +447,7 @@ class WindowRunner:
         for key, value, offset, ts in zip(keys, values, offsets, timestamps, strict=True):
             windows = assign(ts)
             if windows[0][1] + lateness <= watermark:  # the earliest window can no longer fire
-                self._late(ts, watermark, split, offset, value, key, dead)
+                self._late(ts, watermark, split, offset, value, key, dead, out)
                 continue
             store.key = key
             opened = state.value() or {}
@@ -482,7 +488,15 @@ class WindowRunner:
         value: Any,
         key: Any,
         dead: DeadLetters,
+        out: Out,
     ) -> None:
+        late = self._spec.late
+        if late is not None:  # the late side output (window(..., late=OutputTag(...)))
+            out[0].append(SideValue(late, value))
+            out[1].append(offset)
+            out[2].append(ts)
+            self.sides += 1
+            return
         dead.add(
             self._name,
             LateRecordError(
@@ -670,7 +684,7 @@ class WindowRunner:
             try:
                 updated = self._add_session(windows, session.gap, value, ts, watermark)
             except _Late:
-                self._late(ts, watermark, split, offset, value, key, dead)
+                self._late(ts, watermark, split, offset, value, key, dead, out)
                 continue
             except Exception as exc:
                 dead.add(self._name, exc, split, offset, value, key)

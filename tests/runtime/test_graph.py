@@ -167,8 +167,9 @@ def test_side_outputs_and_sinks_are_checked_when_the_flow_is_built() -> None:
     counts = flow.source(IterableSource([1])).key_by(str).count(name="c")
     with pytest.raises(
         ValueError,
-        match=r"^side_output reads what a process function sends with ctx\.output\(tag, value\): "
-        r"this stream \(after 'c'\) is not the output of \.process\(\.\.\.\)$",
+        match=r"^side_output reads what a process function sends with ctx\.output\(tag, value\), "
+        r"or a window's late records \(\.window\(\.\.\., late=tag\)\): this stream "
+        r"\(after 'c'\) is neither$",
     ):
         counts.side_output(OutputTag("x"))
     with pytest.raises(TypeError, match=r"^side_output takes an OutputTag\('name'\); got 'x'$"):

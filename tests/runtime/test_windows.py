@@ -4,6 +4,7 @@ for; window state is removed once its windows can no longer fire."""
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -12,11 +13,13 @@ import time_flows as flows
 from shoal.runtime._windows import WINDOWS_STATE
 
 from shoal import (
+    BoundedOutOfOrderness,
     CollectingSink,
     DeadLetterSink,
     Fault,
     Flow,
     IterableSource,
+    OutputTag,
     Session,
     Sliding,
     TransactionalJsonlSink,
@@ -185,6 +188,53 @@ async def test_late_records_go_to_the_dead_letters_and_the_rest_equal_the_oracle
         }
     got = flows.results([(*window, value) for window, value in final.items()])
     assert got == flows.oracle(kept, kind, size, slide)
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize(("kind", "size", "slide"), KINDS)
+async def test_late_records_go_to_the_late_side_output_and_the_rest_equal_the_oracle(
+    kind: str, size: int, slide: int
+) -> None:
+    """With ``window(..., late=tag)`` the late records are a stream of their own: no dead
+    letters; late records and kept records together are the input, each once; the windows'
+    results equal the oracle over the kept ones."""
+    data = flows.events(300, seed=3, disorder=60)
+    late_tag = OutputTag("late")
+    results, late = CollectingSink(), CollectingSink()
+    flow = Flow("late_side", num_key_groups=8)
+    windows = (
+        flow.source(
+            IterableSource(data, splits=3),
+            timestamps=flows._ts,
+            watermarks=BoundedOutOfOrderness(5),
+        )
+        .key_by(flows._key)
+        .window(flows.assigner(kind, size, slide), late=late_tag)
+        .count(name="w")
+    )
+    windows.sink(results)
+    windows.side_output(late_tag).sink(late)
+    result = await run_job(flow, backend="memory", batch_size=4, mailbox_size=1)
+    assert result.dead_letters == 0
+    assert late.items, "the input was meant to have late records"
+    assert Counter(late.items) <= Counter(data)
+    kept = list((Counter(data) - Counter(late.items)).elements())
+    final: dict[tuple[Any, Any, Any], Any] = {}
+    for key, start, end, value in results.items:
+        final[(key, start, end)] = value
+    got = flows.results([(*window, value) for window, value in final.items()])
+    assert got == flows.oracle(kept, kind, size, slide)
+
+
+def test_a_late_side_output_needs_an_output_tag_and_a_window_to_read() -> None:
+    keyed = Flow("f").source(IterableSource([1]), timestamps=lambda r: r).key_by(lambda r: r % 2)
+    with pytest.raises(TypeError, match=r"late takes an OutputTag\('name'\) or None"):
+        keyed.window(Tumbling(5), late="late")  # type: ignore[arg-type]
+    counted = keyed.window(Tumbling(5)).count()
+    with pytest.raises(
+        ValueError, match=r"or a window's late records \(.window\(\.\.\., late=tag\)\)"
+    ):
+        counted.side_output(OutputTag("late"))
 
 
 def _by_split(data: list[Any], splits: int) -> list[tuple[list[tuple[int, Any]], str]]:
