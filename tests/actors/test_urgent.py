@@ -19,15 +19,16 @@ DRIVER = -1
 PLACEMENT = {"c0": 0, "slow": 0, "gate": 0}
 
 
-async def until(get: Callable[[], Awaitable[Any]], expected: Any) -> None:
-    """Poll ``get`` until it returns ``expected`` (urgent delivery races the asks)."""
+async def until(get: Callable[[], Awaitable[Any]], expected: Any) -> Any:
+    """Poll ``get`` until it returns ``expected`` (urgent delivery races the asks), for up to
+    5 s; return what it last returned (the caller asserts it)."""
     seen = None
     for _ in range(500):
         seen = await get()
         if seen == expected:
-            return
+            break
         await anyio.sleep(0.01)
-    raise AssertionError(f"expected {expected!r}, last saw {seen!r}")
+    return seen
 
 
 class Recorder(Actor):
@@ -110,8 +111,10 @@ async def test_an_urgent_handler_takes_messages_in_the_receiving_process(
         for n in (3, 4):
             c0.tell_urgent(["urgent", n])  # the handler takes these
         c0.tell_urgent(Add(5, "u"))  # the handler declines: the actor's mailbox gets it
-        await until(lambda: c0.ask(["urgent-taken"]), [3, 4])
-        await until(lambda: c0.ask(["order"]), [5])
+        # The handler took the first two in the worker process; the declined one reached the
+        # actor's mailbox.
+        assert await until(lambda: c0.ask(["urgent-taken"]), [3, 4]) == [3, 4]
+        assert await until(lambda: c0.ask(["order"]), [5]) == [5]
 
 
 @pytest.mark.anyio
@@ -135,8 +138,9 @@ async def test_in_one_process_the_handler_runs_in_the_senders_call() -> None:
         assert worker.statistics().dead_letters == 1
         await ref.tell("fill")  # the mailbox (size 1) is full now...
         ref.tell_urgent("decline")  # ...and a declined urgent tell does not wait for room
-        await until(lambda: ref.ask("log"), ["fill", "decline"])
+        assert await until(lambda: ref.ask("log"), ["fill", "decline"]) == ["fill", "decline"]
         worker.on_urgent("r", None)
         ref.tell_urgent("after")  # no handler: the mailbox
-        await until(lambda: ref.ask("log"), ["fill", "decline", "after"])
+        expected = ["fill", "decline", "after"]
+        assert await until(lambda: ref.ask("log"), expected) == expected
         assert taken == ["now"]
