@@ -379,7 +379,7 @@ async def run_job(
                 result = await run_in_loop(run, state, workers)
             except ActorFailedError as exc:
                 raise JobError(f"job {plan.flow.name!r} failed: {exc}") from exc
-        await _stop_savepoint(run, result)
+        await _stop_savepoint(run, result, stopped=stop is not None and stop.is_set())
     except BaseException:
         if temporary:  # nobody can read a failed run's temporary state
             shutil.rmtree(directory, ignore_errors=True)
@@ -422,18 +422,22 @@ def _check_timeline(
             raise ValueError(f"{action}: this timeline action needs checkpoints on")
 
 
-async def _stop_savepoint(run: Run, result: JobResult) -> None:
-    """A timeline's ``stop(savepoint=...)``: the final checkpoint, written as a savepoint."""
+async def _stop_savepoint(run: Run, result: JobResult, *, stopped: bool = False) -> None:
+    """A timeline's ``stop(savepoint=...)``: the final checkpoint, written as a savepoint.
+
+    ``stopped``: the job was stopped from outside (its ``stop`` event: Ctrl-C, the host) —
+    the steps it did not reach, or the one it cut short, are not the timeline's failure.
+    """
     runner = run.timeline
     if runner is not None and runner.error is not None:
         raise JobError(f"job {run.plan.flow.name!r}: {runner.error}")
-    if runner is not None and runner.acting is not None:
+    if runner is not None and runner.acting is not None and not stopped:
         raise JobError(
             f"job {run.plan.flow.name!r} ended while its timeline step {runner.acting} was "
             "still running (the job read all its input first): pace the source, or move the "
             "step earlier"
         )
-    if runner is not None and runner.done < len(runner.steps):
+    if runner is not None and runner.done < len(runner.steps) and not stopped:
         raise JobError(
             f"job {run.plan.flow.name!r} ended before its timeline step "
             f"{runner.steps[runner.done]} ran ({runner.done} of {len(runner.steps)} steps ran): "
