@@ -1024,10 +1024,10 @@ class ConnectedKeyedStream(_Extendable):
         """Emit ``fn(x, y)`` (default ``(x, y)``) for every ``x`` of the first input and ``y``
         of the second with the same key and ``x.ts + lower <= y.ts <= x.ts + upper``.
 
-        Event time only. Each side's records are kept (in keyed MapState) until the watermark
-        passes what they can still match, then removed by event-time timers; a record behind
-        the watermark is a dead letter (``LateRecordError``), never silently dropped. See
-        ``_joins.py``.
+        Event time only. Each side's records are kept (in keyed state, sorted by timestamp)
+        until the watermark passes what they can still match, then removed by an event-time
+        timer per key; a record behind the watermark is a dead letter (``LateRecordError``),
+        never silently dropped. See ``_joins.py``.
         """
         if not self._node.timed:
             raise ValueError(

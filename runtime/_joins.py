@@ -10,21 +10,25 @@ function or process function raises is a dead letter carrying the tagged pair.
 **Interval join** (:class:`IntervalJoin`): for every pair ``x`` of ``a`` and ``y`` of ``b`` with
 the same key and ``x.ts + lower <= y.ts <= x.ts + upper`` (event time, bounds inclusive), emit
 ``fn(x, y)`` once, when the later of the two arrives (the output carries that record's
-timestamp). Each side's records wait in a keyed MapState (``_shoal_join_a`` /
-``_shoal_join_b``: sequence number -> ``[ts, record]``) for the other side's matches:
+timestamp). Each side's records of a key wait in one keyed ValueState (``_shoal_ijoin_a`` /
+``_shoal_ijoin_b``): a list of ``[ts, record]`` kept sorted by timestamp (ties in arrival
+order), so a record finds its matches by bisection (``O(log n + matches)``), not a scan:
 
 * a record ``x`` of ``a`` can match ``b`` records up to ``x.ts + upper``, so it is removed
-  once the watermark is *past* ``x.ts + upper`` (an event-time timer just after it); a record
-  ``y`` of ``b`` once the watermark is past ``y.ts - lower``. State does not grow without bound:
-  what remains is what a record that is not late can still match.
+  once the watermark is *past* ``x.ts + upper``; a record ``y`` of ``b`` once the watermark is
+  past ``y.ts - lower``. Since each list is sorted, what can go is a prefix: the key keeps one
+  event-time timer at the earliest expiry of its lists (registered when a record becomes the
+  head of its list, and again after each cleanup), not one per record. State does not grow
+  without bound: what remains is what a record that is not late can still match.
 * A record with a timestamp below the key group's watermark is **late** (as for windows): the
   records it should pair with may already be gone, so it goes to the dead-letter sink with
   ``error_type == "LateRecordError"`` (operator, key, split, position) and is not joined; it is
   never silently dropped. Every other record is joined with everything of the other side that
   is in its interval and not late.
 
-Each record scans the other side's buffer for its key (``O(buffered records of the key)``): an
-interval join suits bounded intervals, where the buffers stay small.
+A checkpoint writes a key's list whole when it changed since the last one; the lists hold what
+arrived within the interval plus how far the watermark trails (the minimum over both inputs'
+splits).
 
 **Window join** (:class:`WindowJoin`): for every pair ``x`` of ``a`` and ``y`` of ``b`` with the
 same key in the same event-time window (``Tumbling`` or ``Sliding``, assigned by the window
@@ -40,7 +44,9 @@ dead-letter sink (``LateRecordError``) and joins nothing, as for windows.
 from __future__ import annotations
 
 import math
+from bisect import bisect_left, bisect_right
 from collections.abc import Callable
+from operator import itemgetter
 from typing import Any
 
 from shoal.storage import MapStateSpec, StateSpec, ValueStateSpec
@@ -58,9 +64,9 @@ __all__ = (
     "window_join_specs",
 )
 
-_LEFT = "_shoal_join_a"
-_RIGHT = "_shoal_join_b"
-_NEXT = "_shoal_join_next"
+_LEFT = "_shoal_ijoin_a"
+_RIGHT = "_shoal_ijoin_b"
+_TS = itemgetter(0)
 _WINDOWS = "_shoal_wjoin"
 
 
@@ -114,7 +120,7 @@ class AsyncCoProcess(CoProcess):
 
 def join_specs() -> tuple[StateSpec, ...]:
     """The internal states of an interval join (besides its timers)."""
-    return (MapStateSpec(_LEFT), MapStateSpec(_RIGHT), ValueStateSpec(_NEXT, default=0))
+    return (ValueStateSpec(_LEFT), ValueStateSpec(_RIGHT))
 
 
 def _just_after(ts: float) -> float:
@@ -150,35 +156,53 @@ class IntervalJoin:
                 f"{watermark!r}, so the records it would pair with may be gone"
             )
         state = ctx.state
-        seq = state._shoal_join_next.value()
-        state._shoal_join_next.update(seq + 1)
         if side == 0:
-            state._shoal_join_a.put(seq, [ts, value])
-            ctx.timers.register_event_time(_just_after(ts + self.upper))
-            low, high = ts + self.lower, ts + self.upper
-            for other_ts, other in state._shoal_join_b.values():
-                if low <= other_ts <= high:
-                    ctx.emit(self.fn(value, other))
+            mine, theirs = state._shoal_ijoin_a, state._shoal_ijoin_b
+            expiry, low, high = ts + self.upper, ts + self.lower, ts + self.upper
         else:
-            state._shoal_join_b.put(seq, [ts, value])
-            ctx.timers.register_event_time(_just_after(ts - self.lower))
-            low, high = ts - self.upper, ts - self.lower
-            for other_ts, other in state._shoal_join_a.values():
-                if low <= other_ts <= high:
-                    ctx.emit(self.fn(other, value))
+            mine, theirs = state._shoal_ijoin_b, state._shoal_ijoin_a
+            expiry, low, high = ts - self.lower, ts - self.upper, ts - self.lower
+        buffer = mine.value()
+        if buffer is None:
+            buffer = []
+        at = bisect_right(buffer, ts, key=_TS)  # after its equals: ties keep arrival order
+        buffer.insert(at, [ts, value])
+        mine.update(buffer)
+        if at == 0:
+            # The new head of its list: the earliest expiry may have moved earlier.
+            ctx.timers.register_event_time(_just_after(expiry))
+        others = theirs.value()
+        if not others:
+            return
+        fn = self.fn
+        emit = ctx.emit
+        for index in range(bisect_left(others, low, key=_TS), bisect_right(others, high, key=_TS)):
+            other = others[index][1]
+            emit(fn(value, other) if side == 0 else fn(other, value))
 
     def on_timer(self, key: Any, ts: float, ctx: Any) -> None:
-        """Drop what can no longer match once the watermark reached ``ts``."""
+        """Drop what can no longer match once the watermark is past it (a prefix of each
+        sorted list), then keep a timer at the earliest expiry of what remains."""
         state = ctx.state
-        for buffer, bound in (
-            (state._shoal_join_a, self.upper),
-            (state._shoal_join_b, -self.lower),
+        watermark = max(ts, ctx.watermark)
+        for handle, bound in (
+            (state._shoal_ijoin_a, self.upper),
+            (state._shoal_ijoin_b, -self.lower),
         ):
-            gone = [seq for seq, (at, _value) in buffer.items() if _just_after(at + bound) <= ts]
-            for seq in gone:
-                buffer.remove(seq)
-        if state._shoal_join_a.is_empty() and state._shoal_join_b.is_empty():
-            state._shoal_join_next.clear()
+            buffer = handle.value()
+            if not buffer:
+                continue
+            gone = 0
+            # Gone once the watermark is past ts + bound (a timer just after it fired).
+            while gone < len(buffer) and _just_after(buffer[gone][0] + bound) <= watermark:
+                gone += 1
+            if gone == len(buffer):
+                handle.clear()
+                continue
+            if gone:
+                del buffer[:gone]
+                handle.update(buffer)
+            ctx.timers.register_event_time(_just_after(buffer[0][0] + bound))
 
 
 def window_join_specs() -> tuple[StateSpec, ...]:

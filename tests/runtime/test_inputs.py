@@ -8,8 +8,11 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import anyio
 import inputs_flows as flows
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from shoal.runtime._plan import compile_plan
 from shoal.runtime.timeline import at, rescale
 
@@ -238,13 +241,13 @@ def test_interval_join_buffers_stay_bounded_as_the_watermark_moves() -> None:
         harness.push("k", (1, ("k", ts + 1, 0)), ts + 1)
         harness.advance_watermark(ts + 1)
         sizes.append(
-            len(harness.state("k", "_shoal_join_a")) + len(harness.state("k", "_shoal_join_b"))
+            len(harness.state("k", "_shoal_ijoin_a")) + len(harness.state("k", "_shoal_ijoin_b"))
         )
     # x waits until the watermark is past x.ts + 3, y until it is past y.ts + 2.
     assert max(sizes) <= 6
     harness.advance_watermark(float("inf"))
-    assert harness.state("k", "_shoal_join_a") is None
-    assert harness.state("k", "_shoal_join_b") is None
+    assert harness.state("k", "_shoal_ijoin_a") is None
+    assert harness.state("k", "_shoal_ijoin_b") is None
     assert harness.timers("k") == []
 
 
@@ -262,29 +265,71 @@ def test_an_interval_join_dead_letters_a_record_behind_the_watermark() -> None:
     assert harness.output == []
 
 
-@pytest.mark.asyncio
-async def test_late_join_records_are_dead_letters_and_the_rest_equal_the_oracle() -> None:
-    # A watermark strategy that promises too much: records more than 1 behind are late.
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    seed=st.integers(0, 10_000),
+    disorder=st.integers(0, 10),
+    promise=st.integers(0, 10),
+    lower=st.integers(-8, 8),
+    width=st.integers(0, 10),
+    splits=st.tuples(st.integers(1, 3), st.integers(1, 3)),
+    batch_size=st.sampled_from([1, 3, 16]),
+    workers=st.integers(1, 3),
+)
+def test_an_interval_join_equals_the_nested_loop_oracle_over_its_on_time_records(
+    seed: int,
+    disorder: int,
+    promise: int,
+    lower: int,
+    width: int,
+    splits: tuple[int, int],
+    batch_size: int,
+    workers: int,
+) -> None:
+    # Random out-of-order inputs, a watermark strategy that may promise too little disorder
+    # (promise < disorder: some records are late), random bounds and batches: every late record
+    # is a dead letter, and the pairs equal the nested loop over the others.
+    upper = lower + width
     flow = Flow("late", num_key_groups=4)
-    a = flows.events(200, seed=3, disorder=8)
-    b = flows.events(150, seed=4, disorder=8, step=4)
+    a = flows.events(120, seed=seed, disorder=disorder)
+    b = flows.events(90, seed=seed + 1, disorder=disorder, step=4)
     left = flow.source(
-        IterableSource(a, splits=2), timestamps=flows._ts, watermarks=BoundedOutOfOrderness(1)
+        IterableSource(a, splits=splits[0]),
+        timestamps=flows._ts,
+        watermarks=BoundedOutOfOrderness(promise),
     )
     right = flow.source(
-        IterableSource(b, splits=1), timestamps=flows._ts, watermarks=BoundedOutOfOrderness(1)
+        IterableSource(b, splits=splits[1]),
+        timestamps=flows._ts,
+        watermarks=BoundedOutOfOrderness(promise),
     )
-    left.key_by(flows._key).interval_join(right.key_by(flows._key), -4, 4, flows._pair).sink(
+    left.key_by(flows._key).interval_join(right.key_by(flows._key), lower, upper, flows._pair).sink(
         CollectingSink()
     )
     dead = DeadLetterSink()
-    result = await run_job(flow, backend="memory", batch_size=5, dead_letters=dead)
-    late = {(d.split, d.offset) for d in dead.letters if d.error_type == "LateRecordError"}
-    assert late
+    result = anyio.run(
+        lambda: run_job(
+            flow,
+            backend="memory",
+            workers=workers,
+            processes=False,
+            batch_size=batch_size,
+            dead_letters=dead,
+        )
+    )
+    assert {d.error_type for d in dead.letters} <= {"LateRecordError"}
+    late = {(d.split, d.offset) for d in dead.letters}
     assert len(late) == dead.count
-    on_time_a = [x for i, x in enumerate(a) if (f"0/items:{i * 2 // len(a)}", i) not in late]
-    on_time_b = [y for i, y in enumerate(b) if ("1/items:0", i) not in late]
-    assert flows.pairs(result.sink.items) == flows.join_oracle(on_time_a, on_time_b, -4, 4)  # type: ignore[attr-defined]
+    if promise >= disorder:
+        assert not late
+    on_time_a = [
+        x for i, x in enumerate(a) if (f"0/items:{i * splits[0] // len(a)}", i) not in late
+    ]
+    on_time_b = [
+        y for i, y in enumerate(b) if (f"1/items:{i * splits[1] // len(b)}", i) not in late
+    ]
+    assert len(on_time_a) + len(on_time_b) == len(a) + len(b) - len(late)
+    assert flows.pairs(result.sink.items) == flows.join_oracle(on_time_a, on_time_b, lower, upper)  # type: ignore[attr-defined]
 
 
 def test_interval_join_arguments_are_checked() -> None:
