@@ -4,7 +4,9 @@ A successor queues what reaches it before the handoff, outside its mailbox, so t
 exchange never waits on it (see ``_moves.py``). That queue grows with the rate times the
 move's wait. When it passes :attr:`Holds.limit` records, the successor asks every worker
 (:class:`Throttle`, an urgent tell) to hold what their senders route to that key group, and
-when it has taken the key group over it releases them (``Throttle(held=False)``).
+when it has taken the key group over it releases them (``Throttle(held=False)``). A worker
+that has not applied the move's placement version yet routes that key group's records to its
+old owner, so it starts holding only when it applies it.
 
 On a worker, a held key group's records wait in a queue of the worker's, in the order they
 were routed, while the senders go on with every other key group. A sender blocks only when
@@ -47,6 +49,8 @@ class Holds:
         self._queues: dict[tuple[int, int], deque[tuple[str, str, tuple[list[Any], ...]]]] = {}
         self._counts: dict[tuple[int, int], int] = {}
         self._released: dict[tuple[int, int], anyio.Event] = {}
+        # Throttles of a placement version this worker has not applied yet, by version.
+        self._pending: dict[int, set[tuple[int, int]]] = {}
         self._changed = anyio.Event()
         #: The most records held for one key group at once (for the tests and the metrics).
         self.max_held = 0
@@ -71,10 +75,28 @@ class Holds:
             return release
         return None
 
-    def throttle(self, message: Throttle) -> None:
+    def throttle(self, message: Throttle, applied: int) -> None:
         """Hold what is routed to ``message``'s key group from now on (synchronous: the
-        urgent handler applies it where it arrives)."""
+        urgent handler applies it where it arrives), or, if this worker has not applied the
+        move's placement version yet (``applied`` is older), from when it does
+        (:meth:`applied`): until then its senders route that key group's records to the old
+        owner, not to the successor, and holding them would only stall this worker's
+        placement update behind a move that waits for it (a deadlock)."""
         key = (message.stage, message.group)
+        if message.version > applied:
+            self._pending.setdefault(message.version, set()).add(key)
+            return
+        self._start(key)
+
+    def applied(self, version: int) -> None:
+        """This worker routes by placement ``version`` now: start its moves' pending holds."""
+        for pending in [v for v in self._pending if v <= version]:
+            keys = self._pending.pop(pending)
+            if pending == version:
+                for key in sorted(keys):
+                    self._start(key)
+
+    def _start(self, key: tuple[int, int]) -> None:
         if key not in self._queues:
             self._queues[key] = deque()
             self._counts[key] = 0
@@ -84,6 +106,9 @@ class Holds:
         """The key group has been taken over: wake its blocked senders and deliver what was
         held, in order (records routed to it meanwhile join the queue's end)."""
         key = (message.stage, message.group)
+        pending = self._pending.get(message.version)
+        if pending is not None:
+            pending.discard(key)
         release = self._released.pop(key, None)
         if release is None:
             return

@@ -285,7 +285,8 @@ class KeyGroupActor(Actor):
         ``_holding.py``)."""
         self.throttling = held
         env = self.env
-        message = Throttle(self.stage.index, self.key_group, held)
+        assert self.arriving is not None
+        message = Throttle(self.stage.index, self.key_group, held, self.arriving)
         for worker in env.peers:
             env.kernel.ref(handoffs_name(worker)).tell_urgent(message)
 

@@ -521,11 +521,14 @@ class FlushChannel:
 class Throttle:
     """A successor -> every worker's handoff receiver (urgent): hold what your senders route
     to key group ``group`` of keyed stage ``stage`` (``held``), or deliver it now, in order (the
-    successor has taken the key group over). See ``_holding.py``."""
+    successor has taken the key group over). ``version``: the placement version of the move
+    (a worker that has not applied it yet routes nothing to the successor: it holds from when
+    it applies it). See ``_holding.py``."""
 
     stage: int
     group: int
     held: bool
+    version: int
 
 
 @dataclass(frozen=True, slots=True)

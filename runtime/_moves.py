@@ -74,6 +74,7 @@ def apply_update(env: WorkerEnv, update: PlacementUpdate) -> list[tuple[str, int
     """
     version = update.version
     env.placement_version = version
+    env.holds.applied(version)
     moved = [(int(group), int(source), int(target)) for group, source, target in update.groups]
     directory = env.kernel.directory
     for group, source, target in moved:
@@ -108,18 +109,23 @@ def apply_update(env: WorkerEnv, update: PlacementUpdate) -> list[tuple[str, int
     return nudge
 
 
-async def nudge_senders(env: WorkerEnv, nudge: list[tuple[str, int]]) -> None:
+def nudge_senders(env: WorkerEnv, nudge: list[tuple[str, int]]) -> None:
+    """Tell each sender here to pay its markers. Never waits for mailbox room (``tell_urgent``,
+    on this worker: into the mailbox now, else as soon as there is room): a sender with a full
+    mailbox may be waiting on a held key group whose move waits for this worker's controller."""
     for name, version in nudge:
         ref = env.kernel.ref(name)
         if ref.is_local:
-            await ref.tell(SendMarkers(version))
+            ref.tell_urgent(SendMarkers(version))
 
 
-async def start_handoffs(env: WorkerEnv, version: int) -> None:
-    """Tell every actor leaving this worker in ``version`` to hand over."""
+def start_handoffs(env: WorkerEnv, version: int) -> None:
+    """Tell every actor leaving this worker in ``version`` to hand over, without waiting for
+    mailbox room (as :func:`nudge_senders`): one leaving actor blocked on a held key group must
+    not keep the next one, maybe that key group's old owner, from hearing it."""
     departing, env.departing = env.departing, []
     for name, target in departing:
-        await env.kernel.ref(name).tell(MoveOut(version, target))
+        env.kernel.ref(name).tell_urgent(MoveOut(version, target))
 
 
 async def pay_markers(env: WorkerEnv, channel: str) -> None:

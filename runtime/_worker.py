@@ -513,7 +513,7 @@ class HandoffReceiver(Actor):
                 successor.take_over(message)
                 return True
         elif kind is Throttle and message.held:
-            env.holds.throttle(message)
+            env.holds.throttle(message, env.placement_version)
             return True
         return False  # a release (its queue is delivered in the receiver's turn), a split
 
@@ -623,9 +623,9 @@ class WorkerController(Actor):
                     )
         elif kind is PlacementUpdate:
             await env.holds.drain()  # the new version's markers follow what was held
-            await nudge_senders(env, apply_update(env, message))
+            nudge_senders(env, apply_update(env, message))
         elif kind is StartHandoffs:
-            await start_handoffs(env, message.version)
+            start_handoffs(env, message.version)
         elif kind is Retire:
             return await self._retire()
         else:

@@ -179,6 +179,10 @@ def random_rescales(
         point = rng.choice(MIGRATION_POINTS)
         faults.append(Fault(point, worker=rng.randrange(4), attempt=0, hit=rng.randint(1, 3)))
     options: dict[str, Any] = {"checkpoint_interval": rng.choice([0.05, 0.2])}
+    # Half the schedules with tiny batches and mailboxes: flow control at its tightest (and a
+    # successor's hold limit of 32 records). Its own generator: the other schedules stay.
+    if random.Random(seed + 7).random() < 0.5:
+        options.update(batch_size=4, mailbox_size=2)
     return p, steps, faults, options
 
 
