@@ -33,6 +33,7 @@ from shoal.runtime._load import (
     LoadMonitor,
     hot_key_summary,
 )
+from shoal.runtime._logging import configure_logging
 from shoal.runtime._placement import Placement
 from shoal.runtime._policies import AutoTrigger, check_table, plan_rebalance, skew
 from shoal.runtime._timeline import Rebalance, Stop
@@ -512,6 +513,9 @@ async def test_a_running_job_rebalances_through_its_control_socket_and_the_cli(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """`shoal rebalance --state-dir DIR` (text, then --json) talks to this socket."""
+    # The job's own log lines go to stderr, as under `shoal run` (unconfigured, structlog
+    # prints to stdout, which this test reads as the command's output).
+    configure_logging()
     p = params(n=36_000)
     state = tmp_path / "state"
     answers: list[Any] = []
