@@ -125,6 +125,8 @@ class Run:
     clock: Clock | None = None  # None: the system clock
     # Key groups moved at once by a rescale (its pacing; see _rescale.py).
     max_moves: int = DEFAULT_MAX_MOVES
+    # Records queued for a moving key group before its senders hold (None: the default).
+    move_hold_records: int | None = None
     # The job's worker count (a rescale changes it) and the moves made, across attempts.
     scaling: Scaling = field(default_factory=lambda: Scaling(1))
     # Where the running job listens for `shoal rescale` / `shoal status` (None: nowhere).

@@ -168,6 +168,7 @@ async def bootstrap(worker: Worker, args: dict[str, Any]) -> None:
         split_owner=list(placement.split_owner),
         batch_size=int(args["batch_size"]),
         mailbox_size=int(args["mailbox_size"]),
+        move_hold_records=args.get("move_hold_records"),
         checkpoints=bool(args.get("checkpoints", False)),
         checkpoint_store=store,
         restoring=bool(args.get("restoring", False)),

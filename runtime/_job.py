@@ -98,6 +98,7 @@ async def run_job(
     timeline: Sequence[At] = (),
     clock: Clock | None = None,
     max_moves: int = DEFAULT_MAX_MOVES,
+    move_hold_records: int | None = None,
     control_socket: str | Path | None = None,
     on_control: Callable[[JobControl | None], None] | None = None,
     auto_rebalance: AutoRebalance | None = None,
@@ -173,6 +174,10 @@ async def run_job(
             a ``ManualClock`` in tests; default the system clock. Workers in this loop only.
         max_moves: how many key groups (or splits) a rescale moves at once, per placement
             version: its pacing (more: a shorter rescale, more key groups paused at once).
+        move_hold_records: backpressure on a moving key group: past this many records queued
+            for it before its handoff, its senders hold what they route to it (each worker
+            up to as many again, then those senders wait); every other key group keeps
+            flowing. None: 4 x mailbox_size x batch_size.
         control_socket: a Unix socket path the running job listens on for control requests
             (``shoal rescale``, ``shoal status``; see ``_control_socket.py``); None: none.
         on_control: called with each attempt's ``JobControl`` when it starts and with None
@@ -211,6 +216,8 @@ async def run_job(
     _check_positive("batch_size", batch_size)
     _check_positive("mailbox_size", mailbox_size)
     _check_positive("max_moves", max_moves)
+    if move_hold_records is not None:
+        _check_positive("move_hold_records", move_hold_records)
     if state_memory is not None and (
         isinstance(state_memory, bool) or not isinstance(state_memory, int) or state_memory < 1
     ):
@@ -358,6 +365,7 @@ async def run_job(
             clock=clock,
             scaling=Scaling(workers),
             max_moves=max_moves,
+            move_hold_records=move_hold_records,
             control_socket=None if control_socket is None else Path(control_socket),
             on_control=on_control,
             auto_rebalance=auto_rebalance,

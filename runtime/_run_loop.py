@@ -182,6 +182,7 @@ class _LoopPool:
                 split_owner=list(placement.split_owner),
                 batch_size=run.batch_size,
                 mailbox_size=run.mailbox_size,
+                move_hold_records=run.move_hold_records,
                 sink=self.sinks.get(index),
                 dead_sink=self.dead_sink,
                 checkpoints=run.checkpoint_interval is not None,

@@ -425,6 +425,7 @@ def _worker_args(
         "hold_ends": run.timeline is not None and run.timeline.pending,
         "batch_size": run.batch_size,
         "mailbox_size": run.mailbox_size,
+        "move_hold_records": run.move_hold_records,
         "log_format": run.log_format,
         "log_level": run.log_level,
         "checkpoints": run.checkpoint_interval is not None,

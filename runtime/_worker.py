@@ -119,6 +119,9 @@ class WorkerEnv:
     split_owner: list[int]
     batch_size: int
     mailbox_size: int
+    # Records a moving key group's successor queues before its senders hold (None: 4
+    # mailboxes of batches; see ``_holding.py``).
+    move_hold_records: int | None = None
     sink: SinkPartition | None = None  # None: sink items are gathered by the driver
     dead_sink: SinkPartition | None = None  # None: dead letters are gathered by the driver
     credit_window: int = DEFAULT_WINDOW
@@ -185,7 +188,8 @@ class WorkerEnv:
         self.router = KeyGroupRouter(self.plan.num_key_groups)
         # A successor asks for backpressure past as many records as a barrier alignment
         # holds (a few mailboxes' worth), and a worker holds as many per key group.
-        self.holds = Holds(4 * self.mailbox_size * self.batch_size, self._deliver_group)
+        hold = self.move_hold_records or 4 * self.mailbox_size * self.batch_size
+        self.holds = Holds(hold, self._deliver_group)
         self.credits = Credits(self.credit_window, wait_lost=self._wait_lost)
         if not self.peers:
             self.peers = list(range(self.workers))

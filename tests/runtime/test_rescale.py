@@ -179,10 +179,15 @@ def random_rescales(
         point = rng.choice(MIGRATION_POINTS)
         faults.append(Fault(point, worker=rng.randrange(4), attempt=0, hit=rng.randint(1, 3)))
     options: dict[str, Any] = {"checkpoint_interval": rng.choice([0.05, 0.2])}
-    # Half the schedules with tiny batches and mailboxes: flow control at its tightest (and a
-    # successor's hold limit of 32 records). Its own generator: the other schedules stay.
-    if random.Random(seed + 7).random() < 0.5:
+    # Half the schedules with tiny batches and mailboxes: flow control at its tightest. Its
+    # own generator: the other schedules stay.
+    tiny = random.Random(seed + 7)
+    if tiny.random() < 0.5:
         options.update(batch_size=4, mailbox_size=2)
+        # Half of those with a successor that asks for backpressure past 1 record (the
+        # default, 32 here, was never reached in these schedules; with 1, most moves hold).
+        if tiny.random() < 0.5:
+            options.update(move_hold_records=1)
     return p, steps, faults, options
 
 
@@ -191,6 +196,10 @@ def test_random_rescale_schedules_cover_every_migration_point() -> None:
         f.point for seed in range(40) for f in random_rescales(seed, processes=False, output="")[2]
     }
     assert points == set(MIGRATION_POINTS)
+    # The suite's own seeds (in one loop, across processes) include tiny buffers with holds.
+    for seeds, processes in ((range(3), False), (range(1000, 1003), True)):
+        options = [random_rescales(s, processes=processes, output="")[3] for s in seeds]
+        assert any(o.get("move_hold_records") == 1 for o in options), options
     kills = [
         s
         for seed in range(40)
