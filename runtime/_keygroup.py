@@ -117,6 +117,8 @@ class KeyGroupActor(Actor):
         self.unflushed = 0
         self.batches = 0
         self.drained = False
+        # An input ended by a stop from outside: this key group's own end says so too.
+        self.stopped_inputs = False
         # The newest completed checkpoint this key group has heard of (via barriers).
         self.base = 0
         # The checkpoint what it emits now is output of: its next barrier's.
@@ -325,6 +327,7 @@ class KeyGroupActor(Actor):
         assert self.time is not None
         self.time.combiner.restore(state["watermarks"])
         self.drained = bool(state["drained"])
+        self.stopped_inputs = bool(state.get("stopped_inputs", False))
         self.base = int(state["base"])
         self.epoch_out = int(state["epoch_out"])
         env.emitted[self.name] = env.emitted.get(self.name, 0) + int(state.get("emitted", 0))
@@ -402,6 +405,7 @@ class KeyGroupActor(Actor):
             "alignment": self.alignment.to_data(),
             "watermarks": self.time.combiner.to_data(),
             "drained": self.drained,
+            "stopped_inputs": self.stopped_inputs,
             "base": self.base,
             "epoch_out": self.epoch_out,
             "bytes": size,
@@ -452,7 +456,9 @@ class KeyGroupActor(Actor):
                 await self._advance(mark)
         elif kind is EndOfStream:
             assert self.time is not None
-            mark = self.time.combiner.end(message.channel)  # the last one: +inf
+            # The last one: +inf, unless the job was stopped (then time stays where it was).
+            mark = self.time.combiner.end(message.channel, stopped=message.stopped)
+            self.stopped_inputs = self.stopped_inputs or message.stopped
             if mark is not None:
                 await self._advance(mark)
             if self.alignment.end(message.channel):
@@ -685,7 +691,7 @@ class KeyGroupActor(Actor):
         self._flush()
         entries, size = self.env.metrics.state_size[(self.stage.name, self.key_group)]
         self.log.debug("key group drained", entries=entries, bytes=size)
-        await self.env.end_stage(self.stage, self.name)
+        await self.env.end_stage(self.stage, self.name, stopped=self.stopped_inputs)
         # Every key group says so (not only the last stage's): a drained key group takes no
         # more barriers, and the checkpoint coordinator stops waiting for it.
         await self.env.kernel.ref(JOB_ACTOR).tell(Drained(self.name, self.env.index))

@@ -318,9 +318,12 @@ class TimersDue:
 
 @dataclass(frozen=True, slots=True)
 class EndOfStream:
-    """No more records will arrive on ``channel``."""
+    """No more records will arrive on ``channel``. ``stopped``: because the job was stopped
+    from outside (Ctrl-C, ``stop()``), not because its input ended: event time does not move
+    to +inf for it (windows and timers waiting for more of its records do not fire)."""
 
     channel: str
+    stopped: bool = False
 
 
 @dataclass(frozen=True, slots=True)

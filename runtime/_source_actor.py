@@ -156,7 +156,8 @@ class SourceActor(Actor):
         if batch is None:
             self.log.debug("split ended", stopped=self.stopping, records=self.records)
             self.ended = True
-            await env.end_stage(self.stage, self.split)
+            # Stopped from outside before its input ended (a held split had read it all).
+            await env.end_stage(self.stage, self.split, stopped=self.stopping and not self.held)
             reader, self.reader = self.reader, None
             await reader.aclose()
             if self.stage.sinks:  # it writes a sink: the job's end waits for it (_attempt.py)

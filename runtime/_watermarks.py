@@ -271,20 +271,23 @@ class WatermarkCombiner:
     """A key group's watermark: the minimum over its input channels' watermarks.
 
     Idle channels do not count; ended channels are gone; with no channel left the watermark is
-    ``+inf``. With every remaining channel idle it stays where it is. It never moves back.
+    ``+inf``. With every remaining channel idle it stays where it is. It never moves back. A
+    channel ended by a stop from outside stays at its last watermark (see :meth:`end`).
     """
 
-    __slots__ = ("_idle", "_marks", "current")
+    __slots__ = ("_frozen", "_idle", "_marks", "current")
 
     def __init__(self, channels: Sequence[str]) -> None:
         self._marks: dict[str, float] = dict.fromkeys(channels, MIN_WATERMARK)
         self._idle: set[str] = set()
+        # Channels that ended because the job was stopped: their watermark stays where it was.
+        self._frozen: set[str] = set()
         #: The combined watermark.
         self.current = MIN_WATERMARK if self._marks else MAX_WATERMARK
 
     def update(self, channel: str, watermark: float, idle: bool = False) -> float | None:
         """``channel`` sent ``watermark``; the new combined watermark if it advanced, else None."""
-        if channel not in self._marks:
+        if channel not in self._marks or channel in self._frozen:
             return None  # an ended channel's stragglers cannot move time
         if watermark > self._marks[channel]:
             self._marks[channel] = watermark
@@ -297,18 +300,34 @@ class WatermarkCombiner:
     def to_data(self) -> dict[str, Any]:
         """Per channel its watermark, the idle channels and the combined one (for a successor
         on another worker: live migration)."""
-        return {"marks": dict(self._marks), "idle": sorted(self._idle), "current": self.current}
+        return {
+            "marks": dict(self._marks),
+            "idle": sorted(self._idle),
+            "frozen": sorted(self._frozen),
+            "current": self.current,
+        }
 
     def restore(self, data: dict[str, Any]) -> None:
         """Take over :meth:`to_data`'s state."""
         self._marks = {str(k): float(v) for k, v in data["marks"].items()}
         self._idle = set(data["idle"])
+        self._frozen = set(data.get("frozen", ()))
         self.current = float(data["current"])
 
-    def end(self, channel: str) -> float | None:
-        """``channel`` ended; the new combined watermark if that advanced it, else None."""
-        self._marks.pop(channel, None)
+    def end(self, channel: str, *, stopped: bool = False) -> float | None:
+        """``channel`` ended; the new combined watermark if that advanced it, else None.
+
+        An input that ended no longer holds time back (its end is as good as a watermark of
+        +inf). A channel ``stopped`` (the job was stopped from outside, its input not read to
+        the end) keeps holding time at its last watermark instead: windows and timers that
+        were waiting for it do not fire with part of their records; a resumed run goes on
+        from the checkpoint with them still open."""
         self._idle.discard(channel)
+        if stopped:
+            self._marks.setdefault(channel, MIN_WATERMARK)
+            self._frozen.add(channel)
+            return None
+        self._marks.pop(channel, None)
         return self._recompute()
 
     def _recompute(self) -> float | None:

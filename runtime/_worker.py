@@ -466,14 +466,15 @@ class WorkerEnv:
                 Gathered("dead", [letter.to_json() for letter in letters])
             )
 
-    async def end_stage(self, stage: Stage, channel: str) -> None:
-        """Tell everything downstream of ``stage`` that ``channel`` has ended."""
+    async def end_stage(self, stage: Stage, channel: str, *, stopped: bool = False) -> None:
+        """Tell everything downstream of ``stage`` that ``channel`` has ended (``stopped``: by
+        a stop from outside, see :class:`EndOfStream`)."""
         if self.dead.pending:
             await self.ship_dead_letters()
         if self.owed:
             # Its end goes to the new owners: the old ones must hear it has nothing more.
             await pay_markers(self, channel)
-        await self.broadcast_down(stage, EndOfStream(channel))
+        await self.broadcast_down(stage, EndOfStream(channel, stopped))
 
     def report(self) -> dict[str, Any]:
         """This worker's counters as a CBOR-able dict (see :meth:`WorkerMetrics.snapshot`)."""

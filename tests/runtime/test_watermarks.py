@@ -272,4 +272,6 @@ async def test_a_quiet_split_goes_idle_on_the_clock_while_its_read_waits() -> No
         stop.set()
         release.set()
     assert early == [("k", 0, 10, 2), ("k", 10, 20, 1), ("k", 20, 30, 1)]
-    assert sorted(result[0].sink.items) == [*early, ("k", 40, 50, 1)]
+    # Stopped, not at the end of its input: the window at 40 stays open for a resumed run
+    # (event time does not jump to +inf at a stop; see test_stop_windows.py).
+    assert sorted(result[0].sink.items) == early
