@@ -198,9 +198,11 @@ async def run_job(
             (``memory://...`` only with ``processes=False``: each process has its own memory
             filesystem). Default ``<state_dir>/checkpoints``. Ignored without
             ``checkpoint_interval``.
-        stop: when this event is set, every split ends as if its source had ended: what was
-            read drains through the job, state is flushed, and the result is returned. This is
-            how an unbounded job is stopped. Cancelling the call aborts the job without a
+        stop: when this event is set, every split stops reading: what was read drains
+            through the job, state is flushed, and the result is returned. This is how an
+            unbounded job is stopped. Event time stays where it was (not +inf, as at the end
+            of an input): open windows and event-time timers do not fire; a resumed run
+            completes them. Cancelling the call aborts the job without a
             result: worker processes get SIGTERM and, a second later, SIGKILL.
 
     Raises:

@@ -430,7 +430,8 @@ class StartSources:
 
 @dataclass(frozen=True, slots=True)
 class StopSources:
-    """Driver -> worker controller: end every split now, as if its source had ended.
+    """Driver -> worker controller: end every split now (a stop, not the end of its input:
+    see :class:`EndOfStream`).
 
     What was already read drains through the job and its state is flushed; this is how an
     unbounded job is stopped.
