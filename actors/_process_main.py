@@ -229,4 +229,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    code = main()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # No interpreter finalization: everything of the worker's is closed or given up by now,
+    # and finalizing a worker whose driver is gone printed ~600 lines of extension-module leak
+    # reports ("nanobind: leaked ...", from the hot-key sketches) into the user's terminal.
+    os._exit(code)
