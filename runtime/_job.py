@@ -150,7 +150,7 @@ async def run_job(
             then writes the checkpoint's manifest. The result's ``checkpoints`` counts the
             checkpoints whose manifest was written. A checkpoint whose files or manifest
             cannot be written (e.g. no space left) is aborted, counted as failed, and the job
-            goes on. (Recovery from them comes next.)
+            goes on; a failed job restarts from the last completed one (``max_restarts``).
         max_restarts: with checkpoints on, a worker that fails (a process killed, an engine
             error) makes the job restart every worker from the last completed checkpoint:
             state comes back to it and sources reread from its positions, so every record's

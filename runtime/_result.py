@@ -174,8 +174,16 @@ class JobResult:
 
     @property
     def sink(self) -> Sink:
-        """The sink of the driver's copy of the flow (a gathering sink holds the output here)."""
+        """The sink of the driver's copy of the flow (a gathering sink holds the output here).
+        With several sinks, a fan over them: read each one from :attr:`sinks`."""
         return self.plan.sink
+
+    @property
+    def sinks(self) -> tuple[Sink, ...]:
+        """The sinks of the driver's copy of the flow, in the order the flow added them (one
+        per ``.sink(...)`` call): where each branch's gathered output is, also when the flow
+        was built in worker processes from a flow file."""
+        return self.plan.sinks
 
     @property
     def dead_letter_records(self) -> list[DeadLetter]:

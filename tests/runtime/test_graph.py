@@ -137,6 +137,10 @@ async def test_a_branched_flow_gathers_every_sink_across_worker_processes(tmp_pa
         f"{FLOWS}:branched", workers=2, state_dir=tmp_path / "state", batch_size=5
     )
     assert flows.read(flows.collected(result.flow)) == flows.branched_oracle()
+    # Each branch's output, in the order the flow added its sinks (as the guide reads it).
+    assert len(result.sinks) == len(flows.SINKS)
+    by_sink = dict(zip(flows.SINKS, (sink.items for sink in result.sinks), strict=True))  # type: ignore[attr-defined]
+    assert flows.read(by_sink) == flows.branched_oracle()
 
 
 @pytest.mark.asyncio
