@@ -5,6 +5,7 @@ plug-in, the automatic policy's hysteresis, and the hot-key sketch."""
 from __future__ import annotations
 
 import json
+import logging
 import os
 import random
 import re
@@ -277,14 +278,19 @@ def test_the_hot_key_summary_counts_every_hot_key_and_names_the_hottest() -> Non
 
 @contextmanager
 def captured_logs() -> Iterator[list[dict[str, Any]]]:
-    """structlog's ``capture_logs``, leaving structlog unconfigured if it was: otherwise its
-    built-in defaults (every level, to stdout) would reach later tests' captured stdout."""
+    """structlog's ``capture_logs`` at every level (whatever level an earlier test in this
+    process configured: the shoal runtime's is warning), then structlog as it was (unconfigured
+    if it was: its built-in defaults, every level to stdout, would reach later tests' stdout)."""
     configured = structlog.is_configured()
+    saved = structlog.get_config()
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.DEBUG))
     try:
         with capture_logs() as logs:
             yield logs
     finally:
-        if not configured:
+        if configured:
+            structlog.configure(**saved)
+        else:
             structlog.reset_defaults()
 
 
