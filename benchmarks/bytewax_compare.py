@@ -114,7 +114,7 @@ def run_bytewax(
             recovery_dir = str(Path(tmp) / "recovery")
             Path(recovery_dir).mkdir()
             # One SQLite recovery partition per process.
-            init = [python, "-m", "bytewax.recovery", recovery_dir, str(workers)]
+            init = [str(python), "-m", "bytewax.recovery", recovery_dir, str(workers)]
             subprocess.run(init, check=True)
         cfg = {
             "events": args.events,
