@@ -129,13 +129,16 @@ def _bad_timestamp(value: object) -> bool:
     kind = type(value)
     if kind is int:
         return False
-    return kind is not float or math.isnan(value)  # type: ignore[arg-type]
+    # NaN compares false with everything; +inf would move the split's watermark to +inf (every
+    # later record late) and -inf puts a record in no window: none of them is a point in time.
+    return kind is not float or not math.isfinite(value)  # type: ignore[arg-type]
 
 
 def _checked(stamp: Any) -> Any:
     if _bad_timestamp(stamp):
         raise TypeError(
-            f"the timestamp assigner must return an int or a float (not NaN); got {stamp!r}"
+            "the timestamp assigner must return an int or a finite float (not NaN or ±inf); "
+            f"got {stamp!r}"
         )
     return stamp
 
@@ -154,7 +157,7 @@ class SplitTime:
 
     Args:
         split: the split id (also its channel name downstream).
-        assigner: ``record -> timestamp`` (an int or a float, not NaN).
+        assigner: ``record -> timestamp`` (an int or a finite float).
         strategy: the flow's watermark strategy (one generator per split).
         idle_timeout: seconds of processing time without records after which the split is idle
             (``None``: never).

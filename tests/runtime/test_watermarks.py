@@ -92,8 +92,25 @@ def test_a_bad_timestamp_is_a_dead_letter_and_the_rest_of_the_batch_goes_on() ->
         (13, "timestamps", "TypeError"),
     ]
     assert letters[0].error == (
-        "the timestamp assigner must return an int or a float (not NaN); got '2'"
+        "the timestamp assigner must return an int or a finite float (not NaN or ±inf); got '2'"
     )
+
+
+def test_an_infinite_timestamp_is_a_dead_letter_naming_the_value() -> None:
+    # +inf would move the split's watermark to +inf (every later record late) and -inf would
+    # put a record in no window: both are refused where NaN is.
+    dead = DeadLetters(0)
+    split = SplitTime("s0", lambda r: r, Monotonous(), None, ManualClock())
+    values, offsets, stamps = split.stamp([1.5, float("inf"), -math.inf, 2], [0, 1, 2, 3], dead)
+    assert (values, offsets, stamps) == ([1.5, 2], [0, 3], [1.5, 2])
+    assert split.after_batch(2) == (2, False)
+    letters = dead.take()
+    assert [(letter.offset, letter.operator, letter.error) for letter in letters] == [
+        (1, "timestamps", "the timestamp assigner must return an int or a finite float "
+         "(not NaN or ±inf); got inf"),
+        (2, "timestamps", "the timestamp assigner must return an int or a finite float "
+         "(not NaN or ±inf); got -inf"),
+    ]
 
 
 def _watch(key: int, value: Any, ctx: ProcessContext) -> None:
