@@ -1066,7 +1066,7 @@ class ConnectedKeyedStream(_Extendable):
         of the second with the same key in the same window of ``assigner`` (``Tumbling`` or
         ``Sliding``; once per window they share), when the watermark reaches the window's end.
 
-        Event time only. Each open window keeps both sides' records (keyed MapState) until it
+        Event time only. Each open window keeps both sides' records (keyed state) until it
         fires; a record behind the watermark for one of its windows is a dead letter
         (``LateRecordError``), never silently dropped. See ``_joins.py``.
         """

@@ -4,12 +4,15 @@ for; window state is removed once its windows can no longer fire."""
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import pytest
 import time_flows as flows
+from hypothesis import assume, given
+from hypothesis import strategies as st
 from shoal.runtime._windows import WINDOWS_STATE
 
 from shoal import (
@@ -292,6 +295,13 @@ def test_window_arguments_are_checked() -> None:
         ValueError, match=r"^Sliding: slide must be a number > 0 \(timestamp units\); got -1$"
     ):
         Sliding(10, -1)
+    with pytest.raises(
+        ValueError,
+        match=r"^Sliding: slide 7 is greater than size 4: a record between two windows would "
+        r"belong to none; did you mean Sliding\(7, 4\)\? \(Tumbling\(4\) for back-to-back "
+        r"windows, a slide <= 4 for overlapping ones\)$",
+    ):
+        Sliding(4, 7)
     with pytest.raises(ValueError, match=r"^Session: gap must be finite; got inf$"):
         Session(float("inf"))
     with pytest.raises(
@@ -326,6 +336,52 @@ def test_assigners_cut_half_open_epoch_aligned_windows() -> None:
     assert Sliding(10, 5).assign(12) == [(5, 15), (10, 20)]
     assert Sliding(10, 3).assign(9) == [(0, 10), (3, 13), (6, 16), (9, 19)]
     assert Tumbling(0.5).assign(1.25) == [(1.0, 1.5)]
+    assert Tumbling(0.1).assign(1.0) == [(1.0, 1.1)]  # 1.0 - 1.0 % 0.1 is 0.9
+    assert Sliding(0.2, 0.1).assign(1.0) == [(0.9, 1.1), (1.0, 1.2)]
+    # Window j starts at j * 0.1 in floats: 3 * 0.1 is 0.30000000000000004, above 0.3.
+    assert Sliding(0.3, 0.1).assign(0.3) == [(0.1, 0.4), (0.2, 0.5)]
+    assert Sliding(10, 10).assign(-1) == [(-10, 0)]
+
+
+def _brute_force(ts: float, size: float, slide: float) -> list[tuple[float, float]]:
+    """Every window ``j`` (``[j * slide, j * slide + size)``, ``j`` a float unless everything
+    is an int) that holds ``ts``, by trying every ``j`` near ``ts / slide``."""
+    ints = type(ts) is int and type(size) is int and type(slide) is int
+    low = math.floor((ts - size) / slide) - 3
+    high = math.floor(ts / slide) + 3
+    out = []
+    for j in range(low, high + 1):
+        start = j * slide if ints else float(j) * slide
+        end = start + size if slide != size or ints else (float(j) + 1.0) * slide
+        if start <= ts < end:
+            out.append((start, end))
+    return out
+
+
+_number = st.one_of(
+    st.integers(1, 1000),
+    st.floats(1e-3, 1e3, allow_nan=False, allow_infinity=False),
+)
+
+
+@given(
+    ts=st.one_of(st.integers(-(10**6), 10**6), st.floats(-1e6, 1e6, allow_nan=False)),
+    size=_number,
+    slide=_number,
+)
+def test_every_assigned_window_holds_the_timestamp_and_none_is_missing(
+    ts: float, size: float, slide: float
+) -> None:
+    if slide > size:
+        size, slide = slide, size
+    assume(size / slide <= 64)  # a record in at most ~64 windows: the test stays fast
+    for assigner, step in ((Tumbling(size), size), (Sliding(size, slide), slide)):
+        windows = assigner.assign(ts)
+        assert windows, (assigner, ts)
+        assert all(start <= ts < end for start, end in windows), (assigner, ts, windows)
+        assert windows == _brute_force(ts, size, step)
+    # A tumbling window is the sliding window whose slide is its size.
+    assert Sliding(size, size).assign(ts) == Tumbling(size).assign(ts)
 
 
 @pytest.mark.asyncio
