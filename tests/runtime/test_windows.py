@@ -9,6 +9,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
 import time_flows as flows
 from hypothesis import assume, given
@@ -116,7 +117,9 @@ async def test_a_raising_window_process_function_dead_letters_the_windows_record
     sink = CollectingSink()
     data = [("a", 1), ("a", 2), ("a", 3), ("a", 11), ("b", 4)]
     (
-        flow.source(IterableSource(data), timestamps=lambda e: e[1])
+        flow.source(
+            IterableSource(data), timestamps=lambda e: e[1], watermarks=BoundedOutOfOrderness(3)
+        )
         .key_by(lambda e: e[0])
         .window(Tumbling(10))
         .process(_raise_on_big, name="big")
@@ -438,3 +441,31 @@ async def test_windows_fire_exactly_once_across_kills_and_checkpoint_restores(
     data = flows.events(3000, seed=11, disorder=6)
     published = TransactionalJsonlSink(str(output)).read()
     assert flows.results(published) == flows.oracle(data, kind, size, slide)
+
+
+@pytest.mark.parametrize("assigner", [Tumbling(0.1), Sliding(0.3, 0.1), Sliding(0.25, 0.25)])
+def test_float_windows_count_every_record_in_the_windows_assign_gives(
+    assigner: Tumbling | Sliding,
+) -> None:
+    # Timestamps on and near float window boundaries (i * 0.1, 1.0 among them): each record
+    # is counted in exactly the windows assign() gives, and each result's window holds it.
+    stamps = [i * 0.1 for i in range(25)] + [1.0, 0.3, 0.30000000000000004, 2.5]
+    data = [("k", ts) for ts in stamps]
+    flow = Flow("floats", num_key_groups=2)
+    sink = CollectingSink()
+    (
+        flow.source(
+            IterableSource(data), timestamps=lambda e: e[1], watermarks=BoundedOutOfOrderness(3)
+        )
+        .key_by(lambda e: e[0])
+        .window(assigner)
+        .count()
+        .sink(sink)
+    )
+    result = anyio.run(lambda: run_job(flow, backend="memory", processes=False, batch_size=4))
+    expected: Counter[tuple[Any, Any]] = Counter()
+    for ts in stamps:
+        expected.update(assigner.assign(ts))
+    got = {(start, end): n for _key, start, end, n in sink.items}
+    assert got == dict(expected)
+    assert result.dead_letters == 0
