@@ -610,8 +610,19 @@ class Stream(_Extendable):
             raise TypeError(f"side_output takes an OutputTag('name'); got {tag!r}")
         parent = self._node
         from_process = isinstance(parent.op, ProcessOp)
-        late = isinstance(parent.op, WindowOp) and parent.op.window.late == tag.name
-        if not from_process and not late:
+        window = parent.op.window if isinstance(parent.op, WindowOp) else None
+        if window is not None and window.late != tag.name:
+            declared = (
+                "declares no late output"
+                if window.late is None
+                else f"declares its late output as OutputTag({window.late!r})"
+            )
+            raise ValueError(
+                f"side_output: this stream ({parent.describe()}) is a window's output; the "
+                f"window {declared}, and OutputTag({tag.name!r}) is not declared (a window's "
+                "side output is its late records: .window(..., late=OutputTag(name)))"
+            )
+        if not from_process and window is None:
             raise ValueError(
                 "side_output reads what a process function sends with ctx.output(tag, value), "
                 "or a window's late records (.window(..., late=tag)): this stream "

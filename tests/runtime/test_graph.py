@@ -172,6 +172,21 @@ def test_side_outputs_and_sinks_are_checked_when_the_flow_is_built() -> None:
         r"\(after 'c'\) is neither$",
     ):
         counts.side_output(OutputTag("x"))
+    keyed = Flow("w").source(IterableSource([1]), timestamps=int).key_by(str)
+    with pytest.raises(
+        ValueError,
+        match=r"^side_output: this stream \(after 'window'\) is a window's output; the window "
+        r"declares its late output as OutputTag\('late'\), and OutputTag\('other'\) is not "
+        r"declared \(a window's side output is its late records: "
+        r"\.window\(\.\.\., late=OutputTag\(name\)\)\)$",
+    ):
+        keyed.window(Tumbling(5), late=OutputTag("late")).count().side_output(OutputTag("other"))
+    with pytest.raises(
+        ValueError,
+        match=r"^side_output: this stream \(after 'w2'\) is a window's output; the window "
+        r"declares no late output, and OutputTag\('x'\) is not declared ",
+    ):
+        keyed.window(Tumbling(5)).count(name="w2").side_output(OutputTag("x"))
     with pytest.raises(TypeError, match=r"^side_output takes an OutputTag\('name'\); got 'x'$"):
         counts.side_output("x")  # type: ignore[arg-type]
     with pytest.raises(
