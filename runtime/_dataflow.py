@@ -40,6 +40,7 @@ from ._sinks import Sink
 from ._sources import Source, UnionSource
 from ._timers import timers_spec
 from ._watermarks import (
+    BoundedOutOfOrderness,
     Monotonous,
     WatermarkStrategy,
     check_timestamp_assigner,
@@ -401,6 +402,18 @@ class Flow:
             _check_callable(timestamps, "timestamps")
             check_timestamp_assigner(timestamps)
             strategy = Monotonous() if watermarks is None else watermarks
+            if isinstance(strategy, type):  # create_generator would miss its self in the worker
+                fix = (
+                    "Monotonous()"
+                    if issubclass(strategy, Monotonous)
+                    else "BoundedOutOfOrderness(delay)"
+                    if issubclass(strategy, BoundedOutOfOrderness)
+                    else f"{strategy.__name__}(...)"
+                )
+                raise TypeError(
+                    f"watermarks takes a strategy, not the class {strategy.__name__}: "
+                    f"watermarks={fix}"
+                )
             if not callable(getattr(strategy, "create_generator", None)):
                 raise TypeError(
                     "watermarks must be a watermark strategy (BoundedOutOfOrderness(delay), "

@@ -171,6 +171,7 @@ class SplitTime:
         "_generator",
         "_idle_timeout",
         "_sent",
+        "_strategy",
         "idle",
         "split",
     )
@@ -185,6 +186,7 @@ class SplitTime:
     ) -> None:
         self.split = split
         self._assigner = assigner
+        self._strategy = strategy
         self._generator = strategy.create_generator()
         self._idle_timeout = idle_timeout
         self._clock = clock
@@ -224,6 +226,12 @@ class SplitTime:
         if records:
             self._active_at = now
             mark = self._generator.current_watermark()
+            kind = type(mark)
+            if (kind is not int and kind is not float) or mark != mark:  # not a number, or NaN
+                raise TypeError(
+                    f"watermark strategy {self._strategy!r}: current_watermark() must return an "
+                    f"int or a float (not NaN); got {mark!r}"
+                )
             if self.idle or mark > self._sent:
                 self.idle = False
                 self._sent = max(self._sent, mark)
