@@ -408,9 +408,7 @@ def test_a_window_join_over_float_timestamps_equals_the_nested_loop_oracle(
     assigner = Tumbling(size)
     left.window_join(right, assigner).sink(sink)
     result = anyio.run(
-        lambda: run_job(
-            flow, backend=backend, state_dir=tmp_path, processes=False, batch_size=2
-        )
+        lambda: run_job(flow, backend=backend, state_dir=tmp_path, processes=False, batch_size=2)
     )
     expected = flows.window_join_oracle(a, b, assigner.assign)
     assert sum(expected.values()) >= 3  # the oracle is not trivially empty
@@ -441,8 +439,7 @@ def test_a_window_join_fn_raising_on_one_pair_dead_letters_that_pair_only() -> N
     )
     assert sorted(flows.norm(item) for item in sink.items) == [("good1", "y1"), ("good2", "y1")]
     assert [
-        (letter.operator, letter.error_type, letter.error, letter.key)
-        for letter in dead.letters
+        (letter.operator, letter.error_type, letter.error, letter.key) for letter in dead.letters
     ] == [("window_join", "ValueError", "no pair for bad", "k")]
     # The failing pair and its window, not the timer's timestamp.
     assert {part: flows.norm(value) for part, value in dead.letters[0].record.items()} == {

@@ -134,10 +134,18 @@ def test_an_infinite_timestamp_is_a_dead_letter_naming_the_value() -> None:
     assert split.after_batch(2) == (2, False)
     letters = dead.take()
     assert [(letter.offset, letter.operator, letter.error) for letter in letters] == [
-        (1, "timestamps", "the timestamp assigner must return an int or a finite float "
-         "(not NaN or ±inf); got inf"),
-        (2, "timestamps", "the timestamp assigner must return an int or a finite float "
-         "(not NaN or ±inf); got -inf"),
+        (
+            1,
+            "timestamps",
+            "the timestamp assigner must return an int or a finite float "
+            "(not NaN or ±inf); got inf",
+        ),
+        (
+            2,
+            "timestamps",
+            "the timestamp assigner must return an int or a finite float "
+            "(not NaN or ±inf); got -inf",
+        ),
     ]
 
 
