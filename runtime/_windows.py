@@ -352,7 +352,10 @@ class WindowRunner:
         # and nothing fires at once, so the batch is added as a whole.
         # A window kept after firing (allowed lateness) fired even if the watermark is below
         # its end (it restarts from -inf after a restore): _fired_until covers those.
-        first_end = spec.assigner.assign(min(timestamps))[0][1]  # type: ignore[union-attr]
+        try:
+            first_end = spec.assigner.assign(min(timestamps))[0][1]  # type: ignore[union-attr]
+        except ValueError:  # a timestamp no window can hold: record by record, a dead letter
+            first_end = -math.inf
         if spec.columnar and first_end > watermark and first_end > self._fired_until:
             if spec.count and self._columns_apply(timestamps):
                 self._count_batch(keys, timestamps)
@@ -496,7 +499,11 @@ class WindowRunner:
         store = self._store
         state = self._state
         for key, value, offset, ts in zip(keys, values, offsets, timestamps, strict=True):
-            windows = assign(ts)
+            try:
+                windows = assign(ts)
+            except ValueError as exc:  # too far from 0 for the window size (see _period)
+                dead.add(self._name, exc, split, offset, value, key)
+                continue
             if windows[0][1] + lateness <= watermark:  # the earliest window can no longer fire
                 self._late(ts, watermark, split, offset, value, key, dead, out)
                 continue
@@ -758,6 +765,8 @@ class WindowRunner:
         merge = spec.merge
         assert merge is not None
         start, end = ts, ts + gap
+        if not end > ts:  # ts + gap rounded back to ts: [ts, ts) holds nothing
+            raise ValueError(f"timestamp {ts!r} is too far from 0 for sessions of gap {gap!r}")
         acc = spec.add(spec.create(), value)
         kept: list[list[Any]] = []
         merged: list[list[Any]] = []

@@ -469,3 +469,47 @@ def test_float_windows_count_every_record_in_the_windows_assign_gives(
     got = {(start, end): n for _key, start, end, n in sink.items}
     assert got == dict(expected)
     assert result.dead_letters == 0
+
+
+def test_a_timestamp_too_far_from_zero_for_the_window_size_is_a_dead_letter() -> None:
+    # 1e300 / 0.5 windows from 0: no float window [k * 0.5, (k + 1) * 0.5) holds it.
+    with pytest.raises(
+        ValueError, match=r"^timestamp 1e\+300 is too far from 0 for windows of 0\.5$"
+    ):
+        Tumbling(0.5).assign(1e300)
+    flow = Flow("far", num_key_groups=2)
+    sink = CollectingSink()
+    dead = DeadLetterSink()
+    (
+        flow.source(IterableSource([("k", 1.25), ("k", 1e300)]), timestamps=lambda e: e[1])
+        .key_by(lambda e: e[0])
+        .window(Tumbling(0.5))
+        .count()
+        .sink(sink)
+    )
+    anyio.run(
+        lambda: run_job(flow, backend="memory", processes=False, batch_size=2, dead_letters=dead)
+    )
+    assert sink.items == [("k", 1.0, 1.5, 1)]
+    assert [(letter.error_type, letter.offset) for letter in dead.letters] == [("ValueError", 1)]
+
+
+def test_a_timestamp_a_session_gap_cannot_extend_is_a_dead_letter() -> None:
+    # 1e20 + 1.0 is 1e20: the session [1e20, 1e20) would not hold its own record.
+    flow = Flow("far", num_key_groups=2)
+    sink = CollectingSink()
+    dead = DeadLetterSink()
+    (
+        flow.source(IterableSource([("k", 1.25), ("k", 1e20)]), timestamps=lambda e: e[1])
+        .key_by(lambda e: e[0])
+        .window(Session(1.0))
+        .count()
+        .sink(sink)
+    )
+    anyio.run(
+        lambda: run_job(flow, backend="memory", processes=False, batch_size=2, dead_letters=dead)
+    )
+    assert sink.items == [("k", 1.25, 2.25, 1)]
+    assert [(letter.error, letter.offset) for letter in dead.letters] == [
+        ("timestamp 1e+20 is too far from 0 for sessions of gap 1.0", 1)
+    ]
