@@ -238,7 +238,10 @@ def test_a_late_side_output_needs_an_output_tag_and_a_window_to_read() -> None:
         keyed.window(Tumbling(5), late="late")  # type: ignore[arg-type]
     counted = keyed.window(Tumbling(5)).count()
     with pytest.raises(
-        ValueError, match=r"or a window's late records \(.window\(\.\.\., late=tag\)\)"
+        ValueError,
+        match=r"^side_output: this stream \(after 'window'\) is a window's output; the window "
+        r"declares no late output, and OutputTag\('late'\) is not declared \(a window's side "
+        r"output is its late records: \.window\(\.\.\., late=OutputTag\(name\)\)\)$",
     ):
         counted.side_output(OutputTag("late"))
 
