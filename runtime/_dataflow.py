@@ -40,6 +40,7 @@ from ._sinks import Sink
 from ._sources import Source, UnionSource
 from ._timers import timers_spec
 from ._watermarks import (
+    BoundedOutOfOrderness,
     Monotonous,
     WatermarkStrategy,
     check_timestamp_assigner,
@@ -401,6 +402,18 @@ class Flow:
             _check_callable(timestamps, "timestamps")
             check_timestamp_assigner(timestamps)
             strategy = Monotonous() if watermarks is None else watermarks
+            if isinstance(strategy, type):  # create_generator would miss its self in the worker
+                fix = (
+                    "Monotonous()"
+                    if issubclass(strategy, Monotonous)
+                    else "BoundedOutOfOrderness(delay)"
+                    if issubclass(strategy, BoundedOutOfOrderness)
+                    else f"{strategy.__name__}(...)"
+                )
+                raise TypeError(
+                    f"watermarks takes a strategy, not the class {strategy.__name__}: "
+                    f"watermarks={fix}"
+                )
             if not callable(getattr(strategy, "create_generator", None)):
                 raise TypeError(
                     "watermarks must be a watermark strategy (BoundedOutOfOrderness(delay), "
@@ -610,8 +623,19 @@ class Stream(_Extendable):
             raise TypeError(f"side_output takes an OutputTag('name'); got {tag!r}")
         parent = self._node
         from_process = isinstance(parent.op, ProcessOp)
-        late = isinstance(parent.op, WindowOp) and parent.op.window.late == tag.name
-        if not from_process and not late:
+        window = parent.op.window if isinstance(parent.op, WindowOp) else None
+        if window is not None and window.late != tag.name:
+            declared = (
+                "declares no late output"
+                if window.late is None
+                else f"declares its late output as OutputTag({window.late!r})"
+            )
+            raise ValueError(
+                f"side_output: this stream ({parent.describe()}) is a window's output; the "
+                f"window {declared}, and OutputTag({tag.name!r}) is not declared (a window's "
+                "side output is its late records: .window(..., late=OutputTag(name)))"
+            )
+        if not from_process and window is None:
             raise ValueError(
                 "side_output reads what a process function sends with ctx.output(tag, value), "
                 "or a window's late records (.window(..., late=tag)): this stream "
@@ -1066,7 +1090,7 @@ class ConnectedKeyedStream(_Extendable):
         of the second with the same key in the same window of ``assigner`` (``Tumbling`` or
         ``Sliding``; once per window they share), when the watermark reaches the window's end.
 
-        Event time only. Each open window keeps both sides' records (keyed MapState) until it
+        Event time only. Each open window keeps both sides' records (keyed state) until it
         fires; a record behind the watermark for one of its windows is a dead letter
         (``LateRecordError``), never silently dropped. See ``_joins.py``.
         """

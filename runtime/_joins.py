@@ -34,11 +34,15 @@ splits).
 same key in the same event-time window (``Tumbling`` or ``Sliding``, assigned by the window
 assigners' public ``assign``), emit ``fn(x, y)`` once per window they share, when the watermark
 reaches the window's end, stamped with the window's last instant (as a window's result is).
-Each open window of a key keeps its two sides' records in a keyed MapState (``_shoal_wjoin``:
-window end -> ``[start, a's records, b's records]``) until an event-time timer at its end fires
-it and removes it: state holds only windows that can still fire. A record one of whose windows
-has already fired (its end is at or below the watermark) is **late**: it goes whole to the
-dead-letter sink (``LateRecordError``) and joins nothing, as for windows.
+The open windows of a key keep their two sides' records in one keyed ValueState
+(``_shoal_wjoin``: a dict window end -> ``[start, a's records, b's records]``; a dict, not a
+MapState, because a map state's keys cannot be floats and a timestamp may be) until an
+event-time timer at a window's end fires it and removes it: state holds only windows that can
+still fire, and a key with none has no entry. A record one of whose windows has already fired
+(its end is at or below the watermark) is **late**: it goes whole to the dead-letter sink
+(``LateRecordError``) and joins nothing, as for windows. A pair whose ``fn`` raises is a dead
+letter of its own, carrying ``{"x": x, "y": y, "window": (start, end)}``; the window's other
+pairs are still emitted.
 """
 
 from __future__ import annotations
@@ -49,7 +53,7 @@ from collections.abc import Callable
 from operator import itemgetter
 from typing import Any
 
-from shoal.storage import MapStateSpec, StateSpec, ValueStateSpec
+from shoal.storage import StateSpec, ValueStateSpec
 
 from ._exceptions import LateRecordError
 from ._windows import Sliding, Tumbling, last_instant
@@ -207,7 +211,7 @@ class IntervalJoin:
 
 def window_join_specs() -> tuple[StateSpec, ...]:
     """The internal state of a window join (besides its timers)."""
-    return (MapStateSpec(_WINDOWS),)
+    return (ValueStateSpec(_WINDOWS),)
 
 
 class WindowJoin:
@@ -227,9 +231,7 @@ class WindowJoin:
     def process(self, key: Any, tagged: Any, ctx: Any) -> None:
         side, value = tagged[0], tagged[1]
         ts = ctx.timestamp
-        windows = self.assigner.assign(ts)
-        if not windows:  # between two sliding windows (slide > size): it pairs with nothing
-            return
+        windows = self.assigner.assign(ts)  # never empty: a Sliding's slide is <= its size
         watermark = ctx.watermark
         if windows[0][1] <= watermark:
             raise LateRecordError(
@@ -237,27 +239,42 @@ class WindowJoin:
                 f"{watermark!r}, at or past the end of a window it belongs to"
             )
         state = ctx.state._shoal_wjoin
+        opened = state.value()
+        if opened is None:
+            opened = {}
         for start, end in windows:
-            entry = state.get(end)
+            entry = opened.get(end)
             if entry is None:
-                entry = [start, [], []]
+                entry = opened[end] = [start, [], []]
                 ctx.timers.register_event_time(end)
             entry[1 + side].append(value)
-            state.put(end, entry)
+        state.update(opened)
 
     def on_timer(self, key: Any, ts: Any, ctx: Any) -> None:
         """The watermark reached ``ts``: the window ending there emits its pairs and goes.
 
         Windows are kept by their end, the time of their timer: firing one is one lookup,
-        never a scan of the key's windows."""
+        never a scan of the key's windows. A pair whose ``fn`` raises is a dead letter of its
+        own (``{"x": x, "y": y, "window": (start, end)}``); the other pairs are emitted."""
         state = ctx.state._shoal_wjoin
-        entry = state.get(ts)
+        opened = state.value()
+        entry = None if opened is None else opened.pop(ts, None)
         if entry is None:
             return
+        if opened:
+            state.update(opened)
+        else:
+            state.clear()
+        start, xs, ys = entry
         fn = self.fn
+        emit = ctx.emit
         # Stamped with the window's last instant, as a window's result (see _windows.py).
         ctx.timestamp = last_instant(ts)
-        for x in entry[1]:
-            for y in entry[2]:
-                ctx.emit(fn(x, y))
-        state.remove(ts)
+        for x in xs:
+            for y in ys:
+                try:
+                    joined = fn(x, y)
+                except Exception as exc:
+                    ctx._dead_letter(exc, {"x": x, "y": y, "window": (start, ts)})
+                    continue
+                emit(joined)

@@ -374,6 +374,7 @@ class ProcessContext:
     """
 
     __slots__ = (
+        "_letters",
         "_store",
         "_time",
         "emit",
@@ -399,6 +400,8 @@ class ProcessContext:
         #: Values sent to side outputs since the runner last asked (``KeyedRunner.take_sides``):
         #: a batch without any skips looking for them.
         self.sides = 0
+        #: ``(dead letters, split, key)`` of the timer running now (see :meth:`_dead_letter`).
+        self._letters: tuple[DeadLetters, str, Any] | None = None
 
     @property
     def key(self) -> Any:
@@ -409,6 +412,15 @@ class ProcessContext:
     def watermark(self) -> float:
         """The key group's watermark: records older than it are late (``-inf`` at first)."""
         return MIN_WATERMARK if self._time is None else self._time.watermark
+
+    def _dead_letter(self, exc: Exception, record: Any) -> None:
+        """Internal, for an ``on_timer`` that applies a function to many things (a window
+        join's pairs): send ``record`` to the dead letters as if the operator's function had
+        raised ``exc`` on it, and let the call go on (outside a timer: raise ``exc``)."""
+        if self._letters is None:
+            raise exc
+        dead, split, key = self._letters
+        dead.add(self.operator, exc, split, -1, record, key)
 
     def output(self, tag: OutputTag, value: Any) -> None:
         """Send ``value`` to the side output ``tag`` (read with ``stream.side_output(tag)``),
@@ -659,6 +671,7 @@ class KeyedRunner:
         stamp = ts if kind == EVENT_TIME else watermark
         ctx.timestamp = stamp
         ctx.emit = values.append
+        ctx._letters = (dead, split, key)
         where = f"{op.name}.on_timer"
         try:
             result = op.on_timer(key, ts, ctx)

@@ -129,13 +129,16 @@ def _bad_timestamp(value: object) -> bool:
     kind = type(value)
     if kind is int:
         return False
-    return kind is not float or math.isnan(value)  # type: ignore[arg-type]
+    # NaN compares false with everything; +inf would move the split's watermark to +inf (every
+    # later record late) and -inf puts a record in no window: none of them is a point in time.
+    return kind is not float or not math.isfinite(value)  # type: ignore[arg-type]
 
 
 def _checked(stamp: Any) -> Any:
     if _bad_timestamp(stamp):
         raise TypeError(
-            f"the timestamp assigner must return an int or a float (not NaN); got {stamp!r}"
+            "the timestamp assigner must return an int or a finite float (not NaN or ±inf); "
+            f"got {stamp!r}"
         )
     return stamp
 
@@ -154,7 +157,7 @@ class SplitTime:
 
     Args:
         split: the split id (also its channel name downstream).
-        assigner: ``record -> timestamp`` (an int or a float, not NaN).
+        assigner: ``record -> timestamp`` (an int or a finite float).
         strategy: the flow's watermark strategy (one generator per split).
         idle_timeout: seconds of processing time without records after which the split is idle
             (``None``: never).
@@ -168,6 +171,7 @@ class SplitTime:
         "_generator",
         "_idle_timeout",
         "_sent",
+        "_strategy",
         "idle",
         "split",
     )
@@ -182,6 +186,7 @@ class SplitTime:
     ) -> None:
         self.split = split
         self._assigner = assigner
+        self._strategy = strategy
         self._generator = strategy.create_generator()
         self._idle_timeout = idle_timeout
         self._clock = clock
@@ -221,6 +226,12 @@ class SplitTime:
         if records:
             self._active_at = now
             mark = self._generator.current_watermark()
+            kind = type(mark)
+            if (kind is not int and kind is not float) or mark != mark:  # not a number, or NaN
+                raise TypeError(
+                    f"watermark strategy {self._strategy!r}: current_watermark() must return an "
+                    f"int or a float (not NaN); got {mark!r}"
+                )
             if self.idle or mark > self._sent:
                 self.idle = False
                 self._sent = max(self._sent, mark)

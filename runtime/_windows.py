@@ -83,9 +83,22 @@ def _check_size(owner: str, name: str, value: object) -> float:
     return value
 
 
-def _align(ts: Any, size: Any) -> Any:
-    """The start of the epoch-aligned period of length ``size`` holding ``ts``."""
-    return ts - ts % size
+def _period(ts: Any, size: Any) -> Any:
+    """The ``k`` with ``k * size <= ts < (k + 1) * size``: an int if ``ts`` and ``size`` are,
+    else a float holding an integer, so the window's bounds are computed in one arithmetic
+    (ints, or floats) whatever the record (``ts - ts % size`` is not: ``1.0 - 1.0 % 0.1`` is
+    0.9, whose window ``[0.9, 1.0)`` does not hold 1.0)."""
+    if type(ts) is int and type(size) is int:
+        return ts // size
+    k = float(math.floor(ts / size))
+    if not abs(k) < 2.0**52:  # k + 1 would be k: no window holds ts
+        raise ValueError(f"timestamp {ts!r} is too far from 0 for windows of {size!r}")
+    # ts / size is rounded: k can be one off either way.
+    while k * size > ts:
+        k -= 1.0
+    while (k + 1.0) * size <= ts:
+        k += 1.0
+    return k
 
 
 def last_instant(end: Any) -> Any:
@@ -96,7 +109,9 @@ def last_instant(end: Any) -> Any:
 
 
 class Tumbling:
-    """Back-to-back windows of ``size``: ``[k * size, (k + 1) * size)``."""
+    """Back-to-back windows of ``size``: ``[k * size, (k + 1) * size)`` for every integer
+    ``k`` (in floats unless ``size`` and the timestamp are ints): each timestamp is in exactly
+    one."""
 
     __slots__ = ("size",)
 
@@ -104,32 +119,62 @@ class Tumbling:
         self.size = _check_size("Tumbling", "size", size)
 
     def assign(self, ts: Any) -> list[tuple[Any, Any]]:
-        start = _align(ts, self.size)
-        return [(start, start + self.size)]
+        size = self.size
+        k = _period(ts, size)
+        return [(k * size, (k + 1) * size)]
+
+    def end(self, start: Any) -> Any:
+        """The end of the window starting at ``start`` (one :meth:`assign` returned)."""
+        size = self.size
+        if type(start) is int and type(size) is int:
+            return start + size
+        return (round(start / size) + 1.0) * size
 
     def __repr__(self) -> str:
         return f"Tumbling({self.size!r})"
 
 
 class Sliding:
-    """Windows of ``size`` starting every ``slide``: a record is in ``ceil(size / slide)`` of
-    them (fewer when ``slide`` does not divide ``size``)."""
+    """Windows of ``size`` starting every ``slide`` (``slide <= size``): ``[j * slide,
+    j * slide + size)`` for every integer ``j`` (in floats unless everything is an int); a
+    record is in ``ceil(size / slide)`` of them (fewer when ``slide`` does not divide
+    ``size``). ``Sliding(size, size)`` is ``Tumbling(size)``."""
 
-    __slots__ = ("size", "slide")
+    __slots__ = ("_tumbling", "size", "slide")
 
     def __init__(self, size: float, slide: float) -> None:
         self.size = _check_size("Sliding", "size", size)
         self.slide = _check_size("Sliding", "slide", slide)
+        if slide > size:
+            raise ValueError(
+                f"Sliding: slide {slide!r} is greater than size {size!r}: a record between two "
+                f"windows would belong to none; did you mean Sliding({slide!r}, {size!r})? "
+                f"(Tumbling({size!r}) for back-to-back windows, a slide <= {size!r} for "
+                "overlapping ones)"
+            )
+        # Back-to-back windows end where the next starts ((j + 1) * slide): j * slide + size
+        # could be one float below it, and a timestamp in between in no window.
+        self._tumbling = Tumbling(size) if slide == size else None
 
     def assign(self, ts: Any) -> list[tuple[Any, Any]]:
+        if self._tumbling is not None:
+            return self._tumbling.assign(ts)
         size, slide = self.size, self.slide
-        start = _align(ts, slide)
+        j = _period(ts, slide)  # the latest window starting at or before ts
         windows = []
-        while start > ts - size:
+        start = j * slide
+        while start + size > ts:
             windows.append((start, start + size))
-            start -= slide
+            j -= 1
+            start = j * slide
         windows.reverse()
         return windows
+
+    def end(self, start: Any) -> Any:
+        """The end of the window starting at ``start`` (one :meth:`assign` returned)."""
+        if self._tumbling is not None:
+            return self._tumbling.end(start)
+        return start + self.size
 
     def __repr__(self) -> str:
         return f"Sliding({self.size!r}, {self.slide!r})"
@@ -202,6 +247,7 @@ class WindowRunner:
     __slots__ = (
         "_drop_at",
         "_due",
+        "_end",
         "_fire_at",
         "_fired_until",
         "_lateness",
@@ -229,6 +275,8 @@ class WindowRunner:
         self._session = assigner if type(assigner) is Session else None
         self._size: Any = None
         self._step: Any = None
+        #: A window's end from its start, as the assigner computes it.
+        self._end: Callable[[Any], Any] = _no_end
         #: Window end -> (window start, the keys with an open window ending there).
         self._fire_at: dict[Any, tuple[Any, list[Any]]] = {}
         #: ``end + allowed_lateness`` -> the (key, start) of fired windows to drop then.
@@ -241,20 +289,22 @@ class WindowRunner:
         self.sides = 0
         if type(assigner) is Tumbling:
             self._size = self._step = assigner.size
+            self._end = assigner.end
         elif type(assigner) is Sliding:
             self._size, self._step = assigner.size, assigner.slide
+            self._end = assigner.end
         if self._session is None:
             self._rebuild()
 
     def _rebuild(self) -> None:
         """The firing index from the windows in the store (the runner starts)."""
-        size = self._size
+        end = self._end
         for key, windows in self._store.items(WINDOWS_STATE):
             for start in windows:
                 if start is not None:
-                    self._schedule(start + size, start, [key])
+                    self._schedule(end(start), start, [key])
             for start in windows.get(FIRED, ()):
-                self._schedule_drop(start + size, [(key, start)])
+                self._schedule_drop(end(start), [(key, start)])
 
     def _schedule(self, end: Any, start: Any, keys: list[Any]) -> None:
         entry = self._fire_at.get(end)
@@ -302,7 +352,10 @@ class WindowRunner:
         # and nothing fires at once, so the batch is added as a whole.
         # A window kept after firing (allowed lateness) fired even if the watermark is below
         # its end (it restarts from -inf after a restore): _fired_until covers those.
-        first_end = spec.assigner.assign(min(timestamps))[0][1]  # type: ignore[union-attr]
+        try:
+            first_end = spec.assigner.assign(min(timestamps))[0][1]  # type: ignore[union-attr]
+        except ValueError:  # a timestamp no window can hold: record by record, a dead letter
+            first_end = -math.inf
         if spec.columnar and first_end > watermark and first_end > self._fired_until:
             if spec.count and self._columns_apply(timestamps):
                 self._count_batch(keys, timestamps)
@@ -314,11 +367,10 @@ class WindowRunner:
 
     def _columns_apply(self, timestamps: list[Any]) -> bool:
         """Whether :meth:`_columns` computes exactly what ``assign`` does for this batch:
-        always for tumbling windows; for sliding ones when the slide divides the size and
-        everything is an int (float rounding could change how many windows a record is in)."""
+        when the slide divides the size and everything is an int (in floats, ``ts - ts %
+        step`` is not always the window's start, and rounding could change how many windows
+        a record is in)."""
         size, step = self._size, self._step
-        if size == step:
-            return True
         return (
             type(size) is int
             and type(step) is int
@@ -375,9 +427,9 @@ class WindowRunner:
                 new[start] = [key]
             else:
                 started.append(key)
-        size = self._size
+        end = self._end
         for start, started in new.items():
-            self._schedule(start + size, start, started)
+            self._schedule(end(start), start, started)
 
     def _fold_batch(
         self,
@@ -395,6 +447,7 @@ class WindowRunner:
         assign = spec.assigner.assign  # type: ignore[union-attr]
         tumbling = self._size == self._step
         size = self._size
+        int_size = type(size) is int
         state = self._state
         accs = state.values_of(keys)
         new: dict[Any, list[Any]] = {}
@@ -404,7 +457,7 @@ class WindowRunner:
                 opened = accs[key] = {}
             try:
                 if tumbling:
-                    start = ts - ts % size
+                    start = ts - ts % size if int_size and type(ts) is int else assign(ts)[0][0]
                     acc = opened.get(start, _MISSING)
                     opened[start] = add(create() if acc is _MISSING else acc, value)
                     if acc is _MISSING:
@@ -422,8 +475,9 @@ class WindowRunner:
                 if old is _MISSING:
                     new.setdefault(start, []).append(key)
         state.update_all({key: opened for key, opened in accs.items() if opened})
+        end = self._end
         for start, started in new.items():
-            self._schedule(start + size, start, started)
+            self._schedule(end(start), start, started)
 
     def _run_records(
         self,
@@ -445,7 +499,11 @@ class WindowRunner:
         store = self._store
         state = self._state
         for key, value, offset, ts in zip(keys, values, offsets, timestamps, strict=True):
-            windows = assign(ts)
+            try:
+                windows = assign(ts)
+            except ValueError as exc:  # too far from 0 for the window size (see _period)
+                dead.add(self._name, exc, split, offset, value, key)
+                continue
             if windows[0][1] + lateness <= watermark:  # the earliest window can no longer fire
                 self._late(ts, watermark, split, offset, value, key, dead, out)
                 continue
@@ -707,6 +765,8 @@ class WindowRunner:
         merge = spec.merge
         assert merge is not None
         start, end = ts, ts + gap
+        if not end > ts:  # ts + gap rounded back to ts: [ts, ts) holds nothing
+            raise ValueError(f"timestamp {ts!r} is too far from 0 for sessions of gap {gap!r}")
         acc = spec.add(spec.create(), value)
         kept: list[list[Any]] = []
         merged: list[list[Any]] = []
@@ -751,6 +811,10 @@ class WindowRunner:
                 state.update(left)
             else:
                 state.clear()
+
+
+def _no_end(start: Any) -> Any:
+    raise AssertionError("session windows have no fixed size")
 
 
 class _Late(Exception):

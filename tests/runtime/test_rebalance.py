@@ -58,6 +58,15 @@ FLOWS = Path(__file__).parent / "rebalance_flows.py"
 SCHEDULES = int(os.environ.get("SHOAL_FAULT_SCHEDULES", "3"))
 
 
+@pytest.fixture(autouse=True)
+def restore_logging() -> Iterator[None]:
+    """configure_logging (here, or in the CLI's main) binds structlog to this test's captured
+    stderr, closed after it: undo it, or the next test's log lines fail on a closed file."""
+    saved = structlog.get_config()
+    yield
+    structlog.configure(**saved)
+
+
 def params(**overrides: Any) -> dict[str, Any]:
     base = {
         "seed": 5,

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import math
+import re
 from typing import Any
 
 import anyio
@@ -92,8 +93,60 @@ def test_a_bad_timestamp_is_a_dead_letter_and_the_rest_of_the_batch_goes_on() ->
         (13, "timestamps", "TypeError"),
     ]
     assert letters[0].error == (
-        "the timestamp assigner must return an int or a float (not NaN); got '2'"
+        "the timestamp assigner must return an int or a finite float (not NaN or ±inf); got '2'"
     )
+
+
+class _Wrong:
+    def on_batch(self, timestamps: Any) -> None:
+        pass
+
+    def current_watermark(self) -> Any:
+        return "soon"
+
+
+class _WrongStrategy:
+    def create_generator(self) -> Any:
+        return _Wrong()
+
+    def __repr__(self) -> str:
+        return "WrongStrategy()"
+
+
+def test_a_watermark_that_is_not_a_number_names_the_strategy_and_the_value() -> None:
+    split = SplitTime("s0", lambda r: r, _WrongStrategy(), None, ManualClock())
+    split.stamp([1], [0], DeadLetters(0))
+    with pytest.raises(
+        TypeError,
+        match=r"^watermark strategy WrongStrategy\(\): current_watermark\(\) must return an "
+        r"int or a float \(not NaN\); got 'soon'$",
+    ):
+        split.after_batch(1)
+
+
+def test_an_infinite_timestamp_is_a_dead_letter_naming_the_value() -> None:
+    # +inf would move the split's watermark to +inf (every later record late) and -inf would
+    # put a record in no window: both are refused where NaN is.
+    dead = DeadLetters(0)
+    split = SplitTime("s0", lambda r: r, Monotonous(), None, ManualClock())
+    values, offsets, stamps = split.stamp([1.5, float("inf"), -math.inf, 2], [0, 1, 2, 3], dead)
+    assert (values, offsets, stamps) == ([1.5, 2], [0, 3], [1.5, 2])
+    assert split.after_batch(2) == (2, False)
+    letters = dead.take()
+    assert [(letter.offset, letter.operator, letter.error) for letter in letters] == [
+        (
+            1,
+            "timestamps",
+            "the timestamp assigner must return an int or a finite float "
+            "(not NaN or ±inf); got inf",
+        ),
+        (
+            2,
+            "timestamps",
+            "the timestamp assigner must return an int or a finite float "
+            "(not NaN or ±inf); got -inf",
+        ),
+    ]
 
 
 def _watch(key: int, value: Any, ctx: ProcessContext) -> None:
@@ -169,6 +222,16 @@ def test_source_time_arguments_are_checked() -> None:
         r"Monotonous\(\), or an object with create_generator\(\)\); got 5$",
     ):
         Flow("b").source(source, timestamps=lambda v: v, watermarks=5)  # type: ignore[arg-type]
+    for strategy, fix in (
+        (BoundedOutOfOrderness, "BoundedOutOfOrderness(delay)"),
+        (Monotonous, "Monotonous()"),
+    ):
+        with pytest.raises(
+            TypeError,
+            match=rf"^watermarks takes a strategy, not the class {strategy.__name__}: "
+            rf"watermarks={re.escape(fix)}$",
+        ):
+            Flow("b").source(source, timestamps=lambda v: v, watermarks=strategy)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match=r"^idle_timeout must be seconds > 0 or None; got 0$"):
         Flow("c").source(source, timestamps=lambda v: v, idle_timeout=0)
     with pytest.raises(

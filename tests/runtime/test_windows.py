@@ -4,12 +4,16 @@ for; window state is removed once its windows can no longer fire."""
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
 import time_flows as flows
+from hypothesis import assume, given
+from hypothesis import strategies as st
 from shoal.runtime._windows import WINDOWS_STATE
 
 from shoal import (
@@ -113,7 +117,9 @@ async def test_a_raising_window_process_function_dead_letters_the_windows_record
     sink = CollectingSink()
     data = [("a", 1), ("a", 2), ("a", 3), ("a", 11), ("b", 4)]
     (
-        flow.source(IterableSource(data), timestamps=lambda e: e[1])
+        flow.source(
+            IterableSource(data), timestamps=lambda e: e[1], watermarks=BoundedOutOfOrderness(3)
+        )
         .key_by(lambda e: e[0])
         .window(Tumbling(10))
         .process(_raise_on_big, name="big")
@@ -232,7 +238,10 @@ def test_a_late_side_output_needs_an_output_tag_and_a_window_to_read() -> None:
         keyed.window(Tumbling(5), late="late")  # type: ignore[arg-type]
     counted = keyed.window(Tumbling(5)).count()
     with pytest.raises(
-        ValueError, match=r"or a window's late records \(.window\(\.\.\., late=tag\)\)"
+        ValueError,
+        match=r"^side_output: this stream \(after 'window'\) is a window's output; the window "
+        r"declares no late output, and OutputTag\('late'\) is not declared \(a window's side "
+        r"output is its late records: \.window\(\.\.\., late=OutputTag\(name\)\)\)$",
     ):
         counted.side_output(OutputTag("late"))
 
@@ -292,6 +301,13 @@ def test_window_arguments_are_checked() -> None:
         ValueError, match=r"^Sliding: slide must be a number > 0 \(timestamp units\); got -1$"
     ):
         Sliding(10, -1)
+    with pytest.raises(
+        ValueError,
+        match=r"^Sliding: slide 7 is greater than size 4: a record between two windows would "
+        r"belong to none; did you mean Sliding\(7, 4\)\? \(Tumbling\(4\) for back-to-back "
+        r"windows, a slide <= 4 for overlapping ones\)$",
+    ):
+        Sliding(4, 7)
     with pytest.raises(ValueError, match=r"^Session: gap must be finite; got inf$"):
         Session(float("inf"))
     with pytest.raises(
@@ -326,6 +342,52 @@ def test_assigners_cut_half_open_epoch_aligned_windows() -> None:
     assert Sliding(10, 5).assign(12) == [(5, 15), (10, 20)]
     assert Sliding(10, 3).assign(9) == [(0, 10), (3, 13), (6, 16), (9, 19)]
     assert Tumbling(0.5).assign(1.25) == [(1.0, 1.5)]
+    assert Tumbling(0.1).assign(1.0) == [(1.0, 1.1)]  # 1.0 - 1.0 % 0.1 is 0.9
+    assert Sliding(0.2, 0.1).assign(1.0) == [(0.9, 1.1), (1.0, 1.2)]
+    # Window j starts at j * 0.1 in floats: 3 * 0.1 is 0.30000000000000004, above 0.3.
+    assert Sliding(0.3, 0.1).assign(0.3) == [(0.1, 0.4), (0.2, 0.5)]
+    assert Sliding(10, 10).assign(-1) == [(-10, 0)]
+
+
+def _brute_force(ts: float, size: float, slide: float) -> list[tuple[float, float]]:
+    """Every window ``j`` (``[j * slide, j * slide + size)``, ``j`` a float unless everything
+    is an int) that holds ``ts``, by trying every ``j`` near ``ts / slide``."""
+    ints = type(ts) is int and type(size) is int and type(slide) is int
+    low = math.floor((ts - size) / slide) - 3
+    high = math.floor(ts / slide) + 3
+    out = []
+    for j in range(low, high + 1):
+        start = j * slide if ints else float(j) * slide
+        end = start + size if slide != size or ints else (float(j) + 1.0) * slide
+        if start <= ts < end:
+            out.append((start, end))
+    return out
+
+
+_number = st.one_of(
+    st.integers(1, 1000),
+    st.floats(1e-3, 1e3, allow_nan=False, allow_infinity=False),
+)
+
+
+@given(
+    ts=st.one_of(st.integers(-(10**6), 10**6), st.floats(-1e6, 1e6, allow_nan=False)),
+    size=_number,
+    slide=_number,
+)
+def test_every_assigned_window_holds_the_timestamp_and_none_is_missing(
+    ts: float, size: float, slide: float
+) -> None:
+    if slide > size:
+        size, slide = slide, size
+    assume(size / slide <= 64)  # a record in at most ~64 windows: the test stays fast
+    for assigner, step in ((Tumbling(size), size), (Sliding(size, slide), slide)):
+        windows = assigner.assign(ts)
+        assert windows, (assigner, ts)
+        assert all(start <= ts < end for start, end in windows), (assigner, ts, windows)
+        assert windows == _brute_force(ts, size, step)
+    # A tumbling window is the sliding window whose slide is its size.
+    assert Sliding(size, size).assign(ts) == Tumbling(size).assign(ts)
 
 
 @pytest.mark.asyncio
@@ -382,3 +444,75 @@ async def test_windows_fire_exactly_once_across_kills_and_checkpoint_restores(
     data = flows.events(3000, seed=11, disorder=6)
     published = TransactionalJsonlSink(str(output)).read()
     assert flows.results(published) == flows.oracle(data, kind, size, slide)
+
+
+@pytest.mark.parametrize("assigner", [Tumbling(0.1), Sliding(0.3, 0.1), Sliding(0.25, 0.25)])
+def test_float_windows_count_every_record_in_the_windows_assign_gives(
+    assigner: Tumbling | Sliding,
+) -> None:
+    # Timestamps on and near float window boundaries (i * 0.1, 1.0 among them): each record
+    # is counted in exactly the windows assign() gives, and each result's window holds it.
+    stamps = [i * 0.1 for i in range(25)] + [1.0, 0.3, 0.30000000000000004, 2.5]
+    data = [("k", ts) for ts in stamps]
+    flow = Flow("floats", num_key_groups=2)
+    sink = CollectingSink()
+    (
+        flow.source(
+            IterableSource(data), timestamps=lambda e: e[1], watermarks=BoundedOutOfOrderness(3)
+        )
+        .key_by(lambda e: e[0])
+        .window(assigner)
+        .count()
+        .sink(sink)
+    )
+    result = anyio.run(lambda: run_job(flow, backend="memory", processes=False, batch_size=4))
+    expected: Counter[tuple[Any, Any]] = Counter()
+    for ts in stamps:
+        expected.update(assigner.assign(ts))
+    got = {(start, end): n for _key, start, end, n in sink.items}
+    assert got == dict(expected)
+    assert result.dead_letters == 0
+
+
+def test_a_timestamp_too_far_from_zero_for_the_window_size_is_a_dead_letter() -> None:
+    # 1e300 / 0.5 windows from 0: no float window [k * 0.5, (k + 1) * 0.5) holds it.
+    with pytest.raises(
+        ValueError, match=r"^timestamp 1e\+300 is too far from 0 for windows of 0\.5$"
+    ):
+        Tumbling(0.5).assign(1e300)
+    flow = Flow("far", num_key_groups=2)
+    sink = CollectingSink()
+    dead = DeadLetterSink()
+    (
+        flow.source(IterableSource([("k", 1.25), ("k", 1e300)]), timestamps=lambda e: e[1])
+        .key_by(lambda e: e[0])
+        .window(Tumbling(0.5))
+        .count()
+        .sink(sink)
+    )
+    anyio.run(
+        lambda: run_job(flow, backend="memory", processes=False, batch_size=2, dead_letters=dead)
+    )
+    assert sink.items == [("k", 1.0, 1.5, 1)]
+    assert [(letter.error_type, letter.offset) for letter in dead.letters] == [("ValueError", 1)]
+
+
+def test_a_timestamp_a_session_gap_cannot_extend_is_a_dead_letter() -> None:
+    # 1e20 + 1.0 is 1e20: the session [1e20, 1e20) would not hold its own record.
+    flow = Flow("far", num_key_groups=2)
+    sink = CollectingSink()
+    dead = DeadLetterSink()
+    (
+        flow.source(IterableSource([("k", 1.25), ("k", 1e20)]), timestamps=lambda e: e[1])
+        .key_by(lambda e: e[0])
+        .window(Session(1.0))
+        .count()
+        .sink(sink)
+    )
+    anyio.run(
+        lambda: run_job(flow, backend="memory", processes=False, batch_size=2, dead_letters=dead)
+    )
+    assert sink.items == [("k", 1.25, 2.25, 1)]
+    assert [(letter.error, letter.offset) for letter in dead.letters] == [
+        ("timestamp 1e+20 is too far from 0 for sessions of gap 1.0", 1)
+    ]
