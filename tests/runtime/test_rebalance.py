@@ -523,20 +523,7 @@ async def test_load_appears_in_reports_progress_and_prometheus(
     assert any(name == "shoal_key_group_mailbox_depth" for name, _labels in samples)
 
 
-@pytest.fixture
-def restore_logging() -> Iterator[None]:
-    """Undo a structlog configuration bound to this test's captured stderr.
-
-    Left in place, it outlives the capture: a later test in the same process that logs
-    writes to a closed file ("I/O operation on closed file").
-    """
-    saved = structlog.get_config()
-    yield
-    structlog.configure(**saved)
-
-
 @pytest.mark.asyncio
-@pytest.mark.usefixtures("restore_logging")
 async def test_a_running_job_rebalances_through_its_control_socket_and_the_cli(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
