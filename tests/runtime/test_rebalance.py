@@ -508,7 +508,18 @@ async def test_load_appears_in_reports_progress_and_prometheus(
     assert any(name == "shoal_key_group_mailbox_depth" for name, _labels in samples)
 
 
+@pytest.fixture
+def restore_logging() -> Iterator[None]:
+    """``configure_logging()`` binds structlog to this test's captured stderr, which pytest
+    closes after the test: put the earlier configuration back, or a later test's log line in
+    the same process fails with "I/O operation on closed file"."""
+    saved = structlog.get_config()
+    yield
+    structlog.configure(**saved)
+
+
 @pytest.mark.asyncio
+@pytest.mark.usefixtures("restore_logging")
 async def test_a_running_job_rebalances_through_its_control_socket_and_the_cli(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
