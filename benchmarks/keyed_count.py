@@ -3,13 +3,17 @@
     python benchmarks/keyed_count.py                  # 2M events, 100k zipf keys, 1 and 2 workers
     python benchmarks/keyed_count.py --events 500000 --workers 1 2 4 --op process
     python benchmarks/keyed_count.py --op count per-record process --checkpoint-interval 1 off
+    python benchmarks/keyed_count.py --op sum reduce --workers 1   # the running sum
 
 Three ways to count (``--op``, any of them; each run's final counts are checked against the
 input): ``count`` is the built-in ``count()``, which runs a batch as columns (no Python code
 per record); ``per-record`` is the same count record by record (``count(columnar=False)``:
 read, add, write and emit per record, what ``count()`` did before it went columnar);
-``process`` is a user process function holding a ValueState. ``--checkpoint-interval``
-takes seconds or ``off`` (several: each is measured; default 1 s, as users run).
+``process`` is a user process function holding a ValueState. Two ways to keep a running sum
+of the same events, each event's number its user id + 1 (so every key's sum divides into its
+count, checked the same way): ``sum`` is the built-in ``sum()`` (columns), ``reduce`` is
+``reduce(lambda a, b: a + b)`` (record by record). ``--checkpoint-interval`` takes seconds or
+``off`` (several: each is measured; default 1 s, as users run).
 
 Runs the same job with each worker count (worker processes, so 1 worker is measured with the
 same code path as 2), in interleaved rounds (every op, interval and worker count once per
@@ -54,16 +58,34 @@ def count_clicks(user: int, _click: Any, ctx: ProcessContext) -> None:
     ctx.emit((user, n))
 
 
-OPS = ("count", "per-record", "process")
-STATE = {"count": "value", "per-record": "value", "process": "n"}
+def user_number(click: tuple[int, str, int]) -> int:
+    """The number the sum ops add: the user id + 1 (never 0, so a sum divides into a count)."""
+    return click[0] + 1
+
+
+def same(number: int) -> int:
+    return number
+
+
+OPS = ("count", "per-record", "process", "sum", "reduce")
+DEFAULT_OPS = ("count", "per-record", "process")
+STATE = {"count": "value", "per-record": "value", "process": "n", "sum": "value", "reduce": "value"}
 
 
 def build(events: int, keys: int, splits: int, op: str, zipf_s: float) -> Flow:
     """The benchmark job; ``op`` is one of :data:`OPS` (see the module docstring)."""
     flow = Flow("keyed_count")
-    keyed = flow.source(
+    source = flow.source(
         ClickstreamSource(events=events, users=keys, seed=11, splits=splits, zipf_s=zipf_s)
-    ).key_by(click_user)
+    )
+    if op in ("sum", "reduce"):
+        numbers = source.map(user_number).key_by(same)
+        if op == "sum":
+            numbers.sum(name="counts").sink(CountingSink())
+        else:
+            numbers.reduce(lambda a, b: a + b, name="counts").sink(CountingSink())
+        return flow
+    keyed = source.key_by(click_user)
     if op == "count":
         out = keyed.count(name="counts")
     elif op == "per-record":
@@ -98,6 +120,9 @@ async def measure(
         )
         wall = time.perf_counter() - wall
         counts = result.read_state("counts", STATE[op])
+    if op in ("sum", "reduce"):  # a key's sum is its number (the key) times its count
+        assert all(total % key == 0 for key, total in counts.items()), "a number was miscounted"
+        counts = {key: total // key for key, total in counts.items()}
     # Every click counted once: the counts add up to the events, over the users seen.
     assert sum(counts.values()) == result.records_in == args.events, "a click was miscounted"
     flush_s = max(sum(r["flush_seconds"] for r in result.reports) / workers, 0.0)
@@ -174,8 +199,10 @@ async def main(args: argparse.Namespace) -> None:
     print("                   process >= 0.85x per-record; 1 s checkpoints >= 0.85x off):")
     for (op, interval, workers), median in medians.items():
         notes = []
-        if ("per-record", interval, workers) in medians and op != "per-record":
-            notes.append(f"{median / medians[('per-record', interval, workers)]:.2f}x per-record")
+        # What each op is compared with: the count's per-record path, or reduce for sum.
+        base = "reduce" if op == "sum" else "per-record"
+        if (base, interval, workers) in medians and op not in ("per-record", "reduce"):
+            notes.append(f"{median / medians[(base, interval, workers)]:.2f}x {base}")
         if interval is not None and (op, None, workers) in medians:
             notes.append(f"{median / medians[(op, None, workers)]:.2f}x checkpoints off")
         if notes:
@@ -213,7 +240,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--zipf-s", type=float, default=1.1, dest="zipf_s")
     parser.add_argument("--splits", type=int, default=8)
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
-    parser.add_argument("--op", choices=OPS, nargs="+", default=list(OPS))
+    parser.add_argument("--op", choices=OPS, nargs="+", default=list(DEFAULT_OPS))
     parser.add_argument(
         "--checkpoint-interval",
         type=_interval,

@@ -37,6 +37,7 @@ from ._dataflow import (
 )
 from ._keys import KeyGroupRouter
 from ._outputs import OutputTag, SideValue
+from ._rolling import running_columns, running_per_record
 from ._sinks import DeadLetter
 from ._time import MIN_WATERMARK
 from ._timers import EVENT_TIME, PROCESSING_TIME, KeyedTime, Timers
@@ -532,6 +533,8 @@ class KeyedRunner:
             else:
                 out, out_offsets = self._run_count_per_record(keys, offsets)
             return out, out_offsets, timestamps
+        if type(op) is ReduceOp and op.rolling is not None:
+            return self._run_rolling(op, keys, values, offsets, split, dead, timestamps)
         if timestamps is None:
             if type(op) is ReduceOp:
                 out, out_offsets = self._run_reduce(op, keys, values, offsets, split, dead)
@@ -794,6 +797,77 @@ class KeyedRunner:
             emit((key, acc))
             out_offsets.append(offset)
         return out_values, out_offsets
+
+    def _run_rolling(
+        self,
+        op: ReduceOp,
+        keys: list[Any],
+        values: list[Any],
+        offsets: list[int],
+        split: str,
+        dead: DeadLetters,
+        timestamps: list[Any] | None,
+    ) -> tuple[list[Any], list[int], list[Any] | None]:
+        """``sum``/``min``/``max`` and ``reduce(operator.add | min | max)``: the batch as
+        columns where its values allow, else record by record (see ``_rolling.py``)."""
+        records = values
+        if op.value_fn is not None:
+            values, failed = _apply_once(op.value_fn, records)
+            if failed is not None:
+                for index, exc in failed:
+                    dead.add(op.name, exc, split, offsets[index], records[index], keys[index])
+                keep = _kept(failed, len(records))
+                keys = list(compress(keys, keep))
+                records = list(compress(records, keep))
+                offsets = list(compress(offsets, keep))
+                if timestamps is not None:
+                    timestamps = list(compress(timestamps, keep))
+        if op.columnar:
+            assert op.rolling is not None
+            assert self._value is not None
+            running = running_columns(op.rolling, self._value, keys, values)
+            if running is not None:  # every record has its output
+                out = list(zip(keys, running, strict=True))
+                return out, list(offsets), None if timestamps is None else list(timestamps)
+        if timestamps is None:
+            out, out_offsets = self._rolling_per_record(
+                op, keys, values, records, offsets, split, dead
+            )
+            return out, out_offsets, None
+        paired: list[Any] = list(zip(offsets, timestamps, strict=True))
+        out, out_pairs = self._rolling_per_record(
+            op, keys, values, records, paired, split, _Unpaired(dead)
+        )
+        pairs: list[Any] = out_pairs
+        return out, [pair[0] for pair in pairs], [pair[1] for pair in pairs]
+
+    def _rolling_per_record(
+        self,
+        op: ReduceOp,
+        keys: list[Any],
+        values: list[Any],
+        records: list[Any],
+        offsets: list[Any],
+        split: str,
+        dead: Any,
+    ) -> tuple[list[Any], list[Any]]:
+        if not op.numbers:  # a reduce(operator.add | min | max): its own per-record path
+            return self._run_reduce(op, keys, values, offsets, split, dead)
+        assert op.rolling is not None
+        assert self._value is not None
+        return running_per_record(
+            op.name,
+            op.rolling,
+            op.fn,
+            self._store,
+            self._value,
+            keys,
+            values,
+            records,
+            offsets,
+            split,
+            dead,
+        )
 
     def _run_count(self, keys: list[Any], offsets: list[int]) -> tuple[list[Any], list[int]]:
         """The running count of a whole batch as columns: no Python code runs per record.

@@ -532,11 +532,13 @@ class ValueState(_CachedHandle):
         cache = self._cache
         keys = list(keys)
         found = list(map(cache.get, keys, repeat(_NOT_CACHED)))
-        missing = [key for key, value in zip(keys, found, strict=True) if value is _NOT_CACHED]
-        if missing:
+        hits = len(keys)
+        if any(map(is_, found, repeat(_NOT_CACHED))):  # in C: all cached is the common case
+            missing = [key for key, value in zip(keys, found, strict=True) if value is _NOT_CACHED]
             self._load_all(missing)  # checks the keys; one read transaction for all
             found = list(map(cache.__getitem__, keys))
-        self._hits += len(keys) - len(missing)
+            hits -= len(missing)
+        self._hits += hits
         if any(map(is_, found, repeat(ABSENT))):
             default, copy = self._default, self._copy_default
             found = [

@@ -141,6 +141,8 @@ def randomized(
         out = keyed.count(name="per_word")
     elif op == "reduce":
         out = keyed.reduce(lambda a, b: {"word": a["word"], "n": a["n"] + b["n"]}, name="per_word")
+    elif op == "sum":
+        out = keyed.sum(lambda record: record["n"], name="per_word")
     else:
         out = keyed.process(
             sum_per_word,

@@ -35,7 +35,7 @@ shapes = st.fixed_dictionaries(
         "vocabulary": st.integers(1, 300),
         "splits": st.integers(1, 5),
         "key_groups": st.sampled_from([1, 2, 7, 16, 128]),
-        "op": st.sampled_from(["process", "count", "reduce"]),
+        "op": st.sampled_from(["process", "count", "reduce", "sum"]),
         "stages": st.sampled_from([1, 2]),
     }
 )
@@ -76,6 +76,11 @@ def check_against_oracle(params: dict[str, Any], result: Any) -> None:
         assert result.read_state("per_word", "value") == dict(counts)
         for key, running in by_key.items():
             assert running == list(range(1, counts[key] + 1))  # per-key order, no gaps, no repeats
+    elif params["op"] == "sum":
+        assert result.read_state("per_word", "value") == dict(totals)
+        for key, running in by_key.items():  # running sums only grow (n >= 0)
+            assert running == sorted(running)
+            assert running[-1] == totals[key]
     else:
         state = result.read_state("per_word", "value")
         assert {k: v["n"] for k, v in state.items()} == dict(totals)
