@@ -108,6 +108,7 @@ async def measure(
     }
     with tempfile.TemporaryDirectory(prefix="shoal-bench-") as state_dir:
         wall = time.perf_counter()
+        driver_cpu = time.process_time()
         result = await run_job(
             f"{__file__}:build",
             params=params,
@@ -119,6 +120,7 @@ async def measure(
             state_memory=args.state_memory,
         )
         wall = time.perf_counter() - wall
+        driver_cpu = time.process_time() - driver_cpu
         counts = result.read_state("counts", STATE[op])
     if op in ("sum", "reduce"):  # a key's sum is its number (the key) times its count
         assert all(total % key == 0 for key, total in counts.items()), "a number was miscounted"
@@ -140,6 +142,9 @@ async def measure(
         # CPU seconds each worker process spent on the job / elapsed: below ~0.95 a worker
         # waited (for its peer, or for a core another process held).
         "worker_busy": [round(b, 2) for b in busy],
+        # The driver's CPU seconds (supervisor, checkpoint coordinator, progress; start-up
+        # and teardown included) / elapsed: its share of the two cores the workers lack.
+        "driver_busy": round(driver_cpu / result.elapsed_s, 2),
     }
 
 
@@ -167,7 +172,8 @@ async def main(args: argparse.Namespace) -> None:
                 f"round {round_ + 1} {op:<10} checkpoints {_interval_name(interval):<4} "
                 f"workers={workers}: {run['events_per_s']:>10,} events/s  "
                 f"({run['elapsed_s']:.2f} s, {run['checkpoints']} checkpoints, worker CPU busy "
-                f"{'/'.join(f'{b:.0%}' for b in run['worker_busy'])})",
+                f"{'/'.join(f'{b:.0%}' for b in run['worker_busy'])}, "
+                f"driver {run['driver_busy']:.0%})",
                 flush=True,
             )
     summary = []
