@@ -8,7 +8,7 @@ stores of a backend together (a worker hosts many key groups; what matters is th
 * A store's cache size is *estimated*: its cached entries times an entry's cost, the average
   encoded size of what it flushed (key and value bytes, a moving average) plus
   :data:`ENTRY_OVERHEAD` for the Python objects (the key object, the dict slot, the slots of
-  the sets of dirty and recently written keys). An estimate, not a measurement: measuring
+  the sets of dirty and recently read keys). An estimate, not a measurement: measuring
   objects per access would cost more than the cache saves.
 * The budget keeps **running totals** of the cached and of the unflushed (dirty) bytes: each
   store reports the change of its own two figures (``KeyGroupStore.report_usage``, a few
@@ -16,8 +16,8 @@ stores of a backend together (a worker hosts many key groups; what matters is th
   asks (the runtime does after every batch). Nothing sums over all stores, so a flush or a
   batch costs the same with 4 key groups or 4,000. Between two reports a store's growth is
   not in the totals: at most one batch's new entries per store.
-* Only **clean** entries are evicted (an unflushed change never is): the oldest-loaded
-  first, the keys the store's last flush wrote and the dirty ones last (a second chance, as
+* Only **clean** entries are evicted (an unflushed change never is): the oldest first, the
+  keys read from the cache since the last pass and the dirty ones last (a second chance, as
   in CLOCK: those it passes over move to the back). A read after an eviction goes to LMDB
   and returns the committed value.
 * When the total is over the limit, at a store's flush (:meth:`CacheBudget.after_flush`) and
@@ -47,7 +47,7 @@ __all__ = ("DEFAULT_STATE_MEMORY", "ENTRY_OVERHEAD", "CacheBudget")
 #: Bytes of Python objects a cached entry costs beyond its encoded key and value: an int or
 #: short str key (~32-60), the decoded value (0 for a small int, ~30-100 for a number or a
 #: short tuple), the cache dict's slot with its share of free space (~40-80), and a slot in
-#: the sets of dirty and recently written keys (~30-60). A deliberate round figure.
+#: the sets of dirty and recently read keys (~30-60). A deliberate round figure.
 ENTRY_OVERHEAD: Final = 200
 
 #: The default budget of a worker's cached state.

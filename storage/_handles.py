@@ -265,15 +265,16 @@ class _Handle(ABC):
 class _CachedHandle(_Handle):
     """A handle holding one value per key in ``_cache`` (ABSENT when there is none)."""
 
-    __slots__ = ("_cache", "_dirty", "_recent")
+    __slots__ = ("_cache", "_dirty", "_used")
 
     def __init__(self, store: _KeyHolder, engine: Engine, name: str) -> None:
         super().__init__(store, engine, name)
         self._cache: dict[Any, Any] = {}
         self._dirty: set[Any] = set()
-        # The keys flushes wrote since an eviction last passed over them: in use, so an
-        # eviction moves them to the back instead (CLOCK's reference bits, set by writes).
-        self._recent: set[Any] = set()
+        # The keys read from the cache (hits) since an eviction last passed over them: in
+        # use, so an eviction moves them to the back instead (CLOCK's reference bits). A key
+        # loaded from the engine starts without one: it has to be asked for again first.
+        self._used: set[Any] = set()
 
     def _current(self) -> Any:
         """Return the cached entry of the current key, loading it on a miss."""
@@ -286,6 +287,7 @@ class _CachedHandle(_Handle):
             check_key(key)  # an unhashable key: say which type and why
             raise
         self._hits += 1
+        self._used.add(key)
         return value
 
     def _load(self, key: Any) -> Any:
@@ -379,14 +381,8 @@ class _CachedHandle(_Handle):
         puts.append((name, encoded, encoded_values))
 
     def _flushed(self) -> None:
-        dirty = self._dirty
-        if dirty:
+        if self._dirty:
             self._maybe_filled = True
-            recent = self._recent
-            if recent:
-                recent |= dirty  # C-level, as cheap as the flush's own pass over its keys
-            else:
-                self._recent = dirty
             self._dirty = set()
 
     def _dirty_count(self) -> int:
@@ -396,50 +392,52 @@ class _CachedHandle(_Handle):
         return len(self._cache)
 
     def _evict(self, count: int) -> None:
-        """Drop ``count`` clean entries, oldest-loaded first, but not those the last flush
-        wrote unless nothing else is left, and never a dirty one: the recently written and
-        dirty keys it passes over move to the back of the cache (a second chance, as in
-        CLOCK: a key in use keeps moving back, a key no longer used reaches the front again
-        and goes). Walks the cache only as far as it needs."""
+        """Drop ``count`` clean entries, oldest first, but not those read from the cache since
+        an eviction last passed over them unless nothing else is left, and never a dirty one:
+        the used and dirty keys it passes over move to the back of the cache (a second
+        chance, as in CLOCK: a key in use keeps moving back, a key no longer used reaches the
+        front again and goes). A key read once from the engine and not asked for again goes
+        first: under a skewed workload the one-off keys of the tail make way, the keys read
+        again and again stay. Walks the cache only as far as it needs."""
         cache = self._cache
-        recent = self._recent
+        used = self._used
         dirty = self._dirty
-        if not recent and not dirty:
+        if not used and not dirty:
             victims = list(islice(cache, count))
         else:
             victims = []
             spared = []
             for key in cache:
-                if key in recent or key in dirty:
+                if key in used or key in dirty:
                     spared.append(key)
                 else:
                     victims.append(key)
                     if len(victims) >= count:
                         break
-            if len(victims) < count:  # only recently written keys are left to go
+            if len(victims) < count:  # only used keys are left to go
                 gone = list(islice((k for k in spared if k not in dirty), count - len(victims)))
                 if gone:
-                    recent.difference_update(gone)  # the set must not keep them alive
+                    used.difference_update(gone)  # the set must not keep them alive
                     taken = set(gone)
                     spared = [key for key in spared if key not in taken]
                     victims += gone
             for key in spared:
                 cache[key] = cache.pop(key)
-            # Their second chance is used: the next pass takes them unless written again.
-            recent.difference_update(spared)
+            # Their second chance is taken: the next pass takes them unless read again.
+            used.difference_update(spared)
         for key in victims:
             del cache[key]
 
     def _reset(self) -> None:
         self._cache.clear()
         self._dirty.clear()
-        self._recent = set()
+        self._used = set()
         self._maybe_filled = self._engine.count(self.name) > 0
 
     def _close(self) -> None:
         self._cache = _ClosedDict()
         self._dirty = _ClosedSet()
-        self._recent = set()
+        self._used = set()
 
     def _read(self, key: Any) -> Any:
         try:
@@ -494,6 +492,7 @@ class ValueState(_CachedHandle):
         try:
             value = self._cache[key]
             self._hits += 1
+            self._used.add(key)
         except KeyError:
             value = self._load(key)
         except TypeError:
@@ -534,10 +533,13 @@ class ValueState(_CachedHandle):
         found = list(map(cache.get, keys, repeat(_NOT_CACHED)))
         hits = len(keys)
         if any(map(is_, found, repeat(_NOT_CACHED))):  # in C: all cached is the common case
+            self._used.update(compress(keys, map(is_not, found, repeat(_NOT_CACHED))))
             missing = [key for key, value in zip(keys, found, strict=True) if value is _NOT_CACHED]
             self._load_all(missing)  # checks the keys; one read transaction for all
             found = list(map(cache.__getitem__, keys))
             hits -= len(missing)
+        else:
+            self._used.update(keys)
         self._hits += hits
         if any(map(is_, found, repeat(ABSENT))):
             default, copy = self._default, self._copy_default

@@ -95,7 +95,7 @@ class _Ttl:
     # Provided by the cached handle this is mixed into.
     _cache: dict[Any, Any]
     _dirty: set[Any]
-    _recent: set[Any]
+    _used: set[Any]
     _store: Any
     _engine: Engine
     _maybe_filled: bool
@@ -151,7 +151,7 @@ class _Ttl:
     def _flushed(self) -> None:
         super()._flushed()  # type: ignore[misc]
         cache = self._cache
-        recent = self._recent
+        recent = self._used
         for key in self._gone:  # the deletions are written: keep no marker of them
             if cache.get(key, None) is ABSENT:
                 del cache[key]

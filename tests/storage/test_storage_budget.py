@@ -103,19 +103,19 @@ def test_a_budget_is_a_positive_number_of_bytes(tmp_path: Path) -> None:
     assert LmdbBackend(tmp_path, state_memory=None).budget is None
 
 
-def test_keys_the_last_flush_wrote_are_evicted_last(backend: StateBackend) -> None:
+def test_keys_read_again_are_evicted_last(backend: StateBackend) -> None:
     with backend.open_store("op", 1, (ValueStateSpec("count", default=0),)) as store:
         for key in range(100):  # loaded first (the oldest entries), under the budget
             store.key = key
             store.states.count.update(1)
         store.flush()
         assert len(store.states.count._cache) == 100
-        for key in range(100, 1_000):  # read only: cold
+        for key in range(100, 1_000):  # read once, from the engine: cold
             store.key = key
             store.states.count.value()
-        for key in range(100):  # written again: hot, and still the oldest in the cache
+        for key in range(100):  # read again from the cache, and written: hot
             store.key = key
-            store.states.count.update(2)
+            store.states.count.update(store.states.count.value() + 1)
         store.flush()  # over the budget: the cold entries go first
         cached = store.states.count._cache
         assert all(key in cached for key in range(100))
@@ -123,6 +123,36 @@ def test_keys_the_last_flush_wrote_are_evicted_last(backend: StateBackend) -> No
         # The keys it passed over moved to the back (CLOCK's second chance): the next
         # eviction starts with the cold keys still cached, not with them.
         assert list(cached)[-100:] == list(range(100))
+
+
+@pytest.mark.parametrize("kind", ["lmdb", "memory"])
+def test_a_key_loaded_and_written_but_never_read_again_is_not_kept(
+    kind: str, tmp_path: Path
+) -> None:
+    """A write is not a use by itself: the one-off keys of a read-modify-write (read from
+    the engine once, written, never asked for again) go before the keys read again."""
+    roomy = 10_000_000  # nothing is evicted until the test asks
+    backend: StateBackend = (
+        LmdbBackend(tmp_path / "state", map_size=1 << 22, state_memory=roomy)
+        if kind == "lmdb"
+        else MemoryBackend(state_memory=roomy)
+    )
+    with backend.open_store("op", 1, (ValueStateSpec("count", default=0),)) as store:
+        for key in range(1_000):
+            store.key = key
+            store.states.count.update(store.states.count.value() + 1)
+        store.flush()
+        for key in range(500, 1_000):  # the newer half read again
+            store.key = key
+            assert store.states.count.value() == 1
+        store.report_usage()
+        store.evict_bytes(int(400 * store._per_entry()))  # 400 entries' worth
+        cached = store.states.count._cache
+        assert all(key in cached for key in range(500, 1_000))  # read again: kept
+        assert sum(key in cached for key in range(500)) == 100  # 400 of the one-offs gone
+        for key in range(1_000):  # and every value is still there, cached or read back
+            store.key = key
+            assert store.states.count.value() == 1
 
 
 # Operations on a store: (name, key). The keys are few, so reads hit and miss, maps fill up
@@ -276,14 +306,17 @@ def test_trimming_between_flushes_evicts_clean_entries_only(backend: StateBacken
         assert store.get("count", 51) == 61
 
 
-def test_a_key_written_since_the_last_eviction_keeps_its_second_chance(
+def test_a_key_read_since_the_last_eviction_keeps_its_second_chance(
     backend: StateBackend,
 ) -> None:
     with backend.open_store("op", 1, (ValueStateSpec("count", default=0),)) as store:
-        for key in range(50):  # hot: loaded first, written in the first interval only
+        for key in range(50):  # loaded first, written in the first interval only
             store.key = key
             store.states.count.update(1)
         store.flush()
+        for key in range(50):  # hot: read again from the cache
+            store.key = key
+            assert store.states.count.value() == 1
         for key in range(100, 150):  # written in the second interval
             store.key = key
             store.states.count.update(1)
