@@ -14,7 +14,8 @@ the key (to a counting sink). Each key group then holds ``keys_per_group`` keys 
 tier has 10 key groups: ~1 GB in all). The source is not paced unless ``--rate`` says so: it
 reads as fast as the job takes records. A timeline takes a checkpoint once every
 key has been seen (so the populating writes are behind us: the state is in LMDB and in the
-checkpoint store), then rescales the job to 4 workers once ``steady`` more records were read.
+checkpoint store), then rescales the job to 4 workers once ``steady`` more records were read
+(``--workers FROM TO`` for other counts: ``--workers 1 2`` leaves a core per worker).
 
 Printed per tier, with each round's figures on a line of its own:
 
@@ -173,7 +174,9 @@ def processed_per_s(samples: list[tuple[float, int, int, int]]) -> float:
     return (samples[-1][2] - samples[0][2]) / (samples[-1][0] - samples[0][0])
 
 
-async def one(tier: Tier, rate: float, per_worker_state: bool = False) -> dict[str, Any]:
+async def one(
+    tier: Tier, rate: float, per_worker_state: bool = False, workers: tuple[int, int] = (2, 4)
+) -> dict[str, Any]:
     """One round of ``tier``: run, check the final state, and take the figures apart."""
     WATCH.samples.clear()
     WATCH.actions.clear()
@@ -188,18 +191,18 @@ async def one(tier: Tier, rate: float, per_worker_state: bool = False) -> dict[s
                 "key_groups": tier.key_groups,
                 "rate": rate,
             },
-            workers=2,
+            workers=workers[0],
             state_dir=state,
             checkpoint_interval=1.0,
             per_worker_state=per_worker_state,
             on_progress=WATCH,
             timeline=[
                 at(checkpoint(), records=populated),
-                at(rescale(4), records=populated + tier.steady),
+                at(rescale(workers[1]), records=populated + tier.steady),
             ],
         )
         ended = time.perf_counter()
-        assert [(r.workers_before, r.workers_after) for r in result.rescales] == [(2, 4)], (
+        assert [(r.workers_before, r.workers_after) for r in result.rescales] == [workers], (
             f"the rescale did not complete before the job drained ({result.rescales}): "
             "raise the tier's events"
         )
@@ -300,11 +303,22 @@ async def main() -> None:
         help="pace the source to this many records/s in all (default: unpaced)",
     )
     parser.add_argument(
+        "--workers",
+        type=int,
+        nargs=2,
+        default=(2, 4),
+        metavar=("FROM", "TO"),
+        help="worker processes before and after the rescale (default: 2 4)",
+    )
+    parser.add_argument(
         "--per-worker-state",
         action="store_true",
         help="a state directory per worker: moved key groups are shipped (pre-copy + tail)",
     )
     args = parser.parse_args()
+    workers = tuple(args.workers)
+    if min(workers) < 1 or workers[0] == workers[1]:
+        parser.error(f"--workers FROM TO: two different counts >= 1; got {args.workers}")
     structlog.configure(
         processors=[
             WATCH.log_event,
@@ -316,7 +330,8 @@ async def main() -> None:
     )
     paced = f"paced to {args.rate:,.0f} records/s" if args.rate > 0 else "unpaced"
     print(
-        f"rescale 2 -> 4 worker processes under load (source {paced}), 1 s checkpoints, "
+        f"rescale {workers[0]} -> {workers[1]} worker processes under load (source {paced}), "
+        "1 s checkpoints, "
         + ("a state directory per worker (shipped); " if args.per_worker_state else "shared; ")
         + "each round, then per tier over all rounds"
     )
@@ -327,7 +342,7 @@ async def main() -> None:
             tier = replace(tier, events=args.events, steady=args.events // 4)
         runs = []
         for n in range(1, args.rounds + 1):
-            runs.append(await one(tier, args.rate, args.per_worker_state))
+            runs.append(await one(tier, args.rate, args.per_worker_state, workers))
             show_round(tier, n, runs[-1])
         rows.append(summary(tier, runs))
     print(
