@@ -35,6 +35,7 @@ from typing import Any, NoReturn
 
 import anyio
 import structlog
+from shoal.storage import DEFAULT_STATE_MEMORY
 
 from ._checkpoint_stats import CheckpointStatistics
 from ._control_socket import CONTROL_SOCKET
@@ -104,16 +105,22 @@ def _positive(text: str) -> int:
     return value
 
 
-def _state_memory(text: str) -> int:
-    """``--state-memory MB``: megabytes (MiB) of cached state per worker, as bytes."""
-    problem = f"expected megabytes > 0 (e.g. 256), got {text!r}"
+def _state_memory(text: str) -> int | None:
+    """``--state-memory MB``: megabytes (MiB) of cached state per worker, as bytes; ``off``:
+    None (no budget)."""
+    if text.strip().lower() == "off":
+        return None
+    problem = f"expected megabytes (MiB) > 0 (e.g. 256) or 'off', got {text!r}"
     try:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(problem) from None
     if not value > 0 or value != value or value == float("inf"):
         raise argparse.ArgumentTypeError(problem)
-    return max(1, int(value * 1024 * 1024))
+    size = int(value * 1024 * 1024)
+    if size < 1:
+        raise argparse.ArgumentTypeError(f"{problem} (less than one byte)")
+    return size
 
 
 def _port(text: str) -> int:
@@ -219,10 +226,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--state-memory",
         type=_state_memory,
-        default=None,
+        default=DEFAULT_STATE_MEMORY,
         metavar="MB",
-        help="cached state a worker may hold, in MB (default 256); beyond it clean entries "
-        "are evicted (read back from LMDB) and unflushed ones written back early",
+        help="cached state a worker may hold, in MiB (default 256; 'off': no budget); beyond "
+        "it clean entries are evicted (read back from LMDB) and unflushed ones written back "
+        "early",
     )
     run.add_argument(
         "--per-worker-state",
@@ -289,6 +297,23 @@ def _checkpoint_summary(result: JobResult, interval: float | None) -> dict[str, 
     }
 
 
+def _cache_summary(result: JobResult) -> dict[str, Any]:
+    """The state cache's figures of the whole job, all workers (their last reports): what the
+    memory budget did. ``state_cache_limit`` is one worker's budget (``None``: no budget) and
+    ``state_cache_hit_rate`` ``None`` before any read."""
+    reports = result.reports
+    hits = sum(r.get("state_cache_hits", 0) for r in reports)
+    misses = sum(r.get("state_cache_misses", 0) for r in reports)
+    limits = [r.get("state_cache_limit") for r in reports]
+    return {
+        "state_cache_limit": next((limit for limit in limits if limit is not None), None),
+        "state_cache_hits": hits,
+        "state_cache_misses": misses,
+        "state_cache_hit_rate": round(hits / (hits + misses), 4) if hits + misses else None,
+        "state_cache_evicted": sum(r.get("state_cache_evicted", 0) for r in reports),
+    }
+
+
 def _resumed_from(result: JobResult) -> dict[str, Any] | None:
     """Where the run started, for the summary (None: from the beginning)."""
     start = result.resumed_from
@@ -337,6 +362,7 @@ def _summary(
         "events_per_s": round(result.events_per_s, 1),
         "key_groups": result.plan.num_key_groups,
         **_checkpoint_summary(result, checkpoint_interval),
+        **_cache_summary(result),
         **rescale_summary(result.migrations, result.rescales),
         "checks": [check.to_json() for check in checks],
         "warnings": warnings,
@@ -379,9 +405,17 @@ def _print_summary(summary: dict[str, Any], out: Any) -> None:
         file=out,
     )
     print(f"  {_checkpoint_line(summary)}", file=out)
+    if summary["state_cache_limit"] is not None and summary["state_cache_hit_rate"] is not None:
+        print(
+            f"  state cache: {summary['state_cache_limit'] / (1024 * 1024):,.0f} MiB a worker, "
+            f"hit rate {summary['state_cache_hit_rate']:.2f}, "
+            f"{summary['state_cache_evicted']:,} evicted",
+            file=out,
+        )
     if summary["recoveries"]:
         times = ", ".join(f"{ms:,.0f} ms" for ms in summary["recovery_ms"])
-        print(f"  {summary['recoveries']} recoveries ({times})", file=out)
+        noun = "recovery" if summary["recoveries"] == 1 else "recoveries"
+        print(f"  {summary['recoveries']} {noun} ({times})", file=out)
     if summary["rescales"]:
         print(f"  {_rescale_line(summary)}", file=out)
     for check in summary["checks"]:
@@ -521,8 +555,7 @@ async def _run_job(
         extra["batch_size"] = args.batch_size
     if args.per_worker_state:
         extra["per_worker_state"] = True
-    if args.state_memory is not None:
-        extra["state_memory"] = args.state_memory
+    extra["state_memory"] = args.state_memory
     stop = anyio.Event()
     outcome: JobResult | BaseException | None = None
     job = anyio.CancelScope()

@@ -224,7 +224,8 @@ async def run_job(
         isinstance(state_memory, bool) or not isinstance(state_memory, int) or state_memory < 1
     ):
         raise ValueError(
-            f"state_memory must be a number of bytes >= 1 or None; got {state_memory!r}"
+            "state_memory must be an int number of bytes >= 1, or None for no budget; "
+            f"got {state_memory!r}"
         )
     if not isinstance(per_worker_state, bool):
         raise TypeError(f"per_worker_state must be True or False; got {per_worker_state!r}")

@@ -70,8 +70,11 @@ class KeyGroupStatistics:
         dirty: Entries changed since the last flush.
         cached: Entries held in the in-memory cache (a MapState also counts one per key).
         expired: Entries of TTL states removed because they expired, since the store opened.
-        hits: Reads answered from the cache since the store opened.
-        misses: Reads that went to the engine (LMDB) since the store opened.
+        hits: Reads answered from the cache since this store object opened (0 for a store
+            reopened after a job, as ``JobResult.key_group_statistics`` does: a job's figures
+            are its workers' ``state_cache_hits`` in ``JobResult.reports``).
+        misses: Reads that went to the engine (LMDB) since this store object opened (as
+            ``hits``).
     """
 
     operator: str
