@@ -301,7 +301,7 @@ async def main(args: argparse.Namespace) -> None:
             print(
                 f"{keys:>11,} keys zipf {zipf_s:<4}: {run['events_per_s']:>9,} events/s "
                 f"({run['events']:,} in {run['elapsed_s']} s; after the preload "
-                f"{run['zipf_phase_events_per_s']}), peak RSS {run['peak_rss_mb']} MB "
+                f"{_rate(run['zipf_phase_events_per_s'])}), peak RSS {run['peak_rss_mb']} MB "
                 f"(anon {run['peak_anon_mb']}, file {run['peak_file_mb']}; LMDB holds "
                 f"{run['lmdb_mb']} MB), hit rate "
                 f"{run['hit_rate']} ({run['misses_per_record']} misses a record), longest "
@@ -312,7 +312,8 @@ async def main(args: argparse.Namespace) -> None:
                 flush=True,
             )
     by = {(run["keys"], run["zipf_s"]): run for run in runs}
-    print("targets:")
+    if any(keys in (4_000_000, 20_000_000) for keys in args.keys):
+        print("targets:")
     for zipf_s in args.zipf_s:
         small, large = by.get((100_000, zipf_s)), by.get((4_000_000, zipf_s))
         if small and large:
@@ -336,32 +337,65 @@ async def main(args: argparse.Namespace) -> None:
         print(json.dumps({"state_memory": args.state_memory, "runs": runs}))
 
 
+def _rate(events_per_s: float | None) -> str:
+    return "n/a" if events_per_s is None else f"{events_per_s:,.0f} events/s"
+
+
+def _number(text: str, kind: type[float] | type[int], least: float, what: str) -> Any:
+    """``text`` as ``kind``, at least ``least`` (exclusive when ``least`` is 0)."""
+    problem = f"expected {what}, got {text!r}"
+    try:
+        value = kind(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(problem) from None
+    if not (value > least if least == 0 else value >= least) or value != value:
+        raise argparse.ArgumentTypeError(problem)
+    if value == float("inf"):
+        raise argparse.ArgumentTypeError(problem)
+    return value
+
+
 def _megabytes(text: str) -> int | None:
-    return None if text == "off" else int(float(text) * 1024 * 1024)
+    if text == "off":
+        return None
+    size = int(_number(text, float, 0, "megabytes (MiB) > 0 or 'off'") * 1024 * 1024)
+    if size < 1:
+        raise argparse.ArgumentTypeError(f"expected at least one byte, got {text!r} MiB")
+    return size
 
 
 def _interval(text: str) -> float | None:
-    return None if text == "off" else float(text)
+    return None if text == "off" else float(_number(text, float, 0, "seconds > 0 or 'off'"))
+
+
+def _count(text: str) -> int:
+    return int(_number(text, int, 1, "an integer >= 1"))
+
+
+def _exponent(text: str) -> float:
+    if text.strip() in ("0", "0.0"):
+        return 0.0  # uniform
+    return float(_number(text, float, 0, "a Zipf exponent >= 0 (0: uniform)"))
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
-        "--keys", type=int, nargs="+", default=[100_000, 1_000_000, 4_000_000, 20_000_000]
+        "--keys", type=_count, nargs="+", default=[100_000, 1_000_000, 4_000_000, 20_000_000]
     )
-    parser.add_argument("--zipf-s", type=float, nargs="+", default=[0.6, 1.1], dest="zipf_s")
+    parser.add_argument("--zipf-s", type=_exponent, nargs="+", default=[0.6, 1.1], dest="zipf_s")
     parser.add_argument(
-        "--events", type=int, default=4_000_000, help="Zipf records after the preload"
+        "--events", type=_count, default=4_000_000, help="Zipf records after the preload"
     )
-    parser.add_argument("--splits", type=int, default=2)
-    parser.add_argument("--batch-size", type=int, default=8192)
+    parser.add_argument("--splits", type=_count, default=2)
+    parser.add_argument("--batch-size", type=_count, default=8192)
     parser.add_argument("--interval", type=_interval, default=1.0, metavar="SECONDS|off")
     parser.add_argument(
         "--state-memory",
         type=_megabytes,
         default=256 * 1024 * 1024,
         metavar="MB|off",
-        help="the worker's state memory budget (default 256 MB; 'off': none)",
+        help="the worker's state memory budget in MiB (default 256; 'off': none)",
     )
     parser.add_argument("--tmp", default=None, help="where state directories go")
     parser.add_argument("--json", action="store_true", help="also print one JSON line")
