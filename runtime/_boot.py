@@ -169,7 +169,6 @@ async def bootstrap(worker: Worker, args: dict[str, Any]) -> None:
         batch_size=int(args["batch_size"]),
         mailbox_size=int(args["mailbox_size"]),
         move_hold_records=args.get("move_hold_records"),
-        own_process=True,
         checkpoints=bool(args.get("checkpoints", False)),
         checkpoint_store=store,
         restoring=bool(args.get("restoring", False)),

@@ -397,13 +397,7 @@ class KeyGroupActor(Actor):
             tail = take_tail(store)
             size = self.shipped + tail.size
         self.store = None
-        unmap = None
-        if env.own_process and tail is None:
-            # The successor is in another process: release the fence now and unmap after
-            # telling it, so its pause does not include this process unmapping the state.
-            unmap = store.close_detached()
-        else:
-            store.close()  # releases the environment's fence for the successor
+        store.close()  # releases the environment's fence for the successor
         self.time.close()  # its wake-ups: the successor arms its own
         env.key_groups.pop(self.name, None)
         env.metrics.state_size.pop((self.stage.name, self.key_group), None)
@@ -427,8 +421,6 @@ class KeyGroupActor(Actor):
         env.kernel.ref(handoffs_name(target)).tell_urgent(
             GroupHandoff(version, self.name, env.index, state, paused_at)
         )
-        if unmap is not None:
-            unmap()
         self.leaving = None
         self.hand_off(target)
         if tail is not None:  # the successor has it all: this copy would only go stale

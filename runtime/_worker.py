@@ -154,10 +154,6 @@ class WorkerEnv:
     # Each worker has a state directory of its own: a key group that moves is shipped
     # (pre-copy, then the changes since; see _ship.py) instead of reopened in place.
     ship_state: bool = False
-    # This worker is the only one in its OS process (worker processes): a key group handing
-    # over to another worker may unmap its environment after telling the successor, which
-    # opens it in another process (never within one process: see ``close_detached``).
-    own_process: bool = False
     # A timeline step is still to come: a split that read all its input holds its end of
     # stream back until the driver releases it (ReleaseEnds), so the job cannot drain first.
     hold_ends: bool = False

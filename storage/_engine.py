@@ -233,12 +233,6 @@ class Engine(Protocol):
 
     def close(self) -> None: ...
 
-    def detach(self) -> Callable[[], None]:
-        """Give the environment up now (its fence released: another process may open it)
-        and return what closes it (for LMDB: unmaps it, which takes ~5-15 ms at 100 MB
-        mapped). Nothing may use the engine afterwards."""
-        ...
-
 
 def _in_range(key: bytes, stop: bytes | None, prefix: bytes) -> bool:
     return key.startswith(prefix) and (stop is None or key < stop)
@@ -768,18 +762,6 @@ class LmdbEngine:
                 fence, self._fence = self._fence, -1
                 os.close(fence)  # releases the flock
 
-    def detach(self) -> Callable[[], None]:
-        # Only for a successor in ANOTHER process: LMDB must never have one environment open
-        # twice in one process. This process no longer writes; the other opens the
-        # environment with its own reader table entry and locks (LMDB is multi-process), and
-        # this one's close later leaves the shared lock state alone while another process
-        # holds the environment open.
-        self.release_reads()
-        if self._fence >= 0:
-            fence, self._fence = self._fence, -1
-            os.close(fence)  # releases the flock: the successor may take it now
-        return self._env.close
-
 
 class MemorySnapshot:
     """Copies of the engine's dicts taken at one instant."""
@@ -955,6 +937,3 @@ class MemoryEngine:
 
     def close(self) -> None:
         pass
-
-    def detach(self) -> Callable[[], None]:
-        return self.close

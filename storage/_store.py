@@ -802,34 +802,6 @@ class KeyGroupStore:
         """
         if self._closed:
             return
-        self._give_up()
-        try:
-            self._engine.close()
-        finally:
-            if self._on_close is not None:
-                self._on_close()
-
-    def close_detached(self) -> Callable[[], None]:
-        """Close the store as :meth:`close` does, but leave the environment's unmapping to
-        the callable returned (call it exactly once): its fence is released now, so another
-        process may open the environment at once, before this one has paid for unmapping it
-        (~5-15 ms at 100 MB mapped; a key group's handoff calls it after its successor has
-        been told). Never for a successor in this same process: LMDB must not have one
-        environment open twice in one process.
-
-        Raises:
-            StoreClosedError: The store is closed already.
-        """
-        self._check_open()
-        self._give_up()
-        try:
-            unmap = self._engine.detach()
-        finally:
-            if self._on_close is not None:
-                self._on_close()
-        return unmap
-
-    def _give_up(self) -> None:
         self.report_usage()  # its reads
         self._closed = True
         if self._budget is not None:  # and its bytes: none from now on
@@ -837,6 +809,11 @@ class KeyGroupStore:
             self._charged_cached = self._charged_dirty = 0
         for handle in self._handles.values():
             handle._close()
+        try:
+            self._engine.close()
+        finally:
+            if self._on_close is not None:
+                self._on_close()
 
 
 def _never() -> float:

@@ -8,13 +8,7 @@ from pathlib import Path
 
 import pytest
 from _storage_helpers import SPECS
-from shoal.storage import (
-    LmdbBackend,
-    MemoryBackend,
-    StoreBusyError,
-    StoreClosedError,
-    ValueStateSpec,
-)
+from shoal.storage import LmdbBackend, MemoryBackend, StoreBusyError, ValueStateSpec
 
 
 def _open_fds() -> int:
@@ -141,55 +135,3 @@ def test_another_process_cannot_open_a_store_that_is_open(tmp_path: Path) -> Non
     )
     free = subprocess.run([sys.executable, "-c", probe, str(tmp_path)], capture_output=True)
     assert free.returncode == 0, free.stderr
-
-
-def test_a_detached_store_can_be_opened_by_another_process_before_it_is_unmapped(
-    tmp_path: Path,
-) -> None:
-    """``close_detached`` (a key group handing over to a worker in another process): the
-    fence is released at once, so the successor opens the environment, reads what was
-    committed and writes, while this process still has it mapped; unmapping afterwards leaves
-    the successor's environment intact."""
-    import subprocess
-    import sys
-
-    successor = (
-        "import sys; from shoal.storage import LmdbBackend, ValueStateSpec\n"
-        "spec = ValueStateSpec('count', default=0)\n"
-        "with LmdbBackend(sys.argv[1]).open_store('op', 0, [spec]) as store:\n"
-        "    print(store.get('count', 'k'))\n"
-        "    store.key = 'k'\n"
-        "    store.states.count.update(2)\n"
-        "    store.flush()\n"
-    )
-    backend = LmdbBackend(tmp_path)
-    store = backend.open_store("op", 0, SPECS)
-    store.key = "k"
-    store.states.count.update(1)
-    store.flush()
-    mapped = _mapped_lmdb_files()
-    unmap = store.close_detached()
-    with pytest.raises(StoreClosedError):
-        store.get("count", "k")
-    store.close()  # idempotent: nothing more to close
-    assert _mapped_lmdb_files() == mapped  # still mapped here...
-    took = subprocess.run(
-        [sys.executable, "-c", successor, str(tmp_path)], capture_output=True, text=True
-    )
-    assert took.returncode == 0, took.stderr  # ...yet the successor could open it
-    assert took.stdout.strip() == "1"
-    unmap()
-    assert _mapped_lmdb_files() == mapped - 2  # data.mdb and lock.mdb gone
-    with backend.open_store("op", 0, SPECS) as again:
-        assert again.get("count", "k") == 2  # the successor's write is there
-
-
-def test_a_detached_memory_store_unmaps_nothing() -> None:
-    backend = MemoryBackend()
-    store = backend.open_store("op", 0, SPECS)
-    store.key = "k"
-    store.states.count.update(1)
-    store.flush()
-    store.close_detached()()
-    with backend.open_store("op", 0, SPECS) as again:
-        assert again.get("count", "k") == 1
