@@ -4,12 +4,15 @@ early, with checkpoints on (the epoch commits still carry them: a crash recovers
 
 from __future__ import annotations
 
+import argparse
+import re
 import subprocess
 import sys
 from collections import Counter
 from pathlib import Path
 
 import pytest
+from shoal.runtime._cli import _state_memory
 from shoal.runtime._faults import Fault
 
 from shoal import CollectingSink, Flow, IterableSource, run_job
@@ -48,10 +51,13 @@ async def test_a_tiny_budget_evicts_yet_counts_stay_exact_through_a_crash(tmp_pa
 
 @pytest.mark.asyncio
 async def test_state_memory_is_checked_at_the_boundary() -> None:
-    with pytest.raises(
-        ValueError, match=r"^state_memory must be a number of bytes >= 1 or None; got 0$"
-    ):
-        await run_job(counting(10), state_memory=0)
+    for wrong in (0, -1, 1.5, True, "256"):
+        with pytest.raises(
+            ValueError,
+            match=r"^state_memory must be an int number of bytes >= 1, or None for no "
+            rf"budget; got {re.escape(repr(wrong))}$",
+        ):
+            await run_job(counting(10), state_memory=wrong)  # type: ignore[arg-type]
 
 
 def test_shoal_run_state_memory_takes_megabytes() -> None:
@@ -62,4 +68,21 @@ def test_shoal_run_state_memory_takes_megabytes() -> None:
         check=False,
     )
     assert done.returncode == 2
-    assert "argument --state-memory: expected megabytes > 0 (e.g. 256), got 'lots'" in done.stderr
+    assert (
+        "argument --state-memory: expected megabytes (MiB) > 0 (e.g. 256) or 'off', got 'lots'"
+        in done.stderr
+    )
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [("256", 256 * 1024 * 1024), ("0.5", 512 * 1024), ("off", None), ("OFF", None)],
+)
+def test_shoal_run_state_memory_reads_mib_or_off(text: str, expected: int | None) -> None:
+    assert _state_memory(text) == expected
+
+
+@pytest.mark.parametrize("text", ["0", "-5", "nan", "inf", "1e-12", "lots"])
+def test_shoal_run_state_memory_refuses(text: str) -> None:
+    with pytest.raises(argparse.ArgumentTypeError, match="expected megabytes"):
+        _state_memory(text)
