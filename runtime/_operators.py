@@ -37,7 +37,7 @@ from ._dataflow import (
 )
 from ._keys import KeyGroupRouter
 from ._outputs import OutputTag, SideValue
-from ._rolling import running_columns, running_per_record
+from ._rolling import fold_per_record, running_columns
 from ._sinks import DeadLetter
 from ._time import MIN_WATERMARK
 from ._timers import EVENT_TIME, PROCESSING_TIME, KeyedTime, Timers
@@ -776,27 +776,20 @@ class KeyedRunner:
         split: str,
         dead: DeadLetters,
     ) -> tuple[list[Any], list[int]]:
-        store = self._store
-        state = self._value
-        assert state is not None
-        get = state.value
-        put = state.update
-        fn = op.fn
-        out_values: list[Any] = []
-        out_offsets: list[int] = []
-        emit = out_values.append
-        for key, value, offset in zip(keys, values, offsets, strict=True):
-            store.key = key
-            acc = get()
-            try:
-                acc = value if acc is None else fn(acc, value)
-                put(acc)  # raises StateEncodeError for a value CBOR cannot encode
-            except Exception as exc:
-                dead.add(op.name, exc, split, offset, value, key)
-                continue
-            emit((key, acc))
-            out_offsets.append(offset)
-        return out_values, out_offsets
+        assert self._value is not None
+        return fold_per_record(
+            op.name,
+            None,
+            op.fn,
+            self._store,
+            self._value,
+            keys,
+            values,
+            values,
+            offsets,
+            split,
+            dead,
+        )
 
     def _run_rolling(
         self,
@@ -851,13 +844,10 @@ class KeyedRunner:
         split: str,
         dead: Any,
     ) -> tuple[list[Any], list[Any]]:
-        if not op.numbers:  # a reduce(operator.add | min | max): its own per-record path
-            return self._run_reduce(op, keys, values, offsets, split, dead)
-        assert op.rolling is not None
         assert self._value is not None
-        return running_per_record(
+        return fold_per_record(
             op.name,
-            op.rolling,
+            op.rolling if op.numbers else None,  # reduce(operator.add | ...) takes any value
             op.fn,
             self._store,
             self._value,

@@ -14,7 +14,7 @@ overflow), ``min`` and ``max`` keep their first argument on a tie and treat NaN 
 It takes a batch only when nothing in it can fail: every value an int or every value a float
 for ``sum`` (``int + float`` raises ``OverflowError`` for a huge int), ints and floats for
 ``min``/``max``, and every key's value so far of those types too. Any other batch (a string, a
-bool, a mix) goes record by record (:func:`running_per_record`, or the plain reduce path), where
+bool, a mix) goes record by record (:func:`fold_per_record`, the plain reduce's path too), where
 a bad value is a dead letter with its error and position and the rest of the batch goes on.
 
 numpy does not pay here (measured; see docs/benchmarks.md, "Columnar sum, min and max"): a key
@@ -29,7 +29,7 @@ from typing import Any, Protocol
 
 from shoal.storage import KeyGroupStore, ValueState
 
-__all__ = ("NUMBERS", "not_a_number", "running_columns", "running_per_record")
+__all__ = ("NUMBERS", "fold_per_record", "not_a_number", "running_columns")
 
 #: The value types ``sum``, ``min`` and ``max`` take (a bool is not one of them: adding flags
 #: is more often a mistake than meant; ``int(flag)`` says it is meant).
@@ -90,9 +90,9 @@ def running_columns(
     return running
 
 
-def running_per_record(
+def fold_per_record(
     name: str,
-    kind: str,
+    kind: str | None,
     fn: Callable[[Any, Any], Any],
     store: KeyGroupStore,
     state: ValueState,
@@ -103,23 +103,25 @@ def running_per_record(
     split: str,
     dead: _DeadLetters,
 ) -> tuple[list[Any], list[Any]]:
-    """``sum``/``min``/``max`` record by record: a value that is not an int or a float, or
-    whose fold raises (``OverflowError`` adding a huge int to a float), is a dead letter
-    naming ``records[i]`` (the record, where ``values[i]`` is what was taken of it)."""
+    """``acc = fn(acc, value)`` record by record (a key's first value is its ``acc``), each
+    running value emitted as ``(key, acc)``: a ``reduce``, and ``sum``/``min``/``max``
+    (``kind``) where a batch cannot go as columns. A value whose fold raises (or, for a
+    ``kind``, that is not an int or a float) is a dead letter naming ``records[i]`` (the
+    record, where ``values[i]`` is what was taken of it); the rest go on."""
     get = state.value
     put = state.update
     out_values: list[Any] = []
     out_offsets: list[Any] = []
     emit = out_values.append
     for key, value, record, offset in zip(keys, values, records, offsets, strict=True):
-        if type(value) not in NUMBERS:
+        if kind is not None and type(value) not in NUMBERS:
             dead.add(name, not_a_number(kind, value), split, offset, record, key)
             continue
         store.key = key
         acc = get()
         try:
             acc = value if acc is None else fn(acc, value)
-            put(acc)
+            put(acc)  # raises StateEncodeError for a value CBOR cannot encode
         except Exception as exc:
             dead.add(name, exc, split, offset, record, key)
             continue
