@@ -151,11 +151,11 @@ class _Ttl:
     def _flushed(self) -> None:
         super()._flushed()  # type: ignore[misc]
         cache = self._cache
-        recent = self._used
+        used = self._used
         for key in self._gone:  # the deletions are written: keep no marker of them
             if cache.get(key, None) is ABSENT:
                 del cache[key]
-                recent.discard(key)
+                used.discard(key)
         self._gone.clear()
 
     def _load_all(self, keys: list[Any]) -> list[Any]:
