@@ -50,6 +50,7 @@ from pathlib import Path
 from typing import Any
 
 # Run as a script, so its folder is on sys.path (for the generator and keyed_count.py).
+import _args
 from _clickstream_events import ClickstreamEvents
 
 HERE = Path(__file__).resolve().parent
@@ -388,22 +389,18 @@ def main(args: argparse.Namespace) -> None:
         print(json.dumps({"events": args.events, "versions": versions, **summary}))
 
 
-def _interval(text: str) -> float | None:
-    return None if text == "off" else float(text)
-
-
 def parse(argv: list[str]) -> argparse.Namespace:
     """Parse the command line (see the module docstring)."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--events", type=int, default=2_000_000)
-    parser.add_argument("--keys", type=int, default=100_000)
-    parser.add_argument("--zipf-s", type=float, default=1.1, dest="zipf_s")
-    parser.add_argument("--splits", type=int, default=8)
-    parser.add_argument("--batch-size", type=int, default=8192)
-    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--events", type=_args.count, default=2_000_000)
+    parser.add_argument("--keys", type=_args.count, default=100_000)
+    parser.add_argument("--zipf-s", type=_args.exponent, default=1.1, dest="zipf_s")
+    parser.add_argument("--splits", type=_args.count, default=8)
+    parser.add_argument("--batch-size", type=_args.count, default=8192)
+    parser.add_argument("--workers", type=_args.count, nargs="+", default=[1, 2])
     parser.add_argument(
         "--checkpoint-interval",
-        type=_interval,
+        type=_args.interval,
         nargs="+",
         default=[None, 1.0],
         metavar="SECONDS|off",
@@ -413,7 +410,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument(
         "--bytewax-op", choices=BYTEWAX_OPS, nargs="+", default=["stateful_map", "count_final"]
     )
-    parser.add_argument("--repeat", type=int, default=3, help="interleaved rounds")
+    parser.add_argument("--repeat", type=_args.count, default=3, help="interleaved rounds")
     parser.add_argument("--quick", action="store_true", help="200k events, 1 round")
     parser.add_argument("--bytewax-version", default=DEFAULT_BYTEWAX_VERSION)
     parser.add_argument("--venv", type=Path, help="Bytewax's virtual environment (made if absent)")

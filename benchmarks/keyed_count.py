@@ -35,6 +35,7 @@ import tempfile
 import time
 from typing import Any
 
+import _args  # run as a script: its folder is on sys.path
 import anyio
 
 from shoal import (
@@ -231,39 +232,33 @@ async def main(args: argparse.Namespace) -> None:
         )
 
 
-def _megabytes(text: str) -> int | None:
-    return None if text == "off" else int(float(text) * 1024 * 1024)
-
-
-def _interval(text: str) -> float | None:
-    return None if text == "off" else float(text)
-
-
 def parse(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--events", type=int, default=2_000_000)
-    parser.add_argument("--keys", type=int, default=100_000)
-    parser.add_argument("--zipf-s", type=float, default=1.1, dest="zipf_s")
-    parser.add_argument("--splits", type=int, default=8)
-    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--events", type=_args.count, default=2_000_000)
+    parser.add_argument("--keys", type=_args.count, default=100_000)
+    parser.add_argument("--zipf-s", type=_args.exponent, default=1.1, dest="zipf_s")
+    parser.add_argument("--splits", type=_args.count, default=8)
+    parser.add_argument("--workers", type=_args.count, nargs="+", default=[1, 2])
     parser.add_argument("--op", choices=OPS, nargs="+", default=list(DEFAULT_OPS))
     parser.add_argument(
         "--checkpoint-interval",
-        type=_interval,
+        type=_args.interval,
         nargs="+",
         default=[1.0],
         metavar="SECONDS|off",
         help="checkpoint interval(s) to measure (default 1; 'off': none)",
     )
-    parser.add_argument("--batch-size", type=int, default=8192)
+    parser.add_argument("--batch-size", type=_args.count, default=8192)
     parser.add_argument(
         "--state-memory",
-        type=_megabytes,
+        type=_args.megabytes,
         default=256 * 1024 * 1024,
         metavar="MB|off",
         help="each worker's state memory budget (default 256 MB; 'off': none)",
     )
-    parser.add_argument("--repeat", type=int, default=3, help="rounds (each runs every case once)")
+    parser.add_argument(
+        "--repeat", type=_args.count, default=3, help="rounds (each runs every case once)"
+    )
     parser.add_argument("--json", action="store_true", help="also print one JSON line of results")
     return parser.parse_args(argv)
 

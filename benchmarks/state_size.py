@@ -38,6 +38,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import _args  # run as a script: its folder is on sys.path
 import anyio
 import numpy as np
 from shoal.runtime import SourceBatch
@@ -341,58 +342,23 @@ def _rate(events_per_s: float | None) -> str:
     return "n/a" if events_per_s is None else f"{events_per_s:,.0f} events/s"
 
 
-def _number(text: str, kind: type[float] | type[int], least: float, what: str) -> Any:
-    """``text`` as ``kind``, at least ``least`` (exclusive when ``least`` is 0)."""
-    problem = f"expected {what}, got {text!r}"
-    try:
-        value = kind(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(problem) from None
-    if not (value > least if least == 0 else value >= least) or value != value:
-        raise argparse.ArgumentTypeError(problem)
-    if value == float("inf"):
-        raise argparse.ArgumentTypeError(problem)
-    return value
-
-
-def _megabytes(text: str) -> int | None:
-    if text == "off":
-        return None
-    size = int(_number(text, float, 0, "megabytes (MiB) > 0 or 'off'") * 1024 * 1024)
-    if size < 1:
-        raise argparse.ArgumentTypeError(f"expected at least one byte, got {text!r} MiB")
-    return size
-
-
-def _interval(text: str) -> float | None:
-    return None if text == "off" else float(_number(text, float, 0, "seconds > 0 or 'off'"))
-
-
-def _count(text: str) -> int:
-    return int(_number(text, int, 1, "an integer >= 1"))
-
-
-def _exponent(text: str) -> float:
-    if text.strip() in ("0", "0.0"):
-        return 0.0  # uniform
-    return float(_number(text, float, 0, "a Zipf exponent >= 0 (0: uniform)"))
-
-
 def parse(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
-        "--keys", type=_count, nargs="+", default=[100_000, 1_000_000, 4_000_000, 20_000_000]
+        "--keys", type=_args.count, nargs="+", default=[100_000, 1_000_000, 4_000_000, 20_000_000]
     )
-    parser.add_argument("--zipf-s", type=_exponent, nargs="+", default=[0.6, 1.1], dest="zipf_s")
     parser.add_argument(
-        "--events", type=_count, default=4_000_000, help="Zipf records after the preload"
+        "--zipf-s", type=_args.exponent, nargs="+", default=[0.6, 1.1], dest="zipf_s"
     )
-    parser.add_argument("--splits", type=_count, default=2)
-    parser.add_argument("--batch-size", type=_count, default=8192)
-    parser.add_argument("--interval", type=_interval, default=1.0, metavar="SECONDS|off")
+    parser.add_argument(
+        "--events", type=_args.count, default=4_000_000, help="Zipf records after the preload"
+    )
+    parser.add_argument("--splits", type=_args.count, default=2)
+    parser.add_argument("--batch-size", type=_args.count, default=8192)
+    parser.add_argument("--interval", type=_args.interval, default=1.0, metavar="SECONDS|off")
     parser.add_argument(
         "--state-memory",
-        type=_megabytes,
+        type=_args.megabytes,
         default=256 * 1024 * 1024,
         metavar="MB|off",
         help="the worker's state memory budget in MiB (default 256; 'off': none)",
