@@ -459,6 +459,11 @@ class Worker:
         self.messages_out += 1
         target.tell_urgent(name, message)
 
+    def _prepare_urgent(self, name: str) -> None:
+        target = self._route(name)
+        if not isinstance(target, Cell):
+            target.prepare_urgent()
+
     def on_urgent(self, name: str, handler: Callable[[Any], bool] | None) -> None:
         """Handle urgent messages for ``name`` on this worker with ``handler`` (None: stop).
 

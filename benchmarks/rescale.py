@@ -22,6 +22,8 @@ Printed per tier, with each round's figures on a line of its own:
 * pause per key group moved (``JobResult.migrations``, kind ``group``: from the old owner
   starting its handoff, every input's marker in, to the successor holding the store), p50 /
   p99 / max over every move of every round, and the median state bytes of a moved group;
+  each round also prints where its pauses went (``MoveRecord.phases``: each phase's p50 and
+  max, and the longest move's phases);
 * each rescale's wall time (``JobResult.rescales``: new processes started and admitted, key
   groups then splits moved, 8 at a time), median over rounds;
 * throughput, from ``records_out`` (records the operator has processed and emitted, summed
@@ -229,6 +231,7 @@ async def one(
     after = [s for s in samples[last:] if s[0] <= ended]
     return {
         "pauses": [m.pause_s for m in moves],
+        "phases": [dict(m.phases) for m in moves],
         "split_pauses": [m.pause_s for m in result.migrations if m.kind == "split"],
         "bytes": [m.bytes for m in moves],
         "tail_bytes": [m.tail_bytes for m in moves],
@@ -270,6 +273,20 @@ def show_round(tier: Tier, n: int, run: dict[str, Any]) -> None:
         ),
         flush=True,
     )
+    print(f"          {phases_line(run['phases'], run['pauses'])}", flush=True)
+
+
+def phases_line(phases: list[dict[str, float]], pauses: list[float]) -> str:
+    """Where the pauses went (``MoveRecord.phases``): each phase's p50 / max in ms over the
+    moves, then the longest move's own phases."""
+    names = list(dict.fromkeys(name for move in phases for name in move))
+    parts = []
+    for name in names:
+        ms = [move[name] * 1000 for move in phases if name in move]
+        parts.append(f"{name} {percentile(ms, 0.5):.1f}/{max(ms):.1f}")
+    longest = phases[max(range(len(pauses)), key=pauses.__getitem__)]
+    worst = ", ".join(f"{name} {s * 1000:.1f}" for name, s in longest.items() if s >= 0.0005)
+    return f"pause phases ms p50/max: {'; '.join(parts)}; the longest move: {worst}"
 
 
 def summary(tier: Tier, runs: list[dict[str, Any]]) -> str:

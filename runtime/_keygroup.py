@@ -46,7 +46,7 @@ from ._messages import (
     Watermark,
     WriteSnapshot,
 )
-from ._moves import flush_downstream, paused_now, pay_markers, sync_driver
+from ._moves import Laps, flush_downstream, paused_now, pay_markers, sync_driver
 from ._names import (
     JOB_ACTOR,
     checkpoint_writer_name,
@@ -98,6 +98,7 @@ class KeyGroupActor(Actor):
         self.queued_max = 0
         self.handoff: GroupHandoff | None = None
         self.moved_in: MovedIn | None = None  # prepared by take_over, sent in the next turn
+        self.arrived_at = 0.0  # when the old owner's handoff reached take_over (paused_now)
         self.takeover_error: Exception | None = None
         self.throttling = False  # it asked the senders to hold its records (_holding.py)
         # Leaving: (version, target) once told MoveOut; the channels whose marker came in.
@@ -298,6 +299,7 @@ class KeyGroupActor(Actor):
         of every actor ahead of this one on the loop. What fails here fails this actor in its
         own turn. Then wake up: :meth:`_take_over` reports and replays the queue."""
         self.handoff = handoff
+        self.arrived_at = paused_now()
         try:
             self._open_handed(handoff)
         except Exception as exc:
@@ -335,16 +337,21 @@ class KeyGroupActor(Actor):
         stats = self.store.statistics()
         env.metrics.state_size[(self.stage.name, self.key_group)] = (stats.entries, stats.bytes)
         env.key_groups[self.name] = self
+        opened = paused_now()
+        phases = dict(state.get("phases", {}))
+        phases["transit"] = self.arrived_at - float(state.get("sent_at", self.arrived_at))
+        phases["open"] = opened - self.arrived_at
         self.moved_in = MovedIn(
             self.arriving,
             "group",
             self.name,
             handoff.source,
             env.index,
-            paused_now() - handoff.paused_at,  # the pause ends here: the store is open
+            opened - handoff.paused_at,  # the pause ends here: the store is open
             stats.bytes if "tail" not in state else int(state["bytes"]),
             0,
             int(state.get("tail_bytes", 0)),
+            phases,
         )
 
     async def _take_over(self) -> None:
@@ -376,19 +383,23 @@ class KeyGroupActor(Actor):
         version, target = self.leaving
         env = self.env
         paused_at = paused_now()
+        lap = Laps(paused_at)
         await pay_markers(env, self.name)  # as a sender to the next stage
         for downstream in self.stage.downstream:
             await flush_downstream(env, downstream)
         if self.stage.sinks:
             await sync_driver(env)
+        lap("downstream")
         if self.writing is not None and not self.writing.done.is_set():
             await self.writing.done.wait()  # its snapshot reads the environment
+        lap("file_write")
         store = self.store
         assert store is not None
         assert self.time is not None
         # A plain flush: undo-logged once checkpoints run, so recovery still rolls back to
         # the last completed checkpoint; the successor's next epoch commit includes it.
         self._flush()
+        lap("flush")
         size = store.statistics().bytes
         tail = None
         if env.ship_state:  # the successor has a state directory of its own (see _ship.py)
@@ -396,8 +407,10 @@ class KeyGroupActor(Actor):
                 self.shipped = await ship_copy(env, self, target)
             tail = take_tail(store)
             size = self.shipped + tail.size
+            lap("ship")
         self.store = None
         store.close()  # releases the environment's fence for the successor
+        lap("close")
         self.time.close()  # its wake-ups: the successor arms its own
         env.key_groups.pop(self.name, None)
         env.metrics.state_size.pop((self.stage.name, self.key_group), None)
@@ -416,6 +429,8 @@ class KeyGroupActor(Actor):
             state["tail_bytes"] = tail.size
         if env.faults:
             env.faults.hit("keygroup.handoff")
+        state["phases"] = lap.phases
+        state["sent_at"] = paused_now()
         # Urgent: ahead of the data buffered for that worker, taken by its handoff receiver
         # as soon as it arrives (nothing the successor queues depends on its order).
         env.kernel.ref(handoffs_name(target)).tell_urgent(

@@ -588,7 +588,8 @@ class MovedIn:
     processing it to when the new one started; ``held_records``: what the successor queued
     meanwhile (a key group's records that waited for the move); ``bytes``: its environment's
     size, or what was shipped (pre-copy and tail) between state directories of their own, of
-    which ``tail_bytes`` went during the pause."""
+    which ``tail_bytes`` went during the pause; ``phases``: where a key group's pause went
+    (see :class:`~shoal.runtime.MoveRecord`)."""
 
     version: int
     kind: str
@@ -599,6 +600,7 @@ class MovedIn:
     bytes: int
     held_records: int = 0  # what the successor queued before the handoff (records)
     tail_bytes: int = 0  # shipped: what changed after the pre-copy (sent during the pause)
+    phases: dict[str, float] | None = None  # seconds by phase (a key group's move)
 
 
 @dataclass(frozen=True, slots=True)

@@ -52,13 +52,14 @@ from ._messages import (
     PlacementUpdate,
     SendMarkers,
 )
-from ._names import JOB_ACTOR, source_actor_name
+from ._names import JOB_ACTOR, handoffs_name, source_actor_name
 from ._plan import actor_name
 
 if TYPE_CHECKING:
     from ._worker import WorkerEnv
 
 __all__ = (
+    "Laps",
     "apply_update",
     "flush_downstream",
     "pay_markers",
@@ -89,6 +90,10 @@ def apply_update(env: WorkerEnv, update: PlacementUpdate) -> list[tuple[str, int
         directory.place(source_actor_name(split), int(target))
         if int(source) == env.index:
             env.departing.append((source_actor_name(split), int(target)))
+    for target in {target for _, target in env.departing}:
+        # The handoffs go on the urgent lane to the new owner's worker: open it while the
+        # markers come in, not when the first key group leaves.
+        env.kernel.ref(handoffs_name(target)).prepare_urgent()
     nudge: list[tuple[str, int]] = []
     if not moved:
         return nudge
@@ -177,6 +182,22 @@ def paused_now() -> float:
     """The clock a move's pause is measured with: system-wide monotonic (the old and the new
     owner may be different processes on this host)."""
     return time.perf_counter()
+
+
+class Laps:
+    """Where a move's pause goes: ``lap(name)`` records the time since the previous lap (or
+    since ``start``) as phase ``name`` (seconds, :func:`paused_now`'s clock)."""
+
+    __slots__ = ("_last", "phases")
+
+    def __init__(self, start: float) -> None:
+        self._last = start
+        self.phases: dict[str, float] = {}
+
+    def __call__(self, name: str) -> None:
+        now = paused_now()
+        self.phases[name] = now - self._last
+        self._last = now
 
 
 def handoff_extra(state: dict[str, Any]) -> int:

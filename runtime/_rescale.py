@@ -19,7 +19,7 @@ applied: barriers never cross a moving channel.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -87,7 +87,15 @@ class MoveRecord:
     """One completed move: what, from where to where, the pause, the state it carried (its
     environment's bytes, or what was shipped to a worker with a state directory of its own,
     ``tail_bytes`` of it during the pause) and the records its successor held until the
-    handoff."""
+    handoff.
+
+    ``phases`` (a key group's move; empty for a split) is where its pause went, in seconds,
+    in order: ``downstream`` (the old owner's output delivered to the next stage or the
+    driver), ``file_write`` (a checkpoint file write of its snapshot still running),
+    ``flush`` (its store committed), ``ship`` (its tail shipped, between state directories of
+    their own), ``close`` (the environment closed, its fence released), ``transit`` (the
+    handoff from the old owner's worker to the new one's handler: the message, and the new
+    owner's process and loop getting to it) and ``open`` (the store opened there)."""
 
     version: int
     kind: str
@@ -98,6 +106,7 @@ class MoveRecord:
     bytes: int
     held_records: int = 0
     tail_bytes: int = 0
+    phases: Mapping[str, float] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -110,6 +119,7 @@ class MoveRecord:
             "bytes": self.bytes,
             "held_records": self.held_records,
             "tail_bytes": self.tail_bytes,
+            "phases_ms": {name: round(s * 1000, 3) for name, s in self.phases.items()},
         }
 
 
@@ -204,6 +214,7 @@ class Rescaler:
             message.bytes,
             message.held_records,
             message.tail_bytes,
+            message.phases or {},
         )
         self.scaling.moves.append(record)
         log.info(

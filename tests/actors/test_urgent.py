@@ -8,7 +8,7 @@ from typing import Any
 
 import anyio
 import pytest
-from shoal.actors import Actor, open_worker, open_worker_process
+from shoal.actors import Actor, UnknownActorError, open_worker, open_worker_process
 from shoal.actors._bootstrap import resolve_object
 
 HERE = Path(__file__).parent
@@ -144,3 +144,49 @@ async def test_in_one_process_the_handler_runs_in_the_senders_call() -> None:
         expected = ["fill", "decline", "after"]
         assert await until(lambda: ref.ask("log"), expected) == expected
         assert taken == ["now"]
+
+
+@pytest.mark.processes
+@pytest.mark.asyncio
+async def test_a_prepared_urgent_lane_writes_the_first_urgent_tell_at_once(
+    mesh_dir: Path,
+) -> None:
+    """``prepare_urgent`` connects the lane ahead of time: the first urgent tell is then
+    written to the socket in the sender's call (not queued behind a connect and a hello), and
+    the handler in the other process takes it."""
+    peers = [DRIVER, 0]
+    async with (
+        open_worker(DRIVER, mesh_dir=mesh_dir, peers=peers) as driver,
+        open_worker_process(
+            0,
+            mesh_dir,
+            peers,
+            bootstrap=BOOT,
+            args={"spawn": [["counter", "c0", 8]], "placement": PLACEMENT, "urgent": ["c0"]},
+        ),
+    ):
+        for name, worker_id in PLACEMENT.items():
+            driver.directory.place(name, worker_id)
+        c0 = driver.ref("c0")
+        c0.prepare_urgent()
+        c0.prepare_urgent()  # already open (or opening): nothing more
+        lane = driver._link(0)._urgent_lane  # type: ignore[attr-defined]
+        assert lane is not None
+        with anyio.fail_after(10):
+            while lane._raw is None or lane._buf or lane._sending:  # noqa: ASYNC110
+                await anyio.sleep(0.005)  # connected, its hello sent: nothing to wait on
+        hello_only = lane.frames_out
+        c0.tell_urgent(["urgent", 7])
+        assert lane.frames_out == hello_only + 1  # on the wire before this task yields
+        assert await until(lambda: c0.ask(["urgent-taken"]), [7]) == [7]
+        with pytest.raises(UnknownActorError):
+            driver.ref("nobody").prepare_urgent()
+
+
+@pytest.mark.anyio
+async def test_preparing_an_urgent_tell_in_one_process_does_nothing() -> None:
+    async with open_worker(0) as worker:
+        ref = await worker.spawn(Recorder, name="r")
+        ref.prepare_urgent()  # a local actor: no lane to open
+        ref.tell_urgent("now")
+        assert await until(lambda: ref.ask("log"), ["now"]) == ["now"]

@@ -74,6 +74,27 @@ def oracle_of(read: list[dict[str, Any]], stages: int) -> dict[str, dict[Any, An
     return out
 
 
+#: A key group's pause, phase by phase (``MoveRecord.phases``), in order.
+PAUSE_PHASES = ("downstream", "file_write", "flush", "close", "transit", "open")
+
+
+def check_phases(result: JobResult, *, shipped: bool = False) -> None:
+    """Every key-group move says where its pause went: the phases in order (``ship`` before
+    ``close`` when shipped), none negative, together no longer than the pause; a split's
+    move has none."""
+    expected = list(PAUSE_PHASES)
+    if shipped:
+        expected.insert(expected.index("close"), "ship")
+    groups = [m for m in result.migrations if m.kind == "group"]
+    assert groups
+    for move in groups:
+        assert list(move.phases) == expected, move
+        assert all(s >= 0 for s in move.phases.values()), move
+        assert sum(move.phases.values()) <= move.pause_s + 1e-6, move
+        assert move.to_json()["phases_ms"].keys() == move.phases.keys()
+    assert all(not m.phases for m in result.migrations if m.kind == "split")
+
+
 def check_output_of(read: list[dict[str, Any]], p: dict[str, Any]) -> None:
     """Every published running count exactly once: per key, ``1..n``."""
     key = (lambda r: r["word"][-1]) if p.get("stages", 1) == 2 else (lambda r: r["word"])

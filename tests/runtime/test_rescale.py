@@ -12,7 +12,14 @@ import anyio
 import anyio.lowlevel
 import pytest
 from recovery_flows import final_state, oracle
-from rescale_flows import check_output_of, oracle_of, paced_stats, read_records, run_schedule
+from rescale_flows import (
+    check_output_of,
+    check_phases,
+    oracle_of,
+    paced_stats,
+    read_records,
+    run_schedule,
+)
 from shoal.runtime import _timeline as timeline_module
 from shoal.runtime._control import JobControl
 from shoal.runtime._control_socket import CONTROL_SOCKET, request, serve_control
@@ -67,6 +74,7 @@ async def test_a_job_in_one_loop_rescales_2_4_1_3_with_exact_state(tmp_path: Pat
     groups = {m.name for m in result.migrations if m.kind == "group"}
     assert len(groups) > 8  # most key groups moved at least once
     assert any(m.kind == "split" for m in result.migrations)
+    check_phases(result)
     assert result.checkpoint_dir is not None
     read = read_records(p, result.checkpoint_dir)
     assert len(read) == result.records_in >= 16_000
@@ -125,6 +133,7 @@ async def test_worker_processes_rescale_2_4_1_3_with_exact_state_and_output(
         (1, 3),
     ]
     assert result.workers == 3
+    check_phases(result)  # across processes: the transit is a real message between them
     assert result.checkpoint_dir is not None
     read = read_records(p, result.checkpoint_dir)
     assert len(read) == result.records_in >= 14_000

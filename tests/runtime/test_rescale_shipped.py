@@ -13,6 +13,7 @@ import pytest
 from recovery_flows import final_state
 from rescale_flows import (
     check_output_of,
+    check_phases,
     oracle_of,
     paced_stats,
     read_records,
@@ -75,6 +76,7 @@ async def test_key_groups_ship_between_worker_state_dirs_with_exact_state_and_ou
     assert all(m.bytes > 0 for m in moves)
     assert all(m.tail_bytes < m.bytes for m in moves)
     assert sum(m.tail_bytes for m in moves) < sum(m.bytes for m in moves) / 2
+    check_phases(result, shipped=True)
     assert result.checkpoint_dir is not None
     read = read_records(p, result.checkpoint_dir)
     assert final_state(result, p) == oracle_of(read, 2)
