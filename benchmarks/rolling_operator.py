@@ -1,5 +1,5 @@
-"""Benchmark: running sum, min and count per key, the keyed runner alone (no source, exchange or
-sink), columnar beside record by record.
+"""Benchmark: running sum, min, mean and count per key, the keyed runner alone (no source,
+exchange or sink), columnar beside record by record.
 
     python benchmarks/rolling_operator.py                 # 491,520 events, 100k zipf keys
     python benchmarks/rolling_operator.py --rounds 7 --key-groups 1 128
@@ -16,7 +16,9 @@ ns per event, median of the rounds, and the ratio to ``reduce(lambda a, b: a + b
 user writes without ``sum``). Every variant's final state is checked against the input.
 
 Variants: ``sum()``, ``min()``, ``reduce(operator.add)`` (recognised: the same columnar path),
-``sum(columnar=False)`` and ``reduce(lambda ...)`` (record by record), ``count()`` and
+``sum(columnar=False)`` and ``reduce(lambda ...)`` (record by record), ``mean()``,
+``mean(columnar=False)`` and ``aggregate (a mean)`` (the ``aggregate`` a user writes for a
+running mean without ``mean``: create, add and result functions), ``count()`` and
 ``count(columnar=False)`` for scale, and ``numpy sketch``: the int64 segmented running sum
 (stable argsort of the key codes, cumsum, per-segment bases) that ``_rolling.py`` does not use,
 to show what it would give at each batch size.
@@ -52,6 +54,11 @@ VARIANTS: dict[str, Callable[[KeyedStream], Any]] = {
     "reduce(operator.add)": lambda k: k.reduce(operator.add, name="op"),
     "sum(columnar=False)": lambda k: k.sum(name="op", columnar=False),
     "reduce(lambda a, b: a + b)": lambda k: k.reduce(lambda a, b: a + b, name="op"),
+    "mean()": lambda k: k.mean(name="op"),
+    "mean(columnar=False)": lambda k: k.mean(name="op", columnar=False),
+    "aggregate (a mean)": lambda k: k.aggregate(
+        lambda: [0, 0], lambda acc, v: [acc[0] + 1, acc[1] + v], lambda acc: acc[1] / acc[0]
+    ),
     "count()": lambda k: k.count(name="op"),
     "count(columnar=False)": lambda k: k.count(name="op", columnar=False),
     "numpy sketch": lambda k: k.reduce(lambda a, b: a + b, name="op"),
@@ -130,6 +137,8 @@ def expected(work: list[Routed], name: str, passes: int) -> dict[Any, Any]:
         return dict(counts)
     if name.startswith("min"):
         return {user: user for user in counts}
+    if "mean" in name:  # [count, total]
+        return {user: [n, user * n] for user, n in counts.items()}
     return {user: user * n for user, n in counts.items()}
 
 

@@ -37,6 +37,7 @@ from ._joins import (
 )
 from ._keys import DEFAULT_KEY_GROUPS, check_num_key_groups
 from ._outputs import OutputTag
+from ._rolling import mean_add
 from ._sinks import Sink
 from ._sources import Source, UnionSource
 from ._timers import timers_spec
@@ -132,16 +133,17 @@ class ReduceOp:
     """Keyed running reduce: emits ``(key, accumulator)`` for every record.
 
     The accumulator is kept in the ValueState ``value``. ``sum``, ``min`` and ``max`` (and a
-    ``reduce`` of ``operator.add``, ``min`` or ``max``) are reduces too, with ``rolling`` set:
-    they run a batch as columns where its values allow (see ``_rolling.py``).
+    ``reduce`` of ``operator.add``, ``min`` or ``max``) and ``mean`` are reduces too, with
+    ``rolling`` set: they run a batch as columns where its values allow (see ``_rolling.py``).
     """
 
     name: str
     key_fn: Callable[[Any], Any]
     fn: Callable[[Any, Any], Any]
     states: tuple[StateSpec, ...]
-    #: "sum", "min" or "max" when ``fn`` is ``operator.add``, ``min`` or ``max``; None: a
-    #: user's function, run record by record.
+    #: "sum", "min" or "max" when ``fn`` is ``operator.add``, ``min`` or ``max``; "mean"
+    #: (``fn`` is ``_rolling.mean_add``: the state is ``[count, total]`` and the output
+    #: ``total / count``); None: a user's function, run record by record.
     rolling: str | None = None
     #: Only int and float values (``sum``/``min``/``max``): any other is a dead letter. False
     #: for a ``reduce``, which folds whatever its function takes.
@@ -852,6 +854,27 @@ class KeyedStream(_Extendable):
         """Running maximum per key: emits ``(key, largest so far)`` for every record
         (``reduce(max)`` over ``value(record)`` for int and float values; see :meth:`min`)."""
         return self._rolling("max", max, value, name, columnar)
+
+    def mean(
+        self,
+        value: Callable[[Any], Any] | None = None,
+        *,
+        name: str = "mean",
+        columnar: bool = True,
+    ) -> Stream:
+        """Running mean per key: emits ``(key, total / count)`` (a float) for every record.
+
+        ``aggregate`` of a ``[count, total]`` over ``value(record)`` (the record itself when
+        ``value`` is None), for numbers only, as :meth:`sum` takes them: the total is the one
+        ``sum`` keeps (ints stay exact ints, floats add in arrival order) and the state is
+        ``[count, total]``. A value that is not an int or a float is a dead letter
+        (``TypeError``), as is a record whose mean is an int too large for a float
+        (``OverflowError``); its key's mean stays as it was.
+
+        A batch of all-int or all-float values runs as columns (see :meth:`sum`);
+        ``columnar=False`` runs every batch record by record, with the same results.
+        """
+        return self._rolling("mean", mean_add, value, name, columnar)
 
     def _rolling(
         self,

@@ -2,8 +2,10 @@
 
 ``builtin_stats`` computes the recovery tests' per-word count, sum, min and max with the
 built-in operators (``count``, ``sum``, ``min``, ``max``: one keyed operator each, every state a
-ValueState ``value``), so ``recovery_flows.oracle`` and ``rescale_flows.oracle_of`` check it.
-``mixed`` folds values of every kind, bad ones among them, into a running sum, min and max.
+ValueState ``value``), so ``recovery_flows.oracle`` and ``rescale_flows.oracle_of`` check it,
+and a ``mean`` whose ``[count, total]`` must equal the count's and the sum's.
+``mixed`` folds values of every kind, bad ones among them, into a running sum, min, max and
+mean.
 """
 
 from __future__ import annotations
@@ -36,12 +38,17 @@ def builtin_stats(
     keyed.sum(amount, name="sum").sink(CollectingSink())
     keyed.min(amount, name="min").sink(CollectingSink())
     keyed.max(amount, name="max").sink(CollectingSink())
+    keyed.mean(amount, name="mean").sink(CollectingSink())
     return flow
 
 
 def final_state(result: Any) -> dict[str, dict[Any, Any]]:
-    """The job's final state, in ``recovery_flows.oracle``'s shape."""
-    return {name: result.read_state(name, "value") for name in OPERATORS}
+    """The job's final state, in ``recovery_flows.oracle``'s shape; the mean's state
+    (``[count, total]``) must be the count's and the sum's, key by key."""
+    state = {name: result.read_state(name, "value") for name in OPERATORS}
+    means = result.read_state("mean", "value")
+    assert means == {w: [n, state["sum"][w]] for w, n in state["count"].items()}
+    return state
 
 
 #: Values a ``mixed`` record may carry: ints (some past int64), floats (signed zeros,
@@ -78,4 +85,5 @@ def mixed(
     keyed.sum(value, name="sum", columnar=columnar).sink(CollectingSink())
     keyed.min(value, name="min", columnar=columnar).sink(CollectingSink())
     keyed.max(value, name="max", columnar=columnar).sink(CollectingSink())
+    keyed.mean(value, name="mean", columnar=columnar).sink(CollectingSink())
     return flow

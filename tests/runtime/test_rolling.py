@@ -31,6 +31,8 @@ BUILTINS: dict[str, Callable[[Any, Any], Any]] = {
     "min": min,
     "max": max,
 }
+#: Every kind that runs as columns: the reduces above and ``mean``.
+KINDS = (*BUILTINS, "mean")
 
 
 def canon(value: Any) -> Any:
@@ -60,19 +62,24 @@ def fold(kind: str, items: list[tuple[Any, Any, int]], seen: dict[Any, Any]) -> 
     """The oracle: ``kind`` over ``(key, value, offset)`` in input order, in plain Python from
     ``seen`` (each key's value so far; updated); returns the outputs and the dead letters'
     ``(offset, error_type)``."""
-    fn = BUILTINS[kind]
     out, dead = [], []
     for key, value, offset in items:
         if type(value) not in (int, float):
             dead.append((offset, "TypeError"))
             continue
         try:
-            acc = value if key not in seen else fn(seen[key], value)
+            if kind == "mean":  # [count, total], the total as sum keeps it
+                count, total = seen.get(key, (0, None))
+                acc = [count + 1, value if total is None else total + value]
+                emitted = acc[1] / acc[0]
+            else:
+                acc = value if key not in seen else BUILTINS[kind](seen[key], value)
+                emitted = acc
         except OverflowError:
             dead.append((offset, "OverflowError"))
             continue
         seen[key] = acc
-        out.append((key, acc))
+        out.append((key, emitted))
     return out, dead
 
 
@@ -101,13 +108,13 @@ def batches(draw: st.DrawFn) -> list[tuple[list[Any], list[Any]]]:
 
 
 @settings(
-    max_examples=80,
+    max_examples=100,
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture],
     derandomize=True,
 )
 @given(
-    kind=st.sampled_from(sorted(BUILTINS)),
+    kind=st.sampled_from(sorted(KINDS)),
     work=batches(),
     picked=st.booleans(),
     timed=st.booleans(),
@@ -126,22 +133,21 @@ def test_the_columnar_paths_equal_folding_record_by_record(
     """Side by side on the same batches, each on a store of its own: ``sum()`` etc. as
     columns and record by record, against the Python oracle; ``reduce(operator.add | min |
     max)`` (recognised, columnar) against ``reduce`` of a lambda doing the same (the plain
-    per-record path), bad values and all. With ``picked``, the records are ``(key, value)``
-    tuples (or a bare ``(key,)``, whose value function raises) and ``sum(itemgetter(1))``."""
-    fn = BUILTINS[kind]
+    per-record path), bad values and all (``mean`` has no reduce of its own). With
+    ``picked``, the records are ``(key, value)`` tuples (or a bare ``(key,)``, whose value
+    function raises) and ``sum(itemgetter(1))``."""
     take: Any = operator.itemgetter(1) if picked else None
 
     def builtin(columnar: bool) -> Any:
         return keyed_op(lambda k: getattr(k, kind)(take, name="op", columnar=columnar))
 
-    ops = {
-        "columns": builtin(True),
-        "records": builtin(False),
-        "reduce": keyed_op(lambda k: k.reduce(fn, name="op")),
-        "lambda": keyed_op(lambda k: k.reduce(lambda a, b: fn(a, b), name="op")),
-    }
-    assert ops["reduce"].rolling == kind
-    assert ops["lambda"].rolling is None
+    ops = {"columns": builtin(True), "records": builtin(False)}
+    if kind in BUILTINS:
+        fn = BUILTINS[kind]
+        ops["reduce"] = keyed_op(lambda k: k.reduce(fn, name="op"))
+        ops["lambda"] = keyed_op(lambda k: k.reduce(lambda a, b: fn(a, b), name="op"))
+        assert ops["reduce"].rolling == kind
+        assert ops["lambda"].rolling is None
     backend: StateBackend = LmdbBackend(tmp_path_factory.mktemp("r")) if lmdb else MemoryBackend()
     stores = {name: backend.open_store(name, 0, op.states) for name, op in ops.items()}
     seen: dict[Any, Any] = {}
@@ -171,7 +177,7 @@ def test_the_columnar_paths_equal_folding_record_by_record(
                 )
                 got[name] = (canon(out), out_offsets, out_stamps, letters(dead))
             assert got["columns"] == got["records"]
-            assert got["reduce"] == got["lambda"]
+            assert got.get("reduce") == got.get("lambda")
             items = list(zip(keys, values, offsets, strict=True))
             missing = []
             if picked:
@@ -194,7 +200,7 @@ def test_the_columnar_paths_equal_folding_record_by_record(
             store.flush()
             state[name] = sorted(map(canon, store.items("value")))
         assert state["columns"] == state["records"] == sorted(map(canon, seen.items()))
-        assert state["reduce"] == state["lambda"]
+        assert state.get("reduce") == state.get("lambda")
     finally:
         for store in stores.values():
             store.close()
@@ -224,7 +230,33 @@ def test_a_batch_of_numbers_runs_as_columns_and_any_other_record_by_record(
         )
 
 
-def test_sum_min_and_max_check_their_arguments() -> None:
+def test_a_running_mean_goes_as_columns_where_nothing_can_fail(tmp_path: Path) -> None:
+    """``mean`` keeps ``[count, total]``: an all-int batch as columns (``store.key`` never
+    set); a batch whose ``int / int`` overflows a float goes record by record, that record a
+    dead letter and its key's mean as it was; a mixed batch record by record too."""
+    op = keyed_op(lambda k: k.mean(name="m"))
+    assert (op.rolling, op.numbers) == ("mean", True)
+    with LmdbBackend(tmp_path).open_store("m", 0, op.states) as store:
+        runner = KeyedRunner(op, store, 0, None)
+        dead = DeadLetters(0)
+        out = runner.run(["a", "b", "a", "a"], [1, 2, 4, 7], [0, 1, 2, 3], "s", dead)
+        assert out == ([("a", 1.0), ("b", 2.0), ("a", 2.5), ("a", 4.0)], [0, 1, 2, 3], None)
+        assert store.key is None
+        huge = 10**400
+        out = runner.run(["b", "a", "b"], [4, huge, 9], [4, 5, 6], "s", dead)
+        assert out == ([("b", 3.0), ("b", 5.0)], [4, 6], None)
+        assert store.key == "b"  # record by record
+        [letter] = dead.take()
+        assert (letter.error_type, letter.offset, letter.key) == ("OverflowError", 5, "a")
+        out = runner.run(["a", "a"], [0.5, "x"], [7, 8], "s", dead)
+        assert out == ([("a", 12.5 / 4)], [7], None)
+        [letter] = dead.take()
+        assert letter.error == "mean takes int or float values; got str 'x'"
+        store.flush()
+        assert dict(store.items("value")) == {"a": [4, 12.5], "b": [3, 15]}
+
+
+def test_sum_min_max_and_mean_check_their_arguments() -> None:
     keyed = Flow("f").source(IterableSource([1])).key_by(lambda x: x)
     with pytest.raises(
         TypeError,
@@ -234,6 +266,8 @@ def test_sum_min_and_max_check_their_arguments() -> None:
         keyed.sum(1)  # type: ignore[arg-type]
     with pytest.raises(TypeError, match=r"^columnar must be True or False; got 'no'$"):
         keyed.max(columnar="no")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match=r"^mean takes a function from a record to its number"):
+        keyed.mean("amount")  # type: ignore[arg-type]
 
     async def amount(record: Any) -> Any:
         return record
@@ -296,7 +330,7 @@ def mixed_oracle(p: dict[str, Any]) -> dict[str, tuple[Any, Any, Any]]:
     and the final state, from the input alone."""
     records = flows.mixed_records(p["seed"], p["n"], p["vocabulary"])
     out = {}
-    for kind in BUILTINS:
+    for kind in KINDS:
         seen: dict[Any, Any] = {}
         items = [(key, value, i) for i, (key, value) in enumerate(records)]
         emitted, dead = fold(kind, items, seen)
@@ -310,7 +344,7 @@ def mixed_oracle(p: dict[str, Any]) -> dict[str, tuple[Any, Any, Any]]:
 def mixed_outcome(result: Any) -> dict[str, tuple[Any, Any, Any]]:
     """What a run of ``rolling_flows.mixed`` gave, in :func:`mixed_oracle`'s shape."""
     out = {}
-    for index, kind in enumerate(BUILTINS):
+    for index, kind in enumerate(KINDS):
         per_key: dict[Any, list[Any]] = {}
         for key, value in result.sink.sinks[index].items:
             per_key.setdefault(key, []).append(canon(value))
@@ -327,8 +361,8 @@ def mixed_outcome(result: Any) -> dict[str, tuple[Any, Any, Any]]:
 async def test_mixed_values_across_processes_equal_record_by_record_and_the_oracle(
     tmp_path: Path,
 ) -> None:
-    """Columnar sum, min and max on two worker processes, and the same record by record in
-    one loop: each key's running values (types and float bits included), the dead letters
+    """Columnar sum, min, max and mean on two worker processes, and the same record by
+    record in one loop: each key's running values (types and float bits included), the dead letters
     (every bad value, none lost) and the final state equal the oracle's."""
     p = {"seed": 8, "n": 4_000, "vocabulary": 40, "key_groups": 8}
     columns = await run_job(
