@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import anyio
 import pytest
-from shoal.actors import Actor, UnknownActorError, open_worker, open_worker_process
+from shoal.actors import Actor, UnknownActorError, Worker, open_worker, open_worker_process
 from shoal.actors._bootstrap import resolve_object
 
 HERE = Path(__file__).parent
@@ -89,11 +90,10 @@ async def test_an_urgent_tell_overtakes_a_backed_up_link(mesh_dir: Path) -> None
         assert (count, in_order) == (total, True)
 
 
-@pytest.mark.processes
-@pytest.mark.asyncio
-async def test_an_urgent_handler_takes_messages_in_the_receiving_process(
-    mesh_dir: Path,
-) -> None:
+@asynccontextmanager
+async def counter_with_an_urgent_handler(mesh_dir: Path) -> AsyncIterator[Worker]:
+    """The driver, and a worker process with a counter ``c0`` whose urgent handler takes
+    ``["urgent", n]`` (see ``_proc_actors.py``)."""
     peers = [DRIVER, 0]
     async with (
         open_worker(DRIVER, mesh_dir=mesh_dir, peers=peers) as driver,
@@ -107,6 +107,15 @@ async def test_an_urgent_handler_takes_messages_in_the_receiving_process(
     ):
         for name, worker_id in PLACEMENT.items():
             driver.directory.place(name, worker_id)
+        yield driver
+
+
+@pytest.mark.processes
+@pytest.mark.asyncio
+async def test_an_urgent_handler_takes_messages_in_the_receiving_process(
+    mesh_dir: Path,
+) -> None:
+    async with counter_with_an_urgent_handler(mesh_dir) as driver:
         c0 = driver.ref("c0")
         for n in (3, 4):
             c0.tell_urgent(["urgent", n])  # the handler takes these
@@ -154,19 +163,7 @@ async def test_a_prepared_urgent_lane_writes_the_first_urgent_tell_at_once(
     """``prepare_urgent`` connects the lane ahead of time: the first urgent tell is then
     written to the socket in the sender's call (not queued behind a connect and a hello), and
     the handler in the other process takes it."""
-    peers = [DRIVER, 0]
-    async with (
-        open_worker(DRIVER, mesh_dir=mesh_dir, peers=peers) as driver,
-        open_worker_process(
-            0,
-            mesh_dir,
-            peers,
-            bootstrap=BOOT,
-            args={"spawn": [["counter", "c0", 8]], "placement": PLACEMENT, "urgent": ["c0"]},
-        ),
-    ):
-        for name, worker_id in PLACEMENT.items():
-            driver.directory.place(name, worker_id)
+    async with counter_with_an_urgent_handler(mesh_dir) as driver:
         c0 = driver.ref("c0")
         c0.prepare_urgent()
         c0.prepare_urgent()  # already open (or opening): nothing more
