@@ -110,11 +110,7 @@ def running_columns(
     running: list[Any] = []
     emit = running.append
     if kind == "sum":
-        for key, value in zip(keys, values, strict=True):
-            total = acc[key]
-            total = value if total is None else total + value
-            acc[key] = total
-            emit(total)
+        running = _running_totals(acc, keys, values)
     elif kind == "min":
         for key, value in zip(keys, values, strict=True):
             low = acc[key]
@@ -139,29 +135,45 @@ def _running_means(
     values: list[Any],
 ) -> list[Any] | None:
     """``running_columns`` for "mean": ``acc`` holds each distinct key's ``[count, total]``
-    (None: not seen yet); ``types`` is the batch's one value type."""
-    counts: dict[Any, int] = {}
-    totals: dict[Any, Any] = {}
+    (None: not seen yet); ``types`` is the batch's one value type. One loop over a new
+    ``[count, total]`` list per distinct key (copies: the cached ones stay as they are until
+    the batch is done), which become the state as they are."""
+    pairs: dict[Any, list[Any]] = {}
     for key, held in acc.items():
         if held is None:
-            counts[key], totals[key] = 0, None
+            pairs[key] = [0, None]
         elif type(held[1]) in types:
-            counts[key], totals[key] = held
+            pairs[key] = [*held]
         else:
             return None
     running: list[Any] = []
     emit = running.append
     try:
         for key, value in zip(keys, values, strict=True):
-            count = counts[key] + 1
-            total = totals[key]
+            pair = pairs[key]
+            count = pair[0] + 1
+            total = pair[1]
             total = value if total is None else total + value
-            counts[key] = count
-            totals[key] = total
+            pair[0] = count
+            pair[1] = total
             emit(total / count)
     except OverflowError:  # an int total too large for a float: record by record
         return None
-    state.update_all({key: [counts[key], totals[key]] for key in acc})
+    state.update_all(pairs)
+    return running
+
+
+def _running_totals(totals: dict[Any, Any], keys: list[Any], values: list[Any]) -> list[Any]:
+    """The running total of every record in input order (a key's first value is its total as
+    it is, then ``total + value``); ``totals`` (each key's total so far, None: none) is left
+    holding the last ones."""
+    running: list[Any] = []
+    emit = running.append
+    for key, value in zip(keys, values, strict=True):
+        total = totals[key]
+        total = value if total is None else total + value
+        totals[key] = total
+        emit(total)
     return running
 
 
