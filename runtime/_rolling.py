@@ -110,7 +110,11 @@ def running_columns(
     running: list[Any] = []
     emit = running.append
     if kind == "sum":
-        running = _running_totals(acc, keys, values)
+        for key, value in zip(keys, values, strict=True):
+            total = acc[key]
+            total = value if total is None else total + value
+            acc[key] = total
+            emit(total)
     elif kind == "min":
         for key, value in zip(keys, values, strict=True):
             low = acc[key]
@@ -160,20 +164,6 @@ def _running_means(
     except OverflowError:  # an int total too large for a float: record by record
         return None
     state.update_all(pairs)
-    return running
-
-
-def _running_totals(totals: dict[Any, Any], keys: list[Any], values: list[Any]) -> list[Any]:
-    """The running total of every record in input order (a key's first value is its total as
-    it is, then ``total + value``); ``totals`` (each key's total so far, None: none) is left
-    holding the last ones."""
-    running: list[Any] = []
-    emit = running.append
-    for key, value in zip(keys, values, strict=True):
-        total = totals[key]
-        total = value if total is None else total + value
-        totals[key] = total
-        emit(total)
     return running
 
 
