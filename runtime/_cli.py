@@ -39,6 +39,7 @@ from shoal.storage import DEFAULT_STATE_MEMORY
 
 from ._checkpoint_stats import CheckpointStatistics
 from ._control_socket import CONTROL_SOCKET
+from ._credits import MAX_WORKERS
 from ._ctl_cli import add_control_parsers, run_control
 from ._exceptions import JobError, ScenarioError
 from ._job import JobResult, Progress
@@ -102,6 +103,16 @@ def _positive(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def _worker_count(text: str) -> int:
+    """``--workers N`` / ``shoal rescale N``: 1 to ``MAX_WORKERS``."""
+    value = _positive(text)
+    if value > MAX_WORKERS:
+        raise argparse.ArgumentTypeError(
+            f"expected a worker count from 1 to {MAX_WORKERS}, got {text!r}"
+        )
     return value
 
 
@@ -173,7 +184,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="path to a scenario file (e.g. scenarios/clickstream.py)",
     )
     run.add_argument(
-        "--workers", type=_positive, default=1, metavar="N", help="worker processes (default 1)"
+        "--workers",
+        type=_worker_count,
+        default=1,
+        metavar="N",
+        help=f"worker processes (default 1, at most {MAX_WORKERS})",
     )
     run.add_argument(
         "--in-process",
@@ -253,7 +268,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--no-progress", action="store_true", help="no live progress display")
     add_state_parser(commands)
-    add_control_parsers(commands, _positive)
+    add_control_parsers(commands, _worker_count)
     return parser
 
 

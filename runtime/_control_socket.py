@@ -24,10 +24,13 @@ from typing import Any
 import anyio
 from anyio.abc import SocketStream
 from shoal.actors._log import get_logger
+from shoal.storage import CheckpointError
 
 from ._control import JobControl
+from ._rescale import RescaleError
+from ._statedir import LOCK_NAME
 
-__all__ = ("CONTROL_SOCKET", "request", "serve_control")
+__all__ = ("CONTROL_SOCKET", "request", "running_pid", "serve_control")
 
 log = get_logger("shoal.control")
 
@@ -82,17 +85,56 @@ def _remove(path: Path) -> None:
 
 async def _serve_one(stream: SocketStream, control: JobControl) -> None:
     async with stream:
+        request: Any = None
+        rescaler = control.supervisor.rescaler
+        workers_before = None if rescaler is None else rescaler.scaling.workers
         try:
             request = json.loads(await _read_line(stream))
             answer = await _answer(request, control)
         except anyio.get_cancelled_exc_class():
             # The attempt ended (the job finished or stopped, or a worker was lost): say so.
             with anyio.CancelScope(shield=True):
-                await _send(stream, {"ok": False, "error": _ENDED})
+                await _send(stream, _ended(request, control, workers_before))
             raise
         except Exception as exc:  # the request's fault or the job's: say which
-            answer = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
+            answer = {"ok": False, "error": _error_text(exc)}
         await _send(stream, answer)
+
+
+def _error_text(exc: Exception) -> str:
+    """A request's error for the user: the message of a bad argument or of a move the job
+    refused; anything else (unexpected) with its kind."""
+    if isinstance(exc, ValueError | TypeError | RescaleError | CheckpointError):
+        return str(exc)
+    return f"{type(exc).__name__}: {exc}"
+
+
+def _ended(request: Any, control: JobControl, workers_before: int | None) -> dict[str, Any]:
+    """The answer to a request whose attempt ended under it: for a rescale, whether it had
+    started (a restart of the job starts at the new size) or not (nothing changed: the
+    client may send it again to the restarted job, ``retry``)."""
+    rescaler = control.supervisor.rescaler
+    if isinstance(request, dict) and request.get("command") == "rescale" and rescaler:
+        target = request.get("workers")
+        if rescaler.scaling.workers == target != workers_before:
+            return {
+                "ok": False,
+                "started": True,
+                "error": (
+                    f"the job's run ended during the rescale to {target} workers (a worker "
+                    f"was lost, or the job stopped or finished): a restart of the job starts "
+                    f"with {target} workers (`shoal status` says when it is back)"
+                ),
+            }
+        return {
+            "ok": False,
+            "retry": True,
+            "error": (
+                "the job's run ended before the rescale started (a worker was lost, or the "
+                "job stopped or finished): nothing changed"
+            ),
+        }
+    return {"ok": False, "retry": True, "error": _ENDED}
 
 
 async def _send(stream: SocketStream, answer: dict[str, Any]) -> None:
@@ -152,6 +194,12 @@ async def request(state_dir: Path, message: dict[str, Any], timeout: float = 120
     try:
         stream = await anyio.connect_unix(path)
     except OSError as exc:
+        pid = running_pid(state_dir)
+        if pid is not None:
+            raise ConnectionError(
+                f"the job in {state_dir} (pid {pid}) is not listening right now: it is "
+                "starting, restarting after a lost worker, or finishing"
+            ) from None
         raise ConnectionError(
             f"no running job listens at {path} ({os.strerror(exc.errno or 0) or exc}): "
             "start one with `shoal run ... --state-dir` first"
@@ -163,3 +211,20 @@ async def request(state_dir: Path, message: dict[str, Any], timeout: float = 120
                 return json.loads(await _read_line(stream))
             except (anyio.EndOfStream, anyio.BrokenResourceError, OSError):
                 return {"ok": False, "error": _ENDED}
+
+
+def running_pid(state_dir: Path) -> int | None:
+    """The pid of the ``shoal run`` holding ``state_dir`` if that process is alive (the pid
+    its lock file names; the lock itself is left alone), else None."""
+    try:
+        text = (state_dir / LOCK_NAME).read_text().strip()
+        pid = int(text)
+    except (OSError, ValueError):
+        return None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return None
+    except PermissionError:
+        return pid  # alive, another user's
+    return pid

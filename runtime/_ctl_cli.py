@@ -6,17 +6,21 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
 import anyio
 
-from ._control_socket import request
+from ._control_socket import request, running_pid
 
 __all__ = ("add_control_parsers", "run_control")
 
 #: Exit status: the job answered that the request failed, or no job listens there.
 EXIT_FAILED = 1
+#: How long a request waits for a restarting job to come back, and how often it tries.
+WAIT_S = 120.0
+RETRY_S = 0.5
 
 
 def add_control_parsers(commands: Any, positive: Any) -> None:
@@ -60,10 +64,7 @@ def run_control(args: argparse.Namespace) -> int:
     message: dict[str, Any] = {"command": args.command}
     if args.command == "rescale":
         message["workers"] = args.workers
-    try:
-        answer = anyio.run(request, Path(args.state_dir), message)
-    except ConnectionError as exc:
-        answer = {"ok": False, "error": str(exc)}
+    answer = _send(Path(args.state_dir), message, wait=args.command != "status")
     if args.json:
         print(json.dumps(answer))
     elif not answer.get("ok"):
@@ -81,6 +82,32 @@ def run_control(args: argparse.Namespace) -> int:
             f"{answer['placement_version']}, {answer['records_in']:,} records read"
         )
     return 0 if answer.get("ok") else EXIT_FAILED
+
+
+def _send(state_dir: Path, message: dict[str, Any], *, wait: bool) -> dict[str, Any]:
+    """Send ``message`` to the job running in ``state_dir``; its answer. With ``wait``, a
+    request the job could not take because it is restarting (its run ended before the request
+    started, or it is not listening yet while its process lives) goes again once it is back,
+    for up to :data:`WAIT_S`."""
+    deadline = time.monotonic() + WAIT_S
+    told = False
+    while True:
+        try:
+            answer: dict[str, Any] = anyio.run(request, state_dir, message)
+        except ConnectionError as exc:
+            answer = {"ok": False, "error": str(exc), "retry": running_pid(state_dir) is not None}
+        if answer.get("ok") or not (wait and answer.get("retry")):
+            return answer
+        if time.monotonic() > deadline:
+            answer["error"] += f"; gave up after waiting {WAIT_S:.0f} s for it to come back"
+            return answer
+        if not told:
+            print(
+                f"shoal: {answer['error']}; sending the request again once the job is back",
+                file=sys.stderr,
+            )
+            told = True
+        time.sleep(RETRY_S)
 
 
 def _rebalance_line(answer: dict[str, Any]) -> str:

@@ -233,7 +233,11 @@ class Rescaler:
 
     async def rescale(self, supervisor: JobSupervisor, workers: int) -> RescaleRecord:
         """Scale the job to ``workers`` workers (see the module docstring)."""
-        if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        if isinstance(workers, bool) or not isinstance(workers, int):
+            raise TypeError(
+                f"rescale takes an int worker count (1 to {MAX_WORKERS}); got {workers!r}"
+            )
+        if workers < 1:
             raise ValueError(f"rescale needs a worker count >= 1; got {workers!r}")
         if workers > MAX_WORKERS:
             raise ValueError(f"rescale to {workers} workers: at most {MAX_WORKERS} are supported")
@@ -314,6 +318,11 @@ class Rescaler:
         """Move key groups where ``policy`` (default ``BalanceLoad``) wants them given
         ``loads``, same workers, in placement versions of at most ``max_moves`` (see
         ``_policies.py``)."""
+        if policy is not None and not callable(getattr(policy, "place", None)):
+            raise TypeError(
+                "rebalance takes a placement policy (an object with a place(placement, loads, "
+                f"workers) method, e.g. BalanceLoad()) or None for the default; got {policy!r}"
+            )
         async with self._lock:
             self.rescaling = True
             try:
@@ -381,7 +390,9 @@ class Rescaler:
             await self._pre_copy(groups)
         await supervisor.wait_no_checkpoint()
         if supervisor.finished.is_set():
-            raise RescaleError("the job has drained (read all its input): nothing to move")
+            raise RescaleError(
+                "the job has drained (read all its input, or was stopped): nothing to move"
+            )
         self.moving = True
         try:
             version = self.placement.version + 1

@@ -35,6 +35,15 @@ async def test_a_job_handle_rescales_checkpoints_and_runs_to_its_end(tmp_path: P
         assert job.running
         status = await job.status()
         assert status["workers"] == 2
+        for bad in (2.5, "3", True, None):  # refused at the boundary; the job runs on
+            with pytest.raises(TypeError, match=r"^rescale takes an int worker count \(1 to"):
+                await job.rescale(bad)  # type: ignore[arg-type]
+        with pytest.raises(ValueError, match=r"^rescale needs a worker count >= 1; got 0$"):
+            await job.rescale(0)
+        with pytest.raises(ValueError, match=r"^rescale to 257 workers: at most 256 are"):
+            await job.rescale(257)
+        with pytest.raises(TypeError, match=r"^rebalance takes a placement policy \(an object"):
+            await job.rebalance("x")  # type: ignore[arg-type]
         record = await job.rescale(3)
         assert (record.workers_before, record.workers_after) == (2, 3)
         epoch = await job.checkpoint()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import random
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import anyio
@@ -20,14 +21,16 @@ from rescale_flows import (
     read_records,
     run_schedule,
 )
+from shoal.runtime import _ctl_cli as ctl_cli
 from shoal.runtime import _timeline as timeline_module
 from shoal.runtime._control import JobControl
-from shoal.runtime._control_socket import CONTROL_SOCKET, request, serve_control
+from shoal.runtime._control_socket import CONTROL_SOCKET, _ended, request, serve_control
 from shoal.runtime._faults import Fault
 from shoal.runtime._holding import Holds
 from shoal.runtime._keygroup import KeyGroupActor
 from shoal.runtime._keys import KeyGroupRouter
 from shoal.runtime._rescale import MoveRecord, RescaleRecord, rescale_summary
+from shoal.runtime._statedir import LOCK_NAME
 from shoal.runtime.timeline import at, rescale, stop
 
 from shoal import CollectingSink, JobError, run_job
@@ -489,6 +492,11 @@ async def test_a_running_job_rescales_through_its_control_socket(tmp_path: Path)
         same = await request(state, {"command": "rescale", "workers": 3})  # a no-op
         assert (same["ok"], same["moves"]) == (True, 0)
         answers.append(await request(state, {"command": "rescale", "workers": 0}))
+        fraction = await request(state, {"command": "rescale", "workers": 2.5})
+        assert fraction == {
+            "ok": False,
+            "error": "rescale takes an int worker count (1 to 256); got 2.5",
+        }
         answers.append(await request(state, {"command": "launch"}))
         answers.append(await request(state, {"command": "status"}))
         assert socket.exists()
@@ -509,11 +517,11 @@ async def test_a_running_job_rescales_through_its_control_socket(tmp_path: Path)
     assert (rescaled["ok"], rescaled["workers_before"], rescaled["workers_after"]) == (True, 2, 3)
     assert refused == {
         "ok": False,
-        "error": "ValueError: rescale needs a worker count >= 1; got 0",
+        "error": "rescale needs a worker count >= 1; got 0",
     }
     assert unknown == {
         "ok": False,
-        "error": "ValueError: unknown command 'launch'; known: 'rebalance', 'rescale', 'status'",
+        "error": "unknown command 'launch'; known: 'rebalance', 'rescale', 'status'",
     }
     assert last["workers"] == 3
     assert last["placement_version"] > 0
@@ -528,6 +536,53 @@ async def test_no_job_listening_is_a_clear_error(tmp_path: Path) -> None:
         ConnectionError, match=r"^no running job listens at .*shoal-control\.sock \("
     ):
         await request(tmp_path, {"command": "status"})
+    (tmp_path / LOCK_NAME).write_text(f"{os.getpid()}\n")  # a live process holds it
+    with pytest.raises(
+        ConnectionError,
+        match=r"^the job in .* \(pid \d+\) is not listening right now: it is starting, "
+        r"restarting after a lost worker, or finishing$",
+    ):
+        await request(tmp_path, {"command": "status"})
+
+
+def test_a_request_to_a_restarting_job_waits_for_it_then_gives_up(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``shoal rescale`` sends its request again while the job's process lives but does not
+    listen (restarting); ``shoal status`` answers at once; a dead holder is no job at all."""
+    monkeypatch.setattr(ctl_cli, "WAIT_S", 0.3)
+    monkeypatch.setattr(ctl_cli, "RETRY_S", 0.05)
+    (tmp_path / LOCK_NAME).write_text(f"{os.getpid()}\n")
+    rescale = {"command": "rescale", "workers": 3}
+    answer = ctl_cli._send(tmp_path, rescale, wait=True)
+    assert answer["ok"] is False
+    assert answer["error"].endswith("; gave up after waiting 0 s for it to come back")
+    assert "sending the request again once the job is back" in capsys.readouterr().err
+    answer = ctl_cli._send(tmp_path, {"command": "status"}, wait=False)
+    assert "is not listening right now" in answer["error"]
+    (tmp_path / LOCK_NAME).write_text("999999999\n")  # no such process: the job has ended
+    answer = ctl_cli._send(tmp_path, rescale, wait=True)
+    assert answer["error"].startswith("no running job listens at ")
+    assert not answer["retry"]
+
+
+def test_a_request_cut_short_by_the_attempts_end_says_whether_the_rescale_started() -> None:
+    """A rescale that had set the new size restarts at it; one that had not changed nothing
+    and may be sent again (``retry``); any other request may be sent again too."""
+    scaling = SimpleNamespace(workers=2)
+    control: Any = SimpleNamespace(
+        supervisor=SimpleNamespace(rescaler=SimpleNamespace(scaling=scaling))
+    )
+    rescale = {"command": "rescale", "workers": 4}
+    before = _ended(rescale, control, 2)
+    assert before["retry"] is True
+    assert before["error"].startswith("the job's run ended before the rescale started")
+    scaling.workers = 4  # the rescale began: a restart starts at its size
+    during = _ended(rescale, control, 2)
+    assert "retry" not in during
+    assert during["started"] is True
+    assert "a restart of the job starts with 4 workers" in during["error"]
+    assert _ended({"command": "status"}, control, 2)["retry"] is True
 
 
 @pytest.mark.asyncio
@@ -585,6 +640,7 @@ class JobControlStub:
 
     def __init__(self) -> None:
         self.asked: list[int] = []
+        self.supervisor = SimpleNamespace(rescaler=None)
 
     async def rescale(self, workers: int) -> RescaleRecord:
         self.asked.append(workers)
