@@ -8,7 +8,7 @@ import argparse
 import math
 from typing import Any
 
-__all__ = ("count", "exponent", "interval", "megabytes")
+__all__ = ("count", "exponent", "interval", "megabytes", "rate")
 
 
 def _number(text: str, kind: type[float] | type[int], least: float, what: str) -> Any:
@@ -48,3 +48,8 @@ def megabytes(text: str) -> int | None:
     if size < 1:
         raise argparse.ArgumentTypeError(f"expected at least one byte, got {text!r} MiB")
     return size
+
+
+def rate(text: str) -> float:
+    """Records per second > 0 (a paced source)."""
+    return float(_number(text, float, 0, "records per second > 0"))

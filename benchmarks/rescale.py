@@ -47,6 +47,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import statistics
 import sys
 import tempfile
@@ -56,8 +57,10 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+import _args  # run as a script: its folder is on sys.path
 import anyio
 import structlog
+from shoal.runtime._credits import MAX_WORKERS
 from shoal.runtime.timeline import at, checkpoint, rescale
 
 from shoal import (
@@ -254,15 +257,22 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[max(0, min(len(ordered) - 1, -(-int(q * 100) * len(ordered) // 100) - 1))]
 
 
+def rate_text(rate: float) -> str:
+    """A rate for a round's line; ``n/a`` where fewer than two progress samples fell in its
+    window (an unpaced job too short for the phase to be measured)."""
+    return "n/a" if math.isnan(rate) else f"{rate:,.0f}"
+
+
 def show_round(tier: Tier, n: int, run: dict[str, Any]) -> None:
     pauses = [p * 1000 for p in run["pauses"]]
     print(
         f"  {tier.mb:>3} MB round {n}: {len(pauses)} group moves, pause ms p50 "
         f"{percentile(pauses, 0.5):.1f} max {max(pauses):.1f} (splits: max "
         f"{max(run['split_pauses']) * 1000:.0f}); rescale {run['rescale_s']:.2f} s "
-        f"({run['moves']} moves); events/s steady {run['steady']:,.0f} over "
-        f"{run['steady_s']:.1f} s, during {run['during']:,.0f} over {run['during_s']:.1f} s, "
-        f"after {run['after']:,.0f}; state {run['state_bytes'] / 2**20:,.0f} MiB; "
+        f"({run['moves']} moves); events/s steady {rate_text(run['steady'])} over "
+        f"{run['steady_s']:.1f} s, during {rate_text(run['during'])} over "
+        f"{run['during_s']:.1f} s, after {rate_text(run['after'])}; "
+        f"state {run['state_bytes'] / 2**20:,.0f} MiB; "
         f"{run['checkpoints']} checkpoints; job {run['elapsed_s']:.1f} s"
         + (
             f"; shipped per group median {statistics.median(run['bytes']) / 2**20:.1f} MiB, "
@@ -309,19 +319,21 @@ def summary(tier: Tier, runs: list[dict[str, Any]]) -> str:
 async def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--mb", type=int, nargs="+", default=sorted(TIERS), choices=sorted(TIERS))
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=_args.count, default=3)
     parser.add_argument(
-        "--events", type=int, help="events per round (default: the tier's; steady: a quarter)"
+        "--events",
+        type=_args.count,
+        help="events per round (default: the tier's; steady: a quarter)",
     )
     parser.add_argument(
         "--rate",
-        type=float,
-        default=0.0,
+        type=_args.rate,
+        default=None,
         help="pace the source to this many records/s in all (default: unpaced)",
     )
     parser.add_argument(
         "--workers",
-        type=int,
+        type=_args.count,
         nargs=2,
         default=(2, 4),
         metavar=("FROM", "TO"),
@@ -334,8 +346,18 @@ async def main() -> None:
     )
     args = parser.parse_args()
     workers = tuple(args.workers)
-    if min(workers) < 1 or workers[0] == workers[1]:
-        parser.error(f"--workers FROM TO: two different counts >= 1; got {args.workers}")
+    if workers[0] == workers[1] or max(workers) > MAX_WORKERS:
+        parser.error(
+            f"--workers FROM TO: two different counts from 1 to {MAX_WORKERS}; got {args.workers}"
+        )
+    for mb in args.mb:
+        least = 2 * TIERS[mb].keys * SPLITS
+        if args.events is not None and args.events < least:
+            parser.error(
+                f"--events {args.events}: the {mb} MB tier needs at least {least:,} (every "
+                "key read by every split before its checkpoint, then a steady quarter)"
+            )
+    rate = args.rate or 0.0
     structlog.configure(
         processors=[
             WATCH.log_event,
@@ -345,7 +367,7 @@ async def main() -> None:
         wrapper_class=structlog.make_filtering_bound_logger(logging.INFO),
         logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
     )
-    paced = f"paced to {args.rate:,.0f} records/s" if args.rate > 0 else "unpaced"
+    paced = f"paced to {rate:,.0f} records/s" if rate > 0 else "unpaced"
     print(
         f"rescale {workers[0]} -> {workers[1]} worker processes under load (source {paced}), "
         "1 s checkpoints, "
@@ -359,7 +381,7 @@ async def main() -> None:
             tier = replace(tier, events=args.events, steady=args.events // 4)
         runs = []
         for n in range(1, args.rounds + 1):
-            runs.append(await one(tier, args.rate, args.per_worker_state, workers))
+            runs.append(await one(tier, rate, args.per_worker_state, workers))
             show_round(tier, n, runs[-1])
         rows.append(summary(tier, runs))
     print(
