@@ -121,7 +121,7 @@ def checks(result: JobResult, params: Mapping[str, Any]) -> Iterator[Check]:
     yield Check(
         "two workers were killed and recovered from",
         len(result.recoveries) >= 2,
-        f"{len(result.recoveries)} recoveries, "
+        f"{len(result.recoveries)} recover{'y' if len(result.recoveries) == 1 else 'ies'}, "
         + ", ".join(f"{s * 1000:.0f} ms" for s in result.recoveries),
     )
     stats = result.checkpoints

@@ -70,7 +70,8 @@ def checks(result: JobResult, params: Mapping[str, Any]) -> Iterator[Check]:
     yield Check(
         "the worker killed mid-rescale was recovered from, at the new size",
         len(result.recoveries) >= 1 and result.workers == 2,
-        f"{len(result.recoveries)} recoveries; {result.workers} workers at the end",
+        f"{len(result.recoveries)} recover{'y' if len(result.recoveries) == 1 else 'ies'}; "
+        f"{result.workers} workers at the end",
     )
 
 

@@ -184,7 +184,12 @@ def _synopsis(block: Block) -> None:
         subprocess.run(
             [str(SHOAL), *command, "--help"], capture_output=True, text=True, timeout=60, check=True
         ).stdout
-        for command in ([], ["run"], *(["state", sub] for sub in STATE_COMMANDS))
+        for command in (
+            [],
+            ["run"],
+            *(["state", sub] for sub in STATE_COMMANDS),
+            *([control] for control in CONTROL_COMMANDS),
+        )
     ]
     help_options = set(re.findall(r"(?<![\w-])(--[a-z][a-z-]*)", "".join(helps))) - {"--help"}
     synopsis_options = set(re.findall(r"(?<![\w-])(--[a-z][a-z-]*)", block.text))
@@ -192,6 +197,7 @@ def _synopsis(block: Block) -> None:
 
 
 STATE_COMMANDS = ("inspect", "verify", "rewrite", "savepoint")
+CONTROL_COMMANDS = ("rescale", "rebalance", "status")
 
 RUNNABLE = {"python", "pycon", "console", "sh"}
 
