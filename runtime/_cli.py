@@ -51,6 +51,7 @@ from ._run import loop_options
 from ._scenario import Check, Scenario, load_scenario, run_scenario
 from ._sinks import DeadLetter, DeadLetterSink
 from ._state_cli import add_state_parser, run_state
+from ._statedir import StateClaim, hold_after_run
 
 __all__ = ("main",)
 
@@ -663,6 +664,7 @@ async def _run(
         letters_path.unlink(missing_ok=True)  # this run's dead letters only, not an older run's
     show = not args.no_progress and sys.stderr.isatty()
     display = ProgressDisplay(scenario.name, args.workers) if show else None
+    held: StateClaim | None = None
     try:
         if display is not None:
             display.start()
@@ -683,6 +685,8 @@ async def _run(
         finally:
             if display is not None:
                 display.stop()
+        if not temporary:  # the checks read the state: no other run may start into it
+            held = hold_after_run(state_dir)
         latest[:] = list(result.reports)
         if result.checkpoints is not None:  # the result's recoveries are the final word
             checkpoints[:] = [
@@ -694,6 +698,8 @@ async def _run(
             raise _Failure(str(exc), EXIT_USAGE, "scenario") from exc
         kept = _keep_dead_letters(result, letters_path, temporary, args.dead_letters)
     finally:
+        if held is not None:
+            held.release()
         if stop_metrics is not None:
             stop_metrics()
         if temporary:

@@ -116,6 +116,23 @@ def _lock(directory: Path) -> int:
     return fd
 
 
+def hold_after_run(directory: Path) -> StateClaim | None:
+    """Take the directory's lock again once a run has released it, for as long as its caller
+    still reads the state (``shoal run``'s checks): a second run into the directory meanwhile
+    is told it is in use, not that it may resume. None if another process took it first."""
+    fd = os.open(directory / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    manifest = read_manifest(directory)
+    assert manifest is not None  # the run wrote it
+    return StateClaim(manifest, fd, resumed=False)
+
+
 def _check_no_workers(directory: Path) -> None:
     fd = os.open(directory / WORKERS_LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
     try:

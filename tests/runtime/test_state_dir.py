@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from shoal.runtime._statedir import hold_after_run
 
 from shoal import CollectingSink, Flow, IterableSource, StateDirectoryInUseError, run_job
 
@@ -62,3 +63,20 @@ def test_the_cli_refuses_a_used_state_directory(tmp_path: Path) -> None:
     assert second.stderr.startswith(
         f"shoal: error: state directory '{state}' already holds the state of job 'clickstream' "
     )
+
+
+@pytest.mark.asyncio
+async def test_a_state_directory_held_after_its_run_is_in_use_not_resumable(
+    tmp_path: Path,
+) -> None:
+    """``shoal run``'s checks read the state after the run: it holds the directory again
+    meanwhile, so a second run (even ``--resume``) is told it is in use; then it may."""
+    await run_job(counting(), state_dir=tmp_path, checkpoint_interval=1.0)
+    held = hold_after_run(tmp_path)
+    assert held is not None
+    assert hold_after_run(tmp_path) is None  # one holder at a time
+    with pytest.raises(StateDirectoryInUseError, match=r"is in use by a running job \(pid \d+\)"):
+        await run_job(counting(), state_dir=tmp_path, resume=True, checkpoint_interval=1.0)
+    held.release()
+    again = await run_job(counting(), state_dir=tmp_path, resume=True, checkpoint_interval=1.0)
+    assert again.read_state("n", "value") == {"a": 2}  # the first run ended with a final checkpoint
