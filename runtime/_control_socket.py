@@ -23,6 +23,7 @@ from typing import Any
 
 import anyio
 from anyio.abc import SocketStream
+from shoal.actors import ActorStoppedError, PeerLostError
 from shoal.actors._log import get_logger
 from shoal.storage import CheckpointError
 
@@ -96,6 +97,8 @@ async def _serve_one(stream: SocketStream, control: JobControl) -> None:
             with anyio.CancelScope(shield=True):
                 await _send(stream, _ended(request, control, workers_before))
             raise
+        except (PeerLostError, ActorStoppedError):  # a worker was lost under the request
+            answer = _ended(request, control, workers_before)
         except Exception as exc:  # the request's fault or the job's: say which
             answer = {"ok": False, "error": _error_text(exc)}
         await _send(stream, answer)

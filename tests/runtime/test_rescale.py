@@ -21,6 +21,7 @@ from rescale_flows import (
     read_records,
     run_schedule,
 )
+from shoal.actors import PeerLostError
 from shoal.runtime import _ctl_cli as ctl_cli
 from shoal.runtime import _timeline as timeline_module
 from shoal.runtime._control import JobControl
@@ -633,6 +634,31 @@ async def test_a_state_dir_too_deep_for_a_unix_socket_still_gets_a_control_socke
     assert answer["ok"] is True
     assert control.asked == [5]
     assert not (state / f"{CONTROL_SOCKET}.where").exists()  # removed at the end
+
+
+@pytest.mark.asyncio
+async def test_a_worker_lost_under_a_request_is_answered_as_the_attempts_end(
+    tmp_path: Path,
+) -> None:
+    """A rescale that meets a lost worker before it started (here: at once) changed nothing:
+    the answer says so and lets the client send it again."""
+
+    class Lost(JobControlStub):
+        def __init__(self) -> None:
+            super().__init__()
+            scaling = SimpleNamespace(workers=2)
+            self.supervisor = SimpleNamespace(rescaler=SimpleNamespace(scaling=scaling))
+
+        async def rescale(self, workers: int) -> RescaleRecord:
+            raise PeerLostError("connection from worker 0 closed")
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(serve_control, tmp_path / CONTROL_SOCKET, Lost())
+        await anyio.wait_all_tasks_blocked()
+        answer = await request(tmp_path, {"command": "rescale", "workers": 3})
+        tg.cancel_scope.cancel()
+    assert answer["retry"] is True
+    assert answer["error"].startswith("the job's run ended before the rescale started")
 
 
 class JobControlStub:
