@@ -8,7 +8,10 @@ import argparse
 import math
 from typing import Any
 
-__all__ = ("count", "exponent", "interval", "megabytes", "rate")
+__all__ = ("count", "exponent", "interval", "megabytes", "multiple_of", "rate", "workers")
+
+#: The most workers a job takes (``shoal.runtime._credits.MAX_WORKERS``).
+MAX_WORKERS = 256
 
 
 def _number(text: str, kind: type[float] | type[int], least: float, what: str) -> Any:
@@ -53,3 +56,27 @@ def megabytes(text: str) -> int | None:
 def rate(text: str) -> float:
     """Records per second > 0 (a paced source)."""
     return float(_number(text, float, 0, "records per second > 0"))
+
+
+def workers(text: str) -> int:
+    """A worker count from 1 to :data:`MAX_WORKERS`."""
+    value = count(text)
+    if value > MAX_WORKERS:
+        raise argparse.ArgumentTypeError(
+            f"expected a worker count from 1 to {MAX_WORKERS}, got {text!r}"
+        )
+    return value
+
+
+def multiple_of(step: int) -> Any:
+    """An integer >= ``step`` that is a multiple of it (whole batches)."""
+
+    def check(text: str) -> int:
+        value = count(text)
+        if value % step:
+            raise argparse.ArgumentTypeError(
+                f"expected a multiple of {step:,} (whole batches), got {text!r}"
+            )
+        return value
+
+    return check

@@ -172,7 +172,8 @@ async def main(args: argparse.Namespace) -> None:
             print(
                 f"round {round_ + 1} {op:<10} checkpoints {_interval_name(interval):<4} "
                 f"workers={workers}: {run['events_per_s']:>10,} events/s  "
-                f"({run['elapsed_s']:.2f} s, {run['checkpoints']} checkpoints, worker CPU busy "
+                f"({run['elapsed_s']:.2f} s, {run['checkpoints']} checkpoint"
+                f"{'' if run['checkpoints'] == 1 else 's'}, worker CPU busy "
                 f"{'/'.join(f'{b:.0%}' for b in run['worker_busy'])}, "
                 f"driver {run['driver_busy']:.0%})",
                 flush=True,
@@ -198,12 +199,16 @@ async def main(args: argparse.Namespace) -> None:
             f"{op:<10} checkpoints {_interval_name(interval):<4} workers={workers}: median "
             f"{median:>12,.0f} events/s, best {best['events_per_s']:,} (final flush "
             f"{best['flush_s_per_worker']:.2f} s/worker, start-up+teardown "
-            f"{best['startup_and_teardown_s']:.2f} s)  x{median / one:.2f} over "
-            f"{args.workers[0]} worker(s)",
+            f"{best['startup_and_teardown_s']:.2f} s)"
+            + (
+                f"  x{median / one:.2f} over {args.workers[0]} worker"
+                f"{'' if args.workers[0] == 1 else 's'}"
+                if workers != args.workers[0]
+                else ""
+            ),
             flush=True,
         )
-    print("ratios of medians (targets: 2 workers >= 1.7x one; columnar >= 2x per-record;")
-    print("                   process >= 0.85x per-record; 1 s checkpoints >= 0.85x off):")
+    lines = []
     for (op, interval, workers), median in medians.items():
         notes = []
         # What each op is compared with: the count's per-record path, or reduce for sum.
@@ -213,10 +218,14 @@ async def main(args: argparse.Namespace) -> None:
         if interval is not None and (op, None, workers) in medians:
             notes.append(f"{median / medians[(op, None, workers)]:.2f}x checkpoints off")
         if notes:
-            print(
+            lines.append(
                 f"  {op:<10} checkpoints {_interval_name(interval):<4} workers={workers}: "
                 + ", ".join(notes)
             )
+    if lines:
+        print("ratios of medians (targets: 2 workers >= 1.7x one; columnar >= 2x per-record;")
+        print("                   process >= 0.85x per-record; 1 s checkpoints >= 0.85x off):")
+        print("\n".join(lines))
     peak_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     print(f"peak worker RSS: {peak_mb:.0f} MB")
     if args.json:
@@ -238,7 +247,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--keys", type=_args.count, default=100_000)
     parser.add_argument("--zipf-s", type=_args.exponent, default=1.1, dest="zipf_s")
     parser.add_argument("--splits", type=_args.count, default=8)
-    parser.add_argument("--workers", type=_args.count, nargs="+", default=[1, 2])
+    parser.add_argument("--workers", type=_args.workers, nargs="+", default=[1, 2])
     parser.add_argument("--op", choices=OPS, nargs="+", default=list(DEFAULT_OPS))
     parser.add_argument(
         "--checkpoint-interval",

@@ -37,6 +37,7 @@ from collections.abc import Callable
 from itertools import accumulate
 from typing import Any
 
+import _args  # run as a script: its folder is on sys.path
 import numpy as np
 from shoal.runtime._boot import tune_gc
 from shoal.runtime._keys import KeyGroupRouter
@@ -64,6 +65,14 @@ VARIANTS: dict[str, Callable[[KeyedStream], Any]] = {
     "numpy sketch": lambda k: k.reduce(lambda a, b: a + b, name="op"),
 }
 BASELINE = "reduce(lambda a, b: a + b)"
+BATCH = 8192  # the job's source batch
+
+
+def _key_groups(text: str) -> int:
+    value = _args.count(text)
+    if value > 32768:
+        raise argparse.ArgumentTypeError(f"expected key groups from 1 to 32768, got {text!r}")
+    return value
 
 
 def batches(events: int, keys: int, key_groups: int, size: int) -> list[Routed]:
@@ -144,22 +153,29 @@ def expected(work: list[Routed], name: str, passes: int) -> dict[Any, Any]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--events", type=int, default=60 * 8192)
-    parser.add_argument("--keys", type=int, default=100_000)
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--passes", type=int, default=2, help="the last one is timed")
+    parser.add_argument("--events", type=_args.multiple_of(BATCH), default=60 * BATCH)
+    parser.add_argument("--keys", type=_args.count, default=100_000)
+    parser.add_argument("--rounds", type=_args.count, default=5)
+    parser.add_argument("--passes", type=_args.count, default=2, help="the last one is timed")
     parser.add_argument(
         "--memory",
         action="store_true",
         help="the memory backend instead of LMDB (e.g. under valgrind, where 128 LMDB maps "
         "do not fit)",
     )
-    parser.add_argument("--key-groups", type=int, nargs="+", default=[128, 1])
-    parser.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS))
+    parser.add_argument("--key-groups", type=_key_groups, nargs="+", default=[128, 1])
+    parser.add_argument(
+        "--variants",
+        nargs="+",
+        choices=list(VARIANTS),
+        default=list(VARIANTS),
+        metavar="VARIANT",
+        help="which to run (default: all): " + ", ".join(repr(name) for name in VARIANTS),
+    )
     args = parser.parse_args()
     tune_gc()
     for key_groups in args.key_groups:
-        work = batches(args.events, args.keys, key_groups, 8192)
+        work = batches(args.events, args.keys, key_groups, BATCH)
         cpu: dict[str, list[float]] = {name: [] for name in args.variants}
         for round_ in range(args.rounds):
             for name in args.variants:

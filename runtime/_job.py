@@ -34,6 +34,7 @@ from shoal.storage import (
 from ._attempt import DEFAULT_LINK_BUFFER, Run
 from ._boot import register_runtime_messages
 from ._control import JobControl, write_savepoint_of
+from ._credits import MAX_WORKERS
 from ._dataflow import Flow
 from ._exceptions import JobError
 from ._faults import Fault
@@ -215,6 +216,8 @@ async def run_job(
         JobError: the engine failed (for example a sink raised); the cause is chained.
     """
     _check_positive("workers", workers)
+    if workers > MAX_WORKERS:
+        raise ValueError(f"workers must be at most {MAX_WORKERS}; got {workers}")
     _check_positive("batch_size", batch_size)
     _check_positive("mailbox_size", mailbox_size)
     _check_positive("max_moves", max_moves)

@@ -132,6 +132,8 @@ async def test_bad_arguments_fail_at_the_boundary(tmp_path: Path) -> None:
     flow = flows.clicks(events=10)
     with pytest.raises(ValueError, match=r"^workers must be a positive int; got 0$"):
         await run_job(flow, workers=0)
+    with pytest.raises(ValueError, match=r"^workers must be at most 256; got 300$"):
+        await run_job(flow, workers=300, processes=False)
     with pytest.raises(TypeError, match=r"^worker processes rebuild the flow from its definition"):
         await run_job(flow, workers=2)
     with pytest.raises(ValueError, match=r"^backend must be 'lmdb' or 'memory'; got 'redis'$"):
