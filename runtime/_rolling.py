@@ -23,7 +23,7 @@ record, before anything is written, where that record is a dead letter. Any othe
 bool, a mix) goes record by record (:func:`fold_per_record`, the plain reduce's path too), where
 a bad value is a dead letter with its error and position and the rest of the batch goes on.
 
-numpy does not pay here (measured; see docs/benchmarks.md, "Columnar sum, min and max"): a key
+numpy does not pay here (measured; see docs/benchmarks.md, "Columnar sum, min, max and mean"): a key
 group's batch is ~64 records in a job of 128 key groups, where converting to and from arrays
 costs more than the loop, and at 8,192 records the conversions alone still cost as much.
 """
