@@ -8,10 +8,12 @@ import argparse
 import math
 from typing import Any
 
+from shoal.runtime._cli import _worker_count as worker_count
+
 __all__ = ("count", "exponent", "interval", "megabytes", "multiple_of", "rate", "workers")
 
-#: The most workers a job takes (``shoal.runtime._credits.MAX_WORKERS``).
-MAX_WORKERS = 256
+#: A worker count from 1 to the most a job takes: ``shoal run --workers``' own check.
+workers = worker_count
 
 
 def _number(text: str, kind: type[float] | type[int], least: float, what: str) -> Any:
@@ -56,16 +58,6 @@ def megabytes(text: str) -> int | None:
 def rate(text: str) -> float:
     """Records per second > 0 (a paced source)."""
     return float(_number(text, float, 0, "records per second > 0"))
-
-
-def workers(text: str) -> int:
-    """A worker count from 1 to :data:`MAX_WORKERS`."""
-    value = count(text)
-    if value > MAX_WORKERS:
-        raise argparse.ArgumentTypeError(
-            f"expected a worker count from 1 to {MAX_WORKERS}, got {text!r}"
-        )
-    return value
 
 
 def multiple_of(step: int) -> Any:
