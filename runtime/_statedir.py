@@ -95,19 +95,28 @@ class StateClaim:
             os.close(fd)
 
 
-def _lock(directory: Path) -> int:
+def _try_lock(directory: Path) -> tuple[int, bool]:
+    """Open the directory's lock file and try to lock it; (its fd, whether this process
+    holds it now: then the file names this process's pid)."""
     fd = os.open(directory / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
+        return fd, False
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    return fd, True
+
+
+def _lock(directory: Path) -> int:
+    fd, locked = _try_lock(directory)
+    if not locked:
         holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "?"
         os.close(fd)
         raise StateDirectoryInUseError(
             f"state directory {str(directory)!r} is in use by a running job (pid {holder}); "
             "wait for it to end or stop it, or pass another state directory"
-        ) from None
-    os.ftruncate(fd, 0)
-    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        )
     try:
         _check_no_workers(directory)
     except BaseException:
@@ -120,14 +129,10 @@ def hold_after_run(directory: Path) -> StateClaim | None:
     """Take the directory's lock again once a run has released it, for as long as its caller
     still reads the state (``shoal run``'s checks): a second run into the directory meanwhile
     is told it is in use, not that it may resume. None if another process took it first."""
-    fd = os.open(directory / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
+    fd, locked = _try_lock(directory)
+    if not locked:
         os.close(fd)
         return None
-    os.ftruncate(fd, 0)
-    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
     manifest = read_manifest(directory)
     assert manifest is not None  # the run wrote it
     return StateClaim(manifest, fd, resumed=False)
